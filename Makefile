@@ -1,0 +1,50 @@
+# inferno — developer entry points. `make demo` and `make test` work on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+TSTAMP  := $(VENV)/.installed-test
+
+.PHONY: install install-test demo test lint bench prometheus clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(TSTAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+install-test: $(TSTAMP) prometheus
+
+# The live tests run a real Prometheus server (Debian package) on loopback.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo "installing Debian package prometheus"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; \
+	  systemctl stop prometheus >/dev/null 2>&1 || true; \
+	  pkill -x prometheus >/dev/null 2>&1 || true; }
+
+demo: $(STAMP)
+	$(BIN)/inferno optimize sample-data/large
+
+test: install-test
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q
+
+lint: $(TSTAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/optimizer_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,73 @@
+"""The `inferno` command line: one click group, thin commands.
+
+Subcommands from the worlds (`sim`, `live`, …) are imported lazily, so the core install works
+without them. Every InfernoError becomes one line on stderr and an exit code (2 for bad input,
+1 for a failed run); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+
+import click
+
+from inferno.errors import ConfigError, InfernoError
+
+# name -> "module:attribute" of a click command, imported on first use.
+LAZY_COMMANDS: dict[str, str] = {
+    "optimize": "inferno.commands.optimize:optimize",
+    "analyze": "inferno.commands.analyze:analyze",
+    "sim": "inferno.commands.sim:sim",
+    "sweep": "inferno.commands.sweep:sweep",
+    "live": "inferno.commands.live:live",
+    "emulate": "inferno.commands.live:emulate",
+    "emulate-load": "inferno.commands.live:emulate_load",
+    "calibrate": "inferno.commands.calibrate:calibrate",
+}
+
+
+def _available(target: str) -> bool:
+    return importlib.util.find_spec(target.split(":")[0]) is not None
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when invoked or listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = {name for name, target in LAZY_COMMANDS.items() if _available(target)}
+        return sorted({*super().list_commands(ctx), *lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and _available(LAZY_COMMANDS[cmd_name]):
+            module_name, attr = LAZY_COMMANDS[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except InfernoError as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(f"{type(exc).__name__}: {exc}", err=True)
+            ctx.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="inferno")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
+    """inferno: SLO-aware, cost-optimal allocation and autoscaling of LLM inference servers."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="inferno")

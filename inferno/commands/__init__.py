@@ -1,0 +1,1 @@
+"""Thin click commands: parse, load, call the library, print or write."""

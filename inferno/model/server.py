@@ -1,0 +1,53 @@
+"""Servers (one Deployment: service class × model) and allocations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inferno.model.service_class import DEFAULT_CLASS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Load:
+    """Offered load of a server. Rates in requests per minute, as in the upstream JSON."""
+
+    arrival_rpm: float = 0.0
+    throughput_rpm: float = 0.0
+    avg_in_tokens: int = 0
+    avg_out_tokens: int = 0
+
+    @property
+    def is_zero(self) -> bool:
+        return self.arrival_rpm == 0.0 or self.avg_out_tokens == 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Allocation:
+    """What a server runs on: accelerator, replicas, max batch, and predicted latencies."""
+
+    accelerator: str = ""
+    num_replicas: int = 0
+    max_batch: int = 0
+    cost: float = 0.0
+    itl_ms: float = 0.0
+    ttft_ms: float = 0.0
+    load: Load = Load()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Server:
+    name: str
+    class_name: str = DEFAULT_CLASS
+    model: str
+    keep_accelerator: bool = False
+    min_num_replicas: int = 0
+    max_batch_size: int = 0
+    """> 0 overrides the batch-size policy."""
+    max_queue_size: int | None = None
+    """Queue slots beyond the batch; None means 10·N."""
+    current: Allocation = Allocation()
+
+    @property
+    def load(self) -> Load:
+        """The load to plan for is the current allocation's load (upstream semantics)."""
+        return self.current.load
