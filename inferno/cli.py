@@ -51,7 +51,9 @@ class LazyGroup(click.Group):
         except InfernoError as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
-            click.echo(f"{type(exc).__name__}: {exc}", err=True)
+            lines = getattr(exc, "problems", None) or (str(exc),)
+            for line in lines:
+                click.echo(f"{type(exc).__name__}: {line}", err=True)
             ctx.exit(2 if isinstance(exc, ConfigError) else 1)
 
 

@@ -1,0 +1,21 @@
+"""Upstream JSON data files <-> core dataclasses. Wire names never get past this package."""
+
+from inferno.io.jsondata import (
+    DATA_FILES,
+    SYSTEM_FILE,
+    apply_overrides,
+    load_system,
+)
+from inferno.io.solution import (
+    allocation_to_json,
+    read_solution,
+    read_unallocated,
+    solution_to_json,
+    write_json_atomic,
+)
+
+__all__ = [
+    "DATA_FILES", "SYSTEM_FILE", "allocation_to_json", "apply_overrides", "load_system",
+    "read_solution", "read_unallocated", "solution_to_json",
+    "write_json_atomic",
+]

@@ -1,0 +1,419 @@
+"""Read the upstream optimizer JSON inputs into a `System`, checking everything first.
+
+Input: a directory with the six files (accelerator-data, capacity-data, model-data,
+serviceclass-data, server-data, optimizer-data ``.json``), or a directory holding only
+``system-data.json``, or the path of a ``system-data.json`` file (design §1.7). A directory with
+any of the six files is read in six-file mode, so ``sample-data/small`` (which has both) is read
+from its six files.
+
+Upstream leniency is kept (design §0.4): keys match case-insensitively at every level, unknown
+keys are ignored, missing or ``null`` keys read as zero / false / "". Units are those of §0.3 and
+are not converted: rates stay in RPM (``arrivalRate`` → ``Load.arrival_rpm``), times in ms
+(``slo-itl`` → ``ModelTarget.slo_itl_ms``), ``slo-tps`` in output tokens/s, ``cost`` in cents
+per hour per unit (``Accelerator.cost_per_hr``), ``memSize`` GB, ``memBW`` GB/s, power in W.
+
+Normalised, not errors (upstream semantics): ``class`` missing or "" → ``Free``; ``priority``
+outside 1..100 (incl. missing) → 100; ``accCount`` <= 0 → 1; ``maxQueueSize`` absent → None
+(Q = 10·N), present (0 too) → that value; empty ``saturationPolicy`` / ``perfModel`` /
+``batchPolicy`` → None / chunked / search; ``multiplicity`` absent → 1; ``maxNumTokens``
+(model-data, inferno extension) absent → 8192.
+
+Errors. Every problem of every file is collected, then one `ConfigError` is raised whose message
+is the first line and whose ``problems`` hold all lines, each ``file: field.path: what, got
+value`` with upstream key spelling and list indexes. Checked:
+
+* a missing or unreadable file, invalid JSON (line and column), a document, section or entry
+  that is not an object, a list field that is not a list;
+* wrong types: a string, bool, list or object where a number is expected (and the reverse), a
+  non-integral number where an integer is expected, NaN/Infinity;
+* names that are keys must be non-empty strings: accelerator ``name`` and ``type``, capacity
+  ``type``, model ``name`` and ``acc``, class ``name``, target ``model``, server ``name`` and
+  ``model``; duplicates are errors (accelerator, capacity type, (model, acc) pair, class, target
+  model within a class, server);
+* ranges. Must be >= 0: memSize, memBW, cost, power idle/full/midPower, capacity count,
+  maxBatchSize, atTokens, perfParms alpha/beta/gamma (all zero is legal: "no parameters yet",
+  the candidate is infeasible, §3.2), slo-itl/slo-ttft/slo-tps, minNumReplicas, maxQueueSize,
+  and in currentAlloc numReplicas, maxBatch, cost, itlAverage, ttftAverage, and the load's
+  arrivalRate, throughput, avgInTokens, avgOutTokens (§3.2 drops negative loads; we reject
+  them). Must be >= 1: multiplicity, maxNumTokens, and avgOutTokens when arrivalRate > 0
+  (upstream reads that as zero load, §3.5, silently dropping real traffic; a load with
+  requests but no output tokens is a data error). midUtil must lie in [0, 1];
+* references: a model-data ``acc`` naming no accelerator, a server ``class`` naming no service
+  class (also when the default ``Free`` is missing), a server ``model`` with no model-data entry
+  at all. They are reported against the file holding the reference; they are skipped when the
+  referenced file itself could not be read;
+* an unknown ``saturationPolicy`` / ``perfModel`` / ``batchPolicy`` (case-insensitive match),
+  with the allowed values.
+
+Deliberately not errors (they only make a candidate infeasible, §3.1–3.2, and the server shows
+up as unallocated): a class without a target for a server's model, a target for a model
+without model-data, ``currentAlloc.accelerator`` naming no accelerator (keepAccelerator then has
+no candidate), a capacity type no accelerator uses, a perf entry with all-zero parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from inferno.errors import ConfigError
+from inferno.io.fields import Fields, Problems, describe, known, read_json
+from inferno.model import (
+    DEFAULT_CLASS,
+    DEFAULT_MAX_NUM_TOKENS,
+    DEFAULT_PRIORITY,
+    Accelerator,
+    Allocation,
+    BatchPolicy,
+    Load,
+    ModelPerf,
+    ModelTarget,
+    OptimizerSettings,
+    PerfModel,
+    PerfParms,
+    Power,
+    SaturationPolicy,
+    Server,
+    ServiceClass,
+    SolverKind,
+    System,
+)
+
+ACCELERATOR_FILE = "accelerator-data.json"
+CAPACITY_FILE = "capacity-data.json"
+MODEL_FILE = "model-data.json"
+SERVICECLASS_FILE = "serviceclass-data.json"
+SERVER_FILE = "server-data.json"
+OPTIMIZER_FILE = "optimizer-data.json"
+SYSTEM_FILE = "system-data.json"
+
+DATA_FILES = (ACCELERATOR_FILE, CAPACITY_FILE, MODEL_FILE, SERVICECLASS_FILE, SERVER_FILE,
+              OPTIMIZER_FILE)
+"""The six files, in reading order (references point backwards: servers → classes, models)."""
+
+SECTIONS = {
+    ACCELERATOR_FILE: "acceleratorData", CAPACITY_FILE: "capacityData",
+    MODEL_FILE: "modelData", SERVICECLASS_FILE: "serviceClassData",
+    SERVER_FILE: "serverData", OPTIMIZER_FILE: "optimizerData",
+}
+"""Where each file's content sits inside ``system-data.json``'s ``system`` object."""
+
+_MIN_PRIORITY, _MAX_PRIORITY = 1, 100
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> System:
+    """Read and check a system from a data directory or a ``system-data.json`` file.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory with the six data files, directory with ``system-data.json``, or that file.
+    overrides : Mapping, optional
+        `OptimizerSettings` field names → values applied over optimizer-data (see
+        `apply_overrides`); None values are ignored.
+
+    Raises
+    ------
+    ConfigError
+        With every problem found (``problems``); the message is the first one.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not any((path / name).is_file() for name in DATA_FILES) and (
+                path / SYSTEM_FILE).is_file():
+            system = _load_system_file(path / SYSTEM_FILE)
+        else:
+            system = _load_directory(path)
+    elif path.is_file():
+        system = _load_system_file(path)
+    else:
+        raise ConfigError(f"{path}: no such file or directory")
+    if overrides:
+        system = dataclasses.replace(system, settings=apply_overrides(system.settings, overrides))
+    return system
+
+
+def apply_overrides(settings: OptimizerSettings, overrides: Mapping[str, Any]) -> OptimizerSettings:
+    """Replace settings fields by name, e.g. ``{"perf_model": "classic", "solver": "milp"}``.
+
+    Enum fields take members or their string values (case-insensitive); other fields take a
+    value of the field's type. ``solver`` is accepted as a shorthand for the
+    (unlimited, milp_solver) pair. None values are skipped, so CLI flags that were not given
+    can be passed through as they are.
+    """
+    names = [f.name for f in dataclasses.fields(OptimizerSettings)]
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        where = f"overrides: {key}"
+        if key == "solver":
+            kind = _enum_value(SolverKind, value, where)
+            changes["unlimited"] = kind is SolverKind.UNLIMITED
+            changes["milp_solver"] = kind is SolverKind.MILP
+        elif key not in names:
+            allowed = ", ".join(sorted([*names, "solver"]))
+            raise ConfigError(f"overrides: unknown setting {key!r} (allowed: {allowed})")
+        elif isinstance(current := getattr(settings, key), StrEnum):
+            changes[key] = _enum_value(type(current), value, where)
+        elif isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: must be true or false, got {value!r}")
+            changes[key] = value
+        elif isinstance(value, bool) or not isinstance(value, type(current)):
+            raise ConfigError(f"{where}: must be {type(current).__name__}, got {value!r}")
+        else:
+            changes[key] = value
+    return dataclasses.replace(settings, **changes)
+
+
+def _enum_value(enum: type[E], value: Any, where: str) -> E:
+    for member in enum:
+        if isinstance(value, str) and member.value.lower() == value.lower():
+            return member
+    allowed = ", ".join(m.value for m in enum)
+    raise ConfigError(f"{where}: unknown value {value!r} (allowed: {allowed})")
+
+
+# -- entry points per layout ----------------------------------------------------------------
+
+
+def _load_directory(directory: Path) -> System:
+    problems = Problems()
+    roots: dict[str, Fields | None] = {}
+    for name in DATA_FILES:
+        is_read, doc = read_json(directory / name, problems)
+        if not is_read:
+            roots[name] = None
+        elif not isinstance(doc, Mapping):
+            problems.add(name, "", f"must be a JSON object, got {describe(doc)}")
+            roots[name] = None
+        else:
+            roots[name] = Fields(doc, file=name, path="", problems=problems)
+    return _build(roots, problems)
+
+
+def _load_system_file(path: Path) -> System:
+    problems = Problems()
+    is_read, doc = read_json(path, problems)
+    if not is_read:
+        problems.raise_if_any()
+    root = Fields.root(doc, file=path.name, problems=problems)
+    if not root.has("system"):
+        root.problem("system", "missing (the whole system is under this key)")
+    system = root.object("system")
+    roots: dict[str, Fields | None] = {}
+    for name, key in SECTIONS.items():
+        # A section of the wrong type is reported once and not read, to avoid a cascade of
+        # unknown-reference lines; an absent section reads as empty (Go semantics).
+        is_object = system.raw(key) is None or isinstance(system.raw(key), Mapping)
+        roots[name] = system.object(key) if is_object else None
+        if not is_object:
+            system.problem(key, f"must be an object, got {describe(system.raw(key))}")
+    return _build(roots, problems)
+
+
+def _build(roots: Mapping[str, Fields | None], problems: Problems) -> System:
+    """Parse the sections in `DATA_FILES` order; a None root is a file that could not be read."""
+    empty: dict[str, Any] = {}
+    acc_root, cap_root = roots[ACCELERATOR_FILE], roots[CAPACITY_FILE]
+    model_root, class_root = roots[MODEL_FILE], roots[SERVICECLASS_FILE]
+    server_root, opt_root = roots[SERVER_FILE], roots[OPTIMIZER_FILE]
+
+    accelerators = _accelerators(acc_root) if acc_root else None
+    capacity = _capacity(cap_root) if cap_root else empty
+    perf = _models(model_root, accelerators) if model_root else None
+    classes = _classes(class_root) if class_root else None
+    model_names = None if perf is None else {model for model, _ in perf}
+    servers = _servers(server_root, classes, model_names) if server_root else ()
+    settings = _settings(opt_root) if opt_root else OptimizerSettings()
+    problems.raise_if_any()
+    return System(accelerators=accelerators or {}, perf=perf or {}, classes=classes or {},
+                  servers=servers, settings=settings, capacity=capacity)
+
+
+# -- one reader per file ---------------------------------------------------------------------
+
+
+def _accelerators(root: Fields) -> dict[str, Accelerator]:
+    out: dict[str, Accelerator] = {}
+    first: dict[str, str] = {}
+    for a in root.objects("accelerators"):
+        name = a.string("name", required=True)
+        power = a.object("power")
+        mid_util = power.number("midUtil", minimum=0.0)
+        if mid_util > 1.0:
+            power.problem("midUtil", f"must be <= 1, got {describe(power.raw('midUtil'))}")
+        acc = Accelerator(
+            name=name,
+            type=a.string("type", required=True),
+            multiplicity=a.integer("multiplicity", default=1, minimum=1),
+            mem_gb=a.number("memSize", minimum=0.0),
+            mem_bw_gbps=a.number("memBW", minimum=0.0),
+            cost_per_hr=a.number("cost", minimum=0.0),
+            power=Power(idle_w=power.number("idle", minimum=0.0),
+                        full_w=power.number("full", minimum=0.0),
+                        mid_w=power.number("midPower", minimum=0.0),
+                        mid_util=min(mid_util, 1.0)),
+        )
+        if name and _unique(a, "name", name, "accelerator", first):
+            out[name] = acc
+    return out
+
+
+def _capacity(root: Fields) -> dict[str, int]:
+    out: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for c in root.objects("count"):
+        type_ = c.string("type", required=True)
+        count = c.integer("count", minimum=0)
+        if type_ and _unique(c, "type", type_, "accelerator type", first):
+            out[type_] = count
+    return out
+
+
+def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
+            ) -> dict[tuple[str, str], ModelPerf]:
+    out: dict[tuple[str, str], ModelPerf] = {}
+    first: dict[tuple[str, str], str] = {}
+    for m in root.objects("models"):
+        name = m.string("name", required=True)
+        acc = m.string("acc", required=True)
+        if acc and accelerators is not None and acc not in accelerators:
+            m.problem("acc", f"unknown accelerator '{acc}' {known(accelerators)}")
+        parms = m.object("perfParms")
+        acc_count = m.integer("accCount")
+        entry = ModelPerf(
+            model=name,
+            accelerator=acc,
+            acc_count=acc_count if acc_count > 0 else 1,
+            max_batch_size=m.integer("maxBatchSize", minimum=0),
+            at_tokens=m.integer("atTokens", minimum=0),
+            perf=PerfParms(alpha_ms=parms.number("alpha", minimum=0.0),
+                           beta_ms=parms.number("beta", minimum=0.0),
+                           gamma_ms=parms.number("gamma", minimum=0.0)),
+            max_num_tokens=m.integer("maxNumTokens", default=DEFAULT_MAX_NUM_TOKENS, minimum=1),
+        )
+        if not (name and acc):
+            continue
+        key = (name, acc)
+        if key in first:
+            m.problem(None, f"duplicate entry for model '{name}' on accelerator '{acc}' "
+                            f"(first at {first[key]})")
+            continue
+        first[key] = m.path
+        out[key] = entry
+    return out
+
+
+def _classes(root: Fields) -> dict[str, ServiceClass]:
+    out: dict[str, ServiceClass] = {}
+    first: dict[str, str] = {}
+    for c in root.objects("serviceClasses"):
+        name = c.string("name", required=True)
+        priority = c.integer("priority")
+        if not _MIN_PRIORITY <= priority <= _MAX_PRIORITY:
+            priority = DEFAULT_PRIORITY
+        targets: dict[str, ModelTarget] = {}
+        first_target: dict[str, str] = {}
+        for t in c.objects("modelTargets"):
+            model = t.string("model", required=True)
+            target = ModelTarget(model=model,
+                                 slo_itl_ms=t.number("slo-itl", minimum=0.0),
+                                 slo_ttft_ms=t.number("slo-ttft", minimum=0.0),
+                                 slo_tps=t.number("slo-tps", minimum=0.0))
+            if model and _unique(t, "model", model, "target for model", first_target):
+                targets[model] = target
+        if name and _unique(c, "name", name, "service class", first):
+            out[name] = ServiceClass(name=name, priority=priority, targets=targets)
+    return out
+
+
+def _servers(root: Fields, classes: Mapping[str, ServiceClass] | None,
+             model_names: set[str] | None) -> tuple[Server, ...]:
+    out: list[Server] = []
+    first: dict[str, str] = {}
+    for s in root.objects("servers"):
+        name = s.string("name", required=True)
+        given_class = s.string("class")
+        class_name = given_class or DEFAULT_CLASS
+        is_str = isinstance(s.raw("class"), str | None)
+        if classes is not None and is_str and class_name not in classes:
+            what = (f"unknown service class '{class_name}'" if given_class else
+                    f"no class given and the default class '{DEFAULT_CLASS}' is not defined")
+            s.problem("class", f"{what} {known(classes)}")
+        model = s.string("model", required=True)
+        if model and model_names is not None and model not in model_names:
+            s.problem("model", f"unknown model '{model}': no {MODEL_FILE} entry "
+                               f"{known(model_names)}")
+        server = Server(
+            name=name,
+            class_name=class_name,
+            model=model,
+            keep_accelerator=s.boolean("keepAccelerator"),
+            min_num_replicas=s.integer("minNumReplicas", minimum=0),
+            max_batch_size=s.integer("maxBatchSize", minimum=0),
+            max_queue_size=s.optional_integer("maxQueueSize", minimum=0),
+            current=read_allocation(s.object("currentAlloc"), is_input_load=True),
+        )
+        if name and _unique(s, "name", name, "server name", first):
+            out.append(server)
+    return tuple(out)
+
+
+def _settings(root: Fields) -> OptimizerSettings:
+    o = root.object("optimizer")
+    return OptimizerSettings(
+        unlimited=o.boolean("unlimited"),
+        heterogeneous=o.boolean("heterogeneous"),
+        milp_solver=o.boolean("milpSolver"),
+        use_cplex=o.boolean("useCplex"),
+        delayed_best_effort=o.boolean("delayedBestEffort"),
+        saturation_policy=o.choice("saturationPolicy", SaturationPolicy, SaturationPolicy.NONE),
+        perf_model=o.choice("perfModel", PerfModel, PerfModel.CHUNKED),
+        batch_policy=o.choice("batchPolicy", BatchPolicy, BatchPolicy.SEARCH),
+    )
+
+
+def read_allocation(f: Fields, *, is_input_load: bool = False) -> Allocation:
+    """An upstream ``AllocationData`` object (server ``currentAlloc`` or a solution entry).
+
+    With ``is_input_load`` a positive arrivalRate requires avgOutTokens >= 1 (see module doc).
+    """
+    accelerator = f.string("accelerator")
+    num_replicas = f.integer("numReplicas", minimum=0)
+    max_batch = f.integer("maxBatch", minimum=0)
+    cost = f.number("cost", minimum=0.0)
+    itl_ms = f.number("itlAverage", minimum=0.0)
+    ttft_ms = f.number("ttftAverage", minimum=0.0)
+    load = f.object("load")
+    arrival_rpm = load.number("arrivalRate", minimum=0.0)
+    throughput_rpm = load.number("throughput", minimum=0.0)
+    in_tokens = load.integer("avgInTokens", minimum=0)
+    out_tokens = load.integer("avgOutTokens", minimum=0)
+    if is_input_load and arrival_rpm > 0 and out_tokens == 0:
+        if load.has("avgOutTokens"):
+            if load.raw("avgOutTokens") == 0:  # a negative value was reported already
+                load.problem("avgOutTokens", "must be >= 1, got 0")
+        elif load.has("arrivalRate"):
+            load.problem("avgOutTokens", "missing (must be >= 1 when arrivalRate > 0)")
+    return Allocation(
+        accelerator=accelerator, num_replicas=num_replicas, max_batch=max_batch, cost=cost,
+        itl_ms=itl_ms, ttft_ms=ttft_ms,
+        load=Load(arrival_rpm=arrival_rpm, throughput_rpm=throughput_rpm,
+                  avg_in_tokens=in_tokens, avg_out_tokens=out_tokens),
+    )
+
+
+def _unique(f: Fields, key: str, name: Any, what: str, first: dict[Any, str]) -> bool:
+    """Record ``name`` as seen at ``f``; a repeat is a problem and returns False."""
+    if name in first:
+        f.problem(key, f"duplicate {what} '{name}' (first at {first[name]})")
+        return False
+    first[name] = f.path
+    return True

@@ -1,0 +1,136 @@
+"""Solutions to and from upstream ``solution-data.json`` form, and atomic JSON writes.
+
+Output shape (design §1.8 plus this project's additions)::
+
+    {"allocations": {server: {accelerator, numReplicas, maxBatch, cost, itlAverage,
+                              ttftAverage, load: {arrivalRate, throughput, avgInTokens,
+                              avgOutTokens}}},
+     "unallocated": [...], "bestEffort": [...], "solveTimeMs": x, "status": "optimal",
+     "message": "...", "totalCost": x, "parts": {server: [AllocationData, ...]}}
+
+Allocations are sorted by server name, as Go's encoder sorts map keys, so files diff cleanly
+against upstream ones. Readers of upstream files ignore the extra top-level keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from inferno.errors import ConfigError
+from inferno.io.fields import Fields, Problems, read_json
+from inferno.io.jsondata import read_allocation
+from inferno.model import Allocation, Load, System
+
+if TYPE_CHECKING:  # a runtime import would load the whole optimizer package for a type name
+    from inferno.optimizer.result import Solution
+
+
+def allocation_to_json(alloc: Allocation, load: Load | None = None) -> dict[str, Any]:
+    """One upstream ``AllocationData`` object; ``load`` replaces ``alloc.load`` when given."""
+    load = alloc.load if load is None else load
+    return {
+        "accelerator": alloc.accelerator,
+        "numReplicas": alloc.num_replicas,
+        "maxBatch": alloc.max_batch,
+        "cost": alloc.cost,
+        "itlAverage": alloc.itl_ms,
+        "ttftAverage": alloc.ttft_ms,
+        "load": {
+            "arrivalRate": load.arrival_rpm,
+            "throughput": load.throughput_rpm,
+            "avgInTokens": load.avg_in_tokens,
+            "avgOutTokens": load.avg_out_tokens,
+        },
+    }
+
+
+def solution_to_json(solution: Solution, system: System) -> dict[str, Any]:
+    """The JSON document for ``solution`` of ``system``.
+
+    ``load`` of each allocation is the server's current load, as upstream copies it (§1.8);
+    an allocation for a server not in ``system`` keeps its own load. ``parts`` (heterogeneous
+    MILP: per-accelerator pieces of one server, each with its own load share) is written only
+    when there are any.
+    """
+    loads = {s.name: s.load for s in system.servers}
+    doc: dict[str, Any] = {
+        "allocations": {name: allocation_to_json(solution.allocations[name], loads.get(name))
+                        for name in sorted(solution.allocations)},
+        "unallocated": sorted(solution.unallocated),
+        "bestEffort": sorted(solution.best_effort),
+        "solveTimeMs": solution.solve_time_ms,
+        "status": solution.status.value,
+        "message": solution.message,
+        "totalCost": solution.cost,
+    }
+    if solution.parts:
+        doc["parts"] = {name: [allocation_to_json(part) for part in solution.parts[name]]
+                        for name in sorted(solution.parts)}
+    return doc
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` so readers never see a half-written file.
+
+    The document is serialised first (NaN and infinity are refused: they are not JSON), then
+    written to a temporary file in the same directory and moved over ``path`` with
+    `os.replace`. On any failure ``path`` is left as it was. An existing file's permission bits
+    are kept; a new file gets 0o644.
+    """
+    path = Path(path)
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_solution(path: str | Path) -> dict[str, Allocation]:
+    """Allocations of an upstream ``solution-data.json`` / ``expected-solution.json`` file.
+
+    Keys are case-insensitive; bad content raises ConfigError with every problem found.
+    """
+    path = Path(path)
+    problems = Problems()
+    is_read, doc = read_json(path, problems)
+    out: dict[str, Allocation] = {}
+    if is_read:
+        root = Fields.root(doc, file=path.name, problems=problems)
+        out = {name: read_allocation(f) for name, f in root.entries("allocations")}
+    problems.raise_if_any()
+    return out
+
+
+_UNALLOCATED = re.compile(r"\[(.*)\]", re.DOTALL)
+
+
+def read_unallocated(path: str | Path) -> tuple[str, ...]:
+    """Server names of an upstream ``expected-unallocated.txt`` (sorted).
+
+    The file holds the Go error text ``no feasible allocation for servers: [a, b, c]``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path.name}: cannot read: {exc.strerror}") from exc
+    match = _UNALLOCATED.search(text)
+    if match is None:
+        raise ConfigError(f"{path.name}: no '[server, ...]' list found")
+    return tuple(sorted(match.group(1).replace(",", " ").split()))

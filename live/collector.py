@@ -1,0 +1,59 @@
+"""The Collector port for a real cluster: Kubernetes discovery + Prometheus metrics.
+
+Per managed Deployment, observed values come from Prometheus; when Prometheus has no data for a
+quantity (no series yet, 0/0 ratio) the Deployment's load labels stand in for arrival rate and
+token counts, as upstream does. Latencies and gauges have no label fallback (None = unknown).
+Any failed API list or Prometheus query raises CollectError, so the controller skips the cycle
+rather than acting on partial data.
+"""
+
+from __future__ import annotations
+
+import kubernetes.client
+
+from inferno.control.ports import Clock
+from inferno.model.snapshot import ClusterSnapshot, ServerObservation
+from live.config import KubeSettings
+from live.kube import ManagedDeployment, discover_deployments
+from live.prom import DeploymentMetrics, PromCollector
+
+
+def observe(dep: ManagedDeployment, metrics: DeploymentMetrics | None) -> ServerObservation:
+    """Merge one Deployment's labels and metrics; metrics win, load labels fill gaps."""
+    m = metrics or DeploymentMetrics()
+    labels = dep.labels
+
+    def first(measured: float | None, fallback: float | None) -> float | None:
+        return measured if measured is not None else fallback
+
+    return ServerObservation(
+        name=labels.name, model=labels.model, class_name=labels.class_name,
+        namespace=dep.namespace, accelerator=labels.accelerator, max_batch=labels.max_batch,
+        max_queue_size=labels.max_queue_size,
+        desired_replicas=dep.desired_replicas, ready_replicas=dep.ready_replicas,
+        arrival_rpm=first(m.arrival_rpm, labels.load_rpm),
+        avg_in_tokens=first(m.avg_in_tokens, labels.load_in_tokens),
+        avg_out_tokens=first(m.avg_out_tokens, labels.load_out_tokens),
+        itl_ms=m.itl_ms, ttft_ms=m.ttft_ms, running_requests=m.running_requests,
+        waiting_requests=m.waiting_requests, kv_usage=m.kv_usage)
+
+
+class LiveCollector:
+    """Collector port: one list call plus (when configured) a fixed set of PromQL queries."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, settings: KubeSettings,
+                 prom: PromCollector | None, clock: Clock) -> None:
+        self._apps = kubernetes.client.AppsV1Api(api_client)
+        self.settings = settings
+        self.prom = prom
+        self.clock = clock
+
+    def collect(self) -> ClusterSnapshot:
+        """Snapshot of every managed server; skipped ones are listed with their reason."""
+        discovery = discover_deployments(self._apps, self.settings)
+        metrics = (self.prom.collect(namespace=self.settings.watch_namespace)
+                   if self.prom is not None and discovery.deployments else {})
+        servers = {name: observe(dep, metrics.get((dep.namespace, dep.deployment)))
+                   for name, dep in discovery.deployments.items()}
+        return ClusterSnapshot(time_s=self.clock.now_s(), servers=servers,
+                               skipped=dict(discovery.skipped))

@@ -1,0 +1,224 @@
+"""PromCollector and LiveCollector against a real Prometheus scraping emulated vLLM pods.
+
+The pods' counters grow at rates the test drives, so the expected values are closed forms:
+for deployment ``alpha`` with pod a1 (2 req/s, 100 in / 50 out tokens, TTFT 0.1 s, ITL 20 ms,
+2 waiting, 10 running, KV 0.5) and pod a2 (1 req/s, 400 / 200 tokens, TTFT 0.4 s, ITL 50 ms,
+4 waiting, 20 running, KV 0.7):
+arrival = 60·(2+1) = 180 RPM; in tokens = (2·100+1·400)/3 = 200; out = (2·50+1·200)/3 = 100;
+TTFT = 1000·(2·0.1+1·0.4)/3 = 200 ms; ITL = 1000·(2·0.02+1·0.05)/3 = 30 ms;
+waiting = (2+4)/2 = 3; running = (10+20)/2 = 15; KV = (0.5+0.7)/2 = 0.6.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import kubernetes.client
+import pytest
+from kube_emulator import EmulatorThread, deployment, managed_labels
+from prom_harness import PodLoad, PrometheusServer, VllmPod
+
+from inferno.errors import CollectError
+from inferno.model.snapshot import ServerObservation
+from live.collector import LiveCollector
+from live.config import KubeSettings, PromSettings
+from live.prom import DeploymentMetrics, PromCollector, build_queries
+
+WINDOW_S = 5
+NS = "prom-a"
+
+A1 = PodLoad(request_rps=2.0, in_tokens=100, out_tokens=50, ttft_s=0.1, itl_s=0.02,
+             waiting=2, running=10, kv_usage=0.5)
+A2 = PodLoad(request_rps=1.0, in_tokens=400, out_tokens=200, ttft_s=0.4, itl_s=0.05,
+             waiting=4, running=20, kv_usage=0.7)
+IDLE = PodLoad(request_rps=0.0, in_tokens=0, out_tokens=0, ttft_s=0, itl_s=0, waiting=0,
+               running=0, kv_usage=0.1)
+OTHER = PodLoad(request_rps=0.5, in_tokens=10, out_tokens=10, ttft_s=0.1, itl_s=0.01,
+                waiting=0, running=1, kv_usage=0.2)
+
+ALPHA = DeploymentMetrics(arrival_rpm=180.0, avg_in_tokens=200.0, avg_out_tokens=100.0,
+                          ttft_ms=200.0, itl_ms=30.0, waiting_requests=3.0,
+                          running_requests=15.0, kv_usage=0.6)
+
+
+class FixedClock:
+    def now_s(self) -> float:
+        return 42.0
+
+
+@pytest.fixture(scope="module")
+def served(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
+    """Pods of alpha (2), idle (1) in prom-a and other (1) in prom-b, scraped long enough
+    that a WINDOW_S window is fully covered."""
+    pods = {("prom-a", "alpha", "a1"): VllmPod(A1), ("prom-a", "alpha", "a2"): VllmPod(A2),
+            ("prom-a", "idle", "i1"): VllmPod(IDLE), ("prom-b", "other", "o1"): VllmPod(OTHER)}
+    for (namespace, dep, pod), server in pods.items():
+        prometheus.add_target(server.address,
+                              {"namespace": namespace, "deployment": dep, "pod": pod})
+    prometheus.wait_for_samples('{job="vllm",namespace=~"prom-a|prom-b"}', num_series=4,
+                                min_samples=WINDOW_S + 1)
+    yield prometheus
+    prometheus.remove_targets(server.address for server in pods.values())
+    for server in pods.values():
+        server.stop()
+
+
+@pytest.fixture
+def prom_collector(served: PrometheusServer) -> Iterator[PromCollector]:
+    collector = PromCollector(PromSettings(url=served.url, window=f"{WINDOW_S}s"))
+    yield collector
+    collector.close()
+
+
+RATE_REL = 0.05
+"""Tolerance of a rate: scrape timestamps and the pods' clock reads differ by scheduling
+jitter (ms) over a 5 s window. Ratios of two series from one scrape carry no such error."""
+
+RATIO_REL = 0.005
+
+
+def assert_metrics(actual: DeploymentMetrics, expected: DeploymentMetrics) -> None:
+    for f in fields(DeploymentMetrics):
+        want, got = getattr(expected, f.name), getattr(actual, f.name)
+        if want is None:
+            assert got is None, f.name
+        else:
+            rel = RATE_REL if f.name == "arrival_rpm" else RATIO_REL
+            assert got == pytest.approx(want, rel=rel, abs=1e-9), f.name
+
+
+def test_queries_cover_every_metric_field() -> None:
+    """There is exactly one PromQL query per DeploymentMetrics field, using the window."""
+    queries = build_queries(PromSettings(window="7s"), namespace="ns")
+    assert set(queries) == {f.name for f in fields(DeploymentMetrics)}
+    assert all("[7s]" in q and 'namespace="ns"' in q for q in queries.values())
+
+
+def test_rates_and_latencies_match_the_driven_load(prom_collector: PromCollector) -> None:
+    """alpha's arrival (5 %), tokens, TTFT, ITL and gauges (0.5 %) equal the closed forms."""
+    metrics = prom_collector.collect(namespace=NS)
+    assert_metrics(metrics[(NS, "alpha")], ALPHA)
+
+
+def test_idle_deployment_has_zero_rate_and_no_ratios(prom_collector: PromCollector) -> None:
+    """No completions: arrival 0 RPM, per-request means are 0/0 → None, gauges still read."""
+    idle = prom_collector.collect(namespace=NS)[(NS, "idle")]
+    assert_metrics(idle, DeploymentMetrics(arrival_rpm=0.0, waiting_requests=0.0,
+                                           running_requests=0.0, kv_usage=0.1))
+
+
+def test_namespace_scope(prom_collector: PromCollector) -> None:
+    """With a namespace only that namespace's Deployments come back; without, all of them."""
+    assert set(prom_collector.collect(namespace=NS)) == {(NS, "alpha"), (NS, "idle")}
+    assert {(NS, "alpha"), (NS, "idle"), ("prom-b", "other")} <= set(prom_collector.collect())
+
+
+def test_no_series_is_no_data(prom_collector: PromCollector) -> None:
+    """A namespace without series yields no entry at all (no data, not an error)."""
+    assert prom_collector.collect(namespace="nobody-here") == {}
+
+
+def test_bad_query_is_permanent_error(prom_collector: PromCollector) -> None:
+    """Prometheus rejects malformed PromQL with 400: a non-transient CollectError."""
+    with pytest.raises(CollectError, match="HTTP 400") as info:
+        prom_collector.query("sum(")
+    assert info.value.transient is False
+
+
+def test_live_collector_merges_metrics_and_label_fallback(
+        served: PrometheusServer, kube: EmulatorThread,
+        api_client: kubernetes.client.ApiClient, kubeconfig: Path) -> None:
+    """alpha is observed from Prometheus; 'absent' (no series) falls back to its load labels."""
+    kube.put_deployment(deployment(NS, "alpha", managed_labels(
+        "srv-alpha", **{"inferno.server.load.rpm": "999"}), replicas=2, ready=2))
+    kube.put_deployment(deployment(NS, "absent", managed_labels(
+        "srv-absent", **{"inferno.server.load.rpm": "30", "inferno.server.load.numtokens": "256",
+                         "inferno.server.class": "Premium"})))
+    kube.put_deployment(deployment(NS, "broken", managed_labels(
+        "srv-broken", **{"inferno.server.allocation.maxbatchsize": "x"})))
+    settings = KubeSettings(kubeconfig=str(kubeconfig), watch_namespace=NS)
+    prom = PromCollector(PromSettings(url=served.url, window=f"{WINDOW_S}s"))
+    try:
+        snapshot = LiveCollector(api_client, settings, prom, FixedClock()).collect()
+    finally:
+        prom.close()
+    assert snapshot.time_s == 42.0
+    assert set(snapshot.servers) == {"srv-alpha", "srv-absent"}
+    assert set(snapshot.skipped) == {"srv-broken"}
+    alpha = snapshot.servers["srv-alpha"]
+    assert (alpha.desired_replicas, alpha.ready_replicas, alpha.namespace) == (2, 2, NS)
+    assert alpha.arrival_rpm == pytest.approx(180.0, rel=RATE_REL)
+    assert alpha.itl_ms == pytest.approx(30.0, rel=RATIO_REL)
+    assert snapshot.servers["srv-absent"] == ServerObservation(
+        name="srv-absent", model="m1", class_name="Premium", namespace=NS, accelerator="A100",
+        desired_replicas=1, ready_replicas=1, arrival_rpm=30.0, avg_out_tokens=256.0)
+
+
+def test_live_collector_without_prometheus_uses_labels(
+        kube: EmulatorThread, api_client: kubernetes.client.ApiClient,
+        kube_settings: KubeSettings) -> None:
+    """No Prometheus configured: load comes from the labels, latencies are unknown."""
+    kube.put_deployment(deployment("infer", "d1", managed_labels(
+        "s1", **{"inferno.server.load.rpm": "12.5"})))
+    snapshot = LiveCollector(api_client, kube_settings, None, FixedClock()).collect()
+    observed = snapshot.servers["s1"]
+    assert (observed.arrival_rpm, observed.itl_ms, observed.ttft_ms) == (12.5, None, None)
+
+
+def test_stopped_prometheus_is_transient_error(tmp_path: Path) -> None:
+    """Queries work while Prometheus runs; once it is stopped, collect raises transient."""
+    server = PrometheusServer(tmp_path)
+    server.start()
+    collector = PromCollector(PromSettings(url=server.url, window="5s", timeout_s=2.0))
+    try:
+        assert collector.collect() == {}
+        server.stop()
+        with pytest.raises(CollectError) as info:
+            collector.collect()
+        assert info.value.transient is True
+    finally:
+        server.stop()
+        collector.close()
+
+
+def test_bearer_token_is_sent_and_reread(tmp_path: Path) -> None:
+    """Every collect sends the token file's current content as a Bearer header."""
+    seen: list[str] = []
+
+    class FakeApi(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            seen.append(self.headers.get("Authorization", ""))
+            body = json.dumps({"status": "success",
+                               "data": {"resultType": "vector", "result": []}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
+    thread = threading.Thread(target=api.serve_forever, daemon=True)
+    thread.start()
+    token = tmp_path / "token"
+    token.write_text("one")
+    collector = PromCollector(PromSettings(url=f"http://127.0.0.1:{api.server_address[1]}",
+                                           token_path=str(token)))
+    try:
+        collector.collect()
+        token.write_text("two")
+        collector.collect()
+    finally:
+        collector.close()
+        api.shutdown()
+        api.server_close()
+        thread.join(timeout=5)
+    per_collect = len(build_queries(PromSettings()))
+    assert seen == ["Bearer one"] * per_collect + ["Bearer two"] * per_collect
