@@ -1,0 +1,71 @@
+"""The control loop: controller, policies, stabilisation, load emulator, driver, cycle log.
+
+World independent: the twin (`sim`) and the cluster (`live`) plug in through `ports`.
+"""
+
+from inferno.control.controller import (
+    Controller,
+    ControllerBusy,
+    FileStaticData,
+    StaticData,
+    Tune,
+    estimate_offered_rpm,
+)
+from inferno.control.cyclelog import (
+    CycleLog,
+    CycleRecord,
+    CycleStatus,
+    ServerRecord,
+    Timing,
+    read_cycle_log,
+    write_cycle_log,
+)
+from inferno.control.driver import Driver, invoke_response, run_periodic
+from inferno.control.emulator import (
+    EmulatorSettings,
+    LoadEmulator,
+    LoadPoint,
+    Phase,
+    phase_multiplier,
+)
+from inferno.control.policies import (
+    POLICIES,
+    SETTINGS,
+    Decision,
+    FutureLoad,
+    HpaPolicy,
+    InfernoPolicy,
+    OraclePolicy,
+    Policy,
+    PolicyDeps,
+    SaturationScalingPolicy,
+    Solve,
+    StaticPolicy,
+    build_system,
+    make_policy,
+)
+from inferno.control.ports import Actuator, Clock, Collector
+from inferno.control.settings import (
+    ControllerSettings,
+    HpaMetric,
+    HpaSettings,
+    InfernoSettings,
+    SaturationSettings,
+    StabilisationSettings,
+    StaticSettings,
+    resolve_controller_settings,
+)
+from inferno.control.stabilise import Recommendation, Stabilised, hpa_desired, stabilise
+
+__all__ = [
+    "POLICIES", "SETTINGS", "Actuator", "Clock", "Collector", "Controller", "ControllerBusy",
+    "ControllerSettings", "CycleLog", "CycleRecord", "CycleStatus", "Decision", "Driver",
+    "EmulatorSettings", "FileStaticData", "FutureLoad", "HpaMetric", "HpaPolicy",
+    "HpaSettings", "InfernoPolicy", "InfernoSettings", "LoadEmulator", "LoadPoint",
+    "OraclePolicy", "Phase", "Policy", "PolicyDeps", "Recommendation", "SaturationScalingPolicy",
+    "SaturationSettings", "ServerRecord", "Solve", "StabilisationSettings", "Stabilised",
+    "StaticData", "StaticPolicy", "StaticSettings", "Timing", "Tune", "build_system",
+    "estimate_offered_rpm", "hpa_desired", "invoke_response", "make_policy", "phase_multiplier",
+    "read_cycle_log", "resolve_controller_settings", "run_periodic", "stabilise",
+    "write_cycle_log",
+]

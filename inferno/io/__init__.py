@@ -4,6 +4,8 @@ from inferno.io.jsondata import (
     DATA_FILES,
     SYSTEM_FILE,
     apply_overrides,
+    load_capacity,
+    load_static_data,
     load_system,
 )
 from inferno.io.solution import (
@@ -15,7 +17,8 @@ from inferno.io.solution import (
 )
 
 __all__ = [
-    "DATA_FILES", "SYSTEM_FILE", "allocation_to_json", "apply_overrides", "load_system",
+    "DATA_FILES", "SYSTEM_FILE", "allocation_to_json", "apply_overrides", "load_capacity",
+    "load_static_data", "load_system",
     "read_solution", "read_unallocated", "solution_to_json",
     "write_json_atomic",
 ]

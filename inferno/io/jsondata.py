@@ -183,10 +183,37 @@ def _enum_value(enum: type[E], value: Any, where: str) -> E:
 # -- entry points per layout ----------------------------------------------------------------
 
 
-def _load_directory(directory: Path) -> System:
+def load_static_data(path: str | Path) -> System:
+    """The static data of a control loop (``INFERNO_DATA_PATH``): no server-data.json needed.
+
+    Servers come from the cluster, so server-data.json is read only if present.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"{path}: not a directory")
+    return _load_directory(path, optional=(SERVER_FILE,))
+
+
+def load_capacity(path: str | Path) -> dict[str, int]:
+    """Only capacity-data.json of a data directory (re-read every control cycle)."""
+    problems = Problems()
+    name = CAPACITY_FILE
+    is_read, doc = read_json(Path(path) / name, problems)
+    if is_read and not isinstance(doc, Mapping):
+        problems.add(name, "", f"must be a JSON object, got {describe(doc)}")
+    problems.raise_if_any()
+    capacity = _capacity(Fields(doc, file=name, path="", problems=problems))
+    problems.raise_if_any()
+    return capacity
+
+
+def _load_directory(directory: Path, optional: tuple[str, ...] = ()) -> System:
     problems = Problems()
     roots: dict[str, Fields | None] = {}
     for name in DATA_FILES:
+        if name in optional and not (directory / name).exists():
+            roots[name] = None
+            continue
         is_read, doc = read_json(directory / name, problems)
         if not is_read:
             roots[name] = None

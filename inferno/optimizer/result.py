@@ -27,6 +27,8 @@ class Solution:
     """Servers left without an allocation, sorted by name."""
     best_effort: tuple[str, ...] = ()
     """Servers given fewer replicas than their SLO needs (saturation policy)."""
+    parts: Mapping[str, tuple[Allocation, ...]] = field(default_factory=dict)
+    """Heterogeneous MILP only: servers whose replicas span several accelerators."""
     cost: float = 0.0
     solve_time_s: float = 0.0
     """Candidate computation plus solving; excludes loading files."""

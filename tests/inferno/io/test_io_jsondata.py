@@ -326,3 +326,19 @@ def test_missing_path() -> None:
     with pytest.raises(ConfigError) as info:
         load_system(missing)
     assert str(info.value) == f"{missing}: no such file or directory"
+
+
+def test_static_data_without_server_file(tmp_path: Path) -> None:
+    """A control-loop data path needs no server-data.json; capacity reads on its own."""
+    import shutil
+
+    from inferno.io import load_capacity, load_static_data
+
+    src = Path(__file__).resolve().parents[3] / "sample-data" / "small"
+    shutil.copytree(src, tmp_path / "d")
+    (tmp_path / "d" / "server-data.json").unlink()
+    (tmp_path / "d" / "system-data.json").unlink()
+    static = load_static_data(tmp_path / "d")
+    assert static.servers == ()
+    assert "G2" in static.accelerators
+    assert load_capacity(tmp_path / "d") == {"L4": 1024, "A100": 768, "AIU2": 1024, "G2": 512}

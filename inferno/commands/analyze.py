@@ -1,0 +1,77 @@
+"""`inferno analyze`: queue metrics and the max SLO-meeting rate for one operating point."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from inferno.analyzer import QueueConfig, Targets, size
+from inferno.analyzer import analyze as analyze_point
+from inferno.errors import ConfigError
+from inferno.io import load_system
+from inferno.model import PerfModel
+
+
+@click.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="Upstream data directory (model-data.json, serviceclass-data.json, …).")
+@click.option("--model", required=True, help="Model name, e.g. granite_13b.")
+@click.option("--accelerator", required=True, help="Accelerator name, e.g. G2.")
+@click.option("--rate-rpm", type=float, required=True, help="Arrival rate per replica (RPM).")
+@click.option("--in-tokens", type=int, required=True, help="Average input tokens.")
+@click.option("--out-tokens", type=int, required=True, help="Average output tokens.")
+@click.option("--class", "class_name", help="Take ITL/TTFT targets from this service class.")
+@click.option("--itl-ms", type=float, default=0.0, help="ITL target (ms); overrides --class.")
+@click.option("--ttft-ms", type=float, default=0.0, help="TTFT target (ms); overrides --class.")
+@click.option("--max-batch", type=int, help="Max batch N (default: model-data maxBatchSize).")
+@click.option("--max-queue", type=int, help="Queue slots Q beyond the batch (default 10·N).")
+@click.option("--perf-model", type=click.Choice([p.value for p in PerfModel]),
+              default=PerfModel.CHUNKED.value, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_tokens: int,
+            out_tokens: int, class_name: str | None, itl_ms: float, ttft_ms: float,
+            max_batch: int | None, max_queue: int | None, perf_model: str,
+            as_json: bool) -> None:
+    """Queue metrics of one replica at a load, and the max rate meeting the targets."""
+    system = load_system(data_dir)
+    perf = system.perf.get((model, accelerator))
+    if perf is None:
+        raise ConfigError(f"model-data.json: no entry for model '{model}' on accelerator "
+                          f"'{accelerator}'")
+    if class_name:
+        cls = system.classes.get(class_name)
+        target = cls.targets.get(model) if cls else None
+        if target is None:
+            raise ConfigError(f"serviceclass-data.json: no target for model '{model}' in "
+                              f"class '{class_name}'")
+        itl_ms = itl_ms or target.slo_itl_ms
+        ttft_ms = ttft_ms or target.slo_ttft_ms
+    n = max_batch or perf.max_batch_size or 256
+    cfg = QueueConfig(max_batch=n, max_queue=10 * n if max_queue is None else max_queue,
+                      in_tokens=in_tokens, out_tokens=out_tokens, perf=perf.perf,
+                      perf_model=PerfModel(perf_model), max_num_tokens=perf.max_num_tokens)
+    metrics = analyze_point(cfg, rate_rpm / 60.0)
+    sizing = size(cfg, Targets(ttft_ms=ttft_ms, itl_ms=itl_ms))
+    max_rpm = sizing.metrics.throughput_rps * 60.0 if sizing.feasible and sizing.metrics else 0.0
+    doc = {"maxBatch": cfg.max_batch, "maxQueue": cfg.max_queue, "metrics": asdict(metrics),
+           "targets": {"itlMs": itl_ms, "ttftMs": ttft_ms},
+           "feasible": sizing.feasible, "maxRateRpm": max_rpm, "reason": sizing.reason}
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+        return
+    m = metrics
+    click.echo(f"{model} on {accelerator}: N={cfg.max_batch} Q={cfg.max_queue} "
+               f"L={in_tokens} m={out_tokens} ({perf_model})")
+    click.echo(f"at {rate_rpm:g} RPM: throughput {m.throughput_rps * 60:.2f} RPM, "
+               f"TTFT {m.ttft_ms:.2f} ms, ITL {m.itl_ms:.3f} ms, wait {m.wait_ms:.2f} ms, "
+               f"in service {m.num_in_service:.2f}, utilisation {m.rho:.3f}, "
+               f"max rate {m.max_rate_rps * 60:.2f} RPM")
+    if sizing.feasible:
+        click.echo(f"max rate meeting ITL {itl_ms:g} ms / TTFT {ttft_ms:g} ms: "
+                   f"{max_rpm:.2f} RPM per replica")
+    else:
+        click.echo(f"targets ITL {itl_ms:g} ms / TTFT {ttft_ms:g} ms cannot be met: "
+                   f"{sizing.reason}")

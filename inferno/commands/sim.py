@@ -1,0 +1,90 @@
+"""`inferno sim …`: the SimPy digital twin from the command line.
+
+`sim` is an open click group: `bench` lives here, scenario runs (`run`, `replay`) are added to
+the same group. The twin package is imported inside the command bodies, so the core install
+never imports SimPy until a sim command runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from inferno.errors import ConfigError
+
+
+@click.group()
+def sim() -> None:
+    """SimPy digital twin of vLLM-style replicas and deployments."""
+
+
+def _loads(text: str | None, what: str, as_int: bool) -> list[float]:
+    if text is None:
+        return []
+    values: list[float] = []
+    for part in text.split(","):
+        try:
+            values.append(int(part) if as_int else float(part))
+        except ValueError:
+            raise click.UsageError(f"--{what}: '{part}' is not a number") from None
+    return values
+
+
+@sim.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="Upstream data directory (model-data.json, accelerator-data.json, …).")
+@click.option("--model", required=True, help="Model name, e.g. granite_13b.")
+@click.option("--accelerator", required=True, help="Accelerator name, e.g. H100.")
+@click.option("--concurrency", help="Closed-loop users (comma list with --sweep).")
+@click.option("--rate", help="Poisson arrival rate, req/s (comma list with --sweep).")
+@click.option("--input-tokens", type=int, required=True, help="Input tokens per request.")
+@click.option("--output-tokens", type=int, required=True, help="Output tokens per request.")
+@click.option("--max-batch", type=int, help="max_num_seqs (default: model-data maxBatchSize).")
+@click.option("--kv-tokens", type=int, help="KV-cache capacity per replica, tokens "
+              "(default: unlimited).")
+@click.option("--replicas", type=int, default=1, show_default=True)
+@click.option("--num-requests", type=int, help="Requests to send (default 1000).")
+@click.option("--duration", type=float, help="Send requests for this many seconds instead.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sweep", is_flag=True, help="Run every value of --concurrency/--rate.")
+@click.option("--plot", type=click.Path(path_type=Path), default=Path("sim-bench-sweep.png"),
+              show_default=True, help="PNG written by --sweep (latency vs load).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
+          rate: str | None, input_tokens: int, output_tokens: int, max_batch: int | None,
+          kv_tokens: int | None, replicas: int, num_requests: int | None,
+          duration: float | None, seed: int, sweep: bool, plot: Path, as_json: bool) -> None:
+    """Benchmark the twin like `vllm bench serve` (one point, or a sweep with --sweep)."""
+    from inferno.io import load_system
+    from sim import bench as sim_bench
+
+    if (concurrency is None) == (rate is None):
+        raise click.UsageError("give exactly one of --concurrency or --rate")
+    if num_requests is not None and duration is not None:
+        raise click.UsageError("--num-requests and --duration are mutually exclusive")
+    loads = _loads(concurrency, "concurrency", True) + _loads(rate, "rate", False)
+    if len(loads) > 1 and not sweep:
+        raise click.UsageError("several load values need --sweep")
+    system = load_system(data_dir)
+    sim_bench.perf_for(system, model, accelerator, data=str(data_dir))
+    try:
+        cfg = sim_bench.BenchConfig(
+            model=model, accelerator=accelerator, in_tokens=input_tokens,
+            out_tokens=output_tokens, concurrency=int(loads[0]) if concurrency else None,
+            rate_rps=loads[0] if rate else None, max_batch=max_batch, kv_tokens=kv_tokens,
+            replicas=replicas, num_requests=num_requests, duration_s=duration, seed=seed)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    results = sim_bench.sweep(system, cfg, loads)
+    if as_json:
+        docs = [r.to_json() for r in results]
+        click.echo(json.dumps(docs if sweep else docs[0], indent=2))
+    else:
+        click.echo(sim_bench.format_table(results))
+    if sweep:
+        sim_bench.plot_sweep(results, plot, title=f"{model} on {accelerator}, "
+                             f"{input_tokens} in / {output_tokens} out")
+        if not as_json:
+            click.echo(f"plot: {plot}")

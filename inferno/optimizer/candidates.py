@@ -1,0 +1,334 @@
+"""Candidate allocations: every feasible (server, accelerator) option with its cost and value.
+
+Columnar: all (server, accelerator) pairs are built as numpy arrays, never one Python object
+per pair until the end. Sizing (the max rate one replica sustains within the SLO) depends
+only on (model, accelerator, tokens, targets, N, Q), not on the arrival rate, so it runs once
+per distinct key in one batched analyzer call; per-replica metrics take a second call.
+See design §3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from inferno.analyzer import QueueBatch, analyze_batch, optimal_concurrency_batch, size_batch
+from inferno.model import DEFAULT_PRIORITY, BatchPolicy, Server, System
+
+ACCEL_PENALTY_FACTOR = 0.1
+"""Transition penalty weight on a change of accelerator (§3.4)."""
+MAX_QUEUE_TO_BATCH_RATIO = 10
+"""Q = 10·N when a server does not set maxQueueSize."""
+DEFAULT_CONCURRENCY_CEILING = 256
+"""Search ceiling when model-data maxBatchSize is 0."""
+
+
+class Candidate(NamedTuple):
+    """One way to serve a server: ``num_replicas`` replicas of ``accelerator``.
+
+    A NamedTuple rather than a frozen dataclass: tens of thousands are built per solve and
+    tuple construction is several times cheaper; it is immutable all the same.
+    """
+
+    server: str
+    accelerator: str
+    """Accelerator name; "" for the empty zero-load allocation."""
+    acc_type: str
+    units: int
+    """Physical cards of ``acc_type`` per replica (accCount × multiplicity)."""
+    num_replicas: int
+    max_batch: int
+    cost: float
+    value: float
+    """Ranking value: cost plus the transition penalty (§3.4)."""
+    itl_ms: float
+    ttft_ms: float
+    rho: float
+    max_rate_rps: float
+    """Sustainable request rate of one replica within the SLO."""
+
+    @property
+    def cards(self) -> int:
+        return self.units * self.num_replicas
+
+    @property
+    def is_empty(self) -> bool:
+        return self.accelerator == ""
+
+    def rescaled(self, num_replicas: int) -> Candidate:
+        """Best-effort copy with fewer replicas; latencies still describe the full size (§4.3)."""
+        ratio = num_replicas / self.num_replicas
+        return self._replace(num_replicas=num_replicas, cost=self.cost * ratio,
+                             value=self.value * ratio)
+
+
+def transition_value(cur_same_acc: np.ndarray, cur_replicas: np.ndarray, cur_cost: np.ndarray,
+                     num_replicas: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Ranking value given the current allocation (§3.4); the current cost is used verbatim.
+
+    0 if nothing changes, the cost delta if only replicas change, and the delta plus 10% of
+    both costs if the accelerator changes.
+    """
+    same = np.where(cur_replicas == num_replicas, 0.0, cost - cur_cost)
+    return np.where(cur_same_acc, same, ACCEL_PENALTY_FACTOR * (cur_cost + cost)
+                    + (cost - cur_cost))
+
+
+def priority_of(system: System, server: Server) -> int:
+    cls = system.classes.get(server.class_name)
+    return cls.priority if cls is not None else DEFAULT_PRIORITY
+
+
+@dataclass(frozen=True, slots=True)
+class _Catalog:
+    """Accelerators and perf entries as arrays; accelerators indexed in name order."""
+
+    acc_names: tuple[str, ...]
+    acc_types: tuple[str, ...]
+    acc_cost: np.ndarray
+    acc_mult: np.ndarray
+    perf_keys: tuple[tuple[str, str], ...]
+    perf_acc: np.ndarray
+    perf_cols: dict[str, np.ndarray]
+    by_model: dict[str, tuple[np.ndarray, np.ndarray]]
+    """model -> (perf indexes, accelerator indexes) of the model's entries, by acc name."""
+
+    @classmethod
+    def of(cls, system: System) -> _Catalog:
+        names = tuple(sorted(system.accelerators))
+        acc_index = {n: i for i, n in enumerate(names)}
+        accs = [system.accelerators[n] for n in names]
+        keys = tuple(sorted(k for k in system.perf if k[1] in acc_index))
+        perf = [system.perf[k] for k in keys]
+        cols = {
+            "alpha": np.array([p.perf.alpha_ms for p in perf], float),
+            "beta": np.array([p.perf.beta_ms for p in perf], float),
+            "gamma": np.array([p.perf.gamma_ms for p in perf], float),
+            "max_batch": np.array([p.max_batch_size for p in perf], np.int64),
+            "at_tokens": np.array([p.at_tokens for p in perf], np.int64),
+            "acc_count": np.array([p.acc_count for p in perf], np.int64),
+            "max_num_tokens": np.array([p.max_num_tokens for p in perf], np.int64),
+        }
+        perf_acc = np.array([acc_index[a] for _, a in keys], np.int64)
+        by_model: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for model in {m for m, _ in keys}:
+            idx = np.array([i for i, (m, _) in enumerate(keys) if m == model], np.int64)
+            by_model[model] = (idx, perf_acc[idx])
+        return cls(names, tuple(a.type for a in accs),
+                   np.array([a.cost_per_hr for a in accs], float),
+                   np.array([a.multiplicity for a in accs], np.int64), keys, perf_acc, cols,
+                   by_model)
+
+
+@dataclass(frozen=True, slots=True)
+class _Servers:
+    """Per-server columns (S,) needed to build candidates."""
+
+    names: tuple[str, ...]
+    cols: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, system: System, acc_index: dict[str, int]) -> _Servers:
+        servers = system.servers
+        targets = []
+        for s in servers:
+            c = system.classes.get(s.class_name)
+            targets.append(None if c is None else c.targets.get(s.model))
+        f = float
+        cols = {
+            "has_target": np.array([t is not None for t in targets]),
+            "ttft": np.array([t.slo_ttft_ms if t else 0.0 for t in targets], f),
+            "itl": np.array([t.slo_itl_ms if t else 0.0 for t in targets], f),
+            "tps": np.array([t.slo_tps if t else 0.0 for t in targets], f),
+            "rpm": np.array([s.load.arrival_rpm for s in servers], f),
+            "in": np.array([s.load.avg_in_tokens for s in servers], f),
+            "out": np.array([s.load.avg_out_tokens for s in servers], f),
+            "min_rep": np.array([s.min_num_replicas for s in servers], np.int64),
+            "batch_override": np.array([s.max_batch_size for s in servers], np.int64),
+            "queue": np.array([-1 if s.max_queue_size is None else s.max_queue_size
+                               for s in servers], np.int64),
+            "cur_acc": np.array([acc_index.get(s.current.accelerator, -1) for s in servers],
+                                np.int64),
+            "cur_rep": np.array([s.current.num_replicas for s in servers], np.int64),
+            "cur_cost": np.array([s.current.cost for s in servers], f),
+        }
+        return cls(tuple(s.name for s in servers), cols)
+
+
+def _pairs(system: System, cat: _Catalog, acc_index: dict[str, int]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(server index, perf index) of every candidate pair (§3.1, §3.2 structural checks)."""
+    srv: list[np.ndarray] = []
+    prf: list[np.ndarray] = []
+    empty = np.zeros(0, np.int64)
+    for i, s in enumerate(system.servers):
+        load = s.load
+        if load.arrival_rpm < 0 or load.avg_in_tokens < 0 or load.avg_out_tokens < 0:
+            continue
+        perf_idx, accs = cat.by_model.get(s.model, (empty, empty))
+        cur = s.current.accelerator
+        if s.keep_accelerator and cur:
+            perf_idx = perf_idx[accs == acc_index.get(cur, -2)]
+        srv.append(np.full(perf_idx.size, i, np.int64))
+        prf.append(perf_idx)
+    if not srv:
+        return empty, empty
+    return np.concatenate(srv), np.concatenate(prf)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Candidate rows under construction, all (V,) arrays."""
+
+    server: np.ndarray
+    acc: np.ndarray
+    units: np.ndarray
+    num_replicas: np.ndarray
+    max_batch: np.ndarray
+    cost: np.ndarray
+    value: np.ndarray
+    itl_ms: np.ndarray
+    ttft_ms: np.ndarray
+    rho: np.ndarray
+    rate_rps: np.ndarray
+
+
+def _queue_batch(cat: _Catalog, perf: np.ndarray, inp: np.ndarray, out: np.ndarray,
+                 max_batch: np.ndarray, queue: np.ndarray, system: System) -> QueueBatch:
+    c = cat.perf_cols
+    return QueueBatch(max_batch=max_batch, max_queue=queue, in_tokens=inp, out_tokens=out,
+                      alpha_ms=c["alpha"][perf], beta_ms=c["beta"][perf],
+                      gamma_ms=c["gamma"][perf], max_num_tokens=c["max_num_tokens"][perf],
+                      perf_model=system.settings.perf_model)
+
+
+def _unique(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First index of each distinct row of the stacked columns, and the inverse map."""
+    keys = np.column_stack([np.asarray(col, float) for col in columns])
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
+def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
+                 perf: np.ndarray) -> _Rows:
+    """Sized candidates of pairs with load (§3.3); infeasible pairs are dropped."""
+    s, c = sv.cols, cat.perf_cols
+    inp, out = s["in"][srv], s["out"][srv]
+    ttft, itl, tps = s["ttft"][srv], s["itl"][srv], s["tps"][srv]
+    override, queue_in = s["batch_override"][srv], s["queue"][srv]
+    policy = system.settings.batch_policy
+    if policy is BatchPolicy.SCALED:
+        policy_batch = np.maximum(c["max_batch"][perf] * c["at_tokens"][perf]
+                                  // out.astype(np.int64), 1)
+    else:
+        policy_batch = np.where(c["max_batch"][perf] > 0, c["max_batch"][perf],
+                                DEFAULT_CONCURRENCY_CEILING)
+    max_batch = np.where(override > 0, override, policy_batch)
+    search = (override <= 0) & (policy is BatchPolicy.SEARCH)
+    if search.any():
+        rows = np.flatnonzero(search)
+        first, inv = _unique(perf[rows], inp[rows], out[rows], ttft[rows], itl[rows],
+                             tps[rows] > 0, queue_in[rows], max_batch[rows])
+        u = rows[first]
+        best, ok = optimal_concurrency_batch(
+            _queue_batch(cat, perf[u], inp[u], out[u], max_batch[u], np.zeros(u.size, np.int64),
+                         system), ttft[u], itl[u], tps[u],
+            queue_ratio=np.where(queue_in[u] >= 0, queue_in[u], -MAX_QUEUE_TO_BATCH_RATIO))
+        max_batch[rows] = np.where(ok, best, 0)[inv]
+    queue = np.where(queue_in >= 0, queue_in, MAX_QUEUE_TO_BATCH_RATIO * max_batch)
+    first, inv = _unique(perf, inp, out, ttft, itl, tps > 0, max_batch, queue)
+    sized = size_batch(_queue_batch(cat, perf[first], inp[first], out[first], max_batch[first],
+                                    queue[first], system), ttft[first], itl[first], tps[first])
+    rate = np.where(sized.feasible, sized.rate_rps, 0.0)[inv]
+    total = np.where(tps > 0, tps / np.maximum(out, 1.0), s["rpm"][srv] / 60.0)
+    ok = (rate > 0) & (max_batch > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.ceil(np.where(ok, total / np.where(ok, rate, 1.0), 0.0))
+    ok &= np.isfinite(need) & (need < 2**62)
+    k = np.flatnonzero(ok)
+    srv, perf, max_batch, queue, rate = srv[k], perf[k], max_batch[k], queue[k], rate[k]
+    n = np.maximum(np.maximum(need[k].astype(np.int64), s["min_rep"][srv]), 1)
+    metrics = analyze_batch(_queue_batch(cat, perf, inp[k], out[k], max_batch, queue, system),
+                            total[k] / n)
+    return _finish(cat, sv, srv, perf, n, max_batch, metrics.itl_ms, metrics.ttft_ms,
+                   metrics.rho, rate)
+
+
+def _zero_load_rows(cat: _Catalog, sv: _Servers, srv: np.ndarray, perf: np.ndarray) -> _Rows:
+    """§3.5: minNumReplicas replicas with nominal metrics, or the empty allocation (acc -1)."""
+    s, c = sv.cols, cat.perf_cols
+    n = s["min_rep"][srv]
+    batch = np.where(s["batch_override"][srv] > 0, s["batch_override"][srv],
+                     c["max_batch"][perf])
+    alpha, beta, gamma = c["alpha"][perf], c["beta"][perf], c["gamma"][perf]
+    itl = alpha + beta
+    ttft = itl + gamma * batch
+    denom = ttft + alpha + beta * batch
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(denom > 0, batch / denom, 0.0) * 1000.0
+    rows = _finish(cat, sv, srv, perf, n, batch, itl, ttft, np.zeros(srv.size), rate)
+    empty = n == 0
+    if not empty.any():
+        return rows
+    # one empty allocation per server (upstream stores it under every candidate name)
+    keep = ~empty
+    _, first = np.unique(srv[empty], return_index=True)
+    e = np.flatnonzero(empty)[first]
+    pick = np.concatenate([np.flatnonzero(keep), e])
+    fields = {f: getattr(rows, f)[pick].copy() for f in _Rows.__slots__}
+    m = keep.sum()
+    fields["acc"][m:] = -1
+    for f in ("units", "max_batch", "num_replicas"):
+        fields[f][m:] = 0
+    for f in ("cost", "value", "itl_ms", "ttft_ms", "rho", "rate_rps"):
+        fields[f][m:] = 0.0
+    return _Rows(**fields)
+
+
+def _finish(cat: _Catalog, sv: _Servers, srv: np.ndarray, perf: np.ndarray, n: np.ndarray,
+            max_batch: np.ndarray, itl: np.ndarray, ttft: np.ndarray, rho: np.ndarray,
+            rate: np.ndarray) -> _Rows:
+    acc = cat.perf_acc[perf]
+    count = cat.perf_cols["acc_count"][perf]
+    cost = cat.acc_cost[acc] * count * n
+    s = sv.cols
+    value = transition_value(s["cur_acc"][srv] == acc, s["cur_rep"][srv], s["cur_cost"][srv],
+                             n, cost)
+    return _Rows(server=srv, acc=acc, units=count * cat.acc_mult[acc], num_replicas=n,
+                 max_batch=np.asarray(max_batch, np.int64), cost=cost, value=value,
+                 itl_ms=np.asarray(itl, float), ttft_ms=np.asarray(ttft, float),
+                 rho=np.asarray(rho, float), rate_rps=np.asarray(rate, float))
+
+
+def compute_candidates(system: System) -> dict[str, list[Candidate]]:
+    """All feasible candidates per server, sorted by (value, accelerator name).
+
+    Servers with no feasible candidate map to an empty list.
+    """
+    cat = _Catalog.of(system)
+    acc_index = {n: i for i, n in enumerate(cat.acc_names)}
+    sv = _Servers.of(system, acc_index)
+    srv, perf = _pairs(system, cat, acc_index)
+    s = sv.cols
+    base = s["has_target"][srv]
+    zero = base & ((s["rpm"][srv] == 0) | (s["out"][srv] == 0))
+    c = cat.perf_cols
+    params_zero = (c["alpha"][perf] == 0) & (c["beta"][perf] == 0) & (c["gamma"][perf] == 0)
+    loaded = base & ~zero & ~params_zero
+    parts = [_zero_load_rows(cat, sv, srv[zero], perf[zero])]
+    if loaded.any():
+        parts.append(_loaded_rows(system, cat, sv, srv[loaded], perf[loaded]))
+    rows = _Rows(**{f: np.concatenate([getattr(p, f) for p in parts])
+                    for f in _Rows.__slots__})
+    order = np.lexsort((rows.acc, rows.value, rows.server))
+    out: dict[str, list[Candidate]] = {name: [] for name in sv.names}
+    names, acc_names = sv.names, (*cat.acc_names, "")
+    acc_types = (*cat.acc_types, "")
+    cols = [getattr(rows, f)[order].tolist() for f in _Rows.__slots__]
+    for (i, a, units, n, mb, cost, value, itl, ttft, rho, rate) in zip(*cols, strict=True):
+        name = names[i]
+        out[name].append(Candidate(name, acc_names[a], acc_types[a], units, n, mb, cost,
+                                   value, itl, ttft, rho, rate))
+    return out

@@ -1,0 +1,168 @@
+"""Greedy allocation under limited capacity, exactly as upstream (§4.3), with deterministic ties.
+
+Entries are served by priority, then largest regret (delta between the best and the next
+option), then most expensive current option; an entry that does not fit moves to its next
+candidate and is re-inserted in order. Leftovers get best-effort capacity by the saturation
+policy, per priority group or after all groups (delayedBestEffort).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from inferno.model import SaturationPolicy
+from inferno.optimizer.candidates import Candidate
+
+_INF = math.inf
+
+
+@dataclass(slots=True)
+class _Entry:
+    server: str
+    priority: int
+    cands: list[Candidate]
+    idx: int = 0
+    delta: float = field(default=_INF)
+
+    def key(self) -> tuple[int, float, float]:
+        """Upstream order: priority, then largest regret, then most expensive option."""
+        return (self.priority, -self.delta, -self.cands[self.idx].value)
+
+
+@dataclass(slots=True)
+class _State:
+    avail: dict[str, int]
+    assigned: dict[str, Candidate] = field(default_factory=dict)
+    best_effort: set[str] = field(default_factory=set)
+
+
+def _entries(candidates: Mapping[str, list[Candidate]],
+             priorities: Mapping[str, int]) -> list[_Entry]:
+    entries = []
+    for name, cands in candidates.items():
+        if not cands:
+            continue
+        delta = cands[1].value - cands[0].value if len(cands) > 1 else _INF
+        entries.append(_Entry(server=name, priority=priorities[name], cands=cands, delta=delta))
+    entries.sort(key=lambda e: (*e.key(), e.server))  # name: deterministic ties
+    return entries
+
+
+def _allocate(entries: list[_Entry], state: _State) -> list[_Entry]:
+    """Serve entries in order; returns those that fit on none of their candidates."""
+    work = list(entries)
+    keys = [e.key() for e in work]
+    unallocated: list[_Entry] = []
+    while work:
+        e = work.pop(0)
+        keys.pop(0)
+        a = e.cands[e.idx]
+        if a.is_empty:
+            state.assigned[e.server] = a  # zero load, zero replicas: nothing to place
+            continue
+        need = a.num_replicas * a.units
+        if state.avail.get(a.acc_type, 0) >= need:
+            state.avail[a.acc_type] = state.avail.get(a.acc_type, 0) - need
+            state.assigned[e.server] = a
+            continue
+        e.idx += 1
+        if e.idx + 1 < len(e.cands):
+            e.delta = e.cands[e.idx + 1].value - e.cands[e.idx].value
+        elif e.idx == len(e.cands):
+            unallocated.append(e)
+            continue
+        else:
+            e.delta = _INF
+        k = e.key()
+        pos = bisect.bisect_left(keys, k)  # before elements with an equal key, as upstream
+        work.insert(pos, e)
+        keys.insert(pos, k)
+    return unallocated
+
+
+def _allocate_maximally(entries: list[_Entry], state: _State) -> None:
+    """PriorityExhaustive: each entry takes as many replicas as fit on its first usable option."""
+    for e in entries:
+        for a in e.cands:
+            if a.is_empty or a.units <= 0:
+                continue
+            k = min(state.avail.get(a.acc_type, 0) // a.units, a.num_replicas)
+            if k > 0:
+                state.assigned[e.server] = a.rescaled(k)
+                state.best_effort.add(e.server)
+                state.avail[a.acc_type] -= k * a.units
+                break
+
+
+def _allocate_equally(entries: list[_Entry], state: _State) -> None:
+    """Round-robin: one replica per entry per round until capacity or tickets run out."""
+    bound: dict[str, Candidate] = {}
+    counts: dict[str, int] = {e.server: 0 for e in entries}
+    active = [e for e in entries]
+    while active:
+        still: list[_Entry] = []
+        for e in active:
+            a = bound.get(e.server)
+            if a is None:
+                a = next((c for c in e.cands if not c.is_empty and c.units > 0
+                          and state.avail.get(c.acc_type, 0) >= c.units), None)
+                if a is None:
+                    continue
+                bound[e.server] = a
+            if (state.avail.get(a.acc_type, 0) // a.units >= 1 and a.num_replicas >= 1
+                    and counts[e.server] < a.num_replicas):
+                counts[e.server] += 1
+                state.avail[a.acc_type] -= a.units
+                still.append(e)
+        active = still
+    for e in entries:
+        if counts[e.server] > 0:
+            state.assigned[e.server] = bound[e.server].rescaled(counts[e.server])
+            state.best_effort.add(e.server)
+
+
+def _best_effort(unallocated: list[_Entry], policy: SaturationPolicy, state: _State) -> None:
+    if policy is SaturationPolicy.PRIORITY_EXHAUSTIVE:
+        _allocate_maximally(unallocated, state)
+    elif policy is SaturationPolicy.PRIORITY_ROUND_ROBIN:
+        for _, group in groupby(unallocated, key=lambda e: e.priority):
+            _allocate_equally(list(group), state)
+    elif policy is SaturationPolicy.ROUND_ROBIN:
+        _allocate_equally(unallocated, state)
+
+
+@dataclass(frozen=True, slots=True)
+class GreedyResult:
+    assigned: Mapping[str, Candidate]
+    best_effort: frozenset[str]
+    remaining: Mapping[str, int]
+
+
+def solve_greedy(candidates: Mapping[str, list[Candidate]], priorities: Mapping[str, int],
+                 capacity: Mapping[str, int], policy: SaturationPolicy,
+                 delayed_best_effort: bool) -> GreedyResult:
+    """Allocate servers against ``capacity`` (cards per type); see module docstring."""
+    state = _State(avail=dict(capacity))
+    entries = _entries(candidates, priorities)
+    if delayed_best_effort:
+        _best_effort(_allocate(entries, state), policy, state)
+    else:
+        for _, group in groupby(entries, key=lambda e: e.priority):
+            _best_effort(_allocate(list(group), state), policy, state)
+    return GreedyResult(assigned=state.assigned, best_effort=frozenset(state.best_effort),
+                        remaining=state.avail)
+
+
+def fill_best_effort(names: list[str], candidates: Mapping[str, list[Candidate]],
+                     priorities: Mapping[str, int], capacity: Mapping[str, int],
+                     policy: SaturationPolicy) -> GreedyResult:
+    """Best-effort capacity for servers another solver left unallocated (used after the MILP)."""
+    state = _State(avail=dict(capacity))
+    entries = _entries({n: candidates[n] for n in names}, priorities)
+    _best_effort(entries, policy, state)
+    return GreedyResult(assigned=state.assigned, best_effort=frozenset(state.best_effort),
+                        remaining=state.avail)

@@ -1,0 +1,79 @@
+"""One entry point: candidates, then the configured solver, then a `Solution` value."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from inferno.model import Allocation, Server, SolverKind, System
+from inferno.optimizer.candidates import Candidate, compute_candidates, priority_of
+from inferno.optimizer.greedy import fill_best_effort, solve_greedy
+from inferno.optimizer.milp import solve_milp_heterogeneous, solve_milp_single
+from inferno.optimizer.result import Solution, Status
+
+
+def _allocation(c: Candidate, server: Server) -> Allocation:
+    return Allocation(accelerator=c.accelerator, num_replicas=c.num_replicas,
+                      max_batch=c.max_batch, cost=c.cost, itl_ms=c.itl_ms, ttft_ms=c.ttft_ms,
+                      load=server.load)
+
+
+def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],
+         priorities: Mapping[str, int]) -> tuple[dict, dict, set, str]:
+    settings = system.settings
+    if kind is SolverKind.UNLIMITED:
+        return {s: cs[0] for s, cs in cands.items() if cs}, {}, set(), "unlimited capacity"
+    if kind is SolverKind.GREEDY:
+        res = solve_greedy(cands, priorities, system.capacity, settings.saturation_policy,
+                           settings.delayed_best_effort)
+        return dict(res.assigned), {}, set(res.best_effort), "greedy"
+    if settings.heterogeneous:
+        servers = {s.name: s for s in system.servers}
+        empty = {s: cs[0] for s, cs in cands.items() if cs and cs[0].is_empty}
+        rest = {s: cs for s, cs in cands.items() if s not in empty}
+        demand = {s: _demand_rps(system, servers[s]) for s in rest}
+        mres = solve_milp_heterogeneous(rest, priorities, demand,
+                                        {s: servers[s].min_num_replicas for s in rest},
+                                        system.capacity)
+        assigned = {**empty, **mres.assigned}
+    else:
+        mres = solve_milp_single(cands, priorities, system.capacity)
+        assigned = dict(mres.assigned)
+    left = [s for s, cs in cands.items() if cs and s not in assigned]
+    fill = fill_best_effort(left, cands, priorities, mres.remaining, settings.saturation_policy)
+    assigned.update(fill.assigned)
+    return assigned, dict(mres.parts), set(fill.best_effort), f"milp: {mres.message}"
+
+
+def _demand_rps(system: System, server: Server) -> float:
+    cls = system.classes.get(server.class_name)
+    target = cls.targets.get(server.model) if cls else None
+    if target is not None and target.slo_tps > 0 and server.load.avg_out_tokens > 0:
+        return target.slo_tps / server.load.avg_out_tokens
+    return server.load.arrival_rpm / 60.0
+
+
+def solve(system: System, *, solver: SolverKind | None = None) -> Solution:
+    """Allocate every server of ``system``; a failure to serve is a status, not an exception."""
+    start = time.perf_counter()
+    kind = solver or system.settings.solver
+    cands = compute_candidates(system)
+    priorities = {s.name: priority_of(system, s) for s in system.servers}
+    assigned, parts, best_effort, how = _run(system, kind, cands, priorities)
+    servers = {s.name: s for s in system.servers}
+    allocations = {name: _allocation(c, servers[name]) for name, c in sorted(assigned.items())}
+    part_allocs = {name: tuple(_allocation(c, servers[name]) for c in ps)
+                   for name, ps in parts.items()}
+    unallocated = tuple(sorted(s.name for s in system.servers if s.name not in assigned))
+    cost = sum(c.cost for name, c in assigned.items() for c in parts.get(name, (c,)))
+    if not system.servers or (not unallocated and not best_effort):
+        status, message = Status.OPTIMAL, f"{how}: all {len(assigned)} servers allocated"
+    elif not assigned:
+        status, message = Status.INFEASIBLE, f"{how}: no server could be allocated"
+    else:
+        status = Status.PARTIAL
+        message = (f"{how}: {len(unallocated)} unallocated, "
+                   f"{len(best_effort)} best-effort of {len(system.servers)} servers")
+    return Solution(status=status, message=message, allocations=allocations,
+                    unallocated=unallocated, best_effort=tuple(sorted(best_effort)),
+                    parts=part_allocs, cost=cost, solve_time_s=time.perf_counter() - start)

@@ -1,0 +1,59 @@
+"""Parity with the upstream Go optimizer: sample solutions and the reference cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inferno.io import load_system
+from inferno.model import BatchPolicy, PerfModel
+from inferno.optimizer import solve
+
+ROOT = Path(__file__).resolve().parents[3]
+CASES = sorted((ROOT / "tests" / "data" / "optimizer-cases").iterdir())
+
+
+def _expected(path: Path) -> dict:
+    return json.loads(path.read_text())["allocations"]
+
+
+@pytest.mark.parametrize("sample", ["small", "large"])
+def test_seed_solutions_reproduced(sample: str) -> None:
+    """classic + scaled + Q=10·N reproduces upstream solution-data.json exactly (§7.2, §7.4)."""
+    data = ROOT / "sample-data" / sample
+    system = load_system(data, overrides={"perf_model": PerfModel.CLASSIC,
+                                          "batch_policy": BatchPolicy.SCALED})
+    solution = solve(system)
+    expected = _expected(data / "solution-data.json")
+    assert set(solution.allocations) == set(expected)
+    assert solution.unallocated == ()
+    for name, exp in expected.items():
+        got = solution.allocations[name]
+        assert (got.accelerator, got.num_replicas, got.max_batch) == (
+            exp["accelerator"], exp["numReplicas"], exp["maxBatch"]), name
+        assert got.cost == pytest.approx(exp["cost"], rel=1e-9), name
+        assert got.itl_ms == pytest.approx(exp["itlAverage"], rel=1e-4), name
+        assert got.ttft_ms == pytest.approx(exp["ttftAverage"], rel=1e-4), name
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_reference_case(case: Path) -> None:
+    """Same accelerator, replicas, max batch, cost (1e-3) and unallocated set as upstream."""
+    system = load_system(case)
+    solution = solve(system)
+    expected = _expected(case / "expected-solution.json")
+    unalloc_file = case / "expected-unallocated.txt"
+    expected_unalloc: set[str] = set()
+    if unalloc_file.exists():
+        text = unalloc_file.read_text()
+        expected_unalloc = {s.strip() for s in text[text.index("[") + 1:text.index("]")]
+                            .split(",") if s.strip()}
+    assert set(solution.unallocated) == expected_unalloc
+    assert set(solution.allocations) == set(expected)
+    for name, exp in expected.items():
+        got = solution.allocations[name]
+        assert (got.accelerator, got.num_replicas, got.max_batch) == (
+            exp["accelerator"], exp["numReplicas"], exp["maxBatch"]), name
+        assert got.cost == pytest.approx(exp["cost"], rel=1e-3), name
