@@ -151,7 +151,8 @@ class Controller:
             ms["total_ms"] = (self._timer() - t0) * 1000.0
             record = CycleRecord(cycle=self.num_cycles, time_s=now_s, policy=self.policy.name,
                                  status=status, reason=reason, stage=stage,
-                                 timing=Timing(**ms), **fields)  # type: ignore[arg-type]
+                                 timing=Timing(**ms), tuner=self._tuner_state(),
+                                 **fields)  # type: ignore[arg-type]
             log = logger.info if status is CycleStatus.OK else logger.warning
             log("cycle %d at %.1f s: %s%s", record.cycle, now_s, status,
                 f" ({reason})" if reason else "")
@@ -206,6 +207,10 @@ class Controller:
             return done(CycleStatus.FAILED, f"actuate: {exc}", "actuate", **common)
         lap("actuate_ms", t)
         return done(CycleStatus.OK, actuation_failed=dict(_failures(report)), **common)
+
+    def _tuner_state(self) -> dict[str, object]:
+        state = getattr(self.tune, "state_for_log", None)
+        return state() if callable(state) else {}
 
     def _keep_all(self, snapshot: ClusterSnapshot, static: System) -> tuple[ServerRecord, ...]:
         return tuple(_server_record(obs, keep_plan(obs), static, note="kept: cycle skipped")

@@ -98,6 +98,8 @@ class CycleRecord:
     solve_message: str = ""
     total_cost_per_hr: float = 0.0
     timing: Timing = Timing()
+    tuner: Mapping[str, Any] = field(default_factory=dict)
+    """Learned parameters, NIS, update and skip counts (empty without a tuner)."""
 
     @property
     def is_ok(self) -> bool:

@@ -414,3 +414,15 @@ def test_file_static_data_reads_upstream_files(cases_dir: object) -> None:
     assert system.accelerators
     assert system.capacity
     assert data().capacity == system.capacity
+
+
+def test_tuner_hook_state_lands_in_cycle_record() -> None:
+    """With a tuner hook the cycle record carries the tuner's state; off means no hook."""
+    from inferno.control.tuning import make_tuner
+
+    assert make_tuner("off") is None
+    hook = make_tuner("ekf")
+    assert hook is not None
+    state = hook.state_for_log()
+    assert state["mode"] == "ekf"
+    assert state["cycles"] == 0
