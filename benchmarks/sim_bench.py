@@ -1,0 +1,113 @@
+"""Twin speed and memory: simulated traffic per wall second, and how cost scales.
+
+Reference case (issue 3, item 7): one hour of Poisson traffic at 50 req/s over 20 replicas of
+granite_13b on H100 (sample-data/large, max batch 64), 512 input / 256 output tokens, round-robin
+routing, metrics sampled every 5 s. Each case runs in a fresh subprocess on one core
+(OMP/BLAS threads = 1), several times; the table reports the median wall time, simulated
+requests and SimPy events per wall second, and the peak RSS of the child process.
+
+Usage: python benchmarks/sim_bench.py [--repeats 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODEL, ACC = "granite_13b", "H100"
+
+
+def _one(rate_rps: float, replicas: int, duration_s: float, kv_tokens: int | None,
+         fast_path: bool) -> dict:
+    import numpy as np
+    import simpy
+
+    from inferno.io import load_system
+    from sim import workload as wl
+    from sim.cluster import Cluster
+    from sim.deployment import DeploymentSpec
+    from sim.replica import EngineSettings
+
+    system = load_system(ROOT / "sample-data" / "large")
+    mp = system.perf[(MODEL, ACC)]
+    t0 = time.perf_counter()
+    env = simpy.Environment()
+    ss_cluster, ss_arrivals = np.random.SeedSequence(2026).spawn(2)
+    cluster = Cluster(env, system, seed=ss_cluster, sample_period_s=5.0)
+    dep = cluster.add_deployment(DeploymentSpec(
+        name="bench", model=MODEL, accelerator=ACC, max_batch=mp.max_batch_size,
+        num_replicas=replicas,
+        engine=EngineSettings(kv_capacity_tokens=kv_tokens, fast_path=fast_path)))
+    lengths = iter(lambda: (512, 256), None)
+    wl.arrivals(env, wl.ArrivalProcess(rate=wl.constant(rate_rps)).times(
+        np.random.default_rng(ss_arrivals)), lengths, dep.submit, wl.RequestFactory(),
+        until_s=duration_s)
+    env.run()
+    df = cluster.requests()
+    wall = time.perf_counter() - t0
+    num = len(df)
+    samples = len(cluster.timeseries())
+    events = cluster.num_events + num + samples // max(replicas, 1)
+    return {"rate_rps": rate_rps, "replicas": replicas, "duration_s": duration_s,
+            "kv_tokens": kv_tokens, "fast_path": fast_path, "wall_s": wall,
+            "requests": num, "events": events, "iterations": cluster.num_iterations,
+            "preemptions": int(df["num_preemptions"].sum()),
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+CASES = {
+    # name: (rate_rps, replicas, duration_s, kv_tokens, fast_path)
+    "reference 50 rps x 20, 1 h": (50.0, 20, 3600.0, None, True),
+    "load 12.5 rps x 20": (12.5, 20, 3600.0, None, True),
+    "load 25 rps x 20": (25.0, 20, 3600.0, None, True),
+    "load 100 rps x 20": (100.0, 20, 3600.0, None, True),
+    "replicas 12.5 rps x 5": (12.5, 5, 3600.0, None, True),
+    "replicas 25 rps x 10": (25.0, 10, 3600.0, None, True),
+    "replicas 100 rps x 40": (100.0, 40, 3600.0, None, True),
+    "KV 8k tokens (preempting), 50 rps x 20": (50.0, 20, 3600.0, 8_000, True),
+    "no fast path, 50 rps x 20, 6 min": (50.0, 20, 360.0, None, False),
+    "fast path, 50 rps x 20, 6 min": (50.0, 20, 360.0, None, True),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="Only the reference case.")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(_one(*json.loads(args.child))))
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
+    cases = dict(list(CASES.items())[:1]) if args.quick else CASES
+    print(f"| case | requests | events | wall s (median of {args.repeats}) | x real time "
+          "| requests/s | events/s | peak MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, params in cases.items():
+        runs = []
+        for _ in range(args.repeats):
+            out = subprocess.run([sys.executable, __file__, "--child", json.dumps(params)],
+                                 check=True, capture_output=True, text=True, env=env)
+            runs.append(json.loads(out.stdout))
+        wall = statistics.median(r["wall_s"] for r in runs)
+        r = runs[0]
+        print(f"| {name} | {r['requests']:,} | {r['events']:,} | {wall:.2f} "
+              f"| {r['duration_s'] / wall:,.0f} | {r['requests'] / wall:,.0f} "
+              f"| {r['events'] / wall:,.0f} | {max(x['peak_mb'] for x in runs):.0f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Benchmark mode: the twin driven like ``vllm bench serve``, and sweeps over load.
+
+One deployment of R replicas (ready at t = 0, round-robin router) receives either Poisson
+arrivals at a fixed rate (``rate_rps``, open loop) or C closed-loop users (``concurrency``,
+all starting at t = 0), with fixed input/output lengths, for ``num_requests`` requests
+(default 1000, as vllm bench) or for ``duration_s`` seconds of arrivals; the run continues until
+every request has finished. Statistics are over all requests, like vllm bench: throughput is
+completions over the benchmark duration (0 to the last completion); ITL is the per-request mean
+decode time per output token. In rate mode the result also carries the analyzer's prediction at
+the same operating point (chunked model, same α/β/γ, N, Q = 10·N, the per-replica rate).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import simpy
+
+from inferno.errors import ConfigError
+from inferno.model import ModelPerf, PerfModel, System
+from sim import workload
+from sim.cluster import Cluster
+from sim.deployment import DeploymentSpec
+from sim.metrics import Stats
+from sim.replica import EngineSettings
+
+DEFAULT_NUM_REQUESTS = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchConfig:
+    model: str
+    accelerator: str
+    in_tokens: int
+    out_tokens: int
+    concurrency: int | None = None
+    rate_rps: float | None = None
+    max_batch: int | None = None
+    """None: model-data maxBatchSize (0 there means 256)."""
+    kv_tokens: int | None = None
+    """KV-cache capacity per replica (tokens); None = unlimited."""
+    replicas: int = 1
+    num_requests: int | None = None
+    duration_s: float | None = None
+    seed: int = 0
+    router: str = "round_robin"
+    prefill_emits_token: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.concurrency is None) == (self.rate_rps is None):
+            raise ConfigError("bench: give exactly one of concurrency or rate")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError(f"bench: concurrency must be >= 1, got {self.concurrency}")
+        if self.rate_rps is not None and not (self.rate_rps > 0 and math.isfinite(self.rate_rps)):
+            raise ConfigError(f"bench: rate must be > 0 req/s, got {self.rate_rps}")
+        if self.in_tokens < 1 or self.out_tokens < 1:
+            raise ConfigError(f"bench: input and output tokens must be >= 1, got "
+                              f"{self.in_tokens}, {self.out_tokens}")
+        if self.replicas < 1:
+            raise ConfigError(f"bench: replicas must be >= 1, got {self.replicas}")
+        if self.num_requests is not None and self.duration_s is not None:
+            raise ConfigError("bench: give at most one of num_requests or duration")
+        if self.num_requests is not None and self.num_requests < 1:
+            raise ConfigError(f"bench: num_requests must be >= 1, got {self.num_requests}")
+        if self.duration_s is not None and not self.duration_s > 0:
+            raise ConfigError(f"bench: duration must be > 0 s, got {self.duration_s}")
+
+    @property
+    def mode(self) -> str:
+        return "rate" if self.rate_rps is not None else "concurrency"
+
+    @property
+    def load(self) -> float:
+        return float(self.rate_rps if self.rate_rps is not None else self.concurrency)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchResult:
+    mode: str
+    load: float
+    max_batch: int
+    replicas: int
+    num_requests: int
+    duration_s: float
+    throughput_rps: float
+    output_tokens_per_s: float
+    ttft_ms: Stats
+    itl_ms: Stats
+    e2e_ms: Stats
+    mean_running: float
+    """Time-average requests in the batch per replica over the benchmark duration."""
+    num_preemptions: int
+    analyzer: dict[str, float] | None = None
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        if self.analyzer is None:
+            doc.pop("analyzer")
+        return doc
+
+
+def perf_for(system: System, model: str, accelerator: str, data: str = "") -> ModelPerf:
+    """The model-data entry of (model, accelerator), or a ConfigError naming the file."""
+    where = f"{data}/" if data else ""
+    if accelerator not in system.accelerators:
+        raise ConfigError(f"{where}accelerator-data.json: unknown accelerator '{accelerator}'; "
+                          f"known: {', '.join(sorted(system.accelerators))}")
+    mp = system.perf.get((model, accelerator))
+    if mp is None:
+        if model not in system.models:
+            raise ConfigError(f"{where}model-data.json: unknown model '{model}'; known: "
+                              f"{', '.join(system.models)}")
+        raise ConfigError(f"{where}model-data.json: no entry for model '{model}' on "
+                          f"accelerator '{accelerator}'")
+    if mp.perf.is_zero:
+        raise ConfigError(f"{where}model-data.json: model '{model}' on '{accelerator}': "
+                          f"perfParms missing (all zero)")
+    return mp
+
+
+def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
+    """Run one benchmark point and summarise it."""
+    mp = perf_for(system, cfg.model, cfg.accelerator)
+    max_batch = cfg.max_batch or mp.max_batch_size or 256
+    engine = EngineSettings(max_num_batched_tokens=mp.max_num_tokens,
+                            kv_capacity_tokens=cfg.kv_tokens,
+                            prefill_emits_token=cfg.prefill_emits_token)
+    env = simpy.Environment()
+    seed_cluster, seed_arrivals, seed_lengths = np.random.SeedSequence(cfg.seed).spawn(3)
+    cluster = Cluster(env, system, seed=seed_cluster, sample_period_s=None)
+    dep = cluster.add_deployment(DeploymentSpec(
+        name="bench", model=cfg.model, accelerator=cfg.accelerator, max_batch=max_batch,
+        num_replicas=cfg.replicas, router=cfg.router, engine=engine))
+    lengths = workload.Lengths(input=workload.fixed(cfg.in_tokens),
+                               output=workload.fixed(cfg.out_tokens)).pairs(
+        np.random.default_rng(seed_lengths))
+    factory = workload.RequestFactory()
+    num = cfg.num_requests if cfg.duration_s is None and cfg.num_requests is not None else (
+        DEFAULT_NUM_REQUESTS if cfg.duration_s is None else None)
+    until = math.inf if cfg.duration_s is None else cfg.duration_s
+    if cfg.rate_rps is not None:
+        times = workload.ArrivalProcess(rate=workload.constant(cfg.rate_rps)).times(
+            np.random.default_rng(seed_arrivals))
+        workload.arrivals(env, times, lengths, dep.submit, factory, until_s=until,
+                          max_requests=num)
+    else:
+        workload.ClosedLoop(env=env, num_users=int(cfg.concurrency or 1), lengths=lengths,
+                            submit=dep.submit, factory=factory, until_s=until,
+                            max_requests=num).start()
+    env.run()
+    df = cluster.requests()
+    done = df[df["status"] == "done"]
+    duration = float(done["finish_s"].max()) if len(done) else 0.0
+    areas = sum(r.areas(duration)[0] for r in dep.replicas)
+    analyzer = (predict(mp, max_batch, cfg.in_tokens, cfg.out_tokens,
+                        cfg.rate_rps / cfg.replicas, replicas=cfg.replicas)
+                if cfg.rate_rps is not None else None)
+    return BenchResult(
+        mode=cfg.mode, load=cfg.load, max_batch=max_batch, replicas=cfg.replicas,
+        num_requests=len(done), duration_s=duration,
+        throughput_rps=len(done) / duration if duration > 0 else 0.0,
+        output_tokens_per_s=float(done["out_tokens"].sum()) / duration if duration > 0 else 0.0,
+        ttft_ms=Stats.of_seconds(done["ttft_s"].to_numpy()),
+        itl_ms=Stats.of_seconds(done["itl_s"].to_numpy()),
+        e2e_ms=Stats.of_seconds(done["e2e_s"].to_numpy()),
+        mean_running=areas / (duration * cfg.replicas) if duration > 0 else 0.0,
+        num_preemptions=int(df["num_preemptions"].sum()), analyzer=analyzer)
+
+
+def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate_rps: float,
+            *, replicas: int = 1, max_queue: int | None = None) -> dict[str, float]:
+    """The analyzer's metrics for one replica at ``rate_rps`` (throughput × replicas)."""
+    from inferno.analyzer import QueueConfig, analyze
+
+    cfg = QueueConfig(max_batch=max_batch,
+                      max_queue=10 * max_batch if max_queue is None else max_queue,
+                      in_tokens=in_tokens, out_tokens=out_tokens, perf=mp.perf,
+                      perf_model=PerfModel.CHUNKED, max_num_tokens=mp.max_num_tokens)
+    m = analyze(cfg, rate_rps)
+    return {"ttft_ms": m.ttft_ms, "itl_ms": m.itl_ms, "e2e_ms": m.resp_ms,
+            "wait_ms": m.wait_ms, "prefill_ms": m.prefill_ms,
+            "throughput_rps": m.throughput_rps * replicas, "mean_running": m.num_in_service,
+            "rho": m.rho, "max_rate_rps": m.max_rate_rps * replicas}
+
+
+def sweep(system: System, cfg: BenchConfig, loads: list[float]) -> list[BenchResult]:
+    """One benchmark per load value (rate or concurrency, following ``cfg.mode``)."""
+    from dataclasses import replace
+
+    out = []
+    for load in loads:
+        if cfg.mode == "rate":
+            point = replace(cfg, rate_rps=float(load))
+        else:
+            point = replace(cfg, concurrency=int(load))
+        out.append(run_bench(system, point))
+    return out
+
+
+def format_table(results: list[BenchResult]) -> str:
+    """A fixed-width table, one row per result."""
+    load_name = "rate_rps" if results and results[0].mode == "rate" else "concurrency"
+    head = (f"{load_name:>11} {'reqs':>6} {'thru_rps':>9} {'tok/s':>9} {'ttft_mean':>9} "
+            f"{'ttft_p90':>9} {'ttft_p99':>9} {'itl_mean':>8} {'itl_p90':>8} {'e2e_mean':>9} "
+            f"{'e2e_p99':>9} {'running':>7}")
+    lines = [head]
+    for r in results:
+        lines.append(
+            f"{r.load:>11g} {r.num_requests:>6d} {r.throughput_rps:>9.3f} "
+            f"{r.output_tokens_per_s:>9.1f} {r.ttft_ms.mean:>9.1f} {r.ttft_ms.p90:>9.1f} "
+            f"{r.ttft_ms.p99:>9.1f} {r.itl_ms.mean:>8.2f} {r.itl_ms.p90:>8.2f} "
+            f"{r.e2e_ms.mean:>9.1f} {r.e2e_ms.p99:>9.1f} {r.mean_running:>7.2f}")
+        if r.analyzer is not None:
+            a = r.analyzer
+            lines.append(f"{'analyzer':>11} {'':>6} {a['throughput_rps']:>9.3f} {'':>9} "
+                         f"{a['ttft_ms']:>9.1f} {'':>9} {'':>9} {a['itl_ms']:>8.2f} {'':>8} "
+                         f"{a['e2e_ms']:>9.1f} {'':>9} {a['mean_running']:>7.2f}")
+    return "\n".join(lines)
+
+
+def plot_sweep(results: list[BenchResult], path: Path, title: str = "") -> None:
+    """Latency vs load (TTFT, ITL, E2E; mean and p90; analyzer dashed) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r.load for r in results]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
+    for ax, key, label in zip(axes, ("ttft_ms", "itl_ms", "e2e_ms"),
+                              ("TTFT (ms)", "ITL (ms)", "E2E latency (ms)"), strict=True):
+        ax.plot(x, [getattr(r, key).mean for r in results], "o-", label="twin mean")
+        ax.plot(x, [getattr(r, key).p90 for r in results], "s:", label="twin p90")
+        if all(r.analyzer is not None for r in results):
+            ax.plot(x, [r.analyzer[key] for r in results], "k--", label="analyzer mean")  # type: ignore[index]
+        ax.set_xlabel("rate (req/s)" if results[0].mode == "rate" else "concurrency")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,582 @@
+"""One vLLM-v1-like serving replica, simulated at iteration level with a decode fast path.
+
+Scheduling (each iteration, vLLM v1 with chunked prefill):
+
+1. every running request in decode gets one token (``max_num_seqs <= max_num_batched_tokens``,
+   so decodes always fit the token budget);
+2. running requests still in prefill get ``min(remaining prompt, budget left)`` tokens, in
+   admission order;
+3. the KV cache must hold every scheduled token (16-token blocks); if it cannot, the most
+   recently admitted running request is preempted (recompute: its blocks are freed and it goes
+   back to the *front* of the waiting queue) until it can, and nothing new is admitted in that
+   iteration;
+4. otherwise waiting requests are admitted FCFS while ``running < max_num_seqs``, budget is left
+   and the KV cache can hold their first chunk (the head of the queue blocks the rest).
+
+An iteration takes ``inferno.model.iteration_time_ms(perf, tokens, kv_tokens)``, the function the
+analyzer uses, where ``kv_tokens`` sums each scheduled request's context after the iteration.
+A prompt of L tokens is computed in chunks; the iteration that completes it samples the first
+output token (vLLM); each later iteration samples one more. With
+``EngineSettings.prefill_emits_token = False`` the twin uses the analyzer's accounting instead
+(the prefill emits nothing visible, the first token comes from the first decode iteration).
+
+Event structure. A replica is a callback-driven state machine: at most one pending *wake* event,
+processed with priority `LATE` so that, at the same instant, arrivals (SimPy ``NORMAL``) are
+queued before the iteration boundary that may admit them. Between an admission and the next
+completion a pure-decode batch is fixed, so the fast path runs K decode iterations in one event:
+iteration i of the run reads ``S0 + B·i`` KV tokens, hence the run's boundaries
+``b_k = t0 + k·A + c·k(k−1)/2`` (A the first iteration's time, c its growth per iteration) are a
+closed form. K stops at the first completion or at the first iteration whose KV blocks would not
+fit. An arrival that could be admitted lands on the first boundary ``b_k >= t_arrival`` (k >= 1,
+solved from the quadratic) and truncates the run there; the result equals stepping every
+iteration (tests/sim/test_sim_replica.py checks per-request stamps to 1e-9 s). Completion callbacks
+(`Request.on_done`) run after the next iteration has been planned, so a closed-loop user's next
+request joins the iteration after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from heapq import heappop, heappush
+from itertools import count
+
+import simpy
+from simpy.events import Event
+
+from inferno.errors import ConfigError
+from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfParms, iteration_time_ms
+from inferno.model.units import MS_PER_S
+from sim.kvcache import KVCache, blocks_for
+from sim.request import Request, RequestStatus
+
+LATE = 2
+"""SimPy priority of replica wake-ups: after NORMAL (1) events at the same instant."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineSettings:
+    """vLLM engine arguments of a replica (the max batch comes from the deployment)."""
+
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_TOKENS
+    """Token budget per iteration (vLLM default with chunked prefill is 8192)."""
+    block_size: int = 16
+    """KV-cache block size in tokens (vLLM default)."""
+    kv_capacity_tokens: int | None = None
+    """KV-cache size in tokens; None = unlimited, like the analyzer's queue model.
+    See `sim.kvcache.kv_tokens_from_memory` to derive it from accelerator memory."""
+    max_waiting: int | None = None
+    """Waiting-queue bound (the analyzer's Q); arrivals beyond it are rejected. None = none,
+    as in vLLM."""
+    prefill_emits_token: bool = True
+    """True: vLLM semantics (prefill samples the first token). False: analyzer accounting."""
+    fast_path: bool = True
+    """Advance pure-decode runs in one event; False steps every iteration (for tests)."""
+
+    def check(self, max_batch: int, where: str = "engine") -> None:
+        """Raise ConfigError naming the field when a setting is out of range."""
+        if max_batch < 1:
+            raise ConfigError(f"{where}.max_batch must be >= 1, got {max_batch}")
+        if self.max_num_batched_tokens < max_batch:
+            raise ConfigError(f"{where}.max_num_batched_tokens must be >= max_batch "
+                              f"({max_batch}), got {self.max_num_batched_tokens}")
+        if self.block_size < 1:
+            raise ConfigError(f"{where}.block_size must be >= 1, got {self.block_size}")
+        if self.kv_capacity_tokens is not None and self.kv_capacity_tokens < self.block_size:
+            raise ConfigError(f"{where}.kv_capacity_tokens must be >= block_size, got "
+                              f"{self.kv_capacity_tokens}")
+        if self.max_waiting is not None and self.max_waiting < 0:
+            raise ConfigError(f"{where}.max_waiting must be >= 0, got {self.max_waiting}")
+
+
+def check_perf(perf: PerfParms, where: str) -> None:
+    """Raise ConfigError unless every iteration takes a positive time."""
+    if perf.is_zero:
+        raise ConfigError(f"{where}: perfParms missing (alpha = beta = gamma = 0)")
+    for field in ("alpha_ms", "beta_ms", "gamma_ms"):
+        value = getattr(perf, field)
+        if not value >= 0.0 or math.isinf(value):
+            raise ConfigError(f"{where}: perfParms.{field} must be finite and >= 0, got {value}")
+    if perf.alpha_ms + perf.beta_ms <= 0.0:
+        raise ConfigError(f"{where}: perfParms alpha + beta must be > 0, got "
+                          f"{perf.alpha_ms} + {perf.beta_ms}")
+
+
+class ReplicaState(StrEnum):
+    PENDING = "pending"
+    """Created, waiting for accelerator capacity."""
+    STARTING = "starting"
+    """Holding accelerators, loading (startup delay)."""
+    READY = "ready"
+    DRAINING = "draining"
+    """Removed from the router; finishes what it holds, then goes."""
+    GONE = "gone"
+
+
+class _Wake(Event):
+    """A pre-triggered event processed after ``delay`` with priority `LATE`.
+
+    Same initialisation as `simpy.events.Timeout`, which hard-codes NORMAL priority.
+    """
+
+    def __init__(self, env: simpy.Environment, delay: float,
+                 callback: Callable[[Event], None]) -> None:
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._ok = True
+        env.schedule(self, LATE, delay)  # type: ignore[arg-type]
+
+
+class Replica:
+    """One engine instance. Deployments create and drive it; clients call `submit`.
+
+    Public read-only state: ``state``, ``num_running``, ``num_waiting``, ``num_outstanding``,
+    ``finished`` (terminal requests in completion order), cumulative counters
+    (``num_finished``, ``num_rejected``, ``num_preemptions``, ``prompt_tokens_total``,
+    ``generation_tokens_total``, ``ttft_sum_s``, ``itl_sum_s``, ``itl_count``, ``e2e_sum_s``,
+    ``num_iterations``, ``num_events``) and time integrals (`areas`).
+    """
+
+    __slots__ = (
+        "env", "name", "deployment", "revision", "accelerator", "perf", "settings", "max_batch",
+        "cost_per_hr", "cards", "state", "created_s", "held_from_s", "ready_s", "released_s",
+        "on_gone", "finished", "num_finished", "num_rejected", "num_preemptions",
+        "prompt_tokens_total", "generation_tokens_total", "ttft_sum_s", "itl_sum_s",
+        "itl_count", "e2e_sum_s", "num_iterations", "num_events",
+        "area_running", "area_waiting", "area_busy",
+        "_kv", "_waiting", "_running", "_prefilling", "_heap", "_seq", "_n", "_extra",
+        "_first_idx", "_fast", "_max_tokens", "_max_waiting", "_wake", "_wake_t", "_t0",
+        "_run_k", "_run_a", "_run_c", "_chunks", "_await_first", "_done",
+        "_t_area",
+    )
+
+    def __init__(self, env: simpy.Environment, *, name: str, perf: PerfParms, max_batch: int,
+                 settings: EngineSettings = EngineSettings(), deployment: str = "",
+                 revision: int = 0, accelerator: str = "", cost_per_hr: float = 0.0,
+                 cards: int = 0, on_gone: Callable[[Replica], None] | None = None) -> None:
+        settings.check(max_batch, where=f"replica '{name}'")
+        check_perf(perf, where=f"replica '{name}'")
+        self.env = env
+        self.name = name
+        self.deployment = deployment
+        self.revision = revision
+        self.accelerator = accelerator
+        self.perf = perf
+        self.settings = settings
+        self.max_batch = max_batch
+        self.cost_per_hr = cost_per_hr
+        """Cost units per hour while capacity is held (starting, ready, draining)."""
+        self.cards = cards
+        """Physical accelerator cards held (accCount × multiplicity)."""
+        self.state = ReplicaState.PENDING
+        self.created_s = env.now
+        self.held_from_s = math.nan
+        self.ready_s = math.nan
+        self.released_s = math.nan
+        self.on_gone = on_gone
+        self.finished: list[Request] = []
+        self.num_finished = 0
+        self.num_rejected = 0
+        self.num_preemptions = 0
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+        self.ttft_sum_s = 0.0
+        self.itl_sum_s = 0.0
+        self.itl_count = 0
+        self.e2e_sum_s = 0.0
+        self.num_iterations = 0
+        self.num_events = 0
+        self.area_running = 0.0
+        self.area_waiting = 0.0
+        self.area_busy = 0.0
+        self._kv = KVCache(settings.kv_capacity_tokens, settings.block_size)
+        self._waiting: deque[Request] = deque()
+        self._running: dict[Request, None] = {}
+        self._prefilling: list[Request] = []
+        self._heap: list[tuple[int, int, Request]] = []
+        self._seq = count()
+        self._n = 0
+        self._extra = 0 if settings.prefill_emits_token else 1
+        self._first_idx = 1 + self._extra
+        self._fast = settings.fast_path
+        self._max_tokens = settings.max_num_batched_tokens
+        self._max_waiting = settings.max_waiting
+        self._wake: _Wake | None = None
+        self._wake_t = 0.0
+        self._t0 = 0.0
+        self._run_k = 0
+        self._run_a = 0.0
+        self._run_c = 0.0
+        self._chunks: list[tuple[Request, int]] = []
+        self._await_first: list[Request] = []
+        self._done: list[Request] = []
+        self._t_area = env.now
+
+    # ------------------------------------------------------------------ client side
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_outstanding(self) -> int:
+        return len(self._running) + len(self._waiting)
+
+    @property
+    def kv_capacity_blocks(self) -> int:
+        """Blocks in the KV cache (-1 = unlimited)."""
+        return self._kv.capacity_blocks
+
+    def submit(self, req: Request) -> bool:
+        """Queue ``req`` now; False (and the request REJECTED) if it cannot be accepted."""
+        now = self.env.now
+        req.replica = self.name
+        if ((self._max_waiting is not None and len(self._waiting) >= self._max_waiting)
+                or not self._kv.fits(blocks_for(req.in_tokens + req.out_tokens + self._extra - 1,
+                                                self._kv.block_size))):
+            req.status = RequestStatus.REJECTED
+            self.num_rejected += 1
+            if req.on_done is not None:
+                req.on_done(req)
+            return False
+        self._integrate(now)
+        req.target = req.out_tokens + self._extra
+        req.status = RequestStatus.WAITING
+        waiting = self._waiting
+        waiting.append(req)
+        if self._wake is None:
+            # Idle: wake now, after every same-instant arrival (LATE priority).
+            self._run_k = 0
+            self._wake_t = now
+            self._wake = _Wake(self.env, 0.0, self._on_wake)
+            self.num_events += 1
+        elif self._run_k > 1 and len(waiting) == 1 and len(self._running) < self.max_batch:
+            k = self._join_index(now)
+            if k < self._run_k:
+                self._run_k = k
+                tk = self._boundary(k)
+                self._wake_t = tk
+                self._wake = _Wake(self.env, max(0.0, tk - now), self._on_wake)
+                self.num_events += 1
+        return True
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Capacity granted: hold it (and pay for it) from now; the caller times the startup."""
+        self.state = ReplicaState.STARTING
+        self.held_from_s = self.env.now
+
+    def mark_ready(self) -> None:
+        self.state = ReplicaState.READY
+        self.ready_s = self.env.now
+        self._t_area = self.env.now
+
+    def drain(self) -> None:
+        """Stop being routed to; go once everything accepted has finished."""
+        if self.state in (ReplicaState.DRAINING, ReplicaState.GONE):
+            return
+        was_holding = self.state in (ReplicaState.STARTING, ReplicaState.READY)
+        self.state = ReplicaState.DRAINING
+        if not was_holding or (self._wake is None and not self._running and not self._waiting):
+            self._go(self.env.now)
+
+    def abort(self) -> None:
+        """Kill the replica now: everything it holds is ABORTED (grace period over)."""
+        if self.state is ReplicaState.GONE:
+            return
+        now = self.env.now
+        self._integrate(now)
+        for req, produced in self.in_flight(now):
+            # Counters stay monotone: what an aborted request produced was produced.
+            self.generation_tokens_total += produced
+            if req.first_token_s <= now:
+                self.prompt_tokens_total += req.in_tokens
+        for req in [*self._running, *self._waiting]:
+            req.status = RequestStatus.ABORTED
+            req.finish_s = now
+            req.seq = -1
+            self.finished.append(req)
+            if req.on_done is not None:
+                self._done.append(req)
+        self._running.clear()
+        self._waiting.clear()
+        self._prefilling.clear()
+        self._wake = None
+        self._go(now)
+        self._run_callbacks()
+
+    def _go(self, t: float) -> None:
+        self.state = ReplicaState.GONE
+        self.released_s = t
+        if self.on_gone is not None:
+            self.on_gone(self)
+
+    # ------------------------------------------------------------------ observation
+    def areas(self, now: float) -> tuple[float, float, float]:
+        """∫running dt, ∫waiting dt, ∫busy dt (request·s, s) up to ``now``."""
+        dt = max(0.0, now - self._t_area)
+        busy = dt if self._wake is not None else 0.0
+        return (self.area_running + len(self._running) * dt,
+                self.area_waiting + len(self._waiting) * dt, self.area_busy + busy)
+
+    def steps_done(self, t: float) -> int:
+        """Iterations of the current run completed by time ``t``."""
+        k_max = self._run_k
+        if self._wake is None or k_max == 0 or t < self._boundary(1):
+            return 0
+        k = min(k_max, max(1, self._join_index(t)))
+        while k > 0 and self._boundary(k) > t:
+            k -= 1
+        return k
+
+    def kv_blocks_used(self, t: float) -> int:
+        """KV blocks allocated at time ``t`` (for the iteration in progress)."""
+        if self._wake is None or self._run_k == 0:
+            return 0
+        kv = self._kv
+        if self._chunks:
+            bs = kv.block_size
+            chunk_of = {id(req): c for req, c in self._chunks}
+            return kv.decode_blocks(self._n + 1) + sum(
+                -(-(req.computed + chunk_of.get(id(req), 0)) // bs) for req in self._prefilling)
+        j = self.steps_done(t)
+        return kv.decode_blocks(self._n + min(j + 1, self._run_k))
+
+    def kv_usage(self, t: float) -> float:
+        """Fraction of KV blocks in use at ``t`` (0 when the cache is unlimited)."""
+        cap = self._kv.capacity_blocks
+        return self.kv_blocks_used(t) / cap if cap > 0 else 0.0
+
+    def in_flight(self, t: float) -> list[tuple[Request, int]]:
+        """Unfinished requests with the output tokens they have produced by time ``t``."""
+        j = self.steps_done(t) if (self._wake is not None and not self._chunks) else 0
+        x = self._n + j
+        out = []
+        for req in self._running:
+            emitted = req.gbase + x if req.seq >= 0 else req.emitted
+            out.append((req, max(0, emitted - self._extra)))
+        out.extend((req, max(0, req.emitted - self._extra)) for req in self._waiting)
+        return out
+
+    # ------------------------------------------------------------------ engine
+    def _integrate(self, t: float) -> None:
+        dt = t - self._t_area
+        if dt > 0.0:
+            self.area_running += len(self._running) * dt
+            self.area_waiting += len(self._waiting) * dt
+            if self._wake is not None:
+                self.area_busy += dt
+            self._t_area = t
+
+    def _boundary(self, k: int) -> float:
+        """End time of iteration k (1-based) of the current run."""
+        return self._t0 + (k * self._run_a + self._run_c * (k * (k - 1) * 0.5)) / MS_PER_S
+
+    def _join_index(self, t: float) -> int:
+        """Smallest k >= 1 with b_k >= t in the current run (an arrival at t joins there)."""
+        a, c = self._run_a, self._run_c
+        target_ms = (t - self._t0) * MS_PER_S
+        if c > 0.0:
+            h = a - 0.5 * c
+            kf = (-h + math.sqrt(h * h + 2.0 * c * target_ms)) / c
+        else:
+            kf = target_ms / a if a > 0.0 else 1.0
+        k = max(1, math.ceil(kf))
+        while k > 1 and self._boundary(k - 1) >= t:
+            k -= 1
+        while self._boundary(k) < t:
+            k += 1
+        return k
+
+    def _on_wake(self, event: Event) -> None:
+        if event is not self._wake:
+            return  # superseded by an earlier boundary
+        t = self._wake_t
+        self._integrate(t)
+        self._wake = None
+        if self._run_k:
+            self._advance(t, self._run_k)
+        self._plan(t)
+        if self._done:
+            self._run_callbacks()
+
+    def _run_callbacks(self) -> None:
+        done, self._done = self._done, []
+        for req in done:
+            req.on_done(req)  # type: ignore[misc]
+
+    def _advance(self, t: float, k: int) -> None:
+        """Apply the effects of the k iterations that just ended at ``t``."""
+        self.num_iterations += k
+        n = self._n + k
+        self._n = n
+        if self._await_first:
+            b1 = self._boundary(1)
+            for req in self._await_first:
+                req.first_token_s = b1
+            self._await_first = []
+        heap = self._heap
+        kv = self._kv
+        while heap and heap[0][0] <= n:
+            _, seq, req = heappop(heap)
+            if req.seq != seq:
+                continue  # preempted since
+            kv.remove_decode(req.cbase)
+            req.seq = -1
+            req.computed = req.cbase + n
+            req.emitted = req.gbase + n
+            self._finish(req, t)
+        if self._chunks:
+            for req, chunk in self._chunks:
+                req.computed += chunk
+                if req.computed == req.in_tokens + req.emitted:
+                    req.emitted += 1
+                    self._prefilling.remove(req)
+                    if req.emitted == self._first_idx:
+                        req.first_token_s = t
+                    if req.emitted >= req.target:
+                        self._finish(req, t)
+                    else:
+                        req.cbase = req.computed - n
+                        req.gbase = req.emitted - n
+                        req.seq = seq = next(self._seq)
+                        heappush(heap, (req.target - req.gbase, seq, req))
+                        kv.add_decode(req.cbase)
+                        if req.emitted < self._first_idx:
+                            self._await_first.append(req)
+            self._chunks = []
+
+    def _finish(self, req: Request, t: float) -> None:
+        req.finish_s = t
+        req.status = RequestStatus.DONE
+        del self._running[req]
+        self.finished.append(req)
+        self.num_finished += 1
+        self.prompt_tokens_total += req.in_tokens
+        out = req.out_tokens
+        self.generation_tokens_total += out
+        self.ttft_sum_s += req.first_token_s - req.arrival_s
+        self.e2e_sum_s += t - req.arrival_s
+        if out > 1:
+            self.itl_sum_s += (t - req.first_token_s) / (out - 1)
+            self.itl_count += 1
+        if req.on_done is not None:
+            self._done.append(req)
+
+    def _prefill_blocks(self) -> tuple[list[tuple[Request, int]], int, int]:
+        """Chunks for running prefills, their blocks, and the token budget left."""
+        budget = self._max_tokens - self._kv.num_decode
+        bs = self._kv.block_size
+        chunks = []
+        blocks = 0
+        for req in self._prefilling:
+            if budget > 0:
+                chunk = min(req.in_tokens + req.emitted - req.computed, budget)
+                budget -= chunk
+                chunks.append((req, chunk))
+                blocks += -(-(req.computed + chunk) // bs)
+            else:
+                blocks += -(-req.computed // bs)
+        return chunks, blocks, budget
+
+    def _plan(self, t: float) -> None:
+        """Schedule the next iteration (or run of iterations) starting at ``t``."""
+        running = self._running
+        waiting = self._waiting
+        if not running and not waiting:
+            self._run_k = 0
+            if self.state is ReplicaState.DRAINING:
+                self._go(t)
+            return
+        kv = self._kv
+        n = self._n
+        chunks, pblocks, budget = self._prefill_blocks()
+        preempted = False
+        need = 0
+        if kv.is_limited:
+            if kv.decode_fits(n + 1, pblocks) and not waiting:
+                need = 0  # exact count not needed: nothing to preempt or admit
+            else:
+                need = kv.decode_blocks(n + 1) + pblocks
+                while need > kv.capacity_blocks:
+                    self._preempt_last(n)
+                    preempted = True
+                    chunks, pblocks, budget = self._prefill_blocks()
+                    need = kv.decode_blocks(n + 1) + pblocks
+        if waiting and budget > 0 and len(running) < self.max_batch and (
+                not preempted or not running):
+            bs = kv.block_size
+            cap = kv.capacity_blocks
+            limited = kv.is_limited
+            while waiting and budget > 0 and len(running) < self.max_batch:
+                req = waiting[0]
+                chunk = min(req.in_tokens + req.emitted, budget)
+                blocks = -(-chunk // bs)
+                if limited and need + blocks > cap:
+                    break
+                waiting.popleft()
+                running[req] = None
+                self._prefilling.append(req)
+                chunks.append((req, chunk))
+                req.status = RequestStatus.RUNNING
+                if req.first_scheduled_s != req.first_scheduled_s:  # NaN: first admission
+                    req.first_scheduled_s = t
+                budget -= chunk
+                need += blocks
+        nd = kv.num_decode
+        self._t0 = t
+        if chunks:
+            kv_tokens = kv.sum_cbase + nd * (n + 1)
+            tokens = nd
+            for req, chunk in chunks:
+                tokens += chunk
+                kv_tokens += req.computed + chunk
+            self._run_k = 1
+            self._run_a = iteration_time_ms(self.perf, tokens, kv_tokens)
+            self._run_c = 0.0
+            self._chunks = chunks
+        else:
+            s0 = kv.sum_cbase + nd * (n + 1)
+            a = iteration_time_ms(self.perf, nd, s0)
+            k = 1
+            if self._fast and not preempted:
+                heap = self._heap
+                while heap[0][1] != heap[0][2].seq:
+                    heappop(heap)
+                k = heap[0][0] - n
+                if k > 1 and kv.is_limited:
+                    k = kv.max_decode_steps(n, k)
+            self._run_k = k
+            self._run_a = a
+            # The run's iteration times are affine in kv_tokens (which grows by nd per
+            # iteration), so the growth per iteration comes from the same shared function.
+            self._run_c = iteration_time_ms(self.perf, nd, s0 + nd) - a if k > 1 else 0.0
+        tk = self._boundary(self._run_k)
+        self._wake_t = tk
+        self._wake = _Wake(self.env, max(0.0, tk - self.env.now), self._on_wake)
+        self.num_events += 1
+
+    def _preempt_last(self, n: int) -> None:
+        """Recompute-preempt the most recently admitted running request."""
+        req = next(reversed(self._running))
+        del self._running[req]
+        if req.seq >= 0:
+            self._kv.remove_decode(req.cbase)
+            req.emitted = req.gbase + n
+            req.seq = -1
+            if req in self._await_first:
+                self._await_first.remove(req)
+        else:
+            self._prefilling.remove(req)
+        req.computed = 0
+        req.num_preemptions += 1
+        req.status = RequestStatus.WAITING
+        self.num_preemptions += 1
+        self._waiting.appendleft(req)

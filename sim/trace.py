@@ -1,0 +1,144 @@
+"""Trace replay: requests with recorded arrival times and lengths, from CSV or JSONL.
+
+Format (docs/traces.md has the full description and an example):
+
+- **CSV** (``.csv``): a header line naming the columns, then one request per line. Required
+  columns ``arrival_s`` (seconds from the start of the trace, float >= 0), ``input_tokens``
+  (int >= 1), ``output_tokens`` (int >= 1); optional ``server`` (the deployment that receives
+  the request; empty or absent = the replay's default target). Column order is free; blank
+  lines and lines starting with ``#`` are skipped.
+- **JSONL** (``.jsonl`` or ``.ndjson``): one JSON object per line with the same keys.
+
+Rows are replayed in order of arrival time (a stable sort, so rows with equal times keep the
+file's order, and requests at the same instant are all queued before any replica schedules).
+Any unreadable line is a ConfigError naming ``file:line`` and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import simpy
+
+from inferno.errors import ConfigError
+from sim.request import Request
+from sim.workload import RequestFactory
+
+REQUIRED = ("arrival_s", "input_tokens", "output_tokens")
+OPTIONAL = ("server",)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceRow:
+    arrival_s: float
+    input_tokens: int
+    output_tokens: int
+    server: str = ""
+
+
+def read_trace(path: str | Path) -> list[TraceRow]:
+    """Read a CSV or JSONL trace, sorted by arrival time."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read trace: {exc.strerror or exc}") from exc
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows = list(_csv_rows(path, text))
+    elif suffix in (".jsonl", ".ndjson"):
+        rows = list(_jsonl_rows(path, text))
+    else:
+        raise ConfigError(f"{path}: unknown trace format '{suffix}'; use .csv or .jsonl")
+    return sorted(rows, key=lambda r: r.arrival_s)
+
+
+def _csv_rows(path: Path, text: str) -> Iterator[TraceRow]:
+    lines = [(i, line) for i, line in enumerate(text.splitlines(), start=1)
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        return
+    header_no, header = lines[0]
+    columns = [c.strip() for c in next(csv.reader([header]))]
+    missing = [c for c in REQUIRED if c not in columns]
+    unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
+    if missing or unknown:
+        raise ConfigError(f"{path}:{header_no}: header must name {', '.join(REQUIRED)} "
+                          f"(optional: server); missing {missing or 'none'}, "
+                          f"unknown {unknown or 'none'}")
+    for (no, line), values in zip(lines[1:], csv.reader(line for _, line in lines[1:]),
+                                  strict=True):
+        if len(values) != len(columns):
+            raise ConfigError(f"{path}:{no}: expected {len(columns)} fields, got "
+                              f"{len(values)}: {line!r}")
+        yield _row(path, no, dict(zip(columns, (v.strip() for v in values), strict=True)))
+
+
+def _jsonl_rows(path: Path, text: str) -> Iterator[TraceRow]:
+    for no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{no}: not valid JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}")
+        unknown = [k for k in obj if k not in REQUIRED + OPTIONAL]
+        if unknown:
+            raise ConfigError(f"{path}:{no}: unknown key(s) {', '.join(unknown)}; allowed: "
+                              f"{', '.join(REQUIRED + OPTIONAL)}")
+        yield _row(path, no, obj)
+
+
+def _row(path: Path, no: int, fields: dict) -> TraceRow:
+    for key in REQUIRED:
+        if key not in fields or fields[key] in ("", None):
+            raise ConfigError(f"{path}:{no}: {key} is missing")
+    try:
+        arrival = float(fields["arrival_s"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}:{no}: arrival_s must be a number, got "
+                          f"{fields['arrival_s']!r}") from None
+    if not (arrival >= 0 and math.isfinite(arrival)):
+        raise ConfigError(f"{path}:{no}: arrival_s must be >= 0, got {arrival}")
+    tokens = []
+    for key in ("input_tokens", "output_tokens"):
+        value = fields[key]
+        try:
+            n = int(value) if not isinstance(value, float) or value.is_integer() else None
+        except (TypeError, ValueError):
+            n = None
+        if n is None or isinstance(value, bool) or n < 1:
+            raise ConfigError(f"{path}:{no}: {key} must be an integer >= 1, got {value!r}")
+        tokens.append(n)
+    server = fields.get("server") or ""
+    if not isinstance(server, str):
+        raise ConfigError(f"{path}:{no}: server must be a string, got {server!r}")
+    return TraceRow(arrival_s=arrival, input_tokens=tokens[0], output_tokens=tokens[1],
+                    server=server)
+
+
+def replay(env: simpy.Environment, rows: Sequence[TraceRow], submit: Callable[[Request], object],
+           factory: RequestFactory, *, default_server: str = "",
+           start_s: float = 0.0) -> simpy.events.Process:
+    """Start a process that submits each row at ``start_s + arrival_s``.
+
+    ``submit`` receives requests whose ``server`` is the row's server or ``default_server``
+    (a `sim.cluster.Cluster.submit` routes on it; a deployment's own submit ignores it).
+    """
+
+    def run() -> Iterator[simpy.events.Event]:
+        for row in rows:
+            t = start_s + row.arrival_s
+            if t > env.now:
+                yield env.timeout(t - env.now)
+            submit(factory.make(row.input_tokens, row.output_tokens,
+                                row.server or default_server))
+
+    return env.process(run())

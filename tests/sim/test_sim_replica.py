@@ -1,0 +1,221 @@
+"""Replica engine: exact per-request timelines in tiny setups, fast path vs stepping, KV."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import simpy
+
+from inferno.errors import ConfigError
+from inferno.model import PerfParms, iteration_time_ms
+from sim.replica import EngineSettings, Replica
+from sim.request import Request, RequestStatus
+
+A, B, G = 10.0, 0.1, 0.01  # the conftest SIMPLE perf, in ms
+
+
+def it_s(tokens: float, kv: float) -> float:
+    """Reference iteration time in seconds, written out from the α/β/γ definition."""
+    return (A + B * tokens + G * kv) / 1000.0
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_single_request_timeline(run_replica, fast):
+    """One request: prefill iteration emits token 1, then one decode iteration per token."""
+    (req,), _ = run_replica([(1.0, 100, 4)], fast_path=fast)
+    first = 1.0 + it_s(100, 100)
+    finish = first + sum(it_s(1, 100 + j) for j in (1, 2, 3))
+    assert req.first_scheduled_s == 1.0
+    assert req.first_token_s == pytest.approx(first, abs=1e-12)
+    assert req.finish_s == pytest.approx(finish, abs=1e-12)
+    assert req.itl_s == pytest.approx((finish - first) / 3, abs=1e-12)
+    assert req.status is RequestStatus.DONE
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_analyzer_accounting_first_token_after_one_decode(run_replica, fast):
+    """prefill_emits_token=False: first token after prefill + 1 decode, M decodes in all."""
+    (req,), _ = run_replica([(0.0, 100, 4)], fast_path=fast, prefill_emits_token=False)
+    prefill_end = it_s(100, 100)
+    decodes = [it_s(1, 100 + j) for j in (1, 2, 3, 4)]
+    assert req.first_token_s == pytest.approx(prefill_end + decodes[0], abs=1e-12)
+    assert req.finish_s == pytest.approx(prefill_end + sum(decodes), abs=1e-12)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_arrival_joins_next_iteration_boundary(run_replica, fast):
+    """A request arriving mid-iteration is admitted at the next boundary, prefilled with decodes."""
+    (a, b), _ = run_replica([(0.0, 100, 100), (0.05, 100, 10)], fast_path=fast)
+    t, ctx = it_s(100, 100), 100  # A's prefill
+    while t < 0.05:  # A decodes alone until the boundary at/after B's arrival
+        ctx += 1
+        t += it_s(1, ctx)
+    assert b.first_scheduled_s == pytest.approx(t, abs=1e-12)
+    # B's prefill shares the iteration with one decode of A (context ctx + 1).
+    assert b.first_token_s == pytest.approx(t + it_s(1 + 100, ctx + 1 + 100), abs=1e-12)
+    assert a.first_token_s == pytest.approx(it_s(100, 100), abs=1e-12)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_arrival_exactly_at_boundary_joins_that_iteration(simple_perf, fast):
+    """Same instant: an arrival at a boundary time is queued before the replica plans (LATE)."""
+    env = simpy.Environment()
+    rep = Replica(env, name="r", perf=simple_perf, max_batch=4,
+                  settings=EngineSettings(fast_path=fast))
+    a, b = Request(0, 100, 50), Request(1, 10, 5)
+    t0 = iteration_time_ms(simple_perf, 100, 100) / 1000.0
+    t1 = t0 + iteration_time_ms(simple_perf, 1, 101) / 1000.0  # end of A's first decode
+
+    def source():
+        a.arrival_s = env.now
+        rep.submit(a)
+        yield env.timeout(t1)
+        b.arrival_s = env.now
+        rep.submit(b)
+
+    env.process(source())
+    env.run()
+    assert b.arrival_s == t1
+    assert b.first_scheduled_s == t1
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_chunked_prefill_splits_long_prompt_by_token_budget(run_replica, fast):
+    """A 20,000-token prompt takes chunks of 8192, 8192, 3616; KV read grows per chunk."""
+    (req,), _ = run_replica([(0.0, 20_000, 2)], fast_path=fast)
+    ttft = it_s(8192, 8192) + it_s(8192, 16384) + it_s(3616, 20_000)
+    assert req.first_token_s == pytest.approx(ttft, abs=1e-12)
+    assert req.finish_s == pytest.approx(ttft + it_s(1, 20_001), abs=1e-12)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_max_batch_bounds_running_set(run_replica, fast):
+    """With max_num_seqs = 2, the third and fourth requests start when the first two finish."""
+    reqs, _ = run_replica([(0.0, 10, 5)] * 4, max_batch=2, fast_path=fast)
+    assert [r.first_scheduled_s for r in reqs[:2]] == [0.0, 0.0]
+    done = reqs[0].finish_s
+    assert reqs[1].finish_s == done
+    assert reqs[2].first_scheduled_s == done
+    assert reqs[3].first_scheduled_s == done
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_kv_exhaustion_preempts_latest_and_recomputes(run_replica, fast):
+    """KV of 4 blocks: B is preempted at context 33, then recomputes 33 tokens after A ends."""
+    (a, b), rep = run_replica([(0.0, 16, 40), (0.0, 16, 40)], kv_capacity_tokens=64,
+                              fast_path=fast)
+    assert (a.num_preemptions, b.num_preemptions, rep.num_preemptions) == (0, 1, 1)
+    # Both prefill together (32 tokens), then decode together while each holds <= 2 blocks.
+    t = it_s(32, 32)
+    for ctx in range(17, 33):
+        t += it_s(2, 2 * ctx)
+    assert b.first_token_s == pytest.approx(it_s(32, 32), abs=1e-12)
+    # B had emitted 1 + 16 tokens; A finishes alone (context 33..55).
+    for ctx in range(33, 56):
+        t += it_s(1, ctx)
+    assert a.finish_s == pytest.approx(t, abs=1e-12)
+    t += it_s(33, 33)  # B recomputes prompt + 17 generated tokens, samples token 18
+    for ctx in range(34, 56):  # tokens 19..40
+        t += it_s(1, ctx)
+    assert b.finish_s == pytest.approx(t, abs=1e-12)
+
+
+def _random_arrivals(seed: int, n: int, rate: float) -> list[tuple[float, int, int]]:
+    rng = np.random.default_rng(seed)
+    times = np.cumsum(rng.exponential(1.0 / rate, n))
+    ins = rng.integers(1, 3000, n)
+    outs = rng.integers(1, 400, n)
+    return [(float(t), int(i), int(o)) for t, i, o in zip(times, ins, outs, strict=True)]
+
+
+@pytest.mark.parametrize(("kv_tokens", "emits"), [
+    (None, True), (None, False), (20_000, True), (6_000, True), (6_000, False)],
+    ids=["unlimited", "unlimited-analyzer-accounting", "kv20k", "kv6k-preempting",
+         "kv6k-analyzer-accounting"])
+def test_fast_path_equals_stepping_every_iteration(run_replica, kv_tokens, emits):
+    """Fast path and one-event-per-iteration give the same stamps (1e-9 s), far fewer events."""
+    arrivals = _random_arrivals(7, 400, rate=4.0)
+    kw = {"kv_capacity_tokens": kv_tokens, "prefill_emits_token": emits, "max_batch": 32}
+    fast, rep_fast = run_replica(arrivals, fast_path=True, **kw)
+    step, rep_step = run_replica(arrivals, fast_path=False, **kw)
+    cols = ("first_scheduled_s", "first_token_s", "finish_s")
+    got = np.array([[getattr(r, c) for c in cols] for r in fast])
+    ref = np.array([[getattr(r, c) for c in cols] for r in step])
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+    assert [r.num_preemptions for r in fast] == [r.num_preemptions for r in step]
+    assert rep_fast.num_iterations == rep_step.num_iterations
+    assert rep_step.num_events == rep_step.num_iterations + len(arrivals) - _idle_gaps(step)
+    assert rep_fast.num_events * 3 < rep_step.num_events
+    if kv_tokens == 6_000:
+        assert rep_fast.num_preemptions > 0
+
+
+def _idle_gaps(reqs: list[Request]) -> int:
+    """Arrivals that found the replica busy (they schedule no wake-up when stepping)."""
+    busy_until = -math.inf
+    found_busy = 0
+    for r in sorted(reqs, key=lambda r: r.arrival_s):
+        if r.arrival_s < busy_until:
+            found_busy += 1
+        busy_until = max(busy_until, r.finish_s)
+    return found_busy
+
+
+@pytest.mark.parametrize("kv_tokens", [None, 10_000], ids=["unlimited", "preempting"])
+def test_littles_law_holds_exactly_on_a_sample_path(run_replica, kv_tokens):
+    """∫(running + waiting) dt equals the sum of times in system when everything finished."""
+    arrivals = _random_arrivals(3, 300, rate=6.0)
+    reqs, rep = run_replica(arrivals, max_batch=16, kv_capacity_tokens=kv_tokens)
+    end = max(r.finish_s for r in reqs)
+    run_area, wait_area, _ = rep.areas(end)
+    assert run_area + wait_area == pytest.approx(sum(r.e2e_s for r in reqs), rel=1e-9)
+    if kv_tokens is None:
+        assert rep.num_preemptions == 0
+        waits = sum(r.first_scheduled_s - r.arrival_s for r in reqs)
+        assert wait_area == pytest.approx(waits, rel=1e-9)
+    else:
+        assert rep.num_preemptions > 0
+
+
+def test_waiting_bound_rejects_excess_arrivals(run_replica):
+    """max_waiting = 1: a second same-instant arrival is rejected, a later one accepted."""
+    (a, b, c), rep = run_replica([(0.0, 10, 5), (0.0, 10, 5), (0.001, 10, 5)], max_batch=1,
+                                 max_waiting=1)
+    assert (a.status, b.status, c.status) == (
+        RequestStatus.DONE, RequestStatus.REJECTED, RequestStatus.DONE)
+    assert rep.num_rejected == 1
+    assert math.isnan(b.finish_s)
+
+
+def test_request_that_can_never_fit_kv_is_rejected(run_replica):
+    """A request needing more blocks than the whole cache is turned away, not stuck."""
+    (big, small), _ = run_replica([(0.0, 100, 10), (0.0, 10, 5)], kv_capacity_tokens=64)
+    assert big.status is RequestStatus.REJECTED
+    assert small.status is RequestStatus.DONE
+
+
+@pytest.mark.parametrize(("perf", "match"), [
+    (PerfParms(alpha_ms=0.0, beta_ms=0.0, gamma_ms=0.0), "perfParms missing"),
+    (PerfParms(alpha_ms=-1.0, beta_ms=0.1, gamma_ms=0.0), r"perfParms.alpha_ms"),
+    (PerfParms(alpha_ms=0.0, beta_ms=0.0, gamma_ms=0.1), "alpha \\+ beta"),
+], ids=["zero", "negative", "no-fixed-or-compute-cost"])
+def test_bad_perf_is_a_config_error(perf, match):
+    """Iteration times must be positive: bad perfParms raise ConfigError naming the field."""
+    with pytest.raises(ConfigError, match=match):
+        Replica(simpy.Environment(), name="r", perf=perf, max_batch=4)
+
+
+@pytest.mark.parametrize(("max_batch", "settings", "match"), [
+    (0, EngineSettings(), "max_batch"),
+    (64, EngineSettings(max_num_batched_tokens=32), "max_num_batched_tokens"),
+    (4, EngineSettings(kv_capacity_tokens=8), "kv_capacity_tokens"),
+    (4, EngineSettings(max_waiting=-1), "max_waiting"),
+], ids=["batch", "budget", "kv", "waiting"])
+def test_bad_engine_settings_are_config_errors(simple_perf, max_batch, settings, match):
+    """Out-of-range engine settings raise ConfigError naming the field."""
+    with pytest.raises(ConfigError, match=match):
+        Replica(simpy.Environment(), name="r", perf=simple_perf, max_batch=max_batch,
+                settings=settings)
