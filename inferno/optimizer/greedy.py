@@ -53,20 +53,26 @@ def _entries(candidates: Mapping[str, list[Candidate]],
 
 
 def _allocate(entries: list[_Entry], state: _State) -> list[_Entry]:
-    """Serve entries in order; returns those that fit on none of their candidates."""
-    work = list(entries)
-    keys = [e.key() for e in work]
+    """Serve entries in order; returns those that fit on none of their candidates.
+
+    The queue is held reversed (next entry last) so taking the next one is O(1); its keys
+    are negated to keep them ascending for `bisect`.
+    """
+    work = entries[::-1]
+    neg_keys = [_negated(e.key()) for e in work]
+    avail = state.avail
     unallocated: list[_Entry] = []
     while work:
-        e = work.pop(0)
-        keys.pop(0)
+        e = work.pop()
+        neg_keys.pop()
         a = e.cands[e.idx]
         if a.is_empty:
             state.assigned[e.server] = a  # zero load, zero replicas: nothing to place
             continue
         need = a.num_replicas * a.units
-        if state.avail.get(a.acc_type, 0) >= need:
-            state.avail[a.acc_type] = state.avail.get(a.acc_type, 0) - need
+        have = avail.get(a.acc_type, 0)
+        if have >= need:
+            avail[a.acc_type] = have - need
             state.assigned[e.server] = a
             continue
         e.idx += 1
@@ -77,11 +83,16 @@ def _allocate(entries: list[_Entry], state: _State) -> list[_Entry]:
             continue
         else:
             e.delta = _INF
-        k = e.key()
-        pos = bisect.bisect_left(keys, k)  # before elements with an equal key, as upstream
+        # Upstream inserts before elements with an equal key: here, after them in reverse.
+        nk = _negated(e.key())
+        pos = bisect.bisect_right(neg_keys, nk)
         work.insert(pos, e)
-        keys.insert(pos, k)
+        neg_keys.insert(pos, nk)
     return unallocated
+
+
+def _negated(key: tuple[int, float, float]) -> tuple[int, float, float]:
+    return (-key[0], -key[1], -key[2])
 
 
 def _allocate_maximally(entries: list[_Entry], state: _State) -> None:
