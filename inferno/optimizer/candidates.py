@@ -44,10 +44,15 @@ class Candidate(NamedTuple):
     value: float
     """Ranking value: cost plus the transition penalty (§3.4)."""
     itl_ms: float
+    """Predicted at the per-replica load; NaN until `with_metrics` (only chosen ones pay)."""
     ttft_ms: float
     rho: float
     max_rate_rps: float
     """Sustainable request rate of one replica within the SLO."""
+    max_queue: int = 0
+    sized_replicas: int = 0
+    """Replicas the SLO needs; best-effort copies keep it, so their latencies describe the
+    full allocation (upstream semantics, §4.3)."""
 
     @property
     def cards(self) -> int:
@@ -193,6 +198,7 @@ class _Rows:
     ttft_ms: np.ndarray
     rho: np.ndarray
     rate_rps: np.ndarray
+    max_queue: np.ndarray
 
 
 def _queue_batch(cat: _Catalog, perf: np.ndarray, inp: np.ndarray, out: np.ndarray,
@@ -240,7 +246,8 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
     queue = np.where(queue_in >= 0, queue_in, MAX_QUEUE_TO_BATCH_RATIO * max_batch)
     first, inv = _unique(perf, inp, out, ttft, itl, tps > 0, max_batch, queue)
     sized = size_batch(_queue_batch(cat, perf[first], inp[first], out[first], max_batch[first],
-                                    queue[first], system), ttft[first], itl[first], tps[first])
+                                    queue[first], system), ttft[first], itl[first], tps[first],
+                       exact_rates=False)
     rate = np.where(sized.feasible, sized.rate_rps, 0.0)[inv]
     total = np.where(tps > 0, tps / np.maximum(out, 1.0), s["rpm"][srv] / 60.0)
     ok = (rate > 0) & (max_batch > 0)
@@ -250,10 +257,8 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
     k = np.flatnonzero(ok)
     srv, perf, max_batch, queue, rate = srv[k], perf[k], max_batch[k], queue[k], rate[k]
     n = np.maximum(np.maximum(need[k].astype(np.int64), s["min_rep"][srv]), 1)
-    metrics = analyze_batch(_queue_batch(cat, perf, inp[k], out[k], max_batch, queue, system),
-                            total[k] / n)
-    return _finish(cat, sv, srv, perf, n, max_batch, metrics.itl_ms, metrics.ttft_ms,
-                   metrics.rho, rate)
+    nan = np.full(k.size, np.nan)
+    return _finish(cat, sv, srv, perf, n, max_batch, nan, nan, nan, rate, queue)
 
 
 def _zero_load_rows(cat: _Catalog, sv: _Servers, srv: np.ndarray, perf: np.ndarray) -> _Rows:
@@ -282,14 +287,14 @@ def _zero_load_rows(cat: _Catalog, sv: _Servers, srv: np.ndarray, perf: np.ndarr
     fields["acc"][m:] = -1
     for f in ("units", "max_batch", "num_replicas"):
         fields[f][m:] = 0
-    for f in ("cost", "value", "itl_ms", "ttft_ms", "rho", "rate_rps"):
+    for f in ("cost", "value", "itl_ms", "ttft_ms", "rho", "rate_rps", "max_queue"):
         fields[f][m:] = 0.0
     return _Rows(**fields)
 
 
 def _finish(cat: _Catalog, sv: _Servers, srv: np.ndarray, perf: np.ndarray, n: np.ndarray,
             max_batch: np.ndarray, itl: np.ndarray, ttft: np.ndarray, rho: np.ndarray,
-            rate: np.ndarray) -> _Rows:
+            rate: np.ndarray, queue: np.ndarray | None = None) -> _Rows:
     acc = cat.perf_acc[perf]
     count = cat.perf_cols["acc_count"][perf]
     cost = cat.acc_cost[acc] * count * n
@@ -299,7 +304,8 @@ def _finish(cat: _Catalog, sv: _Servers, srv: np.ndarray, perf: np.ndarray, n: n
     return _Rows(server=srv, acc=acc, units=count * cat.acc_mult[acc], num_replicas=n,
                  max_batch=np.asarray(max_batch, np.int64), cost=cost, value=value,
                  itl_ms=np.asarray(itl, float), ttft_ms=np.asarray(ttft, float),
-                 rho=np.asarray(rho, float), rate_rps=np.asarray(rate, float))
+                 rho=np.asarray(rho, float), rate_rps=np.asarray(rate, float),
+                 max_queue=np.zeros(srv.size, np.int64) if queue is None else queue)
 
 
 def compute_candidates(system: System) -> dict[str, list[Candidate]]:
@@ -327,8 +333,41 @@ def compute_candidates(system: System) -> dict[str, list[Candidate]]:
     names, acc_names = sv.names, (*cat.acc_names, "")
     acc_types = (*cat.acc_types, "")
     cols = [getattr(rows, f)[order].tolist() for f in _Rows.__slots__]
-    for (i, a, units, n, mb, cost, value, itl, ttft, rho, rate) in zip(*cols, strict=True):
+    for (i, a, units, n, mb, cost, value, itl, ttft, rho, rate, q) in zip(*cols, strict=True):
         name = names[i]
         out[name].append(Candidate(name, acc_names[a], acc_types[a], units, n, mb, cost,
-                                   value, itl, ttft, rho, rate))
+                                   value, itl, ttft, rho, rate, q, n))
     return out
+
+
+def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Candidate]:
+    """Fill predicted ITL/TTFT/ρ of the chosen candidates, in one batched analyzer call.
+
+    Metrics are those of one replica at the server's demand over ``sized_replicas``.
+    """
+    todo = [(name, c) for name, c in chosen.items() if c.itl_ms != c.itl_ms]  # NaN
+    if not todo:
+        return dict(chosen)
+    servers = {s.name: s for s in system.servers}
+    srv = [servers[c.server] for _, c in todo]
+    perf = [system.perf[(s.model, c.accelerator)] for s, (_, c) in zip(srv, todo, strict=True)]
+    targets = [system.classes[s.class_name].targets[s.model] for s in srv]
+    out_tokens = np.array([s.load.avg_out_tokens for s in srv], float)
+    total = np.array([t.slo_tps / s.load.avg_out_tokens if t.slo_tps > 0
+                      else s.load.arrival_rpm / 60.0 for s, t in zip(srv, targets, strict=True)])
+    cands = [c for _, c in todo]
+    batch = QueueBatch(
+        max_batch=np.array([c.max_batch for c in cands], np.int64),
+        max_queue=np.array([c.max_queue for c in cands], np.int64),
+        in_tokens=np.array([s.load.avg_in_tokens for s in srv], float), out_tokens=out_tokens,
+        alpha_ms=np.array([p.perf.alpha_ms for p in perf]),
+        beta_ms=np.array([p.perf.beta_ms for p in perf]),
+        gamma_ms=np.array([p.perf.gamma_ms for p in perf]),
+        max_num_tokens=np.array([p.max_num_tokens for p in perf], np.int64),
+        perf_model=system.settings.perf_model)
+    m = analyze_batch(batch, total / np.array([c.sized_replicas for c in cands], float))
+    result = dict(chosen)
+    for k, (name, c) in enumerate(todo):
+        result[name] = c._replace(itl_ms=float(m.itl_ms[k]), ttft_ms=float(m.ttft_ms[k]),
+                                  rho=float(m.rho[k]))
+    return result

@@ -6,7 +6,12 @@ import time
 from collections.abc import Mapping
 
 from inferno.model import Allocation, Server, SolverKind, System
-from inferno.optimizer.candidates import Candidate, compute_candidates, priority_of
+from inferno.optimizer.candidates import (
+    Candidate,
+    compute_candidates,
+    priority_of,
+    with_metrics,
+)
 from inferno.optimizer.greedy import fill_best_effort, solve_greedy
 from inferno.optimizer.milp import solve_milp_heterogeneous, solve_milp_single
 from inferno.optimizer.result import Solution, Status
@@ -60,6 +65,9 @@ def solve(system: System, *, solver: SolverKind | None = None) -> Solution:
     cands = compute_candidates(system)
     priorities = {s.name: priority_of(system, s) for s in system.servers}
     assigned, parts, best_effort, how = _run(system, kind, cands, priorities)
+    assigned = with_metrics(system, assigned)
+    parts = {name: tuple(with_metrics(system, {str(i): c for i, c in enumerate(ps)}).values())
+             for name, ps in parts.items()}
     servers = {s.name: s for s in system.servers}
     allocations = {name: _allocation(c, servers[name]) for name, c in sorted(assigned.items())}
     part_allocs = {name: tuple(_allocation(c, servers[name]) for c in ps)

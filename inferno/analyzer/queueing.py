@@ -1,0 +1,185 @@
+"""Numpy kernels of the state-dependent birth–death queue of one replica (design §2.2).
+
+States j = 0..K (K = N + Q) count the requests in the replica; arrivals come at rate λ in
+every state below K and are lost in state K; the departure rate in state j >= 1 is
+μ(min(j, N)). With C_j = Σ_{i<=j} log μ(i) for j <= N, the unnormalised log-probabilities
+are log p_j = j·log λ − C_j in service and log p_{N+k} = log p_N + k·(log λ − log μ(N)) in
+the queue, normalised in log space so that large K cannot overflow.
+
+Kernels here are pure functions over arrays with a leading candidate axis C (rates in req/ms,
+times in ms). They know nothing of LLMs, configs or dataclasses, and never raise on a bad row:
+rows that cannot be solved come back with ``valid == False`` and ``inf`` outputs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "QueueSolution",
+    "chain_solution",
+    "geometric_tail_sums",
+    "solve_birth_death",
+]
+
+
+class QueueSolution(NamedTuple):
+    """Stationary measures of the queue, every field an ndarray of shape (C,).
+
+    n_sys : mean number in the replica; n_srv : mean number in service (X̄);
+    throughput_rpms : X = λ·(1 − p_K) (req/ms); resp_ms : T = n_sys/X; serv_ms : S = n_srv/X;
+    wait_ms : W = T − S (= mean queue length / X, >= 0); p_block : p_K; valid : False where
+    the row could not be solved (K <= 1, λ <= 0, non-finite input), whose other fields are
+    ``inf``.
+    """
+
+    n_sys: np.ndarray
+    n_srv: np.ndarray
+    throughput_rpms: np.ndarray
+    resp_ms: np.ndarray
+    serv_ms: np.ndarray
+    wait_ms: np.ndarray
+    p_block: np.ndarray
+    valid: np.ndarray
+
+
+def _invalidate(sol: QueueSolution, valid: np.ndarray) -> QueueSolution:
+    return QueueSolution(*(np.where(valid, f, np.inf) for f in sol[:-1]), valid)
+
+
+def solve_birth_death(lam_rpms: np.ndarray, log_mu: np.ndarray, num_servers: np.ndarray,
+                      num_queue: np.ndarray) -> QueueSolution:
+    """Solve the queue for C candidates at once (the reference kernel; any λ > 0).
+
+    Parameters
+    ----------
+    lam_rpms : ndarray, shape (C,)
+        Arrival rate λ (req/ms).
+    log_mu : ndarray, shape (C, S)
+        log μ(n) for n = 1..S (req/ms), S >= max(num_servers); columns past a row's N are
+        ignored (padding).
+    num_servers : ndarray of int, shape (C,)
+        N, the most requests in service (batch size), >= 1.
+    num_queue : ndarray of int, shape (C,)
+        Q, the waiting slots, >= 0. The state space is 0..K with K = N + Q.
+
+    Returns
+    -------
+    QueueSolution of (C,) arrays; rows with K <= 1 (upstream's invalid model), λ <= 0 or
+    non-finite μ are ``valid == False``.
+    """
+    lam = np.asarray(lam_rpms, dtype=float)
+    log_mu = np.atleast_2d(np.asarray(log_mu, dtype=float))
+    n = np.asarray(num_servers, dtype=np.int64)
+    q = np.asarray(num_queue, dtype=np.int64)
+    k = n + q
+    width = log_mu.shape[1]
+    cols = np.arange(width)
+    in_service = cols[None, :] < n[:, None]
+    valid = ((k >= 2) & (n >= 1) & (q >= 0) & (n <= width) & (lam > 0) & np.isfinite(lam)
+             & np.all(np.isfinite(log_mu) | ~in_service, axis=1))
+    n_safe = np.where(valid, n, 1)
+    q_safe = np.where(valid, q, 1)
+    lam_safe = np.where(valid, lam, 1.0)
+    log_mu_safe = np.where(in_service & valid[:, None], log_mu, 0.0)
+    x = np.log(lam_safe)
+    cum = np.cumsum(log_mu_safe, axis=1)
+    log_mu_top = np.take_along_axis(log_mu_safe, (n_safe - 1)[:, None], axis=1)[:, 0]
+    cum_top = np.take_along_axis(cum, (n_safe - 1)[:, None], axis=1)[:, 0]
+    k_max = int((n_safe + q_safe).max(initial=2))
+    j = np.arange(k_max + 1)
+    jj = j[None, :]
+    serv_part = np.concatenate([np.zeros((lam.size, 1)), cum], axis=1)
+    if serv_part.shape[1] < k_max + 1:
+        serv_part = np.pad(serv_part, ((0, 0), (0, k_max + 1 - serv_part.shape[1])))
+    serv_part = serv_part[:, :k_max + 1]
+    log_p_in = jj * x[:, None] - serv_part
+    log_p_top = n_safe * x - cum_top
+    log_p_queue = log_p_top[:, None] + (jj - n_safe[:, None]) * (x - log_mu_top)[:, None]
+    log_p = np.where(jj <= n_safe[:, None], log_p_in, log_p_queue)
+    log_p = np.where(jj <= (n_safe + q_safe)[:, None], log_p, -np.inf)
+    p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    z = p.sum(axis=1)
+    n_srv = (p * np.minimum(jj, n_safe[:, None])).sum(axis=1) / z
+    n_queue = (p * np.maximum(jj - n_safe[:, None], 0)).sum(axis=1) / z
+    p_block = np.take_along_axis(p, (n_safe + q_safe)[:, None], axis=1)[:, 0] / z
+    sol = _assemble(lam_safe, n_srv, n_queue, p_block)
+    return _invalidate(sol, valid)
+
+
+def _assemble(lam: np.ndarray, n_srv: np.ndarray, n_queue: np.ndarray,
+              p_block: np.ndarray) -> QueueSolution:
+    """Little's law on the three means. W = n_queue/X equals max(0, T − S) exactly in real
+    arithmetic and avoids the cancellation of T − S when the queue is nearly empty."""
+    x_rate = lam * (1.0 - p_block)
+    n_sys = n_srv + n_queue
+    return QueueSolution(n_sys, n_srv, x_rate, n_sys / x_rate, n_srv / x_rate,
+                         n_queue / x_rate, p_block, np.ones(lam.shape, dtype=bool))
+
+
+_PSI_SERIES = (1.0 / 2.0, 1.0 / 12.0, 0.0, -1.0 / 720.0, 0.0, 1.0 / 30240.0, 0.0,
+               -1.0 / 1209600.0, 0.0, 1.0 / 47900160.0)
+"""t/(1 − e^{−t}) − 1 = Σ B⁺_n tⁿ/n! (n >= 1); enough terms for |t| < 0.2 to ~1e-17."""
+
+
+def _mean_small(qd: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """1 + (ψ(Q·d) − ψ(d))/d by the series of ψ(t) = t/(1 − e^{−t}) − 1, for |Q·d| < 0.2."""
+    acc_q = np.zeros_like(qd)
+    acc_1 = np.zeros_like(d)
+    for coef in reversed(_PSI_SERIES):
+        acc_q = (acc_q + coef) * qd
+        acc_1 = (acc_1 + coef) * d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(d == 0, np.nan, 1.0 + (acc_q - acc_1) / d)
+
+
+def geometric_tail_sums(d: np.ndarray, num_queue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(G0, G1) = (Σ_{k=1..Q} e^{k·d}, Σ_{k=1..Q} k·e^{k·d}) without cancellation.
+
+    The queue states above N have probabilities p_N·e^{k·d} with d = log(λ/μ(N)); these sums
+    replace Q explicit states. G0 = e^d·(e^{Qd} − 1)/(e^d − 1), and the mean k = G1/G0 is
+    Q/(e^{Qd} − 1) + Q − 1/(e^d − 1) = 1 + (ψ(Q·d) − ψ(d))/d with ψ(t) = t/(1 − e^{−t}) − 1;
+    the first form loses ~ε/(Q·|d|) relative to cancellation, so rows with Q·|d| < 0.2 use
+    the series of ψ instead.
+
+    Parameters
+    ----------
+    d : ndarray, shape (C,), log(λ/μ(N)) <= 0 (d > 0 is allowed while e^{Q·d} is finite)
+    num_queue : ndarray of int, shape (C,), Q >= 0
+    """
+    d = np.asarray(d, dtype=float)
+    q = np.asarray(num_queue, dtype=float)
+    qd = q * d
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        em1 = np.expm1(d)
+        eq = np.expm1(qd)
+        g0 = np.exp(d) * eq / em1
+        mean_k = q / eq + q - 1.0 / em1
+    small = np.flatnonzero(np.abs(qd) < 0.2)
+    if small.size:
+        mean_k[small] = _mean_small(qd[small], d[small])
+    zero = d == 0
+    if zero.any():
+        g0 = np.where(zero, q, g0)
+        mean_k = np.where(zero, (q + 1.0) / 2.0, mean_k)
+    return g0, np.where(q == 0, 0.0, g0 * mean_k)
+
+
+def chain_solution(lam_rpms: np.ndarray, z0: np.ndarray, z1: np.ndarray, p_top: np.ndarray,
+                   d: np.ndarray, num_servers: np.ndarray, num_queue: np.ndarray
+                   ) -> QueueSolution:
+    """Assemble the solution from the in-service sums and the geometric queue tail.
+
+    All sums share one (arbitrary) scale: z0 = Σ_{j<=N} p_j, z1 = Σ_{j<=N} j·p_j and
+    p_top = p_N, unnormalised; d = log(λ/μ(N)) <= 0. Shapes (C,).
+    """
+    n = np.asarray(num_servers, dtype=float)
+    q = np.asarray(num_queue, dtype=float)
+    g0, g1 = geometric_tail_sums(d, num_queue)
+    tail = p_top * g0
+    z = z0 + tail
+    n_srv = (z1 + n * tail) / z
+    p_block = p_top * np.exp(q * d) / z
+    return _assemble(np.asarray(lam_rpms, dtype=float), n_srv, p_top * g1 / z, p_block)

@@ -1,0 +1,268 @@
+"""Lockstep §2.7 bisection of every candidate's TTFT and ITL target (the core of `size_batch`).
+
+Row r of the 2·V searches is kind r // V (0: TTFT, 1: ITL) of candidate r % V. Each row runs
+exactly the scalar rules of `analyzer.bisect`: the same end-point tests, midpoints
+0.5·(lo + hi), tolerance test and bracket update, at most `SEARCH_MAX_ITERATIONS` halvings,
+and stops when its metric is within tolerance. Rows are independent, so they need not move
+together; the search runs in two phases:
+
+* direct phase: all unfinished rows halve together, each midpoint solved by a direct
+  `ChainTable` solve; while a candidate's two brackets coincide (same midpoint in the same
+  step, as they do until the two roots fall into different halves) one solve serves both;
+* series phase: a row whose bracket has become narrow enough keeps the Taylor data of its
+  last direct solve and finishes in a compact loop where each solve costs O(terms).
+
+A row whose partner's target is below the attainable region is not searched (the candidate
+is infeasible whatever it finds); with ``cap`` a row also stops once it can no longer hold
+min(λ_TTFT, λ_ITL, cap), the only value `size_batch` needs for the sustainable rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inferno.analyzer.analyzer import SEARCH_MAX_ITERATIONS, SEARCH_TOLERANCE
+from inferno.analyzer.chain import TAYLOR_REACH, TAYLOR_TERMS, ChainTable
+from inferno.analyzer.queueing import QueueSolution, chain_solution
+from inferno.analyzer.service import MetricCoefficients, fast_request_metrics
+from inferno.model import PerfModel
+
+__all__ = ["LockstepSearch", "within"]
+
+_COMPACT_FRACTION = 0.75
+"""The series phase drops finished rows once fewer than this share is still running."""
+
+
+def within(y: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Vectorised `analyzer.within_tolerance`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (y == target) | ((target != 0)
+                                & (np.abs(y - target) / np.abs(target) <= SEARCH_TOLERANCE))
+
+
+def _lowers(y: np.ndarray, target: np.ndarray, increasing: np.ndarray) -> np.ndarray:
+    """The §2.7 update: True where the midpoint becomes the new upper end."""
+    return (increasing & (target < y)) | (~increasing & (target > y))
+
+
+def _horner(coef: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Σ_k coef[k]·h^k for coefficient-major ``coef`` (K, …, S) and ``h`` (S,)."""
+    acc = coef[-1].copy()
+    for k in range(coef.shape[0] - 2, -1, -1):
+        acc *= h
+        acc += coef[k]
+    return acc
+
+
+class LockstepSearch:
+    """The TTFT and ITL bisections of V candidates over [λ_min, λ_max] (req/ms).
+
+    Parameters
+    ----------
+    table : ChainTable of the V candidates
+    model : service-time model
+    coef : MetricCoefficients, shape (V,)
+    lam_min, lam_max : ndarray, shape (V,), the rate range (req/ms)
+    ttft_ms, itl_ms : ndarray, shape (V,), targets (0: not searched, result λ_max)
+    cap : ndarray, shape (V,), optional
+        Only min(λ_TTFT, λ_ITL, cap) is wanted: a row stops as soon as its bracket lies at or
+        above the partner's bracket (or its result) or the cap, since its exact root can no
+        longer change that minimum; its result is then NaN. The minimum itself is exactly
+        the one the full searches give. Without ``cap`` every row runs to the end.
+
+    Either way a row whose partner's target is below the region (candidate infeasible)
+    is not searched; its result is NaN.
+    """
+
+    def __init__(self, table: ChainTable, model: PerfModel, coef: MetricCoefficients,
+                 lam_min: np.ndarray, lam_max: np.ndarray, ttft_ms: np.ndarray,
+                 itl_ms: np.ndarray, cap: np.ndarray | None = None) -> None:
+        self.table, self.model, self.coef = table, model, coef
+        v = self.v = len(table)
+        self.cap = None if cap is None else np.concatenate([cap, cap])
+        self.target = np.concatenate([ttft_ms, itl_ms])
+        self.lo = np.concatenate([lam_min, lam_min])
+        self.hi = np.concatenate([lam_max, lam_max])
+        self.result = self.hi.copy()
+        """λ found per row (req/ms); λ_max where the target is 0 or above the region."""
+        self.below = np.zeros(2 * v, dtype=bool)
+        """The target lies below the attainable region: the candidate is infeasible."""
+        self.increasing = np.zeros(2 * v, dtype=bool)
+        self.active = np.zeros(2 * v, dtype=bool)
+        self.steps = np.zeros(2 * v, dtype=np.int64)
+        self.parked = np.zeros(2 * v, dtype=bool)
+        self.x_center = np.zeros(2 * v)
+        self.p_top_center = np.zeros(2 * v)
+        self.moments = np.zeros((2 * v, TAYLOR_TERMS + 1))
+        self._sums = np.empty((3, 2 * v))
+
+    def run(self) -> LockstepSearch:
+        """Run both phases to completion; results in ``result`` and ``below``."""
+        self._ends()
+        while self._direct_step():
+            pass
+        self._series_phase(np.flatnonzero(self.active & self.parked))
+        return self
+
+    def _metric(self, rows: np.ndarray, sol: QueueSolution) -> np.ndarray:
+        """TTFT or ITL (by row kind) from the solutions at ``rows``."""
+        _, itl, ttft = fast_request_metrics(self.model, sol.n_srv, sol.serv_ms, sol.wait_ms,
+                                            self.coef.take(rows % self.v))
+        return np.where(rows < self.v, ttft, itl)
+
+    def _ends(self) -> None:
+        """The end-point rules of §2.7 for every row with a target (> 0)."""
+        v = self.v
+        t = self.target
+        searched = t > 0
+        cand = np.flatnonzero(searched[:v] | searched[v:])
+        y_lo = np.full(2 * v, np.nan)
+        y_hi = np.full(2 * v, np.nan)
+        if cand.size:
+            rows = np.concatenate([cand, cand + v])
+            for lam, y, solve in ((self.lo, y_lo, self.table.solve_light),
+                                  (self.hi, y_hi, self.table.solve)):
+                sol = solve(cand, lam[cand])
+                y[rows] = self._metric(rows, QueueSolution(*(np.concatenate([f, f])
+                                                              for f in sol)))
+        at_lo = searched & within(y_lo, t)
+        at_hi = searched & ~at_lo & within(y_hi, t)
+        open_ = searched & ~at_lo & ~at_hi
+        inc = y_lo < y_hi
+        below = open_ & ((inc & (t < y_lo)) | (~inc & (t > y_lo)))
+        above = open_ & ~below & ((inc & (t > y_hi)) | (~inc & (t < y_hi)))
+        self.below = below
+        self.increasing = inc
+        self.active = open_ & ~below & ~above
+        self.result = np.where(at_lo, self.lo, self.hi)
+        doomed = below[self._partner(np.arange(2 * v))]
+        self.active &= ~doomed
+        self.result[doomed] = np.nan
+
+    def _partner(self, rows: np.ndarray) -> np.ndarray:
+        """The other search (ITL for TTFT and vice versa) of the same candidate."""
+        return np.where(rows < self.v, rows + self.v, rows - self.v)
+
+    def _prune(self, rows: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """Of ``rows`` (active, with lower ends ``lo``), those that can no longer set the
+        minimum (see ``cap``); they are stopped with result NaN."""
+        if self.cap is None:
+            return np.zeros(rows.size, dtype=bool)
+        partner = self._partner(rows)
+        bound = np.where(self.active[partner], self.hi[partner], self.result[partner])
+        stop = lo >= np.fmin(bound, self.cap[rows])
+        # Two brackets collapsed onto one point would stop each other: keep the TTFT one.
+        stopping = np.zeros(2 * self.v, dtype=bool)
+        stopping[rows[stop]] = True
+        stop &= ~((rows < self.v) & stopping[partner])
+        self.active[rows[stop]] = False
+        self.result[rows[stop]] = np.nan
+        return stop
+
+    def _update(self, rows: np.ndarray, mid: np.ndarray, y: np.ndarray) -> None:
+        t = self.target[rows]
+        done = within(y, t) | (self.steps[rows] + 1 >= SEARCH_MAX_ITERATIONS)
+        lower = ~done & _lowers(y, t, self.increasing[rows])
+        higher = ~done & ~lower
+        self.result[rows] = mid
+        self.steps[rows] += 1
+        self.active[rows[done]] = False
+        self.hi[rows[lower]] = mid[lower]
+        self.lo[rows[higher]] = mid[higher]
+        going = rows[~done]
+        self._prune(going, self.lo[going])
+
+    def _direct_step(self) -> bool:
+        """One halving of every active, unparked row by direct solves; False if none."""
+        v = self.v
+        rows = np.flatnonzero(self.active & ~self.parked)
+        if rows.size == 0:
+            return False
+        mid = 0.5 * (self.lo[rows] + self.hi[rows])
+        x = np.log(mid)
+        # An ITL row whose TTFT partner halves the same bracket reuses the partner's solve.
+        mid_of = np.full(2 * v, np.nan)
+        mid_of[rows] = mid
+        borrow = (rows >= v) & (mid_of[np.where(rows >= v, rows - v, 0)] == mid)
+        own = np.flatnonzero(~borrow)
+        cand = rows[own] % v
+        order = np.argsort(cand, kind="stable")
+        own, cand = own[order], cand[order]
+        own_rows = rows[own]
+        # After this step the bracket is [lo, mid] or [mid, hi], both within log(mid/lo)
+        # of x: Taylor data taken here covers every later midpoint of the row.
+        want = self.table.reach[cand] * np.log(mid[own] / self.lo[own_rows]) <= TAYLOR_REACH
+        z0, z1, p_top, moments = self.table.direct(cand, x[own], want)
+        sums = self._sums
+        sums[0, own_rows], sums[1, own_rows], sums[2, own_rows] = z0, z1, p_top
+        park = own_rows[want]
+        self.parked[park] = True
+        self.x_center[park] = x[own][want]
+        self.p_top_center[park] = p_top[want]
+        self.moments[park] = moments
+        if borrow.any():
+            dst = rows[borrow]
+            src = dst - v
+            sums[:, dst] = sums[:, src]
+            shared = dst[self.parked[src]]
+            self.parked[shared] = True
+            self.x_center[shared] = self.x_center[shared - v]
+            self.p_top_center[shared] = self.p_top_center[shared - v]
+            self.moments[shared] = self.moments[shared - v]
+        sol = self.table.solution(rows % v, mid, sums[0, rows], sums[1, rows], sums[2, rows])
+        self._update(rows, mid, self._metric(rows, sol))
+        return True
+
+    def _series_phase(self, rows: np.ndarray) -> None:
+        """Finish the parked rows in a compact loop with series solves."""
+        if rows.size == 0:
+            return
+        v, table = self.v, self.table
+        cand = rows % v
+        state = {
+            "rows": rows, "lo": self.lo[rows], "hi": self.hi[rows],
+            "target": self.target[rows], "inc": self.increasing[rows],
+            "left": SEARCH_MAX_ITERATIONS - self.steps[rows],
+            "xc": self.x_center[rows], "ptc": self.p_top_center[rows],
+            "n": table.num_servers[cand], "q": table.num_queue[cand],
+            "dn": table.num_servers[cand] - table.center[cand],
+            "log_mu_top": table.log_mu_top[cand], "ttft": rows < v,
+        }
+        coef = self.coef.take(cand)
+        series = np.stack(table.taylor_coefficients(cand, self.moments[rows]), axis=1)
+        live = np.ones(rows.size, dtype=bool)
+        while True:
+            s = state
+            mid = 0.5 * (s["lo"] + s["hi"])
+            x = np.log(mid)
+            h = x - s["xc"]
+            z0, z1 = _horner(series, h)
+            p_top = s["ptc"] * np.exp(s["dn"] * h)
+            sol = chain_solution(mid, z0, z1, p_top, x - s["log_mu_top"], s["n"], s["q"])
+            _, itl, ttft = fast_request_metrics(self.model, sol.n_srv, sol.serv_ms,
+                                                sol.wait_ms, coef)
+            y = np.where(s["ttft"], ttft, itl)
+            done = live & (within(y, s["target"]) | (s["left"] <= 1))
+            lower = live & ~done & _lowers(y, s["target"], s["inc"])
+            higher = live & ~done & ~lower
+            self.result[s["rows"][live]] = mid[live]
+            s["hi"] = np.where(lower, mid, s["hi"])
+            s["lo"] = np.where(higher, mid, s["lo"])
+            s["left"] = s["left"] - 1
+            live &= ~done
+            if self.cap is not None:  # partners read each other's brackets
+                going = np.flatnonzero(live)
+                self.active[s["rows"][done]] = False
+                self.hi[s["rows"][going]] = s["hi"][going]
+                live[going[self._prune(s["rows"][going], s["lo"][going])]] = False
+            running = int(live.sum())
+            if running == 0:
+                break
+            if running < _COMPACT_FRACTION * live.size:
+                keep = np.flatnonzero(live)
+                state = {k: val[keep] for k, val in s.items()}
+                coef = coef.take(keep)
+                series = series[:, :, keep]
+                live = np.ones(keep.size, dtype=bool)
+        self.active[rows] = False
+
