@@ -25,7 +25,7 @@ from inferno.analyzer import (
 )
 from inferno.model import PerfModel
 
-LARGE = Path(__file__).resolve().parents[3] / "sample-data" / "large"
+LARGE = Path(__file__).resolve().parents[1] / "sample-data" / "large"
 
 
 def candidates(num: int, model: PerfModel, seed: int = 1

@@ -55,17 +55,26 @@ def _capacity_rows(cands: Sequence[Candidate], per_unit: np.ndarray,
 
 def _lexicographic(c_value: np.ndarray, served: csr_array, priorities: np.ndarray,
                    constraints: list[LinearConstraint], integrality: np.ndarray,
-                   bounds: Bounds) -> tuple[np.ndarray | None, str]:
-    """Maximise served servers per priority level in turn, then minimise value."""
+                   bounds: Bounds, known_served: Mapping[int, int] | None = None
+                   ) -> tuple[np.ndarray | None, str]:
+    """Maximise served servers per priority level in turn, then minimise value.
+
+    ``known_served`` gives, per level, a count already proven optimal (a feasible solution
+    serving every server of the level): that level's solve is skipped.
+    """
     cons = list(constraints)
+    known = known_served or {}
     for p in np.unique(priorities):
         mask = (priorities == p).astype(float)
-        obj = -(mask @ served)  # maximise servers of this priority
-        res = milp(obj, constraints=cons, integrality=integrality, bounds=bounds,
-                   options={"time_limit": TIME_LIMIT_S})
-        if res.x is None:
-            return None, f"MILP failed at priority {p}: {res.message}"
-        best = -res.fun
+        if int(p) in known:
+            best = float(known[int(p)])
+        else:
+            obj = -(mask @ served)  # maximise servers of this priority
+            res = milp(obj, constraints=cons, integrality=integrality, bounds=bounds,
+                       options={"time_limit": TIME_LIMIT_S})
+            if res.x is None:
+                return None, f"MILP failed at priority {p}: {res.message}"
+            best = -res.fun
         cons.append(LinearConstraint(mask @ served, lb=best - 0.5, ub=np.inf))
     res = milp(c_value, constraints=cons, integrality=integrality, bounds=bounds,
                options={"time_limit": TIME_LIMIT_S})
@@ -75,12 +84,22 @@ def _lexicographic(c_value: np.ndarray, served: csr_array, priorities: np.ndarra
 
 
 def solve_milp_single(candidates: Mapping[str, list[Candidate]], priorities: Mapping[str, int],
-                      capacity: Mapping[str, int]) -> MilpResult:
-    """One accelerator per server: binary choice among its candidates (or none)."""
+                      capacity: Mapping[str, int],
+                      fully_served: frozenset[int] = frozenset()) -> MilpResult:
+    """One accelerator per server: binary choice among its candidates (or none).
+
+    ``fully_served``: priority levels for which a feasible allocation serving all their
+    servers is known (e.g. from the greedy solver); their maximisation step is skipped.
+    """
     names = [s for s, cs in candidates.items() if cs]
     cands = [c for s in names for c in candidates[s]]
     if not cands:
         return MilpResult({}, {}, dict(capacity), "no candidates")
+    cheapest = {s: candidates[s][0] for s in names}
+    if all(v >= 0 for v in _remaining(capacity, cheapest.values()).values()):
+        # every server's best option fits together: that is the optimum of every stage
+        return MilpResult(cheapest, {}, _remaining(capacity, cheapest.values()),
+                          "cheapest options fit")
     server_of = np.array([i for i, s in enumerate(names) for _ in candidates[s]])
     v = len(cands)
     pick = csr_array((np.ones(v), (server_of, np.arange(v))), shape=(len(names), v))
@@ -89,7 +108,9 @@ def solve_milp_single(candidates: Mapping[str, list[Candidate]], priorities: Map
     constraints = [LinearConstraint(pick, ub=1.0), LinearConstraint(cap_a, ub=cap_ub)]
     prio = np.array([priorities[s] for s in names])
     values = np.array([c.value for c in cands])
-    x, message = _lexicographic(values, pick, prio, constraints, np.ones(v), Bounds(0, 1))
+    known = {int(p): int((prio == p).sum()) for p in np.unique(prio) if int(p) in fully_served}
+    x, message = _lexicographic(values, pick, prio, constraints, np.ones(v), Bounds(0, 1),
+                                known)
     if x is None:
         return MilpResult({}, {}, dict(capacity), message)
     chosen = np.flatnonzero(x > 0.5)

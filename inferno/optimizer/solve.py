@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from inferno.model import Allocation, Server, SolverKind, System
+from inferno.model import Allocation, SaturationPolicy, Server, SolverKind, System
 from inferno.optimizer.candidates import (
     Candidate,
     compute_candidates,
@@ -42,7 +42,13 @@ def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],
                                         system.capacity)
         assigned = {**empty, **mres.assigned}
     else:
-        mres = solve_milp_single(cands, priorities, system.capacity)
+        # levels the greedy solver already serves in full need no maximisation step
+        greedy = solve_greedy(cands, priorities, system.capacity, SaturationPolicy.NONE,
+                              delayed_best_effort=False)
+        levels = {priorities[s] for s, cs in cands.items() if cs}
+        full = frozenset(p for p in levels if all(
+            s in greedy.assigned for s, cs in cands.items() if cs and priorities[s] == p))
+        mres = solve_milp_single(cands, priorities, system.capacity, full)
         assigned = dict(mres.assigned)
     left = [s for s, cs in cands.items() if cs and s not in assigned]
     fill = fill_best_effort(left, cands, priorities, mres.remaining, settings.saturation_policy)
