@@ -92,6 +92,7 @@ def solve_milp_single(candidates: Mapping[str, list[Candidate]], priorities: Map
     servers is known (e.g. from the greedy solver); their maximisation step is skipped.
     """
     names = [s for s, cs in candidates.items() if cs]
+    candidates = {s: _undominated(candidates[s]) for s in names}
     cands = [c for s in names for c in candidates[s]]
     if not cands:
         return MilpResult({}, {}, dict(capacity), "no candidates")
@@ -116,6 +117,22 @@ def solve_milp_single(candidates: Mapping[str, list[Candidate]], priorities: Map
     chosen = np.flatnonzero(x > 0.5)
     assigned = {names[server_of[k]]: cands[k] for k in chosen}
     return MilpResult(assigned, {}, _remaining(capacity, assigned.values()), message)
+
+
+def _undominated(cands: Sequence[Candidate]) -> list[Candidate]:
+    """Drop options beaten on both value and cards of the same type by an earlier option.
+
+    Swapping a dominated option for its dominator keeps every constraint and never raises
+    the objective, so the optimum is unchanged while the program shrinks.
+    """
+    best_cards: dict[str, int] = {}
+    kept = []
+    for c in cands:  # ascending value
+        if c.acc_type in best_cards and best_cards[c.acc_type] <= c.cards:
+            continue
+        best_cards[c.acc_type] = c.cards
+        kept.append(c)
+    return kept
 
 
 def solve_milp_heterogeneous(candidates: Mapping[str, list[Candidate]],
