@@ -32,7 +32,7 @@ prometheus:
 	  pkill -x prometheus >/dev/null 2>&1 || true; }
 
 demo: $(STAMP)
-	$(BIN)/inferno optimize sample-data/large
+	$(BIN)/inferno sim run scenarios/quickstart.yaml
 
 test: install-test
 	$(BIN)/ruff check .

@@ -88,3 +88,13 @@ def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
                              f"{input_tokens} in / {output_tokens} out")
         if not as_json:
             click.echo(f"plot: {plot}")
+
+
+def _attach_closed_loop_commands() -> None:
+    from inferno.commands.simrun import replay, run
+
+    sim.add_command(run)
+    sim.add_command(replay)
+
+
+_attach_closed_loop_commands()

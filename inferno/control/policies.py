@@ -170,7 +170,32 @@ def build_system(static: System, snapshot: ClusterSnapshot,
             keep_accelerator=settings.keep_accelerator, min_num_replicas=obs.min_num_replicas,
             max_batch_size=settings.max_batch, max_queue_size=obs.max_queue_size,
             current=current))
-    return replace(static, servers=tuple(servers), capacity=capacity), excluded
+    settings_ = replace(static.settings, accel_penalty_factor=settings.migration_penalty)
+    return replace(static, servers=tuple(servers), capacity=capacity,
+                   settings=settings_), excluded
+
+
+def _sticky_batches(system: System, solution: Solution, snapshot: ClusterSnapshot,
+                    tolerance: float) -> System | None:
+    """The system with near-optimal current max batches pinned, or None if none qualifies.
+
+    A server qualifies when the solution keeps its accelerator and its max batch moves by at
+    most ``tolerance`` (relative): it is re-solved on its current accelerator and max batch.
+    """
+    servers = []
+    changed = False
+    for server in system.servers:
+        obs = snapshot.servers[server.name]
+        alloc = solution.allocations.get(server.name)
+        if (tolerance > 0 and alloc is not None and obs.max_batch > 0
+                and server.max_batch_size <= 0 and alloc.accelerator == obs.accelerator
+                and alloc.max_batch != obs.max_batch
+                and abs(alloc.max_batch - obs.max_batch) <= tolerance * obs.max_batch):
+            servers.append(replace(server, max_batch_size=obs.max_batch, keep_accelerator=True))
+            changed = True
+        else:
+            servers.append(server)
+    return replace(system, servers=tuple(servers)) if changed else None
 
 
 def _default_solve(system: System) -> Solution:
@@ -188,14 +213,27 @@ class InfernoPolicy:
                  solve: Solve | None = None) -> None:
         self.settings = settings or InfernoSettings()
         self._solve = solve or _default_solve
+        self._last_rpm: dict[str, tuple[float, float]] = {}
 
     @property
     def stabilisation(self) -> StabilisationSettings:
         return self.settings.stabilisation
 
     def loads(self, snapshot: ClusterSnapshot, now_s: float) -> dict[str, LoadEstimate | str]:
-        """The load to plan for, per server: here the observed one."""
-        return {name: observed_load(obs) for name, obs in snapshot.servers.items()}
+        """The load to plan for, per server: the observed one, projected ahead on a rise."""
+        loads: dict[str, LoadEstimate | str] = {}
+        for name, obs in snapshot.servers.items():
+            load = observed_load(obs)
+            if isinstance(load, LoadEstimate):
+                last = self._last_rpm.get(name)
+                self._last_rpm[name] = (now_s, load.arrival_rpm)
+                if last is not None and now_s > last[0] and self.settings.lead_s > 0:
+                    trend = (load.arrival_rpm - last[1]) / (now_s - last[0])
+                    if trend > 0:
+                        load = replace(load, arrival_rpm=load.arrival_rpm
+                                       + trend * self.settings.lead_s)
+            loads[name] = load
+        return loads
 
     def decide(self, snapshot: ClusterSnapshot, now_s: float, static: System) -> Decision:
         system, notes = build_system(static, snapshot, self.loads(snapshot, now_s),
@@ -205,6 +243,11 @@ class InfernoPolicy:
                             message="no server with usable load", notes=notes)
         solution = self._solve(system)
         solve_ms = solution.solve_time_ms
+        sticky = _sticky_batches(system, solution, snapshot, self.settings.max_batch_tolerance)
+        if sticky is not None:
+            system = sticky
+            solution = self._solve(system)
+            solve_ms += solution.solve_time_ms
         fallback = self.settings.fallback_saturation_policy
         is_short = solution.status == "infeasible" or bool(solution.unallocated)
         if (is_short and system.settings.saturation_policy is SaturationPolicy.NONE

@@ -92,9 +92,30 @@ class InfernoSettings:
     stabilisation: StabilisationSettings = StabilisationSettings(scale_down_window_s=120.0)
     """Scale-down needs two consecutive lower recommendations at a 60 s period: damps load
     noise (P9) at a smaller cost on ramp-downs than the HPA's 300 s."""
+    max_batch_tolerance: float = 0.25
+    """Keep a server's current max batch (same accelerator) when the optimal one is within
+    this fraction of it: a change restarts every replica (rolling replacement), which costs
+    far more than the few % of throughput the exact optimum gains; token noise otherwise
+    moves the optimum every cycle. 0 follows the optimizer exactly."""
+    migration_penalty: float = 0.3
+    """Transition penalty factor on a change of accelerator (upstream AccelPenaltyFactor
+    0.1): a migration is a full rolling replacement, so it must save more than 30% of the
+    two allocations' cost; at 0.1 near-equal options (1×H100 vs 2×A100) flip with noise."""
+
+    lead_s: float = 60.0
+    """Plan for the load expected this many seconds ahead when it is rising: observed
+    rate + trend × lead (trend from the last two observations, never negative). Covers the
+    reaction lag of one control period plus the replica startup that made every upstream
+    ramp violate its SLO for a period (P10). 0 plans for the observed load only."""
 
     def __post_init__(self) -> None:
         _require(self.max_batch >= 0, f"inferno: max_batch must be >= 0, got {self.max_batch!r}")
+        _require(math.isfinite(self.lead_s) and self.lead_s >= 0,
+                 f"inferno: lead_s must be >= 0, got {self.lead_s!r}")
+        _require(math.isfinite(self.max_batch_tolerance) and self.max_batch_tolerance >= 0,
+                 f"inferno: max_batch_tolerance must be >= 0, got {self.max_batch_tolerance!r}")
+        _require(math.isfinite(self.migration_penalty) and self.migration_penalty >= 0,
+                 f"inferno: migration_penalty must be >= 0, got {self.migration_penalty!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

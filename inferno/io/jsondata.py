@@ -404,6 +404,7 @@ def _settings(root: Fields) -> OptimizerSettings:
         saturation_policy=o.choice("saturationPolicy", SaturationPolicy, SaturationPolicy.NONE),
         perf_model=o.choice("perfModel", PerfModel, PerfModel.CHUNKED),
         batch_policy=o.choice("batchPolicy", BatchPolicy, BatchPolicy.SEARCH),
+        accel_penalty_factor=o.number("accelPenaltyFactor", default=0.1, minimum=0.0),
     )
 
 

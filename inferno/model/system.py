@@ -49,6 +49,8 @@ class OptimizerSettings:
     saturation_policy: SaturationPolicy = SaturationPolicy.NONE
     perf_model: PerfModel = PerfModel.CHUNKED
     batch_policy: BatchPolicy = BatchPolicy.SEARCH
+    accel_penalty_factor: float = 0.1
+    """Transition penalty weight on a change of accelerator (design §3.4; upstream 0.1)."""
 
     @property
     def solver(self) -> SolverKind:

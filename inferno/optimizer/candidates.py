@@ -17,8 +17,6 @@ import numpy as np
 from inferno.analyzer import QueueBatch, analyze_batch, optimal_concurrency_batch, size_batch
 from inferno.model import DEFAULT_PRIORITY, BatchPolicy, Server, System
 
-ACCEL_PENALTY_FACTOR = 0.1
-"""Transition penalty weight on a change of accelerator (§3.4)."""
 MAX_QUEUE_TO_BATCH_RATIO = 10
 """Q = 10·N when a server does not set maxQueueSize."""
 DEFAULT_CONCURRENCY_CEILING = 256
@@ -70,14 +68,15 @@ class Candidate(NamedTuple):
 
 
 def transition_value(cur_same_acc: np.ndarray, cur_replicas: np.ndarray, cur_cost: np.ndarray,
-                     num_replicas: np.ndarray, cost: np.ndarray) -> np.ndarray:
+                     num_replicas: np.ndarray, cost: np.ndarray,
+                     penalty_factor: float = 0.1) -> np.ndarray:
     """Ranking value given the current allocation (§3.4); the current cost is used verbatim.
 
     0 if nothing changes, the cost delta if only replicas change, and the delta plus 10% of
     both costs if the accelerator changes.
     """
     same = np.where(cur_replicas == num_replicas, 0.0, cost - cur_cost)
-    return np.where(cur_same_acc, same, ACCEL_PENALTY_FACTOR * (cur_cost + cost)
+    return np.where(cur_same_acc, same, penalty_factor * (cur_cost + cost)
                     + (cost - cur_cost))
 
 
@@ -99,6 +98,7 @@ class _Catalog:
     perf_cols: dict[str, np.ndarray]
     by_model: dict[str, tuple[np.ndarray, np.ndarray]]
     """model -> (perf indexes, accelerator indexes) of the model's entries, by acc name."""
+    penalty_factor: float
 
     @classmethod
     def of(cls, system: System) -> _Catalog:
@@ -124,7 +124,7 @@ class _Catalog:
         return cls(names, tuple(a.type for a in accs),
                    np.array([a.cost_per_hr for a in accs], float),
                    np.array([a.multiplicity for a in accs], np.int64), keys, perf_acc, cols,
-                   by_model)
+                   by_model, system.settings.accel_penalty_factor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +300,7 @@ def _finish(cat: _Catalog, sv: _Servers, srv: np.ndarray, perf: np.ndarray, n: n
     cost = cat.acc_cost[acc] * count * n
     s = sv.cols
     value = transition_value(s["cur_acc"][srv] == acc, s["cur_rep"][srv], s["cur_cost"][srv],
-                             n, cost)
+                             n, cost, cat.penalty_factor)
     return _Rows(server=srv, acc=acc, units=count * cat.acc_mult[acc], num_replicas=n,
                  max_batch=np.asarray(max_batch, np.int64), cost=cost, value=value,
                  itl_ms=np.asarray(itl, float), ttft_ms=np.asarray(ttft, float),

@@ -1,0 +1,217 @@
+"""`inferno live`, `inferno emulate-load`, `inferno emulate`: the cluster-facing commands.
+
+Thin wrappers: settings come from the environment (upstream variable names, control-loop.md
+§1.2) overridden by the command line, and the work is done by `live.driver`,
+`live.emulate_load` and `sim.emulate`, imported inside the commands so the core install never
+imports Kubernetes, Prometheus or SimPy clients. `emulate` is the one place where `sim` and
+`live` meet: the twin follows Deployments read through `live.kube`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from inferno.errors import ConfigError
+
+if TYPE_CHECKING:
+    from live.kube import ManagedDeployment
+    from sim.emulate import Source
+
+ENV_CYCLE_LOG = "INFERNO_CYCLE_LOG"
+ENV_LOAD_INTERVAL = "INFERNO_LOAD_INTERVAL"
+ENV_LOAD_ALPHA = "INFERNO_LOAD_ALPHA"
+
+
+def _echo(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command()
+@click.argument("control_period", required=False)
+@click.argument("dynamic", required=False)
+@click.option("--dry-run", is_flag=True, help="Decide and log; patch and export nothing.")
+@click.option("--actuation", type=click.Choice(["patch", "metrics"]), default="patch",
+              show_default=True, help="patch: write replicas and allocation labels; metrics: "
+              "only export inferno_desired_replicas for an HPA or KEDA.")
+@click.option("--policy", default="inferno", show_default=True,
+              help="inferno, hpa, saturation or static.")
+@click.option("--scale-down-window", type=float, default=None,
+              help="Scale-down stabilisation window, s (default: the policy's).")
+@click.option("--max-batch", type=click.IntRange(min=0), default=0,
+              envvar="DEFAULT_MAX_BATCH_SIZE", show_envvar=True,
+              help="Pin every server's max batch (inferno policy); 0 lets the optimizer "
+              "search it.")
+@click.option("--data-path", type=click.Path(path_type=Path), default=None,
+              help="Static data directory [env INFERNO_DATA_PATH, default ./].")
+@click.option("--host", default=None, help="Listen address of /invoke and /metrics "
+              "[env CONTROLLER_HOST, default 127.0.0.1].")
+@click.option("--port", default=None, help="Listen port [env CONTROLLER_PORT, default 3300].")
+@click.option("--prometheus-url", default=None,
+              help="Prometheus base URL [env INFERNO_PROMETHEUS_URL, default "
+              "http://localhost:9090].")
+@click.option("--no-prometheus", is_flag=True,
+              help="Read the load labels only (a cluster without Prometheus).")
+@click.option("--cycle-log", default=None, help="JSONL cycle log [env INFERNO_CYCLE_LOG, "
+              "default inferno-cycles.jsonl]; - writes none.")
+def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuation: str,
+         policy: str, scale_down_window: float | None, max_batch: int, data_path: Path | None,
+         host: str | None, port: str | None, prometheus_url: str | None, no_prometheus: bool,
+         cycle_log: str | None) -> None:
+    """Control the managed Deployments of a cluster: every CONTROL_PERIOD s [env
+    INFERNO_CONTROL_PERIOD, default 60; 0 = on demand only] and on GET /invoke; DYNAMIC
+    re-reads the static data every cycle [env INFERNO_CONTROL_DYNAMIC]. SIGTERM or Ctrl-C
+    stops after the running cycle."""
+    from inferno.control import resolve_controller_settings
+    from live.config import kube_settings_from_env, prom_settings_from_env
+    from live.driver import DEFAULT_CYCLE_LOG, Actuation, LiveSettings, run_live
+
+    if no_prometheus and prometheus_url is not None:
+        raise click.UsageError("--no-prometheus and --prometheus-url are contradictory")
+    env = dict(os.environ)
+    if prometheus_url is not None:
+        env["INFERNO_PROMETHEUS_URL"] = prometheus_url
+    controller = resolve_controller_settings(env, data_path=data_path, period_s=control_period,
+                                             is_dynamic=dynamic, host=host, port=port)
+    settings = LiveSettings(
+        controller=replace(controller, dry_run=dry_run), kube=kube_settings_from_env(env),
+        prom=None if no_prometheus else prom_settings_from_env(env),
+        actuation=Actuation(actuation), policy=policy, scale_down_window_s=scale_down_window,
+        max_batch=max_batch,
+        cycle_log=cycle_log or env.get(ENV_CYCLE_LOG) or DEFAULT_CYCLE_LOG)
+    cycles = run_live(settings, on_ready=lambda h, p: _echo(
+        f"inferno live: GET http://{h}:{p}/invoke and /metrics; SIGTERM or Ctrl-C stops"))
+    _echo(f"inferno live: stopped after {cycles} periodic cycles")
+
+
+def _number(text: str | None, env_name: str, default: float, source: str) -> float:
+    raw = text if text is not None else os.environ.get(env_name) or None
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        where = source if text is not None else env_name
+        raise ConfigError(f"{where}: expected a number, got {raw!r}") from None
+
+
+@click.command("emulate-load")
+@click.argument("interval", required=False)
+@click.argument("alpha", required=False)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the perturbations (same seed and labels: same walk).")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="Stop after this many passes (default: until SIGTERM or Ctrl-C).")
+def emulate_load(interval: str | None, alpha: str | None, seed: int, count: int | None) -> None:
+    """Every INTERVAL s [env INFERNO_LOAD_INTERVAL, default 60] add N(0, (ALPHA × original)²)
+    [env INFERNO_LOAD_ALPHA, default 0.5] to each managed Deployment's load labels."""
+    from inferno.control import EmulatorSettings
+    from live.config import kube_settings_from_env, load_api_client
+    from live.driver import stop_on_signals
+    from live.emulate_load import ClusterLoadEmulator
+
+    settings = EmulatorSettings(
+        interval_s=_number(interval, ENV_LOAD_INTERVAL, 60.0, "argument INTERVAL"),
+        alpha=_number(alpha, ENV_LOAD_ALPHA, 0.5, "argument ALPHA"))
+    kube = kube_settings_from_env(os.environ)
+    api_client = load_api_client(kube)
+    stop = threading.Event()
+    try:
+        emulator = ClusterLoadEmulator(api_client, kube, settings, seed=seed)
+        with stop_on_signals(stop.set):
+            passes = emulator.run(stop, max_passes=count)
+    finally:
+        api_client.close()
+    _echo(f"inferno emulate-load: {passes} passes")
+
+
+def _follow(read: Callable[[], list[ManagedDeployment]]) -> Source:
+    """The emulation's desired state: each managed Deployment's spec and labels."""
+    from sim.emulate import DesiredDeployment
+
+    def desired() -> dict[tuple[str, str], DesiredDeployment]:
+        return {(d.namespace, d.deployment): DesiredDeployment(
+            namespace=d.namespace, deployment=d.deployment, model=d.labels.model,
+            accelerator=d.labels.accelerator, replicas=d.desired_replicas,
+            max_batch=d.labels.max_batch, load_rpm=d.labels.load_rpm or 0.0,
+            in_tokens=d.labels.load_in_tokens, out_tokens=d.labels.load_out_tokens)
+            for d in read()}
+
+    return desired
+
+
+@click.command()
+@click.option("--data-path", type=click.Path(path_type=Path), default=None,
+              help="Data directory with model and accelerator data [env INFERNO_DATA_PATH, "
+              "default ./].")
+@click.option("--targets-file", type=click.Path(path_type=Path),
+              default=Path("inferno-emulate-targets.json"), show_default=True,
+              help="Prometheus file_sd JSON listing the emulated pods.")
+@click.option("--prometheus-config", type=click.Path(path_type=Path), default=None,
+              help="Also write a prometheus.yml that scrapes the targets file.")
+@click.option("--scrape-interval", type=float, default=1.0, show_default=True,
+              help="Scrape interval of --prometheus-config, s.")
+@click.option("--speedup", type=float, default=1.0, show_default=True,
+              help="Simulated seconds per wall second.")
+@click.option("--poll", "poll_s", type=float, default=2.0, show_default=True,
+              help="Wall s between reads of the Deployments.")
+@click.option("--startup", "startup_s", type=float, default=10.0, show_default=True,
+              help="Startup delay of a new replica, simulated s.")
+@click.option("--tokens", type=click.Choice(["fixed", "exponential"]), default="fixed",
+              show_default=True, help="Token length distribution around the load labels.")
+@click.option("--capacity", is_flag=True, help="Limit replicas to capacity-data.json.")
+@click.option("--write-status", is_flag=True, help="Report replica counts into the "
+              "Deployments' status (API emulators only, never a real cluster).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, show_default=True, help="0 picks a free port.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--duration", type=float, default=None,
+              help="Stop after this many wall seconds (default: SIGTERM or Ctrl-C).")
+def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path | None,
+            scrape_interval: float, speedup: float, poll_s: float, startup_s: float,
+            tokens: str, capacity: bool, write_status: bool, host: str, port: int, seed: int,
+            duration: float | None) -> None:
+    """Emulate the managed Deployments' vLLM pods with the twin (no GPU): replicas follow the
+    API with the startup delay, load follows the load labels, metrics are served for
+    Prometheus. KUBECONFIG and WATCH_NAMESPACE as for `inferno live`."""
+    import yaml
+
+    from inferno.io import load_static_data
+    from live.config import kube_settings_from_env, load_api_client
+    from live.driver import stop_on_signals
+    from live.emulate_load import DeploymentReader, DeploymentStatusWriter
+    from sim.deployment import StartupDelay
+    from sim.emulate import ClusterEmulation, EmulationSettings, scrape_config
+
+    path = data_path or Path(os.environ.get("INFERNO_DATA_PATH") or ".")
+    system = load_static_data(path)
+    settings = EmulationSettings(
+        speedup=speedup, poll_s=poll_s, startup=StartupDelay(mean_s=startup_s),
+        token_kind=tokens, capacity=dict(system.capacity) if capacity else None, host=host,
+        port=port, seed=seed)
+    if prometheus_config is not None:
+        prometheus_config.write_text(yaml.safe_dump(scrape_config(
+            targets_file.resolve(), scrape_interval_s=scrape_interval)), encoding="utf-8")
+    kube = kube_settings_from_env(os.environ)
+    api_client = load_api_client(kube)
+    report = DeploymentStatusWriter(api_client, kube) if write_status else None
+    emulation = ClusterEmulation(system, _follow(DeploymentReader(api_client, kube)), settings,
+                                 targets_file=targets_file, report=report)
+    try:
+        with stop_on_signals(emulation.request_stop):
+            h, p = emulation.start()
+            _echo(f"inferno emulate: {len(emulation.pods())} pods on "
+                  f"http://{h}:{p}/metrics/<namespace>/<pod>, targets in {targets_file}")
+            emulation.wait(duration)
+    finally:
+        emulation.stop()
+        api_client.close()
+    if emulation.error is not None:
+        raise click.ClickException(f"emulation failed: {emulation.error!r}")
+    _echo("inferno emulate: stopped")

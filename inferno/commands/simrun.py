@@ -1,0 +1,111 @@
+"""`inferno sim run` and `inferno sim replay`: closed-loop twin runs from the command line.
+
+Both commands are attached to the `sim` group. The twin is imported inside the command bodies,
+so the core install never imports SimPy until a twin command runs. Outputs (docs/scenarios.md):
+requests.csv, trace.csv, cycles.jsonl, summary.json, scenario.yaml, timeseries.csv,
+actuations.csv and the PNG plots, in `--out` (default runs/<scenario>-<policy>).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import click
+
+if TYPE_CHECKING:  # the twin is imported inside the commands only
+    from sim.run import RunResult
+
+
+class ProgressLine:
+    """A one-line progress bar on stderr, shown only on a terminal and after `delay_s`."""
+
+    def __init__(self, label: str, *, stream: TextIO | None = None, delay_s: float = 1.0,
+                 width: int = 30) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.is_shown = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.delay_s = delay_s
+        self.width = width
+        self._start = time.monotonic()
+        self._drawn = False
+
+    def __call__(self, done_s: float, end_s: float) -> None:
+        if not self.is_shown or time.monotonic() - self._start < self.delay_s:
+            return
+        fraction = min(max(done_s / end_s, 0.0), 1.0) if end_s > 0 else 1.0
+        filled = round(fraction * self.width)
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
+                          f"{100 * fraction:5.1f}%  t={done_s:,.0f}/{end_s:,.0f} s")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
+    from sim.run import format_summary
+
+    click.echo(format_summary(result.summary))
+    plots = [p for p in paths.values() if p.suffix == ".png"]
+    click.echo(f"\nsimulated {result.end_s:,.0f} s in {result.wall_s:.1f} s; outputs in {out}/")
+    if plots:
+        click.echo("plots: " + ", ".join(str(p) for p in plots))
+
+
+@click.command("run")
+@click.argument("scenario", required=False, type=click.Path(path_type=Path))
+@click.option("--policy", help="inferno, oracle, hpa, saturation or static "
+              "(default: the scenario's policy.name).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Output directory (default: runs/<scenario>-<policy>).")
+@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a scenario value, e.g. --set controller.period_s=30 (repeatable).")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple[str, ...],
+        no_plots: bool) -> None:
+    """Run SCENARIO (default: the quickstart) in the twin with the controller in the loop."""
+    from inferno.scenario import DEFAULT_SCENARIO, load_scenario
+    from sim.run import run_scenario, write_run
+
+    path = scenario or DEFAULT_SCENARIO
+    loaded = load_scenario(path, sets)
+    name = policy or loaded.policy.name
+    progress = ProgressLine(f"{loaded.name} ({name})")
+    result = run_scenario(loaded, policy=policy, progress=progress)
+    progress.close()
+    out = out or Path("runs") / f"{loaded.name}-{result.policy}"
+    _report(result, write_run(result, out, plots=not no_plots), out)
+
+
+@click.command("replay")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--policy", help="Decide with another policy (default: the recorded one).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Output directory (default: RUN_DIR/replay).")
+@click.option("--check", is_flag=True,
+              help="Exit 1 when the decisions differ from the recorded ones.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+def replay(run_dir: Path, policy: str | None, out: Path | None, check: bool,
+           no_plots: bool) -> None:
+    """Re-run a recorded run (RUN_DIR of `sim run`) on its recorded requests."""
+    from sim.run import decision_diff, load_run, run_scenario, write_run
+
+    recorded = load_run(run_dir)
+    if check and policy not in (None, recorded.scenario.policy.name):
+        raise click.UsageError("--check compares with the recorded policy; drop --policy")
+    result = run_scenario(recorded.scenario, policy=policy,
+                          progress=ProgressLine(f"replay {recorded.scenario.name}"))
+    out = out or run_dir / "replay"
+    _report(result, write_run(result, out, plots=not no_plots), out)
+    diff = decision_diff(recorded.cycles, result.cycles)
+    if policy in (None, recorded.scenario.policy.name):
+        click.echo("decisions: identical to the recording" if not diff
+                   else "decisions differ from the recording:\n  " + "\n  ".join(diff))
+    if check and diff:
+        raise click.exceptions.Exit(1)

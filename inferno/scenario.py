@@ -1,0 +1,717 @@
+"""Scenarios: what a closed-loop twin run simulates, as frozen data loaded from YAML.
+
+A scenario names an upstream data directory (accelerators, models, service classes, optimizer
+settings, capacity), lists the servers with their nominal load, and adds a load profile, an
+optional load emulator, the twin's settings, the controller's and the policies' settings and a
+seed. The schema is documented in docs/scenarios.md.
+
+Loading rules (style §C): unknown keys are errors that name the key path and list the allowed
+keys; every value is type-checked where it is read; the settings' own checks are re-raised with
+the file and key path; cross references (a server naming an unknown model, accelerator or class)
+are checked once, by `scenario_system`. Relative paths are resolved against the directory of
+the scenario file, so a scenario runs the same from any working directory.
+
+This module is world independent: it never imports `sim` or SimPy; `sim.run` turns a Scenario
+into a SimPy environment.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from inferno.control.emulator import Phase, validate_phases
+from inferno.control.settings import (
+    HpaSettings,
+    InfernoSettings,
+    SaturationSettings,
+    StaticSettings,
+)
+from inferno.errors import ConfigError
+from inferno.io import apply_overrides, load_static_data
+from inferno.model import DEFAULT_CLASS, System
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SCENARIO = REPO_ROOT / "scenarios" / "quickstart.yaml"
+"""The embedded default (`inferno sim run` without a scenario); present in a source checkout
+or an editable install."""
+
+
+class ArrivalKind(StrEnum):
+    POISSON = "poisson"
+    GAMMA = "gamma"
+    """Renewal process with gamma gaps of coefficient of variation `arrival_cv`."""
+
+
+class LengthKind(StrEnum):
+    """Shape of the per-request token lengths around the (possibly emulated) mean."""
+
+    FIXED = "fixed"
+    EXPONENTIAL = "exponential"
+    LOGNORMAL = "lognormal"
+
+
+class StartupKind(StrEnum):
+    FIXED = "fixed"
+    UNIFORM = "uniform"
+    EXPONENTIAL = "exponential"
+    LOGNORMAL = "lognormal"
+
+
+class ArrivalSignal(StrEnum):
+    """What the twin's collector reports as a server's arrival rate."""
+
+    ARRIVALS = "arrivals"
+    """Requests received (a gateway dispatch counter): the true offered load."""
+    COMPLETIONS = "completions"
+    """Requests finished (vLLM request_success_total, upstream's proxy): under-reads when a
+    server is saturated (upstream pain point P3)."""
+
+
+class RouterKind(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    LEAST_OUTSTANDING = "least_outstanding"
+    POWER_OF_TWO = "power_of_two"
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _yaml(key: str) -> dict[str, str]:
+    return {"yaml": key}
+
+
+# ------------------------------------------------------------------------------ schema
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkloadSpec:
+    """Nominal load of one server; the profile and the emulator move it over time."""
+
+    rate_rpm: float = 0.0
+    """Nominal request rate, requests per minute (the control loop's unit)."""
+    in_tokens: float = 512.0
+    """Mean input tokens per request."""
+    out_tokens: float = 256.0
+    """Mean output tokens per request."""
+    lengths: LengthKind = LengthKind.LOGNORMAL
+    """Shape of the token lengths around their mean (integers >= 1)."""
+    length_cv: float = 0.5
+    """Coefficient of variation of lognormal lengths."""
+    arrivals: ArrivalKind = ArrivalKind.POISSON
+    arrival_cv: float = 1.0
+    """Coefficient of variation of gamma inter-arrival gaps (> 1 is burstier than Poisson)."""
+    max_model_len: int | None = None
+    """Requests with input + output above this are redrawn (a client respecting the context
+    limit); None = no limit."""
+
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.rate_rpm) and self.rate_rpm >= 0,
+               f"rate_rpm must be >= 0, got {self.rate_rpm!r}")
+        for name in ("in_tokens", "out_tokens"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 1, f"{name} must be >= 1, got {value!r}")
+        _check(math.isfinite(self.length_cv) and self.length_cv > 0,
+               f"length_cv must be > 0, got {self.length_cv!r}")
+        _check(math.isfinite(self.arrival_cv) and self.arrival_cv > 0,
+               f"arrival_cv must be > 0, got {self.arrival_cv!r}")
+        _check(self.max_model_len is None or self.max_model_len >= 2,
+               f"max_model_len must be >= 2, got {self.max_model_len!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSpec:
+    """One managed server (a Deployment of one model for one service class)."""
+
+    name: str
+    class_name: str = field(default=DEFAULT_CLASS, metadata=_yaml("class"))
+    """Service class (serviceclass-data.json); gives the SLO and the priority."""
+    model: str
+    accelerator: str
+    """Initial accelerator (a name from accelerator-data.json)."""
+    replicas: int = 1
+    """Initial replicas, ready at t = 0 (a running cluster)."""
+    max_batch: int = 0
+    """Initial max batch (vLLM max_num_seqs); 0 = model-data maxBatchSize (256 if 0)."""
+    min_replicas: int = 0
+    """The server's own floor (upstream minNumReplicas)."""
+    kv_capacity_tokens: int | None = None
+    """KV-cache tokens per replica; None = `twin.engine.kv_capacity_tokens`."""
+    load: WorkloadSpec = WorkloadSpec()
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "name must not be empty")
+        _check(self.replicas >= 0, f"replicas must be >= 0, got {self.replicas!r}")
+        _check(self.max_batch >= 0, f"max_batch must be >= 0, got {self.max_batch!r}")
+        _check(self.min_replicas >= 0, f"min_replicas must be >= 0, got {self.min_replicas!r}")
+        _check(self.kv_capacity_tokens is None or self.kv_capacity_tokens >= 16,
+               f"kv_capacity_tokens must be >= 16, got {self.kv_capacity_tokens!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiurnalSpec:
+    """Rate multiplier 1 + amplitude·sin(2πt/period_s), as `pieces` linear phases per period."""
+
+    amplitude: float = 0.5
+    period_s: float = 86400.0
+    pieces: int = 24
+    """Linear pieces per period (the load emulator's phases are linear)."""
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.amplitude < 1, f"amplitude must be in [0, 1), got {self.amplitude!r}")
+        _check(math.isfinite(self.period_s) and self.period_s > 0,
+               f"period_s must be > 0, got {self.period_s!r}")
+        _check(self.pieces >= 4, f"pieces must be >= 4, got {self.pieces!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileSpec:
+    """How every server's nominal rate moves over time (token means do not move)."""
+
+    phases: tuple[Phase, ...] = ()
+    """Load-emulator phases: chained ratios, linear inside a phase, hold after the last."""
+    diurnal: DiurnalSpec | None = None
+
+    def __post_init__(self) -> None:
+        _check(not (self.phases and self.diurnal is not None),
+               "give phases or diurnal, not both")
+        validate_phases(self.phases)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmulatorSpec:
+    """The seed's load emulator (inferno.control.emulator) applied to every server."""
+
+    interval_s: float = 60.0
+    """s between perturbations; the rate is constant in between."""
+    alpha: float = 0.5
+    """Noise σ as a fraction of the nominal value, in [0, 1]."""
+    theta: float = 0.0
+    """Mean reversion per step, in [0, 1]; 0 = the seed's random walk."""
+    range_factor: float | None = None
+    """Clamp to [nominal / f, nominal · f]; None clamps at rate >= 0 and tokens >= 1 only."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartupSpec:
+    """Time from accelerator grant to ready (image pull, model load, warm-up)."""
+
+    kind: StartupKind = StartupKind.FIXED
+    mean_s: float = 60.0
+    spread: float = 0.0
+    """uniform: half-width in s; lognormal: coefficient of variation."""
+
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.mean_s) and self.mean_s >= 0,
+               f"mean_s must be >= 0, got {self.mean_s!r}")
+        _check(self.spread >= 0 and (self.kind is not StartupKind.UNIFORM
+                                     or self.spread <= self.mean_s),
+               f"spread must be >= 0 (and <= mean_s for uniform), got {self.spread!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineSpec:
+    """vLLM engine arguments shared by every replica."""
+
+    max_num_batched_tokens: int | None = None
+    """Token budget per iteration; None = model-data maxNumTokens (8192 by default)."""
+    block_size: int = 16
+    kv_capacity_tokens: int | None = None
+    """KV-cache tokens per replica; None = unlimited (like the analyzer's queue model)."""
+    max_waiting: int | None = None
+    """Waiting-queue bound per replica; arrivals beyond it are rejected. None = unbounded."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutSpec:
+    """RollingUpdate of an accelerator or max-batch change (Kubernetes semantics)."""
+
+    max_surge: int = 1
+    max_unavailable: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwinSpec:
+    window_s: float = 60.0
+    """s of history behind every collected rate and mean (PromQL rate(...[window]))."""
+    scrape_interval_s: float = 5.0
+    """s between the twin's metric scrapes (gauges are averaged over the window's scrapes)."""
+    arrival_signal: ArrivalSignal = ArrivalSignal.ARRIVALS
+    router: RouterKind = RouterKind.ROUND_ROBIN
+    startup: StartupSpec = StartupSpec()
+    engine: EngineSpec = EngineSpec()
+    rollout: RolloutSpec = RolloutSpec()
+    drain_grace_s: float | None = None
+    """Kill a draining replica after this long; None lets it finish every request."""
+
+    def __post_init__(self) -> None:
+        for name in ("window_s", "scrape_interval_s"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControllerSpec:
+    period_s: float = 60.0
+    """s between control cycles (upstream default); the first cycle runs one period in."""
+    min_replicas: int = 1
+    """Safety floor of every decided server (ControllerSettings.min_replicas)."""
+    slo_scale: float = 1.0
+    """The controller's static data carries the class targets × slo_scale. The optimizer
+    plans for *mean* latency; < 1 leaves headroom for the spread of per-request latency
+    around that mean. Summaries always score the unscaled targets."""
+
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.period_s) and self.period_s > 0,
+               f"period_s must be > 0 in the twin, got {self.period_s!r}")
+        _check(self.min_replicas >= 0, f"min_replicas must be >= 0, got {self.min_replicas!r}")
+        _check(0 < self.slo_scale <= 1, f"slo_scale must be in (0, 1], got {self.slo_scale!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySpec:
+    """The policy to run and every policy's settings (a sweep switches between them)."""
+
+    name: str = "inferno"
+    inferno: InfernoSettings = InfernoSettings()
+    oracle: InfernoSettings = InfernoSettings()
+    hpa: HpaSettings = HpaSettings()
+    saturation: SaturationSettings = SaturationSettings()
+    static: StaticSettings = StaticSettings()
+
+    def __post_init__(self) -> None:
+        _check(self.name in POLICY_NAMES,
+               f"name: unknown policy {self.name!r}; choose one of {', '.join(POLICY_NAMES)}")
+
+    def settings_for(self, name: str) -> object:
+        """The settings object of policy `name`."""
+        return getattr(self, name)
+
+
+POLICY_NAMES = ("inferno", "oracle", "hpa", "saturation", "static")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceSpec:
+    """Replay recorded requests instead of generating them (format: docs/traces.md)."""
+
+    path: Path
+    default_server: str = ""
+    """Server of rows without one; empty = the first server."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    name: str
+    description: str = ""
+    seed: int = 0
+    """Root of every random stream (numpy SeedSequence)."""
+    duration_s: float
+    """s of arrivals; summary cost and GPU-hours are accrued over [0, duration_s]."""
+    drain_s: float = 600.0
+    """s after duration_s for requests in flight to finish (controller stopped); requests
+    still unfinished then count as dropped."""
+    data: Path
+    """Upstream data directory: accelerator, model, service-class, optimizer and capacity
+    data (server-data.json, if present, is ignored: servers come from `servers`)."""
+    accelerators: tuple[str, ...] = ()
+    """Accelerator names the cluster offers; empty = every one in the data."""
+    capacity: Mapping[str, int] | None = None
+    """Cards per accelerator type, replacing capacity-data.json; None keeps the file."""
+    optimizer: Mapping[str, Any] = field(default_factory=dict)
+    """Overrides of optimizer-data.json by OptimizerSettings field name."""
+    controller: ControllerSpec = ControllerSpec()
+    policy: PolicySpec = PolicySpec()
+    profile: ProfileSpec = ProfileSpec()
+    emulator: EmulatorSpec | None = None
+    """None: the rate follows the profile exactly (no noise)."""
+    twin: TwinSpec = TwinSpec()
+    servers: tuple[ServerSpec, ...]
+    trace: TraceSpec | None = None
+    """Replay this trace; the servers' `load` sections are then ignored."""
+    source: str = field(default="", metadata={"internal": True})
+    """File the scenario was read from (for messages); not a YAML key."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "name must not be empty")
+        _check(math.isfinite(self.duration_s) and self.duration_s > 0,
+               f"duration_s must be > 0, got {self.duration_s!r}")
+        _check(math.isfinite(self.drain_s) and self.drain_s >= 0,
+               f"drain_s must be >= 0, got {self.drain_s!r}")
+        _check(len(self.servers) > 0, "servers: at least one server is required")
+        names = [s.name for s in self.servers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        _check(not dupes, f"servers: duplicate name(s) {', '.join(dupes)}")
+        for name in self.policy.static.replicas:
+            _check(name in names, f"policy.static.replicas.{name}: no such server; "
+                                  f"servers: {', '.join(names)}")
+        if self.trace is not None and self.trace.default_server:
+            _check(self.trace.default_server in names,
+                   f"trace.default_server: no server {self.trace.default_server!r}; "
+                   f"servers: {', '.join(names)}")
+        if self.capacity is not None:
+            for acc_type, cards in self.capacity.items():
+                _check(cards >= 0, f"capacity.{acc_type} must be >= 0, got {cards!r}")
+
+    @property
+    def server_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.servers)
+
+    def with_policy(self, name: str) -> Scenario:
+        """The same scenario under another policy (ConfigError if unknown)."""
+        return dataclasses.replace(self, policy=_wrap(
+            lambda: dataclasses.replace(self.policy, name=name), self.source, "policy"))
+
+
+def _wrap(build: typing.Callable[[], Any], file: str, where: str) -> Any:
+    try:
+        return build()
+    except ConfigError as exc:
+        raise ConfigError(f"{_prefix(file)}{where}: {exc}") from None
+
+
+def _prefix(file: str) -> str:
+    return f"{file}: " if file else ""
+
+
+# ------------------------------------------------------------------------------ loading
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    file: str
+    base_dir: Path
+
+
+def _join(where: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
+
+
+def _yaml_key(f: dataclasses.Field[Any]) -> str:
+    return f.metadata.get("yaml", f.name)
+
+
+def _public_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in fields(cls) if f.init and not f.metadata.get("internal")]
+
+
+def _describe(value: Any) -> str:
+    return "a mapping" if isinstance(value, Mapping) else (
+        "a list" if isinstance(value, list) else repr(value))
+
+
+def _build(cls: type, data: Any, where: str, ctx: _Ctx, base: Any = None) -> Any:
+    """Build dataclass `cls` from a YAML mapping; `base` supplies defaults (nested settings
+    start from their parent's default, e.g. InfernoSettings' own stabilisation)."""
+    label = where or "scenario"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{_prefix(ctx.file)}{label}: expected a mapping, got "
+                          f"{_describe(data)}")
+    by_key = {_yaml_key(f): f for f in _public_fields(cls)}
+    for key in data:
+        if key not in by_key:
+            raise ConfigError(f"{_prefix(ctx.file)}{_join(where, str(key))}: unknown key; "
+                              f"allowed: {', '.join(sorted(by_key))}")
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, f in by_key.items():
+        default = getattr(base, f.name) if base is not None else (
+            f.default if f.default is not MISSING else MISSING)
+        if key not in data:
+            if base is not None:
+                kwargs[f.name] = default
+            elif f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(f"{_prefix(ctx.file)}{_join(where, key)}: required")
+            continue
+        kwargs[f.name] = _convert(hints[f.name], data[key], _join(where, key), ctx, default)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{_prefix(ctx.file)}{label}: {exc}") from None
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _convert(tp: Any, value: Any, where: str, ctx: _Ctx, default: Any = MISSING) -> Any:
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{_prefix(ctx.file)}{where}: expected {expected}, got "
+                           f"{_describe(value)}")
+
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            if len(args) < len(get_args(tp)):
+                return None
+            raise fail("a value")
+        return _convert(args[0], value, where, ctx,
+                        default if default is not None else MISSING)
+    origin = get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise fail("a list")
+        item = get_args(tp)[0]
+        return tuple(_convert(item, v, _join(where, i), ctx) for i, v in enumerate(value))
+    if origin in (Mapping, dict, typing.Mapping) or tp in (dict,):
+        if not isinstance(value, Mapping):
+            raise fail("a mapping")
+        key_tp, val_tp = get_args(tp) or (str, Any)
+        return {str(k): _convert(val_tp, v, _join(where, str(k)), ctx) for k, v in value.items()}
+    if isinstance(tp, type) and is_dataclass(tp):
+        base = default if is_dataclass(default) else None
+        return _build(tp, value, where, ctx, base)
+    if isinstance(tp, type) and issubclass(tp, StrEnum):
+        if isinstance(value, str):
+            for member in tp:
+                if member.value.lower() == value.lower():
+                    return member
+        raise fail(f"one of {', '.join(m.value for m in tp)}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail("true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise fail("an integer")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise fail("a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail("a string")
+    if tp is Path:
+        if isinstance(value, str) and value:
+            path = Path(value).expanduser()
+            return path if path.is_absolute() else (ctx.base_dir / path).resolve()
+        raise fail("a path")
+    raise TypeError(f"scenario loader: unsupported field type {tp!r} at {where}")
+
+
+def parse_scenario(data: Any, *, file: str = "", base_dir: Path | str = ".") -> Scenario:
+    """Build a Scenario from the mapping a YAML file holds; relative paths against base_dir."""
+    ctx = _Ctx(file=file, base_dir=Path(base_dir).resolve())
+    scenario: Scenario = _build(Scenario, data, "", ctx)
+    return dataclasses.replace(scenario, source=file)
+
+
+def read_yaml(path: Path) -> Any:
+    """The document of a YAML file, with read and syntax errors as ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{at}: not valid YAML: {problem}") from None
+
+
+def load_scenario(path: Path | str, sets: Sequence[str] = (), *,
+                  overrides: Sequence[tuple[str, Any]] = ()) -> Scenario:
+    """Read a scenario file and apply `--set key.path=value` texts, then (key path, value)
+    `overrides` (a sweep's grid point), in order."""
+    path = Path(path)
+    data = read_yaml(path)
+    for text in sets:
+        data = apply_set(data, *parse_set(text))
+    for key, value in overrides:
+        data = apply_set(data, key, value)
+    return parse_scenario(data, file=str(path), base_dir=path.parent)
+
+
+# ------------------------------------------------------------------------------ overrides
+def parse_set(text: str) -> tuple[str, Any]:
+    """`key.path=value` → (key path, YAML-parsed value)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
+    return key, value
+
+
+def apply_set(data: Any, key_path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `data` with `key_path` (dotted; list items by index or by `name`) set.
+
+    Missing intermediate mappings are created; the scenario loader checks the result.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"--set {key_path}: the scenario is not a mapping")
+    root: dict[str, Any] = copy.deepcopy(dict(data))
+    parts = key_path.split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"--set {key_path}: empty key in the path")
+    node: Any = root
+    done: list[str] = []
+    for i, part in enumerate(parts):
+        is_last = i == len(parts) - 1
+        where = ".".join([*done, part])
+        if isinstance(node, list):
+            index = _list_index(node, part, key_path, where)
+            if is_last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if is_last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError(f"--set {key_path}: {'.'.join(done)} is {_describe(node)}, "
+                              "not a mapping or a list")
+        done.append(part)
+    return root
+
+
+def _list_index(items: list[Any], part: str, key_path: str, where: str) -> int:
+    if part.lstrip("-").isdigit():
+        index = int(part)
+        if not -len(items) <= index < len(items):
+            raise ConfigError(f"--set {key_path}: {where}: index out of range "
+                              f"(the list has {len(items)} items)")
+        return index
+    for index, item in enumerate(items):
+        if isinstance(item, Mapping) and item.get("name") == part:
+            return index
+    names = [str(item.get("name")) for item in items if isinstance(item, Mapping)]
+    raise ConfigError(f"--set {key_path}: {where}: no item named {part!r}; "
+                      f"names: {', '.join(names) or 'none'}")
+
+
+# ------------------------------------------------------------------------------ dumping
+def scenario_to_dict(scenario: Scenario, *, relative_to: Path | str | None = None
+                     ) -> dict[str, Any]:
+    """Plain YAML-ready data that `parse_scenario` reads back to an equal Scenario.
+
+    Paths are written relative to `relative_to` (the directory the YAML will live in) when
+    given, so a recorded run can be moved together with its data.
+    """
+    base = Path(relative_to).resolve() if relative_to is not None else None
+    return _plain(scenario, base)
+
+
+def _plain(value: Any, base: Path | None) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {_yaml_key(f): _plain(getattr(value, f.name), base)
+                for f in _public_fields(type(value))}
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, Path):
+        if base is not None and os.path.commonpath([value, base]) != base.anchor:
+            return os.path.relpath(value, base)  # movable with its data
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, base) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v, base) for v in value]
+    return value
+
+
+def dump_scenario(scenario: Scenario, path: Path | str) -> None:
+    """Write the scenario as YAML with paths relative to the file's directory."""
+    path = Path(path)
+    doc = scenario_to_dict(scenario, relative_to=path.parent)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------ derived data
+def profile_phases(profile: ProfileSpec, duration_s: float) -> tuple[Phase, ...]:
+    """The profile as load-emulator phases covering `duration_s` (diurnal as linear pieces)."""
+    if profile.diurnal is None:
+        return profile.phases
+    d = profile.diurnal
+    piece_s = d.period_s / d.pieces
+    num = max(1, math.ceil(duration_s / piece_s))
+
+    def m(t: float) -> float:
+        return 1.0 + d.amplitude * math.sin(2.0 * math.pi * t / d.period_s)
+
+    return tuple(Phase(duration_s=piece_s, ratio=m((k + 1) * piece_s) / m(k * piece_s))
+                 for k in range(num))
+
+
+def scaled_targets(system: System, scale: float) -> System:
+    """`system` with every class's ITL and TTFT targets multiplied by `scale`."""
+    if scale == 1.0:
+        return system
+    classes = {
+        name: dataclasses.replace(c, targets={
+            model: dataclasses.replace(t, slo_itl_ms=t.slo_itl_ms * scale,
+                                       slo_ttft_ms=t.slo_ttft_ms * scale)
+            for model, t in c.targets.items()})
+        for name, c in system.classes.items()}
+    return dataclasses.replace(system, classes=classes)
+
+
+def scenario_system(scenario: Scenario) -> System:
+    """The static data the scenario names, restricted and overridden, with every cross
+    reference of the scenario checked (servers' models, accelerators and classes)."""
+    where = _prefix(scenario.source)
+    system = load_static_data(scenario.data)
+    if scenario.accelerators:
+        unknown = [a for a in scenario.accelerators if a not in system.accelerators]
+        if unknown:
+            raise ConfigError(f"{where}accelerators: unknown accelerator(s) "
+                              f"{', '.join(unknown)}; known: {', '.join(system.accelerators)}")
+        keep = set(scenario.accelerators)
+        system = dataclasses.replace(
+            system, accelerators={k: v for k, v in system.accelerators.items() if k in keep},
+            perf={k: v for k, v in system.perf.items() if k[1] in keep})
+    if scenario.capacity is not None:
+        types_ = sorted({a.type for a in system.accelerators.values()})
+        for acc_type in scenario.capacity:
+            if acc_type not in types_:
+                raise ConfigError(f"{where}capacity.{acc_type}: unknown accelerator type; "
+                                  f"known: {', '.join(types_)}")
+        system = dataclasses.replace(system, capacity=dict(scenario.capacity))
+    if scenario.optimizer:
+        settings = _wrap(lambda: apply_overrides(system.settings, scenario.optimizer),
+                         scenario.source, "optimizer")
+        system = dataclasses.replace(system, settings=settings)
+    for i, server in enumerate(scenario.servers):
+        at = f"{where}servers[{i}]"
+        if server.model not in system.models:
+            raise ConfigError(f"{at}.model: unknown model {server.model!r}; known: "
+                              f"{', '.join(system.models)}")
+        if server.accelerator not in system.accelerators:
+            raise ConfigError(f"{at}.accelerator: unknown accelerator {server.accelerator!r}; "
+                              f"known: {', '.join(system.accelerators)}")
+        if (server.model, server.accelerator) not in system.perf:
+            raise ConfigError(f"{at}.accelerator: model {server.model!r} has no performance "
+                              f"data on {server.accelerator!r}")
+        service_class = system.classes.get(server.class_name)
+        if service_class is None:
+            raise ConfigError(f"{at}.class: unknown service class {server.class_name!r}; "
+                              f"known: {', '.join(system.classes)}")
+        if server.model not in service_class.targets:
+            raise ConfigError(f"{at}.class: class {server.class_name!r} has no target for "
+                              f"model {server.model!r}")
+    return system

@@ -1,0 +1,704 @@
+"""Closed-loop twin runs: a Scenario in, a `RunResult` out.
+
+`run_scenario` builds a SimPy environment from a `inferno.scenario.Scenario`: the cluster and
+its deployments (`sim.cluster`), the `ClusterTwin` adapter, the workload, and the unchanged
+`inferno.control.Controller` driven by a SimPy process every control period (the first cycle
+one period after the start, as upstream). The model writes nothing to disk; `write_run` is
+called by the CLI to store a result.
+
+Workload. The requests of a run are materialised before it starts, as a trace (arrival time,
+tokens, server), and replayed by `sim.trace.replay`; a recorded run therefore replays exactly
+(`inferno sim replay`), and the oracle policy reads the true load of the next period from the
+same trace. Synthetic requests come from each server's nominal load moved by the profile and,
+optionally, by the load emulator (`inferno.control.emulator`, stepped every `interval_s` from
+t = 0 as upstream's emulator loop does; its steps depend only on its seed, never on the twin,
+so stepping it ahead of the run is the same as stepping it in a process). Arrival times are
+exact (thinning of the piecewise-linear rate, `sim.workload`); token lengths are the step's
+mean times a unit-mean draw of the configured shape, rounded, at least 1.
+
+Random streams: ``SeedSequence(seed).spawn(3)`` → cluster (startup delays, routers), emulator,
+workload (two streams per server: arrivals, lengths). The workload streams do not depend on
+the policy, so every policy of a scenario sees the same requests.
+
+End of a run: arrivals stop at ``duration_s``, so does the controller; requests in flight get
+``drain_s`` more seconds with the allocation frozen. Summary cost and GPU-hours are accrued over
+[0, duration_s]; requests rejected, aborted or unfinished after the drain are `dropped` and
+count as SLO misses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from inferno.control import (
+    Controller,
+    ControllerSettings,
+    CycleRecord,
+    EmulatorSettings,
+    LoadEmulator,
+    LoadPoint,
+    PolicyDeps,
+    make_policy,
+    phase_multiplier,
+    read_cycle_log,
+    write_cycle_log,
+)
+from inferno.errors import ConfigError
+from inferno.model import System
+from inferno.model.units import MS_PER_S, S_PER_MIN
+from inferno.scenario import (
+    LengthKind,
+    Scenario,
+    ServerSpec,
+    TraceSpec,
+    dump_scenario,
+    load_scenario,
+    profile_phases,
+    scaled_targets,
+    scenario_system,
+)
+from sim import workload as wl
+from sim.cluster import Cluster
+from sim.deployment import DeploymentSpec, RolloutSettings, StartupDelay
+from sim.metrics import Stats
+from sim.replica import EngineSettings
+from sim.request import RequestStatus
+from sim.trace import TraceRow, read_trace, replay
+from sim.twin import ClusterTwin, ServerInfo, TwinSettings
+
+Progress = Callable[[float, float], None]
+"""progress(simulated_s, end_s), called between chunks of simulation."""
+
+TERMINAL = (RequestStatus.DONE, RequestStatus.REJECTED, RequestStatus.ABORTED)
+S_PER_HR = 3600.0
+TRACE_COLUMNS = ("arrival_s", "input_tokens", "output_tokens", "server")
+SUMMARY_KEYS = ("policy", "requests", "dropped", "slo_attainment", "ttft_ms", "itl_ms", "cost",
+                "gpu_hours", "replica_changes", "servers")
+
+
+# ------------------------------------------------------------------------------ workload
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Workload:
+    """Every request of a run, sorted by arrival time (ties in server order)."""
+
+    servers: tuple[str, ...]
+    arrival_s: np.ndarray
+    in_tokens: np.ndarray
+    out_tokens: np.ndarray
+    server_index: np.ndarray
+    """Index into `servers`, per request."""
+
+    def rows(self) -> list[TraceRow]:
+        names = self.servers
+        return [TraceRow(arrival_s=t, input_tokens=i, output_tokens=o, server=names[s])
+                for t, i, o, s in zip(self.arrival_s.tolist(), self.in_tokens.tolist(),
+                                      self.out_tokens.tolist(), self.server_index.tolist(),
+                                      strict=True)]
+
+    def frame(self) -> pd.DataFrame:
+        """The trace table (docs/traces.md columns)."""
+        return pd.DataFrame({"arrival_s": self.arrival_s, "input_tokens": self.in_tokens,
+                             "output_tokens": self.out_tokens,
+                             "server": np.asarray(self.servers, dtype=object)[
+                                 self.server_index]})
+
+    def future_load(self) -> Callable[[str, float, float], tuple[float, float, float]]:
+        """The oracle's view: true (arrival_rpm, avg_in_tokens, avg_out_tokens) in [t0, t1)."""
+        per: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for i, name in enumerate(self.servers):
+            mask = self.server_index == i
+            cum_in = np.concatenate([[0], np.cumsum(self.in_tokens[mask])])
+            cum_out = np.concatenate([[0], np.cumsum(self.out_tokens[mask])])
+            per[name] = (self.arrival_s[mask], cum_in, cum_out)
+
+        def future(name: str, t0: float, t1: float) -> tuple[float, float, float]:
+            times, cum_in, cum_out = per[name]
+            i0, i1 = np.searchsorted(times, [t0, t1], side="left")
+            n = int(i1 - i0)
+            if n == 0 or t1 <= t0:
+                return 0.0, 0.0, 0.0
+            return (n / (t1 - t0) * S_PER_MIN, float(cum_in[i1] - cum_in[i0]) / n,
+                    float(cum_out[i1] - cum_out[i0]) / n)
+
+        return future
+
+
+def _unit_lengths(kind: LengthKind, cv: float, rng: np.random.Generator,
+                  size: int) -> np.ndarray:
+    """Unit-mean draws of the length shape."""
+    if kind is LengthKind.FIXED:
+        return np.ones(size)
+    if kind is LengthKind.EXPONENTIAL:
+        return rng.exponential(1.0, size)
+    sigma2 = math.log1p(cv * cv)
+    return rng.lognormal(-sigma2 / 2.0, math.sqrt(sigma2), size)
+
+
+def _lengths(spec: ServerSpec, in_mean: np.ndarray, out_mean: np.ndarray,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    load = spec.load
+
+    def draw(size: int, mean_in: np.ndarray, mean_out: np.ndarray) -> tuple[np.ndarray, ...]:
+        ins = np.maximum(1, np.rint(mean_in * _unit_lengths(load.lengths, load.length_cv,
+                                                            rng, size)))
+        outs = np.maximum(1, np.rint(mean_out * _unit_lengths(load.lengths, load.length_cv,
+                                                              rng, size)))
+        return ins.astype(np.int64), outs.astype(np.int64)
+
+    ins, outs = draw(len(in_mean), in_mean, out_mean)
+    if load.max_model_len is not None:
+        for _ in range(1000):
+            bad = np.flatnonzero(ins + outs > load.max_model_len)
+            if bad.size == 0:
+                break
+            ins[bad], outs[bad] = draw(bad.size, in_mean[bad], out_mean[bad])
+        else:
+            raise ConfigError(f"servers.{spec.name}.load.max_model_len: "
+                              f"{load.max_model_len} is too small for the token means")
+    return ins, outs
+
+
+def _schedules(scenario: Scenario, rng: np.random.Generator
+               ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per server: (knot times s, rates req/s at the knots, in-token means, out-token means);
+    the rate is linear between knots; token means are per step (knot pairs) or constant."""
+    duration = scenario.duration_s
+    phases = profile_phases(scenario.profile, duration)
+    out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    em = scenario.emulator
+    if em is None:
+        bounds = [0.0]
+        for phase in phases:
+            if phase.duration_s == 0 or bounds[-1] + phase.duration_s >= duration:
+                break
+            bounds.append(bounds[-1] + phase.duration_s)
+        bounds.append(duration)
+        times = np.asarray(bounds)
+        mult = np.asarray([phase_multiplier(phases, t) for t in bounds])
+        for s in scenario.servers:
+            n = len(times)
+            out[s.name] = (times, mult * s.load.rate_rpm / S_PER_MIN,
+                           np.full(n, s.load.in_tokens), np.full(n, s.load.out_tokens))
+        return out
+    emulator = LoadEmulator(EmulatorSettings(interval_s=em.interval_s, alpha=em.alpha,
+                                             theta=em.theta, phases=phases,
+                                             range_factor=em.range_factor), rng)
+    current = {s.name: LoadPoint(arrival_rpm=s.load.rate_rpm, avg_in_tokens=s.load.in_tokens,
+                                 avg_out_tokens=s.load.out_tokens) for s in scenario.servers}
+    num_steps = max(1, math.ceil(duration / em.interval_s))
+    steps: list[dict[str, LoadPoint]] = []
+    for k in range(num_steps):
+        current = emulator.step(current, k * em.interval_s)
+        steps.append(current)
+    # A step function: knots (t_k, x_k), (t_{k+1}, x_k), (t_{k+1}, x_{k+1}), ...
+    starts = np.arange(num_steps) * em.interval_s
+    ends = np.minimum(starts + em.interval_s, duration)
+    times = np.column_stack([starts, ends]).ravel()
+    for s in scenario.servers:
+        pts = [step[s.name] for step in steps]
+        rate = np.repeat([p.arrival_rpm / S_PER_MIN for p in pts], 2)
+        ins = np.repeat([p.avg_in_tokens for p in pts], 2)
+        outs = np.repeat([p.avg_out_tokens for p in pts], 2)
+        out[s.name] = (times, rate, ins, outs)
+    return out
+
+
+def synthesize(scenario: Scenario, emulator_seed: np.random.SeedSequence,
+               workload_seed: np.random.SeedSequence) -> Workload:
+    """The scenario's requests from its servers' loads, profile and emulator."""
+    duration = scenario.duration_s
+    schedules = _schedules(scenario, np.random.default_rng(emulator_seed))
+    parts: list[tuple[np.ndarray, ...]] = []
+    for index, (spec, seed) in enumerate(zip(scenario.servers,
+                                             workload_seed.spawn(len(scenario.servers)),
+                                             strict=True)):
+        rng_arrivals, rng_lengths = (np.random.default_rng(s) for s in seed.spawn(2))
+        times, rates, ins, outs = schedules[spec.name]
+        profile = wl.PiecewiseLinear(knots=tuple(zip(times.tolist(), rates.tolist(),
+                                                     strict=True)))
+        process = wl.ArrivalProcess(rate=profile, kind=spec.load.arrivals.value,
+                                    cv=spec.load.arrival_cv)
+        arrivals = np.fromiter(_until(process.times(rng_arrivals), duration), dtype=float)
+        # token means of the step each arrival falls in (constant without an emulator)
+        step = np.clip(np.searchsorted(times[::2], arrivals, side="right") - 1, 0,
+                       max(len(times) // 2 - 1, 0))
+        if scenario.emulator is None:
+            mean_in = np.full(arrivals.size, spec.load.in_tokens)
+            mean_out = np.full(arrivals.size, spec.load.out_tokens)
+        else:
+            mean_in, mean_out = ins[::2][step], outs[::2][step]
+        n_in, n_out = _lengths(spec, mean_in, mean_out, rng_lengths)
+        parts.append((arrivals, n_in, n_out, np.full(arrivals.size, index)))
+    return _merge(scenario.server_names, parts)
+
+
+def _until(times: Iterator[float], end_s: float) -> Iterator[float]:
+    for t in times:
+        if t >= end_s:
+            return
+        yield t
+
+
+def _merge(servers: tuple[str, ...], parts: Sequence[tuple[np.ndarray, ...]]) -> Workload:
+    arrival = np.concatenate([p[0] for p in parts]) if parts else np.empty(0)
+    ins = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    outs = np.concatenate([p[2] for p in parts]).astype(np.int64)
+    index = np.concatenate([p[3] for p in parts]).astype(np.int64)
+    order = np.lexsort((index, arrival))
+    return Workload(servers=servers, arrival_s=arrival[order], in_tokens=ins[order],
+                    out_tokens=outs[order], server_index=index[order])
+
+
+def trace_workload(scenario: Scenario, trace: TraceSpec) -> Workload:
+    """The rows of a trace file that arrive before duration_s, mapped to the servers."""
+    rows = read_trace(trace.path)
+    names = scenario.server_names
+    default = trace.default_server or names[0]
+    position = {name: i for i, name in enumerate(names)}
+    kept = [r for r in rows if r.arrival_s < scenario.duration_s]
+    index = np.empty(len(kept), dtype=np.int64)
+    for i, row in enumerate(kept):
+        server = row.server or default
+        if server not in position:
+            raise ConfigError(f"{trace.path}: server {server!r} of a row at "
+                              f"{row.arrival_s} s is not a server of the scenario; "
+                              f"servers: {', '.join(names)}")
+        index[i] = position[server]
+    # read_trace sorts stably by time; keep that order (it is the replay order)
+    return Workload(servers=names, arrival_s=np.asarray([r.arrival_s for r in kept]),
+                    in_tokens=np.asarray([r.input_tokens for r in kept], dtype=np.int64),
+                    out_tokens=np.asarray([r.output_tokens for r in kept], dtype=np.int64),
+                    server_index=index)
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSummary:
+    requests: int
+    dropped: int
+    slo_attainment: float
+    """Fraction of requests whose TTFT and mean ITL both met their class SLO (NaN: none)."""
+    ttft_ms: Stats
+    itl_ms: Stats
+    cost: float
+    """Accelerator cost units × hours accrued over [0, duration_s]."""
+    gpu_hours: float
+    """Physical accelerator card-hours over [0, duration_s]."""
+    replica_changes: int
+    """Actuations that changed the replica count, accelerator or max batch."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary(ServerSummary):
+    policy: str
+    servers: Mapping[str, ServerSummary] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """summary.json: exactly SUMMARY_KEYS; non-finite numbers become null."""
+        doc = {"policy": self.policy, **_summary_dict(self),
+               "servers": {name: _summary_dict(s) for name, s in self.servers.items()}}
+        return {key: doc[key] for key in SUMMARY_KEYS}
+
+
+def _num(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _summary_dict(s: ServerSummary) -> dict[str, Any]:
+    def stats(st: Stats) -> dict[str, float | None]:
+        return {"mean": _num(st.mean), "p50": _num(st.p50), "p90": _num(st.p90),
+                "p99": _num(st.p99)}
+
+    return {"requests": s.requests, "dropped": s.dropped,
+            "slo_attainment": _num(s.slo_attainment), "ttft_ms": stats(s.ttft_ms),
+            "itl_ms": stats(s.itl_ms), "cost": s.cost, "gpu_hours": s.gpu_hours,
+            "replica_changes": s.replica_changes}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class RunResult:
+    scenario: Scenario
+    """The scenario as run (policy name set to the policy used)."""
+    policy: str
+    summary: Summary
+    requests: pd.DataFrame
+    """One row per request (sim.metrics columns plus class, SLOs, ttft_ms, itl_ms, meets_slo)."""
+    workload: Workload
+    cycles: tuple[CycleRecord, ...]
+    timeseries: pd.DataFrame
+    """Twin scrapes: one row per server and scrape (see sim.twin.TIMESERIES_COLUMNS)."""
+    actuations: pd.DataFrame
+    end_s: float
+    """Simulated time at the end of the drain."""
+    wall_s: float
+
+
+def _slo_columns(requests: pd.DataFrame, scenario: Scenario, system: System) -> pd.DataFrame:
+    classes = {s.name: s.class_name for s in scenario.servers}
+    models = {s.name: s.model for s in scenario.servers}
+    ttft = {n: system.classes[c].targets[models[n]].slo_ttft_ms for n, c in classes.items()}
+    itl = {n: system.classes[c].targets[models[n]].slo_itl_ms for n, c in classes.items()}
+    df = requests.copy()
+    df["class"] = df["server"].map(classes)
+    df["slo_ttft_ms"] = df["server"].map(ttft).astype(float)
+    df["slo_itl_ms"] = df["server"].map(itl).astype(float)
+    df["ttft_ms"] = df["ttft_s"] * MS_PER_S
+    df["itl_ms"] = df["itl_s"] * MS_PER_S
+    done = df["status"] == RequestStatus.DONE.value
+    ttft_ok = (df["slo_ttft_ms"] <= 0) | (df["ttft_ms"] <= df["slo_ttft_ms"])
+    itl_ok = (df["slo_itl_ms"] <= 0) | df["itl_ms"].isna() | (df["itl_ms"] <= df["slo_itl_ms"])
+    df["meets_slo"] = done & ttft_ok & itl_ok
+    return df
+
+
+def _server_summary(df: pd.DataFrame, cost: float, gpu_hours: float,
+                    changes: int) -> ServerSummary:
+    done = df[df["status"] == RequestStatus.DONE.value]
+    n = len(df)
+    return ServerSummary(
+        requests=n, dropped=n - len(done),
+        slo_attainment=float(df["meets_slo"].sum()) / n if n else math.nan,
+        ttft_ms=Stats.of_seconds(done["ttft_s"].to_numpy()),
+        itl_ms=Stats.of_seconds(done["itl_s"].to_numpy()), cost=cost, gpu_hours=gpu_hours,
+        replica_changes=changes)
+
+
+def summarise(requests: pd.DataFrame, cluster: Cluster, twin: ClusterTwin, policy: str,
+              horizon_s: float) -> Summary:
+    servers = {}
+    for name in twin.servers:
+        dep = cluster.deployments[name]
+        servers[name] = _server_summary(requests[requests["server"] == name],
+                                        dep.cost(horizon_s), dep.gpu_hours(horizon_s),
+                                        twin.num_changes[name])
+    total = _server_summary(requests, sum(s.cost for s in servers.values()),
+                            sum(s.gpu_hours for s in servers.values()),
+                            sum(twin.num_changes.values()))
+    return Summary(policy=policy, servers=servers, **{
+        f: getattr(total, f) for f in ServerSummary.__dataclass_fields__})
+
+
+# ------------------------------------------------------------------------------ running
+def _deployment_spec(spec: ServerSpec, scenario: Scenario, system: System) -> DeploymentSpec:
+    twin = scenario.twin
+    perf = system.perf[(spec.model, spec.accelerator)]
+    engine = twin.engine
+    startup = twin.startup
+    return DeploymentSpec(
+        name=spec.name, model=spec.model, accelerator=spec.accelerator,
+        max_batch=spec.max_batch or perf.max_batch_size or 256, num_replicas=spec.replicas,
+        router=twin.router.value,
+        engine=EngineSettings(
+            max_num_batched_tokens=engine.max_num_batched_tokens or perf.max_num_tokens,
+            block_size=engine.block_size,
+            kv_capacity_tokens=(spec.kv_capacity_tokens if spec.kv_capacity_tokens is not None
+                                else engine.kv_capacity_tokens),
+            max_waiting=engine.max_waiting),
+        startup=StartupDelay(kind=startup.kind.value, mean_s=startup.mean_s,
+                             spread=startup.spread),
+        rollout=RolloutSettings(max_surge=twin.rollout.max_surge,
+                                max_unavailable=twin.rollout.max_unavailable),
+        drain_grace_s=twin.drain_grace_s, start_ready=True)
+
+
+def run_scenario(scenario: Scenario, *, policy: str | None = None,
+                 progress: Progress | None = None) -> RunResult:
+    """Run the closed loop of `scenario` (under `policy`, default the scenario's)."""
+    wall0 = time.perf_counter()
+    if policy is not None:
+        scenario = scenario.with_policy(policy)
+    policy_name = scenario.policy.name
+    system = scenario_system(scenario)
+    ss_cluster, ss_emulator, ss_workload = np.random.SeedSequence(scenario.seed).spawn(3)
+    work = (trace_workload(scenario, scenario.trace) if scenario.trace is not None
+            else synthesize(scenario, ss_emulator, ss_workload))
+
+    env = simpy.Environment()
+    cluster = Cluster(env, system, capacity=dict(system.capacity), seed=ss_cluster,
+                      sample_period_s=None)
+    infos = {}
+    for spec in scenario.servers:
+        try:
+            cluster.add_deployment(_deployment_spec(spec, scenario, system))
+        except ConfigError as exc:
+            raise ConfigError(f"{scenario.source}: servers.{spec.name}: {exc}") from None
+        infos[spec.name] = ServerInfo(name=spec.name, model=spec.model,
+                                      class_name=spec.class_name,
+                                      min_num_replicas=spec.min_replicas,
+                                      max_queue_size=scenario.twin.engine.max_waiting)
+    twin = ClusterTwin(env, cluster, infos, TwinSettings(
+        window_s=scenario.twin.window_s, scrape_interval_s=scenario.twin.scrape_interval_s,
+        arrival_signal=scenario.twin.arrival_signal.value))
+    twin.start()
+    replay(env, work.rows(), cluster.submit, wl.RequestFactory())
+
+    period = scenario.controller.period_s
+    controller_system = scaled_targets(system, scenario.controller.slo_scale)
+    controller = Controller(
+        collector=twin, actuator=twin, clock=twin,
+        policy=make_policy(policy_name, scenario.policy.settings_for(policy_name),
+                           PolicyDeps(future_load=work.future_load(), horizon_s=period)),
+        settings=ControllerSettings(period_s=period,
+                                    min_replicas=scenario.controller.min_replicas),
+        static_data=lambda: controller_system)
+    records: list[CycleRecord] = []
+    env.process(_control(env, controller, period, scenario.duration_s, records))
+
+    end = scenario.duration_s
+    chunk = max(period, end / 100.0)
+    while env.now < end:
+        env.run(until=min(end, env.now + chunk))
+        if progress is not None:
+            progress(float(env.now), end)
+    _drain(env, cluster, end + scenario.drain_s)
+
+    requests = _slo_columns(cluster.requests(), scenario, system)
+    summary = summarise(requests, cluster, twin, policy_name, end)
+    return RunResult(scenario=scenario, policy=policy_name, summary=summary, requests=requests,
+                     workload=work, cycles=tuple(records), timeseries=twin.timeseries(),
+                     actuations=twin.actuations(), end_s=float(env.now),
+                     wall_s=time.perf_counter() - wall0)
+
+
+def _control(env: simpy.Environment, controller: Controller, period_s: float, end_s: float,
+             records: list[CycleRecord]) -> Iterator[simpy.events.Event]:
+    """The driver: one cycle every period (the first one period in) until end_s."""
+    while True:
+        yield env.timeout(period_s)
+        if env.now >= end_s:
+            return
+        records.append(controller.step())
+
+
+def _drain(env: simpy.Environment, cluster: Cluster, until_s: float, step_s: float = 10.0
+           ) -> None:
+    pending = [r for d in cluster.deployments.values() for r in d.requests
+               if r.status not in TERMINAL]
+    while pending and env.now < until_s:
+        env.run(until=min(until_s, env.now + step_s))
+        pending = [r for r in pending if r.status not in TERMINAL]
+
+
+# ------------------------------------------------------------------------------ recording
+RUN_FILES = {
+    "scenario": "scenario.yaml", "summary": "summary.json", "requests": "requests.csv",
+    "trace": "trace.csv", "cycles": "cycles.jsonl", "timeseries": "timeseries.csv",
+    "actuations": "actuations.csv", "load_replicas": "load_replicas.png",
+    "latency": "latency.png", "cost": "cost.png",
+}
+"""What `write_run` writes into a run directory (the plots last)."""
+
+
+def write_run(result: RunResult, out_dir: Path | str, *, plots: bool = True) -> dict[str, Path]:
+    """Store a run: tables, cycle log, summary, resolved scenario, trace and PNG plots."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {key: out / name for key, name in RUN_FILES.items()}
+    recorded = replace(result.scenario, trace=None)
+    dump_scenario(recorded, paths["scenario"])
+    paths["summary"].write_text(json.dumps(result.summary.to_dict(), indent=2) + "\n",
+                                encoding="utf-8")
+    result.requests.to_csv(paths["requests"], index=False)
+    result.workload.frame().to_csv(paths["trace"], index=False)
+    write_cycle_log(paths["cycles"], result.cycles)
+    result.timeseries.to_csv(paths["timeseries"], index=False)
+    result.actuations.to_csv(paths["actuations"], index=False)
+    if plots:
+        plot_load_replicas(result, paths["load_replicas"])
+        plot_latency(result, paths["latency"])
+        plot_cost(result, paths["cost"])
+    else:
+        for key in ("load_replicas", "latency", "cost"):
+            paths.pop(key)
+    return paths
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedRun:
+    scenario: Scenario
+    """With its trace set to the recorded trace.csv."""
+    cycles: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+
+
+def load_run(run_dir: Path | str) -> RecordedRun:
+    """A run directory written by `write_run`, ready to be replayed."""
+    run_dir = Path(run_dir)
+    for key in ("scenario", "trace", "cycles"):
+        if not (run_dir / RUN_FILES[key]).is_file():
+            raise ConfigError(f"{run_dir}: not a run directory (missing {RUN_FILES[key]})")
+    scenario = load_scenario(run_dir / RUN_FILES["scenario"])
+    scenario = replace(scenario, trace=TraceSpec(path=(run_dir / RUN_FILES["trace"]).resolve()))
+    summary_path = run_dir / RUN_FILES["summary"]
+    summary = (json.loads(summary_path.read_text(encoding="utf-8"))
+               if summary_path.is_file() else None)
+    return RecordedRun(scenario=scenario, cycles=read_cycle_log(run_dir / RUN_FILES["cycles"]),
+                       summary=summary)
+
+
+def decisions(cycles: Sequence[Mapping[str, Any]] | Sequence[CycleRecord]
+              ) -> list[tuple[float, str, str, str, int, int]]:
+    """(time_s, status, server, accelerator, replicas, max_batch) per cycle and server."""
+    out = []
+    for cycle in cycles:
+        doc = cycle.to_dict() if isinstance(cycle, CycleRecord) else cycle
+        out.extend((float(doc["time_s"]), str(doc["status"]), s["name"], s["accelerator"],
+                    int(s["num_replicas"]), int(s["max_batch"])) for s in doc["servers"])
+    return out
+
+
+def decision_diff(recorded: Sequence[Mapping[str, Any]], replayed: Sequence[CycleRecord],
+                  limit: int = 10) -> list[str]:
+    """Differences between recorded and replayed decisions, first ones first (empty: same)."""
+    old, new = decisions(recorded), decisions(replayed)
+    lines = [f"t={a[0]:g} s {a[2]}: recorded {a[1]} {a[3]} x{a[4]} batch {a[5]}, "
+             f"replayed {b[1]} {b[3]} x{b[4]} batch {b[5]}"
+             for a, b in zip(old, new, strict=False) if a != b]
+    if len(old) != len(new):
+        lines.append(f"recorded {len(old)} server decisions, replayed {len(new)}")
+    return lines[:limit]
+
+
+# ------------------------------------------------------------------------------ reporting
+def format_summary(summary: Summary) -> str:
+    """A fixed-width table: one row per server and a total row."""
+    head = (f"{'server':<26} {'requests':>8} {'dropped':>7} {'SLO %':>6} {'TTFT ms':>8} "
+            f"{'p90':>8} {'ITL ms':>7} {'p90':>7} {'cost':>9} {'GPU-h':>7} {'changes':>7}")
+    rows = [head, "-" * len(head)]
+
+    def row(name: str, s: ServerSummary) -> str:
+        slo = "-" if math.isnan(s.slo_attainment) else f"{100 * s.slo_attainment:.1f}"
+        return (f"{name:<26} {s.requests:>8d} {s.dropped:>7d} {slo:>6} "
+                f"{_fmt(s.ttft_ms.mean, 0):>8} {_fmt(s.ttft_ms.p90, 0):>8} "
+                f"{_fmt(s.itl_ms.mean, 1):>7} {_fmt(s.itl_ms.p90, 1):>7} {s.cost:>9.1f} "
+                f"{s.gpu_hours:>7.2f} {s.replica_changes:>7d}")
+
+    rows.extend(row(name, s) for name, s in summary.servers.items())
+    rows.append("-" * len(head))
+    rows.append(row(f"total ({summary.policy})", summary))
+    return "\n".join(rows)
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "-" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def cycles_frame(cycles: Sequence[CycleRecord]) -> pd.DataFrame:
+    """One row per cycle and server: observed load and latency, decided allocation."""
+    rows = [(c.cycle, c.time_s, str(c.status), s.name, s.arrival_rpm, s.ttft_ms, s.itl_ms,
+             s.ready_replicas, s.current_replicas, s.recommended_replicas, s.num_replicas,
+             s.accelerator, s.max_batch, s.cost_per_hr)
+            for c in cycles for s in c.servers]
+    return pd.DataFrame.from_records(rows, columns=[
+        "cycle", "time_s", "status", "server", "arrival_rpm", "ttft_ms", "itl_ms",
+        "ready_replicas", "current_replicas", "recommended_replicas", "num_replicas",
+        "accelerator", "max_batch", "cost_per_hr"])
+
+
+def _figure(rows: int, cols: int, width: float = 11.0, height: float = 2.6) -> Any:
+    from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas on save
+
+    fig = Figure(figsize=(width, max(height * rows, 3.0)), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, axes
+
+
+def _minutes(t_s: np.ndarray) -> np.ndarray:
+    return np.asarray(t_s, dtype=float) / S_PER_MIN
+
+
+def plot_load_replicas(result: RunResult, path: Path) -> None:
+    """Offered load (per-minute bins) and desired/ready replicas per server over time."""
+    names = result.scenario.server_names
+    fig, axes = _figure(len(names), 1)
+    trace = result.workload.frame()
+    ts = result.timeseries
+    end = result.scenario.duration_s
+    edges = np.arange(0.0, end + S_PER_MIN, S_PER_MIN)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        counts, _ = np.histogram(trace.loc[trace["server"] == name, "arrival_s"], bins=edges)
+        ax.step(_minutes(edges[:-1]), counts, where="post", color="tab:blue",
+                label="offered (req/min)")
+        ax.set_ylabel("req/min")
+        ax.set_title(name, fontsize=9, loc="left")
+        right = ax.twinx()
+        mine = ts[ts["server"] == name]
+        right.step(_minutes(mine["time_s"]), mine["desired"], where="post", color="tab:red",
+                   label="desired replicas")
+        right.step(_minutes(mine["time_s"]), mine["ready"], where="post", color="tab:orange",
+                   linestyle="--", label="ready replicas")
+        right.set_ylabel("replicas")
+        right.set_ylim(bottom=0)
+        handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel("time (min)")
+    fig.suptitle(f"{result.scenario.name}: load and replicas ({result.policy})")
+    fig.savefig(path, dpi=100)
+
+
+def plot_latency(result: RunResult, path: Path) -> None:
+    """Per-minute mean and p90 TTFT and ITL (by arrival time) against the class SLO."""
+    names = result.scenario.server_names
+    fig, axes = _figure(len(names), 2)
+    df = result.requests
+    done = df[df["status"] == RequestStatus.DONE.value].copy()
+    done["minute"] = np.floor(done["arrival_s"] / S_PER_MIN)
+    for row, name in enumerate(names):
+        mine = done[done["server"] == name]
+        slo = df.loc[df["server"] == name, ["slo_ttft_ms", "slo_itl_ms"]]
+        for col, (key, label) in enumerate((("ttft_ms", "TTFT (ms)"), ("itl_ms", "ITL (ms)"))):
+            ax = axes[row, col]
+            grouped = mine.groupby("minute")[key]
+            mean, p90 = grouped.mean(), grouped.quantile(0.9)
+            ax.plot(mean.index, mean.to_numpy(), color="tab:blue", label="mean")
+            ax.plot(p90.index, p90.to_numpy(), color="tab:blue", linestyle=":", label="p90")
+            if len(slo):
+                target = float(slo.iloc[0]["slo_" + key])
+                if target > 0:
+                    ax.axhline(target, color="tab:red", linestyle="--", label="SLO")
+            ax.set_yscale("log")
+            ax.set_ylabel(label)
+            ax.set_title(name, fontsize=9, loc="left")
+            ax.legend(fontsize=7, loc="upper left")
+    for ax in axes[-1]:
+        ax.set_xlabel("arrival time (min)")
+    fig.suptitle(f"{result.scenario.name}: latency vs SLO ({result.policy})")
+    fig.savefig(path, dpi=100)
+
+
+def plot_cost(result: RunResult, path: Path) -> None:
+    """Cost rate per server (stacked) and cumulative cost over time."""
+    fig, axes = _figure(1, 2, height=3.5)
+    ts = result.timeseries
+    left, right = axes[0]
+    rates = []
+    times = None
+    for name in result.scenario.server_names:
+        mine = ts[ts["server"] == name]
+        t = mine["time_s"].to_numpy()
+        cost = mine["cost"].to_numpy()
+        rate = np.diff(cost) / np.maximum(np.diff(t), 1e-12) * S_PER_HR
+        rates.append(rate)
+        times = t[:-1]
+        right.plot(_minutes(t), cost, label=name)
+    if times is not None and len(times):
+        left.stackplot(_minutes(times), *rates, labels=result.scenario.server_names, step="post")
+    left.set_ylabel("cost per hour")
+    left.set_xlabel("time (min)")
+    left.legend(fontsize=7, loc="upper left")
+    right.set_ylabel("cumulative cost")
+    right.set_xlabel("time (min)")
+    right.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{result.scenario.name}: cost ({result.policy}), total "
+                 f"{result.summary.cost:.1f}")
+    fig.savefig(path, dpi=100)

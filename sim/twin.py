@@ -1,0 +1,263 @@
+"""`ClusterTwin`: the simulated cluster behind the controller's ports (Collector, Actuator, Clock).
+
+The controller cannot tell the twin from a cluster: `collect()` returns the `ClusterSnapshot` a
+Prometheus-backed collector would build, and `apply()` changes Deployments the way the
+Kubernetes actuator patches them.
+
+Collect. A scrape process records every deployment's cumulative counters and gauges each
+`scrape_interval_s` (Prometheus scraping vLLM). A collect at time t reads the counters at t and
+at the last scrape at or before t − window (a PromQL ``increase`` over the window, exact because
+the counters are exact):
+
+- arrival rate: Δarrivals / Δt (a gateway dispatch counter: the offered load), or Δcompletions /
+  Δt with ``arrival_signal = completions`` (vLLM's request_success_total, upstream P3);
+- mean tokens: Δinput (output) tokens / Δrequests of the same signal;
+- TTFT, ITL: Δsum / Δcount over the requests that finished in the window (vLLM histograms'
+  _sum/_count); None when none finished;
+- running, waiting, KV usage per ready replica: averaged over the window's scrapes and the
+  instant of the collect (``avg_over_time``); waiting includes requests held while no replica
+  was ready. None when no replica was ready.
+
+Apply. Replica count changes scale in place; an accelerator or max-batch change is a new
+revision rolled out with surge (see `sim.deployment`), and capacity limits keep replicas
+pending. A server absent from a plan is left untouched; a plan naming an unknown server, an
+unknown accelerator or a max batch the engine rejects fails for that server only.
+
+Same-time order: the scrape process and the controller process are plain SimPy processes; a
+collect never uses a scrape taken at its own instant (it reads the counters directly), so the
+order of same-time scrape and collect events does not change any observation.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+import simpy
+
+from inferno.errors import ConfigError
+from inferno.model.snapshot import (
+    ActuationReport,
+    AllocationPlan,
+    ClusterSnapshot,
+    ServerObservation,
+)
+from inferno.model.units import MS_PER_S, S_PER_MIN
+from sim.cluster import Cluster
+from sim.deployment import Deployment, DeploymentCounters
+
+ARRIVAL_SIGNALS = ("arrivals", "completions")
+TIMESERIES_COLUMNS = ("time_s", "server", "accelerator", "max_batch", "desired", "ready",
+                      "arrivals_total", "finished_total", "running", "waiting", "kv_usage",
+                      "cost")
+ACTUATION_COLUMNS = ("time_s", "server", "from_accelerator", "to_accelerator",
+                     "from_replicas", "to_replicas", "from_max_batch", "to_max_batch")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwinSettings:
+    window_s: float = 60.0
+    """s behind every rate and mean (the PromQL range window; upstream default 1m)."""
+    scrape_interval_s: float = 5.0
+    """s between scrapes; gauges are averaged over the scrapes in the window."""
+    arrival_signal: str = "arrivals"
+    """arrivals (offered load) or completions (vLLM's proxy, under-reads under saturation)."""
+
+    def __post_init__(self) -> None:
+        for name in ("window_s", "scrape_interval_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"twin: {name} must be > 0, got {value!r}")
+        if self.arrival_signal not in ARRIVAL_SIGNALS:
+            raise ConfigError(f"twin: arrival_signal must be one of "
+                              f"{', '.join(ARRIVAL_SIGNALS)}, got {self.arrival_signal!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerInfo:
+    """What the cluster's labels say about a server besides its Deployment."""
+
+    name: str
+    model: str
+    class_name: str
+    min_num_replicas: int = 0
+    max_queue_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    counters: DeploymentCounters
+    accelerator: str
+    max_batch: int
+
+
+class ClusterTwin:
+    """Collector, Actuator and Clock over a `sim.cluster.Cluster`."""
+
+    def __init__(self, env: simpy.Environment, cluster: Cluster,
+                 servers: Mapping[str, ServerInfo], settings: TwinSettings | None = None
+                 ) -> None:
+        missing = [name for name in servers if name not in cluster.deployments]
+        if missing:
+            raise ConfigError(f"twin: no deployment for server(s) {', '.join(missing)}")
+        self.env = env
+        self.cluster = cluster
+        self.servers = dict(servers)
+        self.settings = settings or TwinSettings()
+        self._samples: dict[str, list[_Sample]] = {name: [] for name in self.servers}
+        self._times: dict[str, list[float]] = {name: [] for name in self.servers}
+        """Scrape times per server, for bisection."""
+        self.num_changes: dict[str, int] = dict.fromkeys(self.servers, 0)
+        """Actuations that changed a server's replica count, accelerator or max batch."""
+        self._actuations: list[tuple] = []
+
+    # ------------------------------------------------------------------ Clock
+    def now_s(self) -> float:
+        return float(self.env.now)
+
+    # ------------------------------------------------------------------ scraping
+    def start(self) -> simpy.events.Process:
+        """Start the scrape process (one scrape now, then every scrape_interval_s)."""
+        return self.env.process(self._scraping())
+
+    def _scraping(self) -> Iterator[simpy.events.Event]:
+        while True:
+            self.scrape()
+            yield self.env.timeout(self.settings.scrape_interval_s)
+
+    def scrape(self) -> None:
+        """Record every deployment's counters and gauges now."""
+        for name in self.servers:
+            dep = self._dep(name)
+            counters = dep.counters()
+            self._samples[name].append(_Sample(counters, dep.accelerator, dep.max_batch))
+            self._times[name].append(counters.time_s)
+
+    def _dep(self, name: str) -> Deployment:
+        return self.cluster.deployments[name]
+
+    # ------------------------------------------------------------------ Collector
+    def collect(self) -> ClusterSnapshot:
+        now = self.now_s()
+        observations = {name: self.observe(name, now) for name in sorted(self.servers)}
+        return ClusterSnapshot(time_s=now, servers=observations)
+
+    def observe(self, name: str, now: float) -> ServerObservation:
+        """One server's observation over (now − window, now]."""
+        info = self.servers[name]
+        dep = self._dep(name)
+        current = dep.counters(now)
+        samples = self._samples[name]
+        times = self._times[name]
+        start = now - self.settings.window_s
+        first = bisect_right(times, start + 1e-9)  # samples[:first] are at or before start
+        last = bisect_left(times, now)  # samples[:last] are strictly before now
+        base: DeploymentCounters | None = None
+        if first > 0:
+            base = samples[first - 1].counters
+        elif last > 0:
+            base = samples[0].counters  # less history than a window: use all there is
+        in_window = [sample.counters for sample in samples[first:last]]
+        fields: dict[str, float | None] = {}
+        if base is not None:
+            fields = _rates(base, current, self.settings.arrival_signal)
+        fields.update(_gauges([*in_window, current]))
+        return ServerObservation(
+            name=name, model=info.model, class_name=info.class_name,
+            accelerator=dep.accelerator, max_batch=dep.max_batch,
+            desired_replicas=dep.desired, ready_replicas=len(dep.ready),
+            min_num_replicas=info.min_num_replicas, max_queue_size=info.max_queue_size,
+            **fields)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ Actuator
+    def apply(self, plan: AllocationPlan) -> ActuationReport:
+        applied: list[str] = []
+        unchanged: list[str] = []
+        failed: dict[str, str] = {}
+        now = self.now_s()
+        for name in sorted(plan.servers):
+            target = plan.servers[name]
+            if name not in self.servers:
+                failed[name] = "no such server in the twin"
+                continue
+            dep = self._dep(name)
+            accelerator = target.accelerator or dep.accelerator
+            max_batch = target.max_batch if target.max_batch > 0 else dep.max_batch
+            before = (dep.accelerator, dep.desired, dep.max_batch)
+            if target.num_replicas < 0:
+                failed[name] = f"replicas must be >= 0, got {target.num_replicas}"
+                continue
+            try:
+                if (accelerator, max_batch) != (dep.accelerator, dep.max_batch):
+                    dep.set_allocation(accelerator=accelerator, max_batch=max_batch,
+                                       num_replicas=target.num_replicas)
+                elif target.num_replicas != dep.desired:
+                    dep.set_replicas(target.num_replicas)
+            except ConfigError as exc:
+                failed[name] = str(exc)
+                continue
+            after = (dep.accelerator, dep.desired, dep.max_batch)
+            if after == before:
+                unchanged.append(name)
+                continue
+            applied.append(name)
+            self.num_changes[name] += 1
+            self._actuations.append((now, name, before[0], after[0], before[1], after[1],
+                                     before[2], after[2]))
+        return ActuationReport(applied=tuple(applied), unchanged=tuple(unchanged),
+                               failed=failed)
+
+    # ------------------------------------------------------------------ results
+    def timeseries(self) -> pd.DataFrame:
+        """Every scrape, one row per server (cost is the cumulative cost accrued)."""
+        rows = [(c.time_s, name, s.accelerator, s.max_batch, c.desired_replicas,
+                 c.ready_replicas, c.num_arrivals, c.num_finished, c.running, c.waiting,
+                 c.kv_usage, c.cost)
+                for name, samples in self._samples.items() for s in samples
+                for c in (s.counters,)]
+        df = pd.DataFrame.from_records(rows, columns=list(TIMESERIES_COLUMNS))
+        return df.sort_values(["time_s", "server"], kind="stable").reset_index(drop=True)
+
+    def actuations(self) -> pd.DataFrame:
+        """Every applied change, in order."""
+        return pd.DataFrame.from_records(self._actuations, columns=list(ACTUATION_COLUMNS))
+
+
+def _rates(base: DeploymentCounters, now: DeploymentCounters,
+           signal: str) -> dict[str, float | None]:
+    dt = now.time_s - base.time_s
+    if dt <= 0:
+        return {}
+    if signal == "arrivals":
+        count = now.num_arrivals - base.num_arrivals
+        in_tokens = now.arrival_in_tokens - base.arrival_in_tokens
+        out_tokens = now.arrival_out_tokens - base.arrival_out_tokens
+    else:
+        count = now.num_finished - base.num_finished
+        in_tokens = now.prompt_tokens - base.prompt_tokens
+        out_tokens = now.generation_tokens - base.generation_tokens
+    finished = now.num_finished - base.num_finished
+    itl_count = now.itl_count - base.itl_count
+    return {
+        "arrival_rpm": count / dt * S_PER_MIN,
+        "avg_in_tokens": in_tokens / count if count > 0 else None,
+        "avg_out_tokens": out_tokens / count if count > 0 else None,
+        "ttft_ms": ((now.ttft_sum_s - base.ttft_sum_s) / finished * MS_PER_S
+                    if finished > 0 else None),
+        "itl_ms": ((now.itl_sum_s - base.itl_sum_s) / itl_count * MS_PER_S
+                   if itl_count > 0 else None),
+    }
+
+
+def _gauges(points: list[DeploymentCounters]) -> dict[str, float | None]:
+    running = [c.running / c.ready_replicas for c in points if c.ready_replicas > 0]
+    waiting = [c.waiting / c.ready_replicas for c in points if c.ready_replicas > 0]
+    kv = [c.kv_usage for c in points if c.kv_usage is not None]
+    return {
+        "running_requests": sum(running) / len(running) if running else None,
+        "waiting_requests": sum(waiting) / len(waiting) if waiting else None,
+        "kv_usage": sum(kv) / len(kv) if kv else None,
+    }
