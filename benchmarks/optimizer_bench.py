@@ -28,10 +28,11 @@ sys.path.insert(0, str(HERE))
 def _one(size: str, policy: str, solver: str) -> dict:
     from dataclasses import replace
 
+    from synthetic import LARGE, synthetic_system
+
     from inferno.io import load_system
     from inferno.model import BatchPolicy, SolverKind
     from inferno.optimizer import solve
-    from synthetic import LARGE, synthetic_system
 
     system = load_system(LARGE) if size == "large" else synthetic_system(int(size))
     system = replace(system, settings=replace(system.settings, batch_policy=BatchPolicy(policy)))
