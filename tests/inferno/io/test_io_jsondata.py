@@ -310,8 +310,9 @@ def test_overrides_replace_settings() -> None:
      "overrides: solver: unknown value 'cplex' (allowed: unlimited, greedy, milp)"),
     ({"unlimited": "yes"}, "overrides: unlimited: must be true or false, got 'yes'"),
     ({"perfmodel": "classic"},
-     "overrides: unknown setting 'perfmodel' (allowed: batch_policy, delayed_best_effort, "
-     "heterogeneous, milp_solver, perf_model, saturation_policy, solver, unlimited, use_cplex)"),
+     "overrides: unknown setting 'perfmodel' (allowed: accel_penalty_factor, batch_policy, "
+     "delayed_best_effort, heterogeneous, milp_solver, perf_model, saturation_policy, "
+     "solver, unlimited, use_cplex)"),
 ], ids=["enum", "solver", "bool", "name"])
 def test_bad_overrides(overrides: dict, message: str) -> None:
     """A bad override is a ConfigError naming the setting and the allowed values."""
