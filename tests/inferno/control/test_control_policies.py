@@ -141,3 +141,60 @@ def test_policy_settings_reject_bad_values(factory: object, match: str) -> None:
     """Bad policy settings raise ConfigError naming the field."""
     with pytest.raises(ConfigError, match=match):
         factory()  # type: ignore[operator]
+
+
+def test_rising_load_is_planned_one_lead_ahead() -> None:
+    """On a rise the inferno policy plans rate + trend × lead_s; on a fall, the observed rate."""
+    from control_fakes import FakeSolver, allocation, solution, static_system
+
+    from inferno.control.policies import InfernoPolicy
+    from inferno.control.settings import InfernoSettings
+
+    solver = FakeSolver(lambda s: solution({"a": allocation("A100", 2, 16)}))
+    policy = InfernoPolicy(InfernoSettings(lead_s=60.0), solve=solver)
+    static = static_system()
+    policy.decide(snapshot(obs("a", arrival_rpm=100.0)), 0.0, static)
+    policy.decide(snapshot(obs("a", arrival_rpm=130.0)), 30.0, static)  # +1 rpm/s
+    policy.decide(snapshot(obs("a", arrival_rpm=110.0)), 60.0, static)  # falling
+    planned = [s.servers[0].load.arrival_rpm for s in solver.systems]
+    assert planned == [100.0, 130.0 + 1.0 * 60.0, 110.0]
+
+
+def test_near_optimal_current_max_batch_is_kept() -> None:
+    """A max batch within the tolerance of the current one is pinned and re-solved."""
+    from control_fakes import FakeSolver, allocation, solution, static_system
+
+    from inferno.control.policies import InfernoPolicy
+    from inferno.control.settings import InfernoSettings
+
+    def answer(system: System):
+        server = system.servers[0]
+        pinned = server.max_batch_size > 0
+        return solution({"a": allocation("A100", 3 if pinned else 2,
+                                         server.max_batch_size if pinned else 18)})
+
+    solver = FakeSolver(answer)
+    policy = InfernoPolicy(InfernoSettings(max_batch_tolerance=0.25, lead_s=0.0), solve=solver)
+    decision = policy.decide(snapshot(obs("a", max_batch=16)), 0.0, static_system())
+    plan = decision.plan.servers["a"]
+    assert (plan.max_batch, plan.num_replicas) == (16, 3)
+    assert solver.systems[1].servers[0].keep_accelerator
+    # beyond the tolerance the optimum wins, with one solve
+    solver2 = FakeSolver(answer)
+    policy2 = InfernoPolicy(InfernoSettings(max_batch_tolerance=0.1, lead_s=0.0), solve=solver2)
+    plan2 = policy2.decide(snapshot(obs("a", max_batch=16)), 0.0, static_system()).plan
+    assert plan2.servers["a"].max_batch == 18
+    assert len(solver2.systems) == 1
+
+
+def test_migration_penalty_reaches_the_optimizer() -> None:
+    """The policy's migration penalty is the optimizer's accelerator penalty factor."""
+    from control_fakes import FakeSolver, allocation, solution, static_system
+
+    from inferno.control.policies import InfernoPolicy
+    from inferno.control.settings import InfernoSettings
+
+    solver = FakeSolver(lambda s: solution({"a": allocation("A100", 2, 16)}))
+    InfernoPolicy(InfernoSettings(migration_penalty=0.3), solve=solver).decide(
+        snapshot(obs("a")), 0.0, static_system())
+    assert solver.systems[0].settings.accel_penalty_factor == 0.3

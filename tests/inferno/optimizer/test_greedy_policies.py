@@ -106,3 +106,15 @@ def test_optimizer_light_head_semantics() -> None:
         assert (got.accelerator, got.num_replicas) == (acc, n), name
         if cost is not None:
             assert got.cost == pytest.approx(cost), name
+
+
+@pytest.mark.parametrize(("factor", "expected"), [(0.1, "G2"), (1.0, "A100")])
+def test_accel_penalty_factor_decides_migration(factor: float, expected: str) -> None:
+    """§3.4: from A100×3 (cost 120), G2×2 (46) has value f·(120+46) − 74: < 0 at 0.1, > 0 at 1."""
+    system = load_system(SMALL, overrides={"perf_model": PerfModel.CLASSIC,
+                                           "batch_policy": BatchPolicy.SCALED,
+                                           "unlimited": True, "accel_penalty_factor": factor})
+    server = next(s for s in system.servers if s.name == "Premium-granite_13b")
+    current = dataclasses.replace(server.current, accelerator="A100", num_replicas=3, cost=120.0)
+    system = dataclasses.replace(system, servers=(dataclasses.replace(server, current=current),))
+    assert solve(system).allocations["Premium-granite_13b"].accelerator == expected
