@@ -4,14 +4,16 @@ Set-up (all on 127.0.0.1): the Kubernetes API emulator of the tests (kmock) hold
 Deployments (models and classes of sample-data/small, seeded loads of 30-300 RPM); the twin's
 pods serving vLLM metrics (`sim.emulate.ClusterEmulation`, speed-up 1, one replica each,
 following the API); a real Prometheus scraping them every second (file_sd); `live.LiveLoop`
-with the inferno policy and patch actuation, on demand. After Prometheus holds a full window
-of samples for every pod, cycles are run back to back with `Driver.invoke` and timed from the
-cycle records (collect = one list call + 8 PromQL queries; decide = optimizer; actuate =
-JSON patches). The first cycle patches most Deployments (the optimizer's allocation differs
-from the seed labels); the later ones patch what changed. Every process shares the same cores
-(Prometheus, the emulated pods, the API emulator, the loop), so the numbers are pessimistic.
+with the inferno policy and patch actuation, on demand. The policy's trend lead is 0: cycles
+run back to back, and a 60 s lead would extrapolate the noise between two cycles milliseconds
+apart. After Prometheus holds a full window of samples for every pod, cycles run back to back
+with `Driver.invoke` and are timed from the cycle records (collect = one list call + 8 PromQL
+queries; decide = optimizer; actuate = JSON patches). The first cycle patches most
+Deployments (the optimizer's allocation differs from the seed labels); the later ones patch
+what changed. Every process shares the same cores (Prometheus, the emulated pods, the API
+emulator, the loop), so the numbers are pessimistic.
 
-Usage: python benchmarks/live_cycle_bench.py [--deployments 100] [--cycles 20]
+Usage: python benchmarks/live_cycle_bench.py [--deployments 100] [--cycles 20] [--lead 0]
        [--output docs/performance-live.md]
 """
 
@@ -83,7 +85,8 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def run(n: int, cycles: int, seed: int) -> tuple[list[dict[str, float]], dict[str, float]]:
+def run(n: int, cycles: int, seed: int, lead_s: float
+        ) -> tuple[list[dict[str, float]], dict[str, float]]:
     work = Path(tempfile.mkdtemp(prefix="inferno-live-bench-"))
     kube = EmulatorThread()
     kube.start()
@@ -107,7 +110,7 @@ def run(n: int, cycles: int, seed: int) -> tuple[list[dict[str, float]], dict[st
         settings = LiveSettings(
             controller=ControllerSettings(data_path=SMALL, period_s=0.0, port=0),
             kube=kube_settings, prom=PromSettings(url=prometheus.url, window=WINDOW),
-            cycle_log="-")
+            cycle_log="-", lead_s=lead_s)
         loop = LiveLoop(settings)
         rows = []
         for _ in range(cycles):
@@ -174,10 +177,13 @@ def main() -> None:
     ap.add_argument("--deployments", type=int, default=100)
     ap.add_argument("--cycles", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lead", type=float, default=0.0,
+                    help="Trend lead of the inferno policy, s (its 60 s default extrapolates "
+                    "the noise between back-to-back cycles).")
     ap.add_argument("--output", type=Path, default=None,
                     help="Also write the table (with the machine) to this markdown file.")
     args = ap.parse_args()
-    rows, extra = run(args.deployments, args.cycles, args.seed)
+    rows, extra = run(args.deployments, args.cycles, args.seed, args.lead)
     text = table(rows, extra, args.deployments)
     machine = (f"{platform.python_implementation()} {platform.python_version()}, "
                f"{os.cpu_count()} CPUs, {platform.machine()}")

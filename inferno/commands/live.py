@@ -48,6 +48,9 @@ def _echo(message: str) -> None:
               envvar="DEFAULT_MAX_BATCH_SIZE", show_envvar=True,
               help="Pin every server's max batch (inferno policy); 0 lets the optimizer "
               "search it.")
+@click.option("--lead", type=float, default=None, help="Trend lead of the inferno policy, s: "
+              "plan for observed + trend × lead on a rising load (default: the policy's; "
+              "about the period plus the replica startup).")
 @click.option("--data-path", type=click.Path(path_type=Path), default=None,
               help="Static data directory [env INFERNO_DATA_PATH, default ./].")
 @click.option("--host", default=None, help="Listen address of /invoke and /metrics "
@@ -61,7 +64,8 @@ def _echo(message: str) -> None:
 @click.option("--cycle-log", default=None, help="JSONL cycle log [env INFERNO_CYCLE_LOG, "
               "default inferno-cycles.jsonl]; - writes none.")
 def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuation: str,
-         policy: str, scale_down_window: float | None, max_batch: int, data_path: Path | None,
+         policy: str, scale_down_window: float | None, max_batch: int, lead: float | None,
+         data_path: Path | None,
          host: str | None, port: str | None, prometheus_url: str | None, no_prometheus: bool,
          cycle_log: str | None) -> None:
     """Control the managed Deployments of a cluster: every CONTROL_PERIOD s [env
@@ -83,7 +87,7 @@ def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuati
         controller=replace(controller, dry_run=dry_run), kube=kube_settings_from_env(env),
         prom=None if no_prometheus else prom_settings_from_env(env),
         actuation=Actuation(actuation), policy=policy, scale_down_window_s=scale_down_window,
-        max_batch=max_batch,
+        max_batch=max_batch, lead_s=lead,
         cycle_log=cycle_log or env.get(ENV_CYCLE_LOG) or DEFAULT_CYCLE_LOG)
     cycles = run_live(settings, on_ready=lambda h, p: _echo(
         f"inferno live: GET http://{h}:{p}/invoke and /metrics; SIGTERM or Ctrl-C stops"))

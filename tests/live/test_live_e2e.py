@@ -1,0 +1,340 @@
+"""End to end: `inferno live` against a real Prometheus and the Kubernetes API emulator.
+
+Everything runs on 127.0.0.1. The load-step test runs the two long-lived commands as
+processes, `inferno emulate` (the twin's pods serving vLLM metrics, following the API) and
+`inferno live` (period 1 s), and stops both with SIGTERM. The fault tests run `LiveLoop` in
+process against pods whose gauges are constants, with the HPA policy, whose answer is a closed
+form (Kubernetes HPA): desired = ceil(ready × metric / target). With running + waiting = 80
+requests per pod and target 0.8 × max batch 40 = 32, ratio 2.5 → ceil(2.5 × 1) = 3 replicas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import pytest
+from kube_emulator import EmulatorThread, deployment
+from prom_harness import PodLoad, PrometheusServer, VllmPod, free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+from inferno.control import ControllerSettings, read_cycle_log
+from live.config import KubeSettings, PromSettings
+from live.driver import Actuation, LiveLoop, LiveSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ROOT / "sample-data" / "small"
+
+ACC = "inferno.server.allocation.accelerator"
+MAX_BATCH = "inferno.server.allocation.maxbatchsize"
+RPM = "inferno.server.load.rpm"
+
+HPA_NS = "e2e-hpa"
+HOT = PodLoad(request_rps=1.0, in_tokens=100, out_tokens=50, ttft_s=0.1, itl_s=0.02,
+              waiting=10, running=70, kv_usage=0.5)
+"""running + waiting = 80 per pod: the HPA's ratio to the target 32 is 2.5."""
+HPA_REPLICAS = 3
+FAST = PodLoad(request_rps=40.0, in_tokens=128, out_tokens=64, ttft_s=0.05, itl_s=0.02,
+               waiting=0, running=20, kv_usage=0.3)
+"""2400 RPM: more than one replica of any accelerator in sample-data/small."""
+WINDOW = "3s"
+
+
+def labels(server: str, **extra: str) -> dict[str, str]:
+    return {"inferno.server.managed": "true", "inferno.server.name": server,
+            "inferno.server.model": "llama_13b", "inferno.server.class": "Premium", **extra}
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def patches(kube: EmulatorThread, name: str = "") -> list[Any]:
+    return kube.requests("PATCH", f"/deployments/{name}")
+
+
+# ------------------------------------------------------------------ load step, as processes
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-c", "from inferno.cli import main; main()",
+                                 *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+        return -9
+
+
+def test_load_step_scales_up_then_down(kube: EmulatorThread, kubeconfig: Path,
+                                       api_client: kubernetes.client.ApiClient,
+                                       tmp_path: Path) -> None:
+    """A load step in the emulated pods raises the replicas, after the max batch label was
+    written; the drop lowers them; /invoke and /metrics answer; SIGTERM stops both commands."""
+    ns, name, server = "e2e-step", "llama", "step-llama"
+    kube.put_deployment(deployment(ns, name, labels(server, **{
+        ACC: "G2", RPM: "300", "inferno.server.load.intokens": "128",
+        "inferno.server.load.outtokens": "64"})))
+    (tmp_path / "prometheus").mkdir()
+    prometheus = PrometheusServer(tmp_path / "prometheus")
+    prometheus.start()
+    port = free_port()
+    cycle_log = tmp_path / "cycles.jsonl"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "WATCH_NAMESPACE": ns,
+           "INFERNO_PROMETHEUS_WINDOW": "5s"}
+    apps = kubernetes.client.AppsV1Api(api_client)
+
+    def dep() -> dict[str, Any]:
+        return kube.get_deployment(ns, name)
+
+    def measured() -> list[dict[str, Any]]:
+        """Servers of decided cycles observed through Prometheus (ITL is never a label)."""
+        return [r["servers"][0] for r in read_cycle_log(cycle_log)
+                if r["status"] == "ok" and r["servers"][0]["itl_ms"] is not None]
+
+    def set_rpm(value: str) -> None:
+        apps.patch_namespaced_deployment(name, ns, [
+            {"op": "add", "path": "/metadata/labels/" + RPM, "value": value}])
+
+    emulate = spawn(["emulate", "--data-path", str(SMALL), "--targets-file",
+                     str(prometheus.targets_file), "--poll", "0.5", "--startup", "1",
+                     "--write-status", "--seed", "1"], env, tmp_path / "emulate.log")
+    live = spawn(["-v", "live", "1", "--data-path", str(SMALL), "--prometheus-url",
+                  prometheus.url, "--port", str(port), "--cycle-log", str(cycle_log),
+                  "--max-batch", "76", "--lead", "0", "--scale-down-window", "6"], env,
+                 tmp_path / "live.log")
+    try:
+        wait_until(lambda: cycle_log.exists() and len(measured()) >= 2
+                   and dep()["spec"]["replicas"] == 1, 30, "one replica on measured metrics")
+        assert dep()["metadata"]["labels"][MAX_BATCH] == "76"  # written: the seed had none
+
+        set_rpm("2400")
+        wait_until(lambda: dep()["spec"]["replicas"] >= 2, 40, "a scale-up")
+        raised = next(r for r in read_cycle_log(cycle_log) if r["servers"][0]["num_replicas"] > 1)
+        assert raised["servers"][0]["itl_ms"] is not None  # decided on measured metrics
+        wait_until(lambda: dep()["status"]["readyReplicas"] == dep()["spec"]["replicas"], 20,
+                   "the emulated replicas to be ready")
+        wait_until(lambda: measured()[-1]["arrival_rpm"] > 600, 20, "the measured step")
+
+        set_rpm("300")
+        wait_until(lambda: dep()["spec"]["replicas"] == 1, 60, "the scale-down")
+
+        assert get(f"http://127.0.0.1:{port}/invoke") == (200, b"OK")
+        status, body = get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        assert gauge(body, "inferno_desired_replicas") == {(server, ns, "G2"): 1.0}
+    finally:
+        codes = terminate(live), terminate(emulate)
+        prometheus.stop()
+    assert codes == (0, 0), ((tmp_path / "live.log").read_text()[-2000:]
+                             + (tmp_path / "emulate.log").read_text()[-2000:])
+    assert "stopped" in (tmp_path / "live.log").read_text()
+    assert json.loads(prometheus.targets_file.read_text()) == []
+
+
+def gauge(body: bytes, name: str) -> dict[tuple[str, str, str], float]:
+    """Samples of one gauge by (server, namespace, accelerator)."""
+    return {(s.labels["server"], s.labels["namespace"], s.labels["accelerator"]): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples if s.name == name}
+
+
+# ------------------------------------------------------------------ faults, in process
+
+@pytest.fixture(scope="module")
+def hot_pod(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
+    """One pod of Deployment e2e-hpa/hot with constant gauges, scraped over the window."""
+    pod = VllmPod(HOT)
+    prometheus.add_target(pod.address, {"namespace": HPA_NS, "deployment": "hot",
+                                        "pod": "hot-1"})
+    prometheus.wait_for_samples(f'{{namespace="{HPA_NS}"}}', num_series=1, min_samples=3)
+    yield prometheus
+    prometheus.remove_targets([pod.address])
+    pod.stop()
+
+
+def hpa_loop(kube_settings: KubeSettings, prom_url: str, tmp_path: Path,
+             **changes: Any) -> LiveLoop:
+    """LiveLoop on e2e-hpa with the HPA policy, on demand only, on a free port."""
+    controller = ControllerSettings(data_path=SMALL, period_s=0.0, port=0)
+    settings = LiveSettings(
+        controller=replace(controller, **changes.pop("controller", {})),
+        kube=replace(kube_settings, watch_namespace=HPA_NS),
+        prom=PromSettings(url=prom_url, window=WINDOW, timeout_s=2.0),
+        cycle_log=str(tmp_path / "cycles.jsonl"), **{"policy": "hpa", **changes})
+    return LiveLoop(settings)
+
+
+@pytest.fixture
+def loops() -> Iterator[list[LiveLoop]]:
+    """Loops registered here are closed after the test."""
+    started: list[LiveLoop] = []
+    yield started
+    for loop in started:
+        loop.close()
+
+
+def put_hot(kube: EmulatorThread, **extra: str) -> None:
+    kube.put_deployment(deployment(HPA_NS, "hot", labels("hot", **{ACC: "A100", MAX_BATCH: "40"},
+                                                           **extra)))
+
+
+def test_invoke_and_metrics_answer_in_metrics_mode(
+        kube: EmulatorThread, kube_settings: KubeSettings, hot_pod: PrometheusServer,
+        tmp_path: Path, loops: list[LiveLoop]) -> None:
+    """--actuation metrics: /invoke answers 200 OK, /metrics exports desired 3, current 1,
+    ratio 3 for the server, and no Deployment is patched."""
+    put_hot(kube)
+    loop = hpa_loop(kube_settings, hot_pod.url, tmp_path, actuation=Actuation.METRICS)
+    loops.append(loop)
+    host, port = loop.serve()
+    assert get(f"http://{host}:{port}/invoke") == (200, b"OK")
+    status, body = get(f"http://{host}:{port}/metrics")
+    assert status == 200
+    key = ("hot", HPA_NS, "A100")
+    assert gauge(body, "inferno_desired_replicas") == {key: HPA_REPLICAS}
+    assert gauge(body, "inferno_current_replicas") == {key: 1.0}
+    assert gauge(body, "inferno_desired_ratio") == {key: HPA_REPLICAS / 1}
+    assert patches(kube) == []
+    assert kube.get_deployment(HPA_NS, "hot")["spec"]["replicas"] == 1
+
+
+def test_dry_run_patches_nothing(kube: EmulatorThread, kube_settings: KubeSettings,
+                                 hot_pod: PrometheusServer, tmp_path: Path,
+                                 loops: list[LiveLoop]) -> None:
+    """--dry-run decides (3 replicas in the cycle log) but sends no PATCH and exports no
+    decision on /metrics (the gauges are an actuation too)."""
+    put_hot(kube)
+    loop = hpa_loop(kube_settings, hot_pod.url, tmp_path, controller={"dry_run": True})
+    loops.append(loop)
+    record = loop.driver.invoke()
+    assert record.is_ok
+    assert [s.num_replicas for s in record.servers] == [HPA_REPLICAS]
+    assert read_cycle_log(tmp_path / "cycles.jsonl")[0]["servers"][0]["num_replicas"] == 3
+    assert gauge(loop.exporter.render(), "inferno_desired_replicas") == {}
+    assert patches(kube) == []
+    assert kube.get_deployment(HPA_NS, "hot")["spec"]["replicas"] == 1
+
+
+def test_conflict_and_server_error_are_retried(
+        kube: EmulatorThread, kube_settings: KubeSettings, hot_pod: PrometheusServer,
+        tmp_path: Path, loops: list[LiveLoop]) -> None:
+    """A PATCH answered 409, then 500, is retried: the third attempt lands, the cycle is OK."""
+    put_hot(kube)
+    kube.fail_next("PATCH", r"/deployments/hot$", 409)
+    kube.fail_next("PATCH", r"/deployments/hot$", 500)
+    loop = hpa_loop(kube_settings, hot_pod.url, tmp_path)
+    loops.append(loop)
+    record = loop.driver.invoke()
+    assert record.is_ok
+    assert dict(record.actuation_failed) == {}
+    assert len(patches(kube, "hot")) == 3
+    assert kube.get_deployment(HPA_NS, "hot")["spec"]["replicas"] == HPA_REPLICAS
+
+
+def test_malformed_labels_skip_that_server_with_a_reason(
+        kube: EmulatorThread, kube_settings: KubeSettings, hot_pod: PrometheusServer,
+        tmp_path: Path, loops: list[LiveLoop]) -> None:
+    """A Deployment with rpm 'lots' is skipped with the label and value in the cycle log;
+    the other server is decided and patched."""
+    put_hot(kube)
+    kube.put_deployment(deployment(HPA_NS, "bad", labels("bad", **{RPM: "lots"})))
+    loop = hpa_loop(kube_settings, hot_pod.url, tmp_path)
+    loops.append(loop)
+    assert loop.driver.invoke().is_ok
+    logged = read_cycle_log(tmp_path / "cycles.jsonl")[0]
+    assert [s["name"] for s in logged["servers"]] == ["hot"]
+    assert set(logged["skipped_servers"]) == {"bad"}
+    assert RPM in logged["skipped_servers"]["bad"]
+    assert "'lots'" in logged["skipped_servers"]["bad"]
+    assert patches(kube, "bad") == []
+    assert kube.get_deployment(HPA_NS, "hot")["spec"]["replicas"] == HPA_REPLICAS
+
+
+def test_prometheus_stopped_skips_cycles_and_scales_nothing(
+        kube: EmulatorThread, kube_settings: KubeSettings, tmp_path: Path,
+        loops: list[LiveLoop]) -> None:
+    """After Prometheus stops, cycles are skipped at collect (503 on /invoke) and the
+    Deployment keeps the replicas decided from the measured load, though its load label
+    (1 RPM) would scale it down."""
+    (tmp_path / "prometheus").mkdir()
+    prometheus = PrometheusServer(tmp_path / "prometheus")
+    prometheus.start()
+    pod = VllmPod(FAST)
+    try:
+        prometheus.add_target(pod.address, {"namespace": HPA_NS, "deployment": "hot",
+                                            "pod": "hot-1"})
+        prometheus.wait_for_samples(f'{{namespace="{HPA_NS}"}}', num_series=1, min_samples=3)
+        put_hot(kube, **{RPM: "1"})
+        loop = hpa_loop(kube_settings, prometheus.url, tmp_path, policy="inferno",
+                        scale_down_window_s=0.0)
+        loops.append(loop)
+        host, port = loop.serve()
+        assert loop.driver.invoke().is_ok
+        scaled = kube.get_deployment(HPA_NS, "hot")["spec"]["replicas"]
+        before = len(patches(kube))
+        prometheus.stop()
+        status, body = get(f"http://{host}:{port}/invoke")
+        record = loop.driver.invoke()
+    finally:
+        prometheus.stop()
+        pod.stop()
+    assert scaled >= 2
+    assert status == 503
+    assert json.loads(body)["message"].startswith("controller: collect: prometheus query")
+    assert (record.status, record.stage) == ("skipped", "collect")
+    assert [r["status"] for r in read_cycle_log(tmp_path / "cycles.jsonl")] == [
+        "ok", "skipped", "skipped"]
+    assert kube.get_deployment(HPA_NS, "hot")["spec"]["replicas"] == scaled
+    assert len(patches(kube)) == before
+
+
+def test_periodic_loop_stops_on_request(kube: EmulatorThread, kube_settings: KubeSettings,
+                                        hot_pod: PrometheusServer, tmp_path: Path,
+                                        loops: list[LiveLoop]) -> None:
+    """With a 0.2 s period cycles run on their own; stop() ends run() within a period."""
+    put_hot(kube)
+    loop = hpa_loop(kube_settings, hot_pod.url, tmp_path, controller={"period_s": 0.2})
+    loops.append(loop)
+    counted: list[int] = []
+    thread = threading.Thread(target=lambda: counted.append(loop.run()))
+    thread.start()
+    wait_until(lambda: (tmp_path / "cycles.jsonl").exists()
+               and len(read_cycle_log(tmp_path / "cycles.jsonl")) >= 2, 10, "two cycles")
+    loop.stop()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert counted[0] >= 2
+    assert kube.get_deployment(HPA_NS, "hot")["spec"]["replicas"] == HPA_REPLICAS
+
