@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 REQUESTS = "vllm:request_success_total"
 PROMPT_TOKENS = "vllm:prompt_tokens_total"
 GENERATION_TOKENS = "vllm:generation_tokens_total"
+PROMPT_LEN = "vllm:request_prompt_tokens"
+GENERATION_LEN = "vllm:request_generation_tokens"
 TTFT = "vllm:time_to_first_token_seconds"
 ITL = "vllm:request_time_per_output_token_seconds"
 WAITING = "vllm:num_requests_waiting"
@@ -78,8 +80,15 @@ def build_queries(settings: PromSettings, namespace: str = "") -> dict[str, str]
 
     return {
         "arrival_rpm": f"{S_PER_MIN:g} * {rate(REQUESTS)}",
-        "avg_in_tokens": f"{rate(PROMPT_TOKENS)} / {rate(REQUESTS)}",
-        "avg_out_tokens": f"{rate(GENERATION_TOKENS)} / {rate(REQUESTS)}",
+        # Per-request length histograms (observed at completion) keep numerator and
+        # denominator on the same requests; the token counters grow while requests run, so
+        # their ratio to completions swings around a load change. Counters are the fallback
+        # for servers that do not export the histograms.
+        "avg_in_tokens": (f"({rate(PROMPT_LEN + '_sum')} / {rate(PROMPT_LEN + '_count')}) or "
+                          f"({rate(PROMPT_TOKENS)} / {rate(REQUESTS)})"),
+        "avg_out_tokens": (f"({rate(GENERATION_LEN + '_sum')} / "
+                           f"{rate(GENERATION_LEN + '_count')}) or "
+                           f"({rate(GENERATION_TOKENS)} / {rate(REQUESTS)})"),
         "ttft_ms": f"{MS_PER_S:g} * {rate(TTFT + '_sum')} / {rate(TTFT + '_count')}",
         "itl_ms": f"{MS_PER_S:g} * {rate(ITL + '_sum')} / {rate(ITL + '_count')}",
         "waiting_requests": gauge(WAITING),

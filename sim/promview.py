@@ -9,7 +9,9 @@ helper can serve the same registry over HTTP.
 Semantics follow vLLM v1: counters are cumulative since the replica started; prompt tokens
 count once a request's prefill has produced its first token; generation tokens count every
 token produced so far, including those of unfinished requests; TTFT is observed when the first
-token appears; TPOT (``request_time_per_output_token``) and E2E latency at completion.
+token appears; TPOT (``request_time_per_output_token``), E2E latency and the per-request
+prompt and generation lengths (``request_prompt_tokens``, ``request_generation_tokens``) at
+completion.
 ``kv_cache_usage_perc`` is a fraction in [0, 1] (0 when the KV cache is unlimited).
 """
 
@@ -34,6 +36,8 @@ TTFT_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.
                   5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
 TPOT_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
                   7.5, 10.0, 20.0, 40.0, 80.0)
+TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000,
+                 100000)
 E2E_BUCKETS_S = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
                  60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
 
@@ -81,6 +85,8 @@ class ReplicaCollector(Collector):
         self._ttft = _Histogram(TTFT_BUCKETS_S)
         self._tpot = _Histogram(TPOT_BUCKETS_S)
         self._e2e = _Histogram(E2E_BUCKETS_S)
+        self._prompt_len = _Histogram(TOKEN_BUCKETS)
+        self._gen_len = _Histogram(TOKEN_BUCKETS)
         self._aborted = 0
 
     def _absorb_finished(self) -> None:
@@ -93,6 +99,8 @@ class ReplicaCollector(Collector):
         ttft = [r.first_token_s - r.arrival_s for r in new if r.first_token_s == r.first_token_s]
         self._ttft.observe(np.asarray(ttft, dtype=float))
         self._e2e.observe(np.asarray([r.finish_s - r.arrival_s for r in done], dtype=float))
+        self._prompt_len.observe(np.asarray([r.in_tokens for r in done], dtype=float))
+        self._gen_len.observe(np.asarray([r.out_tokens for r in done], dtype=float))
         self._tpot.observe(np.asarray([(r.finish_s - r.first_token_s) / (r.out_tokens - 1)
                                        for r in done if r.out_tokens > 1], dtype=float))
 
@@ -132,6 +140,10 @@ class ReplicaCollector(Collector):
                                 "Time per output token in seconds.", labels)
         yield self._e2e.family("vllm:e2e_request_latency_seconds",
                                "End-to-end request latency in seconds.", labels)
+        yield self._prompt_len.family("vllm:request_prompt_tokens",
+                                      "Prompt tokens of finished requests.", labels)
+        yield self._gen_len.family("vllm:request_generation_tokens",
+                                   "Generation tokens of finished requests.", labels)
 
 
 def _one(fam: GaugeMetricFamily | CounterMetricFamily, labels: list[str], value: float

@@ -213,7 +213,7 @@ class InfernoPolicy:
                  solve: Solve | None = None) -> None:
         self.settings = settings or InfernoSettings()
         self._solve = solve or _default_solve
-        self._last_rpm: dict[str, tuple[float, float]] = {}
+        self._history: dict[str, list[tuple[float, float]]] = {}
 
     @property
     def stabilisation(self) -> StabilisationSettings:
@@ -225,15 +225,27 @@ class InfernoPolicy:
         for name, obs in snapshot.servers.items():
             load = observed_load(obs)
             if isinstance(load, LoadEstimate):
-                last = self._last_rpm.get(name)
-                self._last_rpm[name] = (now_s, load.arrival_rpm)
-                if last is not None and now_s > last[0] and self.settings.lead_s > 0:
-                    trend = (load.arrival_rpm - last[1]) / (now_s - last[0])
-                    if trend > 0:
-                        load = replace(load, arrival_rpm=load.arrival_rpm
-                                       + trend * self.settings.lead_s)
+                load = self._lead(name, load, now_s)
             loads[name] = load
         return loads
+
+    def _lead(self, name: str, load: LoadEstimate, now_s: float) -> LoadEstimate:
+        """rate + trend × lead_s, the trend taken over at least lead_s/2 (a short control
+        period would otherwise turn window noise into a steep slope), at most doubling."""
+        lead = self.settings.lead_s
+        history = self._history.setdefault(name, [])
+        history.append((now_s, load.arrival_rpm))
+        del history[:-64]
+        if lead <= 0:
+            return load
+        base = next(((t, rpm) for t, rpm in reversed(history) if t <= now_s - lead / 2), None)
+        if base is None or now_s <= base[0]:
+            return load
+        trend = (load.arrival_rpm - base[1]) / (now_s - base[0])
+        if trend <= 0:
+            return load
+        rpm = min(load.arrival_rpm + trend * lead, 2.0 * load.arrival_rpm)
+        return replace(load, arrival_rpm=rpm)
 
     def decide(self, snapshot: ClusterSnapshot, now_s: float, static: System) -> Decision:
         system, notes = build_system(static, snapshot, self.loads(snapshot, now_s),

@@ -54,6 +54,9 @@ class PodLoad:
     waiting: float
     running: float
     kv_usage: float
+    length_histograms: tuple[float, float] | None = None
+    """Mean (prompt, generation) tokens of the vLLM per-request length histograms; None:
+    the pod does not export them (older vLLM)."""
 
 
 class _VllmCollector(Collector):
@@ -73,6 +76,13 @@ class _VllmCollector(Collector):
                              ("vllm:request_time_per_output_token_seconds", load.itl_s)):
             yield HistogramMetricFamily(name, "Latency.", buckets=[("+Inf", requests)],
                                         sum_value=requests * mean_s)
+        if load.length_histograms is not None:
+            for name, mean in zip(("vllm:request_prompt_tokens",
+                                   "vllm:request_generation_tokens"), load.length_histograms,
+                                  strict=True):
+                yield HistogramMetricFamily(name, "Tokens per request.",
+                                            buckets=[("+Inf", requests)],
+                                            sum_value=requests * mean)
         yield GaugeMetricFamily("vllm:num_requests_waiting", "Waiting.", load.waiting)
         yield GaugeMetricFamily("vllm:num_requests_running", "Running.", load.running)
         yield GaugeMetricFamily("vllm:kv_cache_usage_perc", "KV usage fraction.", load.kv_usage)

@@ -38,6 +38,10 @@ A2 = PodLoad(request_rps=1.0, in_tokens=400, out_tokens=200, ttft_s=0.4, itl_s=0
              waiting=4, running=20, kv_usage=0.7)
 IDLE = PodLoad(request_rps=0.0, in_tokens=0, out_tokens=0, ttft_s=0, itl_s=0, waiting=0,
                running=0, kv_usage=0.1)
+HIST = PodLoad(request_rps=1.0, in_tokens=900, out_tokens=700, ttft_s=0.1, itl_s=0.01,
+               waiting=0, running=1, kv_usage=0.2, length_histograms=(128.0, 256.0))
+"""Token counters that disagree with the per-request histograms (as around a load change,
+when counters include requests still running): the histograms are the truth."""
 OTHER = PodLoad(request_rps=0.5, in_tokens=10, out_tokens=10, ttft_s=0.1, itl_s=0.01,
                 waiting=0, running=1, kv_usage=0.2)
 
@@ -56,11 +60,12 @@ def served(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
     """Pods of alpha (2), idle (1) in prom-a and other (1) in prom-b, scraped long enough
     that a WINDOW_S window is fully covered."""
     pods = {("prom-a", "alpha", "a1"): VllmPod(A1), ("prom-a", "alpha", "a2"): VllmPod(A2),
-            ("prom-a", "idle", "i1"): VllmPod(IDLE), ("prom-b", "other", "o1"): VllmPod(OTHER)}
+            ("prom-a", "idle", "i1"): VllmPod(IDLE), ("prom-b", "other", "o1"): VllmPod(OTHER),
+            ("prom-b", "hist", "h1"): VllmPod(HIST)}
     for (namespace, dep, pod), server in pods.items():
         prometheus.add_target(server.address,
                               {"namespace": namespace, "deployment": dep, "pod": pod})
-    prometheus.wait_for_samples('{job="vllm",namespace=~"prom-a|prom-b"}', num_series=4,
+    prometheus.wait_for_samples('{job="vllm",namespace=~"prom-a|prom-b"}', num_series=5,
                                 min_samples=WINDOW_S + 1)
     yield prometheus
     prometheus.remove_targets(server.address for server in pods.values())
@@ -110,6 +115,13 @@ def test_idle_deployment_has_zero_rate_and_no_ratios(prom_collector: PromCollect
     idle = prom_collector.collect(namespace=NS)[(NS, "idle")]
     assert_metrics(idle, DeploymentMetrics(arrival_rpm=0.0, waiting_requests=0.0,
                                            running_requests=0.0, kv_usage=0.1))
+
+
+def test_token_means_prefer_per_request_histograms(prom_collector: PromCollector) -> None:
+    """With vLLM's request_prompt/generation_tokens histograms, their means win (128 / 256)."""
+    hist = prom_collector.collect(namespace="prom-b")[("prom-b", "hist")]
+    assert hist.avg_in_tokens == pytest.approx(128.0, rel=RATIO_REL)
+    assert hist.avg_out_tokens == pytest.approx(256.0, rel=RATIO_REL)
 
 
 def test_namespace_scope(prom_collector: PromCollector) -> None:

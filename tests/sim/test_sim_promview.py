@@ -24,6 +24,8 @@ TYPES = {
     "vllm:time_to_first_token_seconds": "histogram",
     "vllm:request_time_per_output_token_seconds": "histogram",
     "vllm:e2e_request_latency_seconds": "histogram",
+    "vllm:request_prompt_tokens": "histogram",
+    "vllm:request_generation_tokens": "histogram",
 }
 
 

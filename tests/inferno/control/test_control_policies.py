@@ -155,9 +155,11 @@ def test_rising_load_is_planned_one_lead_ahead() -> None:
     static = static_system()
     policy.decide(snapshot(obs("a", arrival_rpm=100.0)), 0.0, static)
     policy.decide(snapshot(obs("a", arrival_rpm=130.0)), 30.0, static)  # +1 rpm/s
-    policy.decide(snapshot(obs("a", arrival_rpm=110.0)), 60.0, static)  # falling
+    policy.decide(snapshot(obs("a", arrival_rpm=140.0)), 31.0, static)  # 1 s later: vs t=0
+    policy.decide(snapshot(obs("a", arrival_rpm=120.0)), 60.0, static)  # falling vs t=30
+    policy.decide(snapshot(obs("a", arrival_rpm=300.0)), 90.0, static)  # capped at 2x
     planned = [s.servers[0].load.arrival_rpm for s in solver.systems]
-    assert planned == [100.0, 130.0 + 1.0 * 60.0, 110.0]
+    assert planned == [100.0, 130.0 + 1.0 * 60.0, 140.0 + 40.0 / 31.0 * 60.0, 120.0, 600.0]
 
 
 def test_near_optimal_current_max_batch_is_kept() -> None:
