@@ -14,7 +14,7 @@ what changed. Every process shares the same cores (Prometheus, the emulated pods
 emulator, the loop), so the numbers are pessimistic.
 
 Usage: python benchmarks/live_cycle_bench.py [--deployments 100] [--cycles 20] [--lead 0]
-       [--output docs/performance-live.md]
+       [--output FILE (a table to paste into docs/performance.md)]
 """
 
 from __future__ import annotations
