@@ -37,6 +37,7 @@ from inferno.control import (
 )
 from inferno.control.controller import StaticData
 from inferno.control.ports import Actuator, Clock
+from inferno.control.tuning import make_tuner
 from inferno.errors import ConfigError
 from live.collector import LiveCollector
 from live.config import KubeSettings, PromSettings, load_api_client
@@ -97,6 +98,8 @@ class LiveSettings:
     load); None keeps its default."""
     cycle_log: str = DEFAULT_CYCLE_LOG
     """JSONL file of cycle records; "-" writes none."""
+    tuner: str = "off"
+    """Online learning of α/β/γ: ekf, window or off (`inferno.control.tuning.make_tuner`)."""
 
 
 def policy_settings(name: str, *, scale_down_window_s: float | None = None,
@@ -168,7 +171,7 @@ class LiveLoop:
         self.controller = Controller(
             collector=LiveCollector(api_client, settings.kube, prom, self.clock),
             actuator=actuator, clock=self.clock, policy=policy, settings=ctl,
-            static_data=static_data)
+            static_data=static_data, tune=make_tuner(settings.tuner))
         # A dry run actuates nothing, and in metrics mode the gauges are the actuation.
         exporter = None if ctl.dry_run else self.exporter
         self.driver = Driver(self.controller, log=ExportingCycleLog(settings.cycle_log, exporter))

@@ -51,6 +51,9 @@ def _echo(message: str) -> None:
 @click.option("--lead", type=float, default=None, help="Trend lead of the inferno policy, s: "
               "plan for observed + trend × lead on a rising load (default: the policy's; "
               "about the period plus the replica startup).")
+@click.option("--tuner", type=click.Choice(["off", "ekf", "window"]), default="off",
+              show_default=True, help="Learn α/β/γ online from the observed latencies and "
+              "merge them into the model data every cycle.")
 @click.option("--data-path", type=click.Path(path_type=Path), default=None,
               help="Static data directory [env INFERNO_DATA_PATH, default ./].")
 @click.option("--host", default=None, help="Listen address of /invoke and /metrics "
@@ -65,7 +68,7 @@ def _echo(message: str) -> None:
               "default inferno-cycles.jsonl]; - writes none.")
 def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuation: str,
          policy: str, scale_down_window: float | None, max_batch: int, lead: float | None,
-         data_path: Path | None,
+         tuner: str, data_path: Path | None,
          host: str | None, port: str | None, prometheus_url: str | None, no_prometheus: bool,
          cycle_log: str | None) -> None:
     """Control the managed Deployments of a cluster: every CONTROL_PERIOD s [env
@@ -87,7 +90,7 @@ def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuati
         controller=replace(controller, dry_run=dry_run), kube=kube_settings_from_env(env),
         prom=None if no_prometheus else prom_settings_from_env(env),
         actuation=Actuation(actuation), policy=policy, scale_down_window_s=scale_down_window,
-        max_batch=max_batch, lead_s=lead,
+        max_batch=max_batch, lead_s=lead, tuner=tuner,
         cycle_log=cycle_log or env.get(ENV_CYCLE_LOG) or DEFAULT_CYCLE_LOG)
     cycles = run_live(settings, on_ready=lambda h, p: _echo(
         f"inferno live: GET http://{h}:{p}/invoke and /metrics; SIGTERM or Ctrl-C stops"))

@@ -247,6 +247,20 @@ def test_dry_run_patches_nothing(kube: EmulatorThread, kube_settings: KubeSettin
     assert kube.get_deployment(HPA_NS, "hot")["spec"]["replicas"] == 1
 
 
+def test_tuner_state_is_logged_every_cycle(kube: EmulatorThread, kube_settings: KubeSettings,
+                                           hot_pod: PrometheusServer, tmp_path: Path,
+                                           loops: list[LiveLoop]) -> None:
+    """--tuner ekf: the live cycle log carries the tuner's state (mode, cycles seen)."""
+    put_hot(kube)
+    loop = hpa_loop(kube_settings, hot_pod.url, tmp_path, controller={"dry_run": True},
+                    tuner="ekf")
+    loops.append(loop)
+    assert loop.driver.invoke().is_ok
+    logged = read_cycle_log(tmp_path / "cycles.jsonl")[0]["tuner"]
+    assert logged["mode"] == "ekf"
+    assert logged["cycles"] == 1
+
+
 def test_conflict_and_server_error_are_retried(
         kube: EmulatorThread, kube_settings: KubeSettings, hot_pod: PrometheusServer,
         tmp_path: Path, loops: list[LiveLoop]) -> None:
