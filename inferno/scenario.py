@@ -40,7 +40,8 @@ from inferno.control.settings import (
 )
 from inferno.errors import ConfigError
 from inferno.io import apply_overrides, load_static_data
-from inferno.model import DEFAULT_CLASS, System
+from inferno.model import DEFAULT_CLASS, PerfParms, System
+from inferno.tuner import FirstToken, TunerMode, TunerSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = REPO_ROOT / "scenarios" / "quickstart.yaml"
@@ -83,6 +84,9 @@ class RouterKind(StrEnum):
     ROUND_ROBIN = "round_robin"
     LEAST_OUTSTANDING = "least_outstanding"
     POWER_OF_TWO = "power_of_two"
+    RANDOM = "uniform_random"
+    """A uniformly random ready replica (kube-proxy in iptables mode): each replica's
+    arrivals stay Poisson, as the analyzer assumes; round robin makes them Erlang-R."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -262,6 +266,25 @@ class TwinSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PerfScaleSpec:
+    """Factors on α, β, γ of the model data the controller sees (the twin keeps the true
+    ones): a controller that starts from wrong parameters, for the tuner to correct."""
+
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta", "gamma"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value!r}")
+
+    @property
+    def is_identity(self) -> bool:
+        return (self.alpha, self.beta, self.gamma) == (1.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ControllerSpec:
     period_s: float = 60.0
     """s between control cycles (upstream default); the first cycle runs one period in."""
@@ -271,12 +294,30 @@ class ControllerSpec:
     """The controller's static data carries the class targets × slo_scale. The optimizer
     plans for *mean* latency; < 1 leaves headroom for the spread of per-request latency
     around that mean. Summaries always score the unscaled targets."""
+    tuner: TunerMode = TunerMode.OFF
+    """Online tuning of α, β, γ (inferno.tuner) in the controller: off, ekf or window."""
+    tuner_settings: TunerSettings = TunerSettings(mode=TunerMode.OFF,
+                                                  first_token=FirstToken.PREFILL)
+    """The tuner's other settings by field name (docs/tuner.md). The mode comes from
+    `tuner`; first_token defaults to prefill, the twin's (and vLLM's) TTFT convention."""
+    perf_scale: PerfScaleSpec = PerfScaleSpec()
+    """Factors on the α, β, γ of every (model, accelerator) of the controller's model data;
+    the twin always runs on the unscaled (true) parameters."""
 
     def __post_init__(self) -> None:
         _check(math.isfinite(self.period_s) and self.period_s > 0,
                f"period_s must be > 0 in the twin, got {self.period_s!r}")
         _check(self.min_replicas >= 0, f"min_replicas must be >= 0, got {self.min_replicas!r}")
         _check(0 < self.slo_scale <= 1, f"slo_scale must be in (0, 1], got {self.slo_scale!r}")
+        mode = self.tuner_settings.mode
+        _check(mode in (TunerMode.OFF, self.tuner),
+               f"tuner_settings.mode: {mode.value!r} contradicts tuner {self.tuner.value!r}; "
+               "set the mode with tuner")
+
+    @property
+    def tuner_config(self) -> TunerSettings:
+        """The tuner's settings with the mode of `tuner`."""
+        return dataclasses.replace(self.tuner_settings, mode=self.tuner)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -367,6 +408,17 @@ class Scenario:
     @property
     def server_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.servers)
+
+    def with_tuner(self, mode: str) -> Scenario:
+        """The same scenario with `controller.tuner` set to `mode` (ConfigError if unknown)."""
+        modes = [m.value for m in TunerMode]
+        if mode not in modes:
+            raise ConfigError(f"{_prefix(self.source)}controller.tuner: unknown mode {mode!r}; "
+                              f"choose one of {', '.join(modes)}")
+        controller = self.controller
+        return dataclasses.replace(self, controller=dataclasses.replace(
+            controller, tuner=TunerMode(mode),
+            tuner_settings=dataclasses.replace(controller.tuner_settings, mode=TunerMode.OFF)))
 
     def with_policy(self, name: str) -> Scenario:
         """The same scenario under another policy (ConfigError if unknown)."""
@@ -475,6 +527,8 @@ def _convert(tp: Any, value: Any, where: str, ctx: _Ctx, default: Any = MISSING)
         base = default if is_dataclass(default) else None
         return _build(tp, value, where, ctx, base)
     if isinstance(tp, type) and issubclass(tp, StrEnum):
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on (no/yes) as a boolean
+            value = "on" if value else "off"
         if isinstance(value, str):
             for member in tp:
                 if member.value.lower() == value.lower():
@@ -669,6 +723,16 @@ def scaled_targets(system: System, scale: float) -> System:
             for model, t in c.targets.items()})
         for name, c in system.classes.items()}
     return dataclasses.replace(system, classes=classes)
+
+
+def scaled_perf(system: System, scale: PerfScaleSpec) -> System:
+    """`system` with α, β, γ of every (model, accelerator) multiplied by `scale`."""
+    if scale.is_identity:
+        return system
+    perf = {key: dataclasses.replace(p, perf=PerfParms(
+        alpha_ms=p.perf.alpha_ms * scale.alpha, beta_ms=p.perf.beta_ms * scale.beta,
+        gamma_ms=p.perf.gamma_ms * scale.gamma)) for key, p in system.perf.items()}
+    return dataclasses.replace(system, perf=perf)
 
 
 def scenario_system(scenario: Scenario) -> System:

@@ -16,9 +16,10 @@ so stepping it ahead of the run is the same as stepping it in a process). Arriva
 exact (thinning of the piecewise-linear rate, `sim.workload`); token lengths are the step's
 mean times a unit-mean draw of the configured shape, rounded, at least 1.
 
-Random streams: ``SeedSequence(seed).spawn(3)`` → cluster (startup delays, routers), emulator,
-workload (two streams per server: arrivals, lengths). The workload streams do not depend on
-the policy, so every policy of a scenario sees the same requests.
+Random streams: ``SeedSequence(seed).spawn(4)`` → cluster (startup delays, routers), emulator,
+workload (two streams per server: arrivals, lengths), random routers (one per server). The
+workload streams do not depend on the policy, so every policy of a scenario sees the same
+requests.
 
 End of a run: arrivals stop at ``duration_s``, so does the controller; requests in flight get
 ``drain_s`` more seconds with the allocation frozen. Summary cost and GPU-hours are accrued over
@@ -53,26 +54,31 @@ from inferno.control import (
     read_cycle_log,
     write_cycle_log,
 )
+from inferno.control.tuning import TunerHook
 from inferno.errors import ConfigError
-from inferno.model import System
+from inferno.model import PerfParms, System
 from inferno.model.units import MS_PER_S, S_PER_MIN
 from inferno.scenario import (
     LengthKind,
+    RouterKind,
     Scenario,
     ServerSpec,
     TraceSpec,
     dump_scenario,
     load_scenario,
     profile_phases,
+    scaled_perf,
     scaled_targets,
     scenario_system,
 )
+from inferno.tuner import TunerMode, TunerStage
 from sim import workload as wl
 from sim.cluster import Cluster
 from sim.deployment import DeploymentSpec, RolloutSettings, StartupDelay
 from sim.metrics import Stats
 from sim.replica import EngineSettings
 from sim.request import RequestStatus
+from sim.router import UniformRandom
 from sim.trace import TraceRow, read_trace, replay
 from sim.twin import ClusterTwin, ServerInfo, TwinSettings
 
@@ -299,15 +305,42 @@ class ServerSummary:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TunerSummary:
+    """How close the tuner got to the twin's true α, β, γ for one (model, accelerator)."""
+
+    model: str
+    accelerator: str
+    final: Mapping[str, float]
+    """alpha, beta, gamma in force after the last cycle (model data if nothing was learned)."""
+    true: Mapping[str, float]
+    """The twin's parameters."""
+    rel_error: Mapping[str, float]
+    """|final − true| / true per parameter."""
+    cycles_to_5pct: int | None
+    """First cycle (1-based) from which all three stay within 5 % of the truth; None if never."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "accelerator": self.accelerator,
+                "final": dict(self.final), "true": dict(self.true),
+                "rel_error": dict(self.rel_error), "cycles_to_5pct": self.cycles_to_5pct}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Summary(ServerSummary):
     policy: str
     servers: Mapping[str, ServerSummary] = field(default_factory=dict)
+    tuner: tuple[TunerSummary, ...] | None = None
+    """Per (model, accelerator) tuning outcome; None when no tuner ran."""
 
     def to_dict(self) -> dict[str, Any]:
-        """summary.json: exactly SUMMARY_KEYS; non-finite numbers become null."""
+        """summary.json: SUMMARY_KEYS, plus `tuner` when a tuner ran; non-finite numbers
+        become null."""
         doc = {"policy": self.policy, **_summary_dict(self),
                "servers": {name: _summary_dict(s) for name, s in self.servers.items()}}
-        return {key: doc[key] for key in SUMMARY_KEYS}
+        out = {key: doc[key] for key in SUMMARY_KEYS}
+        if self.tuner is not None:
+            out["tuner"] = [t.to_dict() for t in self.tuner]
+        return out
 
 
 def _num(value: float) -> float | None:
@@ -373,6 +406,50 @@ def _server_summary(df: pd.DataFrame, cost: float, gpu_hours: float,
         replica_changes=changes)
 
 
+TUNER_TOLERANCE = 0.05
+"""Relative error within which a learned parameter counts as converged (issue 6 item 3)."""
+PARAM_NAMES = ("alpha", "beta", "gamma")
+
+
+def _params(p: PerfParms) -> dict[str, float]:
+    return {"alpha": p.alpha_ms, "beta": p.beta_ms, "gamma": p.gamma_ms}
+
+
+def tuner_summary(cycles: Sequence[CycleRecord], true_system: System,
+                  controller_system: System) -> tuple[TunerSummary, ...]:
+    """Per pair in the cycle logs' tuner state: final and true parameters, relative errors,
+    and the first cycle from which every later cycle is within `TUNER_TOLERANCE`.
+
+    A cycle in which the pair has no learned parameters yet counts with the controller's
+    model data (what the optimizer used), so a run that never learns keeps its initial error.
+    """
+    keys = sorted({(p["model"], p["accelerator"]) for c in cycles
+                   for p in c.tuner.get("pairs", ())} & set(true_system.perf))
+    out = []
+    for key in keys:
+        true = _params(true_system.perf[key].perf)
+        prior = (_params(controller_system.perf[key].perf) if key in controller_system.perf
+                 else dict.fromkeys(PARAM_NAMES, math.nan))
+        in_force = []
+        for c in cycles:
+            pair = next((p for p in c.tuner.get("pairs", ())
+                         if (p["model"], p["accelerator"]) == key), None)
+            learned = pair is not None and all(pair.get(n) is not None for n in PARAM_NAMES)
+            in_force.append({n: float(pair[n]) for n in PARAM_NAMES} if learned else prior)
+        final = in_force[-1] if in_force else prior
+        errors = [max(abs(p[n] / true[n] - 1.0) for n in PARAM_NAMES) for p in in_force]
+        converged = None
+        for i in range(len(errors), 0, -1):
+            if not errors[i - 1] <= TUNER_TOLERANCE:
+                break
+            converged = cycles[i - 1].cycle
+        out.append(TunerSummary(
+            model=key[0], accelerator=key[1], final=final, true=true,
+            rel_error={n: abs(final[n] / true[n] - 1.0) for n in PARAM_NAMES},
+            cycles_to_5pct=converged))
+    return tuple(out)
+
+
 def summarise(requests: pd.DataFrame, cluster: Cluster, twin: ClusterTwin, policy: str,
               horizon_s: float) -> Summary:
     servers = {}
@@ -397,7 +474,8 @@ def _deployment_spec(spec: ServerSpec, scenario: Scenario, system: System) -> De
     return DeploymentSpec(
         name=spec.name, model=spec.model, accelerator=spec.accelerator,
         max_batch=spec.max_batch or perf.max_batch_size or 256, num_replicas=spec.replicas,
-        router=twin.router.value,
+        router=(RouterKind.ROUND_ROBIN if twin.router is RouterKind.RANDOM
+                else twin.router).value,  # the random router is seeded by run_scenario
         engine=EngineSettings(
             max_num_batched_tokens=engine.max_num_batched_tokens or perf.max_num_tokens,
             block_size=engine.block_size,
@@ -419,7 +497,8 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
         scenario = scenario.with_policy(policy)
     policy_name = scenario.policy.name
     system = scenario_system(scenario)
-    ss_cluster, ss_emulator, ss_workload = np.random.SeedSequence(scenario.seed).spawn(3)
+    ss_cluster, ss_emulator, ss_workload, ss_router = (
+        np.random.SeedSequence(scenario.seed).spawn(4))
     work = (trace_workload(scenario, scenario.trace) if scenario.trace is not None
             else synthesize(scenario, ss_emulator, ss_workload))
 
@@ -427,11 +506,14 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
     cluster = Cluster(env, system, capacity=dict(system.capacity), seed=ss_cluster,
                       sample_period_s=None)
     infos = {}
-    for spec in scenario.servers:
+    for spec, seed in zip(scenario.servers, ss_router.spawn(len(scenario.servers)), strict=True):
         try:
-            cluster.add_deployment(_deployment_spec(spec, scenario, system))
+            dep = cluster.add_deployment(_deployment_spec(spec, scenario, system))
         except ConfigError as exc:
             raise ConfigError(f"{scenario.source}: servers.{spec.name}: {exc}") from None
+        if scenario.twin.router is RouterKind.RANDOM:
+            # one stream per server from the scenario seed, independent of the cluster's
+            dep.router = UniformRandom(np.random.default_rng(seed))
         infos[spec.name] = ServerInfo(name=spec.name, model=spec.model,
                                       class_name=spec.class_name,
                                       min_num_replicas=spec.min_replicas,
@@ -443,14 +525,16 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
     replay(env, work.rows(), cluster.submit, wl.RequestFactory())
 
     period = scenario.controller.period_s
-    controller_system = scaled_targets(system, scenario.controller.slo_scale)
+    controller_system = scaled_perf(scaled_targets(system, scenario.controller.slo_scale),
+                                    scenario.controller.perf_scale)
+    tuner = _tuner_hook(scenario)
     controller = Controller(
         collector=twin, actuator=twin, clock=twin,
         policy=make_policy(policy_name, scenario.policy.settings_for(policy_name),
                            PolicyDeps(future_load=work.future_load(), horizon_s=period)),
         settings=ControllerSettings(period_s=period,
                                     min_replicas=scenario.controller.min_replicas),
-        static_data=lambda: controller_system)
+        static_data=lambda: controller_system, tune=tuner)
     records: list[CycleRecord] = []
     env.process(_control(env, controller, period, scenario.duration_s, records))
 
@@ -464,10 +548,19 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
 
     requests = _slo_columns(cluster.requests(), scenario, system)
     summary = summarise(requests, cluster, twin, policy_name, end)
+    if tuner is not None:
+        summary = replace(summary, tuner=tuner_summary(records, system, controller_system))
     return RunResult(scenario=scenario, policy=policy_name, summary=summary, requests=requests,
                      workload=work, cycles=tuple(records), timeseries=twin.timeseries(),
                      actuations=twin.actuations(), end_s=float(env.now),
                      wall_s=time.perf_counter() - wall0)
+
+
+def _tuner_hook(scenario: Scenario) -> TunerHook | None:
+    """The controller's tune stage (`controller.tuner`), None when off."""
+    if scenario.controller.tuner is TunerMode.OFF:
+        return None
+    return TunerHook(TunerStage(scenario.controller.tuner_config))
 
 
 def _control(env: simpy.Environment, controller: Controller, period_s: float, end_s: float,

@@ -3,7 +3,8 @@
 Both commands are attached to the `sim` group. The twin is imported inside the command bodies,
 so the core install never imports SimPy until a twin command runs. Outputs (docs/scenarios.md):
 requests.csv, trace.csv, cycles.jsonl, summary.json, scenario.yaml, timeseries.csv,
-actuations.csv and the PNG plots, in `--out` (default runs/<scenario>-<policy>).
+actuations.csv and the PNG plots, in `--out` (default runs/<scenario>-<policy>). `--tuner`
+overrides the scenario's `controller.tuner` (summary.json then has a `tuner` block).
 """
 
 from __future__ import annotations
@@ -66,15 +67,19 @@ def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
               help="Output directory (default: runs/<scenario>-<policy>).")
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a scenario value, e.g. --set controller.period_s=30 (repeatable).")
+@click.option("--tuner", type=click.Choice(["ekf", "window", "off"]),
+              help="Online tuning of α, β, γ (default: the scenario's controller.tuner).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple[str, ...],
-        no_plots: bool) -> None:
+        tuner: str | None, no_plots: bool) -> None:
     """Run SCENARIO (default: the quickstart) in the twin with the controller in the loop."""
     from inferno.scenario import DEFAULT_SCENARIO, load_scenario
     from sim.run import run_scenario, write_run
 
     path = scenario or DEFAULT_SCENARIO
     loaded = load_scenario(path, sets)
+    if tuner is not None:
+        loaded = loaded.with_tuner(tuner)
     name = policy or loaded.policy.name
     progress = ProgressLine(f"{loaded.name} ({name})")
     result = run_scenario(loaded, policy=policy, progress=progress)

@@ -7,6 +7,7 @@ or `inferno.optimizer`; the controller wires `TunerStage` in.
 from inferno.tuner.ekf import EkfState, EkfUpdate, Outcome
 from inferno.tuner.fit import FitResult, condition_number, fit, guess_init_state, refit_window
 from inferno.tuner.observation import (
+    FirstToken,
     ObservationSet,
     SkipReason,
     TunerObservation,
@@ -17,8 +18,8 @@ from inferno.tuner.stage import TunerStage, observations_from_snapshot
 from inferno.tuner.store import PairState, ParameterStore, Phase
 
 __all__ = [
-    "CHI2_2DOF_975", "EkfState", "EkfUpdate", "FitResult", "ObservationSet", "Outcome",
-    "PairState", "ParameterStore", "Phase", "SkipReason", "TunerMode", "TunerObservation",
-    "TunerSettings", "TunerStage", "check_observation", "condition_number", "fit",
-    "guess_init_state", "observations_from_snapshot", "refit_window",
+    "CHI2_2DOF_975", "EkfState", "EkfUpdate", "FirstToken", "FitResult", "ObservationSet",
+    "Outcome", "PairState", "ParameterStore", "Phase", "SkipReason", "TunerMode",
+    "TunerObservation", "TunerSettings", "TunerStage", "check_observation", "condition_number",
+    "fit", "guess_init_state", "observations_from_snapshot", "refit_window",
 ]

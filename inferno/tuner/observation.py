@@ -2,7 +2,9 @@
 
 h(x) is the analyzer's open-loop chunked (G7) prediction of mean TTFT and ITL at the replica's
 offered rate, vectorised over parameter vectors × observations in one `analyze_batch` call,
-together with the load ratio offered / max rate that the saturation guards use.
+together with the load ratio offered / max rate that the saturation guards use. The TTFT is
+taken in the observation's first-token convention (`FirstToken`): fitting the analyzer's own
+convention to vLLM-style TTFTs biases β by about −30 % (docs/tuner.md).
 """
 
 from __future__ import annotations
@@ -15,8 +17,22 @@ from typing import NamedTuple
 import numpy as np
 
 from inferno.analyzer import QueueBatch, analyze_batch
+from inferno.analyzer.service import ServiceParams, instant_prefill_ms
 from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel, PerfParms
 from inferno.model.units import rpm_to_rps
+
+
+class FirstToken(StrEnum):
+    """Which iteration the world's TTFT counts the first output token from (h(x)'s TTFT)."""
+
+    DECODE = "decode"
+    """The analyzer's accounting: TTFT = W + prefill + ITL (one decode step after prefill)."""
+    PREFILL = "prefill"
+    """vLLM (and the twin): the iteration that completes the prefill samples the first token,
+    and an arrival that finds the replica busy first waits for the running iteration to end
+    (mean residual ≈ ITL/2), so TTFT ≈ W + prefill + P(busy)·ITL/2, with
+    P(busy) ≈ 1 − exp(−X̄) (Poisson occupancy at the mean batch X̄). Against the twin: within
+    1–3.5 % from 2 % to 60 % of capacity (docs/tuner.md)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +63,12 @@ class TunerObservation:
     """Token budget per iteration of the chunked model."""
     time_s: float = 0.0
     """When the window ended (for logs)."""
+    first_token: FirstToken = FirstToken.DECODE
+    """How the world that measured ``ttft_ms`` counts the first token."""
+    is_transient: bool = False
+    """The replica set changed during the window (a replica became ready or left, or the
+    accelerator or max batch changed): the per-replica rate divides by a count that did not
+    hold for the whole window, and the queue is not stationary."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -62,6 +84,8 @@ class SkipReason(StrEnum):
 
     INVALID = "invalid"
     """Non-positive or missing rate, tokens, batch, TTFT or ITL (design §6.2)."""
+    TRANSIENT = "transient"
+    """The replica set changed during the window (`TunerObservation.is_transient`)."""
     ZERO_THROUGHPUT = "zero_throughput"
     """The replica completed nothing: its latencies describe no finished request."""
     SATURATED = "saturated"
@@ -85,6 +109,8 @@ def check_observation(obs: TunerObservation, min_throughput_ratio: float) -> Ski
     if not all(np.isfinite(values)) or min(values) <= 0 or obs.max_batch <= 0 or (
             obs.max_queue < 0 or obs.out_tokens < 1):
         return SkipReason.INVALID
+    if obs.is_transient:
+        return SkipReason.TRANSIENT
     if obs.throughput_rpm is not None:
         if obs.throughput_rpm <= 0:
             return SkipReason.ZERO_THROUGHPUT
@@ -122,6 +148,8 @@ class ObservationSet:
         self._in_tokens = np.array([o.in_tokens for o in obs], dtype=float)
         self._out_tokens = np.array([o.out_tokens for o in obs], dtype=float)
         self._max_num_tokens = np.array([o.max_num_tokens for o in obs], dtype=np.int64)
+        self._is_prefill_token = np.array([o.first_token is FirstToken.PREFILL for o in obs],
+                                          dtype=bool)
 
     def __len__(self) -> int:
         return len(self.observations)
@@ -154,13 +182,37 @@ class ObservationSet:
             perf_model=PerfModel.CHUNKED)
         with np.errstate(all="ignore"):
             m = analyze_batch(batch, tile(self.rate_rps))
-            ttft = np.asarray(m.ttft_ms, dtype=float).reshape(p, n)
             itl = np.asarray(m.itl_ms, dtype=float).reshape(p, n)
+            ttft = np.asarray(m.ttft_ms, dtype=float).reshape(p, n)
+            if self._is_prefill_token.any():
+                ttft = np.where(self._is_prefill_token,
+                                ttft + _prefill_token_shift(batch, m.num_in_service, itl), ttft)
             ratio = tile(self.rate_rps).reshape(p, n) / np.asarray(
                 m.max_rate_rps, dtype=float).reshape(p, n)
         bad = ~(np.isfinite(ttft) & np.isfinite(itl) & np.isfinite(ratio)) | ~is_usable[:, None]
         return Prediction(np.where(bad, np.inf, ttft), np.where(bad, np.inf, itl),
                           np.where(bad, np.inf, ratio))
+
+
+def _prefill_token_shift(batch: QueueBatch, n_srv: np.ndarray, itl_ms: np.ndarray
+                         ) -> np.ndarray:
+    """TTFT(`FirstToken.PREFILL`) − the analyzer's TTFT, shaped like ``itl_ms`` (P, n).
+
+    Three terms, each checked against the twin (docs/tuner.md): the analyzer's closing decode
+    step goes (−ITL); an arrival that finds the replica busy waits for the running iteration,
+    whose mean residual is about ITL/2 (+ITL/2·P(busy), P(busy) ≈ 1 − exp(−X̄)); and its
+    prefill iterations carry the X̄ requests it finds in service (PASTA), where the analyzer
+    counts X̄ − 1 (+ prefill(X̄ + 1) − prefill(X̄)).
+    """
+    x = np.asarray(n_srv, dtype=float)
+    service = ServiceParams(alpha_ms=batch.alpha_ms, beta_ms=batch.beta_ms,
+                            gamma_ms=batch.gamma_ms, in_tokens=batch.in_tokens,
+                            out_tokens=batch.out_tokens, max_batch=batch.max_batch,
+                            max_num_tokens=batch.max_num_tokens)
+    one_more = (instant_prefill_ms(PerfModel.CHUNKED, x + 1.0, service)
+                - instant_prefill_ms(PerfModel.CHUNKED, x, service))
+    busy = -np.expm1(-x)
+    return (one_more.reshape(itl_ms.shape) - itl_ms * (1.0 - 0.5 * busy.reshape(itl_ms.shape)))
 
 
 def as_array(perf: PerfParms) -> np.ndarray:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from inferno.errors import ConfigError
+from inferno.tuner.observation import FirstToken
 
 CHI2_2DOF_975 = 7.378
 """χ² quantile, 2 degrees of freedom, 97.5 %: the NIS gate of one (TTFT, ITL) observation."""
@@ -80,6 +81,10 @@ class TunerSettings:
     over the window instead of staying locked out (upstream P17 NIS lockout)."""
     seed: tuple[float, float, float] = (5.0, 0.05, 5e-5)
     """α (ms), β (ms/token), γ (ms/KV token) used when model data holds no parameters."""
+    first_token: FirstToken = FirstToken.DECODE
+    """How the collected TTFT counts the first token: ``prefill`` for vLLM and the twin
+    (the prefill iteration samples it), ``decode`` for the analyzer's own accounting. The
+    default keeps h(x) equal to the analyzer's prediction."""
 
     def __post_init__(self) -> None:
         def require(ok: bool, message: str) -> None:
@@ -105,6 +110,8 @@ class TunerSettings:
         for name in ("max_load_ratio", "min_throughput_ratio"):
             value = getattr(self, name)
             require(0 < value <= 1, f"{name} must be in (0, 1], got {value!r}")
+        require(isinstance(self.first_token, FirstToken), f"first_token must be one of "
+                f"{', '.join(f.value for f in FirstToken)}, got {self.first_token!r}")
         require(len(self.seed) == 3 and all(v > 0 for v in self.seed),
                 f"seed must be three numbers > 0, got {self.seed!r}")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from inferno.model import DEFAULT_MAX_NUM_TOKENS, ModelPerf, PerfParms, System
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
-from inferno.tuner.observation import TunerObservation
+from inferno.tuner.observation import FirstToken, TunerObservation
 from inferno.tuner.pair import tune_pair
 from inferno.tuner.settings import TunerMode, TunerSettings
 from inferno.tuner.store import Key, ParameterStore, Phase
@@ -30,23 +30,37 @@ DEFAULT_APPENDED_MAX_BATCH = 256
 """maxBatchSize of a learned pair appended to model data that lacks it (upstream /merge)."""
 
 
-def observations_from_snapshot(snapshot: ClusterSnapshot,
-                               system: System | None = None) -> list[TunerObservation]:
+def observations_from_snapshot(snapshot: ClusterSnapshot, system: System | None = None, *,
+                               first_token: FirstToken = FirstToken.DECODE,
+                               previous: ClusterSnapshot | None = None
+                               ) -> list[TunerObservation]:
     """One observation per server with traffic and ready replicas (per-replica means).
 
     Idle servers (no rate or no ready replica) give none, as upstream ignores them; a missing
-    latency or token count becomes NaN so that screening counts it as invalid.
+    latency or token count becomes NaN so that screening counts it as invalid. ``first_token``
+    is the collector's TTFT convention.
+
+    With ``previous``, the last cycle's snapshot, a server is marked transient unless it was
+    in it with the same ready replicas, accelerator and max batch: its window may hold a
+    scaling step or a start from empty (exact when the collection window is at most the
+    control period). Without ``previous`` nothing is marked (a caller that does not track
+    history takes every window as stationary).
     """
     out = []
     for name in sorted(snapshot.servers):
         s = snapshot.servers[name]
         if not s.arrival_rpm or s.arrival_rpm <= 0 or s.ready_replicas <= 0 or not s.accelerator:
             continue
-        out.append(_observation(s, snapshot.time_s, system))
+        prev = previous.servers.get(name) if previous is not None else s
+        is_transient = prev is None or (
+            (prev.ready_replicas, prev.accelerator, prev.max_batch)
+            != (s.ready_replicas, s.accelerator, s.max_batch))
+        out.append(_observation(s, snapshot.time_s, system, first_token, is_transient))
     return out
 
 
-def _observation(s: ServerObservation, time_s: float, system: System | None) -> TunerObservation:
+def _observation(s: ServerObservation, time_s: float, system: System | None,
+                 first_token: FirstToken, is_transient: bool) -> TunerObservation:
     perf = system.perf.get((s.model, s.accelerator)) if system is not None else None
     n = s.max_batch
     q = s.max_queue_size if s.max_queue_size is not None else MAX_QUEUE_TO_BATCH_RATIO * n
@@ -62,7 +76,7 @@ def _observation(s: ServerObservation, time_s: float, system: System | None) -> 
         max_batch=n, max_queue=q, ttft_ms=value(s.ttft_ms), itl_ms=value(s.itl_ms),
         waiting_requests=s.waiting_requests,
         max_num_tokens=perf.max_num_tokens if perf is not None else DEFAULT_MAX_NUM_TOKENS,
-        time_s=time_s)
+        time_s=time_s, first_token=first_token, is_transient=is_transient)
 
 
 class TunerStage:
@@ -77,6 +91,9 @@ class TunerStage:
         self._last_error: str | None = None
         self._warming_cycles = 0
         self._num_cycles = 0
+        self._previous: ClusterSnapshot | None = None
+        """The last observed snapshot; a server absent from it, or whose replica set changed
+        since, gives a transient observation (the first cycle's are all transient)."""
 
     @property
     def is_enabled(self) -> bool:
@@ -87,7 +104,10 @@ class TunerStage:
     def observe(self, snapshot: ClusterSnapshot, system: System | None = None) -> None:
         """Tune every pair seen in ``snapshot``; ``system`` supplies model-data priors."""
         try:
-            observations = observations_from_snapshot(snapshot, system)
+            observations = observations_from_snapshot(
+                snapshot, system, first_token=self.settings.first_token,
+                previous=self._previous or ClusterSnapshot(time_s=snapshot.time_s))
+            self._previous = snapshot
         except Exception as exc:  # the tuner must never break the control loop
             self._record_error("observe", exc)
             return
