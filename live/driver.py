@@ -39,6 +39,7 @@ from inferno.control.controller import StaticData
 from inferno.control.ports import Actuator, Clock
 from inferno.control.tuning import make_tuner
 from inferno.errors import ConfigError
+from inferno.tuner import FirstToken, TunerSettings
 from live.collector import LiveCollector
 from live.config import KubeSettings, PromSettings, load_api_client
 from live.kube import KubeActuator
@@ -171,7 +172,9 @@ class LiveLoop:
         self.controller = Controller(
             collector=LiveCollector(api_client, settings.kube, prom, self.clock),
             actuator=actuator, clock=self.clock, policy=policy, settings=ctl,
-            static_data=static_data, tune=make_tuner(settings.tuner))
+            static_data=static_data,
+            # vLLM samples the first token in the prefill iteration (docs/tuner.md)
+            tune=make_tuner(settings.tuner, TunerSettings(first_token=FirstToken.PREFILL)))
         # A dry run actuates nothing, and in metrics mode the gauges are the actuation.
         exporter = None if ctl.dry_run else self.exporter
         self.driver = Driver(self.controller, log=ExportingCycleLog(settings.cycle_log, exporter))

@@ -54,7 +54,7 @@ from inferno.control import (
     read_cycle_log,
     write_cycle_log,
 )
-from inferno.control.tuning import TunerHook
+from inferno.control.tuning import TunerHook, make_tuner
 from inferno.errors import ConfigError
 from inferno.model import PerfParms, System
 from inferno.model.units import MS_PER_S, S_PER_MIN
@@ -71,7 +71,6 @@ from inferno.scenario import (
     scaled_targets,
     scenario_system,
 )
-from inferno.tuner import TunerMode, TunerStage
 from sim import workload as wl
 from sim.cluster import Cluster
 from sim.deployment import DeploymentSpec, RolloutSettings, StartupDelay
@@ -558,9 +557,7 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
 
 def _tuner_hook(scenario: Scenario) -> TunerHook | None:
     """The controller's tune stage (`controller.tuner`), None when off."""
-    if scenario.controller.tuner is TunerMode.OFF:
-        return None
-    return TunerHook(TunerStage(scenario.controller.tuner_config))
+    return make_tuner(scenario.controller.tuner.value, scenario.controller.tuner_config)
 
 
 def _control(env: simpy.Environment, controller: Controller, period_s: float, end_s: float,

@@ -8,6 +8,7 @@ stage and never reaches the controller.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from inferno.model.snapshot import ClusterSnapshot
@@ -29,9 +30,10 @@ class TunerHook:
         return self.stage.state_for_log()
 
 
-def make_tuner(mode: str) -> TunerHook | None:
-    """`--tuner ekf|window|off` → a hook, or None when off."""
+def make_tuner(mode: str, settings: TunerSettings | None = None) -> TunerHook | None:
+    """`--tuner ekf|window|off` → a hook (``settings`` with that mode), or None when off."""
     tuner_mode = TunerMode(mode)
     if tuner_mode is TunerMode.OFF:
         return None
-    return TunerHook(TunerStage(TunerSettings(mode=tuner_mode)))
+    base = settings or TunerSettings()
+    return TunerHook(TunerStage(replace(base, mode=tuner_mode)))
