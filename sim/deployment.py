@@ -39,11 +39,11 @@ import simpy
 
 from inferno.errors import ConfigError
 from inferno.model import Accelerator, ModelPerf
+from inferno.model.units import S_PER_HR
 from sim.replica import EngineSettings, Replica, ReplicaState
 from sim.request import Request, RequestStatus
 from sim.router import make_router
 
-S_PER_HR = 3600.0
 _LIVE = (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.READY)
 STARTUP_KINDS = ("fixed", "uniform", "exponential", "lognormal")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 MS_PER_S = 1000.0
 S_PER_MIN = 60.0
+S_PER_HR = 3600.0
 
 
 def rpm_to_rps(rpm: float) -> float:
