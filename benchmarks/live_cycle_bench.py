@@ -28,7 +28,6 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import kubernetes.client
 import numpy as np
@@ -39,6 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "live")]
 from kube_emulator import EmulatorThread, deployment  # noqa: E402
 from prom_harness import PrometheusServer  # noqa: E402
 
+from inferno.commands.live import follow_deployments  # noqa: E402
 from inferno.control import ControllerSettings  # noqa: E402
 from inferno.io import load_static_data  # noqa: E402
 from live.config import KubeSettings, PromSettings, load_api_client  # noqa: E402
@@ -47,7 +47,7 @@ from live.emulate_load import DeploymentReader  # noqa: E402
 from live.kube import discover_deployments  # noqa: E402
 from live.prom import PromCollector  # noqa: E402
 from sim.deployment import StartupDelay  # noqa: E402
-from sim.emulate import ClusterEmulation, DesiredDeployment, EmulationSettings  # noqa: E402
+from sim.emulate import ClusterEmulation, EmulationSettings  # noqa: E402
 
 SMALL = ROOT / "sample-data" / "small"
 NS = "bench"
@@ -70,17 +70,6 @@ def seed_deployments(kube: EmulatorThread, n: int, seed: int) -> None:
         kube.put_deployment(deployment(NS, f"dep-{i:03d}", labels))
 
 
-def follow(reader: DeploymentReader) -> Any:
-    def desired() -> dict[tuple[str, str], DesiredDeployment]:
-        return {(d.namespace, d.deployment): DesiredDeployment(
-            namespace=d.namespace, deployment=d.deployment, model=d.labels.model,
-            accelerator=d.labels.accelerator, replicas=d.desired_replicas,
-            max_batch=d.labels.max_batch, load_rpm=d.labels.load_rpm or 0.0,
-            in_tokens=d.labels.load_in_tokens, out_tokens=d.labels.load_out_tokens)
-            for d in reader()}
-    return desired
-
-
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -96,7 +85,7 @@ def run(n: int, cycles: int, seed: int, lead_s: float
     api_client = load_api_client(kube_settings)
     seed_deployments(kube, n, seed)
     emulation = ClusterEmulation(
-        load_static_data(SMALL), follow(DeploymentReader(api_client, kube_settings)),
+        load_static_data(SMALL), follow_deployments(DeploymentReader(api_client, kube_settings)),
         EmulationSettings(poll_s=2.0, startup=StartupDelay(mean_s=5.0), seed=seed),
         targets_file=prometheus.targets_file)
     loop: LiveLoop | None = None

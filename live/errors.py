@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TypeVar
 
 import requests
 import urllib3.exceptions
@@ -59,22 +60,24 @@ def _api_reason(exc: ApiException) -> str:
     return f"HTTP {exc.status} {exc.reason or ''}".strip()
 
 
+E = TypeVar("E", ActuateError, CollectError)
+
+
+def _kube_error(cls: type[E], exc: BaseException, what: str) -> E:
+    if isinstance(exc, ApiException):
+        return cls(f"{what}: {_api_reason(exc)}", transient=is_retryable_status(exc.status),
+                   retry_after_s=retry_after_s(exc))
+    return cls(f"{what}: {type(exc).__name__}: {exc}", transient=True)
+
+
 def actuate_error(exc: BaseException, what: str) -> ActuateError:
     """Wrap a Kubernetes client failure met while writing `what` (e.g. "patch infer/dep1")."""
-    if isinstance(exc, ApiException):
-        return ActuateError(f"{what}: {_api_reason(exc)}",
-                            transient=is_retryable_status(exc.status),
-                            retry_after_s=retry_after_s(exc))
-    return ActuateError(f"{what}: {type(exc).__name__}: {exc}", transient=True)
+    return _kube_error(ActuateError, exc, what)
 
 
 def kube_collect_error(exc: BaseException, what: str) -> CollectError:
     """Wrap a Kubernetes client failure met while reading `what` (e.g. "list deployments")."""
-    if isinstance(exc, ApiException):
-        return CollectError(f"{what}: {_api_reason(exc)}",
-                            transient=is_retryable_status(exc.status),
-                            retry_after_s=retry_after_s(exc))
-    return CollectError(f"{what}: {type(exc).__name__}: {exc}", transient=True)
+    return _kube_error(CollectError, exc, what)
 
 
 def prom_collect_error(exc: BaseException, query: str) -> CollectError:

@@ -138,7 +138,7 @@ def emulate_load(interval: str | None, alpha: str | None, seed: int, count: int 
     _echo(f"inferno emulate-load: {passes} passes")
 
 
-def _follow(read: Callable[[], list[ManagedDeployment]]) -> Source:
+def follow_deployments(read: Callable[[], list[ManagedDeployment]]) -> Source:
     """The emulation's desired state: each managed Deployment's spec and labels."""
     from sim.emulate import DesiredDeployment
 
@@ -208,8 +208,9 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
     kube = kube_settings_from_env(os.environ)
     api_client = load_api_client(kube)
     report = DeploymentStatusWriter(api_client, kube) if write_status else None
-    emulation = ClusterEmulation(system, _follow(DeploymentReader(api_client, kube)), settings,
-                                 targets_file=targets_file, report=report)
+    source = follow_deployments(DeploymentReader(api_client, kube))
+    emulation = ClusterEmulation(system, source, settings, targets_file=targets_file,
+                                 report=report)
     try:
         with stop_on_signals(emulation.request_stop):
             h, p = emulation.start()
