@@ -257,11 +257,14 @@ whole cluster (2 + 2 H100, 4 A100).
 5. **Accelerator migrations under load are still harmful in a full cluster.** With
    migrations allowed (`keep_accelerator: false`) inferno falls to {m_mig} on
    multi-model-capacity (Premium {m_mig_prem}), although the policy raises the transition
-   penalty to 0.3 (`policy.inferno.migration_penalty`; upstream 0.1): 1×H100 and 2×A100 cost
-   nearly the same, and a migration is a rolling replacement that, in a full cluster, waits for
-   cards held by other servers. The shipped scenarios set `keep_accelerator: true`. Fix: no
-   migration while the target type has no free card (capacity net of held replicas), and a
-   minimum dwell time on an accelerator.
+   penalty to 0.3 (`policy.inferno.migration_penalty`; upstream 0.1) and keeps a migrated
+   server on its new accelerator for 10 minutes (`policy.inferno.min_dwell_s`; without it
+   51.9 %): 1×H100 and 2×A100 cost nearly the same, and a migration is a rolling replacement
+   that, in a full cluster, waits for cards held by other servers, so the optimizer's plan
+   (which counts the whole capacity as free) runs ahead of what the cluster can place. The
+   shipped scenarios set `keep_accelerator: true`. Fix: plan with the capacity net of replicas
+   that are still held (draining, stabilised) and allow no migration onto a type without free
+   cards.
 
 6. **Holding the whole cluster wins when the peak needs all of it.** On multi-model-capacity
    the `static` row keeps the whole cluster allocated: {m_sta} at {m_sta_cost} (Premium

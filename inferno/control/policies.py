@@ -214,6 +214,8 @@ class InfernoPolicy:
         self.settings = settings or InfernoSettings()
         self._solve = solve or _default_solve
         self._history: dict[str, list[tuple[float, float]]] = {}
+        self._placed: dict[str, tuple[str, float]] = {}
+        """server -> (accelerator, time it was first seen there)."""
 
     @property
     def stabilisation(self) -> StabilisationSettings:
@@ -228,6 +230,23 @@ class InfernoPolicy:
                 load = self._lead(name, load, now_s)
             loads[name] = load
         return loads
+
+    def _hold_recent_migrations(self, system: System, snapshot: ClusterSnapshot,
+                                now_s: float) -> System:
+        """Keep the accelerator of servers that moved less than `min_dwell_s` ago."""
+        dwell = self.settings.min_dwell_s
+        servers = []
+        for server in system.servers:
+            acc = snapshot.servers[server.name].accelerator
+            placed = self._placed.get(server.name)
+            if placed is None or placed[0] != acc:
+                # first sight counts as settled; a change of accelerator starts the clock
+                self._placed[server.name] = (acc, -math.inf if placed is None else now_s)
+                placed = self._placed[server.name]
+            if dwell > 0 and acc and now_s - placed[1] < dwell and not server.keep_accelerator:
+                server = replace(server, keep_accelerator=True)
+            servers.append(server)
+        return replace(system, servers=tuple(servers))
 
     def _lead(self, name: str, load: LoadEstimate, now_s: float) -> LoadEstimate:
         """rate + trend × lead_s, the trend taken over at least lead_s/2 (a short control
@@ -250,6 +269,7 @@ class InfernoPolicy:
     def decide(self, snapshot: ClusterSnapshot, now_s: float, static: System) -> Decision:
         system, notes = build_system(static, snapshot, self.loads(snapshot, now_s),
                                      self.settings)
+        system = self._hold_recent_migrations(system, snapshot, now_s)
         if not system.servers:
             return Decision(plan=AllocationPlan(), status="ok",
                             message="no server with usable load", notes=notes)

@@ -102,6 +102,10 @@ class InfernoSettings:
     0.1): a migration is a full rolling replacement, so it must save more than 30% of the
     two allocations' cost; at 0.1 near-equal options (1×H100 vs 2×A100) flip with noise."""
 
+    min_dwell_s: float = 600.0
+    """A server that changed accelerator keeps its new one at least this long: a migration
+    is a rolling replacement whose new replicas may wait for cards other servers still
+    drain, and flipping back before it settles pays it twice. 0 disables."""
     lead_s: float = 60.0
     """Plan for the load expected this many seconds ahead when it is rising: observed
     rate + trend × lead (trend from the last two observations, never negative). Covers the
@@ -110,6 +114,8 @@ class InfernoSettings:
 
     def __post_init__(self) -> None:
         _require(self.max_batch >= 0, f"inferno: max_batch must be >= 0, got {self.max_batch!r}")
+        _require(math.isfinite(self.min_dwell_s) and self.min_dwell_s >= 0,
+                 f"inferno: min_dwell_s must be >= 0, got {self.min_dwell_s!r}")
         _require(math.isfinite(self.lead_s) and self.lead_s >= 0,
                  f"inferno: lead_s must be >= 0, got {self.lead_s!r}")
         _require(math.isfinite(self.max_batch_tolerance) and self.max_batch_tolerance >= 0,

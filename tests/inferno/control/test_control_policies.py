@@ -200,3 +200,21 @@ def test_migration_penalty_reaches_the_optimizer() -> None:
     InfernoPolicy(InfernoSettings(migration_penalty=0.3), solve=solver).decide(
         snapshot(obs("a")), 0.0, static_system())
     assert solver.systems[0].settings.accel_penalty_factor == 0.3
+
+
+def test_recent_migration_keeps_its_accelerator_for_the_dwell_time() -> None:
+    """After a change of accelerator the server is pinned to it for min_dwell_s, then free."""
+    from control_fakes import FakeSolver, allocation, solution, static_system
+
+    from inferno.control.policies import InfernoPolicy
+    from inferno.control.settings import InfernoSettings
+
+    solver = FakeSolver(lambda s: solution({"a": allocation("H100", 2, 16)}))
+    policy = InfernoPolicy(InfernoSettings(min_dwell_s=600.0, lead_s=0.0), solve=solver)
+    static = static_system()
+    policy.decide(snapshot(obs("a", accelerator="A100")), 0.0, static)     # first sight: free
+    policy.decide(snapshot(obs("a", accelerator="H100")), 60.0, static)    # moved at 60 s
+    policy.decide(snapshot(obs("a", accelerator="H100")), 659.0, static)   # still pinned
+    policy.decide(snapshot(obs("a", accelerator="H100")), 660.0, static)   # dwell over
+    kept = [s.servers[0].keep_accelerator for s in solver.systems]
+    assert kept == [False, True, True, False]
