@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from inferno.commands import simrun
 from inferno.errors import ConfigError
 
 
@@ -90,11 +91,6 @@ def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
             click.echo(f"plot: {plot}")
 
 
-def _attach_closed_loop_commands() -> None:
-    from inferno.commands.simrun import replay, run
-
-    sim.add_command(run)
-    sim.add_command(replay)
-
-
-_attach_closed_loop_commands()
+# The closed-loop commands live in their own module (light imports: `sim` loads on use).
+sim.add_command(simrun.run)
+sim.add_command(simrun.replay)
