@@ -17,6 +17,7 @@ D·|h| (D the largest |j − j_c| of the row).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -73,14 +74,24 @@ class _Bucket:
         self.width = cum.shape[1]
         self.cum = cum
         self.exact_max = exact_max
-        self.states = np.arange(self.width, dtype=float)
-        self.jm = np.stack([np.ones(self.width), self.states], axis=1)
-        self.rank2 = np.stack([self.states, np.zeros(self.width)])
-        center = (self.width - 1) / 2.0
-        powers = np.arange(TAYLOR_TERMS + 1)
-        fact = np.array([math.factorial(k) for k in powers], dtype=float)
-        self.vv = (self.states[:, None] - center) ** powers[None, :] / fact[None, :]
+        self.states, self.jm, self.rank2, self.vv = _state_constants(self.width)
         self.block = max(8, BLOCK_ELEMENTS // self.width)
+
+
+@functools.lru_cache(maxsize=64)
+def _state_constants(width: int) -> tuple[np.ndarray, ...]:
+    """(states, [1, j], [j; 0], Taylor moment weights) of a bucket width: pure constants,
+    read-only and shared by every table (rebuilding them per probe cost ~5% of a search)."""
+    states = np.arange(width, dtype=float)
+    jm = np.stack([np.ones(width), states], axis=1)
+    rank2 = np.stack([states, np.zeros(width)])
+    center = (width - 1) / 2.0
+    powers = np.arange(TAYLOR_TERMS + 1)
+    fact = np.array([math.factorial(k) for k in powers], dtype=float)
+    vv = (states[:, None] - center) ** powers[None, :] / fact[None, :]
+    for a in (states, jm, rank2, vv):
+        a.flags.writeable = False
+    return states, jm, rank2, vv
 
 
 class ChainTable:

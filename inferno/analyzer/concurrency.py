@@ -191,6 +191,59 @@ class ConcurrencyBatch:
     """`size_batch` at N = M* (the confirming probe)."""
 
 
+class _Bisection:
+    """The lockstep §2.9 bisection of C candidates up to (not including) the confirmation.
+
+    ``confirmed`` marks rows whose M* is known to have f(M*) > 0 without a confirming probe:
+    M* was probed with f >= threshold (> 0), or M* = M_max with a positive anchor.
+    """
+
+    def __init__(self, batch: QueueBatch, ttft_ms: np.ndarray | float,
+                 itl_ms: np.ndarray | float, tps: np.ndarray | float, *, eps: float,
+                 max_probes: int, queue_ratio: np.ndarray | None,
+                 exact_anchor: bool) -> None:
+        if not (0 < eps < 2) or max_probes < 0:
+            raise ConfigError(f"optimal_concurrency_batch: eps must be in (0, 2) and "
+                              f"max_probes >= 0, got eps={eps}, max_probes={max_probes}")
+        size_c = len(batch)
+        self.batch, self.queue_ratio = batch, queue_ratio
+        self.targets = [np.broadcast_to(np.asarray(t, dtype=float), (size_c,)) for t in
+                        (ttft_ms, itl_ms, tps)]
+        m_max = np.where(batch.max_batch > 0, batch.max_batch, DEFAULT_CONCURRENCY_CEILING)
+        params = batch.params._replace(max_batch=m_max)
+        self.m_itl, self.m_tpf = concurrency_brackets(batch.perf_model, params, m_max,
+                                                      self.targets[0], self.targets[1])
+        self.calls = np.zeros(size_c, dtype=np.int64)
+        self.anchored = self.probe(np.arange(size_c), m_max, exact_anchor)
+        anchor = self.anchored.rate_rps
+        self.alive = alive = anchor > 0
+        threshold = (1.0 - eps / 2.0) * anchor
+        lo = np.maximum(1, np.minimum(self.m_itl, self.m_tpf))
+        upper = np.maximum(self.m_itl, self.m_tpf)
+        hi = np.maximum(lo, np.minimum(m_max, np.maximum(3 * upper, lo + 1)))
+        self.confirmed = alive & (hi == m_max)
+        for _ in range(max_probes):
+            rows = np.flatnonzero(alive & (lo < hi))
+            if rows.size == 0:
+                break
+            mid = (lo[rows] + hi[rows]) // 2
+            up = self.probe(rows, mid).rate_rps >= threshold[rows]
+            hi[rows] = np.where(up, mid, hi[rows])
+            lo[rows] = np.where(up, lo[rows], mid + 1)
+            self.confirmed[rows] |= up
+        self.m_star = np.where(alive, np.clip(hi, 1, m_max), 1)
+
+    def probe(self, rows: np.ndarray, m: np.ndarray, exact_rates: bool = False) -> SizingBatch:
+        """`size_batch` of the candidates ``rows`` at max batch ``m``, counting oracle calls."""
+        sub = self.batch.take(rows)
+        q = _queue_for(m, sub.max_queue, None if self.queue_ratio is None
+                       else np.asarray(self.queue_ratio)[rows])
+        sized = size_batch(sub.with_sizes(m, q), *(t[rows] for t in self.targets),
+                           exact_rates=exact_rates)
+        self.calls[rows] += sized.rate_rps > 0
+        return sized
+
+
 def search_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
                              itl_ms: np.ndarray | float, tps: np.ndarray | float, *,
                              eps: float = DEFAULT_ONSET_EPSILON,
@@ -202,52 +255,17 @@ def search_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
     rows still bisecting. ``queue_ratio`` (C,), optional: per row a fixed Q (>= 0) or −ratio
     (< 0) for Q = ratio·N; without it Q is ``batch.max_queue``.
     """
-    if not (0 < eps < 2) or max_probes < 0:
-        raise ConfigError(f"optimal_concurrency_batch: eps must be in (0, 2) and max_probes "
-                          f">= 0, got eps={eps}, max_probes={max_probes}")
-    size_c = len(batch)
-    targets = [np.broadcast_to(np.asarray(t, dtype=float), (size_c,)) for t in
-               (ttft_ms, itl_ms, tps)]
-    m_max = np.where(batch.max_batch > 0, batch.max_batch, DEFAULT_CONCURRENCY_CEILING)
-    params = batch.params._replace(max_batch=m_max)
-    m_itl, m_tpf = concurrency_brackets(batch.perf_model, params, m_max, targets[0],
-                                        targets[1])
-    calls = np.zeros(size_c, dtype=np.int64)
-
-    def probe(rows: np.ndarray, m: np.ndarray, exact_rates: bool = False) -> SizingBatch:
-        sub = batch.take(rows)
-        q = _queue_for(m, sub.max_queue, None if queue_ratio is None
-                       else np.asarray(queue_ratio)[rows])
-        sized = size_batch(sub.with_sizes(m, q), *(t[rows] for t in targets),
-                           exact_rates=exact_rates)
-        calls[rows] += sized.rate_rps > 0
-        return sized
-
-    every = np.arange(size_c)
-    anchored = probe(every, m_max)
-    anchor, anchor_reason = anchored.rate_rps, anchored.reason
-    alive = anchor > 0
-    threshold = (1.0 - eps / 2.0) * anchor
-    lo = np.maximum(1, np.minimum(m_itl, m_tpf))
-    upper = np.maximum(m_itl, m_tpf)
-    hi = np.maximum(lo, np.minimum(m_max, np.maximum(3 * upper, lo + 1)))
-    for _ in range(max_probes):
-        rows = np.flatnonzero(alive & (lo < hi))
-        if rows.size == 0:
-            break
-        mid = (lo[rows] + hi[rows]) // 2
-        up = probe(rows, mid).rate_rps >= threshold[rows]
-        hi[rows] = np.where(up, mid, hi[rows])
-        lo[rows] = np.where(up, lo[rows], mid + 1)
-    m_star = np.where(alive, np.clip(hi, 1, m_max), 1)
+    run = _Bisection(batch, ttft_ms, itl_ms, tps, eps=eps, max_probes=max_probes,
+                     queue_ratio=queue_ratio, exact_anchor=True)
+    alive, m_star = run.alive, run.m_star
     # Rows whose anchor failed stop there (scalar: no confirmation probe); N = 0 makes
     # `size_batch` skip them, and they keep the anchor's reason.
-    confirm = probe(every, np.where(alive, m_star, 0), exact_rates=True)
-    confirm = replace(confirm, reason=np.where(alive, confirm.reason, anchor_reason))
+    confirm = run.probe(np.arange(len(batch)), np.where(alive, m_star, 0), exact_rates=True)
+    confirm = replace(confirm, reason=np.where(alive, confirm.reason, run.anchored.reason))
     throughput = confirm.rate_rps
     return ConcurrencyBatch(max_batch=m_star, feasible=throughput > 0,
-                            throughput_rps=throughput, m_itl=m_itl, m_tpf=m_tpf,
-                            oracle_calls=calls, sizing=confirm)
+                            throughput_rps=throughput, m_itl=run.m_itl, m_tpf=run.m_tpf,
+                            oracle_calls=run.calls, sizing=confirm)
 
 
 def optimal_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
@@ -256,10 +274,19 @@ def optimal_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
                               max_probes: int = DEFAULT_ONSET_PROBES,
                               queue_ratio: np.ndarray | None = None
                               ) -> tuple[np.ndarray, np.ndarray]:
-    """(M*, feasible) per candidate: `search_concurrency_batch` without the diagnostics."""
-    res = search_concurrency_batch(batch, ttft_ms, itl_ms, tps, eps=eps,
-                                   max_probes=max_probes, queue_ratio=queue_ratio)
-    return res.max_batch, res.feasible
+    """(M*, feasible) per candidate: `search_concurrency_batch` without the diagnostics.
+
+    Only f(M*) > 0 is needed from the confirmation, and a row whose M* was already probed
+    with f >= (1 − ε/2)·f(M_max) > 0 (or is M_max itself) has it: only the other rows are
+    confirmed. The anchor needs only f(M_max), so its per-target rates are not refined.
+    """
+    run = _Bisection(batch, ttft_ms, itl_ms, tps, eps=eps, max_probes=max_probes,
+                     queue_ratio=queue_ratio, exact_anchor=False)
+    feasible = run.confirmed.copy()
+    rows = np.flatnonzero(run.alive & ~run.confirmed)
+    if rows.size:
+        feasible[rows] = run.probe(rows, run.m_star[rows]).rate_rps > 0
+    return run.m_star, feasible
 
 
 def nominal_zero_load(perf: PerfParms, batch: int, perf_model: PerfModel = PerfModel.CHUNKED
