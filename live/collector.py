@@ -1,16 +1,19 @@
 """The Collector port for a real cluster: Kubernetes discovery + Prometheus metrics.
 
-Per managed Deployment, observed values come from Prometheus; when Prometheus has no data for a
-quantity (no series yet, 0/0 ratio) the Deployment's load labels stand in for arrival rate and
-token counts, as upstream does. Latencies and gauges have no label fallback (None = unknown).
-Any failed API list or Prometheus query raises CollectError, so the controller skips the cycle
-rather than acting on partial data.
+Per managed Deployment, observed values come from Prometheus; the arrival rate is extended to
+all ready replicas when fewer pods reported (right after a scale-up Prometheus has not yet
+discovered the new pods). When Prometheus has no data for a quantity (no series yet, 0/0
+ratio) the Deployment's load labels stand in for arrival rate and token counts, as upstream
+does. Latencies and gauges have no label fallback (None = unknown). Any failed API list or
+Prometheus query raises CollectError, so the controller skips the cycle rather than acting on
+partial data.
 """
 
 from __future__ import annotations
 
 import kubernetes.client
 
+from inferno.control.controller import scale_to_ready
 from inferno.control.ports import Clock
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
 from live.config import KubeSettings
@@ -26,12 +29,17 @@ def observe(dep: ManagedDeployment, metrics: DeploymentMetrics | None) -> Server
     def first(measured: float | None, fallback: float | None) -> float | None:
         return measured if measured is not None else fallback
 
+    arrival = m.arrival_rpm
+    if arrival is not None and m.reporting_pods:
+        # pods Prometheus has not scraped yet carry the mean of those it has (P1)
+        arrival = scale_to_ready(arrival, round(m.reporting_pods), dep.ready_replicas)
+
     return ServerObservation(
         name=labels.name, model=labels.model, class_name=labels.class_name,
         namespace=dep.namespace, accelerator=labels.accelerator, max_batch=labels.max_batch,
         max_queue_size=labels.max_queue_size,
         desired_replicas=dep.desired_replicas, ready_replicas=dep.ready_replicas,
-        arrival_rpm=first(m.arrival_rpm, labels.load_rpm),
+        arrival_rpm=first(arrival, labels.load_rpm),
         avg_in_tokens=first(m.avg_in_tokens, labels.load_in_tokens),
         avg_out_tokens=first(m.avg_out_tokens, labels.load_out_tokens),
         itl_ms=m.itl_ms, ttft_ms=m.ttft_ms, running_requests=m.running_requests,

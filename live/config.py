@@ -97,6 +97,8 @@ class PromSettings:
     """Series label holding the pod's namespace."""
     deployment_label: str = DEFAULT_DEPLOYMENT_LABEL
     """Series label holding the name of the Deployment that owns the pod (see docs/live.md)."""
+    pod_label: str = "pod"
+    """Series label holding the pod name: counts the replicas that reported in the window."""
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -106,7 +108,8 @@ class PromSettings:
             raise ConfigError(f"INFERNO_PROMETHEUS_WINDOW: must be a Prometheus duration such "
                               f"as 30s or 1m, got {self.window!r}")
         for field, value in (("namespace_label", self.namespace_label),
-                             ("deployment_label", self.deployment_label)):
+                             ("deployment_label", self.deployment_label),
+                             ("pod_label", self.pod_label)):
             if not _LABEL_NAME.match(value):
                 raise ConfigError(f"prometheus settings: {field} must be a label name, "
                                   f"got {value!r}")
@@ -140,6 +143,7 @@ def prom_settings_from_env(env: Mapping[str, str]) -> PromSettings:
         window=env.get("INFERNO_PROMETHEUS_WINDOW", "").strip() or DEFAULT_WINDOW,
         deployment_label=(env.get("INFERNO_PROMETHEUS_DEPLOYMENT_LABEL", "").strip()
                           or DEFAULT_DEPLOYMENT_LABEL),
+        pod_label=env.get("INFERNO_PROMETHEUS_POD_LABEL", "").strip() or "pod",
     )
 
 

@@ -56,6 +56,9 @@ class DeploymentMetrics:
     waiting_requests: float | None = None
     running_requests: float | None = None
     kv_usage: float | None = None
+    reporting_pods: float | None = None
+    """Pods with request series in the window (fewer than ready while Prometheus has not
+    yet discovered a new pod)."""
 
 
 def series_selector(settings: PromSettings, namespace: str = "") -> str:
@@ -94,6 +97,9 @@ def build_queries(settings: PromSettings, namespace: str = "") -> dict[str, str]
         "waiting_requests": gauge(WAITING),
         "running_requests": gauge(RUNNING),
         "kv_usage": gauge(KV_USAGE),
+        "reporting_pods": (f"count by ({settings.namespace_label}, {settings.deployment_label}) "
+                           f"(sum by ({settings.namespace_label}, {settings.deployment_label}, "
+                           f"{settings.pod_label}) (rate({REQUESTS}{sel}[{w}])))"),
     }
 
 

@@ -10,6 +10,7 @@ from inferno.control.controller import (
     StaticData,
     Tune,
     estimate_offered_rpm,
+    scale_to_ready,
 )
 from inferno.control.cyclelog import (
     CycleLog,
@@ -66,6 +67,6 @@ __all__ = [
     "SaturationSettings", "ServerRecord", "Solve", "StabilisationSettings", "Stabilised",
     "StaticData", "StaticPolicy", "StaticSettings", "Timing", "Tune", "build_system",
     "estimate_offered_rpm", "hpa_desired", "invoke_response", "make_policy", "phase_multiplier",
-    "read_cycle_log", "resolve_controller_settings", "run_periodic", "stabilise",
+    "read_cycle_log", "resolve_controller_settings", "run_periodic", "scale_to_ready", "stabilise",
     "write_cycle_log",
 ]

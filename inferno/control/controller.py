@@ -75,7 +75,12 @@ def estimate_offered_rpm(reported_rpm: Sequence[float | None], num_ready: int) -
     values = [v for v in reported_rpm if v is not None]
     if not values:
         return None
-    return sum(values) / len(values) * max(num_ready, len(values))
+    return scale_to_ready(sum(values), len(values), num_ready)
+
+
+def scale_to_ready(reported_rpm: float, num_reporting: int, num_ready: int) -> float:
+    """The load reported by ``num_reporting`` replicas, extended to all ``num_ready``."""
+    return reported_rpm / num_reporting * max(num_ready, num_reporting)
 
 
 class FileStaticData:

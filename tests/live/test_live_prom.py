@@ -46,6 +46,7 @@ OTHER = PodLoad(request_rps=0.5, in_tokens=10, out_tokens=10, ttft_s=0.1, itl_s=
                 waiting=0, running=1, kv_usage=0.2)
 
 ALPHA = DeploymentMetrics(arrival_rpm=180.0, avg_in_tokens=200.0, avg_out_tokens=100.0,
+                          reporting_pods=2.0,
                           ttft_ms=200.0, itl_ms=30.0, waiting_requests=3.0,
                           running_requests=15.0, kv_usage=0.6)
 
@@ -113,7 +114,8 @@ def test_rates_and_latencies_match_the_driven_load(prom_collector: PromCollector
 def test_idle_deployment_has_zero_rate_and_no_ratios(prom_collector: PromCollector) -> None:
     """No completions: arrival 0 RPM, per-request means are 0/0 → None, gauges still read."""
     idle = prom_collector.collect(namespace=NS)[(NS, "idle")]
-    assert_metrics(idle, DeploymentMetrics(arrival_rpm=0.0, waiting_requests=0.0,
+    assert_metrics(idle, DeploymentMetrics(arrival_rpm=0.0, reporting_pods=1.0,
+                                           waiting_requests=0.0,
                                            running_requests=0.0, kv_usage=0.1))
 
 
@@ -169,6 +171,22 @@ def test_live_collector_merges_metrics_and_label_fallback(
     assert snapshot.servers["srv-absent"] == ServerObservation(
         name="srv-absent", model="m1", class_name="Premium", namespace=NS, accelerator="A100",
         desired_replicas=1, ready_replicas=1, arrival_rpm=30.0, avg_out_tokens=256.0)
+
+
+def test_live_collector_extends_partial_reports_to_ready_replicas(
+        served: PrometheusServer, kube: EmulatorThread,
+        api_client: kubernetes.client.ApiClient, kubeconfig: Path) -> None:
+    """4 ready replicas, 2 reporting (a scale-up Prometheus has not seen yet): the missing two
+    carry the reporting mean, 180 / 2 × 4 = 360 RPM, instead of lowering the load (P1)."""
+    kube.put_deployment(deployment(NS, "alpha", managed_labels("srv-alpha"), replicas=4,
+                                   ready=4))
+    settings = KubeSettings(kubeconfig=str(kubeconfig), watch_namespace=NS)
+    prom = PromCollector(PromSettings(url=served.url, window=f"{WINDOW_S}s"))
+    try:
+        snapshot = LiveCollector(api_client, settings, prom, FixedClock()).collect()
+    finally:
+        prom.close()
+    assert snapshot.servers["srv-alpha"].arrival_rpm == pytest.approx(360.0, rel=RATE_REL)
 
 
 def test_live_collector_without_prometheus_uses_labels(
