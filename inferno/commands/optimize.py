@@ -11,12 +11,6 @@ from inferno.io import load_system, solution_to_json, write_json_atomic
 from inferno.model import BatchPolicy, PerfModel, SolverKind, System
 from inferno.optimizer import Solution, solve
 
-SOLVER_OVERRIDES = {
-    "unlimited": {"unlimited": True, "milp_solver": False},
-    "greedy": {"unlimited": False, "milp_solver": False},
-    "milp": {"unlimited": False, "milp_solver": True},
-}
-
 
 def format_table(solution: Solution, system: System) -> str:
     """A readable table: one line per server, then unallocated servers and totals."""
@@ -66,12 +60,8 @@ def optimize(data_dir: Path, output: Path | None, solver: str | None, perf_model
     DATA_DIR holds the six upstream JSON files (or one system-data.json). A partial solution
     (some servers unallocated) is still a result: exit code 0.
     """
-    overrides: dict[str, object] = dict(SOLVER_OVERRIDES[solver]) if solver else {}
-    if perf_model:
-        overrides["perf_model"] = PerfModel(perf_model)
-    if batch_policy:
-        overrides["batch_policy"] = BatchPolicy(batch_policy)
-    system = load_system(data_dir, overrides=overrides)
+    overrides = {"solver": solver, "perf_model": perf_model, "batch_policy": batch_policy}
+    system = load_system(data_dir, overrides=overrides)  # None values are not overrides
     solution = solve(system)
     doc = solution_to_json(solution, system)
     if output:

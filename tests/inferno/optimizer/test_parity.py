@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inferno.io import load_system
+from inferno.io import load_system, read_unallocated
 from inferno.model import BatchPolicy, PerfModel
 from inferno.optimizer import solve
 
@@ -45,12 +45,8 @@ def test_reference_case(case: Path) -> None:
     solution = solve(system)
     expected = _expected(case / "expected-solution.json")
     unalloc_file = case / "expected-unallocated.txt"
-    expected_unalloc: set[str] = set()
-    if unalloc_file.exists():
-        text = unalloc_file.read_text()
-        expected_unalloc = {s.strip() for s in text[text.index("[") + 1:text.index("]")]
-                            .split(",") if s.strip()}
-    assert set(solution.unallocated) == expected_unalloc
+    expected_unalloc = read_unallocated(unalloc_file) if unalloc_file.exists() else ()
+    assert solution.unallocated == expected_unalloc
     assert set(solution.allocations) == set(expected)
     for name, exp in expected.items():
         got = solution.allocations[name]
