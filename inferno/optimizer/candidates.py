@@ -80,6 +80,15 @@ def transition_value(cur_same_acc: np.ndarray, cur_replicas: np.ndarray, cur_cos
                     + (cost - cur_cost))
 
 
+def demand_rps(system: System, server: Server) -> float:
+    """Request rate to serve (req/s): a TPS target replaces the measured load (§3.3)."""
+    cls = system.classes.get(server.class_name)
+    target = cls.targets.get(server.model) if cls else None
+    if target is not None and target.slo_tps > 0 and server.load.avg_out_tokens > 0:
+        return target.slo_tps / server.load.avg_out_tokens
+    return server.load.arrival_rpm / 60.0
+
+
 def priority_of(system: System, server: Server) -> int:
     cls = system.classes.get(server.class_name)
     return cls.priority if cls is not None else DEFAULT_PRIORITY
@@ -351,10 +360,8 @@ def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Cand
     servers = {s.name: s for s in system.servers}
     srv = [servers[c.server] for _, c in todo]
     perf = [system.perf[(s.model, c.accelerator)] for s, (_, c) in zip(srv, todo, strict=True)]
-    targets = [system.classes[s.class_name].targets[s.model] for s in srv]
     out_tokens = np.array([s.load.avg_out_tokens for s in srv], float)
-    total = np.array([t.slo_tps / s.load.avg_out_tokens if t.slo_tps > 0
-                      else s.load.arrival_rpm / 60.0 for s, t in zip(srv, targets, strict=True)])
+    total = np.array([demand_rps(system, s) for s in srv])
     cands = [c for _, c in todo]
     batch = QueueBatch(
         max_batch=np.array([c.max_batch for c in cands], np.int64),

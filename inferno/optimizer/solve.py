@@ -9,6 +9,7 @@ from inferno.model import Allocation, SaturationPolicy, Server, SolverKind, Syst
 from inferno.optimizer.candidates import (
     Candidate,
     compute_candidates,
+    demand_rps,
     priority_of,
     with_metrics,
 )
@@ -36,7 +37,7 @@ def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],
         servers = {s.name: s for s in system.servers}
         empty = {s: cs[0] for s, cs in cands.items() if cs and cs[0].is_empty}
         rest = {s: cs for s, cs in cands.items() if s not in empty}
-        demand = {s: _demand_rps(system, servers[s]) for s in rest}
+        demand = {s: demand_rps(system, servers[s]) for s in rest}
         mres = solve_milp_heterogeneous(rest, priorities, demand,
                                         {s: servers[s].min_num_replicas for s in rest},
                                         system.capacity)
@@ -54,14 +55,6 @@ def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],
     fill = fill_best_effort(left, cands, priorities, mres.remaining, settings.saturation_policy)
     assigned.update(fill.assigned)
     return assigned, dict(mres.parts), set(fill.best_effort), f"milp: {mres.message}"
-
-
-def _demand_rps(system: System, server: Server) -> float:
-    cls = system.classes.get(server.class_name)
-    target = cls.targets.get(server.model) if cls else None
-    if target is not None and target.slo_tps > 0 and server.load.avg_out_tokens > 0:
-        return target.slo_tps / server.load.avg_out_tokens
-    return server.load.arrival_rpm / 60.0
 
 
 def solve(system: System, *, solver: SolverKind | None = None) -> Solution:
