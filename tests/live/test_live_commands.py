@@ -410,6 +410,7 @@ def test_emulation_drains_a_deleted_deployment(emulations: list[ClusterEmulation
     """A Deployment gone from the API loses its pods."""
     source = Desired(want(replicas=2))
     emulation = start(emulations, source)
+    wait_until(lambda: len(emulation.pods()) == 2, 5, "two pods before the deletion")
     source.set()
     emulation.poll()
     wait_until(lambda: emulation.pods() == [], 5, "no pods")
