@@ -336,6 +336,17 @@ class Replica:
             k -= 1
         return k
 
+    def next_boundary(self, t: float) -> float:
+        """End of the iteration in progress at ``t``: when tokens may next appear (inf: idle).
+
+        Valid once every event before ``t`` is processed; the end of the iteration in progress
+        never moves (an arrival joins at a boundary), so a streaming observer can sleep until it.
+        """
+        if self._wake is None:
+            return math.inf
+        k = self.steps_done(t) + 1
+        return self._boundary(k) if k <= self._run_k else self._wake_t
+
     def kv_blocks_used(self, t: float) -> int:
         """KV blocks allocated at time ``t`` (for the iteration in progress)."""
         if self._wake is None or self._run_k == 0:

@@ -219,3 +219,25 @@ def test_bad_engine_settings_are_config_errors(simple_perf, max_batch, settings,
     with pytest.raises(ConfigError, match=match):
         Replica(simpy.Environment(), name="r", perf=simple_perf, max_batch=max_batch,
                 settings=settings)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_next_boundary_is_the_end_of_the_iteration_in_progress(simple_perf, fast):
+    """Probed anywhere in a lone request's life, next_boundary is the first iteration end
+    after the probe and in_flight counts the tokens of the ends before it; idle is inf."""
+    env = simpy.Environment()
+    rep = Replica(env, name="r", perf=simple_perf, max_batch=4,
+                  settings=EngineSettings(fast_path=fast))
+    req = Request(0, 100, 6)
+    req.arrival_s = 0.0
+    rep.submit(req)
+    ends = np.cumsum([it_s(100, 100)] + [it_s(1, 100 + j) for j in range(1, 6)])
+    assert rep.next_boundary(0.0) == 0.0  # the wake that plans the prefill, due now
+    for t in np.linspace(1e-6, ends[-1] - 1e-6, 97):
+        env.run(until=t)
+        k = int(np.searchsorted(ends, t, side="right"))  # iterations ended by t
+        assert rep.next_boundary(t) == pytest.approx(ends[k], abs=1e-12)
+        assert dict(rep.in_flight(t))[req] == k
+    env.run()
+    assert req.finish_s == pytest.approx(ends[-1], abs=1e-12)
+    assert rep.next_boundary(env.now) == math.inf
