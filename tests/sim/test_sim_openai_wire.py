@@ -156,7 +156,7 @@ def test_completion_chunks_and_body() -> None:
     assert body["choices"][0]["text"] == "".join(token_text(i) for i in range(3))
     assert body["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
     (usage,) = events(reply.usage_chunk(11, 3))
-    assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 14
+    assert (usage["choices"], usage["usage"]["total_tokens"]) == ([], 14)
 
 
 def test_chat_chunks_and_body() -> None:
