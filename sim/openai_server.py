@@ -209,21 +209,26 @@ class OpenAIService:
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
         try:
+            prompt = parsed.prompt_tokens
+            continuous = parsed.continuous_usage
             if parsed.endpoint is Endpoint.CHAT:
-                await response.write(reply.chunk("", role=True))
+                await response.write(reply.chunk("", role=True,
+                                                 counts=(prompt, 0) if continuous else None))
             sent = 0
             while True:
                 await stream.changed.wait()
                 stream.changed.clear()
                 produced = stream.produced
                 if produced > sent:
-                    await response.write(b"".join(reply.chunk(token_text(i))
-                                                  for i in range(sent, produced)))
+                    await response.write(b"".join(
+                        reply.chunk(token_text(i), counts=(prompt, i + 1) if continuous
+                                    else None) for i in range(sent, produced)))
                     sent = produced
                 if stream.is_final:
                     break
             if stream.status is RequestStatus.DONE:
-                tail = reply.chunk(None if parsed.endpoint is Endpoint.CHAT else "", finish)
+                tail = reply.chunk(None if parsed.endpoint is Endpoint.CHAT else "", finish,
+                                   counts=(prompt, sent) if continuous else None)
                 if parsed.include_usage:
                     tail += reply.usage_chunk(parsed.prompt_tokens, sent)
             else:

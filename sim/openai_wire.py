@@ -84,6 +84,8 @@ class GenerationRequest:
     stream: bool = False
     include_usage: bool = False
     """``stream_options.include_usage``: a last chunk with the token counts."""
+    continuous_usage: bool = False
+    """``stream_options.continuous_usage_stats`` (vLLM): the counts so far in every chunk."""
 
 
 # ------------------------------------------------------------------ parsing
@@ -133,7 +135,9 @@ def parse_request(body: object, endpoint: Endpoint, *, max_model_len: int) -> Ge
         endpoint=endpoint, model=model, prompt_tokens=prompt_tokens, max_tokens=limit,
         min_tokens=min_tokens, ignore_eos=_bool(body, "ignore_eos"),
         stream=_bool(body, "stream"),
-        include_usage=bool(options) and _bool(options, "include_usage", "stream_options."))
+        include_usage=bool(options) and _bool(options, "include_usage", "stream_options."),
+        continuous_usage=bool(options) and _bool(options, "continuous_usage_stats",
+                                                 "stream_options."))
 
 
 def output_length(req: GenerationRequest, eos_tokens: int) -> tuple[int, str]:
@@ -262,8 +266,9 @@ class Reply:
                 "usage": usage(prompt_tokens, num_tokens)}
 
     def chunk(self, text: str | None, finish_reason: str | None = None, *,
-              role: bool = False) -> bytes:
-        """One SSE event with one choice: a token's text, the chat role, or the finish."""
+              role: bool = False, counts: tuple[int, int] | None = None) -> bytes:
+        """One SSE event with one choice: a token's text, the chat role, or the finish;
+        `counts` (prompt, completion tokens so far) adds a ``usage`` field."""
         if self.endpoint is Endpoint.CHAT:
             delta: dict[str, str] = {"role": "assistant"} if role else {}
             if text is not None:
@@ -273,7 +278,10 @@ class Reply:
         else:
             choice = {"index": 0, "text": text or "", "logprobs": None,
                       "finish_reason": finish_reason}
-        return sse({**self._envelope(chunk=True), "choices": [choice]})
+        payload = {**self._envelope(chunk=True), "choices": [choice]}
+        if counts is not None:
+            payload["usage"] = usage(*counts)
+        return sse(payload)
 
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> bytes:
         """The last event of a stream with ``include_usage``: no choice, the counts."""

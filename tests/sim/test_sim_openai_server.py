@@ -153,17 +153,19 @@ def test_tokens_stream_at_the_replica_iteration_ends(emulated: list[Emulated],
 
 
 def test_chat_stream_with_usage_and_non_streaming_bodies(emulated: list[Emulated]) -> None:
-    """Chat streaming: role chunk, one delta per token, the finish reason, then usage;
+    """Chat streaming: role chunk, one delta per token (with vLLM's continuous usage), the
+    finish reason, then usage;
     non-streaming completion and chat bodies carry the text and the token counts."""
     item = start(emulated, speedup=10.0)
     client = item.client()
     chunks = list(client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "abcd" * 10}], max_tokens=5,
-        stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+        stream=True, stream_options={"include_usage": True, "continuous_usage_stats": True},
+        extra_body={"ignore_eos": True}))
     assert chunks[0].choices[0].delta.role == "assistant"
-    contents = [c.choices[0].delta.content for c in chunks[1:] if c.choices
-                and c.choices[0].delta.content]
-    assert contents == [token_text(i) for i in range(5)]
+    tokens = [c for c in chunks[1:] if c.choices and c.choices[0].delta.content]
+    assert [c.choices[0].delta.content for c in tokens] == [token_text(i) for i in range(5)]
+    assert [c.usage.completion_tokens for c in tokens] == [1, 2, 3, 4, 5]
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (10 + 4, 5)

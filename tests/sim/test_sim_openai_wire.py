@@ -77,6 +77,8 @@ def test_stream_flags() -> None:
     assert (req.stream, req.include_usage, req.ignore_eos, req.min_tokens, req.model) == (
         True, True, True, 3, "m")
     assert not parse({"prompt": "abcd", "stream": True}).include_usage
+    assert parse({"prompt": "abcd", "stream_options": {"continuous_usage_stats": True}}
+                 ).continuous_usage
 
 
 @pytest.mark.parametrize(("body", "endpoint", "param", "match"), [
@@ -156,6 +158,8 @@ def test_completion_chunks_and_body() -> None:
     assert body["choices"][0]["text"] == "".join(token_text(i) for i in range(3))
     assert body["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
     (usage,) = events(reply.usage_chunk(11, 3))
+    (counted,) = events(reply.chunk(" of", counts=(11, 2)))
+    assert counted["usage"] == {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}
     assert (usage["choices"], usage["usage"]["total_tokens"]) == ([], 14)
 
 
