@@ -154,8 +154,8 @@ def test_tokens_stream_at_the_replica_iteration_ends(emulated: list[Emulated],
 
 def test_chat_stream_with_usage_and_non_streaming_bodies(emulated: list[Emulated]) -> None:
     """Chat streaming: role chunk, one delta per token (with vLLM's continuous usage), the
-    finish reason, then usage;
-    non-streaming completion and chat bodies carry the text and the token counts."""
+    finish reason, then usage; non-streaming completion and chat bodies carry the text and
+    the token counts."""
     item = start(emulated, speedup=10.0)
     client = item.client()
     chunks = list(client.chat.completions.create(
