@@ -18,8 +18,9 @@ clock (simulated time / speed-up). Lengths and wire rules are in `sim.openai_wir
 Resources: asyncio on one thread (no thread per connection). A request arriving while more than
 ``max_connections`` connections are open is answered 503 and its connection closed; more than
 ``max_requests`` generation requests in flight: 429 with ``Retry-After``. Idle connections close
-after ``keepalive_s``. A client that disconnects stops its stream, but its request runs to
-completion in the twin (the engine has no per-request abort), so the pod's counters include it.
+after ``keepalive_s``. A streaming client that disconnects has its request aborted at the end of
+the replica's iteration in progress (`Replica.cancel`, vLLM's finish reason ``abort``), noticed
+at the next token written; a non-streaming request runs to completion.
 """
 
 from __future__ import annotations
@@ -236,7 +237,8 @@ class OpenAIService:
             await response.write(tail + SSE_DONE)
             await response.write_eof()
         except ConnectionError:
-            log.debug("client of %s went away; the twin finishes the request", reply.id)
+            log.debug("client of %s went away; its request is aborted", reply.id)
+            self.pump.cancel(stream)
         return response
 
     # ------------------------------------------------------------------ routing

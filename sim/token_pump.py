@@ -105,6 +105,16 @@ class TokenPump:
                     del self._on[stream.replica]
                     self._due_s.pop(stream.replica, None)
 
+    def cancel(self, stream: TokenStream) -> None:
+        """The client of `stream` went away: abort its request in the twin now, as vLLM does
+        (a request still held by its Deployment, with no replica yet, runs when one is
+        ready), and stop following it."""
+        with self.twin.lock:
+            self.twin.advance()
+            if stream.replica is not None:
+                stream.replica.cancel(stream.req)
+        self.detach(stream)
+
     async def run(self) -> None:
         """Pump until cancelled."""
         kick = self._kick

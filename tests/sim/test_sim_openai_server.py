@@ -361,16 +361,16 @@ def test_idle_connections_are_closed_after_keepalive(emulated: list[Emulated]) -
         assert 0.2 <= time.monotonic() - started <= 3.0
 
 
-def test_disconnected_client_stops_its_stream(emulated: list[Emulated]) -> None:
-    """A client that leaves mid-stream is detached from the pump; the twin finishes the
-    request (no per-request abort in the engine) and the pump goes idle."""
+def test_disconnected_client_aborts_its_request(emulated: list[Emulated]) -> None:
+    """A streaming client that leaves after two tokens: its request is ABORTED in the twin
+    (vLLM's finish reason abort) with fewer tokens than asked, and the pump goes idle."""
     item = start(emulated, speedup=10.0)
 
     async def leave_after_two_tokens() -> int:
         seen = 0
         async with aiohttp.ClientSession() as session, session.post(
                 item.base + "/completions", json={"model": MODEL, "prompt": "a",
-                                                  "max_tokens": 30, "stream": True,
+                                                  "max_tokens": 100, "stream": True,
                                                   "ignore_eos": True}) as response:
             async for line in response.content:
                 seen += line.startswith(b"data: {")
@@ -380,10 +380,18 @@ def test_disconnected_client_stops_its_stream(emulated: list[Emulated]) -> None:
 
     assert asyncio.run(leave_after_two_tokens()) == 2
     deadline = time.monotonic() + 5
-    while item.requests()[0].status is not RequestStatus.DONE or (
+    while item.requests()[0].status is not RequestStatus.ABORTED or (
             item.server.service.pump.num_streams):
-        assert time.monotonic() < deadline, "request not finished or stream not detached"
+        assert time.monotonic() < deadline, "request not aborted or stream not detached"
         time.sleep(0.02)
+    host, port = item.emulation.address
+    _, body = get(f"http://{host}:{port}/metrics/ns/dep-r0-0")
+    reasons = {s.labels["finished_reason"]: s.value * 10.0
+               for f in text_string_to_metric_families(body.decode())
+               for s in f.samples if s.name == "vllm:request_success_total"}
+    assert reasons.get("abort") == pytest.approx(1.0)
+    generated = scrape(item, "dep-r0-0")["vllm:generation_tokens_total"] * 10.0
+    assert 2 <= generated < 100
     assert item.server.service.num_in_flight == 0
 
 
