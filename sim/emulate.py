@@ -13,6 +13,9 @@ at ``/metrics/<namespace>/<pod>`` by one HTTP server on 127.0.0.1, and `targets_
 Prometheus file_sd JSON) lists one target group per pod with the labels ``namespace``,
 ``deployment`` and ``pod`` that `live.prom` aggregates on, and ``__metrics_path__``.
 
+Requests from outside (`submit`, used by `sim.openai_server` for OpenAI clients) enter a
+Deployment at the simulated time of their wall-clock arrival, next to its synthetic load.
+
 Threads: one lock guards the SimPy environment. A clock thread advances the twin to the wall
 clock every `tick_s` (``env.run(until=now)``: every due event is already in the past, so the
 realtime step never sleeps while the lock is held); a scrape advances to "now" before it
