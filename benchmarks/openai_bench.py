@@ -30,34 +30,22 @@ import json
 import os
 import platform
 import resource
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import simpy
-from prometheus_client.parser import text_string_to_metric_families
+from emulated import SMALL, EmulatedDeployment
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "live")]
+from inferno.io import load_static_data
+from sim.cluster import Cluster
+from sim.deployment import DeploymentSpec
+from sim.workload import ClosedLoop, Lengths, RequestFactory, TokenDist
 
-from kube_emulator import EmulatorThread, deployment  # noqa: E402
-from prom_harness import free_port  # noqa: E402
-
-from inferno.io import load_static_data  # noqa: E402
-from sim.cluster import Cluster  # noqa: E402
-from sim.deployment import DeploymentSpec  # noqa: E402
-from sim.workload import ClosedLoop, Lengths, RequestFactory, TokenDist  # noqa: E402
-
-SMALL = ROOT / "sample-data" / "small"
-NS, NAME, MODEL, ACC, MAX_BATCH = "bench", "llama", "llama_13b", "G2", 256
+MODEL, ACC, MAX_BATCH = "llama_13b", "G2", 256
 PROMPT = TokenDist(kind="uniform", low=64, high=512)
 OUTPUT = TokenDist(kind="uniform", low=32, high=256)
 
@@ -134,7 +122,7 @@ def predicted(users: int, seconds: float, warmup_s: float, seed: int, replicatio
         env = simpy.Environment()
         cluster_seed, lengths_seed = child.spawn(2)
         cluster = Cluster(env, system, seed=cluster_seed, sample_period_s=None)
-        dep = cluster.add_deployment(DeploymentSpec(name=f"{NS}/{NAME}", model=MODEL,
+        dep = cluster.add_deployment(DeploymentSpec(name="bench/llama", model=MODEL,
                                                     accelerator=ACC, max_batch=MAX_BATCH))
         lengths = Lengths(input=PROMPT, output=OUTPUT).pairs(np.random.default_rng(lengths_seed))
         ClosedLoop(env, users, lengths, dep.submit, RequestFactory(), until_s=seconds).start()
@@ -146,77 +134,26 @@ def predicted(users: int, seconds: float, warmup_s: float, seed: int, replicatio
             "ttft_s": float(np.mean(ttft))}
 
 
-def proc_stats(pid: int) -> tuple[float, float]:
-    """(peak RSS in MiB, CPU s) of a process, from /proc."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    hwm_kib = next(int(line.split()[1]) for line in status.splitlines()
-                   if line.startswith("VmHWM:"))
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return hwm_kib / 1024.0, (int(fields[11]) + int(fields[12])) / ticks
-
-
-def server_tpot(metrics_url: str) -> float:
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    values = {s.name: s.value for f in text_string_to_metric_families(text)
-              for s in f.samples if s.name.startswith("vllm:request_time_per_output_token")
-              and "le" not in s.labels}
-    return (values["vllm:request_time_per_output_token_seconds_sum"]
-            / values["vllm:request_time_per_output_token_seconds_count"])
-
-
 def run(users: int, seconds: float, warmup_s: float, seed: int, client: str,
         replications: int) -> dict[str, float]:
-    work = Path(tempfile.mkdtemp(prefix="inferno-openai-bench-"))
-    kube = EmulatorThread()
-    kube.start()
-    kube.put_deployment(deployment(NS, NAME, {
-        "inferno.server.managed": "true", "inferno.server.name": "bench-llama",
-        "inferno.server.model": MODEL, "inferno.server.class": "Premium",
-        "inferno.server.allocation.accelerator": ACC,
-        "inferno.server.allocation.maxbatchsize": str(MAX_BATCH)}))
-    port, metrics_port = free_port(), free_port()
-    env = {**os.environ, "KUBECONFIG": str(kube.write_kubeconfig(work / "kubeconfig")),
-           "WATCH_NAMESPACE": NS}
-    log = (work / "emulate.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from inferno.cli import main; main()", "emulate",
-         "--data-path", str(SMALL), "--targets-file", str(work / "targets.json"),
-         "--port", str(metrics_port), "--openai-port", str(port), "--seed", str(seed),
-         "--max-requests", str(max(512, 2 * users))], cwd=ROOT, env=env, stdout=log,
-        stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/{NS}/{NAME}/v1"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/models", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"emulate did not start; see {work}") from None
-                time.sleep(0.2)
-        _, cpu0 = proc_stats(server.pid)
+    with EmulatedDeployment(model=MODEL, accelerator=ACC, max_batch=MAX_BATCH, seed=seed,
+                            max_requests=max(512, 2 * users)) as server:
+        _, cpu0 = server.proc_stats()
         client_cpu0 = time.process_time()
         started = time.monotonic()
-        samples = asyncio.run(drive(url, users, seconds, seed, client))
+        samples = asyncio.run(drive(server.target + "/v1", users, seconds, seed, client))
         wall_s = time.monotonic() - started
         client_cpu = time.process_time() - client_cpu0
-        rss_mib, cpu1 = proc_stats(server.pid)
-        tpot_s = server_tpot(f"http://127.0.0.1:{metrics_port}/metrics/{NS}/{NAME}-r0-0")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
-        kube.stop()
+        rss_mib, cpu1 = server.proc_stats()
+        pod = server.metrics()
     measured = [s for s in samples if s.sent_s >= started + warmup_s]
     twin = predicted(users, seconds, warmup_s, seed, replications)
     client_itl = float(np.mean([s.itl_s for s in measured]))
+    tpot = "vllm:request_time_per_output_token_seconds"
     return {"seed": seed, "requests": len(measured), "client_itl_ms": client_itl * 1e3,
             "twin_itl_ms": twin["itl_s"] * 1e3, "twin_itl_sd_ms": twin["itl_sd_s"] * 1e3,
             "itl_ratio": client_itl / twin["itl_s"],
-            "server_tpot_ms": tpot_s * 1e3,
+            "server_tpot_ms": pod[tpot + "_sum"] / pod[tpot + "_count"] * 1e3,
             "client_ttft_ms": float(np.mean([s.ttft_s for s in measured])) * 1e3,
             "twin_ttft_ms": twin["ttft_s"] * 1e3,
             "tokens_per_s": sum(s.tokens for s in samples) / wall_s,
