@@ -335,10 +335,13 @@ class OpenAIServer:
 
     def stop(self) -> None:
         """Close the listener and every connection; in-flight streams end."""
-        if self._loop is not None and self._stopping is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-            self._thread.join(timeout=10)
-        self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is None or not thread.is_alive():
+            return  # never started, or failed to bind
+        assert self._loop is not None
+        assert self._stopping is not None
+        self._loop.call_soon_threadsafe(self._stopping.set)
+        thread.join(timeout=10)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 import urllib.error
@@ -32,9 +33,12 @@ import kubernetes.client
 import numpy as np
 import openai
 import pytest
+from click.testing import CliRunner
 from kube_emulator import EmulatorThread, deployment
 from prom_harness import PrometheusServer, free_port
 from test_live_e2e import SMALL, read_cycle_log, spawn, terminate, wait_until
+
+from inferno.cli import cli
 
 NS, NAME, SERVER, MODEL = "e2e-openai", "llama", "openai-llama", "llama_70b"
 USERS, PROMPT, OUT_TOKENS = 6, "abcd" * 1024, 32
@@ -195,3 +199,22 @@ def test_openai_clients_drive_the_twin_and_live_scales_it(
     scaled = next(r for r in decisions if r["servers"][0]["num_replicas"] >= 2)
     assert scaled["servers"][0]["itl_ms"] is not None  # decided on measured metrics
 
+
+
+def test_emulate_openai_port_in_use_exits_2(kubeconfig: Path, tmp_path: Path) -> None:
+    """An OpenAI port another process listens on stops `inferno emulate` with exit 2 naming
+    the address; a bad cap is refused before anything starts."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli, [
+            "emulate", "--data-path", str(SMALL), "--targets-file",
+            str(tmp_path / "targets.json"), "--openai-port", str(port), "--duration", "5"],
+            env={"KUBECONFIG": str(kubeconfig)})
+    assert result.exit_code == 2, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    result = CliRunner().invoke(cli, ["emulate", "--data-path", str(SMALL), "--openai-port",
+                                      "0", "--max-requests", "0"])
+    assert result.exit_code == 2, result.output
+    assert "max_requests must be >= 1, got 0" in result.output

@@ -411,5 +411,7 @@ def test_port_in_use_is_a_config_error(emulated: list[Emulated]) -> None:
     """A second server on a bound port fails to start with a ConfigError naming it."""
     item = start(emulated)
     port = item.server.address[1]
+    second = OpenAIServer(item.emulation, OpenAISettings(port=port))
     with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
-        OpenAIServer(item.emulation, OpenAISettings(port=port)).start()
+        second.start()
+    second.stop()  # nothing to stop, no error
