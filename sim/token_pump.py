@@ -14,7 +14,7 @@ Deployment (no ready replica yet) has no boundary to wait for; while one is held
 also wakes every `hold_poll_s`.
 
 Thread model: the pump runs on the event loop's thread and takes the twin's lock for each
-pass; nothing here blocks on I/O under the lock.
+pass, as long as it takes to run the twin up to now and read the counts.
 """
 
 from __future__ import annotations
@@ -127,6 +127,8 @@ class TokenPump:
                 with suppress(TimeoutError):
                     async with asyncio.timeout(delay_s):
                         await kick.wait()
+            else:
+                await asyncio.sleep(0)  # a boundary due now: let the handlers write first
 
     def pump(self) -> float:
         """One pass: deliver what was produced up to now; returns the wall s to sleep."""
