@@ -164,8 +164,8 @@ class DeploymentStatusWriter:
         what = f"patch status of Deployment {namespace}/{deployment}"
         try:
             call_with_retries(
-                lambda: self._apps.patch_namespaced_deployment_status(
-                    deployment, namespace, body, _request_timeout=self.kube.request_timeout_s),
+                lambda timeout_s: self._apps.patch_namespaced_deployment_status(
+                    deployment, namespace, body, _request_timeout=timeout_s),
                 what=what, settings=self.kube, sleep=self._sleep)
         except ActuateError as exc:
             log.warning("emulate: %s", exc)

@@ -57,6 +57,9 @@ class PodLoad:
     length_histograms: tuple[float, float] | None = None
     """Mean (prompt, generation) tokens of the vLLM per-request length histograms; None:
     the pod does not export them (older vLLM)."""
+    old_names: bool = False
+    """Export the KV-usage and ITL metrics under older vLLM names
+    (``vllm:gpu_cache_usage_perc``, ``vllm:time_per_output_token_seconds``)."""
 
 
 class _VllmCollector(Collector):
@@ -72,8 +75,10 @@ class _VllmCollector(Collector):
                                   requests * load.in_tokens)
         yield CounterMetricFamily("vllm:generation_tokens", "Generated tokens.",
                                   requests * load.out_tokens)
+        itl = ("vllm:time_per_output_token_seconds" if load.old_names
+               else "vllm:request_time_per_output_token_seconds")
         for name, mean_s in (("vllm:time_to_first_token_seconds", load.ttft_s),
-                             ("vllm:request_time_per_output_token_seconds", load.itl_s)):
+                             (itl, load.itl_s)):
             yield HistogramMetricFamily(name, "Latency.", buckets=[("+Inf", requests)],
                                         sum_value=requests * mean_s)
         if load.length_histograms is not None:
@@ -85,7 +90,8 @@ class _VllmCollector(Collector):
                                             sum_value=requests * mean)
         yield GaugeMetricFamily("vllm:num_requests_waiting", "Waiting.", load.waiting)
         yield GaugeMetricFamily("vllm:num_requests_running", "Running.", load.running)
-        yield GaugeMetricFamily("vllm:kv_cache_usage_perc", "KV usage fraction.", load.kv_usage)
+        kv = "vllm:gpu_cache_usage_perc" if load.old_names else "vllm:kv_cache_usage_perc"
+        yield GaugeMetricFamily(kv, "KV usage fraction.", load.kv_usage)
 
 
 class VllmPod:
@@ -215,3 +221,43 @@ class PrometheusServer:
                 return
             time.sleep(0.25)
         raise TimeoutError(f"{promql}: fewer than {num_series} series after {timeout_s} s")
+
+
+class RecordingProxy:
+    """A plain-http reverse proxy on 127.0.0.1 in front of `upstream` that records the
+    Authorization header of every request (what a network observer would see)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.authorization: list[str | None] = []
+        seen = self.authorization
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                seen.append(self.headers.get("Authorization"))
+                try:
+                    with urllib.request.urlopen(upstream + self.path, timeout=10) as answer:
+                        status, body = answer.status, answer.read()
+                        ctype = answer.headers.get("Content-Type", "application/json")
+                except urllib.error.HTTPError as exc:
+                    status, body, ctype = exc.code, exc.read(), "application/json"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
