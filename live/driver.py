@@ -307,6 +307,14 @@ class LiveLoop:
         """Ask `run` to return after the running cycle (thread and signal safe)."""
         self.driver.stop()
 
+    def finish(self, poll_s: float = 0.05) -> bool:
+        """Wait for a cycle still running (an /invoke), at most its budget and a second;
+        True when none runs any more."""
+        deadline = time.monotonic() + self.settings.budget_s + 1.0
+        while self.driver.running_since_s is not None and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        return self.driver.running_since_s is None
+
     def abort(self, reason: str) -> NoReturn:
         """Exit now (a second signal): record the running cycle as failed, flush, exit 1."""
         since_s = self.driver.running_since_s
@@ -328,12 +336,15 @@ class LiveLoop:
         os._exit(1)
 
     def close(self) -> None:
-        """Stop the HTTP server and release the clients this loop created."""
+        """Stop the HTTP server, let a running /invoke cycle end (`finish`), and release the
+        clients this loop created."""
         if hasattr(self, "driver"):
             self.driver.stop()
         if getattr(self, "server", None) is not None:
             self.server.stop()  # type: ignore[union-attr]
             self.server = None
+        if hasattr(self, "driver"):
+            self.finish()
         while self._owned:
             self._owned.pop()()
 
@@ -374,8 +385,10 @@ def run_live(settings: LiveSettings, *, on_ready: Callable[[str, int], None] | N
     Returns the number of periodic cycles run. `on_ready` gets the bound host and port.
     """
     loop = LiveLoop(settings)
-    try:
-        with stop_on_signals(loop.stop, abort=loop.abort):
+    # The handlers stay in place until the running cycle is over, so a second signal during
+    # the graceful stop still exits at once, writing what it knows.
+    with stop_on_signals(loop.stop, abort=loop.abort):
+        try:
             host, port = loop.serve()
             ctl = settings.controller
             log.info("inferno live: policy %s, %s, cycle budget %g s, actuation %s%s%s; "
@@ -387,7 +400,7 @@ def run_live(settings: LiveSettings, *, on_ready: Callable[[str, int], None] | N
             if on_ready is not None:
                 on_ready(host, port)
             cycles = loop.run()
-    finally:
-        loop.close()
+        finally:
+            loop.close()
     log.info("inferno live: stopped after %d periodic cycles", cycles)
     return cycles

@@ -9,7 +9,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+from kube_emulator import EmulatorThread, deployment
+
+from inferno.control import ControllerSettings
+from live.config import KubeSettings, PromSettings
+from live.driver import LiveLoop, LiveSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ROOT / "sample-data" / "small"
@@ -71,3 +79,26 @@ def labels(server: str, **extra: str) -> dict[str, str]:
     """Managed labels of a llama_13b server of class Premium."""
     return {"inferno.server.managed": "true", "inferno.server.name": server,
             "inferno.server.model": "llama_13b", "inferno.server.class": "Premium", **extra}
+
+WINDOW = "3s"
+"""Prometheus window of the in-process loops (1 s scrapes)."""
+
+
+def hpa_loop(kube_settings: KubeSettings, prom_url: str, tmp_path: Path,
+             **changes: Any) -> LiveLoop:
+    """LiveLoop on e2e-hpa with the HPA policy, on demand only, on a free port."""
+    controller = ControllerSettings(data_path=SMALL, period_s=0.0, port=0)
+    settings = LiveSettings(
+        controller=replace(controller, **changes.pop("controller", {})),
+        kube=replace(kube_settings, watch_namespace=HPA_NS),
+        prom=PromSettings(url=prom_url, window=WINDOW, timeout_s=2.0),
+        cycle_log=changes.pop("cycle_log", str(tmp_path / "cycles.jsonl")),
+        **{"policy": "hpa", **changes})
+    return LiveLoop(settings)
+
+
+def put_hot(kube: EmulatorThread, **extra: str) -> None:
+    kube.put_deployment(deployment(HPA_NS, "hot", labels("hot", **{ACC: "A100", MAX_BATCH: "40"},
+                                                           **extra)))
+
+

@@ -14,9 +14,7 @@ import signal
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes.client
@@ -26,6 +24,7 @@ import simpy
 import yaml
 from click.testing import CliRunner
 from kube_emulator import EmulatorThread, deployment
+from live_helpers import get, wait_until
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -60,15 +59,6 @@ def managed(server: str, **extra: str) -> dict[str, str]:
     return {"inferno.server.managed": "true", "inferno.server.name": server,
             "inferno.server.model": "llama_13b", "inferno.server.allocation.accelerator": "G2",
             **extra}
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 # ------------------------------------------------------------------ bad input
@@ -414,14 +404,6 @@ def test_emulation_drains_a_deleted_deployment(emulations: list[ClusterEmulation
     source.set()
     emulation.poll()
     wait_until(lambda: emulation.pods() == [], 5, "no pods")
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def test_targets_file_lists_pods_served_over_http(emulations: list[ClusterEmulation],
