@@ -288,7 +288,8 @@ def test_dockerfile_installs_the_live_extra_in_a_dependency_layer() -> None:
     live` as an unprivileged user."""
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
     base = next(x for x in lines if x.startswith("FROM"))
-    assert base.startswith("FROM python:3.11.") and "-slim" in base
+    assert base.startswith("FROM python:3.11.")
+    assert "-slim" in base
     steps = [x for x in lines if x.startswith(("COPY", "RUN pip"))]
     deps = steps.index("RUN pip install --no-cache-dir -r requirements-live.txt")
     assert steps[deps - 1] == "COPY docker/requirements-live.txt requirements-live.txt"
