@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -324,3 +325,27 @@ def test_dockerignore_keeps_the_context_small() -> None:
     """The build context leaves out the venv, git, tests, notebooks and results."""
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".venv", ".git", "tests", "notebooks", "*.jsonl"} <= ignored
+
+
+BLOCK_TWIN = '''
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("simpy", "pandas", "matplotlib", "sim", "dask"):
+            raise ImportError("blocked in this test: " + name)
+sys.meta_path.insert(0, Block())
+import inferno.optimizer, live.driver, live.server, live.placement
+from inferno.cli import main
+sys.argv = ["inferno", "live", "--help"]
+main()
+'''
+
+
+def test_the_controller_imports_without_the_twin_stack() -> None:
+    """What the image installs is enough: with simpy, pandas, matplotlib (and the twin's
+    package) unimportable, the controller's modules import and `inferno live --help` runs."""
+    done = subprocess.run([sys.executable, "-c", BLOCK_TWIN], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Usage: inferno live" in done.stdout
+    assert "--allow-migration" in done.stdout
