@@ -3,8 +3,10 @@
 One asyncio loop in one thread serves every connection, so idle keep-alive connections cost
 no thread; ``/invoke`` runs its cycle on a small thread pool (cycles are serialised by the
 controller's lock anyway) and at most `ServerSettings.max_pending_invokes` callers wait at
-once, later ones get 429 at once. ``/metrics`` is prometheus_client's aiohttp handler (text or
-OpenMetrics by Accept header, gzip, ``name[]`` filters).
+once, later ones get 429 at once. ``/metrics`` is prometheus_client's text exposition
+(`generate_latest`), rendered once per cycle: every metric of the registry changes only when a
+cycle ends, so scrapes between two cycles are served from memory (gzip when asked) and 50
+concurrent scrapers cost one rendering, not fifty.
 
 Two listeners when `ServerSettings.metrics_port` is set: ``/invoke`` (and ``/health``) on
 `port`, ``/metrics`` and ``/health`` on `metrics_port`, so a NetworkPolicy can admit
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from inferno.control.driver import Driver, Response, message_response
@@ -103,6 +105,8 @@ class ControlServer:
         self._pool: ThreadPoolExecutor | None = None
         self._runners: list[web.AppRunner] = []
         self._pending = 0
+        self._rendered: tuple[object, bytes] | None = None
+        """(the driver's last record when rendered, exposition)."""
         self.addresses: list[tuple[str, int]] = []
         """Bound (host, port) per listener: the main one first."""
 
@@ -141,9 +145,18 @@ class ControlServer:
     async def _health(self, request: web.Request) -> web.Response:
         return _respond(self.driver.handle_health())
 
+    async def _metrics(self, request: web.Request) -> web.Response:
+        key = self.driver.last_record
+        if self._rendered is None or self._rendered[0] is not key:
+            self._rendered = (key, generate_latest(self.registry))  # type: ignore[arg-type]
+        response = web.Response(body=self._rendered[1],
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+        response.enable_compression()
+        return response
+
     # ---------------------------------------------------------------- lifecycle
     def _apps(self) -> list[tuple[web.Application, int]]:
-        metrics = make_aiohttp_handler(self.registry)
+        metrics = self._metrics
         main = web.Application()
         main.router.add_get("/invoke", self._invoke)
         main.router.add_get("/health", self._health)

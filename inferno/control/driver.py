@@ -112,6 +112,7 @@ class Driver:
         self.last_ok_s: float | None = None
         """Clock time of the start of the last successful cycle."""
         self.last_record: CycleRecord | None = None
+        """The last cycle's record, set after the log and every observer have seen it."""
         self.running_since_s: float | None = None
         """Clock time an invoke started (it may still wait for the lock); None when idle."""
 
@@ -122,9 +123,6 @@ class Driver:
             record = self.controller.step(wait_s=wait_s)
         finally:
             self.running_since_s = None
-        self.last_record = record
-        if record.is_ok:
-            self.last_ok_s = record.time_s
         if self.log is not None:
             self.log.append(record)
         for observe in self.observers:
@@ -132,6 +130,9 @@ class Driver:
                 observe(record)
             except Exception:  # an observer's bug must not fail the cycle
                 logger.exception("cycle observer %r failed", observe)
+        if record.is_ok:
+            self.last_ok_s = record.time_s
+        self.last_record = record  # last: what observers updated is complete (see live.server)
         return record
 
     def handle_invoke(self) -> Response:
