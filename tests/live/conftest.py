@@ -4,7 +4,8 @@
   wiped before each test; `kubeconfig` points the official client at it.
 - `prometheus`: the Debian ``prometheus`` binary, one per session, scraping file-discovered
   targets every second (prom_harness.py);
-- `hot_pod`: one pod of Deployment e2e-hpa/hot with constant gauges, scraped over a window.
+- `hot_pod`: one pod of Deployment e2e-hpa/hot with constant gauges, scraped over a window;
+- `loops`: LiveLoops registered there are closed after the test.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from live_helpers import HPA_NS
 from prom_harness import PROMETHEUS, PodLoad, PrometheusServer, VllmPod
 
 from live.config import KubeSettings, load_api_client
+from live.driver import LiveLoop
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +87,12 @@ def hot_pod(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
     yield prometheus
     prometheus.remove_targets([pod.address])
     pod.stop()
+
+
+@pytest.fixture
+def loops() -> Iterator[list[LiveLoop]]:
+    """Loops registered here are closed after the test."""
+    started: list[LiveLoop] = []
+    yield started
+    for loop in started:
+        loop.close()

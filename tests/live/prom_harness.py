@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -94,18 +94,17 @@ class _VllmCollector(Collector):
         yield GaugeMetricFamily(kv, "KV usage fraction.", load.kv_usage)
 
 
-class VllmPod:
-    """One emulated pod: an HTTP /metrics endpoint on 127.0.0.1 with a fixed load."""
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 answering every GET with ``answer(path, headers)``
+    → (status, content type, body)."""
 
-    def __init__(self, load: PodLoad) -> None:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_VllmCollector(load, start_s=time.time() - HISTORY_S))
-
+    def __init__(self, answer: Callable[[str, Mapping[str, str]], tuple[int, str, bytes]]
+                 ) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                body = generate_latest(registry)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                status, ctype, body = answer(self.path, dict(self.headers))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -121,24 +120,39 @@ class VllmPod:
     def address(self) -> str:
         return f"127.0.0.1:{self._server.server_address[1]}"
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
 
 
+class VllmPod(LoopbackServer):
+    """One emulated pod: an HTTP /metrics endpoint on 127.0.0.1 with a fixed load."""
+
+    def __init__(self, load: PodLoad) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_VllmCollector(load, start_s=time.time() - HISTORY_S))
+        super().__init__(lambda path, headers: (
+            200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry)))
+
+
 class PrometheusServer:
     """The prometheus binary on a free loopback port, scraping file-discovered targets."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, scrape_interval_s: float = 1.0) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.targets_file = workdir / "targets.json"
         self._groups: dict[str, dict[str, object]] = {}
         self._write_targets()
         config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
-                       "evaluation_interval": "1s"},
+            "global": {"scrape_interval": f"{scrape_interval_s:g}s",
+                       "scrape_timeout": f"{scrape_interval_s:g}s",
+                       "evaluation_interval": f"{scrape_interval_s:g}s"},
             "scrape_configs": [{
                 "job_name": "vllm",
                 "file_sd_configs": [{"files": [str(self.targets_file)],
@@ -223,41 +237,20 @@ class PrometheusServer:
         raise TimeoutError(f"{promql}: fewer than {num_series} series after {timeout_s} s")
 
 
-class RecordingProxy:
+class RecordingProxy(LoopbackServer):
     """A plain-http reverse proxy on 127.0.0.1 in front of `upstream` that records the
     Authorization header of every request (what a network observer would see)."""
 
     def __init__(self, upstream: str) -> None:
         self.authorization: list[str | None] = []
-        seen = self.authorization
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                seen.append(self.headers.get("Authorization"))
-                try:
-                    with urllib.request.urlopen(upstream + self.path, timeout=10) as answer:
-                        status, body = answer.status, answer.read()
-                        ctype = answer.headers.get("Content-Type", "application/json")
-                except urllib.error.HTTPError as exc:
-                    status, body, ctype = exc.code, exc.read(), "application/json"
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def forward(path: str, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
+            self.authorization.append(headers.get("Authorization"))
+            try:
+                with urllib.request.urlopen(upstream + path, timeout=10) as answer:
+                    return (answer.status, answer.headers.get("Content-Type", "text/plain"),
+                            answer.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, "application/json", exc.read()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(forward)

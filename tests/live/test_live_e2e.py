@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client
-import pytest
 from kube_emulator import EmulatorThread, deployment
 from live_helpers import (
     ACC,
@@ -128,15 +126,6 @@ def gauge(body: bytes, name: str) -> dict[tuple[str, str, str], float]:
 
 
 # ------------------------------------------------------------------ faults, in process
-
-@pytest.fixture
-def loops() -> Iterator[list[LiveLoop]]:
-    """Loops registered here are closed after the test."""
-    started: list[LiveLoop] = []
-    yield started
-    for loop in started:
-        loop.close()
-
 
 def test_invoke_and_metrics_answer_in_metrics_mode(
         kube: EmulatorThread, kube_settings: KubeSettings, hot_pod: PrometheusServer,

@@ -44,14 +44,11 @@ DEPLOYMENTS = r"/deployments$"
 """Path of a Deployment list (all namespaces or one)."""
 
 
-@pytest.fixture
-def loops(kube: EmulatorThread) -> Iterator[list[LiveLoop]]:
-    """Loops registered here are closed after the test; hung requests are released."""
-    started: list[LiveLoop] = []
-    yield started
+@pytest.fixture(autouse=True)
+def release_hung_requests(kube: EmulatorThread) -> Iterator[None]:
+    """Requests left hanging by a test end with it (kube.clear releases them)."""
+    yield
     kube.clear()
-    for loop in started:
-        loop.close()
 
 
 # ------------------------------------------------------------------ hung API server

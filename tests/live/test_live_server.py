@@ -180,14 +180,6 @@ def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
             for s in family.samples}
 
 
-@pytest.fixture
-def loops() -> Iterator[list[LiveLoop]]:
-    started: list[LiveLoop] = []
-    yield started
-    for loop in started:
-        loop.close()
-
-
 def test_controller_metrics_describe_the_cycles(
         kube: EmulatorThread, kube_settings: KubeSettings, hot_pod: PrometheusServer,
         tmp_path: Path, loops: list[LiveLoop]) -> None:
