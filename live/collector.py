@@ -82,6 +82,8 @@ class LiveCollector:
             self.budget.begin()
             deadline = self.budget.collect
         discovery = discover_deployments(self._apps, self.settings, deadline)
+        if self.budget is not None:
+            self.budget.discovery = discovery
         skipped = dict(discovery.skipped)
         deployments = {name: dep for name, dep in discovery.deployments.items()
                        if self._placement_problem(dep, skipped) is None}

@@ -278,6 +278,7 @@ class LiveLoop:
 
         def cycle_over(record: CycleRecord) -> None:
             self.budget.stage = ""
+            self.budget.discovery = None
 
         # A dry run actuates nothing, and in metrics mode the gauges are the actuation.
         exports = () if dry_run else (self.exporter.update,)

@@ -250,12 +250,17 @@ class KubeActuator:
                                  deadline=deadline)
 
     def apply(self, plan: AllocationPlan) -> ActuationReport:
-        """Patch every planned server whose Deployment differs from its plan."""
+        """Patch every planned server whose Deployment differs from its plan (as this cycle's
+        collect listed it, else as listed now)."""
+        discovery = None
         if self.budget is not None:
             self.budget.stage = "actuate"
-        scope = self.settings.watch_namespace or "all namespaces"
-        discovery = discover(self._retrying(lambda t: list_managed(self._apps, self.settings, t),
-                                            f"list managed Deployments in {scope}"))
+            discovery = self.budget.discovery  # listed by this cycle's collect
+        if discovery is None:
+            scope = self.settings.watch_namespace or "all namespaces"
+            discovery = discover(self._retrying(
+                lambda t: list_managed(self._apps, self.settings, t),
+                f"list managed Deployments in {scope}"))
         accelerators = self._accelerators() if self._accelerators is not None else {}
         unchanged: list[str] = []
         failed: dict[str, str] = {}
