@@ -2,12 +2,16 @@
 
 Set-up (all on 127.0.0.1, as in live_cycle_bench.py): the tests' Kubernetes API emulator
 (kmock) holding N managed Deployments (the five models of sample-data/small, classes
-Premium/Bronze/Free, seeded loads); the twin's pods serving their vLLM metrics
-(`sim.emulate.ClusterEmulation`, following the API); a real Prometheus scraping them every
-5 s (a second is more than 500 pods behind one Python HTTP server keep up with on two shared
-cores; the window is 20 s). The controller is the real command, ``inferno live 0`` (on
-demand, inferno policy, patch actuation, trend lead 0, cycle log on), in a process of its
-own, so its CPU time and RSS are its own and not the harness's. Cycles run back to back
+Premium/Bronze/Free, seeded loads); one pod per Deployment serving vLLM metrics; a real
+Prometheus scraping them every 5 s (a second is more than 500 pods behind one Python HTTP
+server keep up with on two shared cores; the window is 20 s). The pods are either ``static``
+(default: counters growing at the Deployment's seeded rate, constant gauges, one loopback
+server for all; the steady state of a fleet whose load does not move) or the ``twin``
+(`sim.emulate.ClusterEmulation` following the API, as `inferno emulate`; it simulates every
+request in real time, which on two shared cores slows everything else down). The controller
+is the real command, ``inferno live 0`` (on demand, inferno policy, patch actuation, trend
+lead 0, cycle log on), in a process of its own, so its CPU time and RSS are its own and not
+the harness's. Cycles run back to back
 through ``GET /invoke``.
 
 Per cycle: the cycle's own time (its record's ``timing.total_ms``), the controller's CPU time
@@ -38,7 +42,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "live")]
 
 from kube_emulator import EmulatorThread, deployment  # noqa: E402
-from prom_harness import PrometheusServer, free_port  # noqa: E402
+from prom_harness import (  # noqa: E402
+    HISTORY_S,
+    LoopbackServer,
+    PodLoad,
+    PrometheusServer,
+    VllmCollector,
+    free_port,
+)
+from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
 from inferno.commands.live import follow_deployments  # noqa: E402
 from inferno.io import load_static_data  # noqa: E402
@@ -56,18 +68,49 @@ SCRAPE_S = 5.0
 WINDOW = "20s"
 
 
-def seed_deployments(kube: EmulatorThread, n: int, seed: int, rpm: tuple[float, float]) -> None:
+def seed_deployments(kube: EmulatorThread, n: int, seed: int, rpm: tuple[float, float]
+                     ) -> dict[str, PodLoad]:
+    """Put N managed Deployments; returns the load of each (by Deployment name)."""
     rng = np.random.default_rng(seed)
+    loads = {}
     for i in range(n):
+        loads[f"dep-{i:03d}"] = PodLoad(
+            request_rps=rng.uniform(*rpm) / 60.0, in_tokens=float(rng.integers(64, 512)),
+            out_tokens=float(rng.integers(32, 256)), ttft_s=0.2, itl_s=0.03,
+            waiting=0.0, running=float(rng.integers(1, 16)), kv_usage=0.3)
+        load = loads[f"dep-{i:03d}"]
         labels = {
             "inferno.server.managed": "true", "inferno.server.name": f"srv-{i:03d}",
             "inferno.server.model": MODELS[i % len(MODELS)],
             "inferno.server.class": CLASSES[i % len(CLASSES)],
             "inferno.server.allocation.accelerator": "G2",
-            "inferno.server.load.rpm": f"{rng.uniform(*rpm):.1f}",
-            "inferno.server.load.intokens": str(int(rng.integers(64, 512))),
-            "inferno.server.load.outtokens": str(int(rng.integers(32, 256)))}
+            "inferno.server.load.rpm": f"{load.request_rps * 60:.1f}",
+            "inferno.server.load.intokens": str(int(load.in_tokens)),
+            "inferno.server.load.outtokens": str(int(load.out_tokens))}
         kube.put_deployment(deployment(NS, f"dep-{i:03d}", labels))
+    return loads
+
+
+class StaticPods:
+    """One pod per Deployment at /metrics/<deployment>, one loopback server for all."""
+
+    def __init__(self, loads: dict[str, PodLoad], prometheus: PrometheusServer) -> None:
+        start_s = time.time() - HISTORY_S
+        self.registries = {}
+        for name, load in loads.items():
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(VllmCollector(load, start_s=start_s))
+            self.registries[f"/metrics/{name}"] = registry
+        self.server = LoopbackServer(lambda path, headers: (
+            200, "text/plain; version=0.0.4; charset=utf-8",
+            generate_latest(self.registries[path])))
+        for name in loads:
+            prometheus.add_target(self.server.address, {
+                "namespace": NS, "deployment": name, "pod": f"{name}-0",
+                "__metrics_path__": f"/metrics/{name}"}, key=name)
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 def wait_scraped(prometheus: PrometheusServer, n: int, timeout_s: float = 300.0) -> int:
@@ -110,7 +153,8 @@ def record_after(path: Path, offset: int) -> dict[str, object]:
         return json.loads(f.read().decode().splitlines()[-1])
 
 
-def run(n: int, cycles: int, seed: int, rpm: tuple[float, float]) -> list[dict[str, float]]:
+def run(n: int, cycles: int, seed: int, rpm: tuple[float, float], pods: str
+        ) -> list[dict[str, float]]:
     work = Path(tempfile.mkdtemp(prefix="inferno-soak-"))
     kube = EmulatorThread()
     kube.start()
@@ -118,16 +162,21 @@ def run(n: int, cycles: int, seed: int, rpm: tuple[float, float]) -> list[dict[s
     kubeconfig = kube.write_kubeconfig(work / "kubeconfig")
     kube_settings = KubeSettings(kubeconfig=str(kubeconfig), watch_namespace=NS)
     api_client = load_api_client(kube_settings)
-    seed_deployments(kube, n, seed, rpm)
-    emulation = ClusterEmulation(
-        load_static_data(SMALL), follow_deployments(DeploymentReader(api_client, kube_settings)),
-        EmulationSettings(poll_s=2.0, startup=StartupDelay(mean_s=5.0), seed=seed),
-        targets_file=prometheus.targets_file)
+    loads = seed_deployments(kube, n, seed, rpm)
+    emulation: ClusterEmulation | StaticPods | None = None
     port = free_port()
     cycle_log = work / "cycles.jsonl"
     proc: subprocess.Popen[bytes] | None = None
     try:
-        emulation.start()
+        if pods == "twin":
+            emulation = ClusterEmulation(
+                load_static_data(SMALL),
+                follow_deployments(DeploymentReader(api_client, kube_settings)),
+                EmulationSettings(poll_s=2.0, startup=StartupDelay(mean_s=5.0), seed=seed),
+                targets_file=prometheus.targets_file)
+            emulation.start()
+        else:
+            emulation = StaticPods(loads, prometheus)
         prometheus.start()
         ready = wait_scraped(prometheus, n)
         print(f"{ready} of {n} Deployments scraped over a full window", flush=True)
@@ -169,7 +218,8 @@ def run(n: int, cycles: int, seed: int, rpm: tuple[float, float]) -> list[dict[s
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
-        emulation.stop()
+        if emulation is not None:
+            emulation.stop()
         prometheus.stop()
         api_client.close()
         kube.stop()
@@ -209,11 +259,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--rpm", type=float, nargs=2, default=(10.0, 60.0),
                     help="Range of the seeded loads, RPM (the twin runs them in real time).")
+    ap.add_argument("--pods", choices=("static", "twin"), default="static")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
-    rows = run(args.deployments, args.cycles, args.seed, tuple(args.rpm))
+    rows = run(args.deployments, args.cycles, args.seed, tuple(args.rpm), args.pods)
     text = report(rows, args.deployments, min(args.warmup, len(rows) - 1))
+    text += f" Pods: {args.pods}."
     machine = (f"{platform.python_implementation()} {platform.python_version()}, "
                f"{os.cpu_count()} CPUs, {platform.machine()}")
     print(text)

@@ -62,7 +62,9 @@ class PodLoad:
     (``vllm:gpu_cache_usage_perc``, ``vllm:time_per_output_token_seconds``)."""
 
 
-class _VllmCollector(Collector):
+class VllmCollector(Collector):
+    """vLLM's series for one pod with a fixed load (counters grow with wall time)."""
+
     def __init__(self, load: PodLoad, start_s: float) -> None:
         self.load = load
         self.start_s = start_s
@@ -135,7 +137,7 @@ class VllmPod(LoopbackServer):
 
     def __init__(self, load: PodLoad) -> None:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_VllmCollector(load, start_s=time.time() - HISTORY_S))
+        registry.register(VllmCollector(load, start_s=time.time() - HISTORY_S))
         super().__init__(lambda path, headers: (
             200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry)))
 
@@ -207,9 +209,10 @@ class PrometheusServer:
         tmp.write_text(json.dumps(list(self._groups.values())), encoding="utf-8")
         os.replace(tmp, self.targets_file)
 
-    def add_target(self, address: str, labels: Mapping[str, str]) -> None:
-        """Scrape `address` with the given target labels (e.g. namespace, deployment, pod)."""
-        self._groups[address] = {"targets": [address], "labels": dict(labels)}
+    def add_target(self, address: str, labels: Mapping[str, str], key: str = "") -> None:
+        """Scrape `address` with the given target labels (e.g. namespace, deployment, pod,
+        ``__metrics_path__``); `key` tells apart targets sharing an address."""
+        self._groups[key or address] = {"targets": [address], "labels": dict(labels)}
         self._write_targets()
 
     def remove_targets(self, addresses: Iterable[str]) -> None:

@@ -81,8 +81,16 @@ def managed(server: str, **extra: str) -> dict[str, str]:
     (["emulate-load", "often"], {}, "argument INTERVAL"),
     (["emulate-load"], {"INFERNO_LOAD_ALPHA": "x"}, "INFERNO_LOAD_ALPHA"),
     (["emulate", "--data-path", str(SMALL), "--speedup", "0"], {}, "speedup must be > 0"),
+    (["live", "--data-path", str(SMALL)], {"INFERNO_PROMETHEUS_TOKEN_PATH": "/t"},
+     "INFERNO_PROMETHEUS_ALLOW_HTTP_TOKEN"),
+    (["live", "--data-path", str(SMALL), "--invoke-token-file", "/nonexistent/token"], {},
+     "INFERNO_INVOKE_TOKEN_PATH /nonexistent/token"),
+    (["live", "--data-path", str(SMALL)], {"INFERNO_ACCELERATOR_RESOURCE": "nvidia gpu"},
+     "INFERNO_ACCELERATOR_RESOURCE"),
+    (["live", "--cycle-timeout", "0"], {}, "--cycle-timeout"),
 ], ids=["period", "dynamic", "data", "prom-flags", "policy", "oracle", "kubeconfig",
-        "window", "actuation", "max-batch-env", "alpha", "interval", "alpha-env", "speedup"])
+        "window", "actuation", "max-batch-env", "alpha", "interval", "alpha-env", "speedup",
+        "token-over-http", "invoke-token", "gpu-resource", "cycle-timeout"])
 def test_bad_input_exits_2_naming_it(args: list[str], env: dict[str, str],
                                      message: str) -> None:
     """Bad arguments, options or variables exit 2 with one line naming what is wrong."""
