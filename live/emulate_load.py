@@ -104,7 +104,8 @@ class ClusterLoadEmulator:
             items = list_managed(self._apps, self.kube)
         except (ApiException, *TRANSPORT_ERRORS) as exc:
             raise kube_collect_error(exc, f"list managed Deployments in {scope}") from exc
-        raw = {(d.metadata.namespace, d.metadata.name): d.metadata.labels or {} for d in items}
+        raw = {(d["metadata"].get("namespace"), d["metadata"].get("name")):
+               d["metadata"].get("labels") or {} for d in items}
         discovery = discover(items)
         current: dict[str, LoadPoint] = {}
         for name, dep in discovery.deployments.items():

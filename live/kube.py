@@ -18,6 +18,8 @@ controller rolls them over when the template changes.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -70,29 +72,52 @@ class Discovery:
     """Server name (or ``namespace/deployment`` when the name is unreadable) → reason."""
 
 
-def read_deployment(dep: kubernetes.client.V1Deployment) -> ManagedDeployment:
-    """Plain data from a V1Deployment; raises ConfigError for malformed labels."""
-    meta = dep.metadata
-    spec_replicas = dep.spec.replicas if dep.spec is not None else None
-    ready = dep.status.ready_replicas if dep.status is not None else None
+Listed = Mapping[str, Any]
+"""A Deployment as the API serves it (JSON, camelCase keys)."""
+
+
+@functools.cache
+def _serializer() -> kubernetes.client.ApiClient:
+    return kubernetes.client.ApiClient()
+
+
+def plain(dep: Listed | kubernetes.client.V1Deployment) -> Listed:
+    """The API's JSON form of a Deployment (client models are converted)."""
+    if isinstance(dep, Mapping):
+        return dep
+    converted: Listed = _serializer().sanitize_for_serialization(dep)
+    return converted
+
+
+def read_deployment(dep: Listed | kubernetes.client.V1Deployment) -> ManagedDeployment:
+    """Plain data from a listed Deployment; raises ConfigError for malformed labels."""
+    raw = plain(dep)
+    meta = raw.get("metadata") or {}
+    spec_replicas = (raw.get("spec") or {}).get("replicas")
+    ready = (raw.get("status") or {}).get("readyReplicas")
     return ManagedDeployment(
-        namespace=meta.namespace or "", deployment=meta.name or "",
-        labels=lbl.parse_labels(meta.labels or {}),
+        namespace=meta.get("namespace") or "", deployment=meta.get("name") or "",
+        labels=lbl.parse_labels(meta.get("labels") or {}),
         desired_replicas=1 if spec_replicas is None else int(spec_replicas),
-        ready_replicas=int(ready or 0), template=read_template(dep))
+        ready_replicas=int(ready or 0), template=read_template(raw))
 
 
-def discover(items: Iterable[kubernetes.client.V1Deployment]) -> Discovery:
+def _ref(raw: Listed) -> tuple[str, str]:
+    meta = raw.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def discover(items: Iterable[Listed | kubernetes.client.V1Deployment]) -> Discovery:
     """Parse listed Deployments (in namespace/name order); skip malformed and duplicate names."""
     found: dict[str, ManagedDeployment] = {}
     skipped: dict[str, str] = {}
-    ordered = sorted(items, key=lambda d: (d.metadata.namespace or "", d.metadata.name or ""))
-    for dep in ordered:
-        ref = f"{dep.metadata.namespace}/{dep.metadata.name}"
+    for raw in sorted((plain(d) for d in items), key=_ref):
+        ref = "/".join(_ref(raw))
         try:
-            managed = read_deployment(dep)
+            managed = read_deployment(raw)
         except ConfigError as exc:
-            name = (dep.metadata.labels or {}).get(lbl.NAME, "").strip() or ref
+            labels = (raw.get("metadata") or {}).get("labels") or {}
+            name = str(labels.get(lbl.NAME, "")).strip() or ref
             skipped[name] = f"Deployment {ref}: {exc}"
             log.warning("skipping Deployment %s: %s", ref, exc)
             continue
@@ -107,15 +132,25 @@ def discover(items: Iterable[kubernetes.client.V1Deployment]) -> Discovery:
 
 
 def list_managed(apps: kubernetes.client.AppsV1Api, settings: KubeSettings,
-                 timeout_s: float | None = None) -> list[kubernetes.client.V1Deployment]:
-    """One list call with the managed label selector (client-library errors propagate)."""
+                 timeout_s: float | None = None) -> list[Listed]:
+    """One list call with the managed label selector, as JSON (client-library errors
+    propagate; a body that is not JSON is an HTTP 502).
+
+    The JSON is parsed as is, not into the client's models: for 500 Deployments the models
+    cost ~0.2 s of CPU per list, the JSON ~10 ms.
+    """
     kwargs: dict[str, Any] = {"label_selector": lbl.MANAGED_SELECTOR,
-                              "_request_timeout": timeout_s or settings.request_timeout_s}
+                              "_request_timeout": timeout_s or settings.request_timeout_s,
+                              "_preload_content": False}
     if settings.watch_namespace:
-        result = apps.list_namespaced_deployment(settings.watch_namespace, **kwargs)
+        response = apps.list_namespaced_deployment(settings.watch_namespace, **kwargs)
     else:
-        result = apps.list_deployment_for_all_namespaces(**kwargs)
-    return list(result.items or [])
+        response = apps.list_deployment_for_all_namespaces(**kwargs)
+    try:
+        body = json.loads(response.data)
+    except ValueError as exc:
+        raise ApiException(status=502, reason=f"Deployment list is not JSON: {exc}") from exc
+    return list(body.get("items") or [])
 
 
 def discover_deployments(apps: kubernetes.client.AppsV1Api, settings: KubeSettings,

@@ -27,8 +27,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import kubernetes.client
-
 from inferno.errors import ConfigError
 from inferno.model.accelerator import Accelerator
 
@@ -90,21 +88,24 @@ class PodTemplate:
     containers: tuple[ContainerResources, ...] = ()
 
 
-def read_template(dep: kubernetes.client.V1Deployment) -> PodTemplate:
-    """The pod template of a listed Deployment (empty when the object has none)."""
-    spec = dep.spec.template.spec if dep.spec and dep.spec.template else None
+def read_template(dep: Mapping[str, Any]) -> PodTemplate:
+    """The pod template of a listed Deployment (API JSON); empty when it has none."""
+    spec = ((dep.get("spec") or {}).get("template") or {}).get("spec")
     if spec is None:
         return PodTemplate()
+
+    def quantities(resources: Mapping[str, Any] | None, key: str) -> Mapping[str, str] | None:
+        values = None if resources is None else resources.get(key)
+        return None if values is None else {k: str(v) for k, v in values.items()}
+
     containers = tuple(
-        ContainerResources(
-            name=c.name or "", has_resources=c.resources is not None,
-            limits=None if c.resources is None or c.resources.limits is None
-            else {k: str(v) for k, v in c.resources.limits.items()},
-            requests=None if c.resources is None or c.resources.requests is None
-            else {k: str(v) for k, v in c.resources.requests.items()})
-        for c in spec.containers or ())
-    return PodTemplate(node_selector=None if spec.node_selector is None
-                       else dict(spec.node_selector), containers=containers)
+        ContainerResources(name=c.get("name") or "", has_resources="resources" in c,
+                           limits=quantities(c.get("resources"), "limits"),
+                           requests=quantities(c.get("resources"), "requests"))
+        for c in spec.get("containers") or ())
+    selector = spec.get("nodeSelector")
+    return PodTemplate(node_selector=None if selector is None else dict(selector),
+                       containers=containers)
 
 
 def _container_index(template: PodTemplate, settings: PlacementSettings) -> int:
