@@ -1,0 +1,437 @@
+"""Latency of one replica as vLLM (and the twin) measure it: mean and distribution of TTFT/ITL.
+
+The upstream models (`PerfModel.CLASSIC`, `PerfModel.CHUNKED`) turn the queue's means into
+TTFT = W + prefill + ITL (`service.request_metrics`). `PerfModel.VLLM` models what a request
+goes through in a continuous-batching engine that schedules between iterations
+(docs/validation.md has the derivation and the checks against the twin):
+
+* an arrival that finds n < N requests in the replica waits for the iteration in progress
+  (length-biased: a prefill iteration is long), then its prefill iteration runs with the n
+  others decoding, together with the prompts that arrived in the same iteration; the
+  iteration that completes the prefill samples the first token;
+* an arrival that finds all N slots busy waits for a slot. With fixed lengths a slot's
+  service is near-deterministic (D = τ(N)), so the wait for the k-th free slot is the k-th
+  order statistic of N uniform residuals on [0, D] (Crommelin's M/D/c structure); the
+  number ahead is geometric with the chain's mean scaled by Cosmetatos' M/D/c correction;
+* the birth–death chain gives the batch-size distribution; a first-order correction for the
+  shape of a request's work over its life (a prefill lump up front widens the batch-size
+  distribution, a KV read growing with the context narrows it) scales the probability of a
+  full batch as P^(1/v);
+* a request's ITL averages the iteration times over its life: the batch it sees, shrunk
+  towards the mean by the life-average of a stationary count (√(2/3)), plus the prefill
+  iterations of later arrivals.
+
+Pure numpy over (C,) candidate arrays, no Python loops over states; times ms, rates req/ms.
+Nothing here depends on the optimizer or on the queue kernels' internals: the inputs are a
+`QueueSolution` and, for distributions, the in-service state probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import pdtr
+
+from inferno.analyzer.queueing import QueueSolution, geometric_tail_sums
+from inferno.analyzer.service import (
+    MetricCoefficients,
+    ServiceParams,
+    decode_token_work_ms,
+    fast_request_metrics,
+    metric_coefficients,
+    num_chunks,
+    prefill_work_ms,
+    service_time_ms,
+)
+from inferno.model import PerfModel
+
+__all__ = [
+    "LIFE_AVERAGE_SHRINK",
+    "Latency",
+    "LatencyCoefficients",
+    "LatencyDistribution",
+    "latency_coefficients",
+    "queue_metrics",
+]
+
+LIFE_AVERAGE_SHRINK = float(np.sqrt(2.0 / 3.0))
+"""Standard deviation of the time-average of an M/D/∞ count over one service time, relative
+to the count's own: Var = (2/3)·Var(n) (triangular autocorrelation over the window)."""
+CO_ADMITTED_TERMS = 4
+"""Prompts admitted with an arrival's are Poisson; 0..2 exactly, 3 or more lumped at 3."""
+
+
+class LatencyCoefficients(NamedTuple):
+    """Per-candidate constants of the latency model, (C,) arrays (see `latency_coefficients`).
+
+    The vLLM fields are computed for every model (cheap) and used only by `PerfModel.VLLM`.
+    """
+
+    upstream: MetricCoefficients
+    params: ServiceParams
+    num_servers: np.ndarray
+    """N (float)."""
+    num_queue: np.ndarray
+    """Q (float)."""
+    decode_ms: np.ndarray
+    """w_d: a request's work in one decode iteration."""
+    full_service_ms: np.ndarray
+    """D = τ(N): time in service at a full batch."""
+    full_chunks: np.ndarray
+    """Prefill chunks at a full batch, nc(N)."""
+    spread_profile: np.ndarray
+    """E_t/λ: first-order dispersion excess of the batch size, per unit rate, for the
+    request's real work profile (prefill lump, then KV reads growing with the context)."""
+    spread_flat: np.ndarray
+    """E_f/λ = the request's total work: the same for the chain's flat profile."""
+    cosmetatos: np.ndarray
+    """(N−1)(√(4+5N) − 2)/(16N): Cosmetatos' M/D/c term without its (1−ρ)/ρ."""
+    one_chunk: np.ndarray
+    """Every batch size up to N prefills in one chunk (bool)."""
+
+    def take(self, idx: np.ndarray) -> LatencyCoefficients:
+        return LatencyCoefficients(self.upstream.take(idx), self.params.take(idx),
+                                   *(np.asarray(f)[idx] for f in self[2:]))
+
+
+def latency_coefficients(model: PerfModel, p: ServiceParams, num_queue: np.ndarray
+                         ) -> LatencyCoefficients:
+    """Precompute `LatencyCoefficients` for (C,)-shaped ``p`` and queue slots Q."""
+    p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
+    upstream = metric_coefficients(model, p)
+    n = np.maximum(p.max_batch, 1.0)
+    m = p.out_tokens
+    w_d = decode_token_work_ms(p)
+    w_pre = prefill_work_ms(np.ones_like(n), p)
+    decodes = m - 1.0
+    # Decode x (1..m−1) reads L + x KV tokens and comes x iterations after the prefill, in a
+    # window of m iterations: first-order count covariance weights (1 − x/m), the prefill 1.
+    s0 = decodes - decodes * m / (2.0 * m)
+    s1 = decodes * m / 2.0 - decodes * m * (2.0 * decodes + 1.0) / (6.0 * m)
+    spread_profile = 2.0 * w_pre + 2.0 * ((p.beta_ms + p.gamma_ms * p.in_tokens) * s0
+                                          + p.gamma_ms * s1)
+    return LatencyCoefficients(
+        upstream=upstream, params=p, num_servers=n,
+        num_queue=np.asarray(num_queue, dtype=float) + 0.0 * n, decode_ms=w_d,
+        full_service_ms=service_time_ms(PerfModel.VLLM, n, p),
+        full_chunks=num_chunks(n, p.in_tokens, m, p.max_num_tokens).astype(float),
+        spread_profile=spread_profile, spread_flat=w_pre + decodes * w_d,
+        cosmetatos=(n - 1.0) * (np.sqrt(4.0 + 5.0 * n) - 2.0) / (16.0 * n),
+        one_chunk=np.asarray(upstream.one_chunk, dtype=bool))
+
+
+class Latency(NamedTuple):
+    """Mean request latencies of C candidates, (C,) arrays (ms)."""
+
+    prefill_ms: np.ndarray
+    """Admission to first token."""
+    itl_ms: np.ndarray
+    ttft_ms: np.ndarray
+    wait_ms: np.ndarray
+    """Arrival to admission (TTFT − prefill)."""
+    resp_ms: np.ndarray
+    """Arrival to last token."""
+
+
+class _Arrival(NamedTuple):
+    """What an accepted arrival finds, (C,) arrays."""
+
+    idle: np.ndarray
+    """P(replica empty)."""
+    busy: np.ndarray
+    """P(1 <= n < N): admitted at the end of the running iteration."""
+    n_busy: np.ndarray
+    """E[n; n < N]."""
+    wait: np.ndarray
+    """P(all N busy), corrected for the work profile: the arrival waits for a slot."""
+    scale: np.ndarray
+    """Factor from the chain's (time-stationary) mass below N to the arrivals' mass."""
+    lam: np.ndarray
+    """Offered rate (req/ms)."""
+    ratio: np.ndarray
+    """v: batch-size variance of the real work profile over the chain's."""
+
+
+def _arrival(sol: QueueSolution, coef: LatencyCoefficients) -> _Arrival:
+    """PASTA: accepted arrivals see the time-stationary state, except that P(all N busy) is
+    taken to the power 1/v (a Gaussian-tail probability whose variance is scaled by v)."""
+    accepted = 1.0 - sol.p_block
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        lam = sol.throughput_rpms / accepted
+        wait = np.clip(sol.p_wait / accepted, 0.0, 1.0)
+        v = (1.0 + lam * coef.spread_profile) / (1.0 + lam * coef.spread_flat)
+        wait_v = np.where(wait > 0, wait ** (1.0 / v), 0.0)
+        scale = np.where(wait < 1, (1.0 - wait_v) / (1.0 - wait), 0.0) / accepted
+    below = 1.0 - sol.p_wait - sol.p_block
+    full = coef.num_servers * (sol.p_wait + sol.p_block)
+    return _Arrival(idle=sol.p_idle * scale,
+                    busy=np.maximum(below - sol.p_idle, 0.0) * scale,
+                    n_busy=np.maximum(sol.n_srv - full, 0.0) * scale,
+                    wait=wait_v, scale=scale, lam=lam, ratio=v)
+
+
+class _Terms(NamedTuple):
+    """Per-row quantities shared by the mean and the distribution, (C,) arrays (ms)."""
+
+    chunks: np.ndarray
+    """Prefill chunks of an arrival: nc at the rounded mean batch (1 for most rows)."""
+    w_pre: np.ndarray
+    """Own prefill work in ``chunks`` chunks."""
+    w_chunk: np.ndarray
+    """Work of one prefill chunk: what a prompt admitted in the same iteration adds."""
+    delta: np.ndarray
+    """Mean work per request per iteration (the chain's slope at this chunk count)."""
+    bump: np.ndarray
+    """λ·(w_chunk − w_d)²: the length bias prefill iterations add to the iteration an
+    arrival lands in."""
+    full_prefill: np.ndarray
+    """Prefill latency when admitted into a full batch (N − 1 others decoding)."""
+
+
+def _terms(coef: LatencyCoefficients, n_srv: np.ndarray, lam: np.ndarray) -> _Terms:
+    p = coef.params
+    chunks = np.ones_like(coef.num_servers)
+    multi = ~coef.one_chunk
+    if multi.any():
+        with np.errstate(invalid="ignore"):
+            rounded = np.clip(np.floor(np.nan_to_num(n_srv[multi], nan=1.0) + 0.5), 1.0,
+                              coef.num_servers[multi])
+        chunks[multi] = num_chunks(rounded, p.in_tokens[multi], p.out_tokens[multi],
+                                   p.max_num_tokens[multi])
+    w_pre = prefill_work_ms(chunks, p)
+    w_chunk = w_pre / chunks
+    m = p.out_tokens
+    delta = (w_pre + (m - 1.0) * coef.decode_ms) / (chunks + m - 1.0)
+    gap = np.maximum(w_chunk - coef.decode_ms, 0.0)
+    c_n = coef.full_chunks
+    full_prefill = (c_n * (p.alpha_ms + (coef.num_servers - 1.0) * coef.decode_ms)
+                    + prefill_work_ms(c_n, p))
+    return _Terms(chunks, w_pre, w_chunk, delta, lam * gap * gap, full_prefill)
+
+
+def _queue_shape(coef: LatencyCoefficients, arr: _Arrival) -> tuple[np.ndarray, np.ndarray]:
+    """(σ, E[wait | wait]) of an arrival that finds all N slots busy.
+
+    The number of slots it waits for, k, is geometric, P(k) = (1−σ)σ^{k−1}, whose mean
+    queue length is the chain's (its geometric tail at temperature v, truncated at Q) times
+    Cosmetatos' M/D/c factor; the wait for slot k = qN + r is q·D plus the r-th order
+    statistic of N uniform residuals on [0, D], of mean r·D/(N+1).
+    """
+    n, q, d_full = coef.num_servers, coef.num_queue, coef.full_service_ms
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        rho = arr.lam * d_full / n
+        tilt = np.log(rho) / arr.ratio
+        g0, g1 = geometric_tail_sums(tilt, q.astype(np.int64))
+        last = np.exp(q * tilt)
+        length = np.where(q > 0, (g1 - q * last) / (1.0 + g0 - last), 0.0)
+        factor = np.where(rho < 1.0, np.minimum(1.0, 0.5 + 0.5 * (1.0 - rho)
+                                                * coef.cosmetatos / rho), 0.5)
+        ahead = np.nan_to_num(factor * length, nan=0.0, posinf=0.0)
+        sigma = ahead / (1.0 + ahead)
+        s_n = sigma ** n
+        cycles = s_n / (1.0 - s_n)
+        slot = np.where(sigma > 0, (1.0 - (n + 1.0) * s_n + n * s_n * sigma)
+                        / ((1.0 - sigma) * (1.0 - s_n)), 1.0)
+    return sigma, d_full * (cycles + slot / (n + 1.0))
+
+
+def _vllm_metrics(sol: QueueSolution, coef: LatencyCoefficients) -> Latency:
+    """Mean latencies of the vLLM model from the chain's aggregates (derivation: module
+    docstring). An arrival that finds n < N (n >= 1) waits half the iteration in progress,
+    whose time-average length is α + n·δ + λ(w_chunk − w_d)², and its prefill iteration adds
+    the n decodes, its own prompt and λ·(that length) co-admitted prompts."""
+    arr = _arrival(sol, coef)
+    p = coef.params
+    t = _terms(coef, sol.n_srv, arr.lam)
+    alpha, c = p.alpha_ms, t.chunks
+    covering = arr.busy * (alpha + t.bump) + arr.n_busy * t.delta
+    own = (arr.idle + arr.busy) * (c * alpha + t.w_pre) + arr.n_busy * c * coef.decode_ms
+    _, queued = _queue_shape(coef, arr)
+    prefill = own + arr.lam * t.w_chunk * covering + arr.wait * t.full_prefill
+    ttft = prefill + 0.5 * covering + arr.wait * queued
+    m = p.out_tokens
+    with np.errstate(divide="ignore", invalid="ignore"):
+        itl = np.where(m > 1, (sol.serv_ms - prefill) / np.maximum(m - 1.0, 1.0),
+                       alpha + sol.n_srv * t.delta)
+    return Latency(prefill, itl, ttft, ttft - prefill, ttft + (m - 1.0) * itl)
+
+
+def queue_metrics(model: PerfModel, sol: QueueSolution, coef: LatencyCoefficients) -> Latency:
+    """Mean latencies of C candidates from their queue solution (the metric extraction of
+    every model: upstream §2.4 for classic/chunked, this module's model for vllm)."""
+    if model is PerfModel.VLLM:
+        return _vllm_metrics(sol, coef)
+    prefill, itl, ttft = fast_request_metrics(model, sol.n_srv, sol.serv_ms, sol.wait_ms,
+                                              coef.upstream)
+    return Latency(prefill, itl, ttft, sol.wait_ms, sol.resp_ms)
+
+
+# ------------------------------------------------------------------------ distributions
+class LatencyDistribution:
+    """TTFT and ITL distributions of C candidates at their offered rates.
+
+    Parameters
+    ----------
+    model : the service-time model (classic/chunked: exponential queue wait after a
+        constant prefill + ITL and a constant ITL, the upstream models' implied shape;
+        vllm: the mixture of this module's docstring)
+    sol : QueueSolution, (C,) fields
+    states : ndarray, shape (C, W)
+        p_j, j = 0..W−1, the chain's time-stationary state probabilities (normalised over
+        all states), 0 past N (W >= max N).
+    coef : LatencyCoefficients, (C,)
+    """
+
+    def __init__(self, model: PerfModel, sol: QueueSolution, states: np.ndarray,
+                 coef: LatencyCoefficients) -> None:
+        self.model = model
+        self.mean = queue_metrics(model, sol, coef)
+        self.coef = coef
+        if model is not PerfModel.VLLM:
+            accepted = 1.0 - sol.p_block
+            self._wait = np.clip(sol.p_wait / accepted, 0.0, 1.0)
+            self._base = self.mean.prefill_ms + self.mean.itl_ms
+            return
+        arr = _arrival(sol, coef)
+        p = coef.params
+        t = _terms(coef, sol.n_srv, arr.lam)
+        self.arr, self.t = arr, t
+        self.sigma, _ = _queue_shape(coef, arr)
+        width = states.shape[1]
+        n = np.arange(width, dtype=float)[None, :]
+        inside = n < coef.num_servers[:, None]
+        lam = arr.lam[:, None]
+        alpha = p.alpha_ms[:, None]
+        w_d = coef.decode_ms[:, None]
+        probs = np.where(inside, states, 0.0) * arr.scale[:, None]
+        self.probs = probs
+        """(C, W): an accepted arrival finds n < N (the no-wait part)."""
+        t_dec = alpha + n * w_d
+        t_mean = alpha + n * t.delta[:, None]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            busy = -np.expm1(-lam * t_mean)
+            batch = np.where(busy > 0, lam * t_mean / busy, 1.0)
+            t_pre = t_dec - w_d + t.w_chunk[:, None] * batch
+            t_cov = t_mean + t.bump[:, None]
+            share = np.where(t_pre > t_dec, (t_cov - t_dec) / (t_pre - t_dec), 0.0)
+        share = np.clip(np.nan_to_num(share), 0.0, 1.0)
+        self._lengths = np.stack([t_dec, t_pre])            # (2, C, W)
+        self._weights = np.stack([1.0 - share, share])
+        self._base_n = (t.chunks[:, None] * (alpha + n * w_d) + t.w_pre[:, None])
+        k = np.arange(CO_ADMITTED_TERMS, dtype=float)[:, None, None, None]
+        mean_k = lam[None] * self._lengths                   # (2, C, W)
+        pk = np.exp(-mean_k[None] + k * np.log(np.maximum(mean_k[None], 1e-300))
+                    - _log_factorial(k))
+        pk[-1] = np.maximum(1.0 - pk[:-1].sum(axis=0), 0.0)
+        self._co = pk                                        # (K, 2, C, W)
+        self._k = k
+        self._itl_setup(probs)
+
+    # ------------------------------------------------------------------------ TTFT
+    def ttft_cdf(self, t_ms: np.ndarray) -> np.ndarray:
+        """P(TTFT <= t) per candidate; ``t_ms`` shape (C,)."""
+        t = np.asarray(t_ms, dtype=float)
+        if self.model is not PerfModel.VLLM:
+            mean_wait = self.mean.wait_ms
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                tail = self._wait * np.exp(-(t - self._base) * self._wait / mean_wait)
+            tail = np.where(mean_wait > 0, tail, 0.0)
+            return np.where(t >= self._base, 1.0 - np.minimum(tail, self._wait + 0.0), 0.0)
+        x = t[:, None] - self._base_n                         # (C, W)
+        lengths = self._lengths[None]                         # (1, 2, C, W)
+        shift = x[None, None] - self._k * self.t.w_chunk[None, None, :, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(lengths > 0, shift / np.where(lengths > 0, lengths, 1.0),
+                            (shift >= 0).astype(float))
+        frac = np.clip(frac, 0.0, 1.0)
+        # n = 0 starts at once: no iteration in progress, nothing co-admitted.
+        frac[..., 0] = (x[:, 0] >= 0)[None, None].astype(float)
+        within = (self._co * self._weights[None] * frac).sum(axis=(0, 1))
+        cdf = (self.probs * within).sum(axis=1)
+        return cdf + self.arr.wait * self._queued_cdf(t - self.t.full_prefill)
+
+    def _queued_cdf(self, x: np.ndarray) -> np.ndarray:
+        """P(wait <= x | wait): 1 − σ^{qN}·(1 − y(1−σ))^N at x = (q + y)·D."""
+        n, d_full, sigma = self.coef.num_servers, self.coef.full_service_ms, self.sigma
+        with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+            u = np.maximum(x, 0.0) / d_full
+            cycles = np.floor(u)
+            y = u - cycles
+            tail = sigma ** (cycles * n) * (1.0 - y * (1.0 - sigma)) ** n
+        return np.where(x > 0, 1.0 - tail, 0.0)
+
+    # ------------------------------------------------------------------------ ITL
+    def _itl_setup(self, probs: np.ndarray) -> None:
+        """ITL_i = a + w_d·(b̄_i − 1) + K_i·w_chunk/(m−1): the batch b seen at admission,
+        shrunk towards its mean (life average), plus K ~ Poisson(λ·(m−1)·ITL) prompts
+        prefilled during the decodes; ``a`` makes the mean exact."""
+        coef, arr = self.coef, self.arr
+        n_max = coef.num_servers[:, None]
+        width = probs.shape[1]
+        batch = np.minimum(np.arange(width, dtype=float)[None, :] + 1.0, n_max)
+        weights = np.concatenate([probs, arr.wait[:, None]], axis=1)
+        batch = np.concatenate([batch, n_max], axis=1)
+        total = weights.sum(axis=1, keepdims=True)
+        weights = weights / np.where(total > 0, total, 1.0)
+        mean_b = (weights * batch).sum(axis=1, keepdims=True)
+        life = mean_b + LIFE_AVERAGE_SHRINK * (batch - mean_b)
+        decodes = np.maximum(coef.params.out_tokens - 1.0, 1.0)
+        itl = self.mean.itl_ms
+        self._lump = self.t.w_chunk / decodes
+        self._lumps = np.maximum(arr.lam * decodes * itl, 0.0)
+        level = coef.decode_ms[:, None] * (life - 1.0)
+        offset = itl - (weights * level).sum(axis=1) - self._lumps * self._lump
+        self._itl_values = offset[:, None] + level
+        self._itl_weights = weights
+
+    def itl_cdf(self, t_ms: np.ndarray) -> np.ndarray:
+        """P(ITL <= t) per candidate; ``t_ms`` shape (C,)."""
+        t = np.asarray(t_ms, dtype=float)
+        if self.model is not PerfModel.VLLM:
+            return (t >= self.mean.itl_ms).astype(float)
+        room = t[:, None] - self._itl_values
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = np.floor(room / self._lump[:, None])
+        cdf = np.where(room < 0, 0.0, np.where(self._lump[:, None] > 0,
+                                                pdtr(np.clip(k, 0, 1e9), self._lumps[:, None]),
+                                                1.0))
+        return (self._itl_weights * cdf).sum(axis=1)
+
+    # ------------------------------------------------------------------------ quantiles
+    def ttft_quantile(self, q: float) -> np.ndarray:
+        """The q-quantile (0 < q < 1) of TTFT per candidate (ms)."""
+        return _quantile(self.ttft_cdf, q, self.mean.ttft_ms)
+
+    def itl_quantile(self, q: float) -> np.ndarray:
+        """The q-quantile (0 < q < 1) of ITL per candidate (ms)."""
+        return _quantile(self.itl_cdf, q, self.mean.itl_ms)
+
+
+_LOG_FACT = np.log(np.array([1.0, 1.0, 2.0, 6.0, 24.0, 120.0]))
+
+
+def _log_factorial(k: np.ndarray) -> np.ndarray:
+    return _LOG_FACT[k.astype(np.int64)]
+
+
+QUANTILE_ITERATIONS = 60
+"""Bisection steps of a quantile: the bracket shrinks to 2^-60 of its width."""
+
+
+def _quantile(cdf, q: float, scale: np.ndarray) -> np.ndarray:
+    """Smallest t with cdf(t) >= q, per row, by bisection on [0, hi]."""
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    lo = np.zeros_like(scale)
+    hi = 2.0 * scale
+    for _ in range(200):
+        short = cdf(hi) < q
+        if not short.any():
+            break
+        hi = np.where(short, 2.0 * hi, hi)
+    for _ in range(QUANTILE_ITERATIONS):
+        mid = 0.5 * (lo + hi)
+        below = cdf(mid) < q
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return hi
