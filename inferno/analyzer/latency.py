@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import pdtr
 
-from inferno.analyzer.queueing import QueueSolution, geometric_tail_sums
+from inferno.analyzer.queueing import QueueSolution
 from inferno.analyzer.service import (
     MetricCoefficients,
     ServiceParams,
@@ -62,44 +62,70 @@ CO_ADMITTED_TERMS = 4
 """Prompts admitted with an arrival's are Poisson; 0..2 exactly, 3 or more lumped at 3."""
 
 
-class LatencyCoefficients(NamedTuple):
-    """Per-candidate constants of the latency model, (C,) arrays (see `latency_coefficients`).
+_COLUMNS = (
+    ("alpha_ms", "α (ms)."),
+    ("out_tokens", "m."),
+    ("num_servers", "N."),
+    ("num_queue", "Q."),
+    ("decode_ms", "w_d: a request's work in one decode iteration."),
+    ("prefill_ms", "w_pre(1): a one-chunk prefill's work."),
+    ("delta_ms", "δ: mean work per request per iteration (one-chunk prefill)."),
+    ("gap2_ms2", "(w_pre(1) − w_d)⁺²: the length bias of prefill iterations, over λ."),
+    ("full_prefill_ms", "Prefill latency when admitted into a full batch (N − 1 decoding)."),
+    ("full_service_ms", "D = τ(N): time in service at a full batch."),
+    ("spread_profile", "E_t/λ: first-order dispersion excess of the batch size per unit rate "
+                       "for the request's real work profile (prefill lump first, then KV reads "
+                       "growing with the context)."),
+    ("spread_flat", "E_f/λ = the request's total work: the same for the chain's flat profile."),
+    ("cosmetatos", "(N−1)(√(4+5N) − 2)/(16N): Cosmetatos' M/D/c term without (1−ρ)/ρ."),
+    ("one_chunk", "1 where every batch size up to N prefills in one chunk, else 0."),
+)
 
-    The vLLM fields are computed for every model (cheap) and used only by `PerfModel.VLLM`.
+
+class LatencyCoefficients:
+    """Per-candidate constants of the latency model (see `latency_coefficients`).
+
+    The vllm model's constants are one (F, C) array, so `take` (done on every search step)
+    is a single indexing; the upstream models keep their `MetricCoefficients`.
     """
 
-    upstream: MetricCoefficients
-    params: ServiceParams
-    num_servers: np.ndarray
-    """N (float)."""
-    num_queue: np.ndarray
-    """Q (float)."""
-    decode_ms: np.ndarray
-    """w_d: a request's work in one decode iteration."""
-    full_service_ms: np.ndarray
-    """D = τ(N): time in service at a full batch."""
-    full_chunks: np.ndarray
-    """Prefill chunks at a full batch, nc(N)."""
-    spread_profile: np.ndarray
-    """E_t/λ: first-order dispersion excess of the batch size, per unit rate, for the
-    request's real work profile (prefill lump, then KV reads growing with the context)."""
-    spread_flat: np.ndarray
-    """E_f/λ = the request's total work: the same for the chain's flat profile."""
-    cosmetatos: np.ndarray
-    """(N−1)(√(4+5N) − 2)/(16N): Cosmetatos' M/D/c term without its (1−ρ)/ρ."""
-    one_chunk: np.ndarray
-    """Every batch size up to N prefills in one chunk (bool)."""
+    __slots__ = ("_base", "_rows", "cols", "model", "upstream")
+
+    def __init__(self, model: PerfModel, upstream: MetricCoefficients | None,
+                 cols: np.ndarray, base: ServiceParams, rows: np.ndarray | None) -> None:
+        self.model = model
+        self.upstream = upstream
+        self.cols = cols
+        self._base = base
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return int(self.cols.shape[1])
+
+    @property
+    def params(self) -> ServiceParams:
+        """The candidates' `ServiceParams` (materialised on demand: only multi-chunk rows
+        and distributions need them)."""
+        return self._base if self._rows is None else self._base.take(self._rows)
 
     def take(self, idx: np.ndarray) -> LatencyCoefficients:
-        return LatencyCoefficients(self.upstream.take(idx), self.params.take(idx),
-                                   *(np.asarray(f)[idx] for f in self[2:]))
+        rows = np.arange(len(self))[idx] if self._rows is None else self._rows[idx]
+        upstream = None if self.upstream is None else self.upstream.take(idx)
+        return LatencyCoefficients(self.model, upstream, self.cols[:, idx], self._base, rows)
+
+
+for _i, (_name, _doc) in enumerate(_COLUMNS):
+    setattr(LatencyCoefficients, _name,
+            property(lambda self, i=_i: self.cols[i], doc=_doc))
 
 
 def latency_coefficients(model: PerfModel, p: ServiceParams, num_queue: np.ndarray
                          ) -> LatencyCoefficients:
     """Precompute `LatencyCoefficients` for (C,)-shaped ``p`` and queue slots Q."""
     p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
-    upstream = metric_coefficients(model, p)
+    if model is not PerfModel.VLLM:
+        return LatencyCoefficients(model, metric_coefficients(model, p),
+                                   np.zeros((len(_COLUMNS), p.alpha_ms.size)), p, None)
     n = np.maximum(p.max_batch, 1.0)
     m = p.out_tokens
     w_d = decode_token_work_ms(p)
@@ -111,14 +137,22 @@ def latency_coefficients(model: PerfModel, p: ServiceParams, num_queue: np.ndarr
     s1 = decodes * m / 2.0 - decodes * m * (2.0 * decodes + 1.0) / (6.0 * m)
     spread_profile = 2.0 * w_pre + 2.0 * ((p.beta_ms + p.gamma_ms * p.in_tokens) * s0
                                           + p.gamma_ms * s1)
-    return LatencyCoefficients(
-        upstream=upstream, params=p, num_servers=n,
-        num_queue=np.asarray(num_queue, dtype=float) + 0.0 * n, decode_ms=w_d,
-        full_service_ms=service_time_ms(PerfModel.VLLM, n, p),
-        full_chunks=num_chunks(n, p.in_tokens, m, p.max_num_tokens).astype(float),
-        spread_profile=spread_profile, spread_flat=w_pre + decodes * w_d,
-        cosmetatos=(n - 1.0) * (np.sqrt(4.0 + 5.0 * n) - 2.0) / (16.0 * n),
-        one_chunk=np.asarray(upstream.one_chunk, dtype=bool))
+    c_n = num_chunks(n, p.in_tokens, m, p.max_num_tokens).astype(float)
+    full_prefill = c_n * (p.alpha_ms + (n - 1.0) * w_d) + prefill_work_ms(c_n, p)
+    gap = np.maximum(w_pre - w_d, 0.0)
+    one_chunk = metric_coefficients(model, p).one_chunk
+    values = {
+        "alpha_ms": p.alpha_ms, "out_tokens": m, "num_servers": n,
+        "num_queue": np.asarray(num_queue, dtype=float) + 0.0 * n, "decode_ms": w_d,
+        "prefill_ms": w_pre, "delta_ms": (w_pre + decodes * w_d) / m, "gap2_ms2": gap * gap,
+        "full_prefill_ms": full_prefill,
+        "full_service_ms": service_time_ms(PerfModel.VLLM, n, p),
+        "spread_profile": spread_profile, "spread_flat": w_pre + decodes * w_d,
+        "cosmetatos": (n - 1.0) * (np.sqrt(4.0 + 5.0 * n) - 2.0) / (16.0 * n),
+        "one_chunk": np.asarray(one_chunk, dtype=float),
+    }
+    cols = np.stack([np.broadcast_to(values[name], n.shape) for name, _ in _COLUMNS])
+    return LatencyCoefficients(model, None, cols, p, None)
 
 
 class Latency(NamedTuple):
@@ -157,22 +191,37 @@ def _arrival(sol: QueueSolution, coef: LatencyCoefficients) -> _Arrival:
     """PASTA: accepted arrivals see the time-stationary state, except that P(all N busy) is
     taken to the power 1/v (a Gaussian-tail probability whose variance is scaled by v)."""
     accepted = 1.0 - sol.p_block
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         lam = sol.throughput_rpms / accepted
         wait = np.clip(sol.p_wait / accepted, 0.0, 1.0)
         v = (1.0 + lam * coef.spread_profile) / (1.0 + lam * coef.spread_flat)
-        wait_v = np.where(wait > 0, wait ** (1.0 / v), 0.0)
-        scale = np.where(wait < 1, (1.0 - wait_v) / (1.0 - wait), 0.0) / accepted
+        scale = 1.0 / accepted
+        rows = np.flatnonzero(wait > WAIT_NEGLIGIBLE)
+        if rows.size:
+            w = wait[rows]
+            w_v = np.exp(np.log(w) / v[rows])
+            wait = np.zeros_like(wait)
+            wait[rows] = w_v
+            scale = np.full_like(wait, 1.0)
+            scale[rows] = np.where(w < 1, (1.0 - w_v) / (1.0 - w), 0.0)
+            scale /= accepted
+        else:
+            wait = np.zeros_like(wait)
     below = 1.0 - sol.p_wait - sol.p_block
     full = coef.num_servers * (sol.p_wait + sol.p_block)
     return _Arrival(idle=sol.p_idle * scale,
                     busy=np.maximum(below - sol.p_idle, 0.0) * scale,
                     n_busy=np.maximum(sol.n_srv - full, 0.0) * scale,
-                    wait=wait_v, scale=scale, lam=lam, ratio=v)
+                    wait=wait, scale=scale, lam=lam, ratio=v)
+
+
+WAIT_NEGLIGIBLE = 1e-12
+"""Below this probability of waiting for a slot a row skips the queue terms (their
+contribution is below 1e-12 of a service time)."""
 
 
 class _Terms(NamedTuple):
-    """Per-row quantities shared by the mean and the distribution, (C,) arrays (ms)."""
+    """Prefill quantities per row, (C,) arrays (ms)."""
 
     chunks: np.ndarray
     """Prefill chunks of an arrival: nc at the rounded mean batch (1 for most rows)."""
@@ -183,34 +232,33 @@ class _Terms(NamedTuple):
     delta: np.ndarray
     """Mean work per request per iteration (the chain's slope at this chunk count)."""
     bump: np.ndarray
-    """λ·(w_chunk − w_d)²: the length bias prefill iterations add to the iteration an
+    """λ·(w_chunk − w_d)⁺²: the length bias prefill iterations add to the iteration an
     arrival lands in."""
-    full_prefill: np.ndarray
-    """Prefill latency when admitted into a full batch (N − 1 others decoding)."""
 
 
 def _terms(coef: LatencyCoefficients, n_srv: np.ndarray, lam: np.ndarray) -> _Terms:
-    p = coef.params
-    chunks = np.ones_like(coef.num_servers)
-    multi = ~coef.one_chunk
-    if multi.any():
+    chunks = np.ones(len(coef))
+    w_pre = coef.prefill_ms
+    delta = coef.delta_ms
+    gap2 = coef.gap2_ms2
+    multi = np.flatnonzero(coef.one_chunk == 0)
+    if multi.size:
+        w_pre, delta, gap2 = w_pre.copy(), delta.copy(), gap2.copy()
+        p = coef.params.take(multi)
         with np.errstate(invalid="ignore"):
             rounded = np.clip(np.floor(np.nan_to_num(n_srv[multi], nan=1.0) + 0.5), 1.0,
                               coef.num_servers[multi])
-        chunks[multi] = num_chunks(rounded, p.in_tokens[multi], p.out_tokens[multi],
-                                   p.max_num_tokens[multi])
-    w_pre = prefill_work_ms(chunks, p)
-    w_chunk = w_pre / chunks
-    m = p.out_tokens
-    delta = (w_pre + (m - 1.0) * coef.decode_ms) / (chunks + m - 1.0)
-    gap = np.maximum(w_chunk - coef.decode_ms, 0.0)
-    c_n = coef.full_chunks
-    full_prefill = (c_n * (p.alpha_ms + (coef.num_servers - 1.0) * coef.decode_ms)
-                    + prefill_work_ms(c_n, p))
-    return _Terms(chunks, w_pre, w_chunk, delta, lam * gap * gap, full_prefill)
+        c = num_chunks(rounded, p.in_tokens, p.out_tokens, p.max_num_tokens).astype(float)
+        chunks[multi] = c
+        w_pre[multi] = prefill_work_ms(c, p)
+        delta[multi] = (w_pre[multi] + (p.out_tokens - 1.0) * coef.decode_ms[multi]) / (
+            c + p.out_tokens - 1.0)
+        gap2[multi] = np.maximum(w_pre[multi] / c - coef.decode_ms[multi], 0.0) ** 2
+    return _Terms(chunks, w_pre, w_pre / chunks, delta, lam * gap2)
 
 
-def _queue_shape(coef: LatencyCoefficients, arr: _Arrival) -> tuple[np.ndarray, np.ndarray]:
+def _queue_shape(coef: LatencyCoefficients, arr: _Arrival, rows: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(σ, E[wait | wait]) of an arrival that finds all N slots busy.
 
     The number of slots it waits for, k, is geometric, P(k) = (1−σ)σ^{k−1}, whose mean
@@ -218,50 +266,68 @@ def _queue_shape(coef: LatencyCoefficients, arr: _Arrival) -> tuple[np.ndarray, 
     Cosmetatos' M/D/c factor; the wait for slot k = qN + r is q·D plus the r-th order
     statistic of N uniform residuals on [0, D], of mean r·D/(N+1).
     """
-    n, q, d_full = coef.num_servers, coef.num_queue, coef.full_service_ms
+    sigma = np.zeros(len(coef))
+    queued = np.zeros(len(coef))
+    wanted = arr.wait > 0.0 if rows is None else rows & (arr.wait > 0.0)
+    rows = np.flatnonzero(wanted)
+    if rows.size == 0:
+        return sigma, queued
+    n, q = coef.num_servers[rows], coef.num_queue[rows]
+    d_full = coef.full_service_ms[rows]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        rho = arr.lam * d_full / n
-        tilt = np.log(rho) / arr.ratio
-        g0, g1 = geometric_tail_sums(tilt, q.astype(np.int64))
-        last = np.exp(q * tilt)
-        length = np.where(q > 0, (g1 - q * last) / (1.0 + g0 - last), 0.0)
+        rho = arr.lam[rows] * d_full / n
+        log_ratio = np.log(rho) / arr.ratio[rows]
+        ratio = np.exp(log_ratio)
+        # Mean of k − 1 for a geometric tail ratio r on 0..Q−1 (arrivals at K are lost).
+        r_q = np.exp(q * log_ratio)
+        length = np.where(np.abs(1.0 - ratio) > 1e-9,
+                          ratio / (1.0 - ratio) - q * r_q / (1.0 - r_q), (q - 1.0) / 2.0)
+        length = np.clip(np.nan_to_num(length, nan=0.0, posinf=0.0), 0.0, None)
         factor = np.where(rho < 1.0, np.minimum(1.0, 0.5 + 0.5 * (1.0 - rho)
-                                                * coef.cosmetatos / rho), 0.5)
-        ahead = np.nan_to_num(factor * length, nan=0.0, posinf=0.0)
-        sigma = ahead / (1.0 + ahead)
-        s_n = sigma ** n
+                                                * coef.cosmetatos[rows] / rho), 0.5)
+        ahead = factor * length
+        s = ahead / (1.0 + ahead)
+        s_n = s ** n
         cycles = s_n / (1.0 - s_n)
-        slot = np.where(sigma > 0, (1.0 - (n + 1.0) * s_n + n * s_n * sigma)
-                        / ((1.0 - sigma) * (1.0 - s_n)), 1.0)
-    return sigma, d_full * (cycles + slot / (n + 1.0))
+        slot = np.where(s > 0, (1.0 - (n + 1.0) * s_n + n * s_n * s)
+                        / ((1.0 - s) * (1.0 - s_n)), 1.0)
+    sigma[rows] = s
+    queued[rows] = d_full * (cycles + slot / (n + 1.0))
+    return sigma, queued
 
 
-def _vllm_metrics(sol: QueueSolution, coef: LatencyCoefficients) -> Latency:
+def _vllm_metrics(sol: QueueSolution, coef: LatencyCoefficients,
+                  ttft_rows: np.ndarray | None = None) -> Latency:
     """Mean latencies of the vLLM model from the chain's aggregates (derivation: module
     docstring). An arrival that finds n < N (n >= 1) waits half the iteration in progress,
     whose time-average length is α + n·δ + λ(w_chunk − w_d)², and its prefill iteration adds
     the n decodes, its own prompt and λ·(that length) co-admitted prompts."""
     arr = _arrival(sol, coef)
-    p = coef.params
     t = _terms(coef, sol.n_srv, arr.lam)
-    alpha, c = p.alpha_ms, t.chunks
+    alpha, c = coef.alpha_ms, t.chunks
     covering = arr.busy * (alpha + t.bump) + arr.n_busy * t.delta
     own = (arr.idle + arr.busy) * (c * alpha + t.w_pre) + arr.n_busy * c * coef.decode_ms
-    _, queued = _queue_shape(coef, arr)
-    prefill = own + arr.lam * t.w_chunk * covering + arr.wait * t.full_prefill
+    _, queued = _queue_shape(coef, arr, ttft_rows)
+    prefill = own + arr.lam * t.w_chunk * covering + arr.wait * coef.full_prefill_ms
     ttft = prefill + 0.5 * covering + arr.wait * queued
-    m = p.out_tokens
+    m = coef.out_tokens
     with np.errstate(divide="ignore", invalid="ignore"):
         itl = np.where(m > 1, (sol.serv_ms - prefill) / np.maximum(m - 1.0, 1.0),
                        alpha + sol.n_srv * t.delta)
     return Latency(prefill, itl, ttft, ttft - prefill, ttft + (m - 1.0) * itl)
 
 
-def queue_metrics(model: PerfModel, sol: QueueSolution, coef: LatencyCoefficients) -> Latency:
+def queue_metrics(model: PerfModel, sol: QueueSolution, coef: LatencyCoefficients,
+                  ttft_rows: np.ndarray | None = None) -> Latency:
     """Mean latencies of C candidates from their queue solution (the metric extraction of
-    every model: upstream §2.4 for classic/chunked, this module's model for vllm)."""
+    every model: upstream §2.4 for classic/chunked, this module's model for vllm).
+
+    ``ttft_rows`` (bool, (C,)), optional: the rows whose TTFT is needed; the others' TTFT
+    (and wait, E2E) may leave out the wait for a slot (a search for ITL does not need it).
+    """
     if model is PerfModel.VLLM:
-        return _vllm_metrics(sol, coef)
+        return _vllm_metrics(sol, coef, ttft_rows)
+    assert coef.upstream is not None  # built for an upstream model
     prefill, itl, ttft = fast_request_metrics(model, sol.n_srv, sol.serv_ms, sol.wait_ms,
                                               coef.upstream)
     return Latency(prefill, itl, ttft, sol.wait_ms, sol.resp_ms)
@@ -294,7 +360,6 @@ class LatencyDistribution:
             self._base = self.mean.prefill_ms + self.mean.itl_ms
             return
         arr = _arrival(sol, coef)
-        p = coef.params
         t = _terms(coef, sol.n_srv, arr.lam)
         self.arr, self.t = arr, t
         self.sigma, _ = _queue_shape(coef, arr)
@@ -302,7 +367,7 @@ class LatencyDistribution:
         n = np.arange(width, dtype=float)[None, :]
         inside = n < coef.num_servers[:, None]
         lam = arr.lam[:, None]
-        alpha = p.alpha_ms[:, None]
+        alpha = coef.alpha_ms[:, None]
         w_d = coef.decode_ms[:, None]
         probs = np.where(inside, states, 0.0) * arr.scale[:, None]
         self.probs = probs
@@ -349,7 +414,7 @@ class LatencyDistribution:
         frac[..., 0] = (x[:, 0] >= 0)[None, None].astype(float)
         within = (self._co * self._weights[None] * frac).sum(axis=(0, 1))
         cdf = (self.probs * within).sum(axis=1)
-        return cdf + self.arr.wait * self._queued_cdf(t - self.t.full_prefill)
+        return cdf + self.arr.wait * self._queued_cdf(t - self.coef.full_prefill_ms)
 
     def _queued_cdf(self, x: np.ndarray) -> np.ndarray:
         """P(wait <= x | wait): 1 − σ^{qN}·(1 − y(1−σ))^N at x = (q + y)·D."""
@@ -376,7 +441,7 @@ class LatencyDistribution:
         weights = weights / np.where(total > 0, total, 1.0)
         mean_b = (weights * batch).sum(axis=1, keepdims=True)
         life = mean_b + LIFE_AVERAGE_SHRINK * (batch - mean_b)
-        decodes = np.maximum(coef.params.out_tokens - 1.0, 1.0)
+        decodes = np.maximum(coef.out_tokens - 1.0, 1.0)
         itl = self.mean.itl_ms
         self._lump = self.t.w_chunk / decodes
         self._lumps = np.maximum(arr.lam * decodes * itl, 0.0)

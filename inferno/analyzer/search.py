@@ -107,8 +107,9 @@ class LockstepSearch:
 
     def _metric(self, rows: np.ndarray, sol: QueueSolution) -> np.ndarray:
         """TTFT or ITL (by row kind) from the solutions at ``rows``."""
-        lat = queue_metrics(self.model, sol, self.coef.take(rows % self.v))
-        return np.where(rows < self.v, lat.ttft_ms, lat.itl_ms)
+        is_ttft = rows < self.v
+        lat = queue_metrics(self.model, sol, self.coef.take(rows % self.v), is_ttft)
+        return np.where(is_ttft, lat.ttft_ms, lat.itl_ms)
 
     def _ends(self) -> None:
         """The end-point rules of §2.7 for every row with a target (> 0)."""
@@ -248,7 +249,7 @@ class LockstepSearch:
             p_zero = s["pzc"] * np.exp(-s["jc"] * h)
             sol = chain_solution(mid, z0, z1, p_top, x - s["log_mu_top"], s["n"], s["q"],
                                  p_zero)
-            lat = queue_metrics(self.model, sol, coef)
+            lat = queue_metrics(self.model, sol, coef, s["ttft"])
             y = np.where(s["ttft"], lat.ttft_ms, lat.itl_ms)
             done = live & (within(y, s["target"]) | (s["left"] <= 1))
             lower = live & ~done & _lowers(y, s["target"], s["inc"])
