@@ -188,7 +188,8 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      "optimizer-data.json: optimizer.saturationPolicy: unknown value 'Fair' "
      "(allowed: None, PriorityExhaustive, PriorityRoundRobin, RoundRobin)"),
     ("unknown-perf-model", edit(OPT, setter(optimizer, "perfModel", "fast")),
-     "optimizer-data.json: optimizer.perfModel: unknown value 'fast' (allowed: chunked, classic, vllm)"),
+     "optimizer-data.json: optimizer.perfModel: unknown value 'fast' "
+     "(allowed: chunked, classic, vllm)"),
     ("unknown-batch-policy", edit(OPT, setter(optimizer, "batchPolicy", "max")),
      "optimizer-data.json: optimizer.batchPolicy: unknown value 'max' (allowed: search, scaled)"),
     ("string-for-bool", edit(OPT, setter(optimizer, "unlimited", "false")),
