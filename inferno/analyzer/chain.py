@@ -292,7 +292,8 @@ class ChainTable:
             if b.exact_max:
                 e -= e.max(axis=1, keepdims=True)
             with np.errstate(under="ignore"):
-                out[p0:p1, :b.width] = np.exp(np.maximum(e, _LOG_FLOOR))
+                # Terms below the floor are < e^-50 of the leading one: exactly 0 here.
+                out[p0:p1, :b.width] = np.where(e > _LOG_FLOOR, np.exp(e), 0.0)
         n = self.num_servers[cand]
         out[np.arange(width)[None, :] > n[:, None]] = 0.0
         p_top = out[np.arange(cand.size), n]

@@ -17,9 +17,10 @@ goes through in a continuous-batching engine that schedules between iterations
   shape of a request's work over its life (a prefill lump up front widens the batch-size
   distribution, a KV read growing with the context narrows it) scales the probability of a
   full batch as P^(1/v);
-* a request's ITL averages the iteration times over its life: the batch it sees, shrunk
-  towards the mean by the life-average of a stationary count (√(2/3)), plus the prefill
-  iterations of later arrivals.
+* a request's ITL is the mean of its decode iterations: one decode per request in the
+  batch it finds (the batch is persistent over a request's life: averaging over the life
+  narrows the distribution less than an M/D/∞ count's √(2/3), docs/validation.md), plus the
+  prefill iterations of the requests that arrive while it decodes (Poisson).
 
 Pure numpy over (C,) candidate arrays, no Python loops over states; times ms, rates req/ms.
 Nothing here depends on the optimizer or on the queue kernels' internals: the inputs are a
@@ -47,7 +48,6 @@ from inferno.analyzer.service import (
 from inferno.model import PerfModel
 
 __all__ = [
-    "LIFE_AVERAGE_SHRINK",
     "Latency",
     "LatencyCoefficients",
     "LatencyDistribution",
@@ -55,9 +55,6 @@ __all__ = [
     "queue_metrics",
 ]
 
-LIFE_AVERAGE_SHRINK = float(np.sqrt(2.0 / 3.0))
-"""Standard deviation of the time-average of an M/D/∞ count over one service time, relative
-to the count's own: Var = (2/3)·Var(n) (triangular autocorrelation over the window)."""
 CO_ADMITTED_TERMS = 4
 """Prompts admitted with an arrival's are Poisson; 0..2 exactly, 3 or more lumped at 3."""
 
@@ -70,7 +67,6 @@ _COLUMNS = (
     ("decode_ms", "w_d: a request's work in one decode iteration."),
     ("prefill_ms", "w_pre(1): a one-chunk prefill's work."),
     ("delta_ms", "δ: mean work per request per iteration (one-chunk prefill)."),
-    ("gap2_ms2", "(w_pre(1) − w_d)⁺²: the length bias of prefill iterations, over λ."),
     ("full_prefill_ms", "Prefill latency when admitted into a full batch (N − 1 decoding)."),
     ("full_service_ms", "D = τ(N): time in service at a full batch."),
     ("spread_profile", "E_t/λ: first-order dispersion excess of the batch size per unit rate "
@@ -139,12 +135,11 @@ def latency_coefficients(model: PerfModel, p: ServiceParams, num_queue: np.ndarr
                                           + p.gamma_ms * s1)
     c_n = num_chunks(n, p.in_tokens, m, p.max_num_tokens).astype(float)
     full_prefill = c_n * (p.alpha_ms + (n - 1.0) * w_d) + prefill_work_ms(c_n, p)
-    gap = np.maximum(w_pre - w_d, 0.0)
     one_chunk = metric_coefficients(model, p).one_chunk
     values = {
         "alpha_ms": p.alpha_ms, "out_tokens": m, "num_servers": n,
         "num_queue": np.asarray(num_queue, dtype=float) + 0.0 * n, "decode_ms": w_d,
-        "prefill_ms": w_pre, "delta_ms": (w_pre + decodes * w_d) / m, "gap2_ms2": gap * gap,
+        "prefill_ms": w_pre, "delta_ms": (w_pre + decodes * w_d) / m,
         "full_prefill_ms": full_prefill,
         "full_service_ms": service_time_ms(PerfModel.VLLM, n, p),
         "spread_profile": spread_profile, "spread_flat": w_pre + decodes * w_d,
@@ -231,30 +226,37 @@ class _Terms(NamedTuple):
     """Work of one prefill chunk: what a prompt admitted in the same iteration adds."""
     delta: np.ndarray
     """Mean work per request per iteration (the chain's slope at this chunk count)."""
-    bump: np.ndarray
-    """λ·(w_chunk − w_d)⁺²: the length bias prefill iterations add to the iteration an
-    arrival lands in."""
+    gap: np.ndarray
+    """(w_chunk − w_d)⁺: how much longer a prefill iteration is than a decode one."""
+    share: np.ndarray
+    """s_p: the time share of a request's service spent in its prefill iterations, c·T_p/S
+    (T_p a prefill iteration at the mean busy batch, S the chain's mean service time). An
+    arrival that finds n in service lands in a prefill iteration with probability n·s_p."""
 
 
-def _terms(coef: LatencyCoefficients, n_srv: np.ndarray, lam: np.ndarray) -> _Terms:
+def _terms(coef: LatencyCoefficients, sol: QueueSolution, arr: _Arrival) -> _Terms:
     chunks = np.ones(len(coef))
     w_pre = coef.prefill_ms
     delta = coef.delta_ms
-    gap2 = coef.gap2_ms2
     multi = np.flatnonzero(coef.one_chunk == 0)
     if multi.size:
-        w_pre, delta, gap2 = w_pre.copy(), delta.copy(), gap2.copy()
+        w_pre, delta = w_pre.copy(), delta.copy()
         p = coef.params.take(multi)
         with np.errstate(invalid="ignore"):
-            rounded = np.clip(np.floor(np.nan_to_num(n_srv[multi], nan=1.0) + 0.5), 1.0,
+            rounded = np.clip(np.floor(np.nan_to_num(sol.n_srv[multi], nan=1.0) + 0.5), 1.0,
                               coef.num_servers[multi])
         c = num_chunks(rounded, p.in_tokens, p.out_tokens, p.max_num_tokens).astype(float)
         chunks[multi] = c
         w_pre[multi] = prefill_work_ms(c, p)
         delta[multi] = (w_pre[multi] + (p.out_tokens - 1.0) * coef.decode_ms[multi]) / (
             c + p.out_tokens - 1.0)
-        gap2[multi] = np.maximum(w_pre[multi] / c - coef.decode_ms[multi], 0.0) ** 2
-    return _Terms(chunks, w_pre, w_pre / chunks, delta, lam * gap2)
+    w_chunk = w_pre / chunks
+    with np.errstate(divide="ignore", invalid="ignore"):
+        others = np.where(arr.busy > 0, arr.n_busy / arr.busy, 1.0) - 1.0
+        t_pre = coef.alpha_ms + others * coef.decode_ms + w_chunk
+        share = np.nan_to_num(np.clip(chunks * t_pre / sol.serv_ms, 0.0, 1.0))
+    return _Terms(chunks, w_pre, w_chunk, delta, np.maximum(w_chunk - coef.decode_ms, 0.0),
+                  share)
 
 
 def _queue_shape(coef: LatencyCoefficients, arr: _Arrival, rows: np.ndarray | None = None
@@ -300,12 +302,14 @@ def _vllm_metrics(sol: QueueSolution, coef: LatencyCoefficients,
                   ttft_rows: np.ndarray | None = None) -> Latency:
     """Mean latencies of the vLLM model from the chain's aggregates (derivation: module
     docstring). An arrival that finds n < N (n >= 1) waits half the iteration in progress,
-    whose time-average length is α + n·δ + λ(w_chunk − w_d)², and its prefill iteration adds
-    the n decodes, its own prompt and λ·(that length) co-admitted prompts."""
+    whose time-average length is α + n·w_d + n·s_p·(w_chunk − w_d), and its prefill iteration
+    adds the n decodes, its own prompt and λ·(that length) co-admitted prompts."""
     arr = _arrival(sol, coef)
-    t = _terms(coef, sol.n_srv, arr.lam)
+    t = _terms(coef, sol, arr)
     alpha, c = coef.alpha_ms, t.chunks
-    covering = arr.busy * (alpha + t.bump) + arr.n_busy * t.delta
+    # Σ_{1<=n<N} p_n·E[iteration in progress | n], the time-average (length-biased) length:
+    # a decode iteration α + n·w_d, or with probability n·s_p a prefill one, gap longer.
+    covering = arr.busy * alpha + arr.n_busy * (coef.decode_ms + t.share * t.gap)
     own = (arr.idle + arr.busy) * (c * alpha + t.w_pre) + arr.n_busy * c * coef.decode_ms
     _, queued = _queue_shape(coef, arr, ttft_rows)
     prefill = own + arr.lam * t.w_chunk * covering + arr.wait * coef.full_prefill_ms
@@ -360,7 +364,7 @@ class LatencyDistribution:
             self._base = self.mean.prefill_ms + self.mean.itl_ms
             return
         arr = _arrival(sol, coef)
-        t = _terms(coef, sol.n_srv, arr.lam)
+        t = _terms(coef, sol, arr)
         self.arr, self.t = arr, t
         self.sigma, _ = _queue_shape(coef, arr)
         width = states.shape[1]
@@ -373,14 +377,8 @@ class LatencyDistribution:
         self.probs = probs
         """(C, W): an accepted arrival finds n < N (the no-wait part)."""
         t_dec = alpha + n * w_d
-        t_mean = alpha + n * t.delta[:, None]
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            busy = -np.expm1(-lam * t_mean)
-            batch = np.where(busy > 0, lam * t_mean / busy, 1.0)
-            t_pre = t_dec - w_d + t.w_chunk[:, None] * batch
-            t_cov = t_mean + t.bump[:, None]
-            share = np.where(t_pre > t_dec, (t_cov - t_dec) / (t_pre - t_dec), 0.0)
-        share = np.clip(np.nan_to_num(share), 0.0, 1.0)
+        t_pre = t_dec + t.gap[:, None]
+        share = np.clip(n * t.share[:, None], 0.0, 1.0)
         self._lengths = np.stack([t_dec, t_pre])            # (2, C, W)
         self._weights = np.stack([1.0 - share, share])
         self._base_n = (t.chunks[:, None] * (alpha + n * w_d) + t.w_pre[:, None])
@@ -428,9 +426,9 @@ class LatencyDistribution:
 
     # ------------------------------------------------------------------------ ITL
     def _itl_setup(self, probs: np.ndarray) -> None:
-        """ITL_i = a + w_d·(b̄_i − 1) + K_i·w_chunk/(m−1): the batch b seen at admission,
-        shrunk towards its mean (life average), plus K ~ Poisson(λ·(m−1)·ITL) prompts
-        prefilled during the decodes; ``a`` makes the mean exact."""
+        """ITL_i = a + w_d·(b_i − 1) + K_i·w_chunk/(m−1): the batch b found at admission
+        plus K ~ Poisson(λ·(m−1)·ITL) prompts prefilled during the decodes; ``a`` makes the
+        mean exact."""
         coef, arr = self.coef, self.arr
         n_max = coef.num_servers[:, None]
         width = probs.shape[1]
@@ -439,13 +437,11 @@ class LatencyDistribution:
         batch = np.concatenate([batch, n_max], axis=1)
         total = weights.sum(axis=1, keepdims=True)
         weights = weights / np.where(total > 0, total, 1.0)
-        mean_b = (weights * batch).sum(axis=1, keepdims=True)
-        life = mean_b + LIFE_AVERAGE_SHRINK * (batch - mean_b)
         decodes = np.maximum(coef.out_tokens - 1.0, 1.0)
         itl = self.mean.itl_ms
         self._lump = self.t.w_chunk / decodes
         self._lumps = np.maximum(arr.lam * decodes * itl, 0.0)
-        level = coef.decode_ms[:, None] * (life - 1.0)
+        level = coef.decode_ms[:, None] * (batch - 1.0)
         offset = itl - (weights * level).sum(axis=1) - self._lumps * self._lump
         self._itl_values = offset[:, None] + level
         self._itl_weights = weights
