@@ -45,7 +45,7 @@ from inferno.analyzer.service import (
     prefill_work_ms,
     service_time_ms,
 )
-from inferno.model import PerfModel
+from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel
 
 __all__ = [
     "Latency",
@@ -251,6 +251,12 @@ def _terms(coef: LatencyCoefficients, sol: QueueSolution, arr: _Arrival) -> _Ter
         delta[multi] = (w_pre[multi] + (p.out_tokens - 1.0) * coef.decode_ms[multi]) / (
             c + p.out_tokens - 1.0)
     w_chunk = w_pre / chunks
+    if multi.size:
+        # vLLM fills the token budget left by the decodes: the chunks before the last are
+        # full, so a prefill iteration holds min(L, budget − decodes) prompt tokens, not L/c.
+        budget = np.where(p.max_num_tokens == 0, DEFAULT_MAX_NUM_TOKENS, p.max_num_tokens)
+        tokens = np.clip(budget - rounded, 1.0, p.in_tokens)
+        w_chunk[multi] = (p.beta_ms + p.gamma_ms) * tokens
     with np.errstate(divide="ignore", invalid="ignore"):
         others = np.where(arr.busy > 0, arr.n_busy / arr.busy, 1.0) - 1.0
         t_pre = coef.alpha_ms + others * coef.decode_ms + w_chunk
