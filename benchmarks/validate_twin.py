@@ -302,7 +302,10 @@ replaces each:
 
 ITL per request: the decode iteration at the batch the request finds (one decode per request
 in service) plus K·w_chunk/(m − 1) for the K ~ Poisson(λ·(m−1)·ITL) prompts prefilled while
-it decodes, offset so the mean is the mean above. Percentiles come from these mixtures by
+it decodes, offset so the mean is the mean above. (Averaging an M/D/∞ count over one service
+time would narrow the batch distribution by √(2/3); the twin's per-request ITL is better
+matched without that narrowing: the feedback between batch size and iteration length keeps
+the batch persistent over a request's life.) Percentiles come from these mixtures by
 bisection; a percentile target sizes the replica by bisection on the exceedance probability
 P(TTFT > target) ≤ 1 − p (`inferno/analyzer/percentile.py`).
 
@@ -322,23 +325,33 @@ against the analyzer's capacity N/τ(N), vllm and upstream chunked accounting.
 
 ## Limits
 
-- **Variable lengths** (grid C). The analyzer sees only mean lengths and assumes fixed ones:
-  service then is near-deterministic and the KV read of a request averages L + m/2. With
-  variable lengths the long requests dominate the batch (the time-average KV read is
-  L + E[m²]/(2E[m]), so ITL is higher) and service varies (queues are longer than M/D/c's).
-  The tuner learns some of this back into α, β, γ in the closed loop.
+- **Variable lengths** (grid C): outside the model. The analyzer sees only mean lengths and
+  assumes fixed ones: service is then near-deterministic and a request's KV read averages
+  L + m/2. With lognormal lengths (cv 0.5) the long requests dominate the batch (the
+  time-average KV read is L + E[m²]/(2E[m]): ITL and service times are higher, capacity
+  lower) and service times vary (queues are longer than M/D/c's). At λ/λ_max 0.3 the
+  analyzer's means are 1–9% low and its p90/p99 8–46% low; at 0.85 the twin is past its real
+  capacity and every statistic is far above the prediction. The tuner learns
+  part of this back into α, β, γ in the closed loop; an input for the length variability
+  (vLLM exports the prompt and generation length histograms) is the next step.
 - **Regime flips at the tail.** Where P(wait for a slot) is close to 1 − p, the p-th
   percentile jumps between the no-wait part (prefill-scale, ~100 ms) and the wait part
   (D/(N+1)-scale, seconds): a small error in P(wait) gives a large relative error in that
-  percentile. These points are the worst cases of the p90/p99 rows above.
+  percentile. These points (λ/λ_max 0.85) are the worst cases of the p90/p99 rows above;
+  the medians at 0.85 stay within the bounds.
+- **Long outputs at high load** (γ-heavy, e.g. 128/1024 or 256/2048 at 0.85): the KV read
+  grows with the context, so a burst of arrivals adds cheap requests and the twin queues
+  less than even the dispersion-corrected chain says; mean TTFT is up to 50% (grid A) and,
+  in single runs, 130% (grid B) high there: conservative.
+- **Prefill-heavy shapes** (prompt/output ratio 64, 8192/128): the prefill lumps slow
+  service and widen the batch-size distribution beyond the first-order terms; at 0.85 ITL is
+  up to 14% (mean) and 23% (p99) low, TTFT p99 up to 21% low (means over seeds; single runs
+  up to 19% and 35% for ITL).
 - **Finite runs.** `inferno sim bench` counts every request of a finite run that starts
   empty (1,000 by default, as `vllm bench`). Near saturation the queue takes many service
   times to build up, so short benchmarks measure less queueing than the stationary
   prediction (the issue's example: 500 requests at λ/λ_max = 0.9 measure 320 ms mean TTFT;
   four seeds of 20,000 requests measure 480–730 ms, against the predicted 709 ms).
-- **Extreme prefill-heavy shapes** (prompt/output ratio ≥ 30, e.g. 4096/64): the prefill
-  lumps make service slower and the batch size more dispersed than the first-order terms
-  capture; TTFT percentiles and ITL come out 10–35% low there.
 """  # noqa: E501
 
 
