@@ -112,12 +112,15 @@ service-class model target may now say which statistic it is on
 P(TTFT > target) <= 1 − p under the analyzer's latency distribution (docs/validation.md).
 
 **Scenario** `scenarios/percentile-slo.yaml`: one Premium llama3_8b server on H100, 512/256
-tokens (fixed lengths), 900 RPM, a 2x ramp over 10 minutes, 10 minutes at 2x, back to 1x;
-load-emulator noise; 60 s control period; 45 s replica start; random routing; the inferno
-policy planning 150 s ahead on rising load. The Premium class's TTFT target is 1 s on the
-99th percentile (ITL 80 ms on the mean). Each variant runs the same requests (seeds
-{seeds}). A cycle *meets* the target when the p99 TTFT of the requests whose first token came
-in its 60 s collection window is at most 1 s; the first {warmup} cycles are warm-up.
+tokens (fixed lengths), 900 RPM held 10 minutes, a 1.5x ramp over 20 minutes, 10 minutes at
+1.5x, back to 1x over 10 minutes (50 minutes); Poisson arrivals at that rate; 60 s control
+period; 45 s replica start; random routing; the inferno policy planning 150 s ahead on rising
+load and scaling down only to the highest recommendation of the last 300 s (the HPA default).
+The Premium class's TTFT target is 1 s on the 99th percentile (ITL 80 ms on the mean). Each
+variant runs the same requests (seeds {seeds}). A cycle *meets* the target when the p99 TTFT
+of the requests whose first token came in its 60 s collection window is at most 1 s; the
+first {warmup} cycles are warm-up. The "load noise" variants add the load emulator of the
+quickstart (a mean-reverting step of N(0, 5%) of the rate every 20 s).
 
 | sizing | cycles meeting p99 ≤ 1 s (seed range) | p99 TTFT over the run (ms, median) | cost | cost vs p99 sizing |
 |---|---:|---:|---:|---:|
@@ -130,14 +133,20 @@ replicas = mean decided replicas after warm-up):
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
 
-**Reading.** Sizing the mean to 1 s lets each replica run close to saturation: the mean
-stays under 1 s while a few percent of requests wait for a batch slot, seconds each, so the
-p99 is several times the target in many windows. p99 sizing keeps the probability of
-waiting for a slot under 1%, at the cost in the table. A blunter rule (the mean target at a
-quarter) buys attainment with more replicas than the percentile model asks for, or not
-enough, depending on the load shape: the percentile model sizes for the statistic the SLO
-is on, at each load. The remaining misses of p99 sizing are in the ramp, where the load
-runs ahead of the replicas that are still starting.
+**Reading.** Sizing the mean to 1 s lets each replica run closer to its capacity: the mean
+TTFT stays far under 1 s while a few percent of requests wait for a batch slot, seconds each,
+so the window p99 is over the target in 25–39% of the cycles and the run's p99 is above
+1 s. p99 sizing keeps the probability of waiting for a slot under 1% and meets the
+target in every cycle after warm-up, for about one more replica (the cost column). A blunt
+headroom rule (the mean target at a quarter) lands in between: cheaper than p99 sizing but
+still missing in up to 20% of cycles, and the right fraction depends on the model, the token
+shape and the load; the percentile model sizes for the statistic the SLO is on.
+
+With load noise the p99-sized replica count sits at the knee of the p99-vs-load curve, where
+a noisy minute can push a window over the target: up to 7% of cycles on these seeds (93%
+met on two of eight); the scale-down window (300 s) is what keeps noise from flapping the
+count down. A policy that needs a guarantee per window under noisier load needs load headroom
+on top of the percentile sizing (not part of the inferno policy's settings today).
 """  # noqa: E501
 
 
