@@ -119,9 +119,9 @@ def latency_coefficients(model: PerfModel, p: ServiceParams, num_queue: np.ndarr
                          ) -> LatencyCoefficients:
     """Precompute `LatencyCoefficients` for (C,)-shaped ``p`` and queue slots Q."""
     p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
-    if model is not PerfModel.VLLM:
+    if model is not PerfModel.VLLM:  # the upstream extraction needs no columns
         return LatencyCoefficients(model, metric_coefficients(model, p),
-                                   np.zeros((len(_COLUMNS), p.alpha_ms.size)), p, None)
+                                   np.zeros((0, p.alpha_ms.size)), p, None)
     n = np.maximum(p.max_batch, 1.0)
     m = p.out_tokens
     w_d = decode_token_work_ms(p)
@@ -184,24 +184,24 @@ class _Arrival(NamedTuple):
 
 def _arrival(sol: QueueSolution, coef: LatencyCoefficients) -> _Arrival:
     """PASTA: accepted arrivals see the time-stationary state, except that P(all N busy) is
-    taken to the power 1/v (a Gaussian-tail probability whose variance is scaled by v)."""
+    taken to the power 1/v (a Gaussian-tail probability whose variance is scaled by v).
+
+    v is computed only where waiting is possible (elsewhere it is 1 and unused)."""
     accepted = 1.0 - sol.p_block
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         lam = sol.throughput_rpms / accepted
-        wait = np.clip(sol.p_wait / accepted, 0.0, 1.0)
-        v = (1.0 + lam * coef.spread_profile) / (1.0 + lam * coef.spread_flat)
         scale = 1.0 / accepted
-        rows = np.flatnonzero(wait > WAIT_NEGLIGIBLE)
+        wait = np.zeros_like(lam)
+        v = np.ones_like(lam)
+        rows = np.flatnonzero(sol.p_wait > WAIT_NEGLIGIBLE * accepted)
         if rows.size:
-            w = wait[rows]
-            w_v = np.exp(np.log(w) / v[rows])
-            wait = np.zeros_like(wait)
+            w = np.minimum(sol.p_wait[rows] / accepted[rows], 1.0)
+            x = lam[rows]
+            v[rows] = v_rows = ((1.0 + x * coef.spread_profile[rows])
+                                / (1.0 + x * coef.spread_flat[rows]))
+            w_v = np.exp(np.log(w) / v_rows)
             wait[rows] = w_v
-            scale = np.full_like(wait, 1.0)
-            scale[rows] = np.where(w < 1, (1.0 - w_v) / (1.0 - w), 0.0)
-            scale /= accepted
-        else:
-            wait = np.zeros_like(wait)
+            scale[rows] *= np.where(w < 1, (1.0 - w_v) / (1.0 - w), 0.0)
     below = 1.0 - sol.p_wait - sol.p_block
     full = coef.num_servers * (sol.p_wait + sol.p_block)
     return _Arrival(idle=sol.p_idle * scale,
