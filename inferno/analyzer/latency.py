@@ -105,7 +105,10 @@ class LatencyCoefficients:
         return self._base if self._rows is None else self._base.take(self._rows)
 
     def take(self, idx: np.ndarray) -> LatencyCoefficients:
-        rows = np.arange(len(self))[idx] if self._rows is None else self._rows[idx]
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        rows = idx if self._rows is None else self._rows[idx]
         upstream = None if self.upstream is None else self.upstream.take(idx)
         return LatencyCoefficients(self.model, upstream, self.cols[:, idx], self._base, rows)
 
