@@ -76,6 +76,14 @@ class ServerRecord:
     slo_itl_ms: float = 0.0
     """Target of the server's class for its model; 0 when unknown."""
     slo_ttft_ms: float = 0.0
+    slo_itl_percentile: float = 0.0
+    """The percentile the ITL target is on; 0: the mean."""
+    slo_ttft_percentile: float = 0.0
+    """The percentile the TTFT target is on; 0: the mean."""
+    itl_stat_ms: float | None = None
+    """Observed ITL in the statistic the target is on (the window mean for a mean target, the
+    window's percentile where the world measures it); None when unknown."""
+    ttft_stat_ms: float | None = None
     # decided
     recommended_replicas: int | None = None
     """The policy's raw recommendation; None when the policy could not decide."""
@@ -86,6 +94,9 @@ class ServerRecord:
     """num_replicas × accelerator cost × accelerators per replica; 0 when unknown."""
     predicted_itl_ms: float | None = None
     predicted_ttft_ms: float | None = None
+    predicted_itl_stat_ms: float | None = None
+    """Predicted ITL in the statistic the target is on."""
+    predicted_ttft_stat_ms: float | None = None
     note: str = ""
     """Why the server was kept, floored or damped, or how it was decided."""
 
