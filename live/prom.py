@@ -11,6 +11,14 @@ no arrival counter), in RPM, summed over pods; token counts and latencies are ra
 rates, i.e. means per request; waiting/running/KV usage are per-pod gauges averaged over the
 window and over pods. A missing series or a 0/0 ratio is "no data" (None); a failed query
 raises a transient CollectError, and the caller skips the cycle.
+
+Older vLLM releases, still deployed, export ``vllm:gpu_cache_usage_perc`` and
+``vllm:time_per_output_token_seconds`` instead of the current KV-usage and ITL names; each of
+those queries is ``(current) or (older)``, per Deployment, so a fleet may mix versions.
+
+Time: each query's timeout is the smaller of `PromSettings.timeout_s` and what is left of the
+cycle's collect deadline (`live.deadline`), and Prometheus gets the same ``timeout`` so it
+stops evaluating a query nobody waits for any more.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ from dataclasses import dataclass
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
+from inferno.errors import CollectError
 from inferno.model.units import MS_PER_S, S_PER_MIN
 from live.config import PromSettings, make_prom_client, read_bearer_token
+from live.deadline import UNBOUNDED, Deadline
 from live.errors import TRANSPORT_ERRORS, prom_collect_error
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,10 @@ ITL = "vllm:request_time_per_output_token_seconds"
 WAITING = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
 KV_USAGE = "vllm:kv_cache_usage_perc"
+ITL_OLD = "vllm:time_per_output_token_seconds"
+"""ITL histogram of older vLLM releases (same meaning, renamed in vLLM 0.11)."""
+KV_USAGE_OLD = "vllm:gpu_cache_usage_perc"
+"""KV-cache usage fraction of older vLLM releases."""
 
 DeploymentKey = tuple[str, str]
 """(namespace, Deployment name)."""
@@ -93,10 +107,11 @@ def build_queries(settings: PromSettings, namespace: str = "") -> dict[str, str]
                            f"{rate(GENERATION_LEN + '_count')}) or "
                            f"({rate(GENERATION_TOKENS)} / {rate(REQUESTS)})"),
         "ttft_ms": f"{MS_PER_S:g} * {rate(TTFT + '_sum')} / {rate(TTFT + '_count')}",
-        "itl_ms": f"{MS_PER_S:g} * {rate(ITL + '_sum')} / {rate(ITL + '_count')}",
+        "itl_ms": " or ".join(f"({MS_PER_S:g} * {rate(m + '_sum')} / {rate(m + '_count')})"
+                              for m in (ITL, ITL_OLD)),
         "waiting_requests": gauge(WAITING),
         "running_requests": gauge(RUNNING),
-        "kv_usage": gauge(KV_USAGE),
+        "kv_usage": f"({gauge(KV_USAGE)}) or ({gauge(KV_USAGE_OLD)})",
         "reporting_pods": (f"count by ({settings.namespace_label}, {settings.deployment_label}) "
                            f"(sum by ({settings.namespace_label}, {settings.deployment_label}, "
                            f"{settings.pod_label}) (rate({REQUESTS}{sel}[{w}])))"),
@@ -133,19 +148,25 @@ class PromCollector:
         """Release the HTTP connection pool."""
         self._client.close()
 
-    def query(self, promql: str) -> dict[DeploymentKey, float]:
+    def query(self, promql: str, deadline: Deadline = UNBOUNDED) -> dict[DeploymentKey, float]:
         """Run one instant query; raises CollectError (transient unless HTTP 4xx)."""
+        if deadline.is_expired:
+            raise CollectError(f"prometheus query {promql!r}: the cycle's collect deadline "
+                               "passed before it was sent", transient=True)
+        timeout_s = deadline.timeout_s(self.settings.timeout_s)
         try:
-            result = self._client.custom_query(promql)
+            result = self._client.custom_query(promql, params={"timeout": f"{timeout_s:.3f}"},
+                                               timeout=timeout_s)
         except (PrometheusApiClientException, *TRANSPORT_ERRORS) as exc:
             raise prom_collect_error(exc, promql) from exc
         return parse_vector(result, self.settings)
 
-    def collect(self, namespace: str = "") -> dict[DeploymentKey, DeploymentMetrics]:
+    def collect(self, namespace: str = "", deadline: Deadline = UNBOUNDED
+                ) -> dict[DeploymentKey, DeploymentMetrics]:
         """All fields for every Deployment seen in any query (others are absent: no data)."""
         token = read_bearer_token(self.settings)
         self._client.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        columns = {name: self.query(promql)
+        columns = {name: self.query(promql, deadline)
                    for name, promql in build_queries(self.settings, namespace).items()}
         keys = sorted({key for column in columns.values() for key in column})
         return {key: DeploymentMetrics(**{name: columns[name].get(key) for name in columns})

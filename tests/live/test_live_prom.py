@@ -11,17 +11,14 @@ waiting = (2+4)/2 = 3; running = (10+20)/2 = 15; KV = (0.5+0.7)/2 = 0.6.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from dataclasses import fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import kubernetes.client
 import pytest
 from kube_emulator import EmulatorThread, deployment, managed_labels
-from prom_harness import PodLoad, PrometheusServer, VllmPod
+from prom_harness import PodLoad, PrometheusServer, RecordingProxy, VllmPod
 
 from inferno.errors import CollectError
 from inferno.model.snapshot import ServerObservation
@@ -44,6 +41,9 @@ HIST = PodLoad(request_rps=1.0, in_tokens=900, out_tokens=700, ttft_s=0.1, itl_s
 when counters include requests still running): the histograms are the truth."""
 OTHER = PodLoad(request_rps=0.5, in_tokens=10, out_tokens=10, ttft_s=0.1, itl_s=0.01,
                 waiting=0, running=1, kv_usage=0.2)
+OLD = PodLoad(request_rps=1.0, in_tokens=64, out_tokens=32, ttft_s=0.2, itl_s=0.03,
+              waiting=1, running=5, kv_usage=0.4, old_names=True)
+"""An older vLLM: vllm:time_per_output_token_seconds and vllm:gpu_cache_usage_perc."""
 
 ALPHA = DeploymentMetrics(arrival_rpm=180.0, avg_in_tokens=200.0, avg_out_tokens=100.0,
                           reporting_pods=2.0,
@@ -62,11 +62,11 @@ def served(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
     that a WINDOW_S window is fully covered."""
     pods = {("prom-a", "alpha", "a1"): VllmPod(A1), ("prom-a", "alpha", "a2"): VllmPod(A2),
             ("prom-a", "idle", "i1"): VllmPod(IDLE), ("prom-b", "other", "o1"): VllmPod(OTHER),
-            ("prom-b", "hist", "h1"): VllmPod(HIST)}
+            ("prom-b", "hist", "h1"): VllmPod(HIST), ("prom-b", "old", "v1"): VllmPod(OLD)}
     for (namespace, dep, pod), server in pods.items():
         prometheus.add_target(server.address,
                               {"namespace": namespace, "deployment": dep, "pod": pod})
-    prometheus.wait_for_samples('{job="vllm",namespace=~"prom-a|prom-b"}', num_series=5,
+    prometheus.wait_for_samples('{job="vllm",namespace=~"prom-a|prom-b"}', num_series=6,
                                 min_samples=WINDOW_S + 1)
     yield prometheus
     prometheus.remove_targets(server.address for server in pods.values())
@@ -216,39 +216,51 @@ def test_stopped_prometheus_is_transient_error(tmp_path: Path) -> None:
         collector.close()
 
 
-def test_bearer_token_is_sent_and_reread(tmp_path: Path) -> None:
-    """Every collect sends the token file's current content as a Bearer header."""
-    seen: list[str] = []
-
-    class FakeApi(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
-            seen.append(self.headers.get("Authorization", ""))
-            body = json.dumps({"status": "success",
-                               "data": {"resultType": "vector", "result": []}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    api = ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
-    thread = threading.Thread(target=api.serve_forever, daemon=True)
-    thread.start()
+def test_bearer_token_is_sent_and_reread(prometheus: PrometheusServer, tmp_path: Path) -> None:
+    """To a URL the operator marked (allow_http_token), every collect sends the token file's
+    current content as a Bearer header (projected tokens rotate)."""
+    proxy = RecordingProxy(prometheus.url)
     token = tmp_path / "token"
     token.write_text("one")
-    collector = PromCollector(PromSettings(url=f"http://127.0.0.1:{api.server_address[1]}",
-                                           token_path=str(token)))
+    collector = PromCollector(PromSettings(url=proxy.url, token_path=str(token),
+                                           allow_http_token=True))
     try:
         collector.collect()
         token.write_text("two")
         collector.collect()
     finally:
         collector.close()
-        api.shutdown()
-        api.server_close()
-        thread.join(timeout=5)
+        proxy.stop()
     per_collect = len(build_queries(PromSettings()))
-    assert seen == ["Bearer one"] * per_collect + ["Bearer two"] * per_collect
+    assert proxy.authorization == ["Bearer one"] * per_collect + ["Bearer two"] * per_collect
+
+
+def test_service_account_token_is_not_sent_over_http(
+        served: PrometheusServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fault: with INFERNO_PROMETHEUS_TOKEN_PATH unset, the pod's service-account token
+    went to the plain-http Prometheus URL. Now no request carries it, and the metrics are
+    still read."""
+    sa_token = tmp_path / "token"
+    sa_token.write_text("service-account-token")
+    monkeypatch.setattr("live.config.SA_TOKEN", sa_token)
+    proxy = RecordingProxy(served.url)
+    collector = PromCollector(PromSettings(url=proxy.url, window=f"{WINDOW_S}s"))
+    try:
+        metrics = collector.collect(namespace=NS)
+    finally:
+        collector.close()
+        proxy.stop()
+    assert metrics[NS, "alpha"].arrival_rpm == pytest.approx(180.0, rel=0.05)
+    assert proxy.authorization == [None] * len(build_queries(PromSettings()))
+
+
+def test_older_vllm_metric_names_are_read(prom_collector: PromCollector) -> None:
+    """The fault: only the newest names were read. A pod exporting the older ITL and KV names
+    gets ITL 30 ms and KV 0.4; its neighbours on current names keep theirs."""
+    metrics = prom_collector.collect(namespace="prom-b")
+    old = metrics["prom-b", "old"]
+    assert old.itl_ms == pytest.approx(30.0, rel=0.005)
+    assert old.kv_usage == pytest.approx(0.4, rel=0.005)
+    assert old.arrival_rpm == pytest.approx(60.0, rel=RATE_REL)
+    assert metrics["prom-b", "other"].itl_ms == pytest.approx(10.0, rel=0.005)
+    assert metrics["prom-b", "other"].kv_usage == pytest.approx(0.2, rel=0.005)

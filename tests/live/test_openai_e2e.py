@@ -24,8 +24,6 @@ import shutil
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +33,11 @@ import openai
 import pytest
 from click.testing import CliRunner
 from kube_emulator import EmulatorThread, deployment
+from live_helpers import SMALL, get, spawn, terminate, wait_until
 from prom_harness import PrometheusServer, free_port
-from test_live_e2e import SMALL, read_cycle_log, spawn, terminate, wait_until
 
 from inferno.cli import cli
+from inferno.control import read_cycle_log
 
 NS, NAME, SERVER, MODEL = "e2e-openai", "llama", "openai-llama", "llama_70b"
 USERS, PROMPT, OUT_TOKENS = 6, "abcd" * 1024, 32
@@ -94,11 +93,7 @@ def g2_only(path: Path) -> Path:
 
 def health(url: str) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code
+        return get(url, timeout_s=2.0)[0]
     except OSError:
         return 0
 
