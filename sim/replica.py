@@ -151,7 +151,7 @@ class Replica:
         "_kv", "_waiting", "_running", "_prefilling", "_heap", "_seq", "_n", "_extra",
         "_first_idx", "_fast", "_max_tokens", "_max_waiting", "_wake", "_wake_t", "_t0",
         "_run_k", "_run_a", "_run_c", "_chunks", "_await_first", "_done",
-        "_t_area",
+        "_t_area", "_cancelled",
     )
 
     def __init__(self, env: simpy.Environment, *, name: str, perf: PerfParms, max_batch: int,
@@ -214,6 +214,7 @@ class Replica:
         self._chunks: list[tuple[Request, int]] = []
         self._await_first: list[Request] = []
         self._done: list[Request] = []
+        self._cancelled: list[Request] = []
         self._t_area = env.now
 
     # ------------------------------------------------------------------ client side
@@ -294,23 +295,63 @@ class Replica:
         now = self.env.now
         self._integrate(now)
         for req, produced in self.in_flight(now):
-            # Counters stay monotone: what an aborted request produced was produced.
-            self.generation_tokens_total += produced
-            if req.first_token_s <= now:
-                self.prompt_tokens_total += req.in_tokens
-        for req in [*self._running, *self._waiting]:
-            req.status = RequestStatus.ABORTED
-            req.finish_s = now
-            req.seq = -1
-            self.finished.append(req)
-            if req.on_done is not None:
-                self._done.append(req)
+            self._abort_one(req, now, produced)
         self._running.clear()
         self._waiting.clear()
         self._prefilling.clear()
         self._wake = None
         self._go(now)
         self._run_callbacks()
+
+    def cancel(self, req: Request) -> None:
+        """The client went away: a waiting `req` leaves the queue now; a running one is
+        ABORTED at the end of the iteration in progress (vLLM aborts between engine steps),
+        which ends the current run there. Anything else is ignored."""
+        now = self.env.now
+        if req.status is RequestStatus.WAITING and req in self._waiting:
+            self._integrate(now)
+            self._waiting.remove(req)
+            self._abort_one(req, now, max(0, req.emitted - self._extra))
+            self._run_callbacks()
+        elif req.status is RequestStatus.RUNNING and req in self._running:
+            if req not in self._cancelled:
+                self._cancelled.append(req)
+            k = self.steps_done(now) + 1
+            if self._wake is not None and k < self._run_k:
+                self._run_k = k
+                tk = self._boundary(k)
+                self._wake_t = tk
+                self._wake = _Wake(self.env, max(0.0, tk - now), self._on_wake)
+                self.num_events += 1
+
+    def _abort_one(self, req: Request, t: float, produced: int) -> None:
+        # Counters stay monotone: what an aborted request produced was produced.
+        self.generation_tokens_total += produced
+        if req.first_token_s <= t:
+            self.prompt_tokens_total += req.in_tokens
+        req.status = RequestStatus.ABORTED
+        req.finish_s = t
+        req.seq = -1
+        self.finished.append(req)
+        if req.on_done is not None:
+            self._done.append(req)
+
+    def _drop_cancelled(self, t: float) -> None:
+        """Remove the cancelled running requests after the iterations that ended at `t`."""
+        n = self._n
+        for req in self._cancelled:
+            if req.status is not RequestStatus.RUNNING or req not in self._running:
+                continue  # finished at this boundary
+            del self._running[req]
+            if req.seq >= 0:
+                self._kv.remove_decode(req.cbase)
+                req.emitted = req.gbase + n
+                if req in self._await_first:
+                    self._await_first.remove(req)
+            else:
+                self._prefilling.remove(req)
+            self._abort_one(req, t, max(0, req.emitted - self._extra))
+        self._cancelled = []
 
     def _go(self, t: float) -> None:
         self.state = ReplicaState.GONE
@@ -335,6 +376,17 @@ class Replica:
         while k > 0 and self._boundary(k) > t:
             k -= 1
         return k
+
+    def next_boundary(self, t: float) -> float:
+        """End of the iteration in progress at ``t``: when tokens may next appear (inf: idle).
+
+        Valid once every event before ``t`` is processed; the end of the iteration in progress
+        never moves (an arrival joins at a boundary), so a streaming observer can sleep until it.
+        """
+        if self._wake is None:
+            return math.inf
+        k = self.steps_done(t) + 1
+        return self._boundary(k) if k <= self._run_k else self._wake_t
 
     def kv_blocks_used(self, t: float) -> int:
         """KV blocks allocated at time ``t`` (for the iteration in progress)."""
@@ -403,6 +455,8 @@ class Replica:
         self._wake = None
         if self._run_k:
             self._advance(t, self._run_k)
+        if self._cancelled:
+            self._drop_cancelled(t)
         self._plan(t)
         if self._done:
             self._run_callbacks()

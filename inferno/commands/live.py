@@ -249,14 +249,25 @@ def follow_deployments(read: Callable[[], list[ManagedDeployment]],
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--duration", type=float, default=None,
               help="Stop after this many wall seconds (default: SIGTERM or Ctrl-C).")
+@click.option("--openai-port", type=int, default=None, help="Also serve the OpenAI API "
+              "(/<namespace>/<deployment>/v1/completions, chat/completions, models) on this "
+              "port; 0 picks a free one (default: off).")
+@click.option("--max-connections", type=int, default=1024, show_default=True,
+              help="OpenAI API: open connections served; beyond, 503.")
+@click.option("--max-requests", type=int, default=512, show_default=True,
+              help="OpenAI API: generation requests in flight; beyond, 429.")
+@click.option("--max-model-len", type=int, default=32768, show_default=True,
+              help="OpenAI API: context length (prompt + output tokens) of the served models.")
 def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path | None,
             scrape_interval: float, speedup: float, poll_s: float, startup_s: float,
             tokens: str, capacity: bool, write_status: bool, host: str, port: int, seed: int,
-            duration: float | None) -> None:
+            duration: float | None, openai_port: int | None, max_connections: int,
+            max_requests: int, max_model_len: int) -> None:
     """Emulate the managed Deployments' vLLM pods with the twin (no GPU): replicas follow the
     API with the startup delay, pods run on the accelerator their pod template places them on
-    (else the label's), load follows the load labels, metrics are served for Prometheus.
-    KUBECONFIG, WATCH_NAMESPACE and INFERNO_ACCELERATOR_* as for `inferno live`."""
+    (else the label's), load follows the load labels (plus the requests of OpenAI clients with
+    --openai-port), metrics are served for Prometheus. KUBECONFIG, WATCH_NAMESPACE and
+    INFERNO_ACCELERATOR_* as for `inferno live`."""
     import yaml
 
     from inferno.io import load_static_data
@@ -266,6 +277,7 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
     from live.placement import placement_settings_from_env
     from sim.deployment import StartupDelay
     from sim.emulate import ClusterEmulation, EmulationSettings, scrape_config
+    from sim.openai_server import OpenAIServer, OpenAISettings
 
     path = data_path or Path(os.environ.get("INFERNO_DATA_PATH") or ".")
     system = load_static_data(path)
@@ -273,6 +285,9 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
         speedup=speedup, poll_s=poll_s, startup=StartupDelay(mean_s=startup_s),
         token_kind=tokens, capacity=dict(system.capacity) if capacity else None, host=host,
         port=port, seed=seed)
+    openai = None if openai_port is None else OpenAISettings(
+        host=host, port=openai_port, max_connections=max_connections,
+        max_requests=max_requests, max_model_len=max_model_len, seed=seed)
     if prometheus_config is not None:
         prometheus_config.write_text(yaml.safe_dump(scrape_config(
             targets_file.resolve(), scrape_interval_s=scrape_interval)), encoding="utf-8")
@@ -283,13 +298,20 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
                                 placement_settings_from_env(os.environ))
     emulation = ClusterEmulation(system, source, settings, targets_file=targets_file,
                                  report=report)
+    server = None if openai is None else OpenAIServer(emulation, openai)
     try:
         with stop_on_signals(emulation.request_stop):
             h, p = emulation.start()
             _echo(f"inferno emulate: {len(emulation.pods())} pods on "
                   f"http://{h}:{p}/metrics/<namespace>/<pod>, targets in {targets_file}")
+            if server is not None:
+                h, p = server.start()
+                _echo(f"inferno emulate: OpenAI API on http://{h}:{p}/<namespace>/"
+                      f"<deployment>/v1")
             emulation.wait(duration)
     finally:
+        if server is not None:
+            server.stop()
         emulation.stop()
         api_client.close()
     if emulation.error is not None:
