@@ -73,8 +73,11 @@ class StartupKind(StrEnum):
 class ArrivalSignal(StrEnum):
     """What the twin's collector reports as a server's arrival rate."""
 
+    OFFERED = "offered"
+    """Completions + growth of running and waiting requests, from the replicas' vLLM
+    metrics (vLLM has no arrival counter): what the live collector reads."""
     ARRIVALS = "arrivals"
-    """Requests received (a gateway dispatch counter): the true offered load."""
+    """Requests received (a gateway dispatch counter live mode does not have); deprecated."""
     COMPLETIONS = "completions"
     """Requests finished (vLLM request_success_total, upstream's proxy): under-reads when a
     server is saturated (upstream pain point P3)."""
@@ -251,7 +254,7 @@ class TwinSpec:
     """s of history behind every collected rate and mean (PromQL rate(...[window]))."""
     scrape_interval_s: float = 5.0
     """s between the twin's metric scrapes (gauges are averaged over the window's scrapes)."""
-    arrival_signal: ArrivalSignal = ArrivalSignal.ARRIVALS
+    arrival_signal: ArrivalSignal = ArrivalSignal.OFFERED
     router: RouterKind = RouterKind.ROUND_ROBIN
     startup: StartupSpec = StartupSpec()
     engine: EngineSpec = EngineSpec()

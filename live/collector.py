@@ -1,56 +1,56 @@
 """The Collector port for a real cluster: Kubernetes discovery + Prometheus metrics.
 
-Per managed Deployment, observed values come from Prometheus; the arrival rate is extended to
-all ready replicas when fewer pods reported (right after a scale-up Prometheus has not yet
-discovered the new pods). When Prometheus has no data for a quantity (no series yet, 0/0
-ratio) the Deployment's load labels stand in for arrival rate and token counts, as upstream
-does. Latencies and gauges have no label fallback (None = unknown). Any failed API list or
-Prometheus query raises CollectError, so the controller skips the cycle rather than acting on
-partial data.
+Per managed Deployment the observation comes from its vLLM metrics in Prometheus
+(`live.prom.PromReader`) through the formulas the twin uses too
+(`inferno.control.observation`): offered load = completions + growth of running and waiting,
+extended to all ready replicas when fewer pods reported. When Prometheus has no data for a
+quantity (no series yet, 0/0 ratio) the Deployment's load labels stand in for arrival rate and
+token counts, as upstream does. Latencies and gauges have no label fallback (None = unknown).
+Any failed API list or Prometheus query raises CollectError, so the controller skips the cycle
+rather than acting on partial data.
 """
 
 from __future__ import annotations
 
 import kubernetes.client
 
-from inferno.control.controller import scale_to_ready
+from inferno.control.observation import ObservedLoad, VllmWindow, observe_window
 from inferno.control.ports import Clock
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
 from live.config import KubeSettings
 from live.kube import ManagedDeployment, discover_deployments
-from live.prom import DeploymentMetrics, PromCollector
+from live.prom import PromReader
 
 
-def observe(dep: ManagedDeployment, metrics: DeploymentMetrics | None) -> ServerObservation:
+def observe(dep: ManagedDeployment, window: VllmWindow | None) -> ServerObservation:
     """Merge one Deployment's labels and metrics; metrics win, load labels fill gaps."""
-    m = metrics or DeploymentMetrics()
+    m = (observe_window(window, ready_replicas=dep.ready_replicas) if window is not None
+         else ObservedLoad())
     labels = dep.labels
 
     def first(measured: float | None, fallback: float | None) -> float | None:
         return measured if measured is not None else fallback
-
-    arrival = m.arrival_rpm
-    if arrival is not None and m.reporting_pods:
-        # pods Prometheus has not scraped yet carry the mean of those it has (P1)
-        arrival = scale_to_ready(arrival, round(m.reporting_pods), dep.ready_replicas)
 
     return ServerObservation(
         name=labels.name, model=labels.model, class_name=labels.class_name,
         namespace=dep.namespace, accelerator=labels.accelerator, max_batch=labels.max_batch,
         max_queue_size=labels.max_queue_size,
         desired_replicas=dep.desired_replicas, ready_replicas=dep.ready_replicas,
-        arrival_rpm=first(arrival, labels.load_rpm),
+        held_replicas=dep.held_replicas,
+        arrival_rpm=first(m.arrival_rpm, labels.load_rpm),
         avg_in_tokens=first(m.avg_in_tokens, labels.load_in_tokens),
         avg_out_tokens=first(m.avg_out_tokens, labels.load_out_tokens),
         itl_ms=m.itl_ms, ttft_ms=m.ttft_ms, running_requests=m.running_requests,
-        waiting_requests=m.waiting_requests, kv_usage=m.kv_usage)
+        waiting_requests=m.waiting_requests, kv_usage=m.kv_usage,
+        throughput_rpm=m.throughput_rpm, waiting_now=m.waiting_now,
+        running_now=m.running_now, waiting_max=m.waiting_max)
 
 
 class LiveCollector:
     """Collector port: one list call plus (when configured) a fixed set of PromQL queries."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient, settings: KubeSettings,
-                 prom: PromCollector | None, clock: Clock) -> None:
+                 prom: PromReader | None, clock: Clock) -> None:
         self._apps = kubernetes.client.AppsV1Api(api_client)
         self.settings = settings
         self.prom = prom

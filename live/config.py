@@ -12,6 +12,7 @@ read is an error, while the service-account defaults may be missing (tokenless /
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,6 +100,15 @@ class PromSettings:
     """Series label holding the name of the Deployment that owns the pod (see docs/live.md)."""
     pod_label: str = "pod"
     """Series label holding the pod name: counts the replicas that reported in the window."""
+    time_scale: float = 1.0
+    """Simulated seconds per wall second of the metrics: the `--speedup` of an `inferno
+    emulate` cluster, whose counters are already divided by it (gauge growth over the window
+    is not, so the window counts for this many seconds). 1 on a real cluster."""
+
+    @property
+    def window_s(self) -> float:
+        """The window in seconds of the metrics' time (a Prometheus duration, scaled)."""
+        return duration_s(self.window) * self.time_scale
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -113,9 +123,20 @@ class PromSettings:
             if not _LABEL_NAME.match(value):
                 raise ConfigError(f"prometheus settings: {field} must be a label name, "
                                   f"got {value!r}")
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ConfigError(f"INFERNO_EMULATION_SPEEDUP: must be > 0, got {self.time_scale!r}")
         if self.timeout_s <= 0 or self.retries < 0:
             raise ConfigError(f"prometheus settings: timeout_s must be > 0 and retries >= 0, "
                               f"got {self.timeout_s}, {self.retries}")
+
+
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+           "y": 31536000.0}
+
+
+def duration_s(text: str) -> float:
+    """Seconds of a Prometheus duration such as ``1m30s``."""
+    return sum(float(n) * _UNIT_S[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text))
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -144,7 +165,18 @@ def prom_settings_from_env(env: Mapping[str, str]) -> PromSettings:
         deployment_label=(env.get("INFERNO_PROMETHEUS_DEPLOYMENT_LABEL", "").strip()
                           or DEFAULT_DEPLOYMENT_LABEL),
         pod_label=env.get("INFERNO_PROMETHEUS_POD_LABEL", "").strip() or "pod",
+        time_scale=_positive(env, "INFERNO_EMULATION_SPEEDUP", 1.0),
     )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a number > 0, got {raw!r}") from None
 
 
 def load_api_client(settings: KubeSettings) -> kubernetes.client.ApiClient:

@@ -45,6 +45,9 @@ class ManagedDeployment:
     """``spec.replicas`` (Kubernetes defaults a missing value to 1)."""
     ready_replicas: int
     """``status.readyReplicas`` (0 when absent)."""
+    held_replicas: int | None = None
+    """``status.replicas``: pods of every revision not yet terminated (they hold their
+    accelerators; pods already terminating are not counted by Kubernetes)."""
 
     @property
     def ref(self) -> str:
@@ -65,11 +68,12 @@ def read_deployment(dep: kubernetes.client.V1Deployment) -> ManagedDeployment:
     meta = dep.metadata
     spec_replicas = dep.spec.replicas if dep.spec is not None else None
     ready = dep.status.ready_replicas if dep.status is not None else None
+    pods = dep.status.replicas if dep.status is not None else None
     return ManagedDeployment(
         namespace=meta.namespace or "", deployment=meta.name or "",
         labels=lbl.parse_labels(meta.labels or {}),
         desired_replicas=1 if spec_replicas is None else int(spec_replicas),
-        ready_replicas=int(ready or 0))
+        ready_replicas=int(ready or 0), held_replicas=None if pods is None else int(pods))
 
 
 def discover(items: Iterable[kubernetes.client.V1Deployment]) -> Discovery:

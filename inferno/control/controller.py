@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,24 +63,6 @@ Tune = Callable[[ClusterSnapshot, System], System]
 
 class ControllerBusy(InfernoError):
     """Another cycle is running and did not end within the wait."""
-
-
-def estimate_offered_rpm(reported_rpm: Sequence[float | None], num_ready: int) -> float | None:
-    """Offered load of a server from per-replica reports, scaled to all ready replicas.
-
-    Replicas that did not report (young, gated, timed out) are assumed to carry the mean of
-    those that did, so a missing report never lowers the estimate (upstream P1 sawtooth).
-    None when no replica reported.
-    """
-    values = [v for v in reported_rpm if v is not None]
-    if not values:
-        return None
-    return scale_to_ready(sum(values), len(values), num_ready)
-
-
-def scale_to_ready(reported_rpm: float, num_reporting: int, num_ready: int) -> float:
-    """The load reported by ``num_reporting`` replicas, extended to all ``num_ready``."""
-    return reported_rpm / num_reporting * max(num_ready, num_reporting)
 
 
 class FileStaticData:

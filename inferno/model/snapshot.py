@@ -34,6 +34,16 @@ class ServerObservation:
     """Mean requests waiting per ready replica."""
     kv_usage: float | None = None
     """Mean KV-cache usage per ready replica, fraction in [0, 1]."""
+    throughput_rpm: float | None = None
+    """Completed requests per minute over the window, all ready replicas."""
+    waiting_now: float | None = None
+    """Requests waiting now, summed over the replicas: the backlog to drain."""
+    running_now: float | None = None
+    """Requests in service now, summed over the replicas."""
+    waiting_max: float | None = None
+    """Most requests one replica had waiting at any scrape of the window."""
+    held_replicas: int | None = None
+    """Replicas holding accelerators now (starting, ready or draining); None if unknown."""
     min_num_replicas: int = 0
     max_queue_size: int | None = None
 

@@ -57,6 +57,9 @@ class PodLoad:
     length_histograms: tuple[float, float] | None = None
     """Mean (prompt, generation) tokens of the vLLM per-request length histograms; None:
     the pod does not export them (older vLLM)."""
+    old_names: bool = False
+    """Export the KV usage and per-token latency under vLLM's former names
+    (gpu_cache_usage_perc, time_per_output_token_seconds)."""
 
 
 class _VllmCollector(Collector):
@@ -72,8 +75,10 @@ class _VllmCollector(Collector):
                                   requests * load.in_tokens)
         yield CounterMetricFamily("vllm:generation_tokens", "Generated tokens.",
                                   requests * load.out_tokens)
+        itl_name = ("vllm:time_per_output_token_seconds" if load.old_names
+                    else "vllm:request_time_per_output_token_seconds")
         for name, mean_s in (("vllm:time_to_first_token_seconds", load.ttft_s),
-                             ("vllm:request_time_per_output_token_seconds", load.itl_s)):
+                             (itl_name, load.itl_s)):
             yield HistogramMetricFamily(name, "Latency.", buckets=[("+Inf", requests)],
                                         sum_value=requests * mean_s)
         if load.length_histograms is not None:
@@ -85,7 +90,8 @@ class _VllmCollector(Collector):
                                             sum_value=requests * mean)
         yield GaugeMetricFamily("vllm:num_requests_waiting", "Waiting.", load.waiting)
         yield GaugeMetricFamily("vllm:num_requests_running", "Running.", load.running)
-        yield GaugeMetricFamily("vllm:kv_cache_usage_perc", "KV usage fraction.", load.kv_usage)
+        kv_name = "vllm:gpu_cache_usage_perc" if load.old_names else "vllm:kv_cache_usage_perc"
+        yield GaugeMetricFamily(kv_name, "KV usage fraction.", load.kv_usage)
 
 
 class VllmPod:
@@ -124,8 +130,9 @@ class VllmPod:
 class PrometheusServer:
     """The prometheus binary on a free loopback port, scraping file-discovered targets."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, data_dir: Path | None = None) -> None:
         self.workdir = workdir
+        self.data_dir = data_dir or workdir / "data"
         self.port = free_port()
         self.targets_file = workdir / "targets.json"
         self._groups: dict[str, dict[str, object]] = {}
@@ -152,7 +159,7 @@ class PrometheusServer:
         """Launch the process and wait until /-/ready answers 200."""
         self._proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={self.config_file}",
-             f"--storage.tsdb.path={self.workdir / 'data'}",
+             f"--storage.tsdb.path={self.data_dir}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s

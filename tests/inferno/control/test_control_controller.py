@@ -22,9 +22,9 @@ from inferno.control.controller import (
     Controller,
     ControllerBusy,
     FileStaticData,
-    estimate_offered_rpm,
 )
 from inferno.control.cyclelog import CycleStatus
+from inferno.control.observation import estimate_offered_rpm
 from inferno.control.policies import InfernoPolicy, OraclePolicy, StaticPolicy
 from inferno.control.settings import (
     NO_STABILISATION,
