@@ -3,7 +3,8 @@
 Per managed Deployment the observation comes from its vLLM metrics in Prometheus
 (`live.prom.PromReader`) through the formulas the twin uses too
 (`inferno.control.observation`): offered load = completions + growth of running and waiting,
-extended to all ready replicas when fewer pods reported. When Prometheus has no data for a
+extended to the replicas that were ready through the whole window (from this collector's
+previous reads of the Deployment) but did not report. When Prometheus has no data for a
 quantity (no series yet, 0/0 ratio) the Deployment's load labels stand in for arrival rate and
 token counts, as upstream does. Latencies and gauges have no label fallback (None = unknown).
 Any failed API list or Prometheus query raises CollectError, so the controller skips the cycle
@@ -12,19 +13,25 @@ rather than acting on partial data.
 
 from __future__ import annotations
 
+from collections import deque
+
 import kubernetes.client
 
 from inferno.control.observation import ObservedLoad, VllmWindow, observe_window
 from inferno.control.ports import Clock
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
-from live.config import KubeSettings
+from live.config import KubeSettings, duration_s
 from live.kube import ManagedDeployment, discover_deployments
 from live.prom import PromReader
 
 
-def observe(dep: ManagedDeployment, window: VllmWindow | None) -> ServerObservation:
-    """Merge one Deployment's labels and metrics; metrics win, load labels fill gaps."""
-    m = (observe_window(window, ready_replicas=dep.ready_replicas) if window is not None
+def observe(dep: ManagedDeployment, window: VllmWindow | None,
+            steady_ready: int | None = None) -> ServerObservation:
+    """Merge one Deployment's labels and metrics; metrics win, load labels fill gaps.
+
+    ``steady_ready``: replicas ready through the whole window (see `observe_window`).
+    """
+    m = (observe_window(window, steady_ready=steady_ready) if window is not None
          else ObservedLoad())
     labels = dep.labels
 
@@ -55,13 +62,27 @@ class LiveCollector:
         self.settings = settings
         self.prom = prom
         self.clock = clock
+        self._ready: dict[tuple[str, str], deque[tuple[float, int]]] = {}
+        """(namespace, Deployment) → (time, ready replicas) of recent collects."""
 
     def collect(self) -> ClusterSnapshot:
         """Snapshot of every managed server; skipped ones are listed with their reason."""
         discovery = discover_deployments(self._apps, self.settings)
         metrics = (self.prom.collect(namespace=self.settings.watch_namespace)
                    if self.prom is not None and discovery.deployments else {})
-        servers = {name: observe(dep, metrics.get((dep.namespace, dep.deployment)))
-                   for name, dep in discovery.deployments.items()}
-        return ClusterSnapshot(time_s=self.clock.now_s(), servers=servers,
-                               skipped=dict(discovery.skipped))
+        now = self.clock.now_s()
+        servers = {}
+        for name, dep in discovery.deployments.items():
+            key = (dep.namespace, dep.deployment)
+            servers[name] = observe(dep, metrics.get(key), self._steady_ready(key, dep, now))
+        return ClusterSnapshot(time_s=now, servers=servers, skipped=dict(discovery.skipped))
+
+    def _steady_ready(self, key: tuple[str, str], dep: ManagedDeployment, now: float) -> int:
+        """The least ready count over the window, from this collector's own past reads; a
+        Deployment first seen now is assumed to have held its ready count."""
+        window = duration_s(self.prom.settings.window) if self.prom is not None else 0.0
+        history = self._ready.setdefault(key, deque(maxlen=64))
+        history.append((now, dep.ready_replicas))
+        while len(history) > 1 and history[1][0] <= now - window:
+            history.popleft()
+        return min(ready for _, ready in history)

@@ -169,7 +169,7 @@ class ClusterTwin:
         dep = self._dep(name)
         end = math.nextafter(now, -math.inf)  # a scrape at the collect's instant is not in yet
         window = self.scraper.window(name, end, self.settings.window_s)
-        seen = observe_window(window, ready_replicas=len(dep.ready))
+        seen = observe_window(window, steady_ready=self._steady_ready(name, now))
         fields = {f: getattr(seen, f) for f in seen.__dataclass_fields__}
         signal = self.settings.arrival_signal
         if signal == "completions":
@@ -183,6 +183,14 @@ class ClusterTwin:
             held_replicas=sum(r.state in _HOLDING for r in dep.replicas),
             min_num_replicas=info.min_num_replicas, max_queue_size=info.max_queue_size,
             **fields)
+
+    def _steady_ready(self, name: str, now: float) -> int:
+        """Replicas ready through the whole window: the least ready count seen by the
+        deployment-level scrapes in it and now."""
+        times = self._times[name]
+        first = bisect_left(times, now - self.settings.window_s)
+        counts = [s.counters.ready_replicas for s in self._samples[name][first:]]
+        return min([len(self._dep(name).ready), *counts])
 
     def _gateway_arrivals(self, name: str, now: float) -> dict[str, float | None]:
         """Arrival rate and token means from the deployment's exact arrival counters."""

@@ -11,9 +11,15 @@ bounded, decaying factors (`Correction`):
   within 2 % after three cycles).
 * ``ttft`` divides the server's TTFT target: what the analyzer misses of the queue (bursty
   arrivals, heavy-tailed prompts) tightens the target the optimizer sizes for. It is a
-  smoothed ratio, log ttft ← (1 − gain)·log ttft + gain·log ratio, updated only while the
-  queue is near steady (no backlog), and bounded below by 1 by default: the model's
-  pessimism is kept as headroom, its optimism corrected.
+  smoothed ratio, log ttft ← (1 − gain)·log ttft + gain·log ratio, bounded below by 1 by
+  default: the model's pessimism is kept as headroom, its optimism corrected.
+
+Both learn only from steady windows, two in a row: the replica set unchanged for `steady_s`,
+arrivals and completions within `max_imbalance` of each other and no backlog at the end of
+this window and of the one before (the first calm window still finishes requests that queued
+in a backlog). A queue
+building or draining (a burst, a backlog stuck on one replica while new ones idle) makes the
+observed means a transient that no parameter of the model explains.
 
 Without fresh evidence both decay towards 1 (in log, ``decay`` per cycle). The corrected
 system gives each corrected server its own model (``model@server``) and class
@@ -57,6 +63,12 @@ class CorrectionSettings:
     """No update when the model puts the replicas past this share of their max rate."""
     waiting_allowance: float = 2.0
     """Waiting requests per replica beyond which TTFT is a transient, not a model error."""
+    max_imbalance: float = 0.25
+    """Learn only when arrivals and completions agree within this share (a steady state:
+    a queue building or draining makes latencies a transient, not a model error)."""
+    steady_s: float = 60.0
+    """s the replica set (count, accelerator, max batch) must have held before its window
+    is learned from: the metrics window, so that no sample mixes two replica sets."""
 
     def __post_init__(self) -> None:
         lo, hi = self.itl_bounds
@@ -80,6 +92,11 @@ class Correction:
     ttft_ratio: float | None = None
     accelerator: str = ""
     """The accelerator the factors were learned on (a migration resets them)."""
+    shape: tuple[int, int, int] = (-1, -1, -1)
+    """(desired, ready, max batch) last seen."""
+    steady_since_s: float = math.inf
+    was_calm: bool = False
+    """The previous window was steady too: this one holds no requests of a past backlog."""
 
 
 def _clamp(value: float, bounds: tuple[float, float]) -> float:
@@ -106,10 +123,19 @@ class ModelCorrection:
             if corr.accelerator != obs.accelerator:
                 self.servers[name] = corr = Correction(accelerator=obs.accelerator)
             corr.itl_ratio = corr.ttft_ratio = None
+            shape = (obs.desired_replicas, obs.ready_replicas, obs.max_batch)
+            first_sight = corr.shape == (-1, -1, -1)
+            if shape != corr.shape:  # first sight counts as steady (nothing known before)
+                corr.shape = shape
+                corr.steady_since_s = -math.inf if first_sight else snapshot.time_s
+            is_steady = snapshot.time_s - corr.steady_since_s >= s.steady_s
             corr.itl = _decayed(corr.itl, s.decay)
             corr.ttft = _decayed(corr.ttft, s.decay)
             mp = static.perf.get((obs.model, obs.accelerator))
-            if not s.is_enabled or mp is None or not _is_steady(obs, s):
+            calm = _is_steady(obs, s)
+            was_calm = corr.was_calm or corr.shape == shape and first_sight
+            corr.was_calm = calm
+            if not s.is_enabled or mp is None or not is_steady or not (calm and was_calm):
                 continue
             rows.append((corr, obs, _scaled(mp.perf, corr.itl), mp.max_num_tokens))
         if not rows:
@@ -135,9 +161,7 @@ class ModelCorrection:
                 continue
             corr.itl_ratio = float(obs.itl_ms) / itl_pred  # type: ignore[arg-type]
             corr.itl = _clamp(corr.itl * corr.itl_ratio ** s.gain, s.itl_bounds)
-            waiting = obs.waiting_now if obs.waiting_now is not None else obs.waiting_requests
-            calm = waiting is not None and waiting <= s.waiting_allowance * obs.ready_replicas
-            if calm and math.isfinite(ttft_pred) and ttft_pred > 0:
+            if math.isfinite(ttft_pred) and ttft_pred > 0:
                 corr.ttft_ratio = float(obs.ttft_ms) / ttft_pred  # type: ignore[arg-type]
                 log_ttft = ((1 - s.gain) * math.log(corr.ttft)
                             + s.gain * math.log(corr.ttft_ratio))
@@ -193,12 +217,17 @@ def _scaled(perf: PerfParms, factor: float) -> PerfParms:
 
 
 def _is_steady(obs: ServerObservation, s: CorrectionSettings) -> bool:
-    """Enough completions and a replica set that held through the window."""
+    """Enough completions, arrivals matching completions, no backlog at the end of the
+    window, and a replica set that held (the caller checks how long)."""
     values = (obs.arrival_rpm, obs.itl_ms, obs.ttft_ms, obs.avg_in_tokens, obs.avg_out_tokens,
               obs.throughput_rpm)
     if any(v is None or not math.isfinite(v) or v <= 0 for v in values):
         return False
+    arrival, done = float(obs.arrival_rpm), float(obs.throughput_rpm)  # type: ignore[arg-type]
+    waiting = obs.waiting_now if obs.waiting_now is not None else obs.waiting_requests
     return (obs.ready_replicas >= 1 and obs.desired_replicas == obs.ready_replicas
-            and obs.max_batch > 0 and obs.throughput_rpm >= s.min_completed_rpm  # type: ignore[operator]
+            and obs.max_batch > 0 and done >= s.min_completed_rpm
+            and abs(arrival - done) <= s.max_imbalance * max(arrival, done)
+            and (waiting is None or waiting <= s.waiting_allowance * obs.ready_replicas)
             and obs.avg_out_tokens >= 1)  # type: ignore[operator]
 

@@ -11,7 +11,8 @@ In order, per server and cycle:
    real 10× spike is followed within two cycles (the cap compounds).
 3. **Forecast.** A rising load is planned for the time the replicas asked for now are ready:
    rate + slope × lead, where lead = control period + expected startup and the slope is a
-   least-squares fit over the recent observations spanning at least the lead; at most
+   least-squares fit over the recent observations spanning the lead, taken only while every
+   step rose and at most the smallest step (a jump is not extrapolated twice); at most
    ``max_trend_factor ×`` the observed rate, never below it.
 4. **Backlog.** Requests waiting beyond a small allowance per replica are planned to drain
    within ``backlog_drain_s``: rate += waiting / drain time, at most ``backlog_cap ×`` the
@@ -130,16 +131,23 @@ def least_squares_slope(points: list[tuple[float, float]]) -> float:
 
 def forecast(history: list[tuple[float, float]], now_s: float, rate_rpm: float, lead_s: float,
              max_factor: float) -> float:
-    """rate + slope × lead over the observations of the last max(lead, 2 points) seconds;
-    never below the rate, at most max_factor × rate."""
+    """rate + trend × lead, never below the rate, at most max_factor × rate.
+
+    The trend is the least-squares slope of the observations of the last ``lead_s`` (at least
+    three), but only while every step between them rose, and at most the smallest of those
+    steps' slopes: a ramp is projected, a single jump (a step or a burst, already in the
+    rate) is not extrapolated a second time.
+    """
     if lead_s <= 0 or rate_rpm <= 0:
         return rate_rpm
-    recent = [(t, y) for t, y in history if t >= now_s - max(lead_s, 1e-9)]
+    recent = [(t, y) for t, y in history if t >= now_s - lead_s]
     if len(recent) < 3:
         recent = history[-3:]
-    slope = least_squares_slope(recent)
-    if slope <= 0:
+    steps = [(y1 - y0) / (t1 - t0) for (t0, y0), (t1, y1) in zip(recent, recent[1:],
+                                                                  strict=False) if t1 > t0]
+    if not steps or min(steps) <= 0:
         return rate_rpm
+    slope = min(least_squares_slope(recent), min(steps))
     return min(rate_rpm + slope * lead_s, max_factor * rate_rpm)
 
 

@@ -17,8 +17,10 @@ so ``offered_rpm = 60 · (Σ rate(request_success_total) + Σ delta(running + wa
 Error bounds (docs/observation.md): exact up to (i) Prometheus' extrapolation at the window
 edges, at most about one scrape interval's worth of arrivals (δ/w relative, 8 % at δ = 5 s,
 w = 60 s, and zero on average under a steady load); (ii) requests rejected before they
-reach vLLM's queue (invisible to vLLM, so to us); (iii) pods Prometheus has not yet
-scraped twice in the window, corrected by extending the per-pod mean to all ready replicas.
+reach vLLM's queue (invisible to vLLM, so to us); (iii) pods ready for less than two scrapes,
+whose few arrivals are missed (under 2δ/w of one pod's share); (iv) pods ready through the
+whole window that did not report (a scrape gap, a pod Prometheus has not discovered), which
+are assumed to carry the reporting pods' mean.
 A completion-only estimate (upstream) instead reads 0 while requests outlive the window.
 """
 
@@ -129,10 +131,14 @@ def offered_rpm(window: VllmWindow) -> float | None:
     return rps * S_PER_MIN
 
 
-def observe_window(window: VllmWindow, *, ready_replicas: int) -> ObservedLoad:
+def observe_window(window: VllmWindow, *, steady_ready: int | None = None) -> ObservedLoad:
     """Every controller quantity of one Deployment from its window of vLLM metrics.
 
-    Rates are extended to all ready replicas when fewer pods reported; per-request means are
+    ``steady_ready`` counts the replicas that were ready through the whole window. Rates are
+    extended to those of them that did not report, at the reporting pods' mean; replicas that
+    became ready during the window count for what they reported (they served part of it:
+    extending them too would count a backlogged pod's queue growth once per new pod). None:
+    unknown, no extension. Per-request means are
     ratios of summed rates (a mean over the requests of the window); input tokens fall back to
     prompt tokens per first token (both counted when a prefill ends), output tokens to
     generated tokens per completion.
@@ -140,9 +146,9 @@ def observe_window(window: VllmWindow, *, ready_replicas: int) -> ObservedLoad:
     reporting = window.reporting_pods or 0
 
     def extend(value: float | None) -> float | None:
-        if value is None or reporting <= 0:
+        if value is None or reporting <= 0 or steady_ready is None:
             return value
-        return scale_to_ready(value, reporting, ready_replicas)
+        return scale_to_ready(value, reporting, steady_ready)
 
     completed = window.completed_rps
     in_tokens = (_ratio(window.prompt_len_sum_rps, window.prompt_len_count_rps)

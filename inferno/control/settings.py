@@ -127,7 +127,7 @@ class InfernoSettings:
     scale_down_margin: float = 0.15
     """Scale down only to what the load × (1 + margin) needs: a band against load noise at a
     replica boundary (upstream P9)."""
-    reversal_hold_s: float = 300.0
+    reversal_hold_s: float = 120.0
     """No scale-down within this long after a scale-up (unless capacity goes to a higher
     priority): one noisy window must not undo the last one."""
     max_batch_min_saving: float = 0.1
@@ -166,8 +166,12 @@ class HpaSettings:
     None: 0.8 × the server's max batch for requests, 0.8 for KV usage (WVA's
     kvCacheThreshold), 1 waiting request for waiting."""
     targets: Mapping[str, float] = field(default_factory=dict)
-    """Server → its own target, as an operator sets one HPA per Deployment from a load test
-    (the twin derives them: `sim.loadtest`)."""
+    """Server → its own target, as an operator sets one HPA per Deployment from a load test.
+    The twin derives the missing ones (requests metric, no shared `target`): the load test's
+    concurrency at the class targets × `target_utilisation` (`sim.loadtest`)."""
+    target_utilisation: float = 0.8
+    """Share of the load-tested concurrency an HPA targets: headroom for bursts and for the
+    reaction lag."""
     tolerance: float = 0.1
     """|1 − metric/target| within this band keeps the replicas (HPA default 10 %)."""
     min_replicas: int = 1
@@ -176,9 +180,10 @@ class HpaSettings:
     """HPA maxReplicas of servers without their own in `max_replicas_for`."""
     max_replicas_for: Mapping[str, int] = field(default_factory=dict)
     """Server → its HPA maxReplicas (e.g. what the cluster's cards of its type allow)."""
-    sync_period_s: float | None = None
-    """s between HPA evaluations (the Kubernetes default is 15); None = the controller
-    period. Honoured by the twin's scenario runner."""
+    sync_period_s: float | None = 15.0
+    """s between HPA evaluations: 15 is the Kubernetes controller's default; None = the
+    controller period. Honoured by the twin's scenario runner (live mode runs every policy at
+    the controller period)."""
     stabilisation: StabilisationSettings = StabilisationSettings(max_step_down=1)
     """HPA defaults (scale up at once, scale down to the highest recommendation of 300 s)
     plus the scale-down rate limit a careful operator adds: one pod per evaluation."""
@@ -186,6 +191,8 @@ class HpaSettings:
     def __post_init__(self) -> None:
         _require(self.target is None or (math.isfinite(self.target) and self.target > 0),
                  f"hpa: target must be > 0, got {self.target!r}")
+        _require(0 < self.target_utilisation <= 1,
+                 f"hpa: target_utilisation must be in (0, 1], got {self.target_utilisation!r}")
         for name, value in self.targets.items():
             _require(math.isfinite(value) and value > 0,
                      f"hpa: targets.{name} must be > 0, got {value!r}")

@@ -119,21 +119,20 @@ def test_rates_and_latencies_match_the_driven_load(prom_reader: PromReader) -> N
     assert window.reporting_pods == 2
     assert window.window_s == WINDOW_S
     assert window.in_system_delta == pytest.approx(0.0, abs=1e-9)
-    assert_observed(observe_window(window, ready_replicas=2), ALPHA)
+    assert_observed(observe_window(window, steady_ready=2), ALPHA)
 
 
 def test_idle_deployment_has_zero_rate_and_no_ratios(prom_reader: PromReader) -> None:
     """No completions: arrival 0 RPM, per-request means are 0/0 → None, gauges still read."""
     idle = prom_reader.collect(namespace=NS)[(NS, "idle")]
-    assert_observed(observe_window(idle, ready_replicas=1), ObservedLoad(
+    assert_observed(observe_window(idle, steady_ready=1), ObservedLoad(
         arrival_rpm=0.0, throughput_rpm=0.0, waiting_requests=0.0, running_requests=0.0,
         kv_usage=0.1, waiting_now=0.0, running_now=0.0, waiting_max=0.0))
 
 
 def test_token_means_prefer_per_request_histograms(prom_reader: PromReader) -> None:
     """With vLLM's request_prompt/generation_tokens histograms, their means win (128 / 256)."""
-    hist = observe_window(prom_reader.collect(namespace="prom-b")[("prom-b", "hist")],
-                          ready_replicas=1)
+    hist = observe_window(prom_reader.collect(namespace="prom-b")[("prom-b", "hist")])
     assert hist.avg_in_tokens == pytest.approx(128.0, rel=RATIO_REL)
     assert hist.avg_out_tokens == pytest.approx(256.0, rel=RATIO_REL)
 
@@ -141,8 +140,7 @@ def test_token_means_prefer_per_request_histograms(prom_reader: PromReader) -> N
 def test_former_vllm_metric_names_are_read(prom_reader: PromReader) -> None:
     """A vLLM exporting gpu_cache_usage_perc and time_per_output_token_seconds still gives
     KV usage 0.3 and ITL 40 ms."""
-    old = observe_window(prom_reader.collect(namespace="prom-b")[("prom-b", "old")],
-                         ready_replicas=1)
+    old = observe_window(prom_reader.collect(namespace="prom-b")[("prom-b", "old")])
     assert old.kv_usage == pytest.approx(0.3, rel=RATIO_REL)
     assert old.itl_ms == pytest.approx(40.0, rel=RATIO_REL)
 
@@ -198,8 +196,9 @@ def test_live_collector_merges_metrics_and_label_fallback(
 def test_live_collector_extends_partial_reports_to_ready_replicas(
         served: PrometheusServer, kube: EmulatorThread,
         api_client: kubernetes.client.ApiClient, kubeconfig: Path) -> None:
-    """4 ready replicas, 2 reporting (a scale-up Prometheus has not seen yet): the missing two
-    carry the reporting mean, 180 / 2 × 4 = 360 RPM, instead of lowering the load (P1)."""
+    """4 ready replicas (as far as this collector knows, all through the window), 2 reporting
+    (pods Prometheus has not discovered): the missing two carry the reporting mean,
+    180 / 2 × 4 = 360 RPM, instead of lowering the load (P1)."""
     kube.put_deployment(deployment(NS, "alpha", managed_labels("srv-alpha"), replicas=4,
                                    ready=4))
     settings = KubeSettings(kubeconfig=str(kubeconfig), watch_namespace=NS)
@@ -209,6 +208,36 @@ def test_live_collector_extends_partial_reports_to_ready_replicas(
     finally:
         prom.close()
     assert snapshot.servers["srv-alpha"].arrival_rpm == pytest.approx(360.0, rel=RATE_REL)
+
+
+class SteppingClock:
+    def __init__(self) -> None:
+        self.t_s = 100.0
+
+    def now_s(self) -> float:
+        self.t_s += 1.0
+        return self.t_s
+
+
+def test_live_collector_does_not_extend_to_replicas_that_just_became_ready(
+        served: PrometheusServer, kube: EmulatorThread,
+        api_client: kubernetes.client.ApiClient, kubeconfig: Path) -> None:
+    """Read with 2 ready, then 1 s later with 4 ready: the two new ones were not ready through
+    the window (they served a little of it at most), so 180 RPM is not doubled."""
+    settings = KubeSettings(kubeconfig=str(kubeconfig), watch_namespace=NS)
+    prom = PromReader(PromSettings(url=served.url, window=f"{WINDOW_S}s"))
+    collector = LiveCollector(api_client, settings, prom, SteppingClock())
+    try:
+        kube.put_deployment(deployment(NS, "alpha", managed_labels("srv-alpha"), replicas=2,
+                                       ready=2))
+        first = collector.collect().servers["srv-alpha"].arrival_rpm
+        kube.put_deployment(deployment(NS, "alpha", managed_labels("srv-alpha"), replicas=4,
+                                       ready=4))
+        second = collector.collect().servers["srv-alpha"].arrival_rpm
+    finally:
+        prom.close()
+    assert first == pytest.approx(180.0, rel=RATE_REL)
+    assert second == pytest.approx(180.0, rel=RATE_REL)
 
 
 def test_live_collector_without_prometheus_uses_labels(
