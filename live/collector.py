@@ -50,7 +50,9 @@ def observe(dep: ManagedDeployment, window: VllmWindow | None,
         itl_ms=m.itl_ms, ttft_ms=m.ttft_ms, running_requests=m.running_requests,
         waiting_requests=m.waiting_requests, kv_usage=m.kv_usage,
         throughput_rpm=m.throughput_rpm, waiting_now=m.waiting_now,
-        running_now=m.running_now, waiting_max=m.waiting_max)
+        running_now=m.running_now, waiting_max=m.waiting_max,
+        recent_arrival_rpm=m.recent_arrival_rpm, window_s=m.window_s,
+        recent_window_s=m.recent_window_s)
 
 
 class LiveCollector:

@@ -90,6 +90,9 @@ class PromSettings:
     """Skip TLS verification (test clusters only)."""
     window: str = DEFAULT_WINDOW
     """PromQL range window of rate()/avg_over_time(); at least 2 scrape intervals."""
+    recent_window: str = "30s"
+    """Short window at the end of `window` for the load now (scale-up without the window's
+    lag); at least 2 scrape intervals."""
     timeout_s: float = 5.0
     """Per-query timeout."""
     retries: int = 0
@@ -110,13 +113,19 @@ class PromSettings:
         """The window in seconds of the metrics' time (a Prometheus duration, scaled)."""
         return duration_s(self.window) * self.time_scale
 
+    @property
+    def recent_window_s(self) -> float:
+        return duration_s(self.recent_window) * self.time_scale
+
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"INFERNO_PROMETHEUS_URL: must start with http:// or https://, "
                               f"got {self.url!r}")
-        if not _DURATION.match(self.window):
-            raise ConfigError(f"INFERNO_PROMETHEUS_WINDOW: must be a Prometheus duration such "
-                              f"as 30s or 1m, got {self.window!r}")
+        for name, value in (("INFERNO_PROMETHEUS_WINDOW", self.window),
+                            ("INFERNO_PROMETHEUS_RECENT_WINDOW", self.recent_window)):
+            if not _DURATION.match(value):
+                raise ConfigError(f"{name}: must be a Prometheus duration such as 30s or 1m, "
+                                  f"got {value!r}")
         for field, value in (("namespace_label", self.namespace_label),
                              ("deployment_label", self.deployment_label),
                              ("pod_label", self.pod_label)):
@@ -162,6 +171,7 @@ def prom_settings_from_env(env: Mapping[str, str]) -> PromSettings:
         ca_path=env.get("INFERNO_PROMETHEUS_CA_PATH", "").strip() or None,
         insecure=_flag(env, "INFERNO_PROMETHEUS_INSECURE"),
         window=env.get("INFERNO_PROMETHEUS_WINDOW", "").strip() or DEFAULT_WINDOW,
+        recent_window=env.get("INFERNO_PROMETHEUS_RECENT_WINDOW", "").strip() or "30s",
         deployment_label=(env.get("INFERNO_PROMETHEUS_DEPLOYMENT_LABEL", "").strip()
                           or DEFAULT_DEPLOYMENT_LABEL),
         pod_label=env.get("INFERNO_PROMETHEUS_POD_LABEL", "").strip() or "pod",

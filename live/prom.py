@@ -50,7 +50,8 @@ FIELD_LABEL = "__field__"
 DeploymentKey = tuple[str, str]
 """(namespace, Deployment name)."""
 
-WINDOW_FIELDS = tuple(f.name for f in fields(VllmWindow) if f.name != "window_s")
+WINDOW_FIELDS = tuple(f.name for f in fields(VllmWindow)
+                      if f.name not in ("window_s", "recent_window_s"))
 
 
 def series_selector(settings: PromSettings, namespace: str = "") -> str:
@@ -63,11 +64,15 @@ def series_selector(settings: PromSettings, namespace: str = "") -> str:
 
 def build_queries(settings: PromSettings, namespace: str = "") -> dict[str, str]:
     """PromQL per VllmWindow field, each returning one sample per Deployment."""
-    sel, w = series_selector(settings, namespace), settings.window
+    sel, w, r = series_selector(settings, namespace), settings.window, settings.recent_window
     keys = f"{settings.namespace_label}, {settings.deployment_label}"
 
-    def rate(metric: str) -> str:
-        return f"sum by ({keys}) (rate({metric}{sel}[{w}]))"
+    def rate(metric: str, over: str = w) -> str:
+        return f"sum by ({keys}) (rate({metric}{sel}[{over}]))"
+
+    def in_system(over: str) -> str:
+        return (f"sum by ({keys}) (delta({RUNNING}{sel}[{over}]) + "
+                f"delta({WAITING}{sel}[{over}]))")
 
     def either(new: str, old: str, make: Callable[[str], str]) -> str:
         return f"({make(new)}) or ({make(old)})"
@@ -77,8 +82,7 @@ def build_queries(settings: PromSettings, namespace: str = "") -> dict[str, str]
 
     return {
         "completed_rps": rate(REQUESTS),
-        "in_system_delta": (f"sum by ({keys}) (delta({RUNNING}{sel}[{w}]) + "
-                            f"delta({WAITING}{sel}[{w}]))"),
+        "in_system_delta": in_system(w),
         "prompt_len_sum_rps": rate(PROMPT_LEN + "_sum"),
         "prompt_len_count_rps": rate(PROMPT_LEN + "_count"),
         "gen_len_sum_rps": rate(GENERATION_LEN + "_sum"),
@@ -97,6 +101,8 @@ def build_queries(settings: PromSettings, namespace: str = "") -> dict[str, str]
         "waiting_now": f"sum by ({keys}) ({WAITING}{sel})",
         "reporting_pods": (f"count by ({keys}) (sum by ({keys}, {settings.pod_label}) "
                            f"(rate({REQUESTS}{sel}[{w}])))"),
+        "recent_completed_rps": rate(REQUESTS, r),
+        "recent_in_system_delta": in_system(r),
     }
 
 
@@ -159,7 +165,9 @@ class PromReader:
         for key in keys:
             found = {name: columns.get(name, {}).get(key) for name in WINDOW_FIELDS}
             pods = found.pop("reporting_pods")
-            out[key] = VllmWindow(window_s=window_s, **found,  # type: ignore[arg-type]
+            out[key] = VllmWindow(window_s=window_s,
+                                  recent_window_s=self.settings.recent_window_s,
+                                  **found,  # type: ignore[arg-type]
                                   reporting_pods=None if pods is None else round(pods))
         return out
 

@@ -12,7 +12,7 @@ bounded: samples older than the retention are dropped.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from inferno.control.observation import VllmWindow
 from sim.deployment import Deployment
@@ -84,8 +84,19 @@ class VllmScraper:
         """Deployment ``name``'s pods and their retained samples (read only)."""
         return self._pods[name]
 
-    def window(self, name: str, end_s: float, window_s: float) -> VllmWindow:
-        """Deployment ``name``'s aggregates over [end − window, end] (live.prom's queries)."""
+    def window(self, name: str, end_s: float, window_s: float,
+               recent_s: float | None = None) -> VllmWindow:
+        """Deployment ``name``'s aggregates over [end − window, end] (live.prom's queries),
+        with the completions and in-system growth of [end − recent, end] when given."""
+        main = self._window(name, end_s, window_s)
+        if recent_s is None:
+            return main
+        recent = self._window(name, end_s, recent_s)
+        return replace(main, recent_window_s=recent_s,
+                       recent_completed_rps=recent.completed_rps,
+                       recent_in_system_delta=recent.in_system_delta)
+
+    def _window(self, name: str, end_s: float, window_s: float) -> VllmWindow:
         start = end_s - window_s
         sums = dict.fromkeys(_RATES, 0.0)
         in_system = running_avg = waiting_avg = kv_avg = 0.0

@@ -70,6 +70,8 @@ class TwinSettings:
     """s behind every rate and mean (the PromQL range window; upstream default 1m)."""
     scrape_interval_s: float = 5.0
     """s between scrapes; gauges are averaged over the scrapes in the window."""
+    recent_window_s: float | None = None
+    """s of the recent-load window at the window's end; None = two scrape intervals."""
     arrival_signal: str = "offered"
     """offered (completions + growth in the system, from vLLM metrics), completions (vLLM's
     completion rate alone: under-reads under saturation) or arrivals (a gateway's exact
@@ -168,10 +170,12 @@ class ClusterTwin:
         info = self.servers[name]
         dep = self._dep(name)
         end = math.nextafter(now, -math.inf)  # a scrape at the collect's instant is not in yet
-        window = self.scraper.window(name, end, self.settings.window_s)
+        settings = self.settings
+        window = self.scraper.window(name, end, settings.window_s,
+                                     settings.recent_window_s or 2 * settings.scrape_interval_s)
         seen = observe_window(window, steady_ready=self._steady_ready(name, now))
         fields = {f: getattr(seen, f) for f in seen.__dataclass_fields__}
-        signal = self.settings.arrival_signal
+        signal = settings.arrival_signal
         if signal == "completions":
             fields["arrival_rpm"] = seen.throughput_rpm
         elif signal == "arrivals":

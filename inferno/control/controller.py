@@ -318,6 +318,7 @@ def _server_record(obs: ServerObservation, final: ServerPlan, static: System, *,
         predicted_itl_ms=predicted.itl_ms if predicted is not None else None,
         predicted_ttft_ms=predicted.ttft_ms if predicted is not None else None, note=note,
         throughput_rpm=obs.throughput_rpm, waiting_now=obs.waiting_now,
+        recent_arrival_rpm=obs.recent_arrival_rpm,
         held_replicas=obs.held_replicas,
         **{k: v for k, v in (extra or {}).items() if k in _EXTRA_FIELDS})
 

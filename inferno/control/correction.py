@@ -168,20 +168,26 @@ class ModelCorrection:
                 corr.ttft = _clamp(math.exp(log_ttft), s.ttft_bounds)
 
     def apply(self, system: System) -> System:
-        """`system` with each corrected server on its own model and class (module notes)."""
+        """`system` with each corrected server on its own model and class (module notes).
+
+        The factors are applied on a geometric grid of 2 % steps: learning noise then leaves
+        the sizing keys of the optimizer (and the policy's memoised max batch) unchanged.
+        """
         servers = []
         perf = dict(system.perf)
         classes = dict(system.classes)
         changed = False
         for server in system.servers:
             corr = self.servers.get(server.name)
-            if corr is None or (abs(corr.itl - 1) < 1e-3 and abs(corr.ttft - 1) < 1e-3):
+            itl = _on_grid(corr.itl) if corr is not None else 1.0
+            ttft = _on_grid(corr.ttft) if corr is not None else 1.0
+            if corr is None or (itl == 1.0 and ttft == 1.0):
                 servers.append(server)
                 continue
             model = f"{server.model}@{server.name}"
             for (m, acc), mp in system.perf.items():
                 if m == server.model:
-                    factor = corr.itl if acc == corr.accelerator else 1.0
+                    factor = itl if acc == corr.accelerator else 1.0
                     perf[(model, acc)] = replace(mp, model=model,
                                                  perf=_scaled(mp.perf, factor))
             cls = system.classes.get(server.class_name or DEFAULT_CLASS)
@@ -190,7 +196,7 @@ class ModelCorrection:
             target = targets.get(server.model)
             if target is not None:
                 targets = {model: replace(target, model=model,
-                                          slo_ttft_ms=target.slo_ttft_ms / corr.ttft)}
+                                          slo_ttft_ms=target.slo_ttft_ms / ttft)}
             classes[class_name] = ServiceClass(
                 name=class_name, priority=cls.priority if cls is not None else 100,
                 targets=targets)
@@ -207,6 +213,14 @@ class ModelCorrection:
             return {}
         return {"itl_ratio": corr.itl_ratio, "ttft_ratio": corr.ttft_ratio,
                 "itl_factor": corr.itl, "ttft_factor": corr.ttft}
+
+
+GRID = 1.02
+"""Steps of the applied factors."""
+
+
+def _on_grid(factor: float) -> float:
+    return GRID ** round(math.log(factor) / math.log(GRID))
 
 
 def _scaled(perf: PerfParms, factor: float) -> PerfParms:

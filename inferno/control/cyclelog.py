@@ -59,6 +59,8 @@ class ServerRecord:
     kv_usage: float | None = None
     throughput_rpm: float | None = None
     """Completions per minute over the window."""
+    recent_arrival_rpm: float | None = None
+    """Offered load over the last couple of scrapes."""
     waiting_now: float | None = None
     """Requests waiting at the end of the window, all replicas."""
     held_replicas: int | None = None

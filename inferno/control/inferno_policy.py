@@ -6,9 +6,10 @@ One decision, per cycle:
    factor and the TTFT-target divisor learned from observed vs predicted latency.
 2. **Plan the load** (`demand`): observed offered load, sanity-capped, projected to when new
    replicas are ready, plus the backlog to drain.
-3. **Solve** on the capacity that is really free: cards held by servers outside the solve and
-   by replicas that are still draining are taken off; every server's floor is reserved once a
-   solve leaves some server without an allocation.
+3. **Solve** on the capacity that is really free: cards held by servers outside the solve are
+   taken off; every server's floor is reserved once a solve leaves some server without an
+   allocation; a migration must fit the cards free now (net of every held replica, starting
+   and draining ones included).
 4. **Damp** what the optimum would churn: a new max batch (a rolling restart) only when it
    saves enough or the current one cannot meet the SLO, and not before it has been in place
    `max_batch_dwell_s`; a scale-down only to what the load plus a margin needs; no migration
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -94,8 +95,10 @@ def build_system(static: System, snapshot: ClusterSnapshot,
     """The optimizer input: static data plus one server per observation with a usable load.
 
     Servers without a usable load or model data are left out (returned with the reason) and
-    the cards they hold are taken off the capacity, since they keep running; so are the cards
-    of replicas held beyond a server's current count (draining, surge).
+    the cards they hold are taken off the capacity, since they keep running. Cards of replicas
+    that are draining count as available: a replica planned on them waits, pending, until the
+    drain releases them (it would wait as long for any other card); migrations, which would
+    strand replicas that way, are checked against the cards free now (`free_cards`).
     """
     models = {model for model, _ in static.perf}
     capacity = dict(static.capacity)
@@ -117,14 +120,13 @@ def build_system(static: System, snapshot: ClusterSnapshot,
                               else f"model {obs.model!r} has no performance data")
             take(obs, max(held_replicas(obs), replicas))
             continue
-        take(obs, held_replicas(obs) - replicas)
         current = Allocation(
             accelerator=obs.accelerator, num_replicas=replicas, max_batch=obs.max_batch,
             cost=unit_cost_per_hr(static, obs.model, obs.accelerator) * replicas,
             itl_ms=finite(obs.itl_ms) or 0.0, ttft_ms=finite(obs.ttft_ms) or 0.0,
             load=Load(arrival_rpm=load.arrival_rpm,
-                      avg_in_tokens=round(load.avg_in_tokens),
-                      avg_out_tokens=round(load.avg_out_tokens)))
+                      avg_in_tokens=token_bucket(load.avg_in_tokens),
+                      avg_out_tokens=token_bucket(load.avg_out_tokens)))
         servers.append(Server(
             name=name, class_name=obs.class_name or DEFAULT_CLASS, model=obs.model,
             keep_accelerator=settings.keep_accelerator, min_num_replicas=obs.min_num_replicas,
@@ -133,6 +135,19 @@ def build_system(static: System, snapshot: ClusterSnapshot,
     settings_ = replace(static.settings, accel_penalty_factor=settings.migration_penalty)
     return replace(static, servers=tuple(servers), capacity=capacity,
                    settings=settings_), excluded
+
+
+TOKEN_GRID = 1.02
+"""Token means are planned on a geometric grid of 2 % steps: window noise then leaves the
+optimizer's sizing keys (and its memoised max batch) unchanged from cycle to cycle."""
+
+
+def token_bucket(tokens: float) -> int:
+    """``tokens`` rounded to the nearest point of the 2 % grid (integers at least 1)."""
+    if tokens < 1:
+        return max(round(tokens), 0)
+    step = math.log(TOKEN_GRID)
+    return max(round(TOKEN_GRID ** round(math.log(tokens) / step)), 1)
 
 
 def free_cards(static: System, snapshot: ClusterSnapshot) -> dict[str, int]:
@@ -182,6 +197,45 @@ def _scaled_loads(system: System, names: Iterable[str], factor: float) -> System
     return replace(system, servers=tuple(servers))
 
 
+def _with_margin(static: System, margin: float) -> System:
+    """`static` with every class target × (1 − margin) (the policy's SLO margin)."""
+    if margin <= 0:
+        return static
+    scale = 1.0 - margin
+    classes = {name: replace(cls, targets={
+        model: replace(t, slo_itl_ms=t.slo_itl_ms * scale, slo_ttft_ms=t.slo_ttft_ms * scale)
+        for model, t in cls.targets.items()}) for name, cls in static.classes.items()}
+    return replace(static, classes=classes)
+
+
+BATCH_MEMORY = 4096
+"""Sizing keys whose searched max batch the policy remembers (least recently used go)."""
+BATCH_TOKEN_TOLERANCE = 1.1
+"""A searched max batch is reused while both token means stay within this factor of the
+searched ones: the optimum moves by a few % over that range, inside `max_batch_tolerance`."""
+
+
+def _near(value: float, reference: float) -> bool:
+    if value <= 0 or reference <= 0:
+        return value == reference
+    return 1.0 / BATCH_TOKEN_TOLERANCE <= value / reference <= BATCH_TOKEN_TOLERANCE
+
+
+def _sizing_key(system: System, server: Server) -> tuple | None:
+    """What the optimizer's max-batch search depends on for a server kept on its accelerator,
+    but the token means (compared with a tolerance): model data, targets and queue; None
+    when it cannot be stated."""
+    acc = server.current.accelerator
+    mp = system.perf.get((server.model, acc))
+    cls = system.classes.get(server.class_name or DEFAULT_CLASS)
+    target = cls.targets.get(server.model) if cls is not None else None
+    if mp is None or target is None:
+        return None
+    return (acc, mp.perf.alpha_ms, mp.perf.beta_ms, mp.perf.gamma_ms, mp.max_num_tokens,
+            mp.max_batch_size, target.slo_itl_ms, target.slo_ttft_ms, target.slo_tps,
+            server.max_queue_size, system.settings.perf_model, system.settings.batch_policy)
+
+
 def _default_solve(system: System) -> object:
     from inferno.optimizer import solve  # imported on use: the optimizer is optional here
 
@@ -217,6 +271,11 @@ class InfernoPolicy:
         self._demand: dict[str, DemandState] = {}
         self._memory: dict[str, _Memory] = {}
         self._decided_at: deque[float] = deque(maxlen=8)
+        self._best_batch: OrderedDict[tuple, list[tuple[float, float, int]]] = OrderedDict()
+        """Sizing key without the tokens → (in tokens, out tokens, the optimizer's searched max
+        batch) of past searches: the optimum does not depend on the rate and moves slowly
+        with the tokens, so a search within `BATCH_TOKEN_TOLERANCE` of the tokens is reused
+        (pinned), sparing the search."""
 
     @property
     def stabilisation(self) -> StabilisationSettings:
@@ -287,7 +346,8 @@ class InfernoPolicy:
         if self.uses_feedback:
             self.correction.update(snapshot, static)
         loads = self.loads(snapshot, now_s, static)
-        system, notes = build_system(static, snapshot, loads, self.settings)
+        system, notes = build_system(_with_margin(static, self.settings.slo_margin), snapshot,
+                                     loads, self.settings)
         if not system.servers:
             return Decision(plan=AllocationPlan(), status="ok",
                             message="no server with usable load", notes=notes)
@@ -296,7 +356,8 @@ class InfernoPolicy:
         if self.uses_feedback:
             system = self.correction.apply(system)
         run = _Solves(self._solve)
-        solution = self._solve_with_batches(run, system, snapshot, now_s)
+        system, searched = self._recall_batches(system)
+        solution, system = self._solve_with_batches(run, system, snapshot, now_s, searched)
         solution, system = self._best_effort(run, solution, system)
         if solution.unallocated and solution.allocations:
             # the servers left out keep their floors: take those cards off, solve the rest
@@ -320,19 +381,66 @@ class InfernoPolicy:
                   and now_s - self._memory[s.name].placed_s < dwell]
         return _pinned(system, recent, keep_accelerator=True)
 
+    def _recall_batches(self, system: System) -> tuple[System, dict[str, tuple]]:
+        """Pin the remembered optimal max batch of servers searched before at nearly the same
+        tokens; returns the system and, per server whose max batch is the optimizer's to
+        choose (recalled or to search now), its sizing key."""
+        keys: dict[str, tuple] = {}
+        hits: dict[str, int] = {}
+        for srv in system.servers:
+            if srv.max_batch_size > 0 or not srv.keep_accelerator:
+                continue  # pinned by the settings, or searched over several accelerators
+            key = _sizing_key(system, srv)
+            if key is None:
+                continue
+            keys[srv.name] = key
+            load = srv.current.load
+            for in_tokens, out_tokens, best in self._best_batch.get(key, ()):
+                if (_near(load.avg_in_tokens, in_tokens)
+                        and _near(load.avg_out_tokens, out_tokens)):
+                    self._best_batch.move_to_end(key)
+                    hits[srv.name] = best
+                    break
+        if hits:
+            system = replace(system, servers=tuple(
+                replace(s, max_batch_size=hits[s.name]) if s.name in hits else s
+                for s in system.servers))
+        return system, keys
+
+    def _remember_batches(self, system: System, solution: _Result, keys: Mapping[str, tuple],
+                          snapshot: ClusterSnapshot) -> None:
+        searched = {s.name: s for s in system.servers if s.name in keys and s.max_batch_size <= 0}
+        for name, server in searched.items():
+            alloc = solution.allocations.get(name)
+            if (alloc is not None and alloc.max_batch > 0 and name not in solution.best_effort
+                    and alloc.accelerator == snapshot.servers[name].accelerator):
+                load = server.current.load
+                entries = self._best_batch.setdefault(keys[name], [])
+                entries.insert(0, (load.avg_in_tokens, load.avg_out_tokens, alloc.max_batch))
+                del entries[8:]
+                self._best_batch.move_to_end(keys[name])
+        while len(self._best_batch) > BATCH_MEMORY:
+            self._best_batch.popitem(last=False)
+
     def _solve_with_batches(self, run: _Solves, system: System, snapshot: ClusterSnapshot,
-                            now_s: float) -> _Result:
+                            now_s: float, searched: Mapping[str, tuple]
+                            ) -> tuple[_Result, System]:
         """The solution with each current max batch kept unless changing it is worth a
-        rolling restart (module notes)."""
+        rolling restart (module notes), and the system with those batches pinned (every later
+        solve of the cycle keeps them). ``searched``: servers whose max batch is the
+        optimizer's to choose (recalled or searched now)."""
         free = run(system)
+        self._remember_batches(system, free, searched, snapshot)
+        system, _ = self._recall_batches(system)  # later solves of the cycle search nothing
         s = self.settings
         changed = [srv.name for srv in system.servers
-                   if srv.max_batch_size <= 0 and (a := free.allocations.get(srv.name))
+                   if (srv.max_batch_size <= 0 or srv.name in searched)
+                   and (a := free.allocations.get(srv.name))
                    and a.accelerator == snapshot.servers[srv.name].accelerator
                    and snapshot.servers[srv.name].max_batch > 0
                    and a.max_batch != snapshot.servers[srv.name].max_batch]
         if not changed:
-            return _Result(free)
+            return free, system
         pinned_system = system
         for name in changed:
             pinned_system = _pinned(pinned_system, [name], keep_accelerator=True,
@@ -350,14 +458,14 @@ class InfernoPolicy:
             if near or young or small:
                 keep.append(name)
         if len(keep) == len(changed):
-            return _Result(pinned)
+            return pinned, pinned_system
         if not keep:
-            return _Result(free)
+            return free, system
         mixed = system
         for name in keep:
             mixed = _pinned(mixed, [name], keep_accelerator=True,
                             max_batch_size=snapshot.servers[name].max_batch)
-        return _Result(run(mixed))
+        return run(mixed), mixed
 
     def _best_effort(self, run: _Solves, solution: _Result,
                      system: System) -> tuple[_Result, System]:

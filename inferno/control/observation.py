@@ -70,6 +70,10 @@ class VllmWindow:
     waiting_now: float | None = None
     reporting_pods: int | None = None
     """Pods with a request-counter rate in the window (at least two scrapes)."""
+    recent_window_s: float | None = None
+    """A short window at the end of the window (a couple of scrapes): the load now."""
+    recent_completed_rps: float | None = None
+    recent_in_system_delta: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +93,10 @@ class ObservedLoad:
     waiting_now: float | None = None
     running_now: float | None = None
     waiting_max: float | None = None
+    recent_arrival_rpm: float | None = None
+    """Offered load over the recent window (noisier, but without the window's lag)."""
+    window_s: float | None = None
+    recent_window_s: float | None = None
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -115,19 +123,23 @@ def estimate_offered_rpm(reported_rpm: Sequence[float | None], num_ready: int) -
     return scale_to_ready(sum(values), len(values), num_ready)
 
 
-def offered_rpm(window: VllmWindow) -> float | None:
-    """Offered load (RPM) of the pods that reported: completions + growth in the system.
+def offered_rpm(window: VllmWindow, *, recent: bool = False) -> float | None:
+    """Offered load (RPM) of the pods that reported: completions + growth in the system,
+    over the window (or its recent end).
 
     Never 0 while requests are in the system: when nothing finished and nothing grew in the
     window (requests that outlive it), the requests present now count as arrived within it.
     """
-    if window.completed_rps is None:
+    completed, delta, width = ((window.recent_completed_rps, window.recent_in_system_delta,
+                                window.recent_window_s) if recent else
+                               (window.completed_rps, window.in_system_delta, window.window_s))
+    if completed is None or not width:
         return None
-    growth = (window.in_system_delta or 0.0) / window.window_s
-    rps = max(window.completed_rps + growth, 0.0)
+    growth = (delta or 0.0) / width
+    rps = max(completed + growth, 0.0)
     in_system = (window.running_now or 0.0) + (window.waiting_now or 0.0)
     if rps <= 0.0 and in_system > 0.0:
-        rps = in_system / window.window_s
+        rps = in_system / width
     return rps * S_PER_MIN
 
 
@@ -166,4 +178,6 @@ def observe_window(window: VllmWindow, *, steady_ready: int | None = None) -> Ob
         itl_ms=None if itl_s is None else itl_s * MS_PER_S,
         running_requests=window.running_avg, waiting_requests=window.waiting_avg,
         kv_usage=window.kv_usage_avg, waiting_now=window.waiting_now,
-        running_now=window.running_now, waiting_max=window.waiting_max)
+        running_now=window.running_now, waiting_max=window.waiting_max,
+        recent_arrival_rpm=offered_rpm(window, recent=True), window_s=window.window_s,
+        recent_window_s=window.recent_window_s)

@@ -42,6 +42,13 @@ class ServerObservation:
     """Requests in service now, summed over the replicas."""
     waiting_max: float | None = None
     """Most requests one replica had waiting at any scrape of the window."""
+    recent_arrival_rpm: float | None = None
+    """Offered load over the last couple of scrapes: the load now, without the window's lag
+    (and with more noise)."""
+    window_s: float | None = None
+    """s behind the windowed rates and means (None: not from metrics)."""
+    recent_window_s: float | None = None
+    """s behind `recent_arrival_rpm`."""
     held_replicas: int | None = None
     """Replicas holding accelerators now (starting, ready or draining); None if unknown."""
     min_num_replicas: int = 0

@@ -91,7 +91,8 @@ def _twin_run() -> tuple[VllmScraper, dict[float, VllmWindow]]:
     def reading():
         for t in EVAL_S:
             yield env.timeout(t - env.now)
-            windows[t] = scraper.window("d", math.nextafter(t, -math.inf), WINDOW_S)
+            windows[t] = scraper.window("d", math.nextafter(t, -math.inf), WINDOW_S,
+                                        2 * SCRAPE_S)
 
     for proc in (scraping(), load(), actions(), reading()):
         env.process(proc)
@@ -125,7 +126,8 @@ def backfilled(tmp_path_factory: pytest.TempPathFactory):
                     str(data)], check=True, capture_output=True, timeout=120)
     server = PrometheusServer(workdir, data_dir=data)
     server.start()
-    reader = PromReader(PromSettings(url=server.url, window=f"{WINDOW_S:g}s"))
+    reader = PromReader(PromSettings(url=server.url, window=f"{WINDOW_S:g}s",
+                                     recent_window=f"{2 * SCRAPE_S:g}s"))
     yield scraper, windows, reader, origin
     reader.close()
     server.stop()

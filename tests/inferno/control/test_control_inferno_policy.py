@@ -193,19 +193,20 @@ def test_no_scale_down_soon_after_a_scale_up() -> None:
 
 
 # ------------------------------------------------------------------ capacity
-def test_capacity_is_net_of_replicas_still_held() -> None:
-    """a holds 5 replicas (2 draining) of 2 A100 cards for 3 desired: 4 of 16 cards are not
-    free; a server without usable load keeps its 2 x 2 cards too."""
+def test_capacity_is_net_of_servers_left_out() -> None:
+    """b, without usable load, keeps its 2 replicas: their 2 x 2 A100 cards are off the
+    capacity; a's draining replicas (5 held for 3) will free theirs and stay in it."""
     solver = FakeSolver(lambda s: solution({"a": allocation("A100", 3, 16)}))
     InfernoPolicy(ONE_SOLVE, solve=solver).decide(
         snapshot(obs("a", desired_replicas=3, ready_replicas=3, held_replicas=5),
                  obs("b", arrival_rpm=None)), 0.0, static_system())
-    assert solver.systems[0].capacity["A100"] == 16 - 4 - 4
+    assert solver.systems[0].capacity["A100"] == 16 - 4
     assert [s.name for s in solver.systems[0].servers] == ["a"]
 
 
 def test_no_migration_onto_a_type_without_free_cards() -> None:
-    """b holds both H100 cards: a's move A100 -> H100 is refused and re-solved in place."""
+    """b holds both H100 cards (one of them draining): a's move A100 -> H100 is refused and
+    re-solved in place."""
     def answer(system: System):
         a = next(s for s in system.servers if s.name == "a")
         alloc = allocation("A100", 2, 16) if a.keep_accelerator else allocation("H100", 1, 16)
@@ -213,8 +214,8 @@ def test_no_migration_onto_a_type_without_free_cards() -> None:
 
     solver = FakeSolver(answer)
     decision = InfernoPolicy(replace(ONE_SOLVE, min_dwell_s=0.0), solve=solver).decide(
-        snapshot(obs("a"), obs("b", accelerator="H100")), 0.0, static_system({"A100": 16,
-                                                                            "H100": 2}))
+        snapshot(obs("a"), obs("b", accelerator="H100", desired_replicas=1, held_replicas=2)),
+        0.0, static_system({"A100": 16, "H100": 2}))
     assert decision.plan.servers["a"].accelerator == "A100"
     assert "migration held: no free cards" in decision.notes["a"]
 
