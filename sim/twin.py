@@ -71,7 +71,8 @@ class TwinSettings:
     scrape_interval_s: float = 5.0
     """s between scrapes; gauges are averaged over the scrapes in the window."""
     recent_window_s: float | None = None
-    """s of the recent-load window at the window's end; None = two scrape intervals."""
+    """s of the recent-load window at the window's end; None = half the window, at least two
+    scrape intervals (live mode's default is 30 s of a 1 m window)."""
     arrival_signal: str = "offered"
     """offered (completions + growth in the system, from vLLM metrics), completions (vLLM's
     completion rate alone: under-reads under saturation) or arrivals (a gateway's exact
@@ -171,8 +172,9 @@ class ClusterTwin:
         dep = self._dep(name)
         end = math.nextafter(now, -math.inf)  # a scrape at the collect's instant is not in yet
         settings = self.settings
-        window = self.scraper.window(name, end, settings.window_s,
-                                     settings.recent_window_s or 2 * settings.scrape_interval_s)
+        recent = settings.recent_window_s or max(2 * settings.scrape_interval_s,
+                                                 settings.window_s / 2)
+        window = self.scraper.window(name, end, settings.window_s, recent)
         seen = observe_window(window, steady_ready=self._steady_ready(name, now))
         fields = {f: getattr(seen, f) for f in seen.__dataclass_fields__}
         signal = settings.arrival_signal

@@ -209,7 +209,8 @@ def fast_rise(obs: ServerObservation, window_rpm: float, lead_s: float,
     recent one (at most ``max_trend_factor`` × it), catches a rise still under way. A rise
     counts when the recent load exceeds the window's by ``recent_rise``, by three standard
     deviations of a Poisson count over the recent window (noise at low rates), and by more
-    than every recent / window ratio of the last cycles (``past``, which this call extends):
+    than every recent / window ratio of the last cycles (``past``, which this call extends;
+    1.5 while fewer than three are known):
     bursty arrivals jitter far more than Poisson ones, and a rise must stand out of the
     server's own jitter.
     """
@@ -217,7 +218,7 @@ def fast_rise(obs: ServerObservation, window_rpm: float, lead_s: float,
     if recent is None or not (width and short) or short >= width or not math.isfinite(recent):
         return None
     ratio = recent / window_rpm if window_rpm > 0 else math.inf
-    usual = max(past) if past else 0.0
+    usual = max(past) if past and len(past) >= 3 else 1.5  # little history: a clear rise only
     if past is not None and math.isfinite(ratio):
         past.append(ratio)
     expected = window_rpm / S_PER_MIN * short

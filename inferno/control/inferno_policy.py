@@ -125,8 +125,8 @@ def build_system(static: System, snapshot: ClusterSnapshot,
             cost=unit_cost_per_hr(static, obs.model, obs.accelerator) * replicas,
             itl_ms=finite(obs.itl_ms) or 0.0, ttft_ms=finite(obs.ttft_ms) or 0.0,
             load=Load(arrival_rpm=load.arrival_rpm,
-                      avg_in_tokens=token_bucket(load.avg_in_tokens),
-                      avg_out_tokens=token_bucket(load.avg_out_tokens)))
+                      avg_in_tokens=round(load.avg_in_tokens),
+                      avg_out_tokens=round(load.avg_out_tokens)))
         servers.append(Server(
             name=name, class_name=obs.class_name or DEFAULT_CLASS, model=obs.model,
             keep_accelerator=settings.keep_accelerator, min_num_replicas=obs.min_num_replicas,
@@ -135,19 +135,6 @@ def build_system(static: System, snapshot: ClusterSnapshot,
     settings_ = replace(static.settings, accel_penalty_factor=settings.migration_penalty)
     return replace(static, servers=tuple(servers), capacity=capacity,
                    settings=settings_), excluded
-
-
-TOKEN_GRID = 1.02
-"""Token means are planned on a geometric grid of 2 % steps: window noise then leaves the
-optimizer's sizing keys (and its memoised max batch) unchanged from cycle to cycle."""
-
-
-def token_bucket(tokens: float) -> int:
-    """``tokens`` rounded to the nearest point of the 2 % grid (integers at least 1)."""
-    if tokens < 1:
-        return max(round(tokens), 0)
-    step = math.log(TOKEN_GRID)
-    return max(round(TOKEN_GRID ** round(math.log(tokens) / step)), 1)
 
 
 def free_cards(static: System, snapshot: ClusterSnapshot) -> dict[str, int]:

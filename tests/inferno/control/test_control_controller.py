@@ -38,7 +38,8 @@ from inferno.model import SaturationPolicy, System
 from inferno.optimizer.result import Status
 
 NO_DAMPING = InfernoSettings(stabilisation=NO_STABILISATION, scale_down_margin=0.0)
-PLAIN = InfernoSettings(scale_down_margin=0.0)
+PLAIN = InfernoSettings(scale_down_margin=0.0,
+                        stabilisation=StabilisationSettings(scale_down_window_s=120.0))
 """The controller's rules in isolation: no load margin (one solve per decision)."""
 
 

@@ -255,7 +255,7 @@ def test_model_error_of_25_percent_is_corrected_within_three_cycles() -> None:
     server = corrected.servers[0]
     assert server.model == "m1@a"
     assert corrected.perf[("m1@a", "A100")].perf.alpha_ms == pytest.approx(
-        optimistic.alpha_ms * factors[-1])
+        optimistic.alpha_ms * factors[-1], rel=0.011)  # applied on a 2 % grid
     assert corrected.perf[("m1@a", "H100")].perf == optimistic  # only where it was learned
 
 
