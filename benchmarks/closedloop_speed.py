@@ -66,8 +66,9 @@ def main() -> None:
     s = result.summary
     print(f"{args.policy}: {s.requests} requests, SLO {100 * s.slo_attainment:.1f} %, "
           f"cost {s.cost:.0f}")
-    print(f"wall median {statistics.median(walls):.2f} s (runs {', '.join(f'{w:.2f}' for w in walls)}), "
-          f"CPU median {statistics.median(cpus):.2f} s, controller {statistics.median(control):.2f} s")
+    runs = ", ".join(f"{w:.2f}" for w in walls)
+    print(f"wall median {statistics.median(walls):.2f} s (runs {runs}), CPU median "
+          f"{statistics.median(cpus):.2f} s, controller {statistics.median(control):.2f} s")
 
 
 if __name__ == "__main__":

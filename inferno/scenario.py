@@ -40,7 +40,7 @@ from inferno.control.settings import (
 )
 from inferno.errors import ConfigError
 from inferno.io import apply_overrides, load_static_data
-from inferno.model import DEFAULT_CLASS, PerfParms, System
+from inferno.model import DEFAULT_CLASS, ModelTarget, PerfParms, ServiceClass, System
 from inferno.tuner import FirstToken, TunerMode, TunerSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -347,6 +347,44 @@ POLICY_NAMES = ("inferno", "oracle", "hpa", "saturation", "static")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TargetSpec:
+    """One model's targets in a scenario class (ms; 0 = no target)."""
+
+    ttft_ms: float = 0.0
+    itl_ms: float = 0.0
+    tps: float = 0.0
+    """Output tokens per second (replaces the measured load when > 0)."""
+    ttft_percentile: float = 0.0
+    """The percentile the TTFT target is on (0 < p < 100); 0 = the mean."""
+    itl_percentile: float = 0.0
+    """The percentile the ITL target is on; 0 = the mean."""
+
+    def __post_init__(self) -> None:
+        for name in ("ttft_ms", "itl_ms", "tps"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value!r}")
+        for name in ("ttft_percentile", "itl_percentile"):
+            value = getattr(self, name)
+            _check(value == 0 or 0 < value < 100,
+                   f"{name} must be 0 (the mean) or in (0, 100), got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClassSpec:
+    """A service class added or changed by the scenario (over serviceclass-data.json)."""
+
+    priority: int | None = None
+    """1 (highest) .. 100; None keeps the data file's (100 for a new class)."""
+    targets: Mapping[str, TargetSpec] = field(default_factory=dict)
+    """Per model; a model given here replaces the data file's target for it."""
+
+    def __post_init__(self) -> None:
+        if self.priority is not None:
+            _check(1 <= self.priority <= 100,
+                   f"priority must be in 1..100, got {self.priority!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TraceSpec:
     """Replay recorded requests instead of generating them (format: docs/traces.md)."""
 
@@ -375,6 +413,9 @@ class Scenario:
     """Cards per accelerator type, replacing capacity-data.json; None keeps the file."""
     optimizer: Mapping[str, Any] = field(default_factory=dict)
     """Overrides of optimizer-data.json by OptimizerSettings field name."""
+    classes: Mapping[str, ClassSpec] = field(default_factory=dict)
+    """Service classes to add or change: their targets replace the data file's per model
+    (e.g. a Premium p99 TTFT target)."""
     controller: ControllerSpec = ControllerSpec()
     policy: PolicySpec = PolicySpec()
     profile: ProfileSpec = ProfileSpec()
@@ -738,6 +779,21 @@ def scaled_perf(system: System, scale: PerfScaleSpec) -> System:
     return dataclasses.replace(system, perf=perf)
 
 
+def _with_classes(system: System, specs: Mapping[str, ClassSpec]) -> dict[str, ServiceClass]:
+    """The data file's classes with the scenario's classes and targets laid over them."""
+    classes = dict(system.classes)
+    for name, spec in specs.items():
+        base = classes.get(name, ServiceClass(name=name))
+        targets = dict(base.targets)
+        for model, t in spec.targets.items():
+            targets[model] = ModelTarget(
+                model=model, slo_itl_ms=t.itl_ms, slo_ttft_ms=t.ttft_ms, slo_tps=t.tps,
+                slo_ttft_percentile=t.ttft_percentile, slo_itl_percentile=t.itl_percentile)
+        priority = base.priority if spec.priority is None else spec.priority
+        classes[name] = ServiceClass(name=name, priority=priority, targets=targets)
+    return classes
+
+
 def scenario_system(scenario: Scenario) -> System:
     """The static data the scenario names, restricted and overridden, with every cross
     reference of the scenario checked (servers' models, accelerators and classes)."""
@@ -763,6 +819,8 @@ def scenario_system(scenario: Scenario) -> System:
         settings = _wrap(lambda: apply_overrides(system.settings, scenario.optimizer),
                          scenario.source, "optimizer")
         system = dataclasses.replace(system, settings=settings)
+    if scenario.classes:
+        system = dataclasses.replace(system, classes=_with_classes(system, scenario.classes))
     for i, server in enumerate(scenario.servers):
         at = f"{where}servers[{i}]"
         if server.model not in system.models:

@@ -9,19 +9,31 @@ quantity (no series yet, 0/0 ratio) the Deployment's load labels stand in for ar
 token counts, as upstream does. Latencies and gauges have no label fallback (None = unknown).
 Any failed API list or Prometheus query raises CollectError, so the controller skips the cycle
 rather than acting on partial data.
+
+`collect` is the first world call of a cycle, so it starts the cycle's time budget
+(`live.deadline.CycleBudget`), which the actuator shares.
+
+With migrations on (placement settings), a server whose accelerator label disagrees with the
+accelerator its pod template places pods on (`live.placement.running_accelerator`) is skipped
+with the reason: inferno would model pods that run elsewhere.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 
 import kubernetes.client
 
 from inferno.control.observation import ObservedLoad, VllmWindow, observe_window
 from inferno.control.ports import Clock
+from inferno.errors import ConfigError
+from inferno.model.accelerator import Accelerator
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
 from live.config import KubeSettings, duration_s
+from live.deadline import UNBOUNDED, CycleBudget
 from live.kube import ManagedDeployment, discover_deployments
+from live.placement import PlacementSettings, running_accelerator
 from live.prom import PromReader
 
 
@@ -59,25 +71,42 @@ class LiveCollector:
     """Collector port: one list call plus (when configured) a fixed set of PromQL queries."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient, settings: KubeSettings,
-                 prom: PromReader | None, clock: Clock) -> None:
+                 prom: PromReader | None, clock: Clock, *,
+                 budget: CycleBudget | None = None,
+                 placement: PlacementSettings | None = None,
+                 accelerators: Callable[[], Mapping[str, Accelerator]] | None = None) -> None:
         self._apps = kubernetes.client.AppsV1Api(api_client)
         self.settings = settings
         self.prom = prom
         self.clock = clock
+        self.budget = budget
+        self.placement = placement
+        self._accelerators = accelerators
         self._ready: dict[tuple[str, str], deque[tuple[float, int]]] = {}
         """(namespace, Deployment) → (time, ready replicas) of recent collects."""
 
     def collect(self) -> ClusterSnapshot:
         """Snapshot of every managed server; skipped ones are listed with their reason."""
-        discovery = discover_deployments(self._apps, self.settings)
-        metrics = (self.prom.collect(namespace=self.settings.watch_namespace)
-                   if self.prom is not None and discovery.deployments else {})
+        deadline = UNBOUNDED
+        if self.budget is not None:
+            self.budget.begin()
+            deadline = self.budget.collect
+        discovery = discover_deployments(self._apps, self.settings, deadline)
+        if self.budget is not None:
+            self.budget.discovery = discovery
+        skipped = dict(discovery.skipped)
+        deployments = {name: dep for name, dep in discovery.deployments.items()
+                       if self._placement_problem(dep, skipped) is None}
+        metrics = (self.prom.collect(namespace=self.settings.watch_namespace, deadline=deadline)
+                   if self.prom is not None and deployments else {})
         now = self.clock.now_s()
         servers = {}
-        for name, dep in discovery.deployments.items():
+        for name, dep in deployments.items():
             key = (dep.namespace, dep.deployment)
             servers[name] = observe(dep, metrics.get(key), self._steady_ready(key, dep, now))
-        return ClusterSnapshot(time_s=now, servers=servers, skipped=dict(discovery.skipped))
+        if self.budget is not None:
+            self.budget.stage = "decide"
+        return ClusterSnapshot(time_s=now, servers=servers, skipped=skipped)
 
     def _steady_ready(self, key: tuple[str, str], dep: ManagedDeployment, now: float) -> int:
         """The least ready count over the window, from this collector's own past reads; a
@@ -88,3 +117,19 @@ class LiveCollector:
         while len(history) > 1 and history[1][0] <= now - window:
             history.popleft()
         return min(ready for _, ready in history)
+
+    def _placement_problem(self, dep: ManagedDeployment, skipped: dict[str, str]) -> str | None:
+        """Why the label and the pod template disagree (recorded in `skipped`), or None."""
+        if self.placement is None or self._accelerators is None:
+            return None
+        try:
+            running = running_accelerator(dep.template, self._accelerators(), self.placement)
+        except ConfigError as exc:
+            problem = str(exc)
+        else:
+            if running is None or running == dep.labels.accelerator:
+                return None
+            problem = (f"label {dep.labels.accelerator or '(none)'} but the pod template "
+                       f"places pods on {running}")
+        skipped[dep.labels.name] = f"Deployment {dep.ref}: {problem}"
+        return problem

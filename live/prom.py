@@ -14,6 +14,10 @@ Older vLLM names are read when the current ones are absent: ``vllm:gpu_cache_usa
 for the KV usage, ``vllm:time_per_output_token_seconds`` for the per-token latency.
 A missing series or a 0/0 ratio is "no data" (None); a failed query raises a transient
 CollectError, and the caller skips the cycle.
+
+Time: the query's timeout is the smaller of `PromSettings.timeout_s` and what is left of the
+cycle's collect deadline (`live.deadline`), and Prometheus gets the same ``timeout`` so it
+stops evaluating a query nobody waits for any more.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from inferno.control.observation import VllmWindow
+from inferno.errors import CollectError
 from live.config import PromSettings, make_prom_client, read_bearer_token
+from live.deadline import UNBOUNDED, Deadline
 from live.errors import TRANSPORT_ERRORS, prom_collect_error
 
 log = logging.getLogger(__name__)
@@ -142,23 +148,31 @@ class PromReader:
         """Release the HTTP connection pool."""
         self._client.close()
 
-    def query(self, promql: str, time_s: float | None = None) -> list[dict[str, object]]:
-        """Run one instant query (now, or at Unix time ``time_s``); raises CollectError
-        (transient unless HTTP 4xx)."""
+    def query(self, promql: str, time_s: float | None = None,
+              deadline: Deadline = UNBOUNDED) -> list[dict[str, object]]:
+        """Run one instant query (now, or at Unix time ``time_s``) within ``deadline``;
+        raises CollectError (transient unless HTTP 4xx)."""
+        if deadline.is_expired:
+            raise CollectError(f"prometheus query {promql!r}: the cycle's collect deadline "
+                               "passed before it was sent", transient=True)
+        timeout_s = deadline.timeout_s(self.settings.timeout_s)
         token = read_bearer_token(self.settings)
         self._client.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        params = None if time_s is None else {"time": f"{time_s:.3f}"}
+        params = {"timeout": f"{timeout_s:.3f}"}
+        if time_s is not None:
+            params["time"] = f"{time_s:.3f}"
         try:
-            return self._client.custom_query(promql, params=params)
+            return self._client.custom_query(promql, params=params, timeout=timeout_s)
         except (PrometheusApiClientException, *TRANSPORT_ERRORS) as exc:
             raise prom_collect_error(exc, promql) from exc
 
-    def collect(self, namespace: str = "", time_s: float | None = None
-                ) -> dict[DeploymentKey, VllmWindow]:
+    def collect(self, namespace: str = "", time_s: float | None = None,
+                deadline: Deadline = UNBOUNDED) -> dict[DeploymentKey, VllmWindow]:
         """Every Deployment with a series in any field (others are absent: no data), now or
         at Unix time ``time_s``."""
         queries = build_queries(self.settings, namespace)
-        columns = parse_vector(self.query(combined_query(queries), time_s), self.settings)
+        columns = parse_vector(self.query(combined_query(queries), time_s, deadline),
+                               self.settings)
         keys = sorted({key for column in columns.values() for key in column})
         window_s = self.settings.window_s
         out = {}
@@ -170,7 +184,3 @@ class PromReader:
                                   **found,  # type: ignore[arg-type]
                                   reporting_pods=None if pods is None else round(pods))
         return out
-
-
-PromCollector = PromReader
-"""Former name (it reads; the Collector port is `live.collector.LiveCollector`)."""

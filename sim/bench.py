@@ -7,7 +7,8 @@ all starting at t = 0), with fixed input/output lengths, for ``num_requests`` re
 every request has finished. Statistics are over all requests, like vllm bench: throughput is
 completions over the benchmark duration (0 to the last completion); ITL is the per-request mean
 decode time per output token. In rate mode the result also carries the analyzer's prediction at
-the same operating point (chunked model, same α/β/γ, N, Q = 10·N, the per-replica rate).
+the same operating point (same α/β/γ, N, Q = 10·N, the per-replica rate; vllm model by
+default): TTFT and ITL as mean/p50/p90/p99, the measurement's shape, plus its other means.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import simpy
@@ -48,6 +50,8 @@ class BenchConfig:
     seed: int = 0
     router: str = "round_robin"
     prefill_emits_token: bool = True
+    perf_model: PerfModel = PerfModel.VLLM
+    """The analyzer's model for the rate-mode prediction."""
 
     def __post_init__(self) -> None:
         if (self.concurrency is None) == (self.rate_rps is None):
@@ -93,7 +97,9 @@ class BenchResult:
     mean_running: float
     """Time-average requests in the batch per replica over the benchmark duration."""
     num_preemptions: int
-    analyzer: dict[str, float] | None = None
+    analyzer: dict[str, Any] | None = None
+    """Rate mode: the analyzer's prediction, ``ttft_ms``/``itl_ms`` as {mean, p50, p90, p99}
+    (like the measurement), the rest means (ms, req/s)."""
 
     def to_json(self) -> dict:
         doc = asdict(self)
@@ -156,7 +162,8 @@ def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
     duration = float(done["finish_s"].max()) if len(done) else 0.0
     areas = sum(r.areas(duration)[0] for r in dep.replicas)
     analyzer = (predict(mp, max_batch, cfg.in_tokens, cfg.out_tokens,
-                        cfg.rate_rps / cfg.replicas, replicas=cfg.replicas)
+                        cfg.rate_rps / cfg.replicas, replicas=cfg.replicas,
+                        perf_model=cfg.perf_model)
                 if cfg.rate_rps is not None else None)
     return BenchResult(
         mode=cfg.mode, load=cfg.load, max_batch=max_batch, replicas=cfg.replicas,
@@ -171,17 +178,21 @@ def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
 
 
 def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate_rps: float,
-            *, replicas: int = 1, max_queue: int | None = None) -> dict[str, float]:
-    """The analyzer's metrics for one replica at ``rate_rps`` (throughput × replicas)."""
-    from inferno.analyzer import QueueConfig, analyze
+            *, replicas: int = 1, max_queue: int | None = None,
+            perf_model: PerfModel = PerfModel.VLLM) -> dict[str, Any]:
+    """The analyzer's metrics for one replica at ``rate_rps`` (throughput × replicas):
+    TTFT and ITL as {mean, p50, p90, p99} (ms), the other quantities their means."""
+    from inferno.analyzer import QueueConfig, analyze, latency_stats
 
     cfg = QueueConfig(max_batch=max_batch,
                       max_queue=10 * max_batch if max_queue is None else max_queue,
                       in_tokens=in_tokens, out_tokens=out_tokens, perf=mp.perf,
-                      perf_model=PerfModel.CHUNKED, max_num_tokens=mp.max_num_tokens)
+                      perf_model=perf_model, max_num_tokens=mp.max_num_tokens)
     m = analyze(cfg, rate_rps)
-    return {"ttft_ms": m.ttft_ms, "itl_ms": m.itl_ms, "e2e_ms": m.resp_ms,
-            "wait_ms": m.wait_ms, "prefill_ms": m.prefill_ms,
+    ttft, itl = latency_stats(cfg, rate_rps)
+    return {"ttft_ms": Stats(mean=ttft.mean, p50=ttft.p50, p90=ttft.p90, p99=ttft.p99),
+            "itl_ms": Stats(mean=itl.mean, p50=itl.p50, p90=itl.p90, p99=itl.p99),
+            "e2e_ms": m.resp_ms, "wait_ms": m.wait_ms, "prefill_ms": m.prefill_ms,
             "throughput_rps": m.throughput_rps * replicas, "mean_running": m.num_in_service,
             "rho": m.rho, "max_rate_rps": m.max_rate_rps * replicas}
 
@@ -215,8 +226,10 @@ def format_table(results: list[BenchResult]) -> str:
             f"{r.e2e_ms.mean:>9.1f} {r.e2e_ms.p99:>9.1f} {r.mean_running:>7.2f}")
         if r.analyzer is not None:
             a = r.analyzer
+            ttft, itl = a["ttft_ms"], a["itl_ms"]
             lines.append(f"{'analyzer':>11} {'':>6} {a['throughput_rps']:>9.3f} {'':>9} "
-                         f"{a['ttft_ms']:>9.1f} {'':>9} {'':>9} {a['itl_ms']:>8.2f} {'':>8} "
+                         f"{ttft.mean:>9.1f} {ttft.p90:>9.1f} {ttft.p99:>9.1f} "
+                         f"{itl.mean:>8.2f} {itl.p90:>8.2f} "
                          f"{a['e2e_ms']:>9.1f} {'':>9} {a['mean_running']:>7.2f}")
     return "\n".join(lines)
 
@@ -235,7 +248,11 @@ def plot_sweep(results: list[BenchResult], path: Path, title: str = "") -> None:
         ax.plot(x, [getattr(r, key).mean for r in results], "o-", label="twin mean")
         ax.plot(x, [getattr(r, key).p90 for r in results], "s:", label="twin p90")
         if all(r.analyzer is not None for r in results):
-            ax.plot(x, [r.analyzer[key] for r in results], "k--", label="analyzer mean")  # type: ignore[index]
+            pred = [r.analyzer[key] for r in results]  # type: ignore[index]
+            ax.plot(x, [p.mean if isinstance(p, Stats) else p for p in pred], "k--",
+                    label="analyzer mean")
+            if all(isinstance(p, Stats) for p in pred):
+                ax.plot(x, [p.p90 for p in pred], "k:", label="analyzer p90")
         ax.set_xlabel("rate (req/s)" if results[0].mode == "rate" else "concurrency")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)

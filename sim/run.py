@@ -58,7 +58,7 @@ from inferno.control.decision import cards
 from inferno.control.settings import HpaMetric, HpaSettings
 from inferno.control.tuning import TunerHook, make_tuner
 from inferno.errors import ConfigError
-from inferno.model import PerfParms, System
+from inferno.model import PerfParms, System, statistic_label
 from inferno.model.units import MS_PER_S, S_PER_MIN
 from inferno.scenario import (
     LengthKind,
@@ -290,6 +290,38 @@ def trace_workload(scenario: Scenario, trace: TraceSpec) -> Workload:
 
 # ------------------------------------------------------------------------------ results
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TargetAttainment:
+    """How a server met one class target in the statistic the target is on."""
+
+    latency: str
+    """"ttft" or "itl"."""
+    statistic: str
+    """"mean" or "p99"-style."""
+    target_ms: float
+    value_ms: float
+    """The statistic over all completed requests of the run."""
+    cycles: int
+    """Control cycles whose window completed requests of the server."""
+    cycles_met: int
+    """Of those, cycles whose window statistic met the target (the cycle log's
+    ``ttft_stat_ms`` / ``itl_stat_ms``)."""
+
+    @property
+    def met(self) -> bool:
+        return self.value_ms <= self.target_ms
+
+    def label(self) -> str:
+        """E.g. "p99 TTFT 812 ms / 1000"."""
+        return (f"{self.statistic} {self.latency.upper()} {_fmt(self.value_ms, 0)} ms / "
+                f"{self.target_ms:g}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"statistic": self.statistic, "target_ms": self.target_ms,
+                "value_ms": _num(self.value_ms), "met": self.met, "cycles": self.cycles,
+                "cycles_met": self.cycles_met}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSummary:
     requests: int
     dropped: int
@@ -306,6 +338,8 @@ class ServerSummary:
     replica_reversals: int = 0
     """Changes of a replica count in the direction opposite to the server's previous one
     (up after down or down after up): churn under noise."""
+    targets: tuple[TargetAttainment, ...] = ()
+    """The class's TTFT and ITL targets in their statistic (servers only, not the total)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -356,10 +390,15 @@ def _summary_dict(s: ServerSummary) -> dict[str, Any]:
         return {"mean": _num(st.mean), "p50": _num(st.p50), "p90": _num(st.p90),
                 "p99": _num(st.p99)}
 
-    return {"requests": s.requests, "dropped": s.dropped,
-            "slo_attainment": _num(s.slo_attainment), "ttft_ms": stats(s.ttft_ms),
-            "itl_ms": stats(s.itl_ms), "cost": s.cost, "gpu_hours": s.gpu_hours,
-            "replica_changes": s.replica_changes, "replica_reversals": s.replica_reversals}
+    doc = {"requests": s.requests, "dropped": s.dropped,
+           "slo_attainment": _num(s.slo_attainment), "ttft_ms": stats(s.ttft_ms),
+           "itl_ms": stats(s.itl_ms), "cost": s.cost, "gpu_hours": s.gpu_hours,
+           "replica_changes": s.replica_changes, "replica_reversals": s.replica_reversals}
+    if any(t.statistic != "mean" for t in s.targets):
+        # Written when the class targets a percentile (for mean targets ttft_ms.mean and
+        # itl_ms.mean are the statistic, and earlier summaries keep their keys).
+        doc["slo"] = {t.latency: t.to_dict() for t in s.targets}
+    return doc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -464,15 +503,98 @@ def reversals(actuations: pd.DataFrame) -> dict[str, int]:
     return out
 
 
+def _statistic(values_ms: np.ndarray, percentile: float) -> float:
+    """The mean (percentile 0) or a percentile of ``values_ms``; NaN when empty."""
+    v = values_ms[~np.isnan(values_ms)]
+    if v.size == 0:
+        return math.nan
+    return float(v.mean() if percentile == 0 else np.percentile(v, percentile))
+
+
+def _window(requests: pd.DataFrame, server: str, stamp: str, t0: float, t1: float
+            ) -> pd.DataFrame:
+    """Completed requests of ``server`` whose ``stamp`` (first_token_s for TTFT, finish_s
+    for ITL, as vLLM observes them) falls in [t0, t1)."""
+    rows = requests[(requests["server"] == server)
+                    & (requests["status"] == RequestStatus.DONE.value)]
+    return rows[(rows[stamp] >= t0) & (rows[stamp] < t1)]
+
+
+_STAMPS = {"ttft": ("first_token_s", "ttft_ms"), "itl": ("finish_s", "itl_ms")}
+
+
+def window_statistic(requests: pd.DataFrame, server: str, latency: str, percentile: float,
+                     t0: float, t1: float) -> float:
+    """The mean (``percentile`` 0) or a percentile of ``latency`` ("ttft", "itl", ms) over
+    the completed requests of ``server`` observed in [t0, t1) (TTFT at the first token, ITL
+    at completion, as vLLM observes them); NaN when there are none."""
+    stamp, column = _STAMPS[latency]
+    rows = _window(requests, server, stamp, t0, t1)
+    return _statistic(rows[column].to_numpy(dtype=float), percentile)
+
+
+def with_window_statistics(cycles: Sequence[CycleRecord], requests: pd.DataFrame,
+                           window_s: float) -> tuple[CycleRecord, ...]:
+    """The cycle log with each server's observed ``ttft_stat_ms`` / ``itl_stat_ms`` for a
+    percentile target: that percentile over the requests of the collection window before
+    the cycle (mean targets already carry the collector's window mean)."""
+    out = []
+    for c in cycles:
+        servers = []
+        for s in c.servers:
+            changes = {}
+            for latency in _STAMPS:
+                pct = getattr(s, f"slo_{latency}_percentile")
+                if pct:
+                    value = window_statistic(requests, s.name, latency, pct,
+                                             c.time_s - window_s, c.time_s)
+                    changes[f"{latency}_stat_ms"] = None if math.isnan(value) else value
+            servers.append(replace(s, **changes) if changes else s)
+        out.append(replace(c, servers=tuple(servers)))
+    return tuple(out)
+
+
+def _attainment(requests: pd.DataFrame, name: str, system: System, class_name: str,
+                model: str, cycles: Sequence[CycleRecord]) -> tuple[TargetAttainment, ...]:
+    cls = system.classes.get(class_name)
+    target = cls.targets.get(model) if cls is not None else None
+    if target is None:
+        return ()
+    done = requests[(requests["server"] == name)
+                    & (requests["status"] == RequestStatus.DONE.value)]
+    out = []
+    for latency, (_, column) in _STAMPS.items():
+        target_ms = getattr(target, f"slo_{latency}_ms")
+        if target_ms <= 0:
+            continue
+        pct = getattr(target, f"slo_{latency}_percentile")
+        window = [getattr(s, f"{latency}_stat_ms") for c in cycles for s in c.servers
+                  if s.name == name]
+        seen = [v for v in window if v is not None and math.isfinite(v)]
+        out.append(TargetAttainment(
+            latency=latency, statistic=statistic_label(pct), target_ms=target_ms,
+            value_ms=_statistic(done[column].to_numpy(dtype=float), pct), cycles=len(seen),
+            cycles_met=sum(v <= target_ms for v in seen)))
+    return tuple(out)
+
+
 def summarise(requests: pd.DataFrame, cluster: Cluster, twin: ClusterTwin, policy: str,
-              horizon_s: float) -> Summary:
+              horizon_s: float, *, system: System | None = None,
+              classes: Mapping[str, tuple[str, str]] | None = None,
+              cycles: Sequence[CycleRecord] = ()) -> Summary:
+    """Per-server and total summaries; with ``system`` and ``classes`` (server → (class,
+    model)) each server also reports its class targets in their statistic."""
     servers = {}
     flips = reversals(twin.actuations())
     for name in twin.servers:
         dep = cluster.deployments[name]
-        servers[name] = _server_summary(requests[requests["server"] == name],
-                                        dep.cost(horizon_s), dep.gpu_hours(horizon_s),
-                                        twin.num_changes[name], flips.get(name, 0))
+        summary = _server_summary(requests[requests["server"] == name],
+                                  dep.cost(horizon_s), dep.gpu_hours(horizon_s),
+                                  twin.num_changes[name], flips.get(name, 0))
+        if system is not None and classes is not None and name in classes:
+            summary = replace(summary, targets=_attainment(requests, name, system,
+                                                           *classes[name], cycles))
+        servers[name] = summary
     total = _server_summary(requests, sum(s.cost for s in servers.values()),
                             sum(s.gpu_hours for s in servers.values()),
                             sum(twin.num_changes.values()), sum(flips.values()))
@@ -568,7 +690,10 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
     _drain(env, cluster, end + scenario.drain_s)
 
     requests = _slo_columns(cluster.requests(), scenario, system)
-    summary = summarise(requests, cluster, twin, policy_name, end)
+    records = list(with_window_statistics(records, requests, scenario.twin.window_s))
+    summary = summarise(requests, cluster, twin, policy_name, end, system=system,
+                        classes={s.name: (s.class_name, s.model) for s in scenario.servers},
+                        cycles=records)
     if tuner is not None:
         summary = replace(summary, tuner=tuner_summary(records, system, controller_system))
     return RunResult(scenario=scenario, policy=policy_name, summary=summary, requests=requests,
@@ -733,6 +858,12 @@ def format_summary(summary: Summary) -> str:
     rows.extend(row(name, s) for name, s in summary.servers.items())
     rows.append("-" * len(head))
     rows.append(row(f"total ({summary.policy})", summary))
+    targeted = [(name, t) for name, s in summary.servers.items() for t in s.targets]
+    if targeted:
+        rows.append("")
+        rows.append("targets, in their statistic (cycles met / cycles with data):")
+        rows.extend(f"  {name:<24} {t.label():<28} {'met' if t.met else 'MISSED':<6} "
+                    f"cycles {t.cycles_met}/{t.cycles}" for name, t in targeted)
     return "\n".join(rows)
 
 

@@ -201,7 +201,8 @@ class _Bisection:
     def __init__(self, batch: QueueBatch, ttft_ms: np.ndarray | float,
                  itl_ms: np.ndarray | float, tps: np.ndarray | float, *, eps: float,
                  max_probes: int, queue_ratio: np.ndarray | None,
-                 exact_anchor: bool) -> None:
+                 exact_anchor: bool, percentiles: tuple[np.ndarray | float, ...] = (0.0, 0.0)
+                 ) -> None:
         if not (0 < eps < 2) or max_probes < 0:
             raise ConfigError(f"optimal_concurrency_batch: eps must be in (0, 2) and "
                               f"max_probes >= 0, got eps={eps}, max_probes={max_probes}")
@@ -209,6 +210,8 @@ class _Bisection:
         self.batch, self.queue_ratio = batch, queue_ratio
         self.targets = [np.broadcast_to(np.asarray(t, dtype=float), (size_c,)) for t in
                         (ttft_ms, itl_ms, tps)]
+        self.percentiles = [np.broadcast_to(np.asarray(q, dtype=float), (size_c,))
+                            for q in percentiles]
         m_max = np.where(batch.max_batch > 0, batch.max_batch, DEFAULT_CONCURRENCY_CEILING)
         params = batch.params._replace(max_batch=m_max)
         self.m_itl, self.m_tpf = concurrency_brackets(batch.perf_model, params, m_max,
@@ -239,7 +242,8 @@ class _Bisection:
         q = _queue_for(m, sub.max_queue, None if self.queue_ratio is None
                        else np.asarray(self.queue_ratio)[rows])
         sized = size_batch(sub.with_sizes(m, q), *(t[rows] for t in self.targets),
-                           exact_rates=exact_rates)
+                           exact_rates=exact_rates, ttft_percentile=self.percentiles[0][rows],
+                           itl_percentile=self.percentiles[1][rows])
         self.calls[rows] += sized.rate_rps > 0
         return sized
 
@@ -248,15 +252,19 @@ def search_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
                              itl_ms: np.ndarray | float, tps: np.ndarray | float, *,
                              eps: float = DEFAULT_ONSET_EPSILON,
                              max_probes: int = DEFAULT_ONSET_PROBES,
-                             queue_ratio: np.ndarray | None = None) -> ConcurrencyBatch:
+                             queue_ratio: np.ndarray | None = None,
+                             ttft_percentile: np.ndarray | float = 0.0,
+                             itl_percentile: np.ndarray | float = 0.0) -> ConcurrencyBatch:
     """`optimal_concurrency` for C candidates in lockstep; ``batch.max_batch`` holds M_max.
 
     Every row follows the scalar rules exactly; each probe round is one `size_batch` over the
     rows still bisecting. ``queue_ratio`` (C,), optional: per row a fixed Q (>= 0) or −ratio
-    (< 0) for Q = ratio·N; without it Q is ``batch.max_queue``.
+    (< 0) for Q = ratio·N; without it Q is ``batch.max_queue``. The percentiles are those
+    of `size_batch` (0: the target is on the mean).
     """
     run = _Bisection(batch, ttft_ms, itl_ms, tps, eps=eps, max_probes=max_probes,
-                     queue_ratio=queue_ratio, exact_anchor=True)
+                     queue_ratio=queue_ratio, exact_anchor=True,
+                     percentiles=(ttft_percentile, itl_percentile))
     alive, m_star = run.alive, run.m_star
     # Rows whose anchor failed stop there (scalar: no confirmation probe); N = 0 makes
     # `size_batch` skip them, and they keep the anchor's reason.
@@ -272,7 +280,9 @@ def optimal_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
                               itl_ms: np.ndarray | float, tps: np.ndarray | float, *,
                               eps: float = DEFAULT_ONSET_EPSILON,
                               max_probes: int = DEFAULT_ONSET_PROBES,
-                              queue_ratio: np.ndarray | None = None
+                              queue_ratio: np.ndarray | None = None,
+                              ttft_percentile: np.ndarray | float = 0.0,
+                              itl_percentile: np.ndarray | float = 0.0
                               ) -> tuple[np.ndarray, np.ndarray]:
     """(M*, feasible) per candidate: `search_concurrency_batch` without the diagnostics.
 
@@ -281,7 +291,8 @@ def optimal_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
     confirmed. The anchor needs only f(M_max), so its per-target rates are not refined.
     """
     run = _Bisection(batch, ttft_ms, itl_ms, tps, eps=eps, max_probes=max_probes,
-                     queue_ratio=queue_ratio, exact_anchor=False)
+                     queue_ratio=queue_ratio, exact_anchor=False,
+                     percentiles=(ttft_percentile, itl_percentile))
     feasible = run.confirmed.copy()
     rows = np.flatnonzero(run.alive & ~run.confirmed)
     if rows.size:

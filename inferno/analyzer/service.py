@@ -3,10 +3,13 @@
 Two generations of the upstream queue-analysis model are implemented, vectorised over
 candidates: `PerfModel.CLASSIC` (G3, decode term m/2; reproduces the sample solutions) and
 `PerfModel.CHUNKED` (G7: chunked prefill under a per-iteration token budget, the request's own
-work counted once). Every function takes numpy arrays that broadcast against each other;
-times are ms, token counts are per request. This module knows nothing about queues: the
-queue kernels (`queueing.py`) hand it the average number in service X̄, the service time S
-and the wait W, and it turns them into prefill, ITL and TTFT.
+work counted once). `PerfModel.VLLM` keeps G7's chunked prefill but counts iterations as vLLM
+does: the iteration that completes the prefill samples the first token, so a request spends
+c + m − 1 iterations in service (c prefill chunks, m − 1 decodes), and a decode iteration
+reads the context L + j of the j-th decode (docs/validation.md). Every function takes numpy
+arrays that broadcast against each other; times are ms, token counts are per request. This
+module knows nothing about queues: the upstream models' metrics come from the queue's mean
+batch X̄, service time S and wait W here; the vLLM model's latency model is in `latency.py`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ __all__ = [
     "fast_request_metrics",
     "ServiceParams",
     "chunked_iteration_ms",
+    "decode_token_work_ms",
+    "iterations",
+    "prefill_work_ms",
     "instant_itl_ms",
     "instant_lines",
     "instant_prefill_ms",
@@ -99,24 +105,53 @@ def num_chunks(batch: np.ndarray, in_tokens: np.ndarray, out_tokens: np.ndarray,
     return c.astype(np.int64)
 
 
-def _chunk_work(chunks: np.ndarray, p: ServiceParams) -> tuple[np.ndarray, np.ndarray]:
-    """(w_pre(c), δ(c)): a request's prefill work and its average work per iteration (ms)."""
+def prefill_work_ms(chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
+    """w_pre(c) = (β + γ·(c+1)/2)·L: one request's prefill work in c chunks (ms).
+
+    The chunk ending at token i·L/c reads i·L/c KV tokens, (c+1)/2·L summed over the chunks.
+    """
+    return (p.beta_ms + p.gamma_ms * (np.asarray(chunks, dtype=float) + 1.0) / 2.0) * p.in_tokens
+
+
+def decode_token_work_ms(p: ServiceParams) -> np.ndarray:
+    """w_d = β + γ·(L + m/2): one request's work in one vLLM decode iteration, averaged over
+    its m − 1 decodes (the j-th reads L + j KV tokens) (ms)."""
+    return p.beta_ms + p.gamma_ms * (p.in_tokens + p.out_tokens / 2.0)
+
+
+def _chunk_work(chunks: np.ndarray, p: ServiceParams, vllm: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(w_pre(c), δ(c)): a request's prefill work and its average work per iteration (ms).
+
+    G7 spreads w_pre + m decodes over c + m iterations; vLLM accounting has m − 1 decodes
+    (the prefill samples the first token) over c + m − 1 iterations.
+    """
     c = np.asarray(chunks, dtype=float)
     L, m = p.in_tokens, p.out_tokens
-    w_pre = (p.beta_ms + p.gamma_ms * (c + 1.0) / 2.0) * L
+    w_pre = prefill_work_ms(c, p)
+    if vllm:
+        return w_pre, (w_pre + (m - 1.0) * decode_token_work_ms(p)) / (c + m - 1.0)
     w_dec = p.beta_ms * m + p.gamma_ms * m * (L + (m + 1.0) / 2.0)
     return w_pre, (w_pre + w_dec) / (c + m)
 
 
-def chunked_iteration_ms(batch: np.ndarray, p: ServiceParams) -> np.ndarray:
-    """G7 iteration time α + B·δ(nc(B)) at integer batch size B (ms)."""
+def iterations(model: PerfModel, chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
+    """Iterations one request spends in service: c + m (G7) or c + m − 1 (vLLM)."""
+    extra = -1.0 if model is PerfModel.VLLM else 0.0
+    return np.asarray(chunks, dtype=float) + p.out_tokens + extra
+
+
+def chunked_iteration_ms(batch: np.ndarray, p: ServiceParams,
+                         model: PerfModel = PerfModel.CHUNKED) -> np.ndarray:
+    """Iteration time α + B·δ(nc(B)) at integer batch size B (ms), G7 or vLLM accounting."""
     c = num_chunks(batch, p.in_tokens, p.out_tokens, p.max_num_tokens)
-    _, delta = _chunk_work(c, p)
+    _, delta = _chunk_work(c, p, model is PerfModel.VLLM)
     return p.alpha_ms + np.asarray(batch, dtype=float) * delta
 
 
-def _g7_prefill(x: np.ndarray, chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
-    w_pre, delta = _chunk_work(chunks, p)
+def _g7_prefill(x: np.ndarray, chunks: np.ndarray, p: ServiceParams,
+                vllm: bool = False) -> np.ndarray:
+    w_pre, delta = _chunk_work(chunks, p, vllm)
     return chunks * np.maximum(0.0, p.alpha_ms + (x - 1.0) * delta) + w_pre
 
 
@@ -139,9 +174,10 @@ def _g3_decode(x: np.ndarray, p: ServiceParams) -> np.ndarray:
     return p.alpha_ms + x * slope + dec_extra
 
 
-def _g7_tau(b: np.ndarray, chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
-    _, delta = _chunk_work(chunks, p)
-    return (chunks + p.out_tokens) * (p.alpha_ms + b * delta)
+def _g7_tau(b: np.ndarray, chunks: np.ndarray, p: ServiceParams,
+            model: PerfModel = PerfModel.CHUNKED) -> np.ndarray:
+    _, delta = _chunk_work(chunks, p, model is PerfModel.VLLM)
+    return iterations(model, chunks, p) * (p.alpha_ms + b * delta)
 
 
 def service_time_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np.ndarray:
@@ -152,7 +188,7 @@ def service_time_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np
     b = np.asarray(batch, dtype=float)
     if model is PerfModel.CLASSIC:
         return _g3_prefill(b, p) + p.out_tokens * _g3_decode(b, p)
-    return _g7_tau(b, num_chunks(b, p.in_tokens, p.out_tokens, p.max_num_tokens), p)
+    return _g7_tau(b, num_chunks(b, p.in_tokens, p.out_tokens, p.max_num_tokens), p, model)
 
 
 def service_time_table(model: PerfModel, width: int, p: ServiceParams,
@@ -176,16 +212,18 @@ def service_time_table(model: PerfModel, width: int, p: ServiceParams,
         t1 = slope * k
         linear = np.ones(t0.shape, dtype=bool)
     else:
-        _, delta = _chunk_work(np.ones_like(L), p)
-        t0, t1 = (1.0 + m) * p.alpha_ms, (1.0 + m) * delta
-        linear = _fits(np.ones_like(L), p.max_batch, L, m, _budget(p.max_num_tokens))
+        one = np.ones_like(L)
+        _, delta = _chunk_work(one, p, model is PerfModel.VLLM)
+        its = iterations(model, one, p)
+        t0, t1 = its * p.alpha_ms, its * delta
+        linear = _fits(one, p.max_batch, L, m, _budget(p.max_num_tokens))
     tau = np.multiply(t1[:, None], b[None, :], out=out)
     tau += t0[:, None]
     multi = np.flatnonzero(~linear)
     if multi.size:
         col = ServiceParams(*(f[multi, None] for f in p))
         tau[multi] = _g7_tau(b[None, :], num_chunks(b[None, :], col.in_tokens, col.out_tokens,
-                                                  col.max_num_tokens), col)
+                                                  col.max_num_tokens), col, model)
     return tau, linear
 
 
@@ -205,27 +243,49 @@ def request_metrics(model: PerfModel, n_srv: np.ndarray, serv_ms: np.ndarray,
     The prefill time is the model's prefill at the fractional mean batch X̄; the remaining
     service time is spread over the m output tokens (ITL), and the first token waits, is
     prefilled and takes one decode step (TTFT = W + prefill + ITL).
+
+    `PerfModel.VLLM` here is only the means-only reading of its accounting (the prefill
+    samples the first token: ITL over m − 1 decodes, TTFT = W + prefill); its latency model
+    proper needs the queue's state probabilities (`latency.queue_metrics`).
     """
+    vllm = model is PerfModel.VLLM
     if model is PerfModel.CLASSIC:
         prefill = _g3_prefill(n_srv, p)
     else:
-        prefill = _g7_prefill(n_srv, _mean_batch_chunks(n_srv, p), p)
-    itl = (serv_ms - prefill) / p.out_tokens
+        prefill = _g7_prefill(n_srv, _mean_batch_chunks(n_srv, p), p, vllm)
+    return _split(model, prefill, serv_ms, wait_ms, p.out_tokens)
+
+
+def _split(model: PerfModel, prefill: np.ndarray, serv_ms: np.ndarray, wait_ms: np.ndarray,
+           out_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prefill, ITL, TTFT): the service time after the prefill spread over the decodes."""
+    if model is PerfModel.VLLM:
+        m = np.asarray(out_tokens, dtype=float)
+        itl = np.where(m > 1, (serv_ms - prefill) / np.maximum(m - 1.0, 1.0), 0.0)
+        return prefill, itl, wait_ms + prefill
+    itl = (serv_ms - prefill) / out_tokens
     return prefill, itl, wait_ms + prefill + itl
+
+
+def _own_token_work(model: PerfModel, p: ServiceParams) -> np.ndarray:
+    """A request's own work in one of its decode iterations: G7 β + γ·(L + (m+1)/2), vLLM w_d."""
+    if model is PerfModel.VLLM:
+        return decode_token_work_ms(p)
+    return p.beta_ms + p.gamma_ms * (p.in_tokens + (p.out_tokens + 1.0) / 2.0)
 
 
 def instant_itl_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np.ndarray:
     """Token time of a full batch of B requests, no queueing (concurrency brackets, §2.9).
 
-    G7: itl(B) = max(0, α + (B−1)·δ(c)) + β + γ·(L + (m+1)/2) with c = nc(B); G3: decode(B).
+    G7: itl(B) = max(0, α + (B−1)·δ(c)) + β + γ·(L + (m+1)/2) with c = nc(B) (vLLM: its δ
+    and w_d); G3: decode(B).
     """
     b = np.asarray(batch, dtype=float)
     if model is PerfModel.CLASSIC:
         return _g3_decode(b, p)
     c = num_chunks(b, p.in_tokens, p.out_tokens, p.max_num_tokens)
-    _, delta = _chunk_work(c, p)
-    return (np.maximum(0.0, p.alpha_ms + (b - 1.0) * delta) + p.beta_ms
-            + p.gamma_ms * (p.in_tokens + (p.out_tokens + 1.0) / 2.0))
+    _, delta = _chunk_work(c, p, model is PerfModel.VLLM)
+    return np.maximum(0.0, p.alpha_ms + (b - 1.0) * delta) + _own_token_work(model, p)
 
 
 def instant_prefill_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np.ndarray:
@@ -234,7 +294,7 @@ def instant_prefill_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) ->
     if model is PerfModel.CLASSIC:
         return _g3_prefill(b, p)
     c = num_chunks(b, p.in_tokens, p.out_tokens, p.max_num_tokens)
-    return _g7_prefill(b, c, p)
+    return _g7_prefill(b, c, p, model is PerfModel.VLLM)
 
 
 class MetricCoefficients(NamedTuple):
@@ -271,7 +331,7 @@ def metric_coefficients(model: PerfModel, p: ServiceParams) -> MetricCoefficient
         one = np.ones(p.alpha_ms.shape, dtype=bool)
         return MetricCoefficients(p.alpha_ms, slope, pre_extra, p.in_tokens != 0, one,
                                   p.out_tokens, p)
-    w_pre, delta = _chunk_work(np.ones_like(p.alpha_ms), p)
+    w_pre, delta = _chunk_work(np.ones_like(p.alpha_ms), p, model is PerfModel.VLLM)
     one = _fits(np.ones_like(p.alpha_ms), p.max_batch, p.in_tokens, p.out_tokens,
                 _budget(p.max_num_tokens))
     return MetricCoefficients(p.alpha_ms, delta, w_pre, np.ones(one.shape, dtype=bool), one,
@@ -290,8 +350,7 @@ def fast_request_metrics(model: PerfModel, n_srv: np.ndarray, serv_ms: np.ndarra
         if multi.size:
             prefill[multi] = request_metrics(model, n_srv[multi], serv_ms[multi],
                                              wait_ms[multi], coef.params.take(multi))[0]
-    itl = (serv_ms - prefill) / coef.out_tokens
-    return prefill, itl, wait_ms + prefill + itl
+    return _split(model, prefill, serv_ms, wait_ms, coef.out_tokens)
 
 
 def instant_lines(model: PerfModel, p: ServiceParams) -> tuple[np.ndarray, ...]:
@@ -309,8 +368,7 @@ def instant_lines(model: PerfModel, p: ServiceParams) -> tuple[np.ndarray, ...]:
         pre0 = np.where(coef.has_prefill, p.alpha_ms + coef.extra, 0.0)
         pre_slope = np.where(coef.has_prefill, coef.slope, 0.0)
     else:
-        itl0 = (p.alpha_ms - coef.slope + p.beta_ms
-                + p.gamma_ms * (p.in_tokens + (p.out_tokens + 1.0) / 2.0))
+        itl0 = p.alpha_ms - coef.slope + _own_token_work(model, p)
         pre0 = p.alpha_ms - coef.slope + coef.extra
         pre_slope = coef.slope
     monotone = coef.one_chunk & (coef.slope >= 0) & (p.alpha_ms >= 0)

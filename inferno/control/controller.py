@@ -302,6 +302,8 @@ def _server_record(obs: ServerObservation, final: ServerPlan, static: System, *,
     class_name = obs.class_name or DEFAULT_CLASS
     service_class = static.classes.get(class_name)
     target = service_class.targets.get(obs.model) if service_class is not None else None
+    ttft_pct = target.slo_ttft_percentile if target is not None else 0.0
+    itl_pct = target.slo_itl_percentile if target is not None else 0.0
     return ServerRecord(
         name=obs.name, class_name=class_name, model=obs.model, namespace=obs.namespace,
         arrival_rpm=obs.arrival_rpm, avg_in_tokens=obs.avg_in_tokens,
@@ -312,11 +314,17 @@ def _server_record(obs: ServerObservation, final: ServerPlan, static: System, *,
         current_max_batch=obs.max_batch,
         slo_itl_ms=target.slo_itl_ms if target is not None else 0.0,
         slo_ttft_ms=target.slo_ttft_ms if target is not None else 0.0,
+        slo_itl_percentile=itl_pct, slo_ttft_percentile=ttft_pct,
+        itl_stat_ms=obs.itl_ms if not itl_pct else None,
+        ttft_stat_ms=obs.ttft_ms if not ttft_pct else None,
         recommended_replicas=recommended, accelerator=final.accelerator,
         num_replicas=final.num_replicas, max_batch=final.max_batch,
         cost_per_hr=unit_cost_per_hr(static, obs.model, final.accelerator) * final.num_replicas,
         predicted_itl_ms=predicted.itl_ms if predicted is not None else None,
-        predicted_ttft_ms=predicted.ttft_ms if predicted is not None else None, note=note,
+        predicted_ttft_ms=predicted.ttft_ms if predicted is not None else None,
+        predicted_itl_stat_ms=(predicted.itl_stat_ms or None) if predicted is not None else None,
+        predicted_ttft_stat_ms=(predicted.ttft_stat_ms or None) if predicted is not None
+        else None, note=note,
         throughput_rpm=obs.throughput_rpm, waiting_now=obs.waiting_now,
         recent_arrival_rpm=obs.recent_arrival_rpm,
         held_replicas=obs.held_replicas,

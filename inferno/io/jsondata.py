@@ -11,12 +11,15 @@ keys are ignored, missing or ``null`` keys read as zero / false / "". Units are 
 are not converted: rates stay in RPM (``arrivalRate`` → ``Load.arrival_rpm``), times in ms
 (``slo-itl`` → ``ModelTarget.slo_itl_ms``), ``slo-tps`` in output tokens/s, ``cost`` in cents
 per hour per unit (``Accelerator.cost_per_hr``), ``memSize`` GB, ``memBW`` GB/s, power in W.
+Inferno extensions: a model target's ``slo-ttft-percentile`` / ``slo-itl-percentile`` (the
+percentile its TTFT / ITL target is on; absent or 0 = the mean, as upstream) and
+``maxNumTokens`` in model-data.
 
 Normalised, not errors (upstream semantics): ``class`` missing or "" → ``Free``; ``priority``
 outside 1..100 (incl. missing) → 100; ``accCount`` <= 0 → 1; ``maxQueueSize`` absent → None
 (Q = 10·N), present (0 too) → that value; empty ``saturationPolicy`` / ``perfModel`` /
-``batchPolicy`` → None / chunked / search; ``multiplicity`` absent → 1; ``maxNumTokens``
-(model-data, inferno extension) absent → 8192.
+``batchPolicy`` → None / vllm / search (inferno's defaults: upstream had chunked);
+``multiplicity`` absent → 1; ``maxNumTokens`` (model-data, inferno extension) absent → 8192.
 
 Errors. Every problem of every file is collected, then one `ConfigError` is raised whose message
 is the first line and whose ``problems`` hold all lines, each ``file: field.path: what, got
@@ -33,6 +36,7 @@ value`` with upstream key spelling and list indexes. Checked:
 * ranges. Must be >= 0: memSize, memBW, cost, power idle/full/midPower, capacity count,
   maxBatchSize, atTokens, perfParms alpha/beta/gamma (all zero is legal: "no parameters yet",
   the candidate is infeasible, §3.2), slo-itl/slo-ttft/slo-tps, minNumReplicas, maxQueueSize,
+  slo-ttft-percentile/slo-itl-percentile (also < 100),
   and in currentAlloc numReplicas, maxBatch, cost, itlAverage, ttftAverage, and the load's
   arrivalRate, throughput, avgInTokens, avgOutTokens (§3.2 drops negative loads; we reject
   them). Must be >= 1: multiplicity, maxNumTokens, and avgOutTokens when arrivalRate > 0
@@ -353,12 +357,23 @@ def _classes(root: Fields) -> dict[str, ServiceClass]:
             target = ModelTarget(model=model,
                                  slo_itl_ms=t.number("slo-itl", minimum=0.0),
                                  slo_ttft_ms=t.number("slo-ttft", minimum=0.0),
-                                 slo_tps=t.number("slo-tps", minimum=0.0))
+                                 slo_tps=t.number("slo-tps", minimum=0.0),
+                                 slo_ttft_percentile=_percentile(t, "slo-ttft-percentile"),
+                                 slo_itl_percentile=_percentile(t, "slo-itl-percentile"))
             if model and _unique(t, "model", model, "target for model", first_target):
                 targets[model] = target
         if name and _unique(c, "name", name, "service class", first):
             out[name] = ServiceClass(name=name, priority=priority, targets=targets)
     return out
+
+
+def _percentile(f: Fields, key: str) -> float:
+    """A target's percentile: absent or 0 is the mean; otherwise 0 < p < 100."""
+    value = f.number(key, minimum=0.0)
+    if value >= 100.0:
+        f.problem(key, f"must be 0 (the mean) or below 100, got {describe(f.raw(key))}")
+        return 0.0
+    return value
 
 
 def _servers(root: Fields, classes: Mapping[str, ServiceClass] | None,
@@ -402,7 +417,7 @@ def _settings(root: Fields) -> OptimizerSettings:
         use_cplex=o.boolean("useCplex"),
         delayed_best_effort=o.boolean("delayedBestEffort"),
         saturation_policy=o.choice("saturationPolicy", SaturationPolicy, SaturationPolicy.NONE),
-        perf_model=o.choice("perfModel", PerfModel, PerfModel.CHUNKED),
+        perf_model=o.choice("perfModel", PerfModel, PerfModel.VLLM),
         batch_policy=o.choice("batchPolicy", BatchPolicy, BatchPolicy.SEARCH),
         accel_penalty_factor=o.number("accelPenaltyFactor", default=0.1, minimum=0.0),
     )

@@ -30,8 +30,15 @@ class Allocation:
     max_batch: int = 0
     cost: float = 0.0
     itl_ms: float = 0.0
+    """Predicted mean ITL (upstream ``itlAverage``)."""
     ttft_ms: float = 0.0
+    """Predicted mean TTFT (upstream ``ttftAverage``)."""
     load: Load = Load()
+    ttft_stat_ms: float = 0.0
+    """Predicted TTFT in the statistic the server's class targets (a percentile or the
+    mean); 0 when not predicted."""
+    itl_stat_ms: float = 0.0
+    """Predicted ITL in the statistic the server's class targets; 0 when not predicted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,13 +9,20 @@ See design §3.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from inferno.analyzer import QueueBatch, analyze_batch, optimal_concurrency_batch, size_batch
-from inferno.model import DEFAULT_PRIORITY, BatchPolicy, Server, System
+from inferno.analyzer import (
+    QueueBatch,
+    analyze_batch,
+    latency_percentiles_batch,
+    optimal_concurrency_batch,
+    size_batch,
+)
+from inferno.model import DEFAULT_PRIORITY, BatchPolicy, ModelTarget, Server, System
 
 MAX_QUEUE_TO_BATCH_RATIO = 10
 """Q = 10·N when a server does not set maxQueueSize."""
@@ -51,6 +58,10 @@ class Candidate(NamedTuple):
     sized_replicas: int = 0
     """Replicas the SLO needs; best-effort copies keep it, so their latencies describe the
     full allocation (upstream semantics, §4.3)."""
+    ttft_stat_ms: float = math.nan
+    """Predicted TTFT in the statistic the class targets (its percentile, or the mean)."""
+    itl_stat_ms: float = math.nan
+    """Predicted ITL in the statistic the class targets."""
 
     @property
     def cards(self) -> int:
@@ -155,6 +166,8 @@ class _Servers:
             "has_target": np.array([t is not None for t in targets]),
             "ttft": np.array([t.slo_ttft_ms if t else 0.0 for t in targets], f),
             "itl": np.array([t.slo_itl_ms if t else 0.0 for t in targets], f),
+            "ttft_pct": np.array([t.slo_ttft_percentile if t else 0.0 for t in targets], f),
+            "itl_pct": np.array([t.slo_itl_percentile if t else 0.0 for t in targets], f),
             "tps": np.array([t.slo_tps if t else 0.0 for t in targets], f),
             "rpm": np.array([s.load.arrival_rpm for s in servers], f),
             "in": np.array([s.load.avg_in_tokens for s in servers], f),
@@ -232,6 +245,7 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
     s, c = sv.cols, cat.perf_cols
     inp, out = s["in"][srv], s["out"][srv]
     ttft, itl, tps = s["ttft"][srv], s["itl"][srv], s["tps"][srv]
+    ttft_pct, itl_pct = s["ttft_pct"][srv], s["itl_pct"][srv]
     override, queue_in = s["batch_override"][srv], s["queue"][srv]
     policy = system.settings.batch_policy
     if policy is BatchPolicy.SCALED:
@@ -245,18 +259,21 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
     if search.any():
         rows = np.flatnonzero(search)
         first, inv = _unique(perf[rows], inp[rows], out[rows], ttft[rows], itl[rows],
-                             tps[rows] > 0, queue_in[rows], max_batch[rows])
+                             tps[rows] > 0, queue_in[rows], max_batch[rows], ttft_pct[rows],
+                             itl_pct[rows])
         u = rows[first]
         best, ok = optimal_concurrency_batch(
             _queue_batch(cat, perf[u], inp[u], out[u], max_batch[u], np.zeros(u.size, np.int64),
                          system), ttft[u], itl[u], tps[u],
-            queue_ratio=np.where(queue_in[u] >= 0, queue_in[u], -MAX_QUEUE_TO_BATCH_RATIO))
+            queue_ratio=np.where(queue_in[u] >= 0, queue_in[u], -MAX_QUEUE_TO_BATCH_RATIO),
+            ttft_percentile=ttft_pct[u], itl_percentile=itl_pct[u])
         max_batch[rows] = np.where(ok, best, 0)[inv]
     queue = np.where(queue_in >= 0, queue_in, MAX_QUEUE_TO_BATCH_RATIO * max_batch)
-    first, inv = _unique(perf, inp, out, ttft, itl, tps > 0, max_batch, queue)
+    first, inv = _unique(perf, inp, out, ttft, itl, tps > 0, max_batch, queue, ttft_pct, itl_pct)
     sized = size_batch(_queue_batch(cat, perf[first], inp[first], out[first], max_batch[first],
                                     queue[first], system), ttft[first], itl[first], tps[first],
-                       exact_rates=False)
+                       exact_rates=False, ttft_percentile=ttft_pct[first],
+                       itl_percentile=itl_pct[first])
     rate = np.where(sized.feasible, sized.rate_rps, 0.0)[inv]
     total = np.where(tps > 0, tps / np.maximum(out, 1.0), s["rpm"][srv] / 60.0)
     ok = (rate > 0) & (max_batch > 0)
@@ -349,10 +366,18 @@ def compute_candidates(system: System) -> dict[str, list[Candidate]]:
     return out
 
 
-def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Candidate]:
-    """Fill predicted ITL/TTFT/ρ of the chosen candidates, in one batched analyzer call.
+def target_of(system: System, server: Server) -> ModelTarget | None:
+    """The class target of ``server``'s model, None when its class or target is missing."""
+    cls = system.classes.get(server.class_name)
+    return cls.targets.get(server.model) if cls else None
 
-    Metrics are those of one replica at the server's demand over ``sized_replicas``.
+
+def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Candidate]:
+    """Fill predicted latencies and ρ of the chosen candidates, in batched analyzer calls.
+
+    Metrics are those of one replica at the server's demand over ``sized_replicas``: the
+    means, and each class-targeted statistic (the percentile where the target is on one; one
+    `latency_percentiles_batch` call, only for those servers).
     """
     todo = [(name, c) for name, c in chosen.items() if c.itl_ms != c.itl_ms]  # NaN
     if not todo:
@@ -372,9 +397,25 @@ def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Cand
         gamma_ms=np.array([p.perf.gamma_ms for p in perf]),
         max_num_tokens=np.array([p.max_num_tokens for p in perf], np.int64),
         perf_model=system.settings.perf_model)
-    m = analyze_batch(batch, total / np.array([c.sized_replicas for c in cands], float))
+    rate = total / np.array([c.sized_replicas for c in cands], float)
+    m = analyze_batch(batch, rate)
+    ttft_stat, itl_stat = m.ttft_ms.copy(), m.itl_ms.copy()
+    targets = [target_of(system, s) for s in srv]
+    pct = np.array([(t.slo_ttft_percentile, t.slo_itl_percentile) if t else (0.0, 0.0)
+                    for t in targets]).reshape(-1, 2)
+    rows = np.flatnonzero((pct > 0).any(axis=1))
+    if rows.size:
+        levels = tuple(sorted({float(q) for q in pct[rows].ravel() if q > 0}))
+        got = latency_percentiles_batch(batch.take(rows), rate[rows], levels)
+        column = {q: j for j, q in enumerate(levels)}
+        for k, i in enumerate(rows):
+            if pct[i, 0] > 0:
+                ttft_stat[i] = got.ttft_ms[k, column[pct[i, 0]]]
+            if pct[i, 1] > 0:
+                itl_stat[i] = got.itl_ms[k, column[pct[i, 1]]]
     result = dict(chosen)
     for k, (name, c) in enumerate(todo):
         result[name] = c._replace(itl_ms=float(m.itl_ms[k]), ttft_ms=float(m.ttft_ms[k]),
-                                  rho=float(m.rho[k]))
+                                  rho=float(m.rho[k]), ttft_stat_ms=float(ttft_stat[k]),
+                                  itl_stat_ms=float(itl_stat[k]))
     return result

@@ -21,7 +21,9 @@ from inferno.optimizer.result import Solution, Status
 def _allocation(c: Candidate, server: Server) -> Allocation:
     return Allocation(accelerator=c.accelerator, num_replicas=c.num_replicas,
                       max_batch=c.max_batch, cost=c.cost, itl_ms=c.itl_ms, ttft_ms=c.ttft_ms,
-                      load=server.load)
+                      load=server.load,
+                      ttft_stat_ms=c.ttft_stat_ms if c.ttft_stat_ms == c.ttft_stat_ms else 0.0,
+                      itl_stat_ms=c.itl_stat_ms if c.itl_stat_ms == c.itl_stat_ms else 0.0)
 
 
 def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],

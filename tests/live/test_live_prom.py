@@ -12,17 +12,14 @@ KV = (0.5+0.7)/2 = 0.6.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from dataclasses import fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import kubernetes.client
 import pytest
 from kube_emulator import EmulatorThread, deployment, managed_labels
-from prom_harness import PodLoad, PrometheusServer, VllmPod
+from prom_harness import PodLoad, PrometheusServer, RecordingProxy, VllmPod
 
 from inferno.control.observation import ObservedLoad, VllmWindow, observe_window
 from inferno.errors import CollectError
@@ -277,38 +274,39 @@ def test_stopped_prometheus_is_transient_error(tmp_path: Path) -> None:
         collector.close()
 
 
-def test_bearer_token_is_sent_and_reread(tmp_path: Path) -> None:
-    """Every collect sends the token file's current content as a Bearer header."""
-    seen: list[str] = []
-
-    class FakeApi(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
-            seen.append(self.headers.get("Authorization", ""))
-            body = json.dumps({"status": "success",
-                               "data": {"resultType": "vector", "result": []}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    api = ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
-    thread = threading.Thread(target=api.serve_forever, daemon=True)
-    thread.start()
+def test_bearer_token_is_sent_and_reread(prometheus: PrometheusServer, tmp_path: Path) -> None:
+    """To a URL the operator marked (allow_http_token), every collect sends the token file's
+    current content as a Bearer header (projected tokens rotate); one query per collect."""
+    proxy = RecordingProxy(prometheus.url)
     token = tmp_path / "token"
     token.write_text("one")
-    collector = PromReader(PromSettings(url=f"http://127.0.0.1:{api.server_address[1]}",
-                                           token_path=str(token)))
+    reader = PromReader(PromSettings(url=proxy.url, token_path=str(token),
+                                     allow_http_token=True))
     try:
-        collector.collect()
+        reader.collect()
         token.write_text("two")
-        collector.collect()
+        reader.collect()
     finally:
-        collector.close()
-        api.shutdown()
-        api.server_close()
-        thread.join(timeout=5)
-    assert seen == ["Bearer one", "Bearer two"]  # one combined query per collect
+        reader.close()
+        proxy.stop()
+    assert proxy.authorization == ["Bearer one", "Bearer two"]
+
+
+def test_service_account_token_is_not_sent_over_http(
+        served: PrometheusServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fault: with INFERNO_PROMETHEUS_TOKEN_PATH unset, the pod's service-account token
+    went to the plain-http Prometheus URL. Now no request carries it, and the metrics are
+    still read."""
+    sa_token = tmp_path / "token"
+    sa_token.write_text("service-account-token")
+    monkeypatch.setattr("live.config.SA_TOKEN", sa_token)
+    proxy = RecordingProxy(served.url)
+    reader = PromReader(PromSettings(url=proxy.url, window=f"{WINDOW_S}s"))
+    try:
+        metrics = reader.collect(namespace=NS)
+    finally:
+        reader.close()
+        proxy.stop()
+    alpha = observe_window(metrics[NS, "alpha"], steady_ready=2)
+    assert alpha.arrival_rpm == pytest.approx(180.0, rel=RATE_REL)
+    assert proxy.authorization == [None]

@@ -157,6 +157,18 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ("negative-slo", edit(CLS, lambda d: d["serviceClasses"][1]["modelTargets"][0].update(
         {"slo-itl": -160})),
      "serviceclass-data.json: serviceClasses[1].modelTargets[0].slo-itl: must be >= 0, got -160"),
+    ("percentile-100", edit(CLS, lambda d: d["serviceClasses"][0]["modelTargets"][1].update(
+        {"slo-ttft-percentile": 100})),
+     "serviceclass-data.json: serviceClasses[0].modelTargets[1].slo-ttft-percentile: must be 0 "
+     "(the mean) or below 100, got 100"),
+    ("negative-percentile", edit(CLS, lambda d: d["serviceClasses"][2]["modelTargets"][0].update(
+        {"slo-itl-percentile": -5})),
+     "serviceclass-data.json: serviceClasses[2].modelTargets[0].slo-itl-percentile: must be >= 0, "
+     "got -5"),
+    ("string-percentile", edit(CLS, lambda d: d["serviceClasses"][1]["modelTargets"][2].update(
+        {"slo-ttft-percentile": "p99"})),
+     'serviceclass-data.json: serviceClasses[1].modelTargets[2].slo-ttft-percentile: must be a '
+     'number, got "p99"'),
     ("duplicate-class", edit(CLS, lambda d: d["serviceClasses"].append(d["serviceClasses"][1])),
      "serviceclass-data.json: serviceClasses[3].name: duplicate service class 'Bronze' "
      "(first at serviceClasses[1])"),
@@ -176,7 +188,8 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      "optimizer-data.json: optimizer.saturationPolicy: unknown value 'Fair' "
      "(allowed: None, PriorityExhaustive, PriorityRoundRobin, RoundRobin)"),
     ("unknown-perf-model", edit(OPT, setter(optimizer, "perfModel", "fast")),
-     "optimizer-data.json: optimizer.perfModel: unknown value 'fast' (allowed: chunked, classic)"),
+     "optimizer-data.json: optimizer.perfModel: unknown value 'fast' "
+     "(allowed: chunked, classic, vllm)"),
     ("unknown-batch-policy", edit(OPT, setter(optimizer, "batchPolicy", "max")),
      "optimizer-data.json: optimizer.batchPolicy: unknown value 'max' (allowed: search, scaled)"),
     ("string-for-bool", edit(OPT, setter(optimizer, "unlimited", "false")),
@@ -232,7 +245,7 @@ def test_all_problems_of_all_files_reported(data_dir: Path) -> None:
         f"server-data.json: servers[12].model: unknown model 'gpt': no model-data.json "
         f"entry {MODELS}",
         "optimizer-data.json: optimizer.perfModel: unknown value 'G7' "
-        "(allowed: chunked, classic)",
+        "(allowed: chunked, classic, vllm)",
     )
     assert info.value.problems == expected
     assert str(info.value) == expected[0]

@@ -305,7 +305,7 @@ def test_overrides_replace_settings() -> None:
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"perf_model": "fast"},
-     "overrides: perf_model: unknown value 'fast' (allowed: chunked, classic)"),
+     "overrides: perf_model: unknown value 'fast' (allowed: chunked, classic, vllm)"),
     ({"solver": "cplex"},
      "overrides: solver: unknown value 'cplex' (allowed: unlimited, greedy, milp)"),
     ({"unlimited": "yes"}, "overrides: unlimited: must be true or false, got 'yes'"),
