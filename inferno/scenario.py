@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -48,6 +48,8 @@ DEFAULT_SCENARIO = REPO_ROOT / "scenarios" / "quickstart.yaml"
 """The embedded default (`inferno sim run` without a scenario); present in a source checkout
 or an editable install."""
 
+
+_S = TypeVar("_S")
 
 class ArrivalKind(StrEnum):
     POISSON = "poisson"
@@ -609,6 +611,17 @@ def parse_scenario(data: Any, *, file: str = "", base_dir: Path | str = ".") -> 
     ctx = _Ctx(file=file, base_dir=Path(base_dir).resolve())
     scenario: Scenario = _build(Scenario, data, "", ctx)
     return dataclasses.replace(scenario, source=file)
+
+
+def load_settings(path: Path | str, cls: type[_S]) -> _S:
+    """Settings dataclass `cls` from a YAML file of its fields (the keys of a scenario's
+    ``policy.<name>`` section): unknown keys, wrong types and bad values are ConfigErrors
+    naming the file and the key path."""
+    path = Path(path)
+    data = read_yaml(path)
+    if data is None:
+        data = {}
+    return _build(cls, data, "", _Ctx(file=str(path), base_dir=path.parent), cls())
 
 
 def read_yaml(path: Path) -> Any:

@@ -51,7 +51,8 @@ OLD = PodLoad(request_rps=1.0, in_tokens=10, out_tokens=10, ttft_s=0.1, itl_s=0.
 ALPHA = ObservedLoad(arrival_rpm=180.0, throughput_rpm=180.0, avg_in_tokens=200.0,
                      avg_out_tokens=100.0, ttft_ms=200.0, itl_ms=30.0, waiting_requests=3.0,
                      running_requests=15.0, kv_usage=0.6, waiting_now=6.0, running_now=30.0,
-                     waiting_max=4.0, recent_arrival_rpm=180.0)
+                     waiting_max=4.0, recent_arrival_rpm=180.0, window_s=WINDOW_S,
+                     recent_window_s=4.0)
 
 
 class FixedClock:
@@ -134,7 +135,7 @@ def test_idle_deployment_has_zero_rate_and_no_ratios(prom_reader: PromReader) ->
     assert_observed(observe_window(idle, steady_ready=1), ObservedLoad(
         arrival_rpm=0.0, throughput_rpm=0.0, waiting_requests=0.0, running_requests=0.0,
         kv_usage=0.1, waiting_now=0.0, running_now=0.0, waiting_max=0.0,
-        recent_arrival_rpm=0.0))
+        recent_arrival_rpm=0.0, window_s=WINDOW_S, recent_window_s=4.0))
 
 
 def test_token_means_prefer_per_request_histograms(prom_reader: PromReader) -> None:
