@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -48,6 +48,8 @@ DEFAULT_SCENARIO = REPO_ROOT / "scenarios" / "quickstart.yaml"
 """The embedded default (`inferno sim run` without a scenario); present in a source checkout
 or an editable install."""
 
+
+_S = TypeVar("_S")
 
 class ArrivalKind(StrEnum):
     POISSON = "poisson"
@@ -73,8 +75,11 @@ class StartupKind(StrEnum):
 class ArrivalSignal(StrEnum):
     """What the twin's collector reports as a server's arrival rate."""
 
+    OFFERED = "offered"
+    """Completions + growth of running and waiting requests, from the replicas' vLLM
+    metrics (vLLM has no arrival counter): what the live collector reads."""
     ARRIVALS = "arrivals"
-    """Requests received (a gateway dispatch counter): the true offered load."""
+    """Requests received (a gateway dispatch counter live mode does not have); deprecated."""
     COMPLETIONS = "completions"
     """Requests finished (vLLM request_success_total, upstream's proxy): under-reads when a
     server is saturated (upstream pain point P3)."""
@@ -251,7 +256,7 @@ class TwinSpec:
     """s of history behind every collected rate and mean (PromQL rate(...[window]))."""
     scrape_interval_s: float = 5.0
     """s between the twin's metric scrapes (gauges are averaged over the window's scrapes)."""
-    arrival_signal: ArrivalSignal = ArrivalSignal.ARRIVALS
+    arrival_signal: ArrivalSignal = ArrivalSignal.OFFERED
     router: RouterKind = RouterKind.ROUND_ROBIN
     startup: StartupSpec = StartupSpec()
     engine: EngineSpec = EngineSpec()
@@ -606,6 +611,17 @@ def parse_scenario(data: Any, *, file: str = "", base_dir: Path | str = ".") -> 
     ctx = _Ctx(file=file, base_dir=Path(base_dir).resolve())
     scenario: Scenario = _build(Scenario, data, "", ctx)
     return dataclasses.replace(scenario, source=file)
+
+
+def load_settings(path: Path | str, cls: type[_S]) -> _S:
+    """Settings dataclass `cls` from a YAML file of its fields (the keys of a scenario's
+    ``policy.<name>`` section): unknown keys, wrong types and bad values are ConfigErrors
+    naming the file and the key path."""
+    path = Path(path)
+    data = read_yaml(path)
+    if data is None:
+        data = {}
+    return _build(cls, data, "", _Ctx(file=str(path), base_dir=path.parent), cls())
 
 
 def read_yaml(path: Path) -> Any:

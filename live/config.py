@@ -20,6 +20,7 @@ callers retry within the cycle's deadline (`live.deadline`), so retries never st
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,6 +103,9 @@ class PromSettings:
     sidecar proxy."""
     window: str = DEFAULT_WINDOW
     """PromQL range window of rate()/avg_over_time(); at least 2 scrape intervals."""
+    recent_window: str = "30s"
+    """Short window at the end of `window` for the load now (scale-up without the window's
+    lag); at least 2 scrape intervals."""
     timeout_s: float = 5.0
     """Per-query timeout."""
     retries: int = 0
@@ -112,20 +116,37 @@ class PromSettings:
     """Series label holding the name of the Deployment that owns the pod (see docs/live.md)."""
     pod_label: str = "pod"
     """Series label holding the pod name: counts the replicas that reported in the window."""
+    time_scale: float = 1.0
+    """Simulated seconds per wall second of the metrics: the `--speedup` of an `inferno
+    emulate` cluster, whose counters are already divided by it (gauge growth over the window
+    is not, so the window counts for this many seconds). 1 on a real cluster."""
+
+    @property
+    def window_s(self) -> float:
+        """The window in seconds of the metrics' time (a Prometheus duration, scaled)."""
+        return duration_s(self.window) * self.time_scale
+
+    @property
+    def recent_window_s(self) -> float:
+        return duration_s(self.recent_window) * self.time_scale
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"INFERNO_PROMETHEUS_URL: must start with http:// or https://, "
                               f"got {self.url!r}")
-        if not _DURATION.match(self.window):
-            raise ConfigError(f"INFERNO_PROMETHEUS_WINDOW: must be a Prometheus duration such "
-                              f"as 30s or 1m, got {self.window!r}")
+        for name, value in (("INFERNO_PROMETHEUS_WINDOW", self.window),
+                            ("INFERNO_PROMETHEUS_RECENT_WINDOW", self.recent_window)):
+            if not _DURATION.match(value):
+                raise ConfigError(f"{name}: must be a Prometheus duration such as 30s or 1m, "
+                                  f"got {value!r}")
         for field, value in (("namespace_label", self.namespace_label),
                              ("deployment_label", self.deployment_label),
                              ("pod_label", self.pod_label)):
             if not _LABEL_NAME.match(value):
                 raise ConfigError(f"prometheus settings: {field} must be a label name, "
                                   f"got {value!r}")
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ConfigError(f"INFERNO_EMULATION_SPEEDUP: must be > 0, got {self.time_scale!r}")
         if (self.token_path is not None and not self.is_https
                 and not self.allow_http_token):
             raise ConfigError(
@@ -144,6 +165,15 @@ class PromSettings:
     def may_send_token(self) -> bool:
         """True when a bearer token may be sent to `url` (https, or marked by the operator)."""
         return self.is_https or self.allow_http_token
+
+
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+           "y": 31536000.0}
+
+
+def duration_s(text: str) -> float:
+    """Seconds of a Prometheus duration such as ``1m30s``."""
+    return sum(float(n) * _UNIT_S[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text))
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -182,10 +212,22 @@ def prom_settings_from_env(env: Mapping[str, str]) -> PromSettings:
         insecure=_flag(env, "INFERNO_PROMETHEUS_INSECURE"),
         allow_http_token=_flag(env, "INFERNO_PROMETHEUS_ALLOW_HTTP_TOKEN"),
         window=env.get("INFERNO_PROMETHEUS_WINDOW", "").strip() or DEFAULT_WINDOW,
+        recent_window=env.get("INFERNO_PROMETHEUS_RECENT_WINDOW", "").strip() or "30s",
         deployment_label=(env.get("INFERNO_PROMETHEUS_DEPLOYMENT_LABEL", "").strip()
                           or DEFAULT_DEPLOYMENT_LABEL),
         pod_label=env.get("INFERNO_PROMETHEUS_POD_LABEL", "").strip() or "pod",
+        time_scale=_positive(env, "INFERNO_EMULATION_SPEEDUP", 1.0),
     )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a number > 0, got {raw!r}") from None
 
 
 def load_api_client(settings: KubeSettings) -> kubernetes.client.ApiClient:

@@ -59,7 +59,7 @@ from live.deadline import CycleBudget
 from live.kube import KubeActuator
 from live.metrics import BestEffortCycleLog, ControllerMetrics, DecisionExporter, MetricsActuator
 from live.placement import PlacementSettings
-from live.prom import PromCollector
+from live.prom import PromReader
 from live.report import report_cycle
 from live.server import ControlServer, ServerSettings
 
@@ -120,6 +120,9 @@ class LiveSettings:
     lead_s: float | None = None
     """s. The inferno policy's trend lead (plan for observed + trend × lead on a rising
     load); None keeps its default."""
+    policy_settings_path: str | None = None
+    """YAML file of the policy's settings (the keys of a scenario's ``policy.<name>``
+    section, docs/scenarios.md); the flags above override it."""
     cycle_log: str = DEFAULT_CYCLE_LOG
     """JSONL file of cycle records; "-" writes none."""
     tuner: str = "off"
@@ -160,8 +163,9 @@ class LiveSettings:
 
 def policy_settings(name: str, *, scale_down_window_s: float | None = None,
                     max_batch: int = 0, lead_s: float | None = None,
-                    keep_accelerator: bool = False) -> object:
-    """The policy's default settings with the command line's changes (None: no change).
+                    keep_accelerator: bool = False, path: str | None = None) -> object:
+    """The policy's settings (from the YAML file `path`, else the defaults) with the command
+    line's changes (None: no change).
 
     `max_batch` > 0 pins the max batch and `lead_s` sets the trend lead of the optimizer
     policy (upstream DEFAULT_MAX_BATCH_SIZE; `InfernoSettings.lead_s`); `keep_accelerator`
@@ -170,7 +174,12 @@ def policy_settings(name: str, *, scale_down_window_s: float | None = None,
     kind = SETTINGS.get(name)
     if kind is None:
         return None  # an unknown name is refused by make_policy, with the choices
-    settings = kind()
+    if path is None:
+        settings = kind()
+    else:
+        from inferno.scenario import load_settings  # the scenarios' YAML binder
+
+        settings = load_settings(path, kind)
     changes: dict[str, object] = {}
     if scale_down_window_s is not None:
         changes["stabilisation"] = replace(settings.stabilisation,
@@ -182,7 +191,9 @@ def policy_settings(name: str, *, scale_down_window_s: float | None = None,
             changes[field] = value
         elif is_set and field != "keep_accelerator":  # other policies never migrate
             log.info("%s %s ignored: policy %s has no such setting", field, value, name)
-    return replace(settings, **changes) if changes else None
+    if path is not None or changes:
+        return replace(settings, **changes)
+    return None
 
 
 class LastStaticData:
@@ -211,7 +222,7 @@ class LiveLoop:
 
     def __init__(self, settings: LiveSettings, *,
                  api_client: kubernetes.client.ApiClient | None = None,
-                 prom: PromCollector | None = None, static_data: StaticData | None = None,
+                 prom: PromReader | None = None, static_data: StaticData | None = None,
                  clock: Clock | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.clock = clock or WallClock()
@@ -225,7 +236,8 @@ class LiveLoop:
         policy = make_policy(settings.policy, policy_settings(
             settings.policy, scale_down_window_s=settings.scale_down_window_s,
             max_batch=settings.max_batch, lead_s=settings.lead_s,
-            keep_accelerator=not settings.allow_migration))
+            keep_accelerator=not settings.allow_migration,
+            path=settings.policy_settings_path))
         if settings.policy == "inferno":
             import inferno.optimizer  # noqa: F401 - imported on first solve otherwise (~0.4 s)
         self.server_settings = ServerSettings(
@@ -239,7 +251,7 @@ class LiveLoop:
         self.api_client = api_client
         if prom is None and settings.prom is not None:
             try:
-                prom = PromCollector(settings.prom)
+                prom = PromReader(settings.prom)
             except ConfigError:
                 self.close()
                 raise

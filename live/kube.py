@@ -55,6 +55,9 @@ class ManagedDeployment:
     """``spec.replicas`` (Kubernetes defaults a missing value to 1)."""
     ready_replicas: int
     """``status.readyReplicas`` (0 when absent)."""
+    held_replicas: int | None = None
+    """``status.replicas``: pods of every revision not yet terminated (they hold their
+    accelerators; pods already terminating are not counted by Kubernetes)."""
     template: PodTemplate = PodTemplate()
     """Node selector and container resources of the pod template (placement)."""
 
@@ -94,12 +97,14 @@ def read_deployment(dep: Listed | kubernetes.client.V1Deployment) -> ManagedDepl
     raw = plain(dep)
     meta = raw.get("metadata") or {}
     spec_replicas = (raw.get("spec") or {}).get("replicas")
-    ready = (raw.get("status") or {}).get("readyReplicas")
+    status = raw.get("status") or {}
+    ready, pods = status.get("readyReplicas"), status.get("replicas")
     return ManagedDeployment(
         namespace=meta.get("namespace") or "", deployment=meta.get("name") or "",
         labels=lbl.parse_labels(meta.get("labels") or {}),
         desired_replicas=1 if spec_replicas is None else int(spec_replicas),
-        ready_replicas=int(ready or 0), template=read_template(raw))
+        ready_replicas=int(ready or 0), held_replicas=None if pods is None else int(pods),
+        template=read_template(raw))
 
 
 def _ref(raw: Listed) -> tuple[str, str]:

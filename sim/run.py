@@ -54,6 +54,8 @@ from inferno.control import (
     read_cycle_log,
     write_cycle_log,
 )
+from inferno.control.decision import cards
+from inferno.control.settings import HpaMetric, HpaSettings
 from inferno.control.tuning import TunerHook, make_tuner
 from inferno.errors import ConfigError
 from inferno.model import PerfParms, System, statistic_label
@@ -74,6 +76,7 @@ from inferno.scenario import (
 from sim import workload as wl
 from sim.cluster import Cluster
 from sim.deployment import DeploymentSpec, RolloutSettings, StartupDelay
+from sim.loadtest import LoadTest, hpa_target
 from sim.metrics import Stats
 from sim.replica import EngineSettings
 from sim.request import RequestStatus
@@ -87,7 +90,7 @@ Progress = Callable[[float, float], None]
 TERMINAL = (RequestStatus.DONE, RequestStatus.REJECTED, RequestStatus.ABORTED)
 TRACE_COLUMNS = ("arrival_s", "input_tokens", "output_tokens", "server")
 SUMMARY_KEYS = ("policy", "requests", "dropped", "slo_attainment", "ttft_ms", "itl_ms", "cost",
-                "gpu_hours", "replica_changes", "servers")
+                "gpu_hours", "replica_changes", "replica_reversals", "servers")
 
 
 # ------------------------------------------------------------------------------ workload
@@ -332,6 +335,9 @@ class ServerSummary:
     """Physical accelerator card-hours over [0, duration_s]."""
     replica_changes: int
     """Actuations that changed the replica count, accelerator or max batch."""
+    replica_reversals: int = 0
+    """Changes of a replica count in the direction opposite to the server's previous one
+    (up after down or down after up): churn under noise."""
     targets: tuple[TargetAttainment, ...] = ()
     """The class's TTFT and ITL targets in their statistic (servers only, not the total)."""
 
@@ -387,7 +393,7 @@ def _summary_dict(s: ServerSummary) -> dict[str, Any]:
     doc = {"requests": s.requests, "dropped": s.dropped,
            "slo_attainment": _num(s.slo_attainment), "ttft_ms": stats(s.ttft_ms),
            "itl_ms": stats(s.itl_ms), "cost": s.cost, "gpu_hours": s.gpu_hours,
-           "replica_changes": s.replica_changes}
+           "replica_changes": s.replica_changes, "replica_reversals": s.replica_reversals}
     if any(t.statistic != "mean" for t in s.targets):
         # Written when the class targets a percentile (for mean targets ttft_ms.mean and
         # itl_ms.mean are the statistic, and earlier summaries keep their keys).
@@ -432,7 +438,7 @@ def _slo_columns(requests: pd.DataFrame, scenario: Scenario, system: System) -> 
 
 
 def _server_summary(df: pd.DataFrame, cost: float, gpu_hours: float,
-                    changes: int) -> ServerSummary:
+                    changes: int, reversals: int = 0) -> ServerSummary:
     done = df[df["status"] == RequestStatus.DONE.value]
     n = len(df)
     return ServerSummary(
@@ -440,7 +446,7 @@ def _server_summary(df: pd.DataFrame, cost: float, gpu_hours: float,
         slo_attainment=float(df["meets_slo"].sum()) / n if n else math.nan,
         ttft_ms=Stats.of_seconds(done["ttft_s"].to_numpy()),
         itl_ms=Stats.of_seconds(done["itl_s"].to_numpy()), cost=cost, gpu_hours=gpu_hours,
-        replica_changes=changes)
+        replica_changes=changes, replica_reversals=reversals)
 
 
 TUNER_TOLERANCE = 0.05
@@ -485,6 +491,16 @@ def tuner_summary(cycles: Sequence[CycleRecord], true_system: System,
             rel_error={n: abs(final[n] / true[n] - 1.0) for n in PARAM_NAMES},
             cycles_to_5pct=converged))
     return tuple(out)
+
+
+def reversals(actuations: pd.DataFrame) -> dict[str, int]:
+    """Per server, replica-count changes opposite in direction to its previous one."""
+    out: dict[str, int] = {}
+    for name, rows in actuations.groupby("server", sort=False):
+        steps = (rows["to_replicas"] - rows["from_replicas"]).to_numpy()
+        signs = [1 if d > 0 else -1 for d in steps if d != 0]
+        out[str(name)] = sum(a != b for a, b in zip(signs, signs[1:], strict=False))
+    return out
 
 
 def _statistic(values_ms: np.ndarray, percentile: float) -> float:
@@ -569,18 +585,19 @@ def summarise(requests: pd.DataFrame, cluster: Cluster, twin: ClusterTwin, polic
     """Per-server and total summaries; with ``system`` and ``classes`` (server → (class,
     model)) each server also reports its class targets in their statistic."""
     servers = {}
+    flips = reversals(twin.actuations())
     for name in twin.servers:
         dep = cluster.deployments[name]
         summary = _server_summary(requests[requests["server"] == name],
                                   dep.cost(horizon_s), dep.gpu_hours(horizon_s),
-                                  twin.num_changes[name])
+                                  twin.num_changes[name], flips.get(name, 0))
         if system is not None and classes is not None and name in classes:
             summary = replace(summary, targets=_attainment(requests, name, system,
                                                            *classes[name], cycles))
         servers[name] = summary
     total = _server_summary(requests, sum(s.cost for s in servers.values()),
                             sum(s.gpu_hours for s in servers.values()),
-                            sum(twin.num_changes.values()))
+                            sum(twin.num_changes.values()), sum(flips.values()))
     return Summary(policy=policy, servers=servers, **{
         f: getattr(total, f) for f in ServerSummary.__dataclass_fields__})
 
@@ -644,16 +661,22 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
     twin.start()
     replay(env, work.rows(), cluster.submit, wl.RequestFactory())
 
+    settings = _policy_settings(scenario, policy_name, system)
     period = scenario.controller.period_s
+    if isinstance(settings, HpaSettings) and settings.sync_period_s is not None:
+        period = settings.sync_period_s  # the HPA controller's own sync period
     controller_system = scaled_perf(scaled_targets(system, scenario.controller.slo_scale),
                                     scenario.controller.perf_scale)
     tuner = _tuner_hook(scenario)
     controller = Controller(
         collector=twin, actuator=twin, clock=twin,
-        policy=make_policy(policy_name, scenario.policy.settings_for(policy_name),
-                           PolicyDeps(future_load=work.future_load(), horizon_s=period)),
+        policy=make_policy(policy_name, settings,
+                           PolicyDeps(future_load=work.future_load(),
+                                      horizon_s=scenario.controller.period_s,
+                                      lead_s=scenario.twin.startup.mean_s)),
         settings=ControllerSettings(period_s=period,
-                                    min_replicas=scenario.controller.min_replicas),
+                                    min_replicas=scenario.controller.min_replicas,
+                                    metrics_window_s=scenario.twin.window_s),
         static_data=lambda: controller_system, tune=tuner)
     records: list[CycleRecord] = []
     env.process(_control(env, controller, period, scenario.duration_s, records))
@@ -677,6 +700,39 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
                      workload=work, cycles=tuple(records), timeseries=twin.timeseries(),
                      actuations=twin.actuations(), end_s=float(env.now),
                      wall_s=time.perf_counter() - wall0)
+
+
+def _policy_settings(scenario: Scenario, name: str, system: System) -> object:
+    """The policy's settings; an HPA on requests per pod without a shared target gets, per
+    server, what a load test of one replica gives (`sim.loadtest`), and a maxReplicas of
+    what the cluster's cards of its accelerator type allow."""
+    settings = scenario.policy.settings_for(name)
+    if not isinstance(settings, HpaSettings):
+        return settings
+    targets = dict(settings.targets)
+    maxima = dict(settings.max_replicas_for)
+    for spec in scenario.servers:
+        if (settings.metric is HpaMetric.REQUESTS and settings.target is None
+                and spec.name not in targets):
+            cls = system.classes[spec.class_name]
+            target = cls.targets[spec.model]
+            perf = system.perf[(spec.model, spec.accelerator)]
+            test = LoadTest(model=spec.model, accelerator=spec.accelerator,
+                            max_batch=spec.max_batch or perf.max_batch_size or 256,
+                            in_tokens=round(spec.load.in_tokens),
+                            out_tokens=round(spec.load.out_tokens),
+                            slo_itl_ms=target.slo_itl_ms, slo_ttft_ms=target.slo_ttft_ms,
+                            kv_tokens=(spec.kv_capacity_tokens
+                                       if spec.kv_capacity_tokens is not None
+                                       else scenario.twin.engine.kv_capacity_tokens))
+            targets[spec.name] = hpa_target(system, test, settings.target_utilisation)
+        acc = system.accelerators[spec.accelerator]
+        if spec.name not in maxima and acc.type in system.capacity:
+            _, per_replica = cards(system, spec.model, spec.accelerator, 1)
+            allowed = system.capacity[acc.type] // max(per_replica, 1)
+            maxima[spec.name] = max(min(allowed, settings.max_replicas),
+                                    settings.min_replicas, 1)
+    return replace(settings, targets=targets, max_replicas_for=maxima)
 
 
 def _tuner_hook(scenario: Scenario) -> TunerHook | None:

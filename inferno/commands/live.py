@@ -92,6 +92,11 @@ def _echo(message: str) -> None:
               envvar="CONTROLLER_METRICS_PORT", show_envvar=True,
               help="Serve /metrics and /health on this port too, and /metrics only there "
               "(default: on --port).")
+@click.option("--policy-settings", "policy_settings_file",
+              type=click.Path(dir_okay=False), default=None,
+              envvar="INFERNO_POLICY_SETTINGS", show_envvar=True,
+              help="YAML file of the policy's settings: the keys of a scenario's "
+              "policy.<name> section (docs/scenarios.md); the flags above override it.")
 @click.option("--invoke-token-file", type=click.Path(dir_okay=False), default=None,
               envvar="INFERNO_INVOKE_TOKEN_PATH", show_envvar=True,
               help="Require 'Authorization: Bearer <token in this file>' on /invoke.")
@@ -101,7 +106,8 @@ def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuati
          host: str | None, port: str | None, prometheus_url: str | None, no_prometheus: bool,
          cycle_log: str | None, cycle_log_max_mb: float, cycle_log_backups: int,
          allow_migration: bool, cycle_timeout: float | None, health_periods: int,
-         metrics_port: int | None, invoke_token_file: str | None) -> None:
+         metrics_port: int | None, policy_settings_file: str | None,
+         invoke_token_file: str | None) -> None:
     """Control the managed Deployments of a cluster: every CONTROL_PERIOD s [env
     INFERNO_CONTROL_PERIOD, default 60; 0 = on demand only] and on GET /invoke; DYNAMIC
     re-reads the static data every cycle [env INFERNO_CONTROL_DYNAMIC]. SIGTERM or Ctrl-C
@@ -118,9 +124,12 @@ def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuati
         env["INFERNO_PROMETHEUS_URL"] = prometheus_url
     controller = resolve_controller_settings(env, data_path=data_path, period_s=control_period,
                                              is_dynamic=dynamic, host=host, port=port)
+    prom = None if no_prometheus else prom_settings_from_env(env)
+    if prom is not None:  # no scale-down until a whole window of fresh data after an outage
+        controller = replace(controller, metrics_window_s=prom.window_s)
     settings = LiveSettings(
         controller=replace(controller, dry_run=dry_run), kube=kube_settings_from_env(env),
-        prom=None if no_prometheus else prom_settings_from_env(env),
+        prom=prom,
         actuation=Actuation(actuation), policy=policy, scale_down_window_s=scale_down_window,
         max_batch=max_batch, lead_s=lead, tuner=tuner,
         cycle_log=cycle_log or env.get(ENV_CYCLE_LOG) or DEFAULT_CYCLE_LOG,
@@ -128,7 +137,7 @@ def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuati
         cycle_log_backups=cycle_log_backups, allow_migration=allow_migration,
         placement=placement_settings_from_env(env), cycle_timeout_s=cycle_timeout,
         health_periods=health_periods, metrics_port=metrics_port,
-        invoke_token_path=invoke_token_file)
+        invoke_token_path=invoke_token_file, policy_settings_path=policy_settings_file)
     _show_decisions()
     cycles = run_live(settings, on_ready=lambda h, p: _echo(
         f"inferno live: GET http://{h}:{p}/invoke, /health and /metrics; SIGTERM or Ctrl-C "

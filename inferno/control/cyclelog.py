@@ -69,6 +69,14 @@ class ServerRecord:
     running_requests: float | None = None
     waiting_requests: float | None = None
     kv_usage: float | None = None
+    throughput_rpm: float | None = None
+    """Completions per minute over the window."""
+    recent_arrival_rpm: float | None = None
+    """Offered load over the last couple of scrapes."""
+    waiting_now: float | None = None
+    """Requests waiting at the end of the window, all replicas."""
+    held_replicas: int | None = None
+    """Replicas holding accelerators (starting, ready, draining)."""
     ready_replicas: int = 0
     current_replicas: int = 0
     current_accelerator: str = ""
@@ -97,6 +105,15 @@ class ServerRecord:
     predicted_itl_stat_ms: float | None = None
     """Predicted ITL in the statistic the target is on."""
     predicted_ttft_stat_ms: float | None = None
+    planned_rpm: float | None = None
+    """The load the policy sized for (forecast, backlog and caps applied)."""
+    itl_ratio: float | None = None
+    """Observed / predicted mean ITL at the current allocation this cycle (model error)."""
+    ttft_ratio: float | None = None
+    itl_factor: float | None = None
+    """Correction in force on the server's step time (1 = the model data as is)."""
+    ttft_factor: float | None = None
+    """Correction in force on the server's TTFT target (divides it)."""
     note: str = ""
     """Why the server was kept, floored or damped, or how it was decided."""
 

@@ -69,14 +69,25 @@ def _observation(s: ServerObservation, time_s: float, system: System | None,
     def value(v: float | None) -> float:
         return nan if v is None else float(v)
 
+    arrival = value(s.arrival_rpm)
+    done = s.throughput_rpm
+    if done is not None and abs(done - arrival) <= STEADY_SHARE * arrival:
+        # Steady: the completions are the same rate without the offered estimate's queue
+        # term, whose window-edge noise would pass for spread between operating points.
+        arrival = float(done)
     return TunerObservation(
         model=s.model, accelerator=s.accelerator,
-        arrival_rpm=value(s.arrival_rpm) / s.ready_replicas,
+        arrival_rpm=arrival / s.ready_replicas,
+        throughput_rpm=None if done is None else float(done) / s.ready_replicas,
         in_tokens=value(s.avg_in_tokens), out_tokens=value(s.avg_out_tokens),
         max_batch=n, max_queue=q, ttft_ms=value(s.ttft_ms), itl_ms=value(s.itl_ms),
         waiting_requests=s.waiting_requests,
         max_num_tokens=perf.max_num_tokens if perf is not None else DEFAULT_MAX_NUM_TOKENS,
         time_s=time_s, first_token=first_token, is_transient=is_transient)
+
+
+STEADY_SHARE = 0.1
+"""Offered and completed rates within this share of each other mark a steady window."""
 
 
 class TunerStage:

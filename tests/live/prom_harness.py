@@ -145,8 +145,10 @@ class VllmPod(LoopbackServer):
 class PrometheusServer:
     """The prometheus binary on a free loopback port, scraping file-discovered targets."""
 
-    def __init__(self, workdir: Path, scrape_interval_s: float = 1.0) -> None:
+    def __init__(self, workdir: Path, scrape_interval_s: float = 1.0, *,
+                 data_dir: Path | None = None) -> None:
         self.workdir = workdir
+        self.data_dir = data_dir or workdir / "data"
         self.port = free_port()
         self.targets_file = workdir / "targets.json"
         self._groups: dict[str, dict[str, object]] = {}
@@ -174,7 +176,7 @@ class PrometheusServer:
         """Launch the process and wait until /-/ready answers 200."""
         self._proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={self.config_file}",
-             f"--storage.tsdb.path={self.workdir / 'data'}",
+             f"--storage.tsdb.path={self.data_dir}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s

@@ -85,10 +85,12 @@ def test_load_step_scales_up_then_down(kube: EmulatorThread, kubeconfig: Path,
     emulate = spawn(["emulate", "--data-path", str(SMALL), "--targets-file",
                      str(prometheus.targets_file), "--poll", "0.5", "--startup", "1",
                      "--write-status", "--seed", "1"], env, tmp_path / "emulate.log")
+    fast = tmp_path / "policy.yaml"  # time knobs for a 1 s period (defaults suit 60 s)
+    fast.write_text("reversal_hold_s: 0\ndemand: {burst_memory_s: 0}\n", encoding="utf-8")
     live = spawn(["-v", "live", "1", "--data-path", str(SMALL), "--prometheus-url",
                   prometheus.url, "--port", str(port), "--cycle-log", str(cycle_log),
-                  "--max-batch", "76", "--lead", "0", "--scale-down-window", "6"], env,
-                 tmp_path / "live.log")
+                  "--max-batch", "76", "--lead", "0", "--scale-down-window", "6",
+                  "--policy-settings", str(fast)], env, tmp_path / "live.log")
     try:
         wait_until(lambda: cycle_log.exists() and len(measured()) >= 2
                    and dep()["spec"]["replicas"] == 1, 30, "one replica on measured metrics")
