@@ -169,7 +169,10 @@ class TunerStage:
             perf = dict(system.perf)
             for key, parms in learned.items():
                 if key in perf:
-                    perf[key] = dataclasses.replace(perf[key], perf=parms)
+                    # α, β, γ are learned; the other terms (front-end, shape) stay the data's.
+                    perf[key] = dataclasses.replace(perf[key], perf=dataclasses.replace(
+                        perf[key].perf, alpha_ms=parms.alpha_ms, beta_ms=parms.beta_ms,
+                        gamma_ms=parms.gamma_ms))
                 elif key[1] in system.accelerators:
                     perf[key] = ModelPerf(model=key[0], accelerator=key[1], acc_count=1,
                                           max_batch_size=DEFAULT_APPENDED_MAX_BATCH,
