@@ -201,8 +201,12 @@ class TunerStage:
         }
 
     def params(self) -> Mapping[Key, PerfParms]:
-        """Learned parameters per pair (pairs still collecting are absent)."""
+        """Published parameters per pair (what `merge` uses; pairs without are absent)."""
         return self.store.learned()
+
+    def candidates(self) -> Mapping[Key, PerfParms]:
+        """The estimator's current parameters per pair, published or not."""
+        return {s.key: s.params for s in self.store if s.params is not None}
 
     # -- internals -------------------------------------------------------------------------
 
