@@ -62,6 +62,9 @@ _LOG_STEP = 1e-3
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 """Maps parameter rows (P, 3) to (TTFT ms, ITL ms, throughput req/s), each (P, n rows)."""
 
+CSV_COLUMNS = ("input_tokens", "output_tokens", "concurrency", "rate_rps", "itl_ms", "ttft_ms",
+               "throughput_rps", "max_batch", "replicas", "num_preemptions")
+"""Columns `sim bench --csv` writes (and this reader takes, with the aliases below)."""
 _REQUIRED = ("input_tokens", "output_tokens", "itl_ms", "ttft_ms")
 _OPTIONAL = ("concurrency", "rate_rps", "throughput_rps", "max_batch", "max_queue", "replicas")
 _ALIASES = {"in_tokens": "input_tokens", "out_tokens": "output_tokens",
