@@ -1,8 +1,9 @@
 """The online tuner on the robustness suite: inferno with `controller.tuner` off vs ekf.
 
 `python benchmarks/tuner_suite.py [--scenarios a,b] [--seeds K] [--tuners off,ekf]
-[--workers N] [--csv FILE]`. Every scenario of scenarios/suite runs under the inferno policy
-with each tuner mode and the same K seeds (run seeds from SeedSequence(2026), as
+[--workers N] [--csv FILE] [--set KEY=VALUE ...]`. Every scenario of scenarios/suite runs
+under the inferno policy with each tuner mode and the same K seeds (run seeds from
+SeedSequence(2026), as
 benchmarks/suite_results.py), so both modes see the same requests. Prints, per scenario, the
 SLO attainment (mean ± std over seeds, and per seed) and cost of each mode and the per-seed
 difference ekf − off; docs/tuner.md quotes the table. Wall and CPU time are printed too (the
@@ -37,7 +38,7 @@ def _cpu_s() -> float:
 
 
 def run(scenarios: list[str], tuners: list[str], num_seeds: int,
-        workers: int | None) -> pd.DataFrame:
+        workers: int | None, sets: tuple[str, ...] = ()) -> pd.DataFrame:
     seeds = run_seeds(ROOT_SEED, num_seeds)
     jobs, meta = [], []
     for scenario in scenarios:
@@ -45,7 +46,7 @@ def run(scenarios: list[str], tuners: list[str], num_seeds: int,
             for index, seed in enumerate(seeds):
                 loaded = load_scenario(SUITE / f"{scenario}.yaml",
                                        ["policy.name=inferno", f"controller.tuner={tuner}",
-                                        f"seed={seed}"])
+                                        f"seed={seed}", *sets])
                 jobs.append(Job(run_id=f"{len(jobs):04d}", scenario=loaded))
                 meta.append((scenario, tuner, index))
     outcomes = execute(jobs, workers=workers)
@@ -82,13 +83,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--csv", type=Path, default=None)
+    parser.add_argument("--set", dest="sets", action="append", default=[],
+                        help="extra scenario override KEY=VALUE (repeatable)")
     args = parser.parse_args()
     names = sorted(p.stem for p in SUITE.glob("*.yaml"))
     if args.scenarios:
         names = [n for n in names if n in args.scenarios.split(",")]
     tuners = args.tuners.split(",")
     t0, c0 = time.perf_counter(), _cpu_s()
-    df = run(names, tuners, args.seeds, args.workers)
+    df = run(names, tuners, args.seeds, args.workers, tuple(args.sets))
     if args.csv is not None:
         df.to_csv(args.csv, index=False)
     print(table(df, tuners))

@@ -48,8 +48,9 @@ class PairState:
     published: PerfParms | None = None
     """What `merge` hands the optimizer: the last candidate that predicted held-back
     observations better than what was in force; None: model data (the prior)."""
-    scores: tuple[tuple[float, float], ...] = ()
-    """Recent held-back errors, (candidate, in force) per cycle, oldest first."""
+    scores: tuple[tuple[float, float, float], ...] = ()
+    """Recent held-back errors, (candidate, in force, in force rescaled) per cycle, oldest
+    first."""
     ekf: EkfState | None = None
     window: tuple[TunerObservation, ...] = ()
     """Most recent valid observations, oldest first."""
