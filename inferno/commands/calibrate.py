@@ -1,8 +1,9 @@
-"""`inferno calibrate`: fit α, β, γ of one (model, accelerator) to benchmark measurements.
+"""`inferno calibrate`: fit the iteration model of one (model, accelerator) to benchmarks.
 
-The fit itself is `inferno.tuner.calibrate`. With ``--predictor twin`` the analyzer fit is
-refined against the SimPy twin replaying every benchmark row, so the twin package is imported
-inside the command body only (the core install never needs SimPy).
+The fit itself is `inferno.tuner.calibrate`, the file readers `inferno.tuner.benchfile`. The
+twin predictor (closed-loop rows by default, every row with ``--predictor twin``) replays rows
+in the SimPy twin, so the twin package is imported inside the command body only (the core
+install never needs SimPy).
 """
 
 from __future__ import annotations

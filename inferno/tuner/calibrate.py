@@ -1,24 +1,27 @@
-"""Offline calibration: fit α, β, γ to benchmark measurements (issue 6 item 4).
+"""Offline calibration: fit the iteration model to benchmark measurements (docs/tuner.md).
 
-A benchmark CSV has one row per measured point: ``input_tokens, output_tokens``, a load given
-as ``concurrency`` (closed loop) or ``rate_rps`` (open loop), the measured means ``itl_ms,
-ttft_ms`` and optionally ``throughput_rps``, ``max_batch`` and ``replicas``. The fit minimises
-the squared relative TTFT and ITL residuals against the model's prediction at the same points
-(Nelder–Mead then Levenberg–Marquardt, as the online tuner) and reports 95 % confidence
-intervals from the linearised covariance s²·(JᵀJ)⁻¹.
+A benchmark row is one measured point: ``input_tokens, output_tokens``, a load given as
+``concurrency`` (closed loop) or ``rate_rps`` (open loop), the measured means ``itl_ms,
+ttft_ms`` and optionally ``throughput_rps``, ``max_batch``, ``replicas`` and
+``num_preemptions`` (our CSV here; `benchfile` reads vllm bench and GuideLLM JSON). The fit
+minimises the squared relative TTFT and ITL residuals over the parameters of a `ParamSpace`
+(α, β, γ and optional terms), in the directions the rows identify (SVD of the log-Jacobian;
+the others held at the prior), and reports 95 % confidence intervals from the linearised
+covariance s²·(JᵀJ)⁻¹ over those directions.
 
-Predictions, per replica (load / replicas, i.e. an even split as the round-robin router does):
+Analyzer predictions (`BenchModel`), per replica (load / replicas, an even split as the
+round-robin router does):
 
-* rate rows: the analyzer's open-loop birth–death queue (chunked model) at that rate, with
+* rate rows: the analyzer's open-loop birth–death queue (``perf_model``) at that rate, with
   Q = ``max_queue`` or 10·N;
 * concurrency rows: the closed-network variant of the same model. C users with no think
   time keep exactly C requests in the system, so the chain sits in state C: the batch is
   B = min(C, N), every request is served at τ(B), throughput is X = B/τ(B), and by Little's
   law the response time is C/X, hence the wait W = τ(B)·(C − B)/B. Prefill, ITL and TTFT then
-  follow from the chunked model's metric extraction at X̄ = B (design §2.4). Approximation:
-  this is a mean-value, single-state model; the twin's batch composition fluctuates as
-  requests are admitted and finish, and a non-integer C/replicas is rounded to the nearest
-  integer.
+  follow from the model's metric extraction at X̄ = B (design §2.4), plus the front-end on
+  TTFT. Approximation: a mean-value, single-state model; the twin's batch composition
+  fluctuates as requests are admitted and finish, and a non-integer C/replicas is rounded.
+  The CLI uses the twin for these rows by default (``refine``).
 """
 
 from __future__ import annotations
