@@ -43,6 +43,7 @@ from inferno.analyzer.concurrency import (
     search_concurrency_batch,
 )
 from inferno.analyzer.queueing import QueueSolution, solve_birth_death
+from inferno.analyzer.service import perf_columns
 
 __all__ = [
     "DEFAULT_CONCURRENCY_CEILING",
@@ -72,6 +73,7 @@ __all__ = [
     "nominal_zero_load",
     "optimal_concurrency",
     "optimal_concurrency_batch",
+    "perf_columns",
     "rate_range",
     "search_concurrency_batch",
     "size",

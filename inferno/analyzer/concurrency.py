@@ -23,6 +23,7 @@ from inferno.analyzer.service import (
     instant_itl_ms,
     instant_lines,
     instant_prefill_ms,
+    service_params,
 )
 from inferno.errors import ConfigError
 from inferno.model import PerfModel, PerfParms
@@ -90,7 +91,7 @@ def concurrency_brackets(model: PerfModel, p: ServiceParams, m_max: np.ndarray,
     answer is confirmed against the exact metric (B̂ qualifies, B̂ + 1 does not); the other
     rows are evaluated on the grid 1..M_max. A zero target qualifies no B (upstream).
     """
-    p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
+    p = p.arrays()
     m_max = np.asarray(m_max, dtype=np.int64)
     targets = (np.asarray(itl_ms, dtype=float), np.asarray(ttft_ms, dtype=float))
     metrics = (instant_itl_ms, instant_prefill_ms)
@@ -135,9 +136,7 @@ def optimal_concurrency(cfg: QueueConfig, targets: Targets, eps: float = DEFAULT
                           f"got eps={eps}, max_probes={max_probes}")
     m_max = cfg.max_batch if cfg.max_batch > 0 else DEFAULT_CONCURRENCY_CEILING
     p = cfg.perf
-    params = ServiceParams(*(np.array([v], dtype=float) for v in (
-        p.alpha_ms, p.beta_ms, p.gamma_ms, cfg.in_tokens, cfg.out_tokens, m_max,
-        cfg.max_num_tokens)))
+    params = service_params(p, cfg.in_tokens, cfg.out_tokens, m_max, cfg.max_num_tokens)
     m_itl, m_tpf = (int(v[0]) for v in concurrency_brackets(
         cfg.perf_model, params, np.array([m_max]), np.array([targets.ttft_ms]),
         np.array([targets.itl_ms])))

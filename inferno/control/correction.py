@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from inferno.analyzer import QueueBatch, analyze_batch
+from inferno.analyzer import QueueBatch, analyze_batch, perf_columns
 from inferno.errors import ConfigError
 from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfParms
 from inferno.model.service_class import DEFAULT_CLASS, ServiceClass
@@ -150,7 +150,9 @@ class ModelCorrection:
             beta_ms=np.array([p.beta_ms for _, _, p, _ in rows]),
             gamma_ms=np.array([p.gamma_ms for _, _, p, _ in rows]),
             max_num_tokens=np.array([n or DEFAULT_MAX_NUM_TOKENS for _, _, _, n in rows]),
-            perf_model=static.settings.perf_model)
+            perf_model=static.settings.perf_model,
+            **perf_columns([p for _, _, p, _ in rows],
+                           np.array([o.avg_in_tokens for _, o, _, _ in rows], float)))
         rate = np.array([rpm_to_rps(o.arrival_rpm) / max(o.ready_replicas, 1)  # type: ignore[operator]
                          for _, o, _, _ in rows])
         metrics = analyze_batch(batch, rate)
@@ -226,8 +228,8 @@ def _on_grid(factor: float) -> float:
 def _scaled(perf: PerfParms, factor: float) -> PerfParms:
     if factor == 1.0:
         return perf
-    return PerfParms(alpha_ms=perf.alpha_ms * factor, beta_ms=perf.beta_ms * factor,
-                     gamma_ms=perf.gamma_ms * factor)
+    return replace(perf, alpha_ms=perf.alpha_ms * factor,
+                   beta_ms=perf.beta_ms * factor, gamma_ms=perf.gamma_ms * factor)
 
 
 def _is_steady(obs: ServerObservation, s: CorrectionSettings) -> bool:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from inferno.analyzer import QueueBatch, analyze_batch
+from inferno.analyzer import QueueBatch, analyze_batch, perf_columns
 from inferno.control.correction import DEFAULT_QUEUE_FACTOR, ModelCorrection
 from inferno.control.decision import (
     Decision,
@@ -637,7 +637,9 @@ def _capacity_rpm(snapshot: ClusterSnapshot, static: System) -> dict[str, float]
         gamma_ms=np.array([m.perf.gamma_ms for _, _, m, _ in rows]),
         max_num_tokens=np.array([m.max_num_tokens or DEFAULT_MAX_NUM_TOKENS
                                  for _, _, m, _ in rows]),
-        perf_model=static.settings.perf_model)
+        perf_model=static.settings.perf_model,
+        **perf_columns([m.perf for _, _, m, _ in rows],
+                       np.array([t[0] or 0.0 for _, _, _, t in rows], float)))
     max_rate = analyze_batch(batch, rpm_to_rps(1.0)).max_rate_rps
     return {name: float(max_rate[i]) * S_PER_MIN * max(current_replicas(obs), 1)
             for i, (name, obs, _, _) in enumerate(rows) if math.isfinite(max_rate[i])}

@@ -35,7 +35,9 @@ value`` with upstream key spelling and list indexes. Checked:
   model within a class, server);
 * ranges. Must be >= 0: memSize, memBW, cost, power idle/full/midPower, capacity count,
   maxBatchSize, atTokens, perfParms alpha/beta/gamma (all zero is legal: "no parameters yet",
-  the candidate is infeasible, §3.2), slo-itl/slo-ttft/slo-tps, minNumReplicas, maxQueueSize,
+  the candidate is infeasible, §3.2) and inferno's optional perfParms frontend,
+  frontendPerToken, stream, kneeTokens, betaHigh (shape 'piecewise' requires betaHigh),
+  slo-itl/slo-ttft/slo-tps, minNumReplicas, maxQueueSize,
   slo-ttft-percentile/slo-itl-percentile (also < 100),
   and in currentAlloc numReplicas, maxBatch, cost, itlAverage, ttftAverage, and the load's
   arrivalRate, throughput, avgInTokens, avgOutTokens (§3.2 drops negative loads; we reject
@@ -83,6 +85,7 @@ from inferno.model import (
     Server,
     ServiceClass,
     SolverKind,
+    StepShape,
     System,
 )
 
@@ -325,9 +328,7 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
             acc_count=acc_count if acc_count > 0 else 1,
             max_batch_size=m.integer("maxBatchSize", minimum=0),
             at_tokens=m.integer("atTokens", minimum=0),
-            perf=PerfParms(alpha_ms=parms.number("alpha", minimum=0.0),
-                           beta_ms=parms.number("beta", minimum=0.0),
-                           gamma_ms=parms.number("gamma", minimum=0.0)),
+            perf=_perf_parms(parms),
             max_num_tokens=m.integer("maxNumTokens", default=DEFAULT_MAX_NUM_TOKENS, minimum=1),
         )
         if not (name and acc):
@@ -340,6 +341,23 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
         first[key] = m.path
         out[key] = entry
     return out
+
+
+def _perf_parms(parms: Fields) -> PerfParms:
+    """perfParms: upstream's alpha/beta/gamma plus inferno's optional front-end, stream and
+    step-shape terms (absent: 0 and the linear shape, upstream's meaning)."""
+    shape = parms.choice("shape", StepShape, StepShape.LINEAR)
+    knee = parms.number("kneeTokens", minimum=0.0)
+    beta_high = parms.number("betaHigh", minimum=0.0)
+    if shape is StepShape.PIECEWISE and not parms.has("betaHigh"):
+        parms.problem("betaHigh", "is required with shape 'piecewise'")
+    return PerfParms(alpha_ms=parms.number("alpha", minimum=0.0),
+                     beta_ms=parms.number("beta", minimum=0.0),
+                     gamma_ms=parms.number("gamma", minimum=0.0),
+                     frontend_ms=parms.number("frontend", minimum=0.0),
+                     frontend_per_token_ms=parms.number("frontendPerToken", minimum=0.0),
+                     stream_ms=parms.number("stream", minimum=0.0),
+                     shape=shape, knee_tokens=knee, beta_high_ms=beta_high)
 
 
 def _classes(root: Fields) -> dict[str, ServiceClass]:

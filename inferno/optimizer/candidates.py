@@ -20,6 +20,7 @@ from inferno.analyzer import (
     analyze_batch,
     latency_percentiles_batch,
     optimal_concurrency_batch,
+    perf_columns,
     size_batch,
 )
 from inferno.model import DEFAULT_PRIORITY, BatchPolicy, ModelTarget, Server, System
@@ -135,6 +136,11 @@ class _Catalog:
             "at_tokens": np.array([p.at_tokens for p in perf], np.int64),
             "acc_count": np.array([p.acc_count for p in perf], np.int64),
             "max_num_tokens": np.array([p.max_num_tokens for p in perf], np.int64),
+            "stream": np.array([p.perf.stream_ms for p in perf], float),
+            "knee": np.array([p.perf.knee_tokens for p in perf], float),
+            "excess": np.array([p.perf.beta_excess_ms for p in perf], float),
+            "frontend": np.array([p.perf.frontend_ms for p in perf], float),
+            "frontend_per_token": np.array([p.perf.frontend_per_token_ms for p in perf], float),
         }
         perf_acc = np.array([acc_index[a] for _, a in keys], np.int64)
         by_model: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -229,7 +235,9 @@ def _queue_batch(cat: _Catalog, perf: np.ndarray, inp: np.ndarray, out: np.ndarr
     return QueueBatch(max_batch=max_batch, max_queue=queue, in_tokens=inp, out_tokens=out,
                       alpha_ms=c["alpha"][perf], beta_ms=c["beta"][perf],
                       gamma_ms=c["gamma"][perf], max_num_tokens=c["max_num_tokens"][perf],
-                      perf_model=system.settings.perf_model)
+                      perf_model=system.settings.perf_model, stream_ms=c["stream"][perf],
+                      knee_tokens=c["knee"][perf], beta_excess_ms=c["excess"][perf],
+                      frontend_ms=c["frontend"][perf] + c["frontend_per_token"][perf] * inp)
 
 
 def _unique(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -396,7 +404,8 @@ def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Cand
         beta_ms=np.array([p.perf.beta_ms for p in perf]),
         gamma_ms=np.array([p.perf.gamma_ms for p in perf]),
         max_num_tokens=np.array([p.max_num_tokens for p in perf], np.int64),
-        perf_model=system.settings.perf_model)
+        perf_model=system.settings.perf_model,
+        **perf_columns([p.perf for p in perf], np.array([s.load.avg_in_tokens for s in srv])))
     rate = total / np.array([c.sized_replicas for c in cands], float)
     m = analyze_batch(batch, rate)
     ttft_stat, itl_stat = m.ttft_ms.copy(), m.itl_ms.copy()
