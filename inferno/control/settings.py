@@ -106,6 +106,12 @@ class InfernoSettings:
     0.1): a migration is a full rolling replacement, so it must save more than 30% of the
     two allocations' cost; at 0.1 near-equal options (1×H100 vs 2×A100) flip with noise."""
 
+    migration_headroom: float = 2.0
+    """A migration saves cost only while the cheaper type stays free: it is taken only if that
+    type's cards would hold this many times what the servers on it (the migrated ones
+    included) are given. In a full cluster a surge then finds each server on the type it
+    started on, not packed onto one type by the quiet hours. 0 disables; a server the
+    optimizer can only serve on another type still moves."""
     min_dwell_s: float = 600.0
     """A server that changed accelerator keeps its new one at least this long: a migration
     is a rolling replacement whose new replicas may wait for cards other servers still
@@ -143,6 +149,8 @@ class InfernoSettings:
 
     def __post_init__(self) -> None:
         _require(self.max_batch >= 0, f"inferno: max_batch must be >= 0, got {self.max_batch!r}")
+        _require(math.isfinite(self.migration_headroom) and self.migration_headroom >= 0,
+                 f"inferno: migration_headroom must be >= 0, got {self.migration_headroom!r}")
         _require(math.isfinite(self.min_dwell_s) and self.min_dwell_s >= 0,
                  f"inferno: min_dwell_s must be >= 0, got {self.min_dwell_s!r}")
         _require(self.lead_s is None or (math.isfinite(self.lead_s) and self.lead_s >= 0),
