@@ -469,8 +469,8 @@ class InfernoPolicy:
                      snapshot: ClusterSnapshot, now_s: float) -> tuple[_Result, System]:
         """Scale down only to what the recent peak × (1 + margin) needs (hysteresis).
 
-        The peak is the highest rate and token means observed over the controller's
-        scale-down window (and this cycle's plan): under a noisy stationary load the window
+        The peak is the highest rate and token means observed over `scale_down_window_s`
+        (and this cycle's plan): under a noisy stationary load the window
         means scatter by tens of % (a window's mean output length too), and a scale-down
         sized for a quiet window is reversed by the next busy one."""
         margin = self.settings.scale_down_margin
@@ -480,7 +480,7 @@ class InfernoPolicy:
                  and name not in solution.best_effort and name not in solution.unallocated]
         if margin <= 0 or not downs:
             return solution, system
-        since = now_s - self.stabilisation.scale_down_window_s
+        since = now_s - self.settings.scale_down_window_s
         peaks = {}
         for srv in system.servers:
             if srv.name in downs:
