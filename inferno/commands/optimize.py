@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
-from inferno.io import load_system, solution_to_json, write_json_atomic
+from inferno.io import OutputFile, load_system, solution_to_json
 from inferno.model import BatchPolicy, PerfModel, SolverKind, System
 from inferno.optimizer import Solution, solve
 
@@ -58,12 +59,15 @@ def optimize(data_dir: Path, output: Path | None, solver: str | None, perf_model
     """Choose accelerator, replicas and max batch for every server in DATA_DIR.
 
     DATA_DIR holds the six upstream JSON files (or one system-data.json). A partial solution
-    (some servers unallocated) is still a result: exit code 0.
+    (some servers unallocated) is still a result: exit code 0. The output path is checked
+    before anything is loaded or solved.
     """
-    overrides = {"solver": solver, "perf_model": perf_model, "batch_policy": batch_policy}
-    system = load_system(data_dir, overrides=overrides)  # None values are not overrides
-    solution = solve(system)
-    doc = solution_to_json(solution, system)
-    if output:
-        write_json_atomic(output, doc)
+    out = OutputFile.reserve(output) if output else None
+    with out or nullcontext():
+        overrides = {"solver": solver, "perf_model": perf_model, "batch_policy": batch_policy}
+        system = load_system(data_dir, overrides=overrides, require_servers=True)
+        solution = solve(system)
+        doc = solution_to_json(solution, system)
+        if out is not None:
+            out.write_json(doc)
     click.echo(json.dumps(doc, indent=1) if as_json else format_table(solution, system))

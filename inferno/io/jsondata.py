@@ -106,7 +106,8 @@ _MIN_PRIORITY, _MAX_PRIORITY = 1, 100
 E = TypeVar("E", bound=StrEnum)
 
 
-def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> System:
+def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
+                require_servers: bool = False) -> System:
     """Read and check a system from a data directory or a ``system-data.json`` file.
 
     Parameters
@@ -116,6 +117,9 @@ def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None)
     overrides : Mapping, optional
         `OptimizerSettings` field names → values applied over optimizer-data (see
         `apply_overrides`); None values are ignored.
+    require_servers : bool
+        A server list that is missing or empty is a problem (``inferno optimize`` has nothing
+        to do then); otherwise it reads as no servers (upstream semantics).
 
     Raises
     ------
@@ -126,11 +130,11 @@ def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None)
     if path.is_dir():
         if not any((path / name).is_file() for name in DATA_FILES) and (
                 path / SYSTEM_FILE).is_file():
-            system = _load_system_file(path / SYSTEM_FILE)
+            system = _load_system_file(path / SYSTEM_FILE, require_servers)
         else:
-            system = _load_directory(path)
+            system = _load_directory(path, require_servers=require_servers)
     elif path.is_file():
-        system = _load_system_file(path)
+        system = _load_system_file(path, require_servers)
     else:
         raise ConfigError(f"{path}: no such file or directory")
     if overrides:
@@ -207,7 +211,8 @@ def load_capacity(path: str | Path) -> dict[str, int]:
     return capacity
 
 
-def _load_directory(directory: Path, optional: tuple[str, ...] = ()) -> System:
+def _load_directory(directory: Path, optional: tuple[str, ...] = (), *,
+                    require_servers: bool = False) -> System:
     problems = Problems()
     roots: dict[str, Fields | None] = {}
     for name in DATA_FILES:
@@ -222,10 +227,10 @@ def _load_directory(directory: Path, optional: tuple[str, ...] = ()) -> System:
             roots[name] = None
         else:
             roots[name] = Fields(doc, file=name, path="", problems=problems)
-    return _build(roots, problems)
+    return _build(roots, problems, require_servers)
 
 
-def _load_system_file(path: Path) -> System:
+def _load_system_file(path: Path, require_servers: bool = False) -> System:
     problems = Problems()
     is_read, doc = read_json(path, problems)
     if not is_read:
@@ -242,10 +247,11 @@ def _load_system_file(path: Path) -> System:
         roots[name] = system.object(key) if is_object else None
         if not is_object:
             system.problem(key, f"must be an object, got {describe(system.raw(key))}")
-    return _build(roots, problems)
+    return _build(roots, problems, require_servers)
 
 
-def _build(roots: Mapping[str, Fields | None], problems: Problems) -> System:
+def _build(roots: Mapping[str, Fields | None], problems: Problems,
+           require_servers: bool = False) -> System:
     """Parse the sections in `DATA_FILES` order; a None root is a file that could not be read."""
     empty: dict[str, Any] = {}
     acc_root, cap_root = roots[ACCELERATOR_FILE], roots[CAPACITY_FILE]
@@ -258,6 +264,8 @@ def _build(roots: Mapping[str, Fields | None], problems: Problems) -> System:
     classes = _classes(class_root) if class_root else None
     model_names = None if perf is None else {model for model, _ in perf}
     servers = _servers(server_root, classes, model_names) if server_root else ()
+    if require_servers and server_root is not None and not server_root.raw("servers"):
+        server_root.problem("servers", "missing or empty: there are no servers to optimize")
     settings = _settings(opt_root) if opt_root else OptimizerSettings()
     problems.raise_if_any()
     return System(accelerators=accelerators or {}, perf=perf or {}, classes=classes or {},

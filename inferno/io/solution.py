@@ -1,4 +1,4 @@
-"""Solutions to and from upstream ``solution-data.json`` form, and atomic JSON writes.
+"""Solutions to and from upstream ``solution-data.json`` form.
 
 Output shape (design §1.8 plus this project's additions)::
 
@@ -14,10 +14,7 @@ against upstream ones. Readers of upstream files ignore the extra top-level keys
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,33 +69,6 @@ def solution_to_json(solution: Solution, system: System) -> dict[str, Any]:
         doc["parts"] = {name: [allocation_to_json(part) for part in solution.parts[name]]
                         for name in sorted(solution.parts)}
     return doc
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` so readers never see a half-written file.
-
-    The document is serialised first (NaN and infinity are refused: they are not JSON), then
-    written to a temporary file in the same directory and moved over ``path`` with
-    `os.replace`. On any failure ``path`` is left as it was. An existing file's permission bits
-    are kept; a new file gets 0o644.
-    """
-    path = Path(path)
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_solution(path: str | Path) -> dict[str, Allocation]:

@@ -152,7 +152,7 @@ class _Servers:
             targets.append(None if c is None else c.targets.get(s.model))
         f = float
         cols = {
-            "has_target": np.array([t is not None for t in targets]),
+            "has_target": np.array([t is not None for t in targets], dtype=bool),
             "ttft": np.array([t.slo_ttft_ms if t else 0.0 for t in targets], f),
             "itl": np.array([t.slo_itl_ms if t else 0.0 for t in targets], f),
             "tps": np.array([t.slo_tps if t else 0.0 for t in targets], f),

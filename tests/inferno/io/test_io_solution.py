@@ -1,21 +1,15 @@
-"""Solution documents: upstream field names, reading upstream files, atomic writes."""
+"""Solution documents: upstream field names, reading upstream files."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from inferno.errors import ConfigError
-from inferno.io import load_system
-from inferno.io.solution import (
-    read_solution,
-    read_unallocated,
-    solution_to_json,
-    write_json_atomic,
-)
+from inferno.io import load_system, write_json_atomic
+from inferno.io.solution import read_solution, read_unallocated, solution_to_json
 from inferno.model import Allocation, Load
 from inferno.optimizer.result import Solution, Status
 
@@ -134,45 +128,3 @@ def test_read_unallocated_rejects_other_text(tmp_path: Path) -> None:
     path.write_text("all good\n")
     with pytest.raises(ConfigError, match="no '\\[server, ...\\]' list found"):
         read_unallocated(path)
-
-
-def test_atomic_write_leaves_target_on_failure(tmp_path: Path) -> None:
-    """If serialisation fails the old file is untouched and no temporary file remains."""
-    path = tmp_path / "out.json"
-    path.write_text('{"old": true}\n')
-    with pytest.raises(ValueError, match="Out of range float values"):
-        write_json_atomic(path, {"cost": float("nan")})
-    with pytest.raises(TypeError, match="not JSON serializable"):
-        write_json_atomic(path, {"when": object()})
-    assert path.read_text() == '{"old": true}\n'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
-
-
-def test_atomic_write_replaces_and_keeps_mode(tmp_path: Path) -> None:
-    """A write replaces the whole file, keeps its permission bits, and leaves no temp file."""
-    path = tmp_path / "out.json"
-    path.write_text("x" * 1000)
-    os.chmod(path, 0o640)
-    write_json_atomic(path, {"a": [1, 2]})
-    assert json.loads(path.read_text()) == {"a": [1, 2]}
-    assert path.read_text().endswith("\n")
-    assert path.stat().st_mode & 0o777 == 0o640
-    write_json_atomic(tmp_path / "new.json", {})
-    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "out.json"]
-
-
-def test_atomic_write_failure_during_write_cleans_up(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failure after the temp file exists (e.g. the rename) removes it; target unchanged."""
-    path = tmp_path / "out.json"
-    path.write_text("old")
-
-    def fail(src: str, dst: str) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_json_atomic(path, {"new": 1})
-    assert path.read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]

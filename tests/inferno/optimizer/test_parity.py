@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -53,3 +54,11 @@ def test_reference_case(case: Path) -> None:
         assert (got.accelerator, got.num_replicas, got.max_batch) == (
             exp["accelerator"], exp["numReplicas"], exp["maxBatch"]), name
         assert got.cost == pytest.approx(exp["cost"], rel=1e-3), name
+
+
+def test_no_servers_is_an_empty_optimal_solution() -> None:
+    """A system without servers solves to nothing (it used to raise a numpy TypeError)."""
+    system = load_system(ROOT / "sample-data" / "small")
+    solution = solve(dataclasses.replace(system, servers=()))
+    assert (solution.status, dict(solution.allocations), solution.unallocated) == (
+        "optimal", {}, ())
