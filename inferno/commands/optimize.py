@@ -48,7 +48,8 @@ def format_table(solution: Solution, system: System) -> str:
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Write the solution JSON here (upstream solution-data.json field names).")
 @click.option("--solver", type=click.Choice([k.value for k in SolverKind]),
-              help="Override optimizer-data.json (unlimited / greedy / milp).")
+              help="Override optimizer-data.json: unlimited ignores capacity; greedy or milp "
+                   "choose the limited-capacity algorithm (unlimited: true in the data wins).")
 @click.option("--perf-model", type=click.Choice([p.value for p in PerfModel]),
               help="Service-time model (default from optimizer-data.json, else chunked).")
 @click.option("--batch-policy", type=click.Choice([b.value for b in BatchPolicy]),
@@ -66,6 +67,9 @@ def optimize(data_dir: Path, output: Path | None, solver: str | None, perf_model
     with out or nullcontext():
         overrides = {"solver": solver, "perf_model": perf_model, "batch_policy": batch_policy}
         system = load_system(data_dir, overrides=overrides, require_servers=True)
+        if solver in ("greedy", "milp") and system.settings.unlimited:
+            click.echo(f"Warning: optimizer-data sets unlimited: true, so capacity is ignored "
+                       f"and --solver {solver} has no effect", err=True)
         solution = solve(system)
         doc = solution_to_json(solution, system)
         if out is not None:

@@ -16,7 +16,8 @@ Normalised, not errors (upstream semantics): ``class`` missing or "" → ``Free`
 outside 1..100 (incl. missing) → 100; ``accCount`` <= 0 → 1; ``maxQueueSize`` absent → None
 (Q = 10·N), present (0 too) → that value; empty ``saturationPolicy`` / ``perfModel`` /
 ``batchPolicy`` → None / chunked / search; ``multiplicity`` absent → 1; ``maxNumTokens``
-(model-data, inferno extension) absent → 8192.
+(model-data, inferno extension) absent → 8192; ``milpTimeLimit`` (optimizer-data, inferno
+extension, seconds) absent → 60.
 
 Errors. Every problem of every file is collected, then one `ConfigError` is raised whose message
 is the first line and whose ``problems`` hold all lines, each ``file: field.path: what, got
@@ -146,9 +147,10 @@ def apply_overrides(settings: OptimizerSettings, overrides: Mapping[str, Any]) -
     """Replace settings fields by name, e.g. ``{"perf_model": "classic", "solver": "milp"}``.
 
     Enum fields take members or their string values (case-insensitive); other fields take a
-    value of the field's type. ``solver`` is accepted as a shorthand for the
-    (unlimited, milp_solver) pair. None values are skipped, so CLI flags that were not given
-    can be passed through as they are.
+    value of the field's type. ``solver`` is a shorthand: ``unlimited`` sets unlimited,
+    ``greedy``/``milp`` set milp_solver and leave unlimited alone, so a system with unlimited
+    capacity stays unlimited (upstream precedence: unlimited wins over milpSolver). None
+    values are skipped, so CLI flags that were not given can be passed through as they are.
     """
     names = [f.name for f in dataclasses.fields(OptimizerSettings)]
     changes: dict[str, Any] = {}
@@ -158,8 +160,9 @@ def apply_overrides(settings: OptimizerSettings, overrides: Mapping[str, Any]) -
         where = f"overrides: {key}"
         if key == "solver":
             kind = _enum_value(SolverKind, value, where)
-            changes["unlimited"] = kind is SolverKind.UNLIMITED
             changes["milp_solver"] = kind is SolverKind.MILP
+            if kind is SolverKind.UNLIMITED:
+                changes["unlimited"] = True
         elif key not in names:
             allowed = ", ".join(sorted([*names, "solver"]))
             raise ConfigError(f"overrides: unknown setting {key!r} (allowed: {allowed})")
@@ -413,6 +416,7 @@ def _settings(root: Fields) -> OptimizerSettings:
         perf_model=o.choice("perfModel", PerfModel, PerfModel.CHUNKED),
         batch_policy=o.choice("batchPolicy", BatchPolicy, BatchPolicy.SEARCH),
         accel_penalty_factor=o.number("accelPenaltyFactor", default=0.1, minimum=0.0),
+        milp_time_limit_s=o.number("milpTimeLimit", default=60.0, minimum=0.0),
     )
 
 

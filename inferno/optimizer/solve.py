@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from inferno.model import Allocation, SaturationPolicy, Server, SolverKind, System
+from inferno.model import Allocation, Server, SolverKind, System
 from inferno.optimizer.candidates import (
     Candidate,
     compute_candidates,
@@ -33,6 +33,11 @@ def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],
         res = solve_greedy(cands, priorities, system.capacity, settings.saturation_policy,
                            settings.delayed_best_effort)
         return dict(res.assigned), {}, set(res.best_effort), "greedy"
+    # The greedy allocation is the MILP's incumbent: never serve fewer at any level.
+    greedy = solve_greedy(cands, priorities, system.capacity, settings.saturation_policy,
+                          settings.delayed_best_effort)
+    incumbent = {s: c for s, c in greedy.assigned.items() if s not in greedy.best_effort}
+    limit_s = settings.milp_time_limit_s
     if settings.heterogeneous:
         servers = {s.name: s for s in system.servers}
         empty = {s: cs[0] for s, cs in cands.items() if cs and cs[0].is_empty}
@@ -40,16 +45,10 @@ def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],
         demand = {s: demand_rps(system, servers[s]) for s in rest}
         mres = solve_milp_heterogeneous(rest, priorities, demand,
                                         {s: servers[s].min_num_replicas for s in rest},
-                                        system.capacity)
+                                        system.capacity, incumbent, limit_s)
         assigned = {**empty, **mres.assigned}
     else:
-        # levels the greedy solver already serves in full need no maximisation step
-        greedy = solve_greedy(cands, priorities, system.capacity, SaturationPolicy.NONE,
-                              delayed_best_effort=False)
-        levels = {priorities[s] for s, cs in cands.items() if cs}
-        full = frozenset(p for p in levels if all(
-            s in greedy.assigned for s, cs in cands.items() if cs and priorities[s] == p))
-        mres = solve_milp_single(cands, priorities, system.capacity, full)
+        mres = solve_milp_single(cands, priorities, system.capacity, incumbent, limit_s)
         assigned = dict(mres.assigned)
     left = [s for s, cs in cands.items() if cs and s not in assigned]
     fill = fill_best_effort(left, cands, priorities, mres.remaining, settings.saturation_policy)
@@ -58,9 +57,14 @@ def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],
 
 
 def solve(system: System, *, solver: SolverKind | None = None) -> Solution:
-    """Allocate every server of ``system``; a failure to serve is a status, not an exception."""
+    """Allocate every server of ``system``; a failure to serve is a status, not an exception.
+
+    ``solver`` replaces the settings' choice, except that ``unlimited`` capacity in the
+    settings wins over greedy and MILP (upstream precedence: capacity is then ignored).
+    """
     start = time.perf_counter()
-    kind = solver or system.settings.solver
+    kind = SolverKind.UNLIMITED if system.settings.unlimited else (
+        solver or system.settings.solver)
     cands = compute_candidates(system)
     priorities = {s.name: priority_of(system, s) for s in system.servers}
     assigned, parts, best_effort, how = _run(system, kind, cands, priorities)

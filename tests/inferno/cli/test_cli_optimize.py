@@ -179,3 +179,15 @@ def test_bad_input_leaves_existing_output_untouched(tmp_path: Path) -> None:
     assert "server-data.json: invalid JSON" in result.output
     assert out.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "o.json"]
+
+
+def test_solver_milp_keeps_an_unlimited_system_unlimited() -> None:
+    """case-000 sets unlimited: --solver milp gives the unlimited allocation and says so."""
+    plain = json.loads(run("optimize", str(CASES / "case-000"), "--json").output)
+    result = CliRunner().invoke(cli, ["optimize", str(CASES / "case-000"), "--json",
+                                      "--solver", "milp"])
+    assert result.exit_code == 0
+    milp = json.loads(result.stdout)
+    assert milp["allocations"] == plain["allocations"]
+    assert milp["message"].startswith("unlimited capacity")
+    assert "--solver milp has no effect" in result.stderr

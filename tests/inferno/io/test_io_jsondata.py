@@ -289,7 +289,7 @@ def test_integral_float_accepted_for_integer(tmp_path: Path) -> None:
 
 
 def test_overrides_replace_settings() -> None:
-    """overrides set settings fields by name; solver maps to (unlimited, milp_solver)."""
+    """overrides set settings fields by name; solver sets milp_solver, unlimited still wins."""
     system = load_system(SMALL, overrides={"perf_model": "classic", "batch_policy": "scaled",
                                            "saturation_policy": None, "solver": "milp",
                                            "delayed_best_effort": True})
@@ -299,7 +299,11 @@ def test_overrides_replace_settings() -> None:
     assert system.settings.solver is SolverKind.MILP
     unlimited = apply_overrides(OptimizerSettings(milp_solver=True), {"solver": "unlimited"})
     assert (unlimited.unlimited, unlimited.milp_solver) == (True, False)
-    greedy = apply_overrides(OptimizerSettings(unlimited=True), {"solver": SolverKind.GREEDY})
+    for kind in (SolverKind.GREEDY, SolverKind.MILP):
+        kept = apply_overrides(OptimizerSettings(unlimited=True), {"solver": kind})
+        assert kept.unlimited
+        assert kept.solver is SolverKind.UNLIMITED
+    greedy = apply_overrides(OptimizerSettings(milp_solver=True), {"solver": "greedy"})
     assert greedy.solver is SolverKind.GREEDY
 
 
@@ -311,8 +315,8 @@ def test_overrides_replace_settings() -> None:
     ({"unlimited": "yes"}, "overrides: unlimited: must be true or false, got 'yes'"),
     ({"perfmodel": "classic"},
      "overrides: unknown setting 'perfmodel' (allowed: accel_penalty_factor, batch_policy, "
-     "delayed_best_effort, heterogeneous, milp_solver, perf_model, saturation_policy, "
-     "solver, unlimited, use_cplex)"),
+     "delayed_best_effort, heterogeneous, milp_solver, milp_time_limit_s, perf_model, "
+     "saturation_policy, solver, unlimited, use_cplex)"),
 ], ids=["enum", "solver", "bool", "name"])
 def test_bad_overrides(overrides: dict, message: str) -> None:
     """A bad override is a ConfigError naming the setting and the allowed values."""
