@@ -13,10 +13,22 @@ from inferno.model import BatchPolicy, PerfModel, SolverKind, System
 from inferno.optimizer import Solution, solve
 
 
+def _latency(value: float | None, slo: float) -> str:
+    """``value/slo`` right-aligned, ``!`` when the SLO is violated or the value is unknown."""
+    shown = "saturated" if value is None else f"{value:.2f}"
+    target = f"{slo:g}" if slo else "-"
+    bad = value is None or (slo > 0 and value > slo)
+    return f"{shown:>9}/{target:<6}{'!' if bad else ' '}"
+
+
 def format_table(solution: Solution, system: System) -> str:
-    """A readable table: one line per server, then unallocated servers and totals."""
+    """A readable table: one line per server, then unallocated servers and totals.
+
+    ITL and TTFT are predicted at the allocated replicas; ``!`` marks a violated SLO (or a
+    saturated allocation, whose latencies are unbounded) and ``*`` a best-effort server.
+    """
     header = (f"{'server':<28} {'class':<9} {'model':<14} {'accelerator':<11} {'repl':>5} "
-              f"{'batch':>5} {'cost':>10} {'itl ms/slo':>14} {'ttft ms/slo':>17}")
+              f"{'batch':>5} {'cost':>10} {'itl ms/slo':>17} {'ttft ms/slo':>17}")
     lines = [header, "-" * len(header)]
     for server in sorted(system.servers, key=lambda s: s.name):
         alloc = solution.allocations.get(server.name)
@@ -24,18 +36,22 @@ def format_table(solution: Solution, system: System) -> str:
             continue
         cls = system.classes.get(server.class_name)
         target = cls.targets.get(server.model) if cls else None
-        slo_itl = f"{target.slo_itl_ms:g}" if target and target.slo_itl_ms else "-"
-        slo_ttft = f"{target.slo_ttft_ms:g}" if target and target.slo_ttft_ms else "-"
         mark = " *" if server.name in solution.best_effort else ""
         lines.append(
             f"{server.name:<28} {server.class_name:<9} {server.model:<14} "
             f"{alloc.accelerator or '-':<11} {alloc.num_replicas:>5} {alloc.max_batch:>5} "
-            f"{alloc.cost:>10.2f} {alloc.itl_ms:>7.2f}/{slo_itl:<6} "
-            f"{alloc.ttft_ms:>9.2f}/{slo_ttft:<7}{mark}")
+            f"{alloc.cost:>10.2f} {_latency(alloc.itl_ms, target.slo_itl_ms if target else 0)} "
+            f"{_latency(alloc.ttft_ms, target.slo_ttft_ms if target else 0)}{mark}")
     lines.append("")
     if solution.best_effort:
         lines.append(f"* best effort (fewer replicas than the SLO needs): "
                      f"{', '.join(solution.best_effort)}")
+    if any(a.saturated for a in solution.allocations.values()):
+        lines.append("saturated: the load per replica exceeds a replica's max rate (latency "
+                     "unbounded): " + ", ".join(n for n, a in solution.allocations.items()
+                                                if a.saturated))
+    if any(line.endswith(("!", "! *")) for line in lines[2:]):
+        lines.append("! predicted latency above the SLO")
     if solution.unallocated:
         lines.append(f"unallocated: {', '.join(solution.unallocated)}")
     lines.append(f"status: {solution.status} ({solution.message})")

@@ -442,9 +442,11 @@ def read_allocation(f: Fields, *, is_input_load: bool = False) -> Allocation:
                 load.problem("avgOutTokens", "must be >= 1, got 0")
         elif load.has("arrivalRate"):
             load.problem("avgOutTokens", "missing (must be >= 1 when arrivalRate > 0)")
+    saturated = f.boolean("saturated")  # inferno output: latencies are null then
     return Allocation(
         accelerator=accelerator, num_replicas=num_replicas, max_batch=max_batch, cost=cost,
-        itl_ms=itl_ms, ttft_ms=ttft_ms,
+        itl_ms=None if saturated else itl_ms, ttft_ms=None if saturated else ttft_ms,
+        saturated=saturated,
         load=Load(arrival_rpm=arrival_rpm, throughput_rpm=throughput_rpm,
                   avg_in_tokens=in_tokens, avg_out_tokens=out_tokens),
     )

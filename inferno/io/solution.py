@@ -3,13 +3,19 @@
 Output shape (design §1.8 plus this project's additions)::
 
     {"allocations": {server: {accelerator, numReplicas, maxBatch, cost, itlAverage,
-                              ttftAverage, load: {arrivalRate, throughput, avgInTokens,
-                              avgOutTokens}}},
+                              ttftAverage, saturated, load: {arrivalRate, throughput,
+                              avgInTokens, avgOutTokens}}},
      "unallocated": [...], "bestEffort": [...], "solveTimeMs": x, "status": "optimal",
      "message": "...", "totalCost": x, "parts": {server: [AllocationData, ...]}}
 
 Allocations are sorted by server name, as Go's encoder sorts map keys, so files diff cleanly
-against upstream ones. Readers of upstream files ignore the extra top-level keys.
+against upstream ones. Readers of upstream files ignore the extra keys.
+
+``itlAverage``/``ttftAverage`` are predicted at the replicas actually allocated: for a
+best-effort allocation (fewer replicas than the SLO needs, listed in ``bestEffort``) they are
+the latencies those replicas give, usually above the SLO (upstream reports those of the
+SLO-sized allocation instead). ``saturated`` is true when the load per replica exceeds a
+replica's max rate; both latencies are then ``null``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ def allocation_to_json(alloc: Allocation, load: Load | None = None) -> dict[str,
         "cost": alloc.cost,
         "itlAverage": alloc.itl_ms,
         "ttftAverage": alloc.ttft_ms,
+        "saturated": alloc.saturated,
         "load": {
             "arrivalRate": load.arrival_rpm,
             "throughput": load.throughput_rpm,

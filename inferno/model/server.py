@@ -29,9 +29,13 @@ class Allocation:
     num_replicas: int = 0
     max_batch: int = 0
     cost: float = 0.0
-    itl_ms: float = 0.0
-    ttft_ms: float = 0.0
+    itl_ms: float | None = 0.0
+    """Predicted at the load each of the ``num_replicas`` replicas gets; None if saturated."""
+    ttft_ms: float | None = 0.0
     load: Load = Load()
+    saturated: bool = False
+    """The load per replica exceeds what a replica can carry at all (its max rate): the
+    queue model has no finite latency to offer, so ``itl_ms``/``ttft_ms`` are None."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

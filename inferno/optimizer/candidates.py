@@ -9,6 +9,7 @@ See design §3.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,8 +50,10 @@ class Candidate(NamedTuple):
     """Sustainable request rate of one replica within the SLO."""
     max_queue: int = 0
     sized_replicas: int = 0
-    """Replicas the SLO needs; best-effort copies keep it, so their latencies describe the
-    full allocation (upstream semantics, §4.3)."""
+    """Replicas the SLO needs; a best-effort copy (`rescaled`) has fewer."""
+    saturated: bool = False
+    """Set by `with_metrics`: the load per replica is above the replica's max rate (the
+    latencies are then +inf)."""
 
     @property
     def cards(self) -> int:
@@ -61,7 +64,7 @@ class Candidate(NamedTuple):
         return self.accelerator == ""
 
     def rescaled(self, num_replicas: int) -> Candidate:
-        """Best-effort copy with fewer replicas; latencies still describe the full size (§4.3)."""
+        """Best-effort copy with fewer replicas (cost and value scale with them)."""
         ratio = num_replicas / self.num_replicas
         return self._replace(num_replicas=num_replicas, cost=self.cost * ratio,
                              value=self.value * ratio)
@@ -349,19 +352,26 @@ def compute_candidates(system: System) -> dict[str, list[Candidate]]:
     return out
 
 
-def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Candidate]:
+def with_metrics(system: System, chosen: Mapping[str, Candidate],
+                 share: Mapping[str, float] | None = None) -> dict[str, Candidate]:
     """Fill predicted ITL/TTFT/ρ of the chosen candidates, in one batched analyzer call.
 
-    Metrics are those of one replica at the server's demand over ``sized_replicas``.
+    Metrics are those of one replica at the load it actually gets: the server's demand
+    (times ``share[key]``, the fraction this candidate carries; default 1) over the
+    candidate's ``num_replicas``. A best-effort copy therefore reports the latencies of its
+    too few replicas, not those of the SLO-sized allocation (upstream reports the latter,
+    §4.3). Where that load exceeds the replica's max rate the candidate is ``saturated``,
+    with +inf latencies: the queue model has no finite answer there.
     """
-    todo = [(name, c) for name, c in chosen.items() if c.itl_ms != c.itl_ms]  # NaN
+    todo = [(key, c) for key, c in chosen.items() if c.itl_ms != c.itl_ms]  # NaN
     if not todo:
         return dict(chosen)
     servers = {s.name: s for s in system.servers}
     srv = [servers[c.server] for _, c in todo]
     perf = [system.perf[(s.model, c.accelerator)] for s, (_, c) in zip(srv, todo, strict=True)]
     out_tokens = np.array([s.load.avg_out_tokens for s in srv], float)
-    total = np.array([demand_rps(system, s) for s in srv])
+    total = np.array([demand_rps(system, s) * (1.0 if share is None else share[key])
+                      for s, (key, _) in zip(srv, todo, strict=True)])
     cands = [c for _, c in todo]
     batch = QueueBatch(
         max_batch=np.array([c.max_batch for c in cands], np.int64),
@@ -372,9 +382,15 @@ def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Cand
         gamma_ms=np.array([p.perf.gamma_ms for p in perf]),
         max_num_tokens=np.array([p.max_num_tokens for p in perf], np.int64),
         perf_model=system.settings.perf_model)
-    m = analyze_batch(batch, total / np.array([c.sized_replicas for c in cands], float))
+    rate = total / np.array([c.num_replicas for c in cands], float)
+    m = analyze_batch(batch, rate)
+    saturated = ~m.valid | (rate > m.max_rate_rps)
+    inf = float("inf")
     result = dict(chosen)
-    for k, (name, c) in enumerate(todo):
-        result[name] = c._replace(itl_ms=float(m.itl_ms[k]), ttft_ms=float(m.ttft_ms[k]),
-                                  rho=float(m.rho[k]))
+    for k, (key, c) in enumerate(todo):
+        if saturated[k]:
+            result[key] = c._replace(itl_ms=inf, ttft_ms=inf, rho=1.0, saturated=True)
+        else:
+            result[key] = c._replace(itl_ms=float(m.itl_ms[k]), ttft_ms=float(m.ttft_ms[k]),
+                                     rho=float(m.rho[k]))
     return result

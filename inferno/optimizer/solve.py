@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from inferno.model import Allocation, Server, SolverKind, System
 from inferno.optimizer.candidates import (
@@ -19,9 +19,17 @@ from inferno.optimizer.result import Solution, Status
 
 
 def _allocation(c: Candidate, server: Server) -> Allocation:
+    latency = (None, None) if c.saturated else (c.itl_ms, c.ttft_ms)
     return Allocation(accelerator=c.accelerator, num_replicas=c.num_replicas,
-                      max_batch=c.max_batch, cost=c.cost, itl_ms=c.itl_ms, ttft_ms=c.ttft_ms,
-                      load=server.load)
+                      max_batch=c.max_batch, cost=c.cost, itl_ms=latency[0],
+                      ttft_ms=latency[1], load=server.load, saturated=c.saturated)
+
+
+def _part_shares(parts: Sequence[Candidate]) -> dict[str, float]:
+    """Fraction of the demand each piece carries: in proportion to its sustainable rate."""
+    rates = [c.max_rate_rps * c.num_replicas for c in parts]
+    total = sum(rates)
+    return {str(i): (r / total if total > 0 else 1.0 / len(parts)) for i, r in enumerate(rates)}
 
 
 def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],
@@ -68,9 +76,12 @@ def solve(system: System, *, solver: SolverKind | None = None) -> Solution:
     cands = compute_candidates(system)
     priorities = {s.name: priority_of(system, s) for s in system.servers}
     assigned, parts, best_effort, how = _run(system, kind, cands, priorities)
-    assigned = with_metrics(system, assigned)
-    parts = {name: tuple(with_metrics(system, {str(i): c for i, c in enumerate(ps)}).values())
+    parts = {name: tuple(with_metrics(system, {str(i): c for i, c in enumerate(ps)},
+                                      _part_shares(ps)).values())
              for name, ps in parts.items()}
+    # a split server reports its largest piece (the first), with that piece's latencies
+    assigned = {**with_metrics(system, {n: c for n, c in assigned.items() if n not in parts}),
+                **{n: ps[0] for n, ps in parts.items()}}
     servers = {s.name: s for s in system.servers}
     allocations = {name: _allocation(c, servers[name]) for name, c in sorted(assigned.items())}
     part_allocs = {name: tuple(_allocation(c, servers[name]) for c in ps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -23,9 +24,9 @@ def test_solution_to_json_shape() -> None:
     system = load_system(SMALL)
     alloc = Allocation(accelerator="G2", num_replicas=3, max_batch=38, cost=69.0,
                        itl_ms=36.419655, ttft_ms=425.16748, load=Load())
-    other = Allocation(accelerator="A100", num_replicas=1, max_batch=8, cost=40.0, itl_ms=1.0,
-                       ttft_ms=2.0, load=Load(arrival_rpm=5.0, avg_in_tokens=1,
-                                              avg_out_tokens=2))
+    other = Allocation(accelerator="A100", num_replicas=1, max_batch=8, cost=40.0, itl_ms=None,
+                       ttft_ms=None, saturated=True,
+                       load=Load(arrival_rpm=5.0, avg_in_tokens=1, avg_out_tokens=2))
     solution = Solution(status=Status.PARTIAL, message="1 server unallocated",
                         allocations={"zz-not-in-system": other, "Bronze-granite_13b": alloc},
                         unallocated=("Free-mixtral_8_7b", "Free-llama_70b"),
@@ -34,12 +35,12 @@ def test_solution_to_json_shape() -> None:
         "allocations": {
             "Bronze-granite_13b": {
                 "accelerator": "G2", "numReplicas": 3, "maxBatch": 38, "cost": 69.0,
-                "itlAverage": 36.419655, "ttftAverage": 425.16748,
+                "itlAverage": 36.419655, "ttftAverage": 425.16748, "saturated": False,
                 "load": {"arrivalRate": 120.0, "throughput": 0.0, "avgInTokens": 128,
                          "avgOutTokens": 1024}},
             "zz-not-in-system": {
                 "accelerator": "A100", "numReplicas": 1, "maxBatch": 8, "cost": 40.0,
-                "itlAverage": 1.0, "ttftAverage": 2.0,
+                "itlAverage": None, "ttftAverage": None, "saturated": True,
                 "load": {"arrivalRate": 5.0, "throughput": 0.0, "avgInTokens": 1,
                          "avgOutTokens": 2}},
         },
@@ -62,7 +63,7 @@ def test_solution_parts_written_when_present() -> None:
     doc = solution_to_json(solution, system)
     assert doc["parts"] == {"s": [{
         "accelerator": "L4", "numReplicas": 2, "maxBatch": 4, "cost": 24.0, "itlAverage": 0.0,
-        "ttftAverage": 0.0,
+        "ttftAverage": 0.0, "saturated": False,
         "load": {"arrivalRate": 0.0, "throughput": 0.0, "avgInTokens": 0, "avgOutTokens": 0}}]}
     assert "parts" not in solution_to_json(Solution(status=Status.OPTIMAL, message=""), system)
 
@@ -77,6 +78,10 @@ def test_written_solution_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "out.json"
     write_json_atomic(path, solution_to_json(solution, system))
     assert read_solution(path) == {system.servers[5].name: alloc}
+    saturated = dataclasses.replace(alloc, itl_ms=None, ttft_ms=None, saturated=True)
+    solution = dataclasses.replace(solution, allocations={system.servers[5].name: saturated})
+    write_json_atomic(path, solution_to_json(solution, system))
+    assert read_solution(path) == {system.servers[5].name: saturated}
 
 
 def test_read_upstream_solution() -> None:
