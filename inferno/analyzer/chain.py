@@ -252,16 +252,21 @@ class ChainTable:
                 z0[sel], z1[sel], p_top[sel], _ = self.direct(cand[sel], x[sel], states=states)
         return self.solution(cand, lam, z0, z1, p_top)
 
-    def taylor_coefficients(self, cand: np.ndarray, moments: np.ndarray
-                            ) -> tuple[np.ndarray, np.ndarray]:
+    def taylor_coefficients(self, cand: np.ndarray, moments: np.ndarray,
+                            out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Series coefficients of z0 and z1 in h, coefficient-major (TAYLOR_TERMS, P).
 
         With p_j(x_c + h) = p_j(x_c)·e^{j_c·h}·e^{(j − j_c)·h}, and dropping the common
         factor e^{j_c·h}: z0 = Σ_k M_k·h^k and z1 = Σ_k ((k+1)·M_{k+1} + j_c·M_k)·h^k, from
         the moments M (P, TAYLOR_TERMS + 1) of `direct`. The remainder is below
-        e^{D|h|}·(D|h|)^T/T! relative, D = ``reach``.
+        e^{D|h|}·(D|h|)^T/T! relative, D = ``reach``. ``out`` (TAYLOR_TERMS, 2, P), if
+        given, receives both (z0 in ``out[:, 0]``, z1 in ``out[:, 1]``) without temporaries.
         """
         m = moments.T
         k = np.arange(1, TAYLOR_TERMS + 1, dtype=float)[:, None]
-        z1 = k * m[1:] + self.center[cand][None, :] * m[:-1]
-        return np.ascontiguousarray(m[:-1]), z1
+        if out is None:
+            out = np.empty((TAYLOR_TERMS, 2, m.shape[1]))
+        np.multiply(k, m[1:], out=out[:, 1])
+        out[:, 1] += self.center[cand][None, :] * m[:-1]
+        out[:, 0] = m[:-1]
+        return out[:, 0], out[:, 1]

@@ -229,7 +229,10 @@ class LockstepSearch:
             "log_mu_top": table.log_mu_top[cand], "ttft": rows < v,
         }
         coef = self.coef.take(cand)
-        series = np.stack(table.taylor_coefficients(cand, self.moments[rows]), axis=1)
+        # (terms, 2, rows), filled in place; the moments are not needed after this
+        series = np.empty((TAYLOR_TERMS, 2, rows.size))
+        table.taylor_coefficients(cand, self.moments[rows], out=series)
+        self.moments = np.zeros((0, TAYLOR_TERMS + 1))
         live = np.ones(rows.size, dtype=bool)
         while True:
             s = state

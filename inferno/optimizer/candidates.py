@@ -1,27 +1,40 @@
 """Candidate allocations: every feasible (server, accelerator) option with its cost and value.
 
-Columnar: all (server, accelerator) pairs are built as numpy arrays, never one Python object
-per pair until the end. Sizing (the max rate one replica sustains within the SLO) depends
-only on (model, accelerator, tokens, targets, N, Q), not on the arrival rate, so it runs once
-per distinct key in one batched analyzer call; per-replica metrics take a second call.
-See design §3.
+Columnar: all (server, accelerator) pairs are built as numpy arrays, and a `Candidate` object
+exists only while someone looks at it (`CandidateList` builds them on access), so memory
+stays a few dozen bytes per pair. Sizing (the max rate one replica sustains within the SLO)
+depends only on (model, accelerator, tokens, targets, N, Q), not on the arrival rate, so it
+runs once per distinct key, in batched analyzer calls over chunks of at most `CHUNK_STATES`
+chain states (the memory bound). Under the search batch policy the concurrency search's own
+probe at M* is the sizing (no second solve). Per-replica metrics are computed only for the
+chosen candidates (`with_metrics`). See design §3.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
 
-from inferno.analyzer import QueueBatch, analyze_batch, optimal_concurrency_batch, size_batch
+from inferno.analyzer import (
+    QueueBatch,
+    analyze_batch,
+    optimal_concurrency_sizing,
+    size_batch,
+)
 from inferno.model import DEFAULT_PRIORITY, BatchPolicy, Server, System
 
 MAX_QUEUE_TO_BATCH_RATIO = 10
 """Q = 10·N when a server does not set maxQueueSize."""
 DEFAULT_CONCURRENCY_CEILING = 256
 """Search ceiling when model-data maxBatchSize is 0."""
+CHUNK_STATES = 3 << 19
+"""In-service chain states (Σ over rows of N + 1) per batched analyzer call: bounds the
+chain tables to ~12 MiB however many servers there are."""
+CHUNK_ROWS = 1 << 13
+"""Rows per batched analyzer call (the search keeps ~2 kB of arrays per row)."""
 
 
 class Candidate(NamedTuple):
@@ -229,6 +242,44 @@ def _unique(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse.reshape(-1)
 
 
+def _chunks(width: np.ndarray) -> Iterator[np.ndarray]:
+    """Row indexes in order of ``width`` (chain states per row), cut into groups of at most
+    `CHUNK_STATES` states and `CHUNK_ROWS` rows (a wider row goes alone)."""
+    order = np.argsort(width, kind="stable")
+    start, states = 0, 0
+    for k, w in enumerate(width[order].tolist()):
+        if k > start and (states + w > CHUNK_STATES or k - start >= CHUNK_ROWS):
+            yield order[start:k]
+            start, states = k, 0
+        states += w
+    if start < order.size:
+        yield order[start:]
+
+
+def _sized_rates(batch: QueueBatch, ttft: np.ndarray, itl: np.ndarray,
+                 tps: np.ndarray) -> np.ndarray:
+    """Sustainable rate per replica (req/s, 0 if infeasible) of each row, chunk by chunk."""
+    rate = np.zeros(len(batch))
+    for rows in _chunks(batch.max_batch + 1):
+        sized = size_batch(batch.take(rows), ttft[rows], itl[rows], tps[rows],
+                           exact_rates=False)
+        rate[rows] = np.where(sized.feasible, sized.rate_rps, 0.0)
+    return rate
+
+
+def _searched_rates(batch: QueueBatch, ttft: np.ndarray, itl: np.ndarray, tps: np.ndarray,
+                    queue_ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M*, sustainable rate at M*) of each row (§2.9), chunk by chunk; M* = 0 if infeasible."""
+    best = np.zeros(len(batch), np.int64)
+    rate = np.zeros(len(batch))
+    for rows in _chunks(batch.max_batch + 1):
+        m, r = optimal_concurrency_sizing(batch.take(rows), ttft[rows], itl[rows], tps[rows],
+                                          queue_ratio=queue_ratio[rows])
+        best[rows] = np.where(r > 0, m, 0)
+        rate[rows] = r
+    return best, rate
+
+
 def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
                  perf: np.ndarray) -> _Rows:
     """Sized candidates of pairs with load (§3.3); infeasible pairs are dropped."""
@@ -244,23 +295,29 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
         policy_batch = np.where(c["max_batch"][perf] > 0, c["max_batch"][perf],
                                 DEFAULT_CONCURRENCY_CEILING)
     max_batch = np.where(override > 0, override, policy_batch)
+    rate = np.zeros(srv.size)
     search = (override <= 0) & (policy is BatchPolicy.SEARCH)
     if search.any():
+        # one search per distinct (perf, tokens, targets, Q rule, M_max); its probe at M*
+        # is that key's sizing
         rows = np.flatnonzero(search)
         first, inv = _unique(perf[rows], inp[rows], out[rows], ttft[rows], itl[rows],
                              tps[rows] > 0, queue_in[rows], max_batch[rows])
         u = rows[first]
-        best, ok = optimal_concurrency_batch(
+        best, found = _searched_rates(
             _queue_batch(cat, perf[u], inp[u], out[u], max_batch[u], np.zeros(u.size, np.int64),
                          system), ttft[u], itl[u], tps[u],
-            queue_ratio=np.where(queue_in[u] >= 0, queue_in[u], -MAX_QUEUE_TO_BATCH_RATIO))
-        max_batch[rows] = np.where(ok, best, 0)[inv]
+            np.where(queue_in[u] >= 0, queue_in[u], -MAX_QUEUE_TO_BATCH_RATIO))
+        max_batch[rows] = best[inv]
+        rate[rows] = found[inv]
     queue = np.where(queue_in >= 0, queue_in, MAX_QUEUE_TO_BATCH_RATIO * max_batch)
-    first, inv = _unique(perf, inp, out, ttft, itl, tps > 0, max_batch, queue)
-    sized = size_batch(_queue_batch(cat, perf[first], inp[first], out[first], max_batch[first],
-                                    queue[first], system), ttft[first], itl[first], tps[first],
-                       exact_rates=False)
-    rate = np.where(sized.feasible, sized.rate_rps, 0.0)[inv]
+    rows = np.flatnonzero(~search)
+    if rows.size:
+        first, inv = _unique(perf[rows], inp[rows], out[rows], ttft[rows], itl[rows],
+                             tps[rows] > 0, max_batch[rows], queue[rows])
+        u = rows[first]
+        rate[rows] = _sized_rates(_queue_batch(cat, perf[u], inp[u], out[u], max_batch[u],
+                                               queue[u], system), ttft[u], itl[u], tps[u])[inv]
     total = np.where(tps > 0, tps / np.maximum(out, 1.0), s["rpm"][srv] / 60.0)
     ok = (rate > 0) & (max_batch > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -320,7 +377,69 @@ def _finish(cat: _Catalog, sv: _Servers, srv: np.ndarray, perf: np.ndarray, n: n
                  max_queue=np.zeros(srv.size, np.int64) if queue is None else queue)
 
 
-def compute_candidates(system: System) -> dict[str, list[Candidate]]:
+@dataclass(frozen=True, slots=True)
+class _Store:
+    """Every candidate of a system as columns, sorted by (server, value, accelerator name)."""
+
+    rows: _Rows
+    names: tuple[str, ...]
+    acc_names: tuple[str, ...]
+    """Accelerator names by index, "" last (index -1: the empty allocation)."""
+    acc_types: tuple[str, ...]
+
+    def candidate(self, k: int) -> Candidate:
+        r = self.rows
+        a = int(r.acc[k])
+        n = int(r.num_replicas[k])
+        return Candidate(self.names[int(r.server[k])], self.acc_names[a], self.acc_types[a],
+                         int(r.units[k]), n, int(r.max_batch[k]), float(r.cost[k]),
+                         float(r.value[k]), float(r.itl_ms[k]), float(r.ttft_ms[k]),
+                         float(r.rho[k]), float(r.rate_rps[k]), int(r.max_queue[k]), n)
+
+
+class CandidateList(Sequence[Candidate]):
+    """One server's candidates, sorted by (value, accelerator name); each `Candidate` is
+    built when it is read (a large system has 20+ per server, most never looked at)."""
+
+    __slots__ = ("_built", "_start", "_stop", "_store")
+
+    def __init__(self, store: _Store, start: int, stop: int) -> None:
+        self._store, self._start, self._stop = store, start, stop
+        self._built: dict[int, Candidate] | None = None
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, i: int) -> Candidate: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Candidate]: ...
+
+    def __getitem__(self, i: int | slice) -> Candidate | list[Candidate]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        size = self._stop - self._start
+        if not -size <= i < size:
+            raise IndexError(i)
+        k = i % size
+        if self._built is None:
+            self._built = {}
+        c = self._built.get(k)
+        if c is None:
+            c = self._built[k] = self._store.candidate(self._start + k)
+        return c
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CandidateList({list(self)!r})"
+
+
+def compute_candidates(system: System) -> dict[str, CandidateList]:
     """All feasible candidates per server, sorted by (value, accelerator name).
 
     Servers with no feasible candidate map to an empty list.
@@ -341,15 +460,11 @@ def compute_candidates(system: System) -> dict[str, list[Candidate]]:
     rows = _Rows(**{f: np.concatenate([getattr(p, f) for p in parts])
                     for f in _Rows.__slots__})
     order = np.lexsort((rows.acc, rows.value, rows.server))
-    out: dict[str, list[Candidate]] = {name: [] for name in sv.names}
-    names, acc_names = sv.names, (*cat.acc_names, "")
-    acc_types = (*cat.acc_types, "")
-    cols = [getattr(rows, f)[order].tolist() for f in _Rows.__slots__]
-    for (i, a, units, n, mb, cost, value, itl, ttft, rho, rate, q) in zip(*cols, strict=True):
-        name = names[i]
-        out[name].append(Candidate(name, acc_names[a], acc_types[a], units, n, mb, cost,
-                                   value, itl, ttft, rho, rate, q, n))
-    return out
+    store = _Store(_Rows(**{f: getattr(rows, f)[order] for f in _Rows.__slots__}), sv.names,
+                   (*cat.acc_names, ""), (*cat.acc_types, ""))
+    bounds = np.searchsorted(store.rows.server, np.arange(len(sv.names) + 1)).tolist()
+    return {name: CandidateList(store, bounds[i], bounds[i + 1])
+            for i, name in enumerate(sv.names)}
 
 
 def with_metrics(system: System, chosen: Mapping[str, Candidate],

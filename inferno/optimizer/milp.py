@@ -137,7 +137,7 @@ def _floor_rows(served: csr_array, prio: np.ndarray, names: Sequence[str],
     return csr_array(masks @ served), masks @ have
 
 
-def solve_milp_single(candidates: Mapping[str, list[Candidate]], priorities: Mapping[str, int],
+def solve_milp_single(candidates: Mapping[str, Sequence[Candidate]], priorities: Mapping[str, int],
                       capacity: Mapping[str, int],
                       incumbent: Mapping[str, Candidate] | None = None,
                       time_limit_s: float = TIME_LIMIT_S) -> MilpResult:
@@ -211,7 +211,7 @@ def _undominated(cands: Sequence[Candidate]) -> list[Candidate]:
     return kept
 
 
-def solve_milp_heterogeneous(candidates: Mapping[str, list[Candidate]],
+def solve_milp_heterogeneous(candidates: Mapping[str, Sequence[Candidate]],
                              priorities: Mapping[str, int], demand_rps: Mapping[str, float],
                              min_replicas: Mapping[str, int],
                              capacity: Mapping[str, int],

@@ -14,7 +14,6 @@ from inferno.optimizer.candidates import (
     with_metrics,
 )
 from inferno.optimizer.greedy import fill_best_effort, solve_greedy
-from inferno.optimizer.milp import solve_milp_heterogeneous, solve_milp_single
 from inferno.optimizer.result import Solution, Status
 
 
@@ -32,7 +31,7 @@ def _part_shares(parts: Sequence[Candidate]) -> dict[str, float]:
     return {str(i): (r / total if total > 0 else 1.0 / len(parts)) for i, r in enumerate(rates)}
 
 
-def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],
+def _run(system: System, kind: SolverKind, cands: Mapping[str, Sequence[Candidate]],
          priorities: Mapping[str, int]) -> tuple[dict, dict, set, str]:
     settings = system.settings
     if kind is SolverKind.UNLIMITED:
@@ -41,6 +40,9 @@ def _run(system: System, kind: SolverKind, cands: Mapping[str, list[Candidate]],
         res = solve_greedy(cands, priorities, system.capacity, settings.saturation_policy,
                            settings.delayed_best_effort)
         return dict(res.assigned), {}, set(res.best_effort), "greedy"
+    # scipy (HiGHS) is imported only when a MILP is solved: it costs ~0.3 s of start-up.
+    from inferno.optimizer.milp import solve_milp_heterogeneous, solve_milp_single
+
     # The greedy allocation is the MILP's incumbent: never serve fewer at any level.
     greedy = solve_greedy(cands, priorities, system.capacity, settings.saturation_policy,
                           settings.delayed_best_effort)

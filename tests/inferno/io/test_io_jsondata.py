@@ -347,3 +347,14 @@ def test_static_data_without_server_file(tmp_path: Path) -> None:
     assert static.servers == ()
     assert "G2" in static.accelerators
     assert load_capacity(tmp_path / "d") == {"L4": 1024, "A100": 768, "AIU2": 1024, "G2": 512}
+
+
+@pytest.mark.parametrize("source", ["small", "large", "case-005", "case-009"])
+def test_written_system_reads_back_equal(tmp_path: Path, source: str) -> None:
+    """write_system then load_system gives back the same System (every field)."""
+    from inferno.io.dump import write_system
+
+    path = SMALL.parent / source if source in ("small", "large") else CASES[0].parent / source
+    system = load_system(path)
+    write_system(system, tmp_path / "out")
+    assert load_system(tmp_path / "out") == system
