@@ -235,8 +235,11 @@ def _prepare(batch: QueueBatch) -> _Prepared:
             rows = np.arange(s1 - s0)
             ends = tau[:, 0], tau[rows, nb - 1]
             ok = np.logical_and.reduce([np.isfinite(t) & (t > 0) for t in ends])
-            for i in np.flatnonzero(~linear & ok):  # piecewise τ: check every batch size
-                ok[i] = bool(np.all(np.isfinite(tau[i, :nb[i]]) & (tau[i, :nb[i]] > 0)))
+            multi = np.flatnonzero(~linear & ok)  # piecewise τ: check every batch size
+            if multi.size:
+                t = tau[multi]
+                beyond = np.arange(width)[None, :] >= nb[multi, None]
+                ok[multi] = np.all((np.isfinite(t) & (t > 0)) | beyond, axis=1)
             bad[s0:s1][~ok] = _SERVICE_TIME
             # Linear τ = t0 + t1·B gives μ = B/τ non-decreasing iff t0 = 2τ(1) − τ(2) >= 0.
             monotone[s0:s1] = linear & ((nb == 1) | (2.0 * tau[:, 0] >= tau[:, min(1, width - 1)]))
