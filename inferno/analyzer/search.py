@@ -34,10 +34,11 @@ _COMPACT_FRACTION = 0.75
 
 
 def within(y: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Vectorised `analyzer.within_tolerance`."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (y == target) | ((target != 0)
-                                & (np.abs(y - target) / np.abs(target) <= SEARCH_TOLERANCE))
+    """Vectorised `analyzer.within_tolerance` (rows with a zero target: only y == 0)."""
+    rel = np.abs(np.subtract(y, target))
+    nonzero = target != 0
+    np.divide(rel, np.abs(target), out=rel, where=nonzero)
+    return (y == target) | (nonzero & (rel <= SEARCH_TOLERANCE))
 
 
 def _lowers(y: np.ndarray, target: np.ndarray, increasing: np.ndarray) -> np.ndarray:
