@@ -159,7 +159,7 @@ def test_keys_case_insensitive(tmp_path: Path) -> None:
         "optimizer-data.json": {"OPTIMIZER": {
             "UNLIMITED": True, "Heterogeneous": True, "milpsolver": True, "USECPLEX": True,
             "DELAYEDBESTEFFORT": True, "SATURATIONPOLICY": "RoundRobin",
-            "PERFMODEL": "classic", "BatchPolicy": "scaled"}},
+            "PERFMODEL": "classic", "BatchPolicy": "scaled", "MilpTimeLimit": 2.5}},
     }
     system = load_system(write_dir(tmp_path, docs))
     acc = system.accelerators["A100"]
@@ -186,7 +186,7 @@ def test_keys_case_insensitive(tmp_path: Path) -> None:
     assert system.settings == OptimizerSettings(
         unlimited=True, heterogeneous=True, milp_solver=True, use_cplex=True,
         delayed_best_effort=True, saturation_policy=SaturationPolicy.ROUND_ROBIN,
-        perf_model=PerfModel.CLASSIC, batch_policy=BatchPolicy.SCALED)
+        perf_model=PerfModel.CLASSIC, batch_policy=BatchPolicy.SCALED, milp_time_limit_s=2.5)
 
 
 def test_defaults_for_missing_keys(tmp_path: Path) -> None:

@@ -241,3 +241,15 @@ def test_random_starved_system_milp_never_below_greedy(heterogeneous: bool, num_
     assert all(m >= g for m, g in zip(_full(system, milp), _full(system, greedy), strict=True))
     assert all(v <= system.capacity.get(t, 0) for t, v in _used(system, milp).items())
     assert compute_candidates(system)  # the system is not trivial
+
+
+def test_time_limit_setting_reaches_the_milp() -> None:
+    """milp_time_limit_s = 0 (optimizer-data milpTimeLimit): the solve says it ran out of time
+    and returns greedy's fully served allocation, not a failure."""
+    system = _random_system(0, 14, 0.03)
+    system = dataclasses.replace(system, settings=dataclasses.replace(
+        system.settings, milp_time_limit_s=0.0))
+    milp = solve(system, solver=SolverKind.MILP)
+    greedy = solve(system, solver=SolverKind.GREEDY)
+    assert "no time left" in milp.message
+    assert _full(system, milp) == _full(system, greedy)
