@@ -71,11 +71,16 @@ def _solver_cpu(data: str, policy: str) -> None:
                       "best_effort": len(solution.best_effort)}))
 
 
-def _measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
-    """Like `_run`, with CPU time and peak RSS of that child from ``os.wait4``."""
+def _measure(cmd: list[str], env: dict[str, str], cwd: Path
+             ) -> tuple[float, float, float, str]:
+    """(wall s, CPU s, peak MiB, stdout) of one child process, from ``os.wait4``.
+
+    ``cwd`` must not hold an ``inferno`` package: ``python -c`` puts the working directory
+    first on sys.path, which would shadow a baseline's PYTHONPATH.
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-                            text=True)
+                            text=True, cwd=cwd)
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -96,10 +101,10 @@ def _bench(data: Path, policy: str, repeats: int, envs: list[dict[str, str]], ou
     for _ in range(repeats):
         for k, env in enumerate(envs):
             wall, cpu, peak, _ = _measure([*CLI, "optimize", str(data), "--batch-policy",
-                                           policy, "-o", str(out)], env)
+                                           policy, "-o", str(out)], env, out_dir)
             whole[k].append((wall, cpu, peak, json.loads(out.read_text())["solveTimeMs"]))
             solver[k].append(json.loads(_measure(
-                [sys.executable, __file__, "--child", str(data), policy], env)[3]))
+                [sys.executable, __file__, "--child", str(data), policy], env, out_dir)[3]))
     results = []
     for w, sv in zip(whole, solver, strict=True):
         s = sv[0]
