@@ -64,8 +64,8 @@ def bucket_layout(num_servers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
 class _Bucket:
     """One bucket: rows start:stop of the table, states 0..width−1."""
 
-    __slots__ = ("block", "cum", "exact_max", "jm", "rank2", "start", "stop", "states",
-                 "width")
+    __slots__ = ("_vv", "block", "cum", "exact_max", "jm", "rank2", "start", "stop",
+                 "states", "width")
 
     def __init__(self, start: int, cum: np.ndarray, exact_max: bool) -> None:
         self.start = start
@@ -73,17 +73,26 @@ class _Bucket:
         self.width = cum.shape[1]
         self.cum = cum
         self.exact_max = exact_max
-        self.states, self.jm, self.rank2 = _state_constants(self.width)
+        constants = _state_constants if self.width <= _CACHED_WIDTH else _state_constants_of
+        self.states, self.jm, self.rank2 = constants(self.width)
         self.block = max(8, BLOCK_ELEMENTS // self.width)
+        self._vv: np.ndarray | None = None
 
     @property
     def vv(self) -> np.ndarray:
         """Taylor moment weights, built on first use (wide buckets rarely need them)."""
-        return _moment_weights(self.width)
+        if self._vv is None:
+            self._vv = (_moment_weights(self.width) if self.width <= _CACHED_WIDTH
+                        else _moment_weights_of(self.width))
+        return self._vv
 
 
-@functools.lru_cache(maxsize=64)
-def _state_constants(width: int) -> tuple[np.ndarray, ...]:
+_CACHED_WIDTH = 512
+"""Constants of bucket widths up to this are cached across tables (the search's widths);
+wider ones (huge batches) are rebuilt per table, so the caches stay below ~10 MiB."""
+
+
+def _state_constants_of(width: int) -> tuple[np.ndarray, ...]:
     """(states, [1, j], [j; 0]) of a bucket width: pure constants, read-only and shared by
     every table (rebuilding them per probe cost ~5% of a search)."""
     states = np.arange(width, dtype=float)
@@ -94,8 +103,10 @@ def _state_constants(width: int) -> tuple[np.ndarray, ...]:
     return states, jm, rank2
 
 
-@functools.lru_cache(maxsize=64)
-def _moment_weights(width: int) -> np.ndarray:
+_state_constants = functools.lru_cache(maxsize=64)(_state_constants_of)
+
+
+def _moment_weights_of(width: int) -> np.ndarray:
     """(j − j_c)^k/k! for states j < width, k = 0..TAYLOR_TERMS (read-only).
 
     Built column by column as ((j − j_c)/k)·column k−1: ten times faster than ``**`` for
@@ -108,6 +119,9 @@ def _moment_weights(width: int) -> np.ndarray:
         np.multiply(vv[:, k - 1], offset / k, out=vv[:, k])
     vv.flags.writeable = False
     return vv
+
+
+_moment_weights = functools.lru_cache(maxsize=64)(_moment_weights_of)
 
 
 class ChainTable:

@@ -77,16 +77,18 @@ class OutputFile:
         return cls(path, fd, tmp, mode)
 
     def write_json(self, obj: Any) -> None:
-        """Serialise ``obj`` as indented JSON (NaN and infinity refused: not JSON) and move it
-        over the target. A serialisation error is raised as is (a bug, not bad input); a
-        failed write or rename raises `InfernoError` naming the file."""
+        """Serialise ``obj`` as indented JSON into the reserved file (NaN and infinity refused:
+        not JSON) and move it over the target. A serialisation error is raised as is (a bug,
+        not bad input) and leaves the target untouched; a failed write or rename raises
+        `InfernoError` naming the file."""
         if self._fd is None or self._tmp is None:
             raise InfernoError(f"{self.path}: output already written or discarded")
         try:
-            text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
             with os.fdopen(self._fd, "w", encoding="utf-8") as out:
                 self._fd = None
-                out.write(text)
+                # streamed: a 5,000-server solution never exists as one string
+                json.dump(obj, out, indent=2, allow_nan=False)
+                out.write("\n")
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(self._tmp, self.mode)

@@ -30,11 +30,15 @@ MAX_QUEUE_TO_BATCH_RATIO = 10
 """Q = 10·N when a server does not set maxQueueSize."""
 DEFAULT_CONCURRENCY_CEILING = 256
 """Search ceiling when model-data maxBatchSize is 0."""
-CHUNK_STATES = 3 << 19
+CHUNK_STATES = 1 << 20
 """In-service chain states (Σ over rows of N + 1) per batched analyzer call: bounds the
-chain tables to ~12 MiB however many servers there are."""
-CHUNK_ROWS = 1 << 13
+chain tables to 8 MiB however many servers there are."""
+CHUNK_ROWS = 1 << 12
 """Rows per batched analyzer call (the search keeps ~2 kB of arrays per row)."""
+WHOLE_ROWS, WHOLE_STATES = 3 << 13, 1 << 22
+"""Up to this many rows and states everything is sized in one call: each call has a fixed
+cost (its lockstep iterations), so a ~1,000-server system is ~15% faster in one piece, and
+its ~60 MiB is no concern; larger systems are cut into `CHUNK_ROWS` pieces."""
 
 
 class Candidate(NamedTuple):
@@ -236,47 +240,81 @@ def _queue_batch(cat: _Catalog, perf: np.ndarray, inp: np.ndarray, out: np.ndarr
 
 
 def _unique(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First index of each distinct row of the stacked columns, and the inverse map."""
-    keys = np.column_stack([np.asarray(col, float) for col in columns])
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
+    """First index of each distinct row of the stacked columns, and the inverse map.
+
+    One stable lexsort and a pass per column (``np.unique(axis=0)`` copies the whole key
+    matrix several times: tens of MiB at 100k rows).
+    """
+    order = np.lexsort(columns[::-1])
+    new = np.zeros(order.size, dtype=bool)
+    new[:1] = True
+    for col in columns:
+        ranked = np.asarray(col)[order]
+        new[1:] |= ranked[1:] != ranked[:-1]
+    group = np.cumsum(new) - 1
+    inverse = np.empty(order.size, dtype=np.int64)
+    inverse[order] = group
+    return order[new], inverse
 
 
 def _chunks(width: np.ndarray) -> Iterator[np.ndarray]:
-    """Row indexes in order of ``width`` (chain states per row), cut into groups of at most
-    `CHUNK_STATES` states and `CHUNK_ROWS` rows (a wider row goes alone)."""
+    """Row indexes in order of ``width`` (chain states per row): all at once up to
+    `WHOLE_ROWS`/`WHOLE_STATES`, else in groups of at most `CHUNK_STATES` states and
+    `CHUNK_ROWS` rows (a wider row goes alone)."""
     order = np.argsort(width, kind="stable")
-    start, states = 0, 0
-    for k, w in enumerate(width[order].tolist()):
-        if k > start and (states + w > CHUNK_STATES or k - start >= CHUNK_ROWS):
-            yield order[start:k]
-            start, states = k, 0
-        states += w
-    if start < order.size:
-        yield order[start:]
+    if order.size <= WHOLE_ROWS and int(width.sum()) <= WHOLE_STATES:
+        yield order
+        return
+    ends = np.cumsum(width[order])
+    start = 0
+    while start < order.size:
+        before = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, before + CHUNK_STATES, side="right"))
+        stop = max(start + 1, min(stop, start + CHUNK_ROWS))
+        yield order[start:stop]
+        start = stop
 
 
-def _sized_rates(batch: QueueBatch, ttft: np.ndarray, itl: np.ndarray,
-                 tps: np.ndarray) -> np.ndarray:
-    """Sustainable rate per replica (req/s, 0 if infeasible) of each row, chunk by chunk."""
-    rate = np.zeros(len(batch))
-    for rows in _chunks(batch.max_batch + 1):
-        sized = size_batch(batch.take(rows), ttft[rows], itl[rows], tps[rows],
+class _Pairs(NamedTuple):
+    """Per-pair columns (P,) that define a sizing: perf entry, tokens, targets."""
+
+    perf: np.ndarray
+    inp: np.ndarray
+    out: np.ndarray
+    ttft: np.ndarray
+    itl: np.ndarray
+    tps: np.ndarray
+
+
+def _sized_rates(cat: _Catalog, system: System, p: _Pairs, u: np.ndarray,
+                 max_batch: np.ndarray, queue: np.ndarray) -> np.ndarray:
+    """Sustainable rate per replica (req/s, 0 if infeasible) of pairs ``u``, chunk by chunk
+    (each chunk's batch is built when it is sized)."""
+    rate = np.zeros(u.size)
+    for part in _chunks(max_batch[u] + 1):
+        r = u[part]
+        sized = size_batch(_queue_batch(cat, p.perf[r], p.inp[r], p.out[r], max_batch[r],
+                                        queue[r], system), p.ttft[r], p.itl[r], p.tps[r],
                            exact_rates=False)
-        rate[rows] = np.where(sized.feasible, sized.rate_rps, 0.0)
+        rate[part] = np.where(sized.feasible, sized.rate_rps, 0.0)
     return rate
 
 
-def _searched_rates(batch: QueueBatch, ttft: np.ndarray, itl: np.ndarray, tps: np.ndarray,
-                    queue_ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(M*, sustainable rate at M*) of each row (§2.9), chunk by chunk; M* = 0 if infeasible."""
-    best = np.zeros(len(batch), np.int64)
-    rate = np.zeros(len(batch))
-    for rows in _chunks(batch.max_batch + 1):
-        m, r = optimal_concurrency_sizing(batch.take(rows), ttft[rows], itl[rows], tps[rows],
-                                          queue_ratio=queue_ratio[rows])
-        best[rows] = np.where(r > 0, m, 0)
-        rate[rows] = r
+def _searched_rates(cat: _Catalog, system: System, p: _Pairs, u: np.ndarray,
+                    m_max: np.ndarray, queue_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M*, sustainable rate at M*) of pairs ``u`` (§2.9), chunk by chunk; M* = 0 if
+    infeasible. ``queue_in``: the server's maxQueueSize, −1 for Q = 10·N."""
+    best = np.zeros(u.size, np.int64)
+    rate = np.zeros(u.size)
+    for part in _chunks(m_max[u] + 1):
+        r = u[part]
+        batch = _queue_batch(cat, p.perf[r], p.inp[r], p.out[r], m_max[r],
+                             np.zeros(r.size, np.int64), system)
+        m, found = optimal_concurrency_sizing(
+            batch, p.ttft[r], p.itl[r], p.tps[r],
+            queue_ratio=np.where(queue_in[r] >= 0, queue_in[r], -MAX_QUEUE_TO_BATCH_RATIO))
+        best[part] = np.where(found > 0, m, 0)
+        rate[part] = found
     return best, rate
 
 
@@ -284,13 +322,13 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
                  perf: np.ndarray) -> _Rows:
     """Sized candidates of pairs with load (§3.3); infeasible pairs are dropped."""
     s, c = sv.cols, cat.perf_cols
-    inp, out = s["in"][srv], s["out"][srv]
-    ttft, itl, tps = s["ttft"][srv], s["itl"][srv], s["tps"][srv]
+    p = _Pairs(perf, s["in"][srv], s["out"][srv], s["ttft"][srv], s["itl"][srv],
+               s["tps"][srv])
     override, queue_in = s["batch_override"][srv], s["queue"][srv]
     policy = system.settings.batch_policy
     if policy is BatchPolicy.SCALED:
         policy_batch = np.maximum(c["max_batch"][perf] * c["at_tokens"][perf]
-                                  // out.astype(np.int64), 1)
+                                  // p.out.astype(np.int64), 1)
     else:
         policy_batch = np.where(c["max_batch"][perf] > 0, c["max_batch"][perf],
                                 DEFAULT_CONCURRENCY_CEILING)
@@ -301,23 +339,18 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
         # one search per distinct (perf, tokens, targets, Q rule, M_max); its probe at M*
         # is that key's sizing
         rows = np.flatnonzero(search)
-        first, inv = _unique(perf[rows], inp[rows], out[rows], ttft[rows], itl[rows],
-                             tps[rows] > 0, queue_in[rows], max_batch[rows])
-        u = rows[first]
-        best, found = _searched_rates(
-            _queue_batch(cat, perf[u], inp[u], out[u], max_batch[u], np.zeros(u.size, np.int64),
-                         system), ttft[u], itl[u], tps[u],
-            np.where(queue_in[u] >= 0, queue_in[u], -MAX_QUEUE_TO_BATCH_RATIO))
+        first, inv = _unique(perf[rows], p.inp[rows], p.out[rows], p.ttft[rows], p.itl[rows],
+                             p.tps[rows] > 0, queue_in[rows], max_batch[rows])
+        best, found = _searched_rates(cat, system, p, rows[first], max_batch, queue_in)
         max_batch[rows] = best[inv]
         rate[rows] = found[inv]
     queue = np.where(queue_in >= 0, queue_in, MAX_QUEUE_TO_BATCH_RATIO * max_batch)
     rows = np.flatnonzero(~search)
     if rows.size:
-        first, inv = _unique(perf[rows], inp[rows], out[rows], ttft[rows], itl[rows],
-                             tps[rows] > 0, max_batch[rows], queue[rows])
-        u = rows[first]
-        rate[rows] = _sized_rates(_queue_batch(cat, perf[u], inp[u], out[u], max_batch[u],
-                                               queue[u], system), ttft[u], itl[u], tps[u])[inv]
+        first, inv = _unique(perf[rows], p.inp[rows], p.out[rows], p.ttft[rows], p.itl[rows],
+                             p.tps[rows] > 0, max_batch[rows], queue[rows])
+        rate[rows] = _sized_rates(cat, system, p, rows[first], max_batch, queue)[inv]
+    tps, out = p.tps, p.out
     total = np.where(tps > 0, tps / np.maximum(out, 1.0), s["rpm"][srv] / 60.0)
     ok = (rate > 0) & (max_batch > 0)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -87,6 +87,7 @@ def test_chunking_does_not_change_candidates(monkeypatch: pytest.MonkeyPatch) ->
     """Sizing in chunks of a few rows gives the same candidates as one batch."""
     system = _system(5, 16, BatchPolicy.SEARCH)
     whole = {n: list(cs) for n, cs in compute_candidates(system).items()}
+    monkeypatch.setattr(candidates_module, "WHOLE_ROWS", 0)
     monkeypatch.setattr(candidates_module, "CHUNK_ROWS", 40)
     monkeypatch.setattr(candidates_module, "CHUNK_STATES", 3000)
     chunked = {n: list(cs) for n, cs in compute_candidates(system).items()}
