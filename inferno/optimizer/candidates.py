@@ -31,9 +31,12 @@ MAX_QUEUE_TO_BATCH_RATIO = 10
 DEFAULT_CONCURRENCY_CEILING = 256
 """Search ceiling when model-data maxBatchSize is 0."""
 CHUNK_STATES = 1 << 20
-"""In-service chain states (Σ over rows of N + 1) per batched analyzer call: bounds the
-chain tables to 8 MiB however many servers there are."""
-CHUNK_ROWS = 1 << 12
+"""In-service chain states (Σ over rows of N + 1) per batched sizing call: bounds the chain
+tables to 8 MiB however many servers there are."""
+SEARCH_CHUNK_STATES = 3 << 19
+"""The same for the concurrency search, whose rows are narrow (N <= M_max, a few hundred):
+its memory goes mostly into per-row arrays, bounded by `CHUNK_ROWS`."""
+CHUNK_ROWS = 1 << 13
 """Rows per batched analyzer call (the search keeps ~2 kB of arrays per row)."""
 WHOLE_ROWS, WHOLE_STATES = 3 << 13, 1 << 22
 """Up to this many rows and states everything is sized in one call: each call has a fixed
@@ -257,9 +260,9 @@ def _unique(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[new], inverse
 
 
-def _chunks(width: np.ndarray) -> Iterator[np.ndarray]:
+def _chunks(width: np.ndarray, max_states: int = CHUNK_STATES) -> Iterator[np.ndarray]:
     """Row indexes in order of ``width`` (chain states per row): all at once up to
-    `WHOLE_ROWS`/`WHOLE_STATES`, else in groups of at most `CHUNK_STATES` states and
+    `WHOLE_ROWS`/`WHOLE_STATES`, else in groups of at most ``max_states`` states and
     `CHUNK_ROWS` rows (a wider row goes alone)."""
     order = np.argsort(width, kind="stable")
     if order.size <= WHOLE_ROWS and int(width.sum()) <= WHOLE_STATES:
@@ -269,7 +272,7 @@ def _chunks(width: np.ndarray) -> Iterator[np.ndarray]:
     start = 0
     while start < order.size:
         before = ends[start - 1] if start else 0
-        stop = int(np.searchsorted(ends, before + CHUNK_STATES, side="right"))
+        stop = int(np.searchsorted(ends, before + max_states, side="right"))
         stop = max(start + 1, min(stop, start + CHUNK_ROWS))
         yield order[start:stop]
         start = stop
@@ -306,7 +309,7 @@ def _searched_rates(cat: _Catalog, system: System, p: _Pairs, u: np.ndarray,
     infeasible. ``queue_in``: the server's maxQueueSize, −1 for Q = 10·N."""
     best = np.zeros(u.size, np.int64)
     rate = np.zeros(u.size)
-    for part in _chunks(m_max[u] + 1):
+    for part in _chunks(m_max[u] + 1, SEARCH_CHUNK_STATES):
         r = u[part]
         batch = _queue_batch(cat, p.perf[r], p.inp[r], p.out[r], m_max[r],
                              np.zeros(r.size, np.int64), system)
