@@ -20,6 +20,7 @@ import numpy as np
 from inferno.analyzer import (
     QueueBatch,
     analyze_batch,
+    latency_percentiles_batch,
     search_concurrency_batch,
     size_batch,
 )
@@ -75,6 +76,14 @@ def main() -> None:
         timed(f"size_batch {num} ({model}, exact_rates=False)",
               lambda b=batch, t=ttft, i=itl: size_batch(b, t, i, 0.0, exact_rates=False))
         timed(f"analyze_batch {num} ({model})", lambda b=batch, r=rate: analyze_batch(b, r))
+    batch, ttft, itl = candidates(num, PerfModel.VLLM)
+    timed(f"size_batch {num} (vllm, p99 TTFT targets)",
+          lambda: size_batch(batch, ttft, itl, 0.0, exact_rates=False, ttft_percentile=99.0),
+          repeats=1)
+    sized = size_batch(batch, ttft, itl, 0.0)
+    rate = np.where(sized.feasible, 0.7 * sized.rate_rps, 1.0)
+    timed(f"latency_percentiles_batch {num} (vllm, p50/p90/p99)",
+          lambda: latency_percentiles_batch(batch, rate), repeats=1)
     batch, ttft, itl = candidates(num, PerfModel.CHUNKED)
     ceiling = batch.with_sizes(np.full(num, 256), batch.max_queue)
     timed(f"search_concurrency_batch {num} (M_max 256)",

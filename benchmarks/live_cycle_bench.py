@@ -45,7 +45,7 @@ from live.config import KubeSettings, PromSettings, load_api_client  # noqa: E40
 from live.driver import LiveLoop, LiveSettings  # noqa: E402
 from live.emulate_load import DeploymentReader  # noqa: E402
 from live.kube import discover_deployments  # noqa: E402
-from live.prom import PromCollector  # noqa: E402
+from live.prom import PromReader  # noqa: E402
 from sim.deployment import StartupDelay  # noqa: E402
 from sim.emulate import ClusterEmulation, EmulationSettings  # noqa: E402
 
@@ -117,7 +117,7 @@ def run(n: int, cycles: int, seed: int, lead_s: float
                          "patches": len(kube.requests("PATCH")) - before,
                          "servers": len(record.servers)})
         # the two halves of collect, alone
-        prom = PromCollector(replace(settings.prom, window=WINDOW))  # type: ignore[arg-type]
+        prom = PromReader(replace(settings.prom, window=WINDOW))  # type: ignore[arg-type]
         parts: dict[str, list[float]] = {"prom_ms": [], "list_ms": []}
         apps = kubernetes.client.AppsV1Api(api_client)
         for _ in range(cycles):

@@ -19,8 +19,12 @@ The machine is shared, so CPU time is the steadier number; the load average is p
 ``--baseline DIR`` runs the same commands against another checkout's ``inferno`` package
 (``PYTHONPATH=DIR``), interleaved with this one, and adds the ratio of medians.
 
+``--perf-model`` replaces the perfModel written in the systems (case systems are written
+with the reference cases' ``chunked``, synthetic ones with the default ``vllm``).
+
 Usage: python benchmarks/optimizer_bench.py [--sizes 100,1000,5000,10000]
        [--policies scaled,search] [--systems case] [--repeats 5] [--baseline DIR]
+       [--perf-model vllm|chunked|classic]
 """
 
 from __future__ import annotations
@@ -53,15 +57,17 @@ def _write(kind: str, size: int, root: Path) -> Path:
     return path
 
 
-def _solver_cpu(data: str, policy: str) -> None:
+def _solver_cpu(data: str, policy: str, perf_model: str) -> None:
     """Child mode: CPU and wall time of solve() alone (after loading), printed as JSON."""
     from inferno.io import load_system
-    from inferno.model import BatchPolicy
+    from inferno.model import BatchPolicy, PerfModel
     from inferno.optimizer import solve
 
     system = load_system(data)
-    system = replace(system, settings=replace(system.settings,
-                                              batch_policy=BatchPolicy(policy)))
+    settings = replace(system.settings, batch_policy=BatchPolicy(policy))
+    if perf_model != "-":
+        settings = replace(settings, perf_model=PerfModel(perf_model))
+    system = replace(system, settings=settings)
     c0, w0 = time.process_time(), time.perf_counter()
     solution = solve(system)
     print(json.dumps({"cpu_ms": 1000 * (time.process_time() - c0),
@@ -91,20 +97,22 @@ def _measure(cmd: list[str], env: dict[str, str], cwd: Path
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
 
 
-def _bench(data: Path, policy: str, repeats: int, envs: list[dict[str, str]], out_dir: Path
-           ) -> list[dict[str, float | str]]:
+def _bench(data: Path, policy: str, repeats: int, envs: list[dict[str, str]], out_dir: Path,
+           perf_model: str | None = None) -> list[dict[str, float | str]]:
     """One result per environment; the environments' runs are interleaved, so a change in
-    the machine's load hits them alike."""
+    the machine's load hits them alike. ``perf_model`` replaces the data's."""
+    model_args = ["--perf-model", perf_model] if perf_model else []
     out = out_dir / "solution.json"
     whole: list[list[tuple[float, float, float, float]]] = [[] for _ in envs]
     solver: list[list[dict]] = [[] for _ in envs]
     for _ in range(repeats):
         for k, env in enumerate(envs):
             wall, cpu, peak, _ = _measure([*CLI, "optimize", str(data), "--batch-policy",
-                                           policy, "-o", str(out)], env, out_dir)
+                                           policy, *model_args, "-o", str(out)], env, out_dir)
             whole[k].append((wall, cpu, peak, json.loads(out.read_text())["solveTimeMs"]))
             solver[k].append(json.loads(_measure(
-                [sys.executable, __file__, "--child", str(data), policy], env, out_dir)[3]))
+                [sys.executable, __file__, "--child", str(data), policy, perf_model or "-"],
+                env, out_dir)[3]))
     results = []
     for w, sv in zip(whole, solver, strict=True):
         s = sv[0]
@@ -130,7 +138,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--baseline", type=Path, help="another checkout to compare against")
     ap.add_argument("--data", type=Path, help="where to write the systems (default: temp)")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--perf-model", help="replace the systems' perfModel (vllm, chunked, "
+                                         "classic; default: as written: case systems chunked, "
+                                         "synthetic ones the default)")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         _solver_cpu(*args.child)
@@ -155,7 +166,8 @@ def main() -> None:
             data = _write(kind, size, root)
             for policy in args.policies.split(","):
                 r, *base = _bench(data, policy, args.repeats,
-                                  [env] + ([base_env] if base_env else []), root)
+                                  [env] + ([base_env] if base_env else []), root,
+                                  args.perf_model)
                 row = (f"| {kind} | {size:,} | {policy} | {r['wall_ms']:,.0f} / "
                        f"{r['wall_min_ms']:,.0f} | {r['cpu_ms']:,.0f} | {r['peak_mib']:.0f} | "
                        f"{r['solve_ms']:,.0f} | {r['solve_cpu_ms']:,.0f} | {r['status']} |")

@@ -30,13 +30,13 @@ LAZY_COMMANDS: dict[str, str] = {
 # sim and live ones take a second); tests/inferno/cli keeps it equal to the docstrings.
 SHORT_HELP: dict[str, str] = {
     "optimize": "Choose accelerator, replicas and max batch for every...",
-    "analyze": "Queue metrics of one replica at a load, and the max rate...",
+    "analyze": "Queue metrics and latency percentiles of one replica at a...",
     "sim": "SimPy digital twin of vLLM-style replicas and deployments.",
     "sweep": "Run every scenario variant × policy × seed of SWEEP and...",
     "live": "Control the managed Deployments of a cluster: every...",
     "emulate": "Emulate the managed Deployments' vLLM pods with the twin...",
     "emulate-load": "Every INTERVAL s [env INFERNO_LOAD_INTERVAL, default 60]...",
-    "calibrate": "Fit α, β, γ to BENCH_CSV, print them with 95 % intervals,...",
+    "calibrate": "Fit the iteration model of one (model, accelerator) to...",
 }
 
 

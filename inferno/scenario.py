@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -40,7 +40,7 @@ from inferno.control.settings import (
 )
 from inferno.errors import ConfigError
 from inferno.io import apply_overrides, load_static_data
-from inferno.model import DEFAULT_CLASS, PerfParms, System
+from inferno.model import DEFAULT_CLASS, ModelTarget, ServiceClass, System
 from inferno.tuner import FirstToken, TunerMode, TunerSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,8 @@ DEFAULT_SCENARIO = REPO_ROOT / "scenarios" / "quickstart.yaml"
 """The embedded default (`inferno sim run` without a scenario); present in a source checkout
 or an editable install."""
 
+
+_S = TypeVar("_S")
 
 class ArrivalKind(StrEnum):
     POISSON = "poisson"
@@ -73,8 +75,11 @@ class StartupKind(StrEnum):
 class ArrivalSignal(StrEnum):
     """What the twin's collector reports as a server's arrival rate."""
 
+    OFFERED = "offered"
+    """Completions + growth of running and waiting requests, from the replicas' vLLM
+    metrics (vLLM has no arrival counter): what the live collector reads."""
     ARRIVALS = "arrivals"
-    """Requests received (a gateway dispatch counter): the true offered load."""
+    """Requests received (a gateway dispatch counter live mode does not have); deprecated."""
     COMPLETIONS = "completions"
     """Requests finished (vLLM request_success_total, upstream's proxy): under-reads when a
     server is saturated (upstream pain point P3)."""
@@ -251,7 +256,7 @@ class TwinSpec:
     """s of history behind every collected rate and mean (PromQL rate(...[window]))."""
     scrape_interval_s: float = 5.0
     """s between the twin's metric scrapes (gauges are averaged over the window's scrapes)."""
-    arrival_signal: ArrivalSignal = ArrivalSignal.ARRIVALS
+    arrival_signal: ArrivalSignal = ArrivalSignal.OFFERED
     router: RouterKind = RouterKind.ROUND_ROBIN
     startup: StartupSpec = StartupSpec()
     engine: EngineSpec = EngineSpec()
@@ -344,6 +349,44 @@ POLICY_NAMES = ("inferno", "oracle", "hpa", "saturation", "static")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TargetSpec:
+    """One model's targets in a scenario class (ms; 0 = no target)."""
+
+    ttft_ms: float = 0.0
+    itl_ms: float = 0.0
+    tps: float = 0.0
+    """Output tokens per second (replaces the measured load when > 0)."""
+    ttft_percentile: float = 0.0
+    """The percentile the TTFT target is on (0 < p < 100); 0 = the mean."""
+    itl_percentile: float = 0.0
+    """The percentile the ITL target is on; 0 = the mean."""
+
+    def __post_init__(self) -> None:
+        for name in ("ttft_ms", "itl_ms", "tps"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value!r}")
+        for name in ("ttft_percentile", "itl_percentile"):
+            value = getattr(self, name)
+            _check(value == 0 or 0 < value < 100,
+                   f"{name} must be 0 (the mean) or in (0, 100), got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClassSpec:
+    """A service class added or changed by the scenario (over serviceclass-data.json)."""
+
+    priority: int | None = None
+    """1 (highest) .. 100; None keeps the data file's (100 for a new class)."""
+    targets: Mapping[str, TargetSpec] = field(default_factory=dict)
+    """Per model; a model given here replaces the data file's target for it."""
+
+    def __post_init__(self) -> None:
+        if self.priority is not None:
+            _check(1 <= self.priority <= 100,
+                   f"priority must be in 1..100, got {self.priority!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TraceSpec:
     """Replay recorded requests instead of generating them (format: docs/traces.md)."""
 
@@ -372,6 +415,9 @@ class Scenario:
     """Cards per accelerator type, replacing capacity-data.json; None keeps the file."""
     optimizer: Mapping[str, Any] = field(default_factory=dict)
     """Overrides of optimizer-data.json by OptimizerSettings field name."""
+    classes: Mapping[str, ClassSpec] = field(default_factory=dict)
+    """Service classes to add or change: their targets replace the data file's per model
+    (e.g. a Premium p99 TTFT target)."""
     controller: ControllerSpec = ControllerSpec()
     policy: PolicySpec = PolicySpec()
     profile: ProfileSpec = ProfileSpec()
@@ -567,6 +613,17 @@ def parse_scenario(data: Any, *, file: str = "", base_dir: Path | str = ".") -> 
     return dataclasses.replace(scenario, source=file)
 
 
+def load_settings(path: Path | str, cls: type[_S]) -> _S:
+    """Settings dataclass `cls` from a YAML file of its fields (the keys of a scenario's
+    ``policy.<name>`` section): unknown keys, wrong types and bad values are ConfigErrors
+    naming the file and the key path."""
+    path = Path(path)
+    data = read_yaml(path)
+    if data is None:
+        data = {}
+    return _build(cls, data, "", _Ctx(file=str(path), base_dir=path.parent), cls())
+
+
 def read_yaml(path: Path) -> Any:
     """The document of a YAML file, with read and syntax errors as ConfigError."""
     try:
@@ -729,10 +786,25 @@ def scaled_perf(system: System, scale: PerfScaleSpec) -> System:
     """`system` with α, β, γ of every (model, accelerator) multiplied by `scale`."""
     if scale.is_identity:
         return system
-    perf = {key: dataclasses.replace(p, perf=PerfParms(
-        alpha_ms=p.perf.alpha_ms * scale.alpha, beta_ms=p.perf.beta_ms * scale.beta,
+    perf = {key: dataclasses.replace(p, perf=dataclasses.replace(
+        p.perf, alpha_ms=p.perf.alpha_ms * scale.alpha, beta_ms=p.perf.beta_ms * scale.beta,
         gamma_ms=p.perf.gamma_ms * scale.gamma)) for key, p in system.perf.items()}
     return dataclasses.replace(system, perf=perf)
+
+
+def _with_classes(system: System, specs: Mapping[str, ClassSpec]) -> dict[str, ServiceClass]:
+    """The data file's classes with the scenario's classes and targets laid over them."""
+    classes = dict(system.classes)
+    for name, spec in specs.items():
+        base = classes.get(name, ServiceClass(name=name))
+        targets = dict(base.targets)
+        for model, t in spec.targets.items():
+            targets[model] = ModelTarget(
+                model=model, slo_itl_ms=t.itl_ms, slo_ttft_ms=t.ttft_ms, slo_tps=t.tps,
+                slo_ttft_percentile=t.ttft_percentile, slo_itl_percentile=t.itl_percentile)
+        priority = base.priority if spec.priority is None else spec.priority
+        classes[name] = ServiceClass(name=name, priority=priority, targets=targets)
+    return classes
 
 
 def scenario_system(scenario: Scenario) -> System:
@@ -760,6 +832,8 @@ def scenario_system(scenario: Scenario) -> System:
         settings = _wrap(lambda: apply_overrides(system.settings, scenario.optimizer),
                          scenario.source, "optimizer")
         system = dataclasses.replace(system, settings=settings)
+    if scenario.classes:
+        system = dataclasses.replace(system, classes=_with_classes(system, scenario.classes))
     for i, server in enumerate(scenario.servers):
         at = f"{where}servers[{i}]"
         if server.model not in system.models:

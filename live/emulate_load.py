@@ -104,7 +104,8 @@ class ClusterLoadEmulator:
             items = list_managed(self._apps, self.kube)
         except (ApiException, *TRANSPORT_ERRORS) as exc:
             raise kube_collect_error(exc, f"list managed Deployments in {scope}") from exc
-        raw = {(d.metadata.namespace, d.metadata.name): d.metadata.labels or {} for d in items}
+        raw = {(d["metadata"].get("namespace"), d["metadata"].get("name")):
+               d["metadata"].get("labels") or {} for d in items}
         discovery = discover(items)
         current: dict[str, LoadPoint] = {}
         for name, dep in discovery.deployments.items():
@@ -164,8 +165,8 @@ class DeploymentStatusWriter:
         what = f"patch status of Deployment {namespace}/{deployment}"
         try:
             call_with_retries(
-                lambda: self._apps.patch_namespaced_deployment_status(
-                    deployment, namespace, body, _request_timeout=self.kube.request_timeout_s),
+                lambda timeout_s: self._apps.patch_namespaced_deployment_status(
+                    deployment, namespace, body, _request_timeout=timeout_s),
                 what=what, settings=self.kube, sleep=self._sleep)
         except ActuateError as exc:
             log.warning("emulate: %s", exc)

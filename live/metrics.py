@@ -1,4 +1,4 @@
-"""The controller's decisions as Prometheus gauges, for HPA (External metric) or KEDA.
+"""The controller's decisions as Prometheus gauges (for HPA or KEDA), and its own health.
 
 `DecisionExporter` keeps, per decided server, the replicas the controller wants and the replicas
 it saw, and serves them on ``GET /metrics`` (peers.md §1.6, WVA's names):
@@ -17,6 +17,22 @@ The gauges live in a dedicated `CollectorRegistry`, never the process-wide defau
 loops (or a test and a loop) in one process never share series. Skipped cycles leave the gauges
 as they were; a decided cycle replaces the whole set, so deleted servers and old accelerator
 labels disappear.
+
+`ControllerMetrics` describes the controller itself, in the same registry (alert on these):
+
+| metric                                              | type      | labels           |
+|-----------------------------------------------------|-----------|------------------|
+| `inferno_cycle_duration_seconds`                    | histogram |                  |
+| `inferno_cycles_total`                              | counter   | `status`, `stage`|
+| `inferno_last_successful_cycle_timestamp_seconds`   | gauge     |                  |
+| `inferno_decisions_total`                           | counter   | `change`         |
+| `inferno_actuation_failures_total`                  | counter   |                  |
+| `inferno_managed_servers`, `inferno_skipped_servers`| gauge     |                  |
+
+``stage`` is where a skipped or failed cycle stopped (static, collect, decide, actuate; empty
+when ok): the reason's class, with a bounded set of values (the full reason is in the cycle log
+and the log line). ``change`` counts decided changes per server: scale_up, scale_down, migrate
+(accelerator), max_batch.
 """
 
 from __future__ import annotations
@@ -25,21 +41,23 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http import HTTPStatus
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from inferno.control.cyclelog import CycleLog, CycleRecord, CycleStatus
+from inferno.control.cyclelog import CycleLog, CycleRecord, CycleStatus, ServerRecord
 from inferno.model.snapshot import ActuationReport, AllocationPlan
 
 log = logging.getLogger(__name__)
 
 LABELS = ("server", "namespace", "accelerator")
-
-Response = tuple[int, str, bytes]
-"""(HTTP status, content type, body), as the driver's extra routes return."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,33 +139,88 @@ class DecisionExporter:
         """The text exposition of the gauges."""
         return generate_latest(self.registry)
 
-    def route(self) -> Response:
-        """The ``GET /metrics`` handler for `inferno.control.Driver.serve`."""
-        return HTTPStatus.OK, CONTENT_TYPE_LATEST, self.render()
+
+CYCLE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+"""Cycle duration buckets: a healthy cycle takes well under 1 s, a bounded hung one a period."""
+
+CHANGES = ("scale_up", "scale_down", "migrate", "max_batch")
 
 
-class ExportingCycleLog(CycleLog):
-    """The cycle log (path "-" writes no file) that also feeds a DecisionExporter (if any).
+def changes(server: ServerRecord) -> tuple[str, ...]:
+    """The decided changes of one server (empty when kept as it was)."""
+    found = []
+    if server.num_replicas > server.current_replicas:
+        found.append("scale_up")
+    elif server.num_replicas < server.current_replicas:
+        found.append("scale_down")
+    if server.accelerator and server.accelerator != server.current_accelerator:
+        found.append("migrate")
+    if server.max_batch > 0 and server.max_batch != server.current_max_batch:
+        found.append("max_batch")
+    return tuple(found)
+
+
+class ControllerMetrics:
+    """The controller's own metrics (module table), fed one cycle record at a time."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.duration = Histogram("inferno_cycle_duration_seconds",
+                                  "Duration of control cycles, skipped ones included.",
+                                  buckets=CYCLE_BUCKETS_S, registry=registry)
+        self.cycles = Counter("inferno_cycles", "Control cycles by outcome and the stage a "
+                              "skipped or failed one stopped at.", ["status", "stage"],
+                              registry=registry)
+        self.last_success = Gauge("inferno_last_successful_cycle_timestamp_seconds",
+                                  "Unix time of the start of the last successful cycle.",
+                                  registry=registry)
+        self.decisions = Counter("inferno_decisions", "Decided changes, per server and cycle.",
+                                 ["change"], registry=registry)
+        self.actuation_failures = Counter("inferno_actuation_failures",
+                                          "Servers whose actuation failed.", registry=registry)
+        self.servers = Gauge("inferno_managed_servers", "Servers observed in the last cycle.",
+                             registry=registry)
+        self.skipped_servers = Gauge("inferno_skipped_servers",
+                                     "Managed Deployments the last cycle could not read.",
+                                     registry=registry)
+        for change in CHANGES:
+            self.decisions.labels(change=change)
+        self.cycles.labels(status=CycleStatus.OK, stage="")
+
+    def observe(self, record: CycleRecord) -> None:
+        self.duration.observe(record.timing.total_ms / 1000.0)
+        self.cycles.labels(status=record.status, stage=record.stage).inc()
+        if record.is_ok:
+            self.last_success.set(record.time_s)
+        if record.status is not CycleStatus.SKIPPED:
+            for server in record.servers:
+                for change in changes(server):
+                    self.decisions.labels(change=change).inc()
+        self.actuation_failures.inc(len(record.actuation_failed))
+        if record.servers or record.status is CycleStatus.OK:
+            self.servers.set(len(record.servers))
+        self.skipped_servers.set(len(record.skipped_servers))
+
+
+class BestEffortCycleLog(CycleLog):
+    """The cycle log (path "-" writes no file), rotated by size.
 
     A failed write is logged once and does not fail the cycle (upstream: the recorder is
-    best effort); the gauges are updated either way.
+    best effort).
     """
 
-    def __init__(self, path: str, exporter: DecisionExporter | None) -> None:
-        super().__init__(path)
-        self.exporter = exporter
+    def __init__(self, path: str, *, max_bytes: int = 0, backups: int = 0) -> None:
+        super().__init__(path, max_bytes=max_bytes, backups=backups)
         self._has_warned = False
 
-    def append(self, record: CycleRecord) -> None:
-        if self.exporter is not None:
-            self.exporter.update(record)
+    def append(self, record: CycleRecord, *, timeout_s: float = -1) -> bool:
         try:
-            super().append(record)
+            return super().append(record, timeout_s=timeout_s)
         except OSError as exc:
             if not self._has_warned:
                 log.warning("cannot write the cycle log %s: %s (further failures not logged)",
                             self.path, exc)
                 self._has_warned = True
+            return False
 
 
 class MetricsActuator:

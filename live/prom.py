@@ -1,16 +1,23 @@
-"""Deployment-level load and latency from vLLM metrics in Prometheus.
+"""A Deployment's vLLM metrics over the window, from Prometheus.
 
 Label scheme: every vLLM series carries the pod's namespace and the name of the Deployment that
 owns the pod, in the labels named by `PromSettings.namespace_label` / `.deployment_label`
 (``namespace`` / ``deployment`` by default; docs/live.md shows the relabelling that produces
-them). Every quantity is one PromQL query aggregated ``by (namespace, deployment)``, so a cycle
-costs a fixed 8 queries whatever the number of Deployments.
+them). Each field of `inferno.control.observation.VllmWindow` is one PromQL expression
+aggregated ``by (namespace, deployment)`` (`build_queries`); a cycle sends them as one query,
+each tagged with its field in a ``__field__`` label (``label_replace``), so a collect costs one
+HTTP call whatever the number of Deployments and fields. The formulas that turn these
+aggregates into the controller's observation live in `inferno.control.observation`, shared
+with the twin, which evaluates the same expressions over its replicas' scrapes.
 
-Semantics (control-loop.md §3, peers.md §1.4): arrival rate is the completion rate (vLLM exports
-no arrival counter), in RPM, summed over pods; token counts and latencies are ratios of summed
-rates, i.e. means per request; waiting/running/KV usage are per-pod gauges averaged over the
-window and over pods. A missing series or a 0/0 ratio is "no data" (None); a failed query
-raises a transient CollectError, and the caller skips the cycle.
+Older vLLM names are read when the current ones are absent: ``vllm:gpu_cache_usage_perc``
+for the KV usage, ``vllm:time_per_output_token_seconds`` for the per-token latency.
+A missing series or a 0/0 ratio is "no data" (None); a failed query raises a transient
+CollectError, and the caller skips the cycle.
+
+Time: the query's timeout is the smaller of `PromSettings.timeout_s` and what is left of the
+cycle's collect deadline (`live.deadline`), and Prometheus gets the same ``timeout`` so it
+stops evaluating a query nobody waits for any more.
 """
 
 from __future__ import annotations
@@ -18,13 +25,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import fields
 
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
-from inferno.model.units import MS_PER_S, S_PER_MIN
+from inferno.control.observation import VllmWindow
+from inferno.errors import CollectError
 from live.config import PromSettings, make_prom_client, read_bearer_token
+from live.deadline import UNBOUNDED, Deadline
 from live.errors import TRANSPORT_ERRORS, prom_collect_error
 
 log = logging.getLogger(__name__)
@@ -36,29 +45,19 @@ PROMPT_LEN = "vllm:request_prompt_tokens"
 GENERATION_LEN = "vllm:request_generation_tokens"
 TTFT = "vllm:time_to_first_token_seconds"
 ITL = "vllm:request_time_per_output_token_seconds"
+ITL_OLD = "vllm:time_per_output_token_seconds"
 WAITING = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
 KV_USAGE = "vllm:kv_cache_usage_perc"
+KV_USAGE_OLD = "vllm:gpu_cache_usage_perc"
+FIELD_LABEL = "__field__"
+"""Label tagging each part of the combined query with its VllmWindow field."""
 
 DeploymentKey = tuple[str, str]
 """(namespace, Deployment name)."""
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeploymentMetrics:
-    """One Deployment's observations over the window; None = no data."""
-
-    arrival_rpm: float | None = None
-    avg_in_tokens: float | None = None
-    avg_out_tokens: float | None = None
-    ttft_ms: float | None = None
-    itl_ms: float | None = None
-    waiting_requests: float | None = None
-    running_requests: float | None = None
-    kv_usage: float | None = None
-    reporting_pods: float | None = None
-    """Pods with request series in the window (fewer than ready while Prometheus has not
-    yet discovered a new pod)."""
+WINDOW_FIELDS = tuple(f.name for f in fields(VllmWindow)
+                      if f.name not in ("window_s", "recent_window_s"))
 
 
 def series_selector(settings: PromSettings, namespace: str = "") -> str:
@@ -70,43 +69,59 @@ def series_selector(settings: PromSettings, namespace: str = "") -> str:
 
 
 def build_queries(settings: PromSettings, namespace: str = "") -> dict[str, str]:
-    """PromQL per DeploymentMetrics field, each returning one sample per Deployment."""
-    sel, w = series_selector(settings, namespace), settings.window
-    by = f"sum by ({settings.namespace_label}, {settings.deployment_label})"
-    avg = f"avg by ({settings.namespace_label}, {settings.deployment_label})"
+    """PromQL per VllmWindow field, each returning one sample per Deployment."""
+    sel, w, r = series_selector(settings, namespace), settings.window, settings.recent_window
+    keys = f"{settings.namespace_label}, {settings.deployment_label}"
 
-    def rate(metric: str) -> str:
-        return f"{by} (rate({metric}{sel}[{w}]))"
+    def rate(metric: str, over: str = w) -> str:
+        return f"sum by ({keys}) (rate({metric}{sel}[{over}]))"
 
-    def gauge(metric: str) -> str:
-        return f"{avg} (avg_over_time({metric}{sel}[{w}]))"
+    def in_system(over: str) -> str:
+        return (f"sum by ({keys}) (delta({RUNNING}{sel}[{over}]) + "
+                f"delta({WAITING}{sel}[{over}]))")
+
+    def either(new: str, old: str, make: Callable[[str], str]) -> str:
+        return f"({make(new)}) or ({make(old)})"
+
+    def over_time(fn: str, agg: str) -> Callable[[str], str]:
+        return lambda metric: f"{agg} by ({keys}) ({fn}_over_time({metric}{sel}[{w}]))"
 
     return {
-        "arrival_rpm": f"{S_PER_MIN:g} * {rate(REQUESTS)}",
-        # Per-request length histograms (observed at completion) keep numerator and
-        # denominator on the same requests; the token counters grow while requests run, so
-        # their ratio to completions swings around a load change. Counters are the fallback
-        # for servers that do not export the histograms.
-        "avg_in_tokens": (f"({rate(PROMPT_LEN + '_sum')} / {rate(PROMPT_LEN + '_count')}) or "
-                          f"({rate(PROMPT_TOKENS)} / {rate(REQUESTS)})"),
-        "avg_out_tokens": (f"({rate(GENERATION_LEN + '_sum')} / "
-                           f"{rate(GENERATION_LEN + '_count')}) or "
-                           f"({rate(GENERATION_TOKENS)} / {rate(REQUESTS)})"),
-        "ttft_ms": f"{MS_PER_S:g} * {rate(TTFT + '_sum')} / {rate(TTFT + '_count')}",
-        "itl_ms": f"{MS_PER_S:g} * {rate(ITL + '_sum')} / {rate(ITL + '_count')}",
-        "waiting_requests": gauge(WAITING),
-        "running_requests": gauge(RUNNING),
-        "kv_usage": gauge(KV_USAGE),
-        "reporting_pods": (f"count by ({settings.namespace_label}, {settings.deployment_label}) "
-                           f"(sum by ({settings.namespace_label}, {settings.deployment_label}, "
-                           f"{settings.pod_label}) (rate({REQUESTS}{sel}[{w}])))"),
+        "completed_rps": rate(REQUESTS),
+        "in_system_delta": in_system(w),
+        "prompt_len_sum_rps": rate(PROMPT_LEN + "_sum"),
+        "prompt_len_count_rps": rate(PROMPT_LEN + "_count"),
+        "gen_len_sum_rps": rate(GENERATION_LEN + "_sum"),
+        "gen_len_count_rps": rate(GENERATION_LEN + "_count"),
+        "prompt_tokens_rps": rate(PROMPT_TOKENS),
+        "generation_tokens_rps": rate(GENERATION_TOKENS),
+        "ttft_sum_rps": rate(TTFT + "_sum"),
+        "ttft_count_rps": rate(TTFT + "_count"),
+        "itl_sum_rps": either(ITL + "_sum", ITL_OLD + "_sum", rate),
+        "itl_count_rps": either(ITL + "_count", ITL_OLD + "_count", rate),
+        "running_avg": over_time("avg", "avg")(RUNNING),
+        "waiting_avg": over_time("avg", "avg")(WAITING),
+        "kv_usage_avg": either(KV_USAGE, KV_USAGE_OLD, over_time("avg", "avg")),
+        "waiting_max": over_time("max", "max")(WAITING),
+        "running_now": f"sum by ({keys}) ({RUNNING}{sel})",
+        "waiting_now": f"sum by ({keys}) ({WAITING}{sel})",
+        "reporting_pods": (f"count by ({keys}) (sum by ({keys}, {settings.pod_label}) "
+                           f"(rate({REQUESTS}{sel}[{w}])))"),
+        "recent_completed_rps": rate(REQUESTS, r),
+        "recent_in_system_delta": in_system(r),
     }
 
 
+def combined_query(queries: Mapping[str, str]) -> str:
+    """One query returning every field's series, each tagged with ``__field__``."""
+    return " or ".join(f'label_replace({promql}, "{FIELD_LABEL}", "{name}", "", "")'
+                       for name, promql in queries.items())
+
+
 def parse_vector(result: list[dict[str, object]], settings: PromSettings
-                 ) -> dict[DeploymentKey, float]:
-    """Instant-vector samples by Deployment; NaN/Inf samples (0/0 ratios) are dropped."""
-    values: dict[DeploymentKey, float] = {}
+                 ) -> dict[str, dict[DeploymentKey, float]]:
+    """Field → Deployment → value; NaN/Inf samples (0/0 ratios) are dropped."""
+    values: dict[str, dict[DeploymentKey, float]] = {}
     for item in result:
         labels = item.get("metric", {})
         sample = item.get("value", ())
@@ -116,12 +131,12 @@ def parse_vector(result: list[dict[str, object]], settings: PromSettings
         if math.isfinite(value):
             key = (str(labels.get(settings.namespace_label, "")),
                    str(labels.get(settings.deployment_label, "")))
-            values[key] = value
+            values.setdefault(str(labels.get(FIELD_LABEL, "")), {})[key] = value
     return values
 
 
-class PromCollector:
-    """Reads DeploymentMetrics for every Deployment with vLLM series in Prometheus."""
+class PromReader:
+    """Reads every Deployment's VllmWindow from Prometheus in one query per collect."""
 
     def __init__(self, settings: PromSettings, *,
                  client_factory: Callable[[PromSettings], PrometheusConnect] = make_prom_client
@@ -133,20 +148,39 @@ class PromCollector:
         """Release the HTTP connection pool."""
         self._client.close()
 
-    def query(self, promql: str) -> dict[DeploymentKey, float]:
-        """Run one instant query; raises CollectError (transient unless HTTP 4xx)."""
-        try:
-            result = self._client.custom_query(promql)
-        except (PrometheusApiClientException, *TRANSPORT_ERRORS) as exc:
-            raise prom_collect_error(exc, promql) from exc
-        return parse_vector(result, self.settings)
-
-    def collect(self, namespace: str = "") -> dict[DeploymentKey, DeploymentMetrics]:
-        """All fields for every Deployment seen in any query (others are absent: no data)."""
+    def query(self, promql: str, time_s: float | None = None,
+              deadline: Deadline = UNBOUNDED) -> list[dict[str, object]]:
+        """Run one instant query (now, or at Unix time ``time_s``) within ``deadline``;
+        raises CollectError (transient unless HTTP 4xx)."""
+        if deadline.is_expired:
+            raise CollectError(f"prometheus query {promql!r}: the cycle's collect deadline "
+                               "passed before it was sent", transient=True)
+        timeout_s = deadline.timeout_s(self.settings.timeout_s)
         token = read_bearer_token(self.settings)
         self._client.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        columns = {name: self.query(promql)
-                   for name, promql in build_queries(self.settings, namespace).items()}
+        params = {"timeout": f"{timeout_s:.3f}"}
+        if time_s is not None:
+            params["time"] = f"{time_s:.3f}"
+        try:
+            return self._client.custom_query(promql, params=params, timeout=timeout_s)
+        except (PrometheusApiClientException, *TRANSPORT_ERRORS) as exc:
+            raise prom_collect_error(exc, promql) from exc
+
+    def collect(self, namespace: str = "", time_s: float | None = None,
+                deadline: Deadline = UNBOUNDED) -> dict[DeploymentKey, VllmWindow]:
+        """Every Deployment with a series in any field (others are absent: no data), now or
+        at Unix time ``time_s``."""
+        queries = build_queries(self.settings, namespace)
+        columns = parse_vector(self.query(combined_query(queries), time_s, deadline),
+                               self.settings)
         keys = sorted({key for column in columns.values() for key in column})
-        return {key: DeploymentMetrics(**{name: columns[name].get(key) for name in columns})
-                for key in keys}
+        window_s = self.settings.window_s
+        out = {}
+        for key in keys:
+            found = {name: columns.get(name, {}).get(key) for name in WINDOW_FIELDS}
+            pods = found.pop("reporting_pods")
+            out[key] = VllmWindow(window_s=window_s,
+                                  recent_window_s=self.settings.recent_window_s,
+                                  **found,  # type: ignore[arg-type]
+                                  reporting_pods=None if pods is None else round(pods))
+        return out

@@ -1,13 +1,20 @@
 """Benchmark mode: the twin driven like ``vllm bench serve``, and sweeps over load.
 
-One deployment of R replicas (ready at t = 0, round-robin router) receives either Poisson
-arrivals at a fixed rate (``rate_rps``, open loop) or C closed-loop users (``concurrency``,
-all starting at t = 0), with fixed input/output lengths, for ``num_requests`` requests
-(default 1000, as vllm bench) or for ``duration_s`` seconds of arrivals; the run continues until
-every request has finished. Statistics are over all requests, like vllm bench: throughput is
-completions over the benchmark duration (0 to the last completion); ITL is the per-request mean
-decode time per output token. In rate mode the result also carries the analyzer's prediction at
-the same operating point (chunked model, same α/β/γ, N, Q = 10·N, the per-replica rate).
+One deployment of R replicas (ready at t = 0, round-robin router) receives Poisson arrivals at
+a fixed rate (``rate_rps``, open loop), arrivals replayed from timestamps (``arrival_times_s``,
+open loop), or C closed-loop users (``concurrency``; all starting at t = 0 unless
+``stagger_s`` spreads them, re-issuing at once unless ``think`` draws a think time), with
+fixed or distributed input/output lengths (``input``/``output``, `workload.TokenDist`), for
+``num_requests`` requests (default 1000, as vllm bench) or for ``duration_s`` seconds of
+arrivals; the run continues until every request has finished. Statistics are over all
+requests, like vllm bench: throughput is completions over the benchmark duration (0 to the
+last completion); ``itl_ms`` (= ``tpot_ms``, vllm bench's TPOT) is the per-request mean decode
+time per output token. ``vllm_bench`` repeats the summary under `vllm bench serve`'s own key
+names (mean/median/p99 of TTFT, TPOT, ITL, E2E; totals and throughputs); the twin does not
+stamp every token, so ITL there is the token-weighted mean and its median/p99 are null.
+In rate mode the result also carries the analyzer's prediction at
+the same operating point (same α/β/γ, N, Q = 10·N, the per-replica rate; vllm model by
+default): TTFT and ITL as mean/p50/p90/p99, the measurement's shape, plus its other means.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import simpy
@@ -48,10 +56,27 @@ class BenchConfig:
     seed: int = 0
     router: str = "round_robin"
     prefill_emits_token: bool = True
+    perf_model: PerfModel = PerfModel.VLLM
+    """The analyzer's model for the rate-mode prediction."""
+    input: workload.TokenDist | None = None
+    """Input-length distribution (None: fixed ``in_tokens``; else ``in_tokens`` is its mean
+    for the analyzer's prediction)."""
+    output: workload.TokenDist | None = None
+    think: workload.Delay | None = None
+    """Closed loop: a user's think time after each response (None: none)."""
+    stagger_s: float = 0.0
+    """Closed loop: users start evenly spread over this many seconds."""
+    arrival_times_s: tuple[float, ...] | None = None
+    """Open loop: replay these arrival times (s from the start) instead of Poisson."""
 
     def __post_init__(self) -> None:
-        if (self.concurrency is None) == (self.rate_rps is None):
-            raise ConfigError("bench: give exactly one of concurrency or rate")
+        loads = (self.concurrency, self.rate_rps, self.arrival_times_s)
+        if sum(v is not None for v in loads) != 1:
+            raise ConfigError("bench: give exactly one of concurrency, rate or arrival times")
+        if self.arrival_times_s is not None and len(self.arrival_times_s) < 2:
+            raise ConfigError("bench: an arrival replay needs at least 2 timestamps")
+        if not (0.0 <= self.stagger_s < math.inf):
+            raise ConfigError(f"bench: stagger must be >= 0 s, got {self.stagger_s}")
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError(f"bench: concurrency must be >= 1, got {self.concurrency}")
         if self.rate_rps is not None and not (self.rate_rps > 0 and math.isfinite(self.rate_rps)):
@@ -70,10 +95,16 @@ class BenchConfig:
 
     @property
     def mode(self) -> str:
+        if self.arrival_times_s is not None:
+            return "replay"
         return "rate" if self.rate_rps is not None else "concurrency"
 
     @property
     def load(self) -> float:
+        """Rate (req/s; a replay's mean rate) or concurrency."""
+        if self.arrival_times_s is not None:
+            t = self.arrival_times_s
+            return (len(t) - 1) / (t[-1] - t[0]) if t[-1] > t[0] else math.inf
         return float(self.rate_rps if self.rate_rps is not None else self.concurrency)  # type: ignore[arg-type]
 
 
@@ -93,7 +124,17 @@ class BenchResult:
     mean_running: float
     """Time-average requests in the batch per replica over the benchmark duration."""
     num_preemptions: int
-    analyzer: dict[str, float] | None = None
+    total_input_tokens: int = 0
+    total_output_tokens: int = 0
+    total_tokens_per_s: float = 0.0
+    """Input plus output tokens over the duration (vllm bench's total token throughput)."""
+    tpot_ms: Stats | None = None
+    """Per-request (E2E − TTFT)/(output − 1): vllm bench's TPOT (the same as ``itl_ms``)."""
+    vllm_bench: dict[str, Any] | None = None
+    """The summary under `vllm bench serve`'s key names (module docstring)."""
+    analyzer: dict[str, Any] | None = None
+    """Rate mode: the analyzer's prediction, ``ttft_ms``/``itl_ms`` as {mean, p50, p90, p99}
+    (like the measurement), the rest means (ms, req/s)."""
 
     def to_json(self) -> dict:
         doc = asdict(self)
@@ -134,62 +175,99 @@ def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
     dep = cluster.add_deployment(DeploymentSpec(
         name="bench", model=cfg.model, accelerator=cfg.accelerator, max_batch=max_batch,
         num_replicas=cfg.replicas, router=cfg.router, engine=engine))
-    lengths = workload.Lengths(input=workload.fixed(cfg.in_tokens),
-                               output=workload.fixed(cfg.out_tokens)).pairs(
+    seed_lengths, seed_think = seed_lengths.spawn(2)
+    lengths = workload.Lengths(input=cfg.input or workload.fixed(cfg.in_tokens),
+                               output=cfg.output or workload.fixed(cfg.out_tokens)).pairs(
         np.random.default_rng(seed_lengths))
     factory = workload.RequestFactory()
     num = cfg.num_requests if cfg.duration_s is None and cfg.num_requests is not None else (
         DEFAULT_NUM_REQUESTS if cfg.duration_s is None else None)
     until = math.inf if cfg.duration_s is None else cfg.duration_s
-    if cfg.rate_rps is not None:
+    if cfg.arrival_times_s is not None:
+        num = None if cfg.duration_s is None and cfg.num_requests is None else num
+        workload.arrivals(env, iter(cfg.arrival_times_s), lengths, dep.submit, factory,
+                          until_s=until, max_requests=num)
+    elif cfg.rate_rps is not None:
         times = workload.ArrivalProcess(rate=workload.constant(cfg.rate_rps)).times(
             np.random.default_rng(seed_arrivals))
         workload.arrivals(env, times, lengths, dep.submit, factory, until_s=until,
                           max_requests=num)
     else:
+        think = (cfg.think.draws(np.random.default_rng(seed_think))
+                 if cfg.think is not None else None)
         workload.ClosedLoop(env=env, num_users=int(cfg.concurrency or 1), lengths=lengths,
                             submit=dep.submit, factory=factory, until_s=until,
-                            max_requests=num).start()
+                            max_requests=num, think=think, stagger_s=cfg.stagger_s).start()
     env.run()
     df = cluster.requests()
     done = df[df["status"] == "done"]
     duration = float(done["finish_s"].max()) if len(done) else 0.0
     areas = sum(r.areas(duration)[0] for r in dep.replicas)
     analyzer = (predict(mp, max_batch, cfg.in_tokens, cfg.out_tokens,
-                        cfg.rate_rps / cfg.replicas, replicas=cfg.replicas)
+                        cfg.rate_rps / cfg.replicas, replicas=cfg.replicas,
+                        perf_model=cfg.perf_model)
                 if cfg.rate_rps is not None else None)
+    tokens_in, tokens_out = int(done["in_tokens"].sum()), int(done["out_tokens"].sum())
+    per_s = 1.0 / duration if duration > 0 else 0.0
+    ttft, tpot, e2e = (Stats.of_seconds(done[c].to_numpy()) for c in ("ttft_s", "itl_s", "e2e_s"))
+    decode_s = (done["e2e_s"] - done["ttft_s"]).to_numpy()
+    gaps = float((done["out_tokens"] - 1).clip(lower=0).sum())
     return BenchResult(
         mode=cfg.mode, load=cfg.load, max_batch=max_batch, replicas=cfg.replicas,
-        num_requests=len(done), duration_s=duration,
-        throughput_rps=len(done) / duration if duration > 0 else 0.0,
-        output_tokens_per_s=float(done["out_tokens"].sum()) / duration if duration > 0 else 0.0,
-        ttft_ms=Stats.of_seconds(done["ttft_s"].to_numpy()),
-        itl_ms=Stats.of_seconds(done["itl_s"].to_numpy()),
-        e2e_ms=Stats.of_seconds(done["e2e_s"].to_numpy()),
+        num_requests=len(done), duration_s=duration, throughput_rps=len(done) * per_s,
+        output_tokens_per_s=tokens_out * per_s, ttft_ms=ttft, itl_ms=tpot, e2e_ms=e2e,
         mean_running=areas / (duration * cfg.replicas) if duration > 0 else 0.0,
-        num_preemptions=int(df["num_preemptions"].sum()), analyzer=analyzer)
+        num_preemptions=int(df["num_preemptions"].sum()), total_input_tokens=tokens_in,
+        total_output_tokens=tokens_out, total_tokens_per_s=(tokens_in + tokens_out) * per_s,
+        tpot_ms=tpot, vllm_bench=_vllm_keys(len(done), duration, tokens_in, tokens_out, ttft,
+                                            tpot, e2e, 1000.0 * decode_s.sum() / gaps
+                                            if gaps else math.nan),
+        analyzer=analyzer)
+
+
+def _vllm_keys(completed: int, duration_s: float, tokens_in: int, tokens_out: int, ttft: Stats,
+               tpot: Stats, e2e: Stats, itl_mean_ms: float) -> dict[str, Any]:
+    """`vllm bench serve`'s result keys (its units: s, req/s, tok/s, ms)."""
+    per_s = 1.0 / duration_s if duration_s > 0 else 0.0
+    doc: dict[str, Any] = {
+        "completed": completed, "duration": duration_s, "total_input_tokens": tokens_in,
+        "total_output_tokens": tokens_out, "request_throughput": completed * per_s,
+        "output_throughput": tokens_out * per_s,
+        "total_token_throughput": (tokens_in + tokens_out) * per_s}
+    for name, s in (("ttft", ttft), ("tpot", tpot), ("e2el", e2e)):
+        doc.update({f"mean_{name}_ms": s.mean, f"median_{name}_ms": s.p50,
+                    f"p99_{name}_ms": s.p99})
+    doc.update({"mean_itl_ms": itl_mean_ms, "median_itl_ms": None, "p99_itl_ms": None})
+    return doc
 
 
 def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate_rps: float,
-            *, replicas: int = 1, max_queue: int | None = None) -> dict[str, float]:
-    """The analyzer's metrics for one replica at ``rate_rps`` (throughput × replicas)."""
-    from inferno.analyzer import QueueConfig, analyze
+            *, replicas: int = 1, max_queue: int | None = None,
+            perf_model: PerfModel = PerfModel.VLLM) -> dict[str, Any]:
+    """The analyzer's metrics for one replica at ``rate_rps`` (throughput × replicas):
+    TTFT and ITL as {mean, p50, p90, p99} (ms), the other quantities their means."""
+    from inferno.analyzer import QueueConfig, analyze, latency_stats
 
     cfg = QueueConfig(max_batch=max_batch,
                       max_queue=10 * max_batch if max_queue is None else max_queue,
                       in_tokens=in_tokens, out_tokens=out_tokens, perf=mp.perf,
-                      perf_model=PerfModel.CHUNKED, max_num_tokens=mp.max_num_tokens)
+                      perf_model=perf_model, max_num_tokens=mp.max_num_tokens)
     m = analyze(cfg, rate_rps)
-    return {"ttft_ms": m.ttft_ms, "itl_ms": m.itl_ms, "e2e_ms": m.resp_ms,
-            "wait_ms": m.wait_ms, "prefill_ms": m.prefill_ms,
+    ttft, itl = latency_stats(cfg, rate_rps)
+    return {"ttft_ms": Stats(mean=ttft.mean, p50=ttft.p50, p90=ttft.p90, p99=ttft.p99),
+            "itl_ms": Stats(mean=itl.mean, p50=itl.p50, p90=itl.p90, p99=itl.p99),
+            "e2e_ms": m.resp_ms, "wait_ms": m.wait_ms, "prefill_ms": m.prefill_ms,
             "throughput_rps": m.throughput_rps * replicas, "mean_running": m.num_in_service,
             "rho": m.rho, "max_rate_rps": m.max_rate_rps * replicas}
 
 
 def sweep(system: System, cfg: BenchConfig, loads: list[float]) -> list[BenchResult]:
-    """One benchmark per load value (rate or concurrency, following ``cfg.mode``)."""
+    """One benchmark per load value (rate or concurrency, following ``cfg.mode``; a replay
+    runs once)."""
     from dataclasses import replace
 
+    if cfg.mode == "replay":
+        return [run_bench(system, cfg)]
     out = []
     for load in loads:
         if cfg.mode == "rate":
@@ -200,24 +278,55 @@ def sweep(system: System, cfg: BenchConfig, loads: list[float]) -> list[BenchRes
     return out
 
 
+def write_csv(results: list[BenchResult], path: Path) -> None:
+    """One row per result in `inferno calibrate`'s columns (mean input/output tokens of the
+    completed requests; the load as concurrency or rate_rps), written atomically."""
+    import csv
+    import io
+
+    from inferno.tuner.calibrate import CSV_COLUMNS
+    from inferno.tuner.store import write_text_atomic
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in results:
+        closed = r.mode == "concurrency"
+        row = {"input_tokens": r.total_input_tokens / max(r.num_requests, 1),
+               "output_tokens": r.total_output_tokens / max(r.num_requests, 1),
+               "concurrency": int(r.load) if closed else "",
+               "rate_rps": "" if closed else r.load, "itl_ms": r.itl_ms.mean,
+               "ttft_ms": r.ttft_ms.mean, "throughput_rps": r.throughput_rps,
+               "max_batch": r.max_batch, "replicas": r.replicas,
+               "num_preemptions": r.num_preemptions}
+        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v
+                         for v in (row[c] for c in CSV_COLUMNS)])
+    write_text_atomic(Path(path), buf.getvalue())
+
+
 def format_table(results: list[BenchResult]) -> str:
-    """A fixed-width table, one row per result."""
-    load_name = "rate_rps" if results and results[0].mode == "rate" else "concurrency"
-    head = (f"{load_name:>11} {'reqs':>6} {'thru_rps':>9} {'tok/s':>9} {'ttft_mean':>9} "
-            f"{'ttft_p90':>9} {'ttft_p99':>9} {'itl_mean':>8} {'itl_p90':>8} {'e2e_mean':>9} "
-            f"{'e2e_p99':>9} {'running':>7}")
+    """A fixed-width table, one row per result: what `vllm bench serve` prints (duration,
+    throughputs, mean/median/p99 of TTFT, TPOT and E2E), units in the column names."""
+    load_name = "concurrency" if results and results[0].mode == "concurrency" else "rate_rps"
+    cols = ("ttft", "tpot", "e2e")
+    head = (f"{load_name:>11} {'reqs':>6} {'thru_rps':>9} {'dur_s':>7} {'out_tok_s':>9} "
+            + " ".join(f"{c + '_' + q + '_ms':>13}" for c in cols for q in ("mean", "p50", "p99"))
+            + f" {'running':>7}")
     lines = [head]
     for r in results:
+        stats = (r.ttft_ms, r.itl_ms, r.e2e_ms)
         lines.append(
-            f"{r.load:>11g} {r.num_requests:>6d} {r.throughput_rps:>9.3f} "
-            f"{r.output_tokens_per_s:>9.1f} {r.ttft_ms.mean:>9.1f} {r.ttft_ms.p90:>9.1f} "
-            f"{r.ttft_ms.p99:>9.1f} {r.itl_ms.mean:>8.2f} {r.itl_ms.p90:>8.2f} "
-            f"{r.e2e_ms.mean:>9.1f} {r.e2e_ms.p99:>9.1f} {r.mean_running:>7.2f}")
+            f"{r.load:>11g} {r.num_requests:>6d} {r.throughput_rps:>9.3f} {r.duration_s:>7.1f} "
+            f"{r.output_tokens_per_s:>9.1f} "
+            + " ".join(f"{v:>13.2f}" for st in stats for v in (st.mean, st.p50, st.p99))
+            + f" {r.mean_running:>7.2f}")
         if r.analyzer is not None:
             a = r.analyzer
-            lines.append(f"{'analyzer':>11} {'':>6} {a['throughput_rps']:>9.3f} {'':>9} "
-                         f"{a['ttft_ms']:>9.1f} {'':>9} {'':>9} {a['itl_ms']:>8.2f} {'':>8} "
-                         f"{a['e2e_ms']:>9.1f} {'':>9} {a['mean_running']:>7.2f}")
+            ttft, itl = a["ttft_ms"], a["itl_ms"]
+            values = (ttft.mean, ttft.p50, ttft.p99, itl.mean, itl.p50, itl.p99)
+            lines.append(f"{'analyzer':>11} {'':>6} {a['throughput_rps']:>9.3f} {'':>7} {'':>9} "
+                         + " ".join(f"{v:>13.2f}" for v in values)
+                         + f" {a['e2e_ms']:>13.2f} {'':>13} {'':>13} {a['mean_running']:>7.2f}")
     return "\n".join(lines)
 
 
@@ -235,7 +344,11 @@ def plot_sweep(results: list[BenchResult], path: Path, title: str = "") -> None:
         ax.plot(x, [getattr(r, key).mean for r in results], "o-", label="twin mean")
         ax.plot(x, [getattr(r, key).p90 for r in results], "s:", label="twin p90")
         if all(r.analyzer is not None for r in results):
-            ax.plot(x, [r.analyzer[key] for r in results], "k--", label="analyzer mean")  # type: ignore[index]
+            pred = [r.analyzer[key] for r in results]  # type: ignore[index]
+            ax.plot(x, [p.mean if isinstance(p, Stats) else p for p in pred], "k--",
+                    label="analyzer mean")
+            if all(isinstance(p, Stats) for p in pred):
+                ax.plot(x, [p.p90 for p in pred], "k:", label="analyzer p90")
         ax.set_xlabel("rate (req/s)" if results[0].mode == "rate" else "concurrency")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)

@@ -13,6 +13,9 @@ at ``/metrics/<namespace>/<pod>`` by one HTTP server on 127.0.0.1, and `targets_
 Prometheus file_sd JSON) lists one target group per pod with the labels ``namespace``,
 ``deployment`` and ``pod`` that `live.prom` aggregates on, and ``__metrics_path__``.
 
+Requests from outside (`submit`, used by `sim.openai_server` for OpenAI clients) enter a
+Deployment at the simulated time of their wall-clock arrival, next to its synthetic load.
+
 Threads: one lock guards the SimPy environment. A clock thread advances the twin to the wall
 clock every `tick_s` (``env.run(until=now)``: every due event is already in the past, so the
 realtime step never sleeps while the lock is held); a scrape advances to "now" before it
@@ -53,6 +56,7 @@ from sim.cluster import Cluster
 from sim.deployment import Deployment, DeploymentSpec, RolloutSettings, StartupDelay
 from sim.promview import ReplicaCollector
 from sim.replica import EngineSettings, Replica, ReplicaState
+from sim.request import Request
 from sim.workload import Lengths, RequestFactory, TokenDist
 
 log = logging.getLogger(__name__)
@@ -157,6 +161,22 @@ class CompressedTime(Collector):
                               else s._replace(value=s.value / self.speedup)
                               for s in family.samples]
             yield scaled
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServedDeployment:
+    """A followed Deployment as its clients see it (`sim.openai_server`'s view)."""
+
+    namespace: str
+    deployment: str
+    model: str
+    out_tokens: int
+    """Mean generated tokens of its workload (where an external request's output ends)."""
+    twin: Deployment
+
+    @property
+    def key(self) -> Key:
+        return self.namespace, self.deployment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -314,6 +334,38 @@ class ClusterEmulation:
                 self.env.run(until=target)
             self._sync_pods()
             return float(self.env.now)
+
+    def wall_s(self, sim_s: float) -> float:
+        """Monotonic wall-clock time of the simulated instant `sim_s` (inverse of sim_now_s)."""
+        env = self.env
+        return float(env.real_start + (sim_s - env.env_start) * env.factor)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Guards the SimPy environment; hold it to read replicas consistently."""
+        return self._lock
+
+    # ------------------------------------------------------------------ external requests
+    def served(self) -> dict[Key, ServedDeployment]:
+        """The Deployments present in the desired state, as clients see them."""
+        with self._lock:
+            return {key: ServedDeployment(namespace=key[0], deployment=key[1],
+                                          model=f.want.model, out_tokens=int(f.load[2]),
+                                          twin=f.twin)
+                    for key, f in sorted(self._followed.items())
+                    if f.is_present and f.load is not None}
+
+    def submit(self, key: Key, in_tokens: int, out_tokens: int) -> Request | None:
+        """A request from outside enters Deployment `key` at the simulated time of this wall
+        instant, next to the synthetic load (mixed mode); None when `key` is not followed."""
+        with self._lock:
+            followed = self._followed.get(key)
+            if followed is None or not followed.is_present:
+                return None
+            self.advance()
+            req = self._factory.make(in_tokens, out_tokens, server=followed.twin.name)
+            followed.twin.submit(req)
+            return req
 
     # ------------------------------------------------------------------ following
     def poll(self, *, initial: bool = False) -> bool:

@@ -18,6 +18,7 @@ completion.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
@@ -75,75 +76,154 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
+class VllmSample(NamedTuple):
+    """A replica's vLLM series at one instant (counters cumulative since the replica started).
+
+    The twin's scraper stores these; `ReplicaCollector` exposes the same values.
+    """
+
+    success: float
+    """``request_success_total`` over every finish reason (aborted requests included)."""
+    prompt_tokens: float
+    generation_tokens: float
+    ttft_sum: float
+    ttft_count: float
+    tpot_sum: float
+    tpot_count: float
+    prompt_len_sum: float
+    prompt_len_count: float
+    gen_len_sum: float
+    gen_len_count: float
+    running: float
+    waiting: float
+    kv_usage: float
+
+
+class VllmCounters:
+    """vLLM's counting semantics over one replica: the single home of "what counts when".
+
+    Finished requests are absorbed once each (sums and counts; with ``histograms`` also the
+    bucket counts of the exposition); in-flight requests add what vLLM has already counted
+    for them (prompt tokens and TTFT once the first token exists, generation tokens so far).
+    """
+
+    def __init__(self, replica: Replica, *, histograms: bool = False) -> None:
+        self.replica = replica
+        self._seen = 0
+        self.aborted = 0
+        self.ttft = [0.0, 0]
+        self.tpot = [0.0, 0]
+        self.e2e = [0.0, 0]
+        self.prompt_len = [0.0, 0]
+        self.gen_len = [0.0, 0]
+        self.histograms = ({
+            "ttft": _Histogram(TTFT_BUCKETS_S), "tpot": _Histogram(TPOT_BUCKETS_S),
+            "e2e": _Histogram(E2E_BUCKETS_S), "prompt_len": _Histogram(TOKEN_BUCKETS),
+            "gen_len": _Histogram(TOKEN_BUCKETS)} if histograms else None)
+
+    def absorb(self) -> None:
+        """Count the requests that finished since the last call."""
+        finished = self.replica.finished
+        if self._seen == len(finished):
+            return
+        new = finished[self._seen:]
+        self._seen = len(finished)
+        values: dict[str, list[float]] = {k: [] for k in ("ttft", "tpot", "e2e", "prompt_len",
+                                                           "gen_len")}
+        for r in new:
+            first = r.first_token_s
+            if first == first:  # aborted requests that had a first token were observed too
+                values["ttft"].append(first - r.arrival_s)
+            if r.status is not RequestStatus.DONE:
+                self.aborted += 1
+                continue
+            values["e2e"].append(r.finish_s - r.arrival_s)
+            values["prompt_len"].append(r.in_tokens)
+            values["gen_len"].append(r.out_tokens)
+            if r.out_tokens > 1:
+                values["tpot"].append((r.finish_s - first) / (r.out_tokens - 1))
+        for key, vals in values.items():
+            acc = getattr(self, key)
+            acc[0] += sum(vals)
+            acc[1] += len(vals)
+            if self.histograms is not None and vals:
+                self.histograms[key].observe(np.asarray(vals, dtype=float))
+
+    def sample(self, now: float, started_ttft_s: list[float] | None = None) -> VllmSample:
+        """The replica's series at ``now`` (absorbs first); the TTFTs of in-flight requests
+        already observed are appended to ``started_ttft_s`` when given (for the buckets)."""
+        self.absorb()
+        rep = self.replica
+        prompt = float(rep.prompt_tokens_total)
+        generated = float(rep.generation_tokens_total)
+        ttft_sum, ttft_count = self.ttft
+        for req, produced in rep.in_flight(now):
+            generated += produced
+            if req.first_token_s <= now:
+                prompt += req.in_tokens
+                ttft = req.first_token_s - req.arrival_s
+                ttft_sum += ttft
+                ttft_count += 1
+                if started_ttft_s is not None:
+                    started_ttft_s.append(ttft)
+        return VllmSample(
+            success=float(rep.num_finished + self.aborted), prompt_tokens=prompt,
+            generation_tokens=generated, ttft_sum=ttft_sum, ttft_count=float(ttft_count),
+            tpot_sum=self.tpot[0], tpot_count=float(self.tpot[1]),
+            prompt_len_sum=self.prompt_len[0], prompt_len_count=float(self.prompt_len[1]),
+            gen_len_sum=self.gen_len[0], gen_len_count=float(self.gen_len[1]),
+            running=float(rep.num_running), waiting=float(rep.num_waiting),
+            kv_usage=rep.kv_usage(now))
+
+
 class ReplicaCollector(Collector):
     """Yields the vLLM metric families of ``replica`` at the simulation's current time."""
 
     def __init__(self, replica: Replica, *, model_name: str, engine: str = "0") -> None:
         self.replica = replica
         self.labels = [model_name, engine]
-        self._seen = 0
-        self._ttft = _Histogram(TTFT_BUCKETS_S)
-        self._tpot = _Histogram(TPOT_BUCKETS_S)
-        self._e2e = _Histogram(E2E_BUCKETS_S)
-        self._prompt_len = _Histogram(TOKEN_BUCKETS)
-        self._gen_len = _Histogram(TOKEN_BUCKETS)
-        self._aborted = 0
-
-    def _absorb_finished(self) -> None:
-        new = self.replica.finished[self._seen:]
-        self._seen += len(new)
-        done = [r for r in new if r.status is RequestStatus.DONE]
-        self._aborted += len(new) - len(done)
-        # Aborted requests that had produced a token were observed for TTFT while in flight;
-        # keep them observed.
-        ttft = [r.first_token_s - r.arrival_s for r in new if r.first_token_s == r.first_token_s]
-        self._ttft.observe(np.asarray(ttft, dtype=float))
-        self._e2e.observe(np.asarray([r.finish_s - r.arrival_s for r in done], dtype=float))
-        self._prompt_len.observe(np.asarray([r.in_tokens for r in done], dtype=float))
-        self._gen_len.observe(np.asarray([r.out_tokens for r in done], dtype=float))
-        self._tpot.observe(np.asarray([(r.finish_s - r.first_token_s) / (r.out_tokens - 1)
-                                       for r in done if r.out_tokens > 1], dtype=float))
+        self.counters = VllmCounters(replica, histograms=True)
 
     def collect(self) -> Iterator[Metric]:
         rep = self.replica
         now = rep.env.now
-        self._absorb_finished()
+        counters = self.counters
+        started: list[float] = []
+        sample = counters.sample(now, started)
+        hist = counters.histograms
+        assert hist is not None
         labels = self.labels
         names = ["model_name", "engine"]
-        in_flight = rep.in_flight(now)
-        started = [r for r, _ in in_flight if r.first_token_s <= now]
         gauge = GaugeMetricFamily
         yield _one(gauge("vllm:num_requests_running", "Requests in the model's batch.",
-                         labels=names), labels, rep.num_running)
+                         labels=names), labels, sample.running)
         yield _one(gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled.",
-                         labels=names), labels, rep.num_waiting)
+                         labels=names), labels, sample.waiting)
         yield _one(gauge("vllm:kv_cache_usage_perc", "KV-cache usage, 1 means 100 percent.",
-                         labels=names), labels, rep.kv_usage(now))
+                         labels=names), labels, sample.kv_usage)
         success = CounterMetricFamily("vllm:request_success", "Finished requests.",
                                       labels=[*names, "finished_reason"])
-        success.add_metric([*labels, "length"], rep.num_finished)
-        if self._aborted:
-            success.add_metric([*labels, "abort"], self._aborted)
+        success.add_metric([*labels, "length"], sample.success - counters.aborted)
+        if counters.aborted:
+            success.add_metric([*labels, "abort"], counters.aborted)
         yield success
-        prompt = rep.prompt_tokens_total + sum(r.in_tokens for r in started)
         yield _one(CounterMetricFamily("vllm:prompt_tokens", "Prefill tokens processed.",
-                                       labels=names), labels, prompt)
-        generated = rep.generation_tokens_total + sum(n for _, n in in_flight)
+                                       labels=names), labels, sample.prompt_tokens)
         yield _one(CounterMetricFamily("vllm:generation_tokens", "Generation tokens produced.",
-                                       labels=names), labels, generated)
+                                       labels=names), labels, sample.generation_tokens)
         yield _one(CounterMetricFamily("vllm:num_preemptions", "Cumulative preemptions.",
                                        labels=names), labels, rep.num_preemptions)
-        extra = np.asarray([r.first_token_s - r.arrival_s for r in started], dtype=float)
-        yield self._ttft.family("vllm:time_to_first_token_seconds",
-                                "Time to first token in seconds.", labels, extra)
-        yield self._tpot.family("vllm:request_time_per_output_token_seconds",
-                                "Time per output token in seconds.", labels)
-        yield self._e2e.family("vllm:e2e_request_latency_seconds",
-                               "End-to-end request latency in seconds.", labels)
-        yield self._prompt_len.family("vllm:request_prompt_tokens",
-                                      "Prompt tokens of finished requests.", labels)
-        yield self._gen_len.family("vllm:request_generation_tokens",
-                                   "Generation tokens of finished requests.", labels)
+        extra = np.asarray(started, dtype=float)
+        yield hist["ttft"].family("vllm:time_to_first_token_seconds",
+                                  "Time to first token in seconds.", labels, extra)
+        yield hist["tpot"].family("vllm:request_time_per_output_token_seconds",
+                                  "Time per output token in seconds.", labels)
+        yield hist["e2e"].family("vllm:e2e_request_latency_seconds",
+                                 "End-to-end request latency in seconds.", labels)
+        yield hist["prompt_len"].family("vllm:request_prompt_tokens",
+                                        "Prompt tokens of finished requests.", labels)
+        yield hist["gen_len"].family("vllm:request_generation_tokens",
+                                     "Generation tokens of finished requests.", labels)
 
 
 def _one(fam: GaugeMetricFamily | CounterMetricFamily, labels: list[str], value: float

@@ -13,8 +13,12 @@ Scheduling (each iteration, vLLM v1 with chunked prefill):
 4. otherwise waiting requests are admitted FCFS while ``running < max_num_seqs``, budget is left
    and the KV cache can hold their first chunk (the head of the queue blocks the rest).
 
-An iteration takes ``inferno.model.iteration_time_ms(perf, tokens, kv_tokens)``, the function the
-analyzer uses, where ``kv_tokens`` sums each scheduled request's context after the iteration.
+An iteration takes ``inferno.model.iteration_time_ms(perf, tokens, kv_tokens, samples)``, the
+function the analyzer uses, where ``kv_tokens`` sums each scheduled request's context after the
+iteration and ``samples`` counts the output tokens it samples. A request reaches the engine
+``inferno.model.frontend_delay_ms(perf, in_tokens)`` after `submit` (the API server's front-end
+cost; 0 by default): it is accepted or rejected at once, counted outstanding while ingesting,
+and its TTFT and E2E run from the submission.
 A prompt of L tokens is computed in chunks; the iteration that completes it samples the first
 output token (vLLM); each later iteration samples one more. With
 ``EngineSettings.prefill_emits_token = False`` the twin uses the analyzer's accounting instead
@@ -48,7 +52,13 @@ import simpy
 from simpy.events import Event
 
 from inferno.errors import ConfigError
-from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfParms, iteration_time_ms
+from inferno.model import (
+    DEFAULT_MAX_NUM_TOKENS,
+    PerfParms,
+    StepShape,
+    frontend_delay_ms,
+    iteration_time_ms,
+)
 from inferno.model.units import MS_PER_S
 from sim.kvcache import KVCache, blocks_for
 from sim.request import Request, RequestStatus
@@ -96,10 +106,14 @@ def check_perf(perf: PerfParms, where: str) -> None:
     """Raise ConfigError unless every iteration takes a positive time."""
     if perf.is_zero:
         raise ConfigError(f"{where}: perfParms missing (alpha = beta = gamma = 0)")
-    for field in ("alpha_ms", "beta_ms", "gamma_ms"):
+    for field in ("alpha_ms", "beta_ms", "gamma_ms", "frontend_ms", "frontend_per_token_ms",
+                  "stream_ms", "knee_tokens", "beta_high_ms"):
         value = getattr(perf, field)
         if not value >= 0.0 or math.isinf(value):
             raise ConfigError(f"{where}: perfParms.{field} must be finite and >= 0, got {value}")
+    if perf.shape is StepShape.PIECEWISE and perf.beta_high_ms <= 0.0:
+        raise ConfigError(f"{where}: perfParms.beta_high_ms must be > 0 with the piecewise "
+                          f"shape, got {perf.beta_high_ms}")
     if perf.alpha_ms + perf.beta_ms <= 0.0:
         raise ConfigError(f"{where}: perfParms alpha + beta must be > 0, got "
                           f"{perf.alpha_ms} + {perf.beta_ms}")
@@ -151,7 +165,7 @@ class Replica:
         "_kv", "_waiting", "_running", "_prefilling", "_heap", "_seq", "_n", "_extra",
         "_first_idx", "_fast", "_max_tokens", "_max_waiting", "_wake", "_wake_t", "_t0",
         "_run_k", "_run_a", "_run_c", "_chunks", "_await_first", "_done",
-        "_t_area",
+        "_t_area", "_cancelled", "_ingesting",
     )
 
     def __init__(self, env: simpy.Environment, *, name: str, perf: PerfParms, max_batch: int,
@@ -214,7 +228,11 @@ class Replica:
         self._chunks: list[tuple[Request, int]] = []
         self._await_first: list[Request] = []
         self._done: list[Request] = []
+        self._cancelled: list[Request] = []
         self._t_area = env.now
+        self._ingesting: dict[Request, None] | None = {} if (
+            perf.frontend_ms > 0.0 or perf.frontend_per_token_ms > 0.0) else None
+        """Requests in the front-end (None: the perf data has no front-end cost)."""
 
     # ------------------------------------------------------------------ client side
     @property
@@ -227,7 +245,8 @@ class Replica:
 
     @property
     def num_outstanding(self) -> int:
-        return len(self._running) + len(self._waiting)
+        ingesting = len(self._ingesting) if self._ingesting else 0
+        return len(self._running) + len(self._waiting) + ingesting
 
     @property
     def kv_capacity_blocks(self) -> int:
@@ -246,6 +265,22 @@ class Replica:
             if req.on_done is not None:
                 req.on_done(req)
             return False
+        if self._ingesting is not None:
+            req.status = RequestStatus.WAITING
+            self._ingesting[req] = None
+            delay_s = frontend_delay_ms(self.perf, req.in_tokens) / MS_PER_S
+            self.env.timeout(delay_s).callbacks.append(lambda _ev: self._ingested(req))
+            return True
+        self._enqueue(req, now)
+        return True
+
+    def _ingested(self, req: Request) -> None:
+        """The front-end is done with ``req`` (unless it was cancelled or aborted meanwhile)."""
+        if self._ingesting is not None and req in self._ingesting:
+            del self._ingesting[req]
+            self._enqueue(req, self.env.now)
+
+    def _enqueue(self, req: Request, now: float) -> None:
         self._integrate(now)
         req.target = req.out_tokens + self._extra
         req.status = RequestStatus.WAITING
@@ -265,7 +300,6 @@ class Replica:
                 self._wake_t = tk
                 self._wake = _Wake(self.env, max(0.0, tk - now), self._on_wake)
                 self.num_events += 1
-        return True
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -284,7 +318,8 @@ class Replica:
             return
         was_holding = self.state in (ReplicaState.STARTING, ReplicaState.READY)
         self.state = ReplicaState.DRAINING
-        if not was_holding or (self._wake is None and not self._running and not self._waiting):
+        if not was_holding or (self._wake is None and not self._running and not self._waiting
+                               and not self._ingesting):
             self._go(self.env.now)
 
     def abort(self) -> None:
@@ -294,23 +329,72 @@ class Replica:
         now = self.env.now
         self._integrate(now)
         for req, produced in self.in_flight(now):
-            # Counters stay monotone: what an aborted request produced was produced.
-            self.generation_tokens_total += produced
-            if req.first_token_s <= now:
-                self.prompt_tokens_total += req.in_tokens
-        for req in [*self._running, *self._waiting]:
-            req.status = RequestStatus.ABORTED
-            req.finish_s = now
-            req.seq = -1
-            self.finished.append(req)
-            if req.on_done is not None:
-                self._done.append(req)
+            self._abort_one(req, now, produced)
+        if self._ingesting:
+            self._ingesting.clear()
         self._running.clear()
         self._waiting.clear()
         self._prefilling.clear()
         self._wake = None
         self._go(now)
         self._run_callbacks()
+
+    def cancel(self, req: Request) -> None:
+        """The client went away: a waiting `req` leaves the queue now; a running one is
+        ABORTED at the end of the iteration in progress (vLLM aborts between engine steps),
+        which ends the current run there. Anything else is ignored."""
+        now = self.env.now
+        if self._ingesting and req in self._ingesting:
+            del self._ingesting[req]
+            self._abort_one(req, now, 0)
+            if (self.state is ReplicaState.DRAINING and self._wake is None
+                    and not self._running and not self._waiting and not self._ingesting):
+                self._go(now)
+            self._run_callbacks()
+        elif req.status is RequestStatus.WAITING and req in self._waiting:
+            self._integrate(now)
+            self._waiting.remove(req)
+            self._abort_one(req, now, max(0, req.emitted - self._extra))
+            self._run_callbacks()
+        elif req.status is RequestStatus.RUNNING and req in self._running:
+            if req not in self._cancelled:
+                self._cancelled.append(req)
+            k = self.steps_done(now) + 1
+            if self._wake is not None and k < self._run_k:
+                self._run_k = k
+                tk = self._boundary(k)
+                self._wake_t = tk
+                self._wake = _Wake(self.env, max(0.0, tk - now), self._on_wake)
+                self.num_events += 1
+
+    def _abort_one(self, req: Request, t: float, produced: int) -> None:
+        # Counters stay monotone: what an aborted request produced was produced.
+        self.generation_tokens_total += produced
+        if req.first_token_s <= t:
+            self.prompt_tokens_total += req.in_tokens
+        req.status = RequestStatus.ABORTED
+        req.finish_s = t
+        req.seq = -1
+        self.finished.append(req)
+        if req.on_done is not None:
+            self._done.append(req)
+
+    def _drop_cancelled(self, t: float) -> None:
+        """Remove the cancelled running requests after the iterations that ended at `t`."""
+        n = self._n
+        for req in self._cancelled:
+            if req.status is not RequestStatus.RUNNING or req not in self._running:
+                continue  # finished at this boundary
+            del self._running[req]
+            if req.seq >= 0:
+                self._kv.remove_decode(req.cbase)
+                req.emitted = req.gbase + n
+                if req in self._await_first:
+                    self._await_first.remove(req)
+            else:
+                self._prefilling.remove(req)
+            self._abort_one(req, t, max(0, req.emitted - self._extra))
+        self._cancelled = []
 
     def _go(self, t: float) -> None:
         self.state = ReplicaState.GONE
@@ -335,6 +419,17 @@ class Replica:
         while k > 0 and self._boundary(k) > t:
             k -= 1
         return k
+
+    def next_boundary(self, t: float) -> float:
+        """End of the iteration in progress at ``t``: when tokens may next appear (inf: idle).
+
+        Valid once every event before ``t`` is processed; the end of the iteration in progress
+        never moves (an arrival joins at a boundary), so a streaming observer can sleep until it.
+        """
+        if self._wake is None:
+            return math.inf
+        k = self.steps_done(t) + 1
+        return self._boundary(k) if k <= self._run_k else self._wake_t
 
     def kv_blocks_used(self, t: float) -> int:
         """KV blocks allocated at time ``t`` (for the iteration in progress)."""
@@ -363,6 +458,8 @@ class Replica:
             emitted = req.gbase + x if req.seq >= 0 else req.emitted
             out.append((req, max(0, emitted - self._extra)))
         out.extend((req, max(0, req.emitted - self._extra)) for req in self._waiting)
+        if self._ingesting:
+            out.extend((req, 0) for req in self._ingesting)
         return out
 
     # ------------------------------------------------------------------ engine
@@ -403,6 +500,8 @@ class Replica:
         self._wake = None
         if self._run_k:
             self._advance(t, self._run_k)
+        if self._cancelled:
+            self._drop_cancelled(t)
         self._plan(t)
         if self._done:
             self._run_callbacks()
@@ -492,7 +591,7 @@ class Replica:
         waiting = self._waiting
         if not running and not waiting:
             self._run_k = 0
-            if self.state is ReplicaState.DRAINING:
+            if self.state is ReplicaState.DRAINING and not self._ingesting:
                 self._go(t)
             return
         kv = self._kv
@@ -535,16 +634,18 @@ class Replica:
         if chunks:
             kv_tokens = kv.sum_cbase + nd * (n + 1)
             tokens = nd
+            samples = nd
             for req, chunk in chunks:
                 tokens += chunk
                 kv_tokens += req.computed + chunk
+                samples += req.computed + chunk == req.in_tokens + req.emitted
             self._run_k = 1
-            self._run_a = iteration_time_ms(self.perf, tokens, kv_tokens)
+            self._run_a = iteration_time_ms(self.perf, tokens, kv_tokens, samples)
             self._run_c = 0.0
             self._chunks = chunks
         else:
             s0 = kv.sum_cbase + nd * (n + 1)
-            a = iteration_time_ms(self.perf, nd, s0)
+            a = iteration_time_ms(self.perf, nd, s0, nd)
             k = 1
             if self._fast and not preempted:
                 heap = self._heap
@@ -557,7 +658,7 @@ class Replica:
             self._run_a = a
             # The run's iteration times are affine in kv_tokens (which grows by nd per
             # iteration), so the growth per iteration comes from the same shared function.
-            self._run_c = iteration_time_ms(self.perf, nd, s0 + nd) - a if k > 1 else 0.0
+            self._run_c = iteration_time_ms(self.perf, nd, s0 + nd, nd) - a if k > 1 else 0.0
         tk = self._boundary(self._run_k)
         self._wake_t = tk
         self._wake = _Wake(self.env, max(0.0, tk - self.env.now), self._on_wake)

@@ -54,9 +54,11 @@ from inferno.control import (
     read_cycle_log,
     write_cycle_log,
 )
+from inferno.control.decision import cards
+from inferno.control.settings import HpaMetric, HpaSettings
 from inferno.control.tuning import TunerHook, make_tuner
 from inferno.errors import ConfigError
-from inferno.model import PerfParms, System
+from inferno.model import PerfParms, System, statistic_label
 from inferno.model.units import MS_PER_S, S_PER_MIN
 from inferno.scenario import (
     LengthKind,
@@ -74,6 +76,7 @@ from inferno.scenario import (
 from sim import workload as wl
 from sim.cluster import Cluster
 from sim.deployment import DeploymentSpec, RolloutSettings, StartupDelay
+from sim.loadtest import LoadTest, hpa_target
 from sim.metrics import Stats
 from sim.replica import EngineSettings
 from sim.request import RequestStatus
@@ -87,7 +90,7 @@ Progress = Callable[[float, float], None]
 TERMINAL = (RequestStatus.DONE, RequestStatus.REJECTED, RequestStatus.ABORTED)
 TRACE_COLUMNS = ("arrival_s", "input_tokens", "output_tokens", "server")
 SUMMARY_KEYS = ("policy", "requests", "dropped", "slo_attainment", "ttft_ms", "itl_ms", "cost",
-                "gpu_hours", "replica_changes", "servers")
+                "gpu_hours", "replica_changes", "replica_reversals", "servers")
 
 
 # ------------------------------------------------------------------------------ workload
@@ -287,6 +290,38 @@ def trace_workload(scenario: Scenario, trace: TraceSpec) -> Workload:
 
 # ------------------------------------------------------------------------------ results
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TargetAttainment:
+    """How a server met one class target in the statistic the target is on."""
+
+    latency: str
+    """"ttft" or "itl"."""
+    statistic: str
+    """"mean" or "p99"-style."""
+    target_ms: float
+    value_ms: float
+    """The statistic over all completed requests of the run."""
+    cycles: int
+    """Control cycles whose window completed requests of the server."""
+    cycles_met: int
+    """Of those, cycles whose window statistic met the target (the cycle log's
+    ``ttft_stat_ms`` / ``itl_stat_ms``)."""
+
+    @property
+    def met(self) -> bool:
+        return self.value_ms <= self.target_ms
+
+    def label(self) -> str:
+        """E.g. "p99 TTFT 812 ms / 1000"."""
+        return (f"{self.statistic} {self.latency.upper()} {_fmt(self.value_ms, 0)} ms / "
+                f"{self.target_ms:g}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"statistic": self.statistic, "target_ms": self.target_ms,
+                "value_ms": _num(self.value_ms), "met": self.met, "cycles": self.cycles,
+                "cycles_met": self.cycles_met}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSummary:
     requests: int
     dropped: int
@@ -300,6 +335,11 @@ class ServerSummary:
     """Physical accelerator card-hours over [0, duration_s]."""
     replica_changes: int
     """Actuations that changed the replica count, accelerator or max batch."""
+    replica_reversals: int = 0
+    """Changes of a replica count in the direction opposite to the server's previous one
+    (up after down or down after up): churn under noise."""
+    targets: tuple[TargetAttainment, ...] = ()
+    """The class's TTFT and ITL targets in their statistic (servers only, not the total)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -350,10 +390,15 @@ def _summary_dict(s: ServerSummary) -> dict[str, Any]:
         return {"mean": _num(st.mean), "p50": _num(st.p50), "p90": _num(st.p90),
                 "p99": _num(st.p99)}
 
-    return {"requests": s.requests, "dropped": s.dropped,
-            "slo_attainment": _num(s.slo_attainment), "ttft_ms": stats(s.ttft_ms),
-            "itl_ms": stats(s.itl_ms), "cost": s.cost, "gpu_hours": s.gpu_hours,
-            "replica_changes": s.replica_changes}
+    doc = {"requests": s.requests, "dropped": s.dropped,
+           "slo_attainment": _num(s.slo_attainment), "ttft_ms": stats(s.ttft_ms),
+           "itl_ms": stats(s.itl_ms), "cost": s.cost, "gpu_hours": s.gpu_hours,
+           "replica_changes": s.replica_changes, "replica_reversals": s.replica_reversals}
+    if any(t.statistic != "mean" for t in s.targets):
+        # Written when the class targets a percentile (for mean targets ttft_ms.mean and
+        # itl_ms.mean are the statistic, and earlier summaries keep their keys).
+        doc["slo"] = {t.latency: t.to_dict() for t in s.targets}
+    return doc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -393,7 +438,7 @@ def _slo_columns(requests: pd.DataFrame, scenario: Scenario, system: System) -> 
 
 
 def _server_summary(df: pd.DataFrame, cost: float, gpu_hours: float,
-                    changes: int) -> ServerSummary:
+                    changes: int, reversals: int = 0) -> ServerSummary:
     done = df[df["status"] == RequestStatus.DONE.value]
     n = len(df)
     return ServerSummary(
@@ -401,7 +446,7 @@ def _server_summary(df: pd.DataFrame, cost: float, gpu_hours: float,
         slo_attainment=float(df["meets_slo"].sum()) / n if n else math.nan,
         ttft_ms=Stats.of_seconds(done["ttft_s"].to_numpy()),
         itl_ms=Stats.of_seconds(done["itl_s"].to_numpy()), cost=cost, gpu_hours=gpu_hours,
-        replica_changes=changes)
+        replica_changes=changes, replica_reversals=reversals)
 
 
 TUNER_TOLERANCE = 0.05
@@ -448,17 +493,111 @@ def tuner_summary(cycles: Sequence[CycleRecord], true_system: System,
     return tuple(out)
 
 
+def reversals(actuations: pd.DataFrame) -> dict[str, int]:
+    """Per server, replica-count changes opposite in direction to its previous one."""
+    out: dict[str, int] = {}
+    for name, rows in actuations.groupby("server", sort=False):
+        steps = (rows["to_replicas"] - rows["from_replicas"]).to_numpy()
+        signs = [1 if d > 0 else -1 for d in steps if d != 0]
+        out[str(name)] = sum(a != b for a, b in zip(signs, signs[1:], strict=False))
+    return out
+
+
+def _statistic(values_ms: np.ndarray, percentile: float) -> float:
+    """The mean (percentile 0) or a percentile of ``values_ms``; NaN when empty."""
+    v = values_ms[~np.isnan(values_ms)]
+    if v.size == 0:
+        return math.nan
+    return float(v.mean() if percentile == 0 else np.percentile(v, percentile))
+
+
+def _window(requests: pd.DataFrame, server: str, stamp: str, t0: float, t1: float
+            ) -> pd.DataFrame:
+    """Completed requests of ``server`` whose ``stamp`` (first_token_s for TTFT, finish_s
+    for ITL, as vLLM observes them) falls in [t0, t1)."""
+    rows = requests[(requests["server"] == server)
+                    & (requests["status"] == RequestStatus.DONE.value)]
+    return rows[(rows[stamp] >= t0) & (rows[stamp] < t1)]
+
+
+_STAMPS = {"ttft": ("first_token_s", "ttft_ms"), "itl": ("finish_s", "itl_ms")}
+
+
+def window_statistic(requests: pd.DataFrame, server: str, latency: str, percentile: float,
+                     t0: float, t1: float) -> float:
+    """The mean (``percentile`` 0) or a percentile of ``latency`` ("ttft", "itl", ms) over
+    the completed requests of ``server`` observed in [t0, t1) (TTFT at the first token, ITL
+    at completion, as vLLM observes them); NaN when there are none."""
+    stamp, column = _STAMPS[latency]
+    rows = _window(requests, server, stamp, t0, t1)
+    return _statistic(rows[column].to_numpy(dtype=float), percentile)
+
+
+def with_window_statistics(cycles: Sequence[CycleRecord], requests: pd.DataFrame,
+                           window_s: float) -> tuple[CycleRecord, ...]:
+    """The cycle log with each server's observed ``ttft_stat_ms`` / ``itl_stat_ms`` for a
+    percentile target: that percentile over the requests of the collection window before
+    the cycle (mean targets already carry the collector's window mean)."""
+    out = []
+    for c in cycles:
+        servers = []
+        for s in c.servers:
+            changes = {}
+            for latency in _STAMPS:
+                pct = getattr(s, f"slo_{latency}_percentile")
+                if pct:
+                    value = window_statistic(requests, s.name, latency, pct,
+                                             c.time_s - window_s, c.time_s)
+                    changes[f"{latency}_stat_ms"] = None if math.isnan(value) else value
+            servers.append(replace(s, **changes) if changes else s)
+        out.append(replace(c, servers=tuple(servers)))
+    return tuple(out)
+
+
+def _attainment(requests: pd.DataFrame, name: str, system: System, class_name: str,
+                model: str, cycles: Sequence[CycleRecord]) -> tuple[TargetAttainment, ...]:
+    cls = system.classes.get(class_name)
+    target = cls.targets.get(model) if cls is not None else None
+    if target is None:
+        return ()
+    done = requests[(requests["server"] == name)
+                    & (requests["status"] == RequestStatus.DONE.value)]
+    out = []
+    for latency, (_, column) in _STAMPS.items():
+        target_ms = getattr(target, f"slo_{latency}_ms")
+        if target_ms <= 0:
+            continue
+        pct = getattr(target, f"slo_{latency}_percentile")
+        window = [getattr(s, f"{latency}_stat_ms") for c in cycles for s in c.servers
+                  if s.name == name]
+        seen = [v for v in window if v is not None and math.isfinite(v)]
+        out.append(TargetAttainment(
+            latency=latency, statistic=statistic_label(pct), target_ms=target_ms,
+            value_ms=_statistic(done[column].to_numpy(dtype=float), pct), cycles=len(seen),
+            cycles_met=sum(v <= target_ms for v in seen)))
+    return tuple(out)
+
+
 def summarise(requests: pd.DataFrame, cluster: Cluster, twin: ClusterTwin, policy: str,
-              horizon_s: float) -> Summary:
+              horizon_s: float, *, system: System | None = None,
+              classes: Mapping[str, tuple[str, str]] | None = None,
+              cycles: Sequence[CycleRecord] = ()) -> Summary:
+    """Per-server and total summaries; with ``system`` and ``classes`` (server → (class,
+    model)) each server also reports its class targets in their statistic."""
     servers = {}
+    flips = reversals(twin.actuations())
     for name in twin.servers:
         dep = cluster.deployments[name]
-        servers[name] = _server_summary(requests[requests["server"] == name],
-                                        dep.cost(horizon_s), dep.gpu_hours(horizon_s),
-                                        twin.num_changes[name])
+        summary = _server_summary(requests[requests["server"] == name],
+                                  dep.cost(horizon_s), dep.gpu_hours(horizon_s),
+                                  twin.num_changes[name], flips.get(name, 0))
+        if system is not None and classes is not None and name in classes:
+            summary = replace(summary, targets=_attainment(requests, name, system,
+                                                           *classes[name], cycles))
+        servers[name] = summary
     total = _server_summary(requests, sum(s.cost for s in servers.values()),
                             sum(s.gpu_hours for s in servers.values()),
-                            sum(twin.num_changes.values()))
+                            sum(twin.num_changes.values()), sum(flips.values()))
     return Summary(policy=policy, servers=servers, **{
         f: getattr(total, f) for f in ServerSummary.__dataclass_fields__})
 
@@ -522,16 +661,22 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
     twin.start()
     replay(env, work.rows(), cluster.submit, wl.RequestFactory())
 
+    settings = _policy_settings(scenario, policy_name, system)
     period = scenario.controller.period_s
+    if isinstance(settings, HpaSettings) and settings.sync_period_s is not None:
+        period = settings.sync_period_s  # the HPA controller's own sync period
     controller_system = scaled_perf(scaled_targets(system, scenario.controller.slo_scale),
                                     scenario.controller.perf_scale)
     tuner = _tuner_hook(scenario)
     controller = Controller(
         collector=twin, actuator=twin, clock=twin,
-        policy=make_policy(policy_name, scenario.policy.settings_for(policy_name),
-                           PolicyDeps(future_load=work.future_load(), horizon_s=period)),
+        policy=make_policy(policy_name, settings,
+                           PolicyDeps(future_load=work.future_load(),
+                                      horizon_s=scenario.controller.period_s,
+                                      lead_s=scenario.twin.startup.mean_s)),
         settings=ControllerSettings(period_s=period,
-                                    min_replicas=scenario.controller.min_replicas),
+                                    min_replicas=scenario.controller.min_replicas,
+                                    metrics_window_s=scenario.twin.window_s),
         static_data=lambda: controller_system, tune=tuner)
     records: list[CycleRecord] = []
     env.process(_control(env, controller, period, scenario.duration_s, records))
@@ -545,13 +690,49 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
     _drain(env, cluster, end + scenario.drain_s)
 
     requests = _slo_columns(cluster.requests(), scenario, system)
-    summary = summarise(requests, cluster, twin, policy_name, end)
+    records = list(with_window_statistics(records, requests, scenario.twin.window_s))
+    summary = summarise(requests, cluster, twin, policy_name, end, system=system,
+                        classes={s.name: (s.class_name, s.model) for s in scenario.servers},
+                        cycles=records)
     if tuner is not None:
         summary = replace(summary, tuner=tuner_summary(records, system, controller_system))
     return RunResult(scenario=scenario, policy=policy_name, summary=summary, requests=requests,
                      workload=work, cycles=tuple(records), timeseries=twin.timeseries(),
                      actuations=twin.actuations(), end_s=float(env.now),
                      wall_s=time.perf_counter() - wall0)
+
+
+def _policy_settings(scenario: Scenario, name: str, system: System) -> object:
+    """The policy's settings; an HPA on requests per pod without a shared target gets, per
+    server, what a load test of one replica gives (`sim.loadtest`), and a maxReplicas of
+    what the cluster's cards of its accelerator type allow."""
+    settings = scenario.policy.settings_for(name)
+    if not isinstance(settings, HpaSettings):
+        return settings
+    targets = dict(settings.targets)
+    maxima = dict(settings.max_replicas_for)
+    for spec in scenario.servers:
+        if (settings.metric is HpaMetric.REQUESTS and settings.target is None
+                and spec.name not in targets):
+            cls = system.classes[spec.class_name]
+            target = cls.targets[spec.model]
+            perf = system.perf[(spec.model, spec.accelerator)]
+            test = LoadTest(model=spec.model, accelerator=spec.accelerator,
+                            max_batch=spec.max_batch or perf.max_batch_size or 256,
+                            in_tokens=round(spec.load.in_tokens),
+                            out_tokens=round(spec.load.out_tokens),
+                            slo_itl_ms=target.slo_itl_ms, slo_ttft_ms=target.slo_ttft_ms,
+                            kv_tokens=(spec.kv_capacity_tokens
+                                       if spec.kv_capacity_tokens is not None
+                                       else scenario.twin.engine.kv_capacity_tokens))
+            targets[spec.name] = hpa_target(system, test, settings.target_utilisation)
+        acc = system.accelerators[spec.accelerator]
+        if spec.name not in maxima and acc.type in system.capacity:
+            _, per_replica = cards(system, spec.model, spec.accelerator, 1)
+            allowed = system.capacity[acc.type] // max(per_replica, 1)
+            maxima[spec.name] = max(min(allowed, settings.max_replicas),
+                                    settings.min_replicas, 1)
+    return replace(settings, targets=targets, max_replicas_for=maxima)
 
 
 def _tuner_hook(scenario: Scenario) -> TunerHook | None:
@@ -677,6 +858,12 @@ def format_summary(summary: Summary) -> str:
     rows.extend(row(name, s) for name, s in summary.servers.items())
     rows.append("-" * len(head))
     rows.append(row(f"total ({summary.policy})", summary))
+    targeted = [(name, t) for name, s in summary.servers.items() for t in s.targets]
+    if targeted:
+        rows.append("")
+        rows.append("targets, in their statistic (cycles met / cycles with data):")
+        rows.extend(f"  {name:<24} {t.label():<28} {'met' if t.met else 'MISSED':<6} "
+                    f"cycles {t.cycles_met}/{t.cycles}" for name, t in targeted)
     return "\n".join(rows)
 
 

@@ -4,19 +4,21 @@ The controller cannot tell the twin from a cluster: `collect()` returns the `Clu
 Prometheus-backed collector would build, and `apply()` changes Deployments the way the
 Kubernetes actuator patches them.
 
-Collect. A scrape process records every deployment's cumulative counters and gauges each
-`scrape_interval_s` (Prometheus scraping vLLM). A collect at time t reads the counters at t and
-at the last scrape at or before t − window (a PromQL ``increase`` over the window, exact because
-the counters are exact):
+Collect. What the controller sees comes from the replicas' vLLM metrics only, through the
+code the live collector uses: every `scrape_interval_s` each served replica (ready or
+draining) is scraped (`sim.scrape`: the values its ``/metrics`` would show, with vLLM's
+counting semantics, `sim.promview`); a collect at t evaluates the live collector's PromQL
+(`sim.promql`, Prometheus' rate/delta extrapolation and range semantics) over the samples
+taken strictly before t in [t − window, t), and `inferno.control.observation` turns the
+aggregates into the observation: offered load = completions + growth of running + waiting
+(vLLM has no arrival counter), per-request means, gauges averaged over the window and the
+pods. Requests held while no replica is ready are invisible, as they are to vLLM.
+``arrival_signal`` picks the arrival rate: ``offered`` (that estimate, the default),
+``completions`` (the completion rate alone, upstream P3) or ``arrivals`` (a gateway's exact
+arrival counter, which live mode does not have; deprecated).
 
-- arrival rate: Δarrivals / Δt (a gateway dispatch counter: the offered load), or Δcompletions /
-  Δt with ``arrival_signal = completions`` (vLLM's request_success_total, upstream P3);
-- mean tokens: Δinput (output) tokens / Δrequests of the same signal;
-- TTFT, ITL: Δsum / Δcount over the requests that finished in the window (vLLM histograms'
-  _sum/_count); None when none finished;
-- running, waiting, KV usage per ready replica: averaged over the window's scrapes and the
-  instant of the collect (``avg_over_time``); waiting includes requests held while no replica
-  was ready. None when no replica was ready.
+A deployment-level scrape (`DeploymentCounters`: true arrivals, costs) at the same instants
+feeds the run's time series and plots, never the controller.
 
 Apply. Replica count changes scale in place; an accelerator or max-batch change is a new
 revision rolled out with surge (see `sim.deployment`), and capacity limits keep replicas
@@ -24,13 +26,14 @@ pending. A server absent from a plan is left untouched; a plan naming an unknown
 unknown accelerator or a max batch the engine rejects fails for that server only.
 
 Same-time order: the scrape process and the controller process are plain SimPy processes; a
-collect never uses a scrape taken at its own instant (it reads the counters directly), so the
-order of same-time scrape and collect events does not change any observation.
+collect never uses a scrape taken at its own instant, so the order of same-time scrape and
+collect events does not change any observation.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 import pandas as pd
 import simpy
 
+from inferno.control.observation import observe_window
 from inferno.errors import ConfigError
 from inferno.model.snapshot import (
     ActuationReport,
@@ -45,11 +49,14 @@ from inferno.model.snapshot import (
     ClusterSnapshot,
     ServerObservation,
 )
-from inferno.model.units import MS_PER_S, S_PER_MIN
+from inferno.model.units import S_PER_MIN
 from sim.cluster import Cluster
 from sim.deployment import Deployment, DeploymentCounters
+from sim.replica import ReplicaState
+from sim.scrape import VllmScraper
 
-ARRIVAL_SIGNALS = ("arrivals", "completions")
+ARRIVAL_SIGNALS = ("offered", "completions", "arrivals")
+_HOLDING = (ReplicaState.STARTING, ReplicaState.READY, ReplicaState.DRAINING)
 TIMESERIES_COLUMNS = ("time_s", "server", "accelerator", "max_batch", "desired", "ready",
                       "arrivals_total", "finished_total", "running", "waiting", "kv_usage",
                       "cost")
@@ -63,8 +70,13 @@ class TwinSettings:
     """s behind every rate and mean (the PromQL range window; upstream default 1m)."""
     scrape_interval_s: float = 5.0
     """s between scrapes; gauges are averaged over the scrapes in the window."""
-    arrival_signal: str = "arrivals"
-    """arrivals (offered load) or completions (vLLM's proxy, under-reads under saturation)."""
+    recent_window_s: float | None = None
+    """s of the recent-load window at the window's end; None = half the window, at least two
+    scrape intervals (live mode's default is 30 s of a 1 m window)."""
+    arrival_signal: str = "offered"
+    """offered (completions + growth in the system, from vLLM metrics), completions (vLLM's
+    completion rate alone: under-reads under saturation) or arrivals (a gateway's exact
+    counter that live mode lacks; deprecated)."""
 
     def __post_init__(self) -> None:
         for name in ("window_s", "scrape_interval_s"):
@@ -107,9 +119,16 @@ class ClusterTwin:
         self.cluster = cluster
         self.servers = dict(servers)
         self.settings = settings or TwinSettings()
+        if self.settings.arrival_signal == "arrivals":
+            warnings.warn("twin.arrival_signal 'arrivals' reads a gateway counter that live "
+                          "mode does not have; use 'offered' (the default)",
+                          FutureWarning, stacklevel=2)
+        self.scraper = VllmScraper({name: cluster.deployments[name] for name in self.servers},
+                                   retention_s=self.settings.window_s
+                                   + 2 * self.settings.scrape_interval_s)
         self._samples: dict[str, list[_Sample]] = {name: [] for name in self.servers}
         self._times: dict[str, list[float]] = {name: [] for name in self.servers}
-        """Scrape times per server, for bisection."""
+        """Deployment-level scrape times per server, for bisection."""
         self.num_changes: dict[str, int] = dict.fromkeys(self.servers, 0)
         """Actuations that changed a server's replica count, accelerator or max batch."""
         self._actuations: list[tuple] = []
@@ -129,7 +148,9 @@ class ClusterTwin:
             yield self.env.timeout(self.settings.scrape_interval_s)
 
     def scrape(self) -> None:
-        """Record every deployment's counters and gauges now."""
+        """Scrape every served replica's vLLM metrics, and every deployment's counters."""
+        now = self.now_s()
+        self.scraper.scrape(now)
         for name in self.servers:
             dep = self._dep(name)
             counters = dep.counters()
@@ -146,31 +167,60 @@ class ClusterTwin:
         return ClusterSnapshot(time_s=now, servers=observations)
 
     def observe(self, name: str, now: float) -> ServerObservation:
-        """One server's observation over (now − window, now]."""
+        """One server's observation from the scrapes strictly before ``now``."""
         info = self.servers[name]
         dep = self._dep(name)
-        current = dep.counters(now)
-        samples = self._samples[name]
-        times = self._times[name]
-        start = now - self.settings.window_s
-        first = bisect_right(times, start + 1e-9)  # samples[:first] are at or before start
-        last = bisect_left(times, now)  # samples[:last] are strictly before now
-        base: DeploymentCounters | None = None
-        if first > 0:
-            base = samples[first - 1].counters
-        elif last > 0:
-            base = samples[0].counters  # less history than a window: use all there is
-        in_window = [sample.counters for sample in samples[first:last]]
-        fields: dict[str, float | None] = {}
-        if base is not None:
-            fields = _rates(base, current, self.settings.arrival_signal)
-        fields.update(_gauges([*in_window, current]))
+        end = math.nextafter(now, -math.inf)  # a scrape at the collect's instant is not in yet
+        settings = self.settings
+        recent = settings.recent_window_s or max(2 * settings.scrape_interval_s,
+                                                 settings.window_s / 2)
+        window = self.scraper.window(name, end, settings.window_s, recent)
+        seen = observe_window(window, steady_ready=self._steady_ready(name, now))
+        fields = {f: getattr(seen, f) for f in seen.__dataclass_fields__}
+        signal = settings.arrival_signal
+        if signal == "completions":
+            fields["arrival_rpm"] = seen.throughput_rpm
+        elif signal == "arrivals":
+            fields.update(self._gateway_arrivals(name, now))
         return ServerObservation(
             name=name, model=info.model, class_name=info.class_name,
             accelerator=dep.accelerator, max_batch=dep.max_batch,
             desired_replicas=dep.desired, ready_replicas=len(dep.ready),
+            held_replicas=sum(r.state in _HOLDING for r in dep.replicas),
             min_num_replicas=info.min_num_replicas, max_queue_size=info.max_queue_size,
-            **fields)  # type: ignore[arg-type]
+            **fields)
+
+    def _steady_ready(self, name: str, now: float) -> int:
+        """Replicas ready through the whole window: the least ready count seen by the
+        deployment-level scrapes in it and now."""
+        times = self._times[name]
+        first = bisect_left(times, now - self.settings.window_s)
+        counts = [s.counters.ready_replicas for s in self._samples[name][first:]]
+        return min([len(self._dep(name).ready), *counts])
+
+    def _gateway_arrivals(self, name: str, now: float) -> dict[str, float | None]:
+        """Arrival rate and token means from the deployment's exact arrival counters."""
+        times = self._times[name]
+        first = bisect_right(times, now - self.settings.window_s + 1e-9)
+        last = bisect_left(times, now)
+        samples = self._samples[name]
+        if first > 0:
+            base = samples[first - 1].counters
+        elif last > 0:
+            base = samples[0].counters
+        else:
+            return {"arrival_rpm": None}
+        current = self._dep(name).counters(now)
+        dt = current.time_s - base.time_s
+        count = current.num_arrivals - base.num_arrivals
+        if dt <= 0:
+            return {"arrival_rpm": None}
+        return {
+            "arrival_rpm": count / dt * S_PER_MIN,
+            "avg_in_tokens": ((current.arrival_in_tokens - base.arrival_in_tokens) / count
+                              if count > 0 else None),
+            "avg_out_tokens": ((current.arrival_out_tokens - base.arrival_out_tokens) / count
+                               if count > 0 else None)}
 
     # ------------------------------------------------------------------ Actuator
     def apply(self, plan: AllocationPlan) -> ActuationReport:
@@ -224,40 +274,3 @@ class ClusterTwin:
     def actuations(self) -> pd.DataFrame:
         """Every applied change, in order."""
         return pd.DataFrame.from_records(self._actuations, columns=list(ACTUATION_COLUMNS))
-
-
-def _rates(base: DeploymentCounters, now: DeploymentCounters,
-           signal: str) -> dict[str, float | None]:
-    dt = now.time_s - base.time_s
-    if dt <= 0:
-        return {}
-    if signal == "arrivals":
-        count = now.num_arrivals - base.num_arrivals
-        in_tokens = now.arrival_in_tokens - base.arrival_in_tokens
-        out_tokens = now.arrival_out_tokens - base.arrival_out_tokens
-    else:
-        count = now.num_finished - base.num_finished
-        in_tokens = now.prompt_tokens - base.prompt_tokens
-        out_tokens = now.generation_tokens - base.generation_tokens
-    finished = now.num_finished - base.num_finished
-    itl_count = now.itl_count - base.itl_count
-    return {
-        "arrival_rpm": count / dt * S_PER_MIN,
-        "avg_in_tokens": in_tokens / count if count > 0 else None,
-        "avg_out_tokens": out_tokens / count if count > 0 else None,
-        "ttft_ms": ((now.ttft_sum_s - base.ttft_sum_s) / finished * MS_PER_S
-                    if finished > 0 else None),
-        "itl_ms": ((now.itl_sum_s - base.itl_sum_s) / itl_count * MS_PER_S
-                   if itl_count > 0 else None),
-    }
-
-
-def _gauges(points: list[DeploymentCounters]) -> dict[str, float | None]:
-    running = [c.running / c.ready_replicas for c in points if c.ready_replicas > 0]
-    waiting = [c.waiting / c.ready_replicas for c in points if c.ready_replicas > 0]
-    kv = [c.kv_usage for c in points if c.kv_usage is not None]
-    return {
-        "running_requests": sum(running) / len(running) if running else None,
-        "waiting_requests": sum(waiting) / len(waiting) if waiting else None,
-        "kv_usage": sum(kv) / len(kv) if kv else None,
-    }

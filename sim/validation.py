@@ -2,27 +2,34 @@
 benchmarks/validate_twin.py.
 
 An operating point is (model, accelerator, input/output tokens, load), with load = λ/λ_max, the
-offered rate over the analyzer's max rate (throughput at a full batch). The twin runs one replica
-with the analyzer's N (model-data maxBatchSize), Q = 10·N waiting slots, the same α/β/γ and
-token budget, Poisson arrivals and fixed lengths; statistics skip the first and last 10% of
-requests by arrival (warm-up and drain). Both token conventions can be measured: vLLM's
-(the prefill samples the first token, the default) and the analyzer's (it does not).
+offered rate over the analyzer's max rate (vllm model: throughput at a full batch). The twin
+runs one replica with the analyzer's N (model-data maxBatchSize), Q = 10·N waiting slots, the
+same α/β/γ and token budget, Poisson arrivals and fixed (or lognormal) lengths; statistics skip
+the first and last 10% of requests by arrival (warm-up and drain). The analyzer predicts the
+same point with each requested model (mean and percentiles of TTFT and ITL). Both token
+conventions can be measured in the twin: vLLM's (the prefill samples the first token, the
+default) and upstream's (it does not).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 import simpy
 
+from inferno.analyzer import LatencyStats, QueueConfig, analyze, latency_stats
 from inferno.model import PerfModel, System
 from inferno.model.units import MS_PER_S
 from sim import workload
 from sim.bench import perf_for
 from sim.cluster import Cluster
 from sim.deployment import DeploymentSpec
+from sim.metrics import Stats
 from sim.replica import EngineSettings
+
+STATISTICS = ("mean", "p50", "p90", "p99")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,29 +40,79 @@ class Point:
     out_tokens: int
     load: float
     """λ / λ_max."""
+    lengths: str = "fixed"
+    """Token lengths around the means: "fixed" or "lognormal" (input and output)."""
+    length_cv: float = 0.5
+    """Coefficient of variation of lognormal lengths."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prediction:
+    """One analyzer model's prediction at a point (ms; running = mean requests in service)."""
+
+    ttft: LatencyStats
+    itl: LatencyStats
+    wait_ms: float
+    prefill_ms: float
+    running: float
+    rho: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Comparison:
-    """Twin and analyzer means at one point (ms; running = mean requests in the batch)."""
+    """Twin statistics and the analyzer's predictions at one point.
+
+    The ``an_*`` fields and ``ttft_err``/``itl_err`` are those of the first model asked for.
+    """
 
     point: Point
     rate_rps: float
     max_batch: int
     num_requests: int
-    twin_ttft_ms: float
-    twin_itl_ms: float
+    twin_ttft: Stats
+    twin_itl: Stats
     twin_wait_ms: float
     """Arrival to admission into the batch (includes the residual iteration)."""
     twin_prefill_ms: float
     """Admission to first token."""
     twin_running: float
-    an_ttft_ms: float
-    an_itl_ms: float
-    an_wait_ms: float
-    an_prefill_ms: float
-    an_running: float
-    an_rho: float
+    predictions: Mapping[PerfModel, Prediction]
+    primary: PerfModel
+
+    @property
+    def twin_ttft_ms(self) -> float:
+        return self.twin_ttft.mean
+
+    @property
+    def twin_itl_ms(self) -> float:
+        return self.twin_itl.mean
+
+    def prediction(self, model: PerfModel | None = None) -> Prediction:
+        return self.predictions[self.primary if model is None else model]
+
+    @property
+    def an_ttft_ms(self) -> float:
+        return self.prediction().ttft.mean
+
+    @property
+    def an_itl_ms(self) -> float:
+        return self.prediction().itl.mean
+
+    @property
+    def an_wait_ms(self) -> float:
+        return self.prediction().wait_ms
+
+    @property
+    def an_prefill_ms(self) -> float:
+        return self.prediction().prefill_ms
+
+    @property
+    def an_running(self) -> float:
+        return self.prediction().running
+
+    @property
+    def an_rho(self) -> float:
+        return self.prediction().rho
 
     @property
     def ttft_err(self) -> float:
@@ -65,23 +122,47 @@ class Comparison:
     def itl_err(self) -> float:
         return self.twin_itl_ms / self.an_itl_ms - 1.0
 
+    def error(self, kind: str, statistic: str, model: PerfModel | None = None) -> float:
+        """analyzer / twin − 1 for ``kind`` ("ttft", "itl") and a `STATISTICS` entry."""
+        twin = getattr(self.twin_ttft if kind == "ttft" else self.twin_itl, statistic)
+        pred = self.prediction(model)
+        return getattr(pred.ttft if kind == "ttft" else pred.itl, statistic) / twin - 1.0
+
+
+def _predict(cfg: QueueConfig, rate: float) -> Prediction:
+    m = analyze(cfg, rate)
+    ttft, itl = latency_stats(cfg, rate)
+    return Prediction(ttft=ttft, itl=itl, wait_ms=m.wait_ms, prefill_ms=m.prefill_ms,
+                      running=m.num_in_service, rho=m.rho)
+
+
+def _lengths(point: Point, output_kind: str | None) -> workload.Lengths:
+    def dist(mean: int) -> workload.TokenDist:
+        if point.lengths == "lognormal":
+            return workload.TokenDist(kind="lognormal", mean=mean, cv=point.length_cv)
+        return workload.fixed(mean)
+
+    output = (dist(point.out_tokens) if output_kind is None
+              else workload.TokenDist(kind=output_kind, mean=point.out_tokens))
+    return workload.Lengths(input=dist(point.in_tokens), output=output)
+
 
 def compare(system: System, point: Point, *, num_requests: int = 4000, seed: int = 0,
-            prefill_emits_token: bool = True, output_kind: str = "fixed") -> Comparison:
-    """Run the twin at ``point`` and evaluate the analyzer at the same rate.
+            prefill_emits_token: bool = True, output_kind: str | None = None,
+            models: tuple[PerfModel, ...] = (PerfModel.VLLM,)) -> Comparison:
+    """Run the twin at ``point`` and evaluate the analyzer at the same rate, per model.
 
-    ``output_kind`` "exponential" draws output lengths from the geometric distribution with
-    the point's mean (service-time variability like the analyzer's Markovian chain).
+    The rate is ``point.load`` × the first model's max rate. ``output_kind`` "exponential"
+    draws output lengths from the geometric distribution with the point's mean (service-time
+    variability like the analyzer's Markovian chain), overriding ``point.lengths``.
     """
-    from inferno.analyzer import QueueConfig, analyze
-
     mp = perf_for(system, point.model, point.accelerator)
     n = mp.max_batch_size or 256
-    cfg = QueueConfig(max_batch=n, max_queue=10 * n, in_tokens=point.in_tokens,
-                      out_tokens=point.out_tokens, perf=mp.perf, perf_model=PerfModel.CHUNKED,
-                      max_num_tokens=mp.max_num_tokens)
-    rate = point.load * analyze(cfg, 1e-6).max_rate_rps
-    an = analyze(cfg, rate)
+    base = QueueConfig(max_batch=n, max_queue=10 * n, in_tokens=point.in_tokens,
+                       out_tokens=point.out_tokens, perf=mp.perf, perf_model=models[0],
+                       max_num_tokens=mp.max_num_tokens)
+    rate = point.load * analyze(base, 1e-6).max_rate_rps
+    predictions = {m: _predict(replace(base, perf_model=m), rate) for m in models}
 
     env = simpy.Environment()
     ss_cluster, ss_arrivals, ss_lengths = np.random.SeedSequence(seed).spawn(3)
@@ -90,10 +171,7 @@ def compare(system: System, point: Point, *, num_requests: int = 4000, seed: int
         name="v", model=point.model, accelerator=point.accelerator, max_batch=n,
         engine=EngineSettings(max_num_batched_tokens=mp.max_num_tokens, max_waiting=10 * n,
                               prefill_emits_token=prefill_emits_token)))
-    lengths = workload.Lengths(
-        input=workload.fixed(point.in_tokens),
-        output=workload.TokenDist(kind=output_kind, mean=point.out_tokens)).pairs(
-        np.random.default_rng(ss_lengths))
+    lengths = _lengths(point, output_kind).pairs(np.random.default_rng(ss_lengths))
     times = workload.ArrivalProcess(rate=workload.constant(rate)).times(
         np.random.default_rng(ss_arrivals))
     workload.arrivals(env, times, lengths, dep.submit, workload.RequestFactory(),
@@ -104,17 +182,15 @@ def compare(system: System, point: Point, *, num_requests: int = 4000, seed: int
     mid = df.iloc[lo:hi]
     mid = mid[mid["status"] == "done"]
     t0, t1 = float(mid["arrival_s"].iloc[0]), float(mid["arrival_s"].iloc[-1])
-    running = _window_mean_running(df, t0, t1)
     return Comparison(
         point=point, rate_rps=rate, max_batch=n, num_requests=len(mid),
-        twin_ttft_ms=float(mid["ttft_s"].mean()) * MS_PER_S,
-        twin_itl_ms=float(mid["itl_s"].mean()) * MS_PER_S,
+        twin_ttft=Stats.of_seconds(mid["ttft_s"].to_numpy()),
+        twin_itl=Stats.of_seconds(mid["itl_s"].to_numpy()),
         twin_wait_ms=float(mid["wait_s"].mean()) * MS_PER_S,
         twin_prefill_ms=float((mid["first_token_s"] - mid["first_scheduled_s"]).mean())
         * MS_PER_S,
-        twin_running=running, an_ttft_ms=an.ttft_ms, an_itl_ms=an.itl_ms,
-        an_wait_ms=an.wait_ms, an_prefill_ms=an.prefill_ms, an_running=an.num_in_service,
-        an_rho=an.rho)
+        twin_running=_window_mean_running(df, t0, t1), predictions=predictions,
+        primary=models[0])
 
 
 def _window_mean_running(df, t0: float, t1: float) -> float:

@@ -17,13 +17,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inferno.analyzer.queueing import QueueSolution, solve_birth_death
-from inferno.analyzer.service import ServiceParams, request_metrics, service_time_table
+from inferno.analyzer.latency import (
+    LatencyCoefficients,
+    LatencyDistribution,
+    latency_coefficients,
+    queue_metrics,
+)
+from inferno.analyzer.percentile import percentile_search
+from inferno.analyzer.queueing import QueueSolution, solve_birth_death, state_probabilities
+from inferno.analyzer.service import ServiceParams, service_params, service_time_table
 from inferno.errors import ConfigError
 from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel, PerfParms
 
 __all__ = [
     "EPSILON",
+    "LatencyStats",
     "SEARCH_MAX_ITERATIONS",
     "SEARCH_TOLERANCE",
     "STABILITY_SAFETY_FRACTION",
@@ -34,6 +42,7 @@ __all__ = [
     "analyze",
     "bisect",
     "config_problem",
+    "latency_stats",
     "rate_range",
     "size",
     "within_tolerance",
@@ -101,6 +110,28 @@ class Targets:
     itl_ms: float = 0.0
     tps: float = 0.0
     """Output tokens per second; only adds a 10% stability margin to the rate (§2.6)."""
+    ttft_percentile: float = 0.0
+    """Percentile (0 < p < 100) the TTFT target is on; 0 means the mean."""
+    itl_percentile: float = 0.0
+    """Percentile (0 < p < 100) the ITL target is on; 0 means the mean."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LatencyStats:
+    """Mean and percentiles of one latency (ms) at one operating point."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    extra: tuple[tuple[float, float], ...] = ()
+    """(percentile, value) pairs asked for beyond 50/90/99."""
+
+    def at(self, percentile: float) -> float:
+        """The value at ``percentile`` (0 for the mean)."""
+        table = {0.0: self.mean, 50.0: self.p50, 90.0: self.p90, 99.0: self.p99,
+                 **dict(self.extra)}
+        return table[float(percentile)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,32 +186,45 @@ class _Replica:
     log_mu: np.ndarray
     lam_min: float
     lam_max: float
+    coef: LatencyCoefficients
 
     @property
     def max_rate_rps(self) -> float:
         return self.lam_max * 1000.0
 
+    def _args(self, lam_rpms: float) -> tuple[np.ndarray, ...]:
+        return (np.array([lam_rpms]), self.log_mu[None, :], np.array([self.cfg.max_batch]),
+                np.array([self.cfg.max_queue]))
+
     def solve(self, lam_rpms: float) -> QueueSolution:
-        return solve_birth_death(np.array([lam_rpms]), self.log_mu[None, :],
-                                 np.array([self.cfg.max_batch]), np.array([self.cfg.max_queue]))
+        return solve_birth_death(*self._args(lam_rpms))
 
     def metrics(self, rate_rps: float) -> Metrics:
         sol = self.solve(rate_rps / 1000.0)
-        prefill, itl, ttft = request_metrics(self.cfg.perf_model, sol.n_srv, sol.serv_ms,
-                                             sol.wait_ms, self.params)
+        lat = queue_metrics(self.cfg.perf_model, sol, self.coef)
         n_srv = float(sol.n_srv[0])
         return Metrics(offered_rps=rate_rps, throughput_rps=float(sol.throughput_rpms[0]) * 1000.0,
-                       resp_ms=float(sol.resp_ms[0]), wait_ms=float(sol.wait_ms[0]),
-                       num_in_service=n_srv, prefill_ms=float(prefill[0]),
-                       itl_ms=float(itl[0]), ttft_ms=float(ttft[0]),
+                       resp_ms=float(lat.resp_ms[0]), wait_ms=float(lat.wait_ms[0]),
+                       num_in_service=n_srv, prefill_ms=float(lat.prefill_ms[0]),
+                       itl_ms=float(lat.itl_ms[0]), ttft_ms=float(lat.ttft_ms[0]),
                        max_rate_rps=self.max_rate_rps,
                        rho=min(max(n_srv / self.cfg.max_batch, 0.0), 1.0))
 
     def ttft_itl(self, lam_rpms: float) -> tuple[float, float]:
-        sol = self.solve(lam_rpms)
-        _, itl, ttft = request_metrics(self.cfg.perf_model, sol.n_srv, sol.serv_ms,
-                                       sol.wait_ms, self.params)
-        return float(ttft[0]), float(itl[0])
+        lat = queue_metrics(self.cfg.perf_model, self.solve(lam_rpms), self.coef)
+        return float(lat.ttft_ms[0]), float(lat.itl_ms[0])
+
+    def distribution(self, lam_rpms: float) -> LatencyDistribution:
+        args = self._args(lam_rpms)
+        return LatencyDistribution(self.cfg.perf_model, solve_birth_death(*args),
+                                   state_probabilities(*args, self.cfg.max_batch + 1),
+                                   self.coef)
+
+    def exceedance(self, lam_rpms: float, target_ms: float, kind: str) -> float:
+        """P(TTFT > target) (``kind`` "ttft") or P(ITL > target) at ``lam_rpms``."""
+        dist = self.distribution(lam_rpms)
+        cdf = dist.ttft_cdf if kind == "ttft" else dist.itl_cdf
+        return 1.0 - float(cdf(np.array([target_ms]))[0])
 
 
 def _replica(cfg: QueueConfig) -> tuple[_Replica | None, str]:
@@ -188,9 +232,7 @@ def _replica(cfg: QueueConfig) -> tuple[_Replica | None, str]:
     if problem:
         return None, problem
     p = cfg.perf
-    params = ServiceParams(*(np.array([v], dtype=float) for v in (
-        p.alpha_ms, p.beta_ms, p.gamma_ms, cfg.in_tokens, cfg.out_tokens, cfg.max_batch,
-        cfg.max_num_tokens)))
+    params = service_params(p, cfg.in_tokens, cfg.out_tokens, cfg.max_batch, cfg.max_num_tokens)
     n = np.arange(1, cfg.max_batch + 1, dtype=float)
     tau = service_time_table(cfg.perf_model, cfg.max_batch, params)[0][0]
     if not np.all(np.isfinite(tau) & (tau > 0)):
@@ -200,7 +242,8 @@ def _replica(cfg: QueueConfig) -> tuple[_Replica | None, str]:
     lam_min, lam_max = EPSILON * float(mu[0]), (1.0 - EPSILON) * float(mu[-1])
     if not lam_min <= lam_max:
         return None, f"empty rate range [{lam_min * 1000:g}, {lam_max * 1000:g}] req/s"
-    return _Replica(cfg, params, np.log(mu), lam_min, lam_max), ""
+    coef = latency_coefficients(cfg.perf_model, params, np.array([cfg.max_queue]))
+    return _Replica(cfg, params, np.log(mu), lam_min, lam_max, coef), ""
 
 
 def _require(cfg: QueueConfig) -> _Replica:
@@ -219,16 +262,39 @@ def rate_range(cfg: QueueConfig) -> tuple[float, float]:
 def analyze(cfg: QueueConfig, rate_rps: float) -> Metrics:
     """Metrics of one replica offered ``rate_rps`` requests per second (§2.5).
 
-    The classic model rejects rates above its max rate (upstream G3); the chunked model
-    accepts any rate and shows overload as blocking (throughput below the offered rate).
+    The classic model rejects rates above its max rate (upstream G3); the chunked and vllm
+    models accept any rate and show overload as blocking (throughput below the offered rate).
     """
+    return _checked(cfg, rate_rps, "analyze").metrics(rate_rps)
+
+
+def _checked(cfg: QueueConfig, rate_rps: float, what: str) -> _Replica:
     rep = _require(cfg)
     if not (math.isfinite(rate_rps) and rate_rps > 0):
-        raise ConfigError(f"analyze: rate_rps must be a finite number > 0, got {rate_rps}")
+        raise ConfigError(f"{what}: rate_rps must be a finite number > 0, got {rate_rps}")
     if cfg.perf_model is PerfModel.CLASSIC and rate_rps > rep.max_rate_rps:
-        raise ConfigError(f"analyze: rate_rps {rate_rps:g} exceeds the classic model's max "
+        raise ConfigError(f"{what}: rate_rps {rate_rps:g} exceeds the classic model's max "
                           f"rate {rep.max_rate_rps:g} req/s")
-    return rep.metrics(rate_rps)
+    return rep
+
+
+def latency_stats(cfg: QueueConfig, rate_rps: float, extra: tuple[float, ...] = ()
+                  ) -> tuple[LatencyStats, LatencyStats]:
+    """(TTFT, ITL) mean and p50/p90/p99 (plus ``extra`` percentiles) of one replica offered
+    ``rate_rps`` req/s, from `latency.LatencyDistribution` (same checks as `analyze`)."""
+    rep = _checked(cfg, rate_rps, "latency_stats")
+    for p in extra:
+        if not 0.0 < p < 100.0:
+            raise ConfigError(f"latency_stats: percentiles must lie in (0, 100), got {p}")
+    dist = rep.distribution(rate_rps / 1000.0)
+    out = []
+    for mean, quantile in ((dist.mean.ttft_ms, dist.ttft_quantile),
+                           (dist.mean.itl_ms, dist.itl_quantile)):
+        values = {p: float(quantile(p / 100.0)[0]) for p in (50.0, 90.0, 99.0, *extra)}
+        out.append(LatencyStats(mean=float(mean[0]), p50=values[50.0], p90=values[90.0],
+                                p99=values[99.0],
+                                extra=tuple((float(p), values[float(p)]) for p in extra)))
+    return out[0], out[1]
 
 
 def within_tolerance(y: float, target: float, tol: float = SEARCH_TOLERANCE) -> bool:
@@ -277,6 +343,10 @@ def _check_targets(targets: Targets) -> None:
         v = getattr(targets, name)
         if not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"targets: {name} must be a finite number >= 0, got {v}")
+    for name in ("ttft_percentile", "itl_percentile"):
+        v = getattr(targets, name)
+        if not (v == 0 or 0 < v < 100):
+            raise ConfigError(f"targets: {name} must be 0 (mean) or in (0, 100), got {v}")
 
 
 def _infeasible(reason: str) -> Sizing:
@@ -289,8 +359,9 @@ def size(cfg: QueueConfig, targets: Targets) -> Sizing:
 
     Each non-zero TTFT/ITL target is met by bisection over [λ_min, λ_max]; a target the
     replica misses even at λ_min makes the sizing infeasible, one it meets even at λ_max
-    yields λ_max. A TPS target caps the rate at 0.9·λ_max. The metrics are taken at
-    λ* = min of the three rates.
+    yields λ_max. A target on a percentile bounds the exceedance probability instead
+    (`percentile.percentile_search`). A TPS target caps the rate at 0.9·λ_max. The metrics
+    are taken at λ* = min of the three rates.
     """
     _check_targets(targets)
     rep, problem = _replica(cfg)
@@ -299,7 +370,19 @@ def size(cfg: QueueConfig, targets: Targets) -> Sizing:
     lam = {}
     for name, target, pick in (("ttft", targets.ttft_ms, 0), ("itl", targets.itl_ms, 1)):
         lam[name] = rep.lam_max
-        if target > 0:
+        percentile = getattr(targets, f"{name}_percentile")
+        if target > 0 and percentile > 0:
+            found, below = percentile_search(
+                lambda _, x, k=name, t=target: np.array([rep.exceedance(float(x[0]), t, k)]),
+                np.array([rep.lam_min]), np.array([rep.lam_max]),
+                np.array([1.0 - percentile / 100.0]))
+            if below[0]:
+                tail = rep.exceedance(rep.lam_min, target, name)
+                return _infeasible(f"{name} p{percentile:g} target {target:g} ms is below the "
+                                   f"attainable region (P({name} > target) = {tail:.3g} at "
+                                   f"the lowest rate)")
+            lam[name] = float(found[0])
+        elif target > 0:
             x, where = bisect(rep.lam_min, rep.lam_max, target,
                               lambda x, k=pick: rep.ttft_itl(x)[k])
             if where == BELOW:

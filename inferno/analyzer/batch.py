@@ -23,18 +23,29 @@ from inferno.analyzer.analyzer import (
     Metrics,
 )
 from inferno.analyzer.chain import BUCKET_QUANTUM, ChainTable, bucket_layout
-from inferno.analyzer.queueing import QueueSolution, solve_birth_death
-from inferno.analyzer.search import LockstepSearch
-from inferno.analyzer.service import (
-    ServiceParams,
-    metric_coefficients,
-    request_metrics,
-    service_time_table,
+from inferno.analyzer.latency import (
+    LatencyCoefficients,
+    LatencyDistribution,
+    latency_coefficients,
+    queue_metrics,
 )
+from inferno.analyzer.percentile import percentile_search
+from inferno.analyzer.queueing import QueueSolution, solve_birth_death, state_probabilities
+from inferno.analyzer.search import LockstepSearch
+from inferno.analyzer.service import PERF_EXTRA_FIELDS, ServiceParams, service_time_table
 from inferno.errors import ConfigError
 from inferno.model import PerfModel
 
-__all__ = ["MetricsBatch", "QueueBatch", "SizingBatch", "analyze_batch", "size_batch"]
+__all__ = [
+    "DEFAULT_PERCENTILES",
+    "MetricsBatch",
+    "PercentilesBatch",
+    "QueueBatch",
+    "SizingBatch",
+    "analyze_batch",
+    "latency_percentiles_batch",
+    "size_batch",
+]
 
 _INT_FIELDS = ("max_batch", "max_queue", "max_num_tokens")
 _FLOAT_FIELDS = ("in_tokens", "out_tokens", "alpha_ms", "beta_ms", "gamma_ms")
@@ -77,10 +88,21 @@ class QueueBatch:
     max_num_tokens: np.ndarray
     """Per-iteration token budget of the chunked model (0 means 8192)."""
     perf_model: PerfModel = PerfModel.CHUNKED
+    stream_ms: np.ndarray | None = None
+    """Cost per sampled token (ms); None: 0 (as every field below)."""
+    knee_tokens: np.ndarray | None = None
+    """Piecewise shape: the knee (tokens per iteration)."""
+    beta_excess_ms: np.ndarray | None = None
+    """Piecewise shape: β_high − β (ms/token); 0 for the linear shape."""
+    frontend_ms: np.ndarray | None = None
+    """Front-end cost α0 + α1·L per request (ms)."""
 
     def __post_init__(self) -> None:
+        for name in PERF_EXTRA_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(np.shape(self.max_batch)))
         size = None
-        for name in _INT_FIELDS + _FLOAT_FIELDS:
+        for name in _INT_FIELDS + _FLOAT_FIELDS + PERF_EXTRA_FIELDS:
             raw = np.asarray(getattr(self, name))
             if raw.ndim != 1:
                 raise ConfigError(f"queue batch: {name} must be 1-D, got shape {raw.shape}")
@@ -98,19 +120,21 @@ class QueueBatch:
 
     def take(self, idx: np.ndarray) -> QueueBatch:
         """The candidates ``idx`` (an index array or boolean mask)."""
-        return QueueBatch(**{n: getattr(self, n)[idx] for n in _INT_FIELDS + _FLOAT_FIELDS},
+        return QueueBatch(**{n: getattr(self, n)[idx]
+                             for n in _INT_FIELDS + _FLOAT_FIELDS + PERF_EXTRA_FIELDS},
                           perf_model=self.perf_model)
 
     def with_sizes(self, max_batch: np.ndarray, max_queue: np.ndarray) -> QueueBatch:
         """The same candidates with other N and Q."""
-        kw = {n: getattr(self, n) for n in _INT_FIELDS + _FLOAT_FIELDS}
+        kw = {n: getattr(self, n) for n in _INT_FIELDS + _FLOAT_FIELDS + PERF_EXTRA_FIELDS}
         kw.update(max_batch=max_batch, max_queue=max_queue)
         return QueueBatch(**kw, perf_model=self.perf_model)
 
     @property
     def params(self) -> ServiceParams:
         return ServiceParams(self.alpha_ms, self.beta_ms, self.gamma_ms, self.in_tokens,
-                             self.out_tokens, self.max_batch, self.max_num_tokens)
+                             self.out_tokens, self.max_batch, self.max_num_tokens,
+                             **{n: getattr(self, n) for n in PERF_EXTRA_FIELDS})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,11 +288,6 @@ def _prepare(batch: QueueBatch) -> _Prepared:
         code[index[bad > 0]] = bad[bad > 0]
 
 
-def _metric_arrays(model: PerfModel, sol: QueueSolution, params: ServiceParams
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return request_metrics(model, sol.n_srv, sol.serv_ms, sol.wait_ms, params)
-
-
 def _empty_metrics(size: int, offered: np.ndarray) -> dict[str, np.ndarray]:
     out = {f.name: np.full(size, np.inf) for f in fields(MetricsBatch) if f.name != "valid"}
     out["offered_rps"] = np.array(offered, dtype=float)
@@ -276,16 +295,16 @@ def _empty_metrics(size: int, offered: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _fill_metrics(out: dict[str, np.ndarray], rows: np.ndarray, model: PerfModel,
-                  sol: QueueSolution, params: ServiceParams, lam_max: np.ndarray,
+                  sol: QueueSolution, coef: LatencyCoefficients, lam_max: np.ndarray,
                   num_servers: np.ndarray) -> None:
-    prefill, itl, ttft = _metric_arrays(model, sol, params)
+    lat = queue_metrics(model, sol, coef)
     out["throughput_rps"][rows] = sol.throughput_rpms * 1000.0
-    out["resp_ms"][rows] = sol.resp_ms
-    out["wait_ms"][rows] = sol.wait_ms
+    out["resp_ms"][rows] = lat.resp_ms
+    out["wait_ms"][rows] = lat.wait_ms
     out["num_in_service"][rows] = sol.n_srv
-    out["prefill_ms"][rows] = prefill
-    out["itl_ms"][rows] = itl
-    out["ttft_ms"][rows] = ttft
+    out["prefill_ms"][rows] = lat.prefill_ms
+    out["itl_ms"][rows] = lat.itl_ms
+    out["ttft_ms"][rows] = lat.ttft_ms
     out["max_rate_rps"][rows] = lam_max * 1000.0
     out["rho"][rows] = np.clip(sol.n_srv / num_servers, 0.0, 1.0)
 
@@ -301,14 +320,63 @@ _ANALYZE_BLOCK = 1 << 16
 """States per row block of the full-state kernel (temporaries stay cache-sized)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Solved:
+    """Queue solutions of some prepared rows (``rows`` index the prepared order)."""
+
+    rows: np.ndarray
+    sol: QueueSolution
+    states: np.ndarray | None
+    """(R, W) state probabilities when asked for."""
+
+
+def _solve_at(prep: _Prepared, model: PerfModel, lam: np.ndarray, ok: np.ndarray, *,
+              states: bool = False) -> list[_Solved]:
+    """Solve the prepared rows where ``ok`` at rates ``lam`` (req/ms): rates up to λ_max on
+    the prepared chain, higher ones (overload, chunked/vllm) state by state. Consumes
+    ``prep.log_mu`` (the chain table turns it into prefix sums in place)."""
+    light = ok & (lam <= prep.lam_max)
+    heavy = ok & ~light
+    out = []
+    k = prep.num_servers + prep.num_queue
+    width = int(prep.num_servers.max(initial=0)) + 1
+    for s0, s1, lm in zip(prep.starts[:-1], prep.starts[1:], prep.log_mu, strict=True):
+        sel = s0 + np.flatnonzero(heavy[s0:s1])
+        sel = sel[np.argsort(k[sel], kind="stable")]
+        block = 0
+        while block < sel.size:
+            step = max(1, _ANALYZE_BLOCK // int(k[sel[block]] + 1))
+            part = sel[block:block + step]
+            block += step
+            args = (lam[part], lm[part - s0, 1:], prep.num_servers[part],
+                    prep.num_queue[part])
+            out.append(_Solved(part, solve_birth_death(*args),
+                               state_probabilities(*args, width) if states else None))
+    sel = np.flatnonzero(light)
+    if sel.size:
+        table = ChainTable(prep.log_mu, prep.num_servers, prep.num_queue, prep.lam_max,
+                           prep.monotone)
+        out.append(_Solved(sel, table.solve(sel, lam[sel]),
+                           table.state_probabilities(sel, lam[sel]) if states else None))
+    return out
+
+
+def _usable_rates(prep: _Prepared, model: PerfModel, rate: np.ndarray) -> np.ndarray:
+    r = rate[prep.index]
+    ok = np.isfinite(r) & (r > 0)
+    if model is PerfModel.CLASSIC:
+        ok &= r <= prep.lam_max * 1000.0
+    return ok
+
+
 def analyze_batch(batch: QueueBatch, rate_rps: np.ndarray | float) -> MetricsBatch:
     """Metrics of each candidate at its offered rate (req/s), the batched `analyze`.
 
     Rows with an unusable config, a rate <= 0 or non-finite, or (classic model) a rate above
     the max rate come back with ``valid == False`` and ``inf`` metrics (``max_rate_rps`` is
     still set where the config is usable). Rates up to the max rate are solved on the
-    prepared chain (closed-form queue tail); chunked-model rows offered more than that are
-    solved state by state (`queueing.solve_birth_death`), which handles any overload.
+    prepared chain (closed-form queue tail); chunked- and vllm-model rows offered more than
+    that are solved state by state (`queueing.solve_birth_death`), which handles any overload.
 
     Parameters
     ----------
@@ -322,38 +390,78 @@ def analyze_batch(batch: QueueBatch, rate_rps: np.ndarray | float) -> MetricsBat
     out = _empty_metrics(size, rate)
     valid = np.zeros(size, dtype=bool)
     out["max_rate_rps"][prep.index] = prep.lam_max * 1000.0
-    r = rate[prep.index]
-    ok = np.isfinite(r) & (r > 0)
-    if model is PerfModel.CLASSIC:
-        ok &= r <= prep.lam_max * 1000.0
-    lam = r / 1000.0
-    light = ok & (lam <= prep.lam_max)
-    heavy = ok & ~light
-    # Overloaded rows first: the chain table below turns the log-rate arrays into prefix
-    # sums in place.
-    k = prep.num_servers + prep.num_queue
-    for s0, s1, lm in zip(prep.starts[:-1], prep.starts[1:], prep.log_mu, strict=True):
-        sel = s0 + np.flatnonzero(heavy[s0:s1])
-        sel = sel[np.argsort(k[sel], kind="stable")]
-        block = 0
-        while block < sel.size:
-            step = max(1, _ANALYZE_BLOCK // int(k[sel[block]] + 1))
-            part = sel[block:block + step]
-            block += step
-            sol = solve_birth_death(lam[part], lm[part - s0, 1:], prep.num_servers[part],
-                                    prep.num_queue[part])
-            _fill_metrics(out, prep.index[part], model, sol, prep.params.take(part),
-                          prep.lam_max[part], prep.num_servers[part])
-            valid[prep.index[part]] = sol.valid
-    sel = np.flatnonzero(light)
-    if sel.size:
-        table = ChainTable(prep.log_mu, prep.num_servers, prep.num_queue, prep.lam_max,
-                           prep.monotone)
-        sol = table.solve(sel, lam[sel])
-        _fill_metrics(out, prep.index[sel], model, sol, prep.params.take(sel),
-                      prep.lam_max[sel], prep.num_servers[sel])
-        valid[prep.index[sel]] = True
+    coef = latency_coefficients(model, prep.params, prep.num_queue)
+    lam = rate[prep.index] / 1000.0
+    for part in _solve_at(prep, model, lam, _usable_rates(prep, model, rate)):
+        rows = prep.index[part.rows]
+        _fill_metrics(out, rows, model, part.sol, coef.take(part.rows),
+                      prep.lam_max[part.rows], prep.num_servers[part.rows])
+        valid[rows] = part.sol.valid
     return MetricsBatch(**out, valid=valid)
+
+
+DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PercentilesBatch:
+    """Latency percentiles of C candidates at their offered rates; NaN where not valid."""
+
+    percentiles: tuple[float, ...]
+    """P values in (0, 100), the columns below."""
+    ttft_ms: np.ndarray
+    """(C, P)."""
+    itl_ms: np.ndarray
+    """(C, P)."""
+    ttft_mean_ms: np.ndarray
+    """(C,), the mean of the same distribution (= `analyze_batch`'s)."""
+    itl_mean_ms: np.ndarray
+    valid: np.ndarray
+
+
+def _check_percentiles(percentiles: tuple[float, ...] | list[float]) -> tuple[float, ...]:
+    out = tuple(float(p) for p in percentiles)
+    for p in out:
+        if not 0.0 < p < 100.0:
+            raise ConfigError(f"percentiles must lie in (0, 100), got {p}")
+    return out
+
+
+def latency_percentiles_batch(batch: QueueBatch, rate_rps: np.ndarray | float,
+                              percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+                              ) -> PercentilesBatch:
+    """TTFT and ITL percentiles of each candidate at its offered rate (req/s).
+
+    The distributions are `latency.LatencyDistribution`'s: the vllm model's mixture
+    (residual iteration, prefill with the batch found, M/D/c-like wait for a slot; ITL from
+    the batch-size distribution); for the upstream models an exponential queue wait after a
+    constant prefill + ITL, and a constant ITL. Same validity rules as `analyze_batch`.
+    """
+    pcts = _check_percentiles(percentiles)
+    size = len(batch)
+    rate = _batch_rates(rate_rps, size, "latency_percentiles_batch rate_rps")
+    prep = _prepare(batch)
+    model = batch.perf_model
+    coef = latency_coefficients(model, prep.params, prep.num_queue)
+    ttft = np.full((size, len(pcts)), np.nan)
+    itl = np.full((size, len(pcts)), np.nan)
+    means = np.full((2, size), np.nan)
+    valid = np.zeros(size, dtype=bool)
+    lam = rate[prep.index] / 1000.0
+    for part in _solve_at(prep, model, lam, _usable_rates(prep, model, rate), states=True):
+        ok = np.flatnonzero(part.sol.valid)
+        if ok.size == 0:
+            continue
+        sol = QueueSolution(*(f[ok] for f in part.sol))
+        dist = LatencyDistribution(model, sol, part.states[ok], coef.take(part.rows[ok]))
+        rows = prep.index[part.rows[ok]]
+        for j, p in enumerate(pcts):
+            ttft[rows, j] = dist.ttft_quantile(p / 100.0)
+            itl[rows, j] = dist.itl_quantile(p / 100.0)
+        means[0, rows], means[1, rows] = dist.mean.ttft_ms, dist.mean.itl_ms
+        valid[rows] = True
+    return PercentilesBatch(percentiles=pcts, ttft_ms=ttft, itl_ms=itl,
+                            ttft_mean_ms=means[0], itl_mean_ms=means[1], valid=valid)
 
 
 def _targets(value: np.ndarray | float, size: int, name: str) -> np.ndarray:
@@ -365,8 +473,37 @@ def _targets(value: np.ndarray | float, size: int, name: str) -> np.ndarray:
     return t
 
 
+def _percentiles(value: np.ndarray | float, size: int, name: str) -> np.ndarray:
+    q = _batch_rates(value, size, f"size_batch {name}")
+    bad = ~(np.isfinite(q) & ((q == 0) | ((q > 0) & (q < 100))))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ConfigError(f"size_batch: {name}[{i}] must be 0 (mean) or in (0, 100), "
+                          f"got {q[i]}")
+    return q
+
+
+def _percentile_rates(table: ChainTable, model: PerfModel, coef: LatencyCoefficients,
+                      prep: _Prepared, rows: np.ndarray, target_ms: np.ndarray,
+                      percentile: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(λ, below) of prepared ``rows`` (ascending) for a percentile target of ``kind``."""
+
+    def exceedance(sub: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        cand = rows[sub]
+        sol = table.solve(cand, lam)
+        dist = LatencyDistribution(model, sol, table.state_probabilities(cand, lam),
+                                   coef.take(cand))
+        cdf = dist.ttft_cdf if kind == "ttft" else dist.itl_cdf
+        return 1.0 - cdf(target_ms[sub])
+
+    return percentile_search(exceedance, prep.lam_min[rows], prep.lam_max[rows],
+                             1.0 - percentile / 100.0)
+
+
 def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarray | float,
-               tps: np.ndarray | float, *, exact_rates: bool = True) -> SizingBatch:
+               tps: np.ndarray | float, *, exact_rates: bool = True,
+               ttft_percentile: np.ndarray | float = 0.0,
+               itl_percentile: np.ndarray | float = 0.0) -> SizingBatch:
     """The batched `size`: each candidate's largest rate within its targets.
 
     Parameters
@@ -378,15 +515,20 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
         False stops the TTFT or ITL search of a candidate once it can no longer bind
         (its ``rate_ttft_rps``/``rate_itl_rps`` is then NaN); feasibility, ``rate_rps`` and
         the metrics at λ* are unchanged, at roughly 40% less work.
+    ttft_percentile, itl_percentile : ndarray, shape (C,) or scalar
+        The percentile (0 < p < 100) a target is on; 0 (default) means the mean. Percentile
+        rows are sized by `percentile.percentile_search` on the exceedance probability.
 
     Returns
     -------
-    SizingBatch; row i equals ``size(config i, Targets(ttft_ms[i], itl_ms[i], tps[i]))``.
+    SizingBatch; row i equals ``size(config i, Targets(ttft_ms[i], itl_ms[i], tps[i], …))``.
     """
     size = len(batch)
     ttft = _targets(ttft_ms, size, "ttft_ms")
     itl = _targets(itl_ms, size, "itl_ms")
     tps_t = _targets(tps, size, "tps")
+    pct = {"ttft": _percentiles(ttft_percentile, size, "ttft_percentile"),
+           "itl": _percentiles(itl_percentile, size, "itl_percentile")}
     prep = _prepare(batch)
     model = batch.perf_model
     feasible = prep.code == 0
@@ -398,28 +540,40 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
         idx = prep.index
         table = ChainTable(prep.log_mu, prep.num_servers, prep.num_queue, prep.lam_max,
                            prep.monotone)
-        coef = metric_coefficients(model, prep.params)
+        coef = latency_coefficients(model, prep.params, prep.num_queue)
         lam_tps = np.where(tps_t[idx] > 0, prep.lam_max * (1.0 - STABILITY_SAFETY_FRACTION),
                            prep.lam_max)
-        search = LockstepSearch(table, model, coef, prep.lam_min, prep.lam_max, ttft[idx],
-                                itl[idx], cap=None if exact_rates else lam_tps).run()
+        targets = {"ttft": ttft[idx], "itl": itl[idx]}
+        on_pct = {k: (pct[k][idx] > 0) & (targets[k] > 0) for k in targets}
+        search = LockstepSearch(table, model, coef, prep.lam_min, prep.lam_max,
+                                np.where(on_pct["ttft"], 0.0, targets["ttft"]),
+                                np.where(on_pct["itl"], 0.0, targets["itl"]),
+                                cap=None if exact_rates else lam_tps).run()
         v = idx.size
-        lam_ttft, lam_itl = search.result[:v], search.result[v:]
-        below_ttft, below_itl = search.below[:v], search.below[v:]
-        ok = ~below_ttft & ~below_itl
+        lam_of = {"ttft": search.result[:v].copy(), "itl": search.result[v:].copy()}
+        below = {"ttft": search.below[:v].copy(), "itl": search.below[v:].copy()}
+        for kind in ("ttft", "itl"):
+            rows = np.flatnonzero(on_pct[kind])
+            if rows.size:
+                lam_of[kind][rows], below[kind][rows] = _percentile_rates(
+                    table, model, coef, prep, rows, targets[kind][rows], pct[kind][idx][rows],
+                    kind)
+        ok = ~below["ttft"] & ~below["itl"]
         # fmin: a search stopped early (NaN) never holds the minimum.
-        lam_star = np.fmin(np.fmin(lam_ttft, lam_itl), lam_tps)
+        lam_star = np.fmin(np.fmin(lam_of["ttft"], lam_of["itl"]), lam_tps)
         rate = lam_star * 1000.0
         sel = np.flatnonzero(ok)
         sol = table.solve(sel, rate[sel] / 1000.0)
-        _fill_metrics(out, idx[sel], model, sol, prep.params.take(sel), prep.lam_max[sel],
+        _fill_metrics(out, idx[sel], model, sol, coef.take(sel), prep.lam_max[sel],
                       prep.num_servers[sel])
         out["offered_rps"][idx[sel]] = rate[sel]
         valid[idx[sel]] = True
         feasible[idx] = ok
-        reason[idx[below_itl]] = "itl target below attainable region"
-        reason[idx[below_ttft]] = "ttft target below attainable region"
-        for name, lam in (("ttft", lam_ttft), ("itl", lam_itl), ("tps", lam_tps)):
+        for kind in ("itl", "ttft"):
+            for i in np.flatnonzero(below[kind]):
+                stat = f"p{pct[kind][idx[i]]:g} " if on_pct[kind][i] else ""
+                reason[idx[i]] = f"{kind} {stat}target below attainable region"
+        for name, lam in (("ttft", lam_of["ttft"]), ("itl", lam_of["itl"]), ("tps", lam_tps)):
             rates[name][idx[sel]] = lam[sel] * 1000.0
     return SizingBatch(feasible=feasible, reason=reason.astype(str),
                        rate_ttft_rps=rates["ttft"], rate_itl_rps=rates["itl"],

@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-from inferno.analyzer.queueing import QueueSolution, chain_solution
+from inferno.analyzer.queueing import QueueSolution, chain_solution, geometric_tail_sums
 
 __all__ = ["BUCKET_QUANTUM", "TAYLOR_REACH", "TAYLOR_TERMS", "ChainTable", "bucket_layout"]
 
@@ -147,6 +147,8 @@ class ChainTable:
         self.num_queue = np.asarray(num_queue, dtype=np.int64)
         size = self.num_servers.size
         self.cum_top = np.empty(size)
+        self.cum_zero = np.empty(size)
+        self.exact_rows = np.zeros(size, dtype=bool)
         self.log_mu_top = np.empty(size)
         self.center = np.empty(size)
         x_max = np.log(lam_max_rpms)
@@ -166,8 +168,10 @@ class ChainTable:
                 cum += shift[:, None]
                 top = top + shift
             self.cum_top[start:start + rows] = top
+            self.cum_zero[start:start + rows] = cum[:, 0]
             self.center[start:start + rows] = (width - 1) / 2.0
             self.buckets.append(_Bucket(start, cum, exact))
+            self.exact_rows[start:start + rows] = exact
             start += rows
         self._buffers = [np.empty(0), np.empty(0)]
         self._floor = np.full(max((b.block * b.width for b in self.buckets), default=0),
@@ -203,7 +207,8 @@ class ChainTable:
         """In-service sums at log-rates ``x`` for candidates ``cand`` (both shape (P,)).
 
         ``cand`` must be sorted ascending. Returns (z0, z1, p_top, moments): z0 = Σ p_j,
-        z1 = Σ j·p_j over j <= N and p_top = p_N, on one unnormalised scale per point; moments
+        z1 = Σ j·p_j over j <= N and p_top = p_N, on one unnormalised scale per point (p_0 on
+        the same scale: `p_zero`); moments
         (P_w, TAYLOR_TERMS + 1) holds, for the points where ``want_moments`` is set,
         M_k = Σ p_j·(j − j_c)^k/k!, k = 0..TAYLOR_TERMS (see `taylor_coefficients`).
         ``states`` limits the sums to states j < ``states``: the caller vouches that the
@@ -253,18 +258,77 @@ class ChainTable:
             p_top = np.exp(self.num_servers[cand] * x - self.cum_top[cand] - extra)
         return z[:, 0], z[:, 1], p_top, moments
 
+    def p_zero(self, cand: np.ndarray, x: np.ndarray, p_top: np.ndarray) -> np.ndarray:
+        """p_0 on the scale of `direct`'s sums at log-rates ``x`` (given its ``p_top``).
+
+        Fixed-shift rows: e^{−C_0}, whatever λ. Exact-maximum rows (N in the hundreds) divide
+        by the per-solve maximum M: p_0 = e^{−C_0 − M}, with M = N·x − C_N − log p_N, or a
+        direct maximum where p_N underflowed.
+        """
+        cand = np.asarray(cand, dtype=np.int64)
+        x = np.asarray(x, dtype=float)
+        rows = np.flatnonzero(self.exact_rows[cand])
+        extra = np.zeros(cand.size)
+        if rows.size:
+            with np.errstate(divide="ignore"):
+                top = (self.num_servers[cand[rows]] * x[rows] - self.cum_top[cand[rows]]
+                       - np.log(p_top[rows]))
+            lost = ~np.isfinite(top)
+            if lost.any():
+                top[lost] = self._max_at(cand[rows[lost]], x[rows[lost]])
+            extra[rows] = top
+        with np.errstate(under="ignore"):
+            return np.exp(-self.cum_zero[cand] - extra)
+
+    def _max_at(self, cand: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """max_j (j·x − C_j) per point (the exact-maximum rows' per-solve scale)."""
+        out = np.empty(cand.size)
+        for i, (c, xi) in enumerate(zip(cand, x, strict=True)):
+            b = next(b for b in self.buckets if b.start <= c < b.stop)
+            out[i] = float(np.max(xi * b.states - b.cum[c - b.start]))
+        return out
+
     def solution(self, cand: np.ndarray, lam_rpms: np.ndarray, z0: np.ndarray, z1: np.ndarray,
-                 p_top: np.ndarray) -> QueueSolution:
+                 p_top: np.ndarray, p_zero: np.ndarray | None = None) -> QueueSolution:
         """`queueing.chain_solution` for points (cand, λ) from their in-service sums."""
         d = np.log(lam_rpms) - self.log_mu_top[cand]
+        if p_zero is None:
+            p_zero = self.p_zero(cand, np.log(lam_rpms), p_top)
         return chain_solution(lam_rpms, z0, z1, p_top, d, self.num_servers[cand],
-                              self.num_queue[cand])
+                              self.num_queue[cand], p_zero)
 
     def solve(self, cand: np.ndarray, lam_rpms: np.ndarray) -> QueueSolution:
         """Direct solve at arrival rates ``lam_rpms`` (req/ms, <= λ_max) for sorted ``cand``."""
         lam = np.asarray(lam_rpms, dtype=float)
         z0, z1, p_top, _ = self.direct(cand, np.log(lam))
         return self.solution(cand, lam, z0, z1, p_top)
+
+    def state_probabilities(self, cand: np.ndarray, lam_rpms: np.ndarray) -> np.ndarray:
+        """p_j, j = 0..W−1, normalised over all states (0 past N) at ``lam_rpms`` (<= λ_max)
+        for sorted ``cand``; shape (P, W), W the widest bucket of ``cand``.
+
+        The in-service terms of `direct` kept per state (the distributions need them), with
+        the queue states summed in closed form for the normalisation.
+        """
+        cand = np.asarray(cand, dtype=np.int64)
+        x = np.log(np.asarray(lam_rpms, dtype=float))
+        bounds = np.searchsorted(cand, [(b.start, b.stop) for b in self.buckets])
+        used = [(b, p0, p1) for b, (p0, p1) in zip(self.buckets, bounds, strict=True)
+                if p1 > p0]
+        width = max((b.width for b, _, _ in used), default=1)
+        out = np.zeros((cand.size, width))
+        for b, p0, p1 in used:
+            e = x[p0:p1, None] * b.states[None, :] - b.cum[cand[p0:p1] - b.start]
+            if b.exact_max:
+                e -= e.max(axis=1, keepdims=True)
+            with np.errstate(under="ignore"):
+                # Terms below the floor are < e^-50 of the leading one: exactly 0 here.
+                out[p0:p1, :b.width] = np.where(e > _LOG_FLOOR, np.exp(e), 0.0)
+        n = self.num_servers[cand]
+        out[np.arange(width)[None, :] > n[:, None]] = 0.0
+        p_top = out[np.arange(cand.size), n]
+        g0, _ = geometric_tail_sums(x - self.log_mu_top[cand], self.num_queue[cand])
+        return out / (out.sum(axis=1) + p_top * g0)[:, None]
 
     def solve_light(self, cand: np.ndarray, lam_rpms: np.ndarray) -> QueueSolution:
         """`solve` at λ <= ε·μ(1) (the bottom of the rate range), for sorted ``cand``.

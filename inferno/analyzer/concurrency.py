@@ -23,6 +23,7 @@ from inferno.analyzer.service import (
     instant_itl_ms,
     instant_lines,
     instant_prefill_ms,
+    service_params,
     service_time_ms,
 )
 from inferno.errors import ConfigError
@@ -92,7 +93,7 @@ def concurrency_brackets(model: PerfModel, p: ServiceParams, m_max: np.ndarray,
     answer is confirmed against the exact metric (B̂ qualifies, B̂ + 1 does not); the other
     rows are evaluated on the grid 1..M_max. A zero target qualifies no B (upstream).
     """
-    p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
+    p = p.arrays()
     m_max = np.asarray(m_max, dtype=np.int64)
     targets = (np.asarray(itl_ms, dtype=float), np.asarray(ttft_ms, dtype=float))
     metrics = (instant_itl_ms, instant_prefill_ms)
@@ -137,9 +138,7 @@ def optimal_concurrency(cfg: QueueConfig, targets: Targets, eps: float = DEFAULT
                           f"got eps={eps}, max_probes={max_probes}")
     m_max = cfg.max_batch if cfg.max_batch > 0 else DEFAULT_CONCURRENCY_CEILING
     p = cfg.perf
-    params = ServiceParams(*(np.array([v], dtype=float) for v in (
-        p.alpha_ms, p.beta_ms, p.gamma_ms, cfg.in_tokens, cfg.out_tokens, m_max,
-        cfg.max_num_tokens)))
+    params = service_params(p, cfg.in_tokens, cfg.out_tokens, m_max, cfg.max_num_tokens)
     m_itl, m_tpf = (int(v[0]) for v in concurrency_brackets(
         cfg.perf_model, params, np.array([m_max]), np.array([targets.ttft_ms]),
         np.array([targets.itl_ms])))
@@ -213,7 +212,8 @@ class _Bisection:
     def __init__(self, batch: QueueBatch, ttft_ms: np.ndarray | float,
                  itl_ms: np.ndarray | float, tps: np.ndarray | float, *, eps: float,
                  max_probes: int, queue_ratio: np.ndarray | None,
-                 exact_anchor: bool, capacity_shortcut: bool = False) -> None:
+                 exact_anchor: bool, capacity_shortcut: bool = False,
+                 percentiles: tuple[np.ndarray | float, ...] = (0.0, 0.0)) -> None:
         if not (0 < eps < 2) or max_probes < 0:
             raise ConfigError(f"optimal_concurrency_batch: eps must be in (0, 2) and "
                               f"max_probes >= 0, got eps={eps}, max_probes={max_probes}")
@@ -221,6 +221,8 @@ class _Bisection:
         self.batch, self.queue_ratio = batch, queue_ratio
         self.targets = [np.broadcast_to(np.asarray(t, dtype=float), (size_c,)) for t in
                         (ttft_ms, itl_ms, tps)]
+        self.percentiles = [np.broadcast_to(np.asarray(q, dtype=float), (size_c,))
+                            for q in percentiles]
         m_max = np.where(batch.max_batch > 0, batch.max_batch, DEFAULT_CONCURRENCY_CEILING)
         params = batch.params._replace(max_batch=m_max)
         self.m_itl, self.m_tpf = concurrency_brackets(batch.perf_model, params, m_max,
@@ -266,7 +268,8 @@ class _Bisection:
         q = _queue_for(m, sub.max_queue, None if self.queue_ratio is None
                        else np.asarray(self.queue_ratio)[rows])
         sized = size_batch(sub.with_sizes(m, q), *(t[rows] for t in self.targets),
-                           exact_rates=exact_rates)
+                           exact_rates=exact_rates, ttft_percentile=self.percentiles[0][rows],
+                           itl_percentile=self.percentiles[1][rows])
         self.calls[rows] += sized.rate_rps > 0
         return sized
 
@@ -275,15 +278,19 @@ def search_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
                              itl_ms: np.ndarray | float, tps: np.ndarray | float, *,
                              eps: float = DEFAULT_ONSET_EPSILON,
                              max_probes: int = DEFAULT_ONSET_PROBES,
-                             queue_ratio: np.ndarray | None = None) -> ConcurrencyBatch:
+                             queue_ratio: np.ndarray | None = None,
+                             ttft_percentile: np.ndarray | float = 0.0,
+                             itl_percentile: np.ndarray | float = 0.0) -> ConcurrencyBatch:
     """`optimal_concurrency` for C candidates in lockstep; ``batch.max_batch`` holds M_max.
 
     Every row follows the scalar rules exactly; each probe round is one `size_batch` over the
     rows still bisecting. ``queue_ratio`` (C,), optional: per row a fixed Q (>= 0) or −ratio
-    (< 0) for Q = ratio·N; without it Q is ``batch.max_queue``.
+    (< 0) for Q = ratio·N; without it Q is ``batch.max_queue``. The percentiles are those
+    of `size_batch` (0: the target is on the mean).
     """
     run = _Bisection(batch, ttft_ms, itl_ms, tps, eps=eps, max_probes=max_probes,
-                     queue_ratio=queue_ratio, exact_anchor=True)
+                     queue_ratio=queue_ratio, exact_anchor=True,
+                     percentiles=(ttft_percentile, itl_percentile))
     alive, m_star = run.alive, run.m_star
     # Rows whose anchor failed stop there (scalar: no confirmation probe); N = 0 makes
     # `size_batch` skip them, and they keep the anchor's reason.
@@ -299,7 +306,9 @@ def optimal_concurrency_sizing(batch: QueueBatch, ttft_ms: np.ndarray | float,
                                itl_ms: np.ndarray | float, tps: np.ndarray | float, *,
                                eps: float = DEFAULT_ONSET_EPSILON,
                                max_probes: int = DEFAULT_ONSET_PROBES,
-                               queue_ratio: np.ndarray | None = None
+                               queue_ratio: np.ndarray | None = None,
+                               ttft_percentile: np.ndarray | float = 0.0,
+                               itl_percentile: np.ndarray | float = 0.0
                                ) -> tuple[np.ndarray, np.ndarray]:
     """(M*, f(M*)) per candidate: `search_concurrency_batch` without the diagnostics.
 
@@ -308,10 +317,12 @@ def optimal_concurrency_sizing(batch: QueueBatch, ttft_ms: np.ndarray | float,
     established M* (the anchor when M* = M_max, the bisection probe that set M*, or else the
     confirmation), never from a repeated solve. The anchor needs only f(M_max), so its
     per-target rates are not refined, and bisection probes whose λ_max already rules them
-    out are skipped (the decisions are the scalar search's).
+    out are skipped (the decisions are the scalar search's). The percentiles are those of
+    `size_batch` (0: the target is on the mean).
     """
     run = _Bisection(batch, ttft_ms, itl_ms, tps, eps=eps, max_probes=max_probes,
-                     queue_ratio=queue_ratio, exact_anchor=False, capacity_shortcut=True)
+                     queue_ratio=queue_ratio, exact_anchor=False, capacity_shortcut=True,
+                     percentiles=(ttft_percentile, itl_percentile))
     rate = np.where(run.alive, run.rate_at_star, 0.0)
     rows = np.flatnonzero(run.alive & ~run.confirmed)
     if rows.size:
@@ -323,11 +334,15 @@ def optimal_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
                               itl_ms: np.ndarray | float, tps: np.ndarray | float, *,
                               eps: float = DEFAULT_ONSET_EPSILON,
                               max_probes: int = DEFAULT_ONSET_PROBES,
-                              queue_ratio: np.ndarray | None = None
+                              queue_ratio: np.ndarray | None = None,
+                              ttft_percentile: np.ndarray | float = 0.0,
+                              itl_percentile: np.ndarray | float = 0.0
                               ) -> tuple[np.ndarray, np.ndarray]:
     """(M*, feasible) per candidate: `optimal_concurrency_sizing` with f(M*) > 0 only."""
     m_star, rate = optimal_concurrency_sizing(batch, ttft_ms, itl_ms, tps, eps=eps,
-                                              max_probes=max_probes, queue_ratio=queue_ratio)
+                                              max_probes=max_probes, queue_ratio=queue_ratio,
+                                              ttft_percentile=ttft_percentile,
+                                              itl_percentile=itl_percentile)
     return m_star, rate > 0
 
 

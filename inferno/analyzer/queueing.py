@@ -22,6 +22,7 @@ __all__ = [
     "chain_solution",
     "geometric_tail_sums",
     "solve_birth_death",
+    "state_probabilities",
 ]
 
 
@@ -30,9 +31,10 @@ class QueueSolution(NamedTuple):
 
     n_sys : mean number in the replica; n_srv : mean number in service (X̄);
     throughput_rpms : X = λ·(1 − p_K) (req/ms); resp_ms : T = n_sys/X; serv_ms : S = n_srv/X;
-    wait_ms : W = T − S (= mean queue length / X, >= 0); p_block : p_K; valid : False where
-    the row could not be solved (K <= 1, λ <= 0, non-finite input), whose other fields are
-    ``inf``.
+    wait_ms : W = T − S (= mean queue length / X, >= 0); p_block : p_K; p_idle : p_0, the
+    replica empty; p_wait : Σ_{N<=j<K} p_j, all N slots busy and a queue slot free (an arrival
+    then waits); valid : False where the row could not be solved (K <= 1, λ <= 0, non-finite
+    input), whose other fields are ``inf``.
     """
 
     n_sys: np.ndarray
@@ -42,6 +44,8 @@ class QueueSolution(NamedTuple):
     serv_ms: np.ndarray
     wait_ms: np.ndarray
     p_block: np.ndarray
+    p_idle: np.ndarray
+    p_wait: np.ndarray
     valid: np.ndarray
 
 
@@ -70,6 +74,37 @@ def solve_birth_death(lam_rpms: np.ndarray, log_mu: np.ndarray, num_servers: np.
     QueueSolution of (C,) arrays; rows with K <= 1 (upstream's invalid model), λ <= 0 or
     non-finite μ are ``valid == False``.
     """
+    lam, n, q, p, z, valid = _states(lam_rpms, log_mu, num_servers, num_queue)
+    n_safe = np.where(valid, n, 1)
+    q_safe = np.where(valid, q, 1)
+    lam_safe = np.where(valid, lam, 1.0)
+    jj = np.arange(p.shape[1])[None, :]
+    n_srv = (p * np.minimum(jj, n_safe[:, None])).sum(axis=1) / z
+    n_queue = (p * np.maximum(jj - n_safe[:, None], 0)).sum(axis=1) / z
+    p_block = np.take_along_axis(p, (n_safe + q_safe)[:, None], axis=1)[:, 0] / z
+    waiting = (jj >= n_safe[:, None]) & (jj < (n_safe + q_safe)[:, None])
+    sol = _assemble(lam_safe, n_srv, n_queue, p_block, p[:, 0] / z,
+                    (p * waiting).sum(axis=1) / z)
+    return _invalidate(sol, valid)
+
+
+def state_probabilities(lam_rpms: np.ndarray, log_mu: np.ndarray, num_servers: np.ndarray,
+                        num_queue: np.ndarray, width: int) -> np.ndarray:
+    """p_j for j = 0..width−1 (normalised over all K + 1 states), 0 past N; shape (C, width).
+
+    Same inputs and validity rules as `solve_birth_death`; invalid rows are all zero.
+    """
+    _, n, _, p, z, valid = _states(lam_rpms, log_mu, num_servers, num_queue)
+    out = np.zeros((p.shape[0], width))
+    cols = min(width, p.shape[1])
+    keep = np.arange(cols)[None, :] <= n[:, None]
+    out[:, :cols] = np.where(keep & valid[:, None], p[:, :cols] / z[:, None], 0.0)
+    return out
+
+
+def _states(lam_rpms: np.ndarray, log_mu: np.ndarray, num_servers: np.ndarray,
+            num_queue: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(λ, N, Q, unnormalised p (C, K_max+1), z, valid) of `solve_birth_death`."""
     lam = np.asarray(lam_rpms, dtype=float)
     log_mu = np.atleast_2d(np.asarray(log_mu, dtype=float))
     n = np.asarray(num_servers, dtype=np.int64)
@@ -101,22 +136,18 @@ def solve_birth_death(lam_rpms: np.ndarray, log_mu: np.ndarray, num_servers: np.
     log_p = np.where(jj <= n_safe[:, None], log_p_in, log_p_queue)
     log_p = np.where(jj <= (n_safe + q_safe)[:, None], log_p, -np.inf)
     p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
-    z = p.sum(axis=1)
-    n_srv = (p * np.minimum(jj, n_safe[:, None])).sum(axis=1) / z
-    n_queue = (p * np.maximum(jj - n_safe[:, None], 0)).sum(axis=1) / z
-    p_block = np.take_along_axis(p, (n_safe + q_safe)[:, None], axis=1)[:, 0] / z
-    sol = _assemble(lam_safe, n_srv, n_queue, p_block)
-    return _invalidate(sol, valid)
+    return lam, n, q, p, p.sum(axis=1), valid
 
 
 def _assemble(lam: np.ndarray, n_srv: np.ndarray, n_queue: np.ndarray,
-              p_block: np.ndarray) -> QueueSolution:
+              p_block: np.ndarray, p_idle: np.ndarray, p_wait: np.ndarray) -> QueueSolution:
     """Little's law on the three means. W = n_queue/X equals max(0, T − S) exactly in real
     arithmetic and avoids the cancellation of T − S when the queue is nearly empty."""
     x_rate = lam * (1.0 - p_block)
     n_sys = n_srv + n_queue
     return QueueSolution(n_sys, n_srv, x_rate, n_sys / x_rate, n_srv / x_rate,
-                         n_queue / x_rate, p_block, np.ones(lam.shape, dtype=bool))
+                         n_queue / x_rate, p_block, p_idle, p_wait,
+                         np.ones(lam.shape, dtype=bool))
 
 
 _PSI_SERIES = (1.0 / 2.0, 1.0 / 12.0, 0.0, -1.0 / 720.0, 0.0, 1.0 / 30240.0, 0.0,
@@ -168,18 +199,23 @@ def geometric_tail_sums(d: np.ndarray, num_queue: np.ndarray) -> tuple[np.ndarra
 
 
 def chain_solution(lam_rpms: np.ndarray, z0: np.ndarray, z1: np.ndarray, p_top: np.ndarray,
-                   d: np.ndarray, num_servers: np.ndarray, num_queue: np.ndarray
-                   ) -> QueueSolution:
+                   d: np.ndarray, num_servers: np.ndarray, num_queue: np.ndarray,
+                   p_zero: np.ndarray | None = None) -> QueueSolution:
     """Assemble the solution from the in-service sums and the geometric queue tail.
 
-    All sums share one (arbitrary) scale: z0 = Σ_{j<=N} p_j, z1 = Σ_{j<=N} j·p_j and
-    p_top = p_N, unnormalised; d = log(λ/μ(N)) <= 0. Shapes (C,).
+    All sums share one (arbitrary) scale: z0 = Σ_{j<=N} p_j, z1 = Σ_{j<=N} j·p_j,
+    p_top = p_N and p_zero = p_0, unnormalised; d = log(λ/μ(N)) <= 0. Shapes (C,).
+    Without ``p_zero`` the solution's ``p_idle`` is NaN.
     """
+    if p_zero is None:
+        p_zero = np.full(np.shape(z0), np.nan)
     n = np.asarray(num_servers, dtype=float)
     q = np.asarray(num_queue, dtype=float)
     g0, g1 = geometric_tail_sums(d, num_queue)
     tail = p_top * g0
     z = z0 + tail
     n_srv = (z1 + n * tail) / z
-    p_block = p_top * np.exp(q * d) / z
-    return _assemble(np.asarray(lam_rpms, dtype=float), n_srv, p_top * g1 / z, p_block)
+    with np.errstate(under="ignore"):
+        last = p_top * np.exp(q * d)
+    return _assemble(np.asarray(lam_rpms, dtype=float), n_srv, p_top * g1 / z, last / z,
+                     p_zero / z, (p_top + tail - last) / z)

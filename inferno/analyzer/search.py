@@ -23,8 +23,8 @@ import numpy as np
 
 from inferno.analyzer.analyzer import SEARCH_MAX_ITERATIONS, SEARCH_TOLERANCE
 from inferno.analyzer.chain import TAYLOR_REACH, TAYLOR_TERMS, ChainTable
+from inferno.analyzer.latency import LatencyCoefficients, queue_metrics
 from inferno.analyzer.queueing import QueueSolution, chain_solution
-from inferno.analyzer.service import MetricCoefficients, fast_request_metrics
 from inferno.model import PerfModel
 
 __all__ = ["LockstepSearch", "within"]
@@ -62,7 +62,7 @@ class LockstepSearch:
     ----------
     table : ChainTable of the V candidates
     model : service-time model
-    coef : MetricCoefficients, shape (V,)
+    coef : LatencyCoefficients, shape (V,)
     lam_min, lam_max : ndarray, shape (V,), the rate range (req/ms)
     ttft_ms, itl_ms : ndarray, shape (V,), targets (0: not searched, result λ_max)
     cap : ndarray, shape (V,), optional
@@ -75,7 +75,7 @@ class LockstepSearch:
     is not searched; its result is NaN.
     """
 
-    def __init__(self, table: ChainTable, model: PerfModel, coef: MetricCoefficients,
+    def __init__(self, table: ChainTable, model: PerfModel, coef: LatencyCoefficients,
                  lam_min: np.ndarray, lam_max: np.ndarray, ttft_ms: np.ndarray,
                  itl_ms: np.ndarray, cap: np.ndarray | None = None) -> None:
         self.table, self.model, self.coef = table, model, coef
@@ -94,8 +94,9 @@ class LockstepSearch:
         self.parked = np.zeros(2 * v, dtype=bool)
         self.x_center = np.zeros(2 * v)
         self.p_top_center = np.zeros(2 * v)
+        self.p_zero_center = np.zeros(2 * v)
         self.moments = np.zeros((2 * v, TAYLOR_TERMS + 1))
-        self._sums = np.empty((3, 2 * v))
+        self._sums = np.empty((4, 2 * v))
 
     def run(self) -> LockstepSearch:
         """Run both phases to completion; results in ``result`` and ``below``."""
@@ -107,9 +108,9 @@ class LockstepSearch:
 
     def _metric(self, rows: np.ndarray, sol: QueueSolution) -> np.ndarray:
         """TTFT or ITL (by row kind) from the solutions at ``rows``."""
-        _, itl, ttft = fast_request_metrics(self.model, sol.n_srv, sol.serv_ms, sol.wait_ms,
-                                            self.coef.take(rows % self.v))
-        return np.where(rows < self.v, ttft, itl)
+        is_ttft = rows < self.v
+        lat = queue_metrics(self.model, sol, self.coef.take(rows % self.v), is_ttft)
+        return np.where(is_ttft, lat.ttft_ms, lat.itl_ms)
 
     def _ends(self) -> None:
         """The end-point rules of §2.7 for every row with a target (> 0)."""
@@ -194,12 +195,15 @@ class LockstepSearch:
         # of x: Taylor data taken here covers every later midpoint of the row.
         want = self.table.reach[cand] * np.log(mid[own] / self.lo[own_rows]) <= TAYLOR_REACH
         z0, z1, p_top, moments = self.table.direct(cand, x[own], want)
+        p_zero = self.table.p_zero(cand, x[own], p_top)
         sums = self._sums
         sums[0, own_rows], sums[1, own_rows], sums[2, own_rows] = z0, z1, p_top
+        sums[3, own_rows] = p_zero
         park = own_rows[want]
         self.parked[park] = True
         self.x_center[park] = x[own][want]
         self.p_top_center[park] = p_top[want]
+        self.p_zero_center[park] = p_zero[want]
         self.moments[park] = moments
         if borrow.any():
             dst = rows[borrow]
@@ -209,8 +213,10 @@ class LockstepSearch:
             self.parked[shared] = True
             self.x_center[shared] = self.x_center[shared - v]
             self.p_top_center[shared] = self.p_top_center[shared - v]
+            self.p_zero_center[shared] = self.p_zero_center[shared - v]
             self.moments[shared] = self.moments[shared - v]
-        sol = self.table.solution(rows % v, mid, sums[0, rows], sums[1, rows], sums[2, rows])
+        sol = self.table.solution(rows % v, mid, sums[0, rows], sums[1, rows], sums[2, rows],
+                                  sums[3, rows])
         self._update(rows, mid, self._metric(rows, sol))
         return True
 
@@ -225,6 +231,7 @@ class LockstepSearch:
             "target": self.target[rows], "inc": self.increasing[rows],
             "left": SEARCH_MAX_ITERATIONS - self.steps[rows],
             "xc": self.x_center[rows], "ptc": self.p_top_center[rows],
+            "pzc": self.p_zero_center[rows], "jc": table.center[cand],
             "n": table.num_servers[cand], "q": table.num_queue[cand],
             "dn": table.num_servers[cand] - table.center[cand],
             "log_mu_top": table.log_mu_top[cand], "ttft": rows < v,
@@ -242,10 +249,12 @@ class LockstepSearch:
             h = x - s["xc"]
             z0, z1 = _horner(series, h)
             p_top = s["ptc"] * np.exp(s["dn"] * h)
-            sol = chain_solution(mid, z0, z1, p_top, x - s["log_mu_top"], s["n"], s["q"])
-            _, itl, ttft = fast_request_metrics(self.model, sol.n_srv, sol.serv_ms,
-                                                sol.wait_ms, coef)
-            y = np.where(s["ttft"], ttft, itl)
+            # p_0 carries no e^{j·h} factor; the series drops the common e^{j_c·h}.
+            p_zero = s["pzc"] * np.exp(-s["jc"] * h)
+            sol = chain_solution(mid, z0, z1, p_top, x - s["log_mu_top"], s["n"], s["q"],
+                                 p_zero)
+            lat = queue_metrics(self.model, sol, coef, s["ttft"])
+            y = np.where(s["ttft"], lat.ttft_ms, lat.itl_ms)
             done = live & (within(y, s["target"]) | (s["left"] <= 1))
             lower = live & ~done & _lowers(y, s["target"], s["inc"])
             higher = live & ~done & ~lower

@@ -3,31 +3,47 @@
 Two generations of the upstream queue-analysis model are implemented, vectorised over
 candidates: `PerfModel.CLASSIC` (G3, decode term m/2; reproduces the sample solutions) and
 `PerfModel.CHUNKED` (G7: chunked prefill under a per-iteration token budget, the request's own
-work counted once). Every function takes numpy arrays that broadcast against each other;
-times are ms, token counts are per request. This module knows nothing about queues: the
-queue kernels (`queueing.py`) hand it the average number in service X̄, the service time S
-and the wait W, and it turns them into prefill, ITL and TTFT.
+work counted once). `PerfModel.VLLM` keeps G7's chunked prefill but counts iterations as vLLM
+does: the iteration that completes the prefill samples the first token, so a request spends
+c + m − 1 iterations in service (c prefill chunks, m − 1 decodes), and a decode iteration
+reads the context L + j of the j-th decode (docs/validation.md). The optional terms of the
+iteration time (`inferno.model.iteration_time_ms`) enter a request's work: ``stream_ms`` once
+per token it samples, and the piecewise shape's excess β on the prompt tokens of a chunk
+beyond the knee (a chunk is attributed the excess of its own tokens; the decodes sharing its
+iteration are taken to stay below the knee). Every function takes numpy
+arrays that broadcast against each other; times are ms, token counts are per request. This
+module knows nothing about queues: the upstream models' metrics come from the queue's mean
+batch X̄, service time S and wait W here; the vLLM model's latency model is in `latency.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel
+from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel, PerfParms, frontend_delay_ms
 
 __all__ = [
+    "PERF_EXTRA_FIELDS",
     "MetricCoefficients",
     "fast_request_metrics",
     "ServiceParams",
     "chunked_iteration_ms",
+    "decode_token_work_ms",
+    "iterations",
+    "excess_work_ms",
+    "prefill_work_ms",
+    "vllm_prefill_work_ms",
     "instant_itl_ms",
     "instant_lines",
     "instant_prefill_ms",
     "metric_coefficients",
     "num_chunks",
+    "perf_columns",
     "request_metrics",
+    "service_params",
     "service_time_ms",
     "service_time_table",
 ]
@@ -40,6 +56,10 @@ class ServiceParams(NamedTuple):
     in_tokens, out_tokens : average input tokens L >= 0 and output tokens m >= 1
     max_batch : N, the largest batch the replica runs (clamps the chunk-count lookup)
     max_num_tokens : per-iteration token budget of the chunked model (0 means 8192)
+    stream_ms : cost per sampled token (ms), 0 by default
+    knee_tokens, beta_excess_ms : piecewise shape, β_high − β per token beyond the knee
+        (0 for the linear shape)
+    frontend_ms : front-end cost α0 + α1·L of a request (ms; the vllm model's TTFT)
     """
 
     alpha_ms: np.ndarray
@@ -49,10 +69,50 @@ class ServiceParams(NamedTuple):
     out_tokens: np.ndarray
     max_batch: np.ndarray
     max_num_tokens: np.ndarray
+    stream_ms: np.ndarray | float = 0.0
+    knee_tokens: np.ndarray | float = 0.0
+    beta_excess_ms: np.ndarray | float = 0.0
+    frontend_ms: np.ndarray | float = 0.0
 
     def take(self, idx: np.ndarray) -> ServiceParams:
-        """The rows ``idx`` of every (C,)-shaped field."""
-        return ServiceParams(*(np.asarray(f)[idx] for f in self))
+        """The rows ``idx`` of every (C,)-shaped field (scalar fields stay scalars)."""
+        return ServiceParams(*(np.asarray(f)[idx] if np.ndim(f) else f for f in self))
+
+    def arrays(self) -> ServiceParams:
+        """Every field as a float array, broadcast to one shape."""
+        return ServiceParams(*np.broadcast_arrays(*(np.asarray(f, dtype=float)
+                                                    for f in self)))
+
+
+def excess_work_ms(tokens: np.ndarray, p: ServiceParams) -> np.ndarray:
+    """Piecewise shape: the extra cost of an iteration's ``tokens`` beyond the knee (ms)."""
+    return p.beta_excess_ms * np.maximum(np.asarray(tokens, dtype=float) - p.knee_tokens, 0.0)
+
+
+def service_params(perf: PerfParms, in_tokens: float, out_tokens: float, max_batch: float,
+                   max_num_tokens: float) -> ServiceParams:
+    """One candidate's `ServiceParams` (every field a (1,) array) from its perf data."""
+    extras = perf_columns((perf,), np.array([in_tokens], dtype=float))
+    return ServiceParams(*(np.array([v], dtype=float) for v in (
+        perf.alpha_ms, perf.beta_ms, perf.gamma_ms, in_tokens, out_tokens, max_batch,
+        max_num_tokens)), **extras)
+
+
+PERF_EXTRA_FIELDS = ("stream_ms", "knee_tokens", "beta_excess_ms", "frontend_ms")
+"""The `ServiceParams` (and `QueueBatch`) fields beyond upstream's α, β, γ."""
+
+
+def perf_columns(perfs: Sequence[PerfParms], in_tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """The `PERF_EXTRA_FIELDS` of C candidates as (C,) arrays (``in_tokens`` (C,) for the
+    front-end's per-token term)."""
+    return {
+        "stream_ms": np.array([p.stream_ms for p in perfs], dtype=float),
+        "knee_tokens": np.array([p.knee_tokens for p in perfs], dtype=float),
+        "beta_excess_ms": np.array([p.beta_excess_ms for p in perfs], dtype=float),
+        "frontend_ms": np.array([frontend_delay_ms(p, float(n))
+                                 for p, n in zip(perfs, np.broadcast_to(in_tokens, len(perfs)),
+                                                 strict=True)], dtype=float),
+    }
 
 
 def _budget(max_num_tokens: np.ndarray) -> np.ndarray:
@@ -99,24 +159,65 @@ def num_chunks(batch: np.ndarray, in_tokens: np.ndarray, out_tokens: np.ndarray,
     return c.astype(np.int64)
 
 
-def _chunk_work(chunks: np.ndarray, p: ServiceParams) -> tuple[np.ndarray, np.ndarray]:
-    """(w_pre(c), δ(c)): a request's prefill work and its average work per iteration (ms)."""
+def prefill_work_ms(chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
+    """w_pre(c) = (β + γ·(c+1)/2)·L: one request's prefill work in c chunks (ms), plus the
+    piecewise excess of its c chunks of L/c tokens.
+
+    The chunk ending at token i·L/c reads i·L/c KV tokens, (c+1)/2·L summed over the chunks.
+    """
+    c = np.asarray(chunks, dtype=float)
+    work = (p.beta_ms + p.gamma_ms * (c + 1.0) / 2.0) * p.in_tokens
+    if np.any(p.beta_excess_ms):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            work = work + c * excess_work_ms(p.in_tokens / c, p)
+    return work
+
+
+def vllm_prefill_work_ms(chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
+    """`prefill_work_ms` in vLLM accounting: the last chunk also samples the first token."""
+    return prefill_work_ms(chunks, p) + p.stream_ms
+
+
+def decode_token_work_ms(p: ServiceParams) -> np.ndarray:
+    """w_d = β + s + γ·(L + m/2): one request's work in one vLLM decode iteration, averaged
+    over its m − 1 decodes (the j-th reads L + j KV tokens; s the per-sample cost) (ms)."""
+    return p.beta_ms + p.stream_ms + p.gamma_ms * (p.in_tokens + p.out_tokens / 2.0)
+
+
+def _chunk_work(chunks: np.ndarray, p: ServiceParams, vllm: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(w_pre(c), δ(c)): a request's prefill work and its average work per iteration (ms).
+
+    G7 spreads w_pre + m decodes over c + m iterations; vLLM accounting has m − 1 decodes
+    (the prefill samples the first token) over c + m − 1 iterations.
+    """
     c = np.asarray(chunks, dtype=float)
     L, m = p.in_tokens, p.out_tokens
-    w_pre = (p.beta_ms + p.gamma_ms * (c + 1.0) / 2.0) * L
-    w_dec = p.beta_ms * m + p.gamma_ms * m * (L + (m + 1.0) / 2.0)
+    if vllm:
+        w_pre = vllm_prefill_work_ms(c, p)
+        return w_pre, (w_pre + (m - 1.0) * decode_token_work_ms(p)) / (c + m - 1.0)
+    w_pre = prefill_work_ms(c, p)
+    w_dec = (p.beta_ms + p.stream_ms) * m + p.gamma_ms * m * (L + (m + 1.0) / 2.0)
     return w_pre, (w_pre + w_dec) / (c + m)
 
 
-def chunked_iteration_ms(batch: np.ndarray, p: ServiceParams) -> np.ndarray:
-    """G7 iteration time α + B·δ(nc(B)) at integer batch size B (ms)."""
+def iterations(model: PerfModel, chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
+    """Iterations one request spends in service: c + m (G7) or c + m − 1 (vLLM)."""
+    extra = -1.0 if model is PerfModel.VLLM else 0.0
+    return np.asarray(chunks, dtype=float) + p.out_tokens + extra
+
+
+def chunked_iteration_ms(batch: np.ndarray, p: ServiceParams,
+                         model: PerfModel = PerfModel.CHUNKED) -> np.ndarray:
+    """Iteration time α + B·δ(nc(B)) at integer batch size B (ms), G7 or vLLM accounting."""
     c = num_chunks(batch, p.in_tokens, p.out_tokens, p.max_num_tokens)
-    _, delta = _chunk_work(c, p)
+    _, delta = _chunk_work(c, p, model is PerfModel.VLLM)
     return p.alpha_ms + np.asarray(batch, dtype=float) * delta
 
 
-def _g7_prefill(x: np.ndarray, chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
-    w_pre, delta = _chunk_work(chunks, p)
+def _g7_prefill(x: np.ndarray, chunks: np.ndarray, p: ServiceParams,
+                vllm: bool = False) -> np.ndarray:
+    w_pre, delta = _chunk_work(chunks, p, vllm)
     return chunks * np.maximum(0.0, p.alpha_ms + (x - 1.0) * delta) + w_pre
 
 
@@ -126,7 +227,8 @@ def _g3_terms(p: ServiceParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     compute_tokens = (L + m) / (m + 1.0)
     kv_tokens = L + m / 2.0
     slope = p.beta_ms * compute_tokens + p.gamma_ms * kv_tokens
-    return slope, (p.beta_ms + p.gamma_ms) * L, p.beta_ms + p.gamma_ms * (L + m / 2.0)
+    pre_extra = (p.beta_ms + p.gamma_ms) * L + excess_work_ms(L, p)
+    return slope, pre_extra, p.beta_ms + p.stream_ms + p.gamma_ms * (L + m / 2.0)
 
 
 def _g3_prefill(x: np.ndarray, p: ServiceParams) -> np.ndarray:
@@ -139,9 +241,10 @@ def _g3_decode(x: np.ndarray, p: ServiceParams) -> np.ndarray:
     return p.alpha_ms + x * slope + dec_extra
 
 
-def _g7_tau(b: np.ndarray, chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
-    _, delta = _chunk_work(chunks, p)
-    return (chunks + p.out_tokens) * (p.alpha_ms + b * delta)
+def _g7_tau(b: np.ndarray, chunks: np.ndarray, p: ServiceParams,
+            model: PerfModel = PerfModel.CHUNKED) -> np.ndarray:
+    _, delta = _chunk_work(chunks, p, model is PerfModel.VLLM)
+    return iterations(model, chunks, p) * (p.alpha_ms + b * delta)
 
 
 def service_time_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np.ndarray:
@@ -152,7 +255,7 @@ def service_time_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np
     b = np.asarray(batch, dtype=float)
     if model is PerfModel.CLASSIC:
         return _g3_prefill(b, p) + p.out_tokens * _g3_decode(b, p)
-    return _g7_tau(b, num_chunks(b, p.in_tokens, p.out_tokens, p.max_num_tokens), p)
+    return _g7_tau(b, num_chunks(b, p.in_tokens, p.out_tokens, p.max_num_tokens), p, model)
 
 
 _TABLE_BLOCK = 1 << 16
@@ -169,7 +272,7 @@ def service_time_table(model: PerfModel, width: int, p: ServiceParams,
     ``linear`` (positive everywhere iff positive at both ends); other rows take the chunk
     table. ``out`` (C, width) receives τ if given.
     """
-    p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
+    p = p.arrays()
     b = np.arange(1, width + 1, dtype=float)
     L, m = p.in_tokens, p.out_tokens
     if model is PerfModel.CLASSIC:
@@ -180,9 +283,11 @@ def service_time_table(model: PerfModel, width: int, p: ServiceParams,
         t1 = slope * k
         linear = np.ones(t0.shape, dtype=bool)
     else:
-        _, delta = _chunk_work(np.ones_like(L), p)
-        t0, t1 = (1.0 + m) * p.alpha_ms, (1.0 + m) * delta
-        linear = _fits(np.ones_like(L), p.max_batch, L, m, _budget(p.max_num_tokens))
+        one = np.ones_like(L)
+        _, delta = _chunk_work(one, p, model is PerfModel.VLLM)
+        its = iterations(model, one, p)
+        t0, t1 = its * p.alpha_ms, its * delta
+        linear = _fits(one, p.max_batch, L, m, _budget(p.max_num_tokens))
     tau = np.multiply(t1[:, None], b[None, :], out=out)
     tau += t0[:, None]
     multi = np.flatnonzero(~linear)
@@ -191,7 +296,7 @@ def service_time_table(model: PerfModel, width: int, p: ServiceParams,
         rows = multi[r0:r0 + step]
         col = ServiceParams(*(f[rows, None] for f in p))
         tau[rows] = _g7_tau(b[None, :], num_chunks(b[None, :], col.in_tokens, col.out_tokens,
-                                                 col.max_num_tokens), col)
+                                                 col.max_num_tokens), col, model)
     return tau, linear
 
 
@@ -211,27 +316,49 @@ def request_metrics(model: PerfModel, n_srv: np.ndarray, serv_ms: np.ndarray,
     The prefill time is the model's prefill at the fractional mean batch X̄; the remaining
     service time is spread over the m output tokens (ITL), and the first token waits, is
     prefilled and takes one decode step (TTFT = W + prefill + ITL).
+
+    `PerfModel.VLLM` here is only the means-only reading of its accounting (the prefill
+    samples the first token: ITL over m − 1 decodes, TTFT = W + prefill); its latency model
+    proper needs the queue's state probabilities (`latency.queue_metrics`).
     """
+    vllm = model is PerfModel.VLLM
     if model is PerfModel.CLASSIC:
         prefill = _g3_prefill(n_srv, p)
     else:
-        prefill = _g7_prefill(n_srv, _mean_batch_chunks(n_srv, p), p)
-    itl = (serv_ms - prefill) / p.out_tokens
+        prefill = _g7_prefill(n_srv, _mean_batch_chunks(n_srv, p), p, vllm)
+    return _split(model, prefill, serv_ms, wait_ms, p.out_tokens)
+
+
+def _split(model: PerfModel, prefill: np.ndarray, serv_ms: np.ndarray, wait_ms: np.ndarray,
+           out_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prefill, ITL, TTFT): the service time after the prefill spread over the decodes."""
+    if model is PerfModel.VLLM:
+        m = np.asarray(out_tokens, dtype=float)
+        itl = np.where(m > 1, (serv_ms - prefill) / np.maximum(m - 1.0, 1.0), 0.0)
+        return prefill, itl, wait_ms + prefill
+    itl = (serv_ms - prefill) / out_tokens
     return prefill, itl, wait_ms + prefill + itl
+
+
+def _own_token_work(model: PerfModel, p: ServiceParams) -> np.ndarray:
+    """A request's own work in one of its decode iterations: G7 β + γ·(L + (m+1)/2), vLLM w_d."""
+    if model is PerfModel.VLLM:
+        return decode_token_work_ms(p)
+    return p.beta_ms + p.stream_ms + p.gamma_ms * (p.in_tokens + (p.out_tokens + 1.0) / 2.0)
 
 
 def instant_itl_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np.ndarray:
     """Token time of a full batch of B requests, no queueing (concurrency brackets, §2.9).
 
-    G7: itl(B) = max(0, α + (B−1)·δ(c)) + β + γ·(L + (m+1)/2) with c = nc(B); G3: decode(B).
+    G7: itl(B) = max(0, α + (B−1)·δ(c)) + β + γ·(L + (m+1)/2) with c = nc(B) (vLLM: its δ
+    and w_d); G3: decode(B).
     """
     b = np.asarray(batch, dtype=float)
     if model is PerfModel.CLASSIC:
         return _g3_decode(b, p)
     c = num_chunks(b, p.in_tokens, p.out_tokens, p.max_num_tokens)
-    _, delta = _chunk_work(c, p)
-    return (np.maximum(0.0, p.alpha_ms + (b - 1.0) * delta) + p.beta_ms
-            + p.gamma_ms * (p.in_tokens + (p.out_tokens + 1.0) / 2.0))
+    _, delta = _chunk_work(c, p, model is PerfModel.VLLM)
+    return np.maximum(0.0, p.alpha_ms + (b - 1.0) * delta) + _own_token_work(model, p)
 
 
 def instant_prefill_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np.ndarray:
@@ -240,7 +367,7 @@ def instant_prefill_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) ->
     if model is PerfModel.CLASSIC:
         return _g3_prefill(b, p)
     c = num_chunks(b, p.in_tokens, p.out_tokens, p.max_num_tokens)
-    return _g7_prefill(b, c, p)
+    return _g7_prefill(b, c, p, model is PerfModel.VLLM)
 
 
 class MetricCoefficients(NamedTuple):
@@ -271,13 +398,13 @@ class MetricCoefficients(NamedTuple):
 
 def metric_coefficients(model: PerfModel, p: ServiceParams) -> MetricCoefficients:
     """Precompute `MetricCoefficients` for (C,)-shaped ``p``."""
-    p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
+    p = p.arrays()
     if model is PerfModel.CLASSIC:
         slope, pre_extra, _ = _g3_terms(p)
         one = np.ones(p.alpha_ms.shape, dtype=bool)
         return MetricCoefficients(p.alpha_ms, slope, pre_extra, p.in_tokens != 0, one,
                                   p.out_tokens, p)
-    w_pre, delta = _chunk_work(np.ones_like(p.alpha_ms), p)
+    w_pre, delta = _chunk_work(np.ones_like(p.alpha_ms), p, model is PerfModel.VLLM)
     one = _fits(np.ones_like(p.alpha_ms), p.max_batch, p.in_tokens, p.out_tokens,
                 _budget(p.max_num_tokens))
     return MetricCoefficients(p.alpha_ms, delta, w_pre, np.ones(one.shape, dtype=bool), one,
@@ -296,8 +423,7 @@ def fast_request_metrics(model: PerfModel, n_srv: np.ndarray, serv_ms: np.ndarra
         if multi.size:
             prefill[multi] = request_metrics(model, n_srv[multi], serv_ms[multi],
                                              wait_ms[multi], coef.params.take(multi))[0]
-    itl = (serv_ms - prefill) / coef.out_tokens
-    return prefill, itl, wait_ms + prefill + itl
+    return _split(model, prefill, serv_ms, wait_ms, coef.out_tokens)
 
 
 def instant_lines(model: PerfModel, p: ServiceParams) -> tuple[np.ndarray, ...]:
@@ -315,8 +441,7 @@ def instant_lines(model: PerfModel, p: ServiceParams) -> tuple[np.ndarray, ...]:
         pre0 = np.where(coef.has_prefill, p.alpha_ms + coef.extra, 0.0)
         pre_slope = np.where(coef.has_prefill, coef.slope, 0.0)
     else:
-        itl0 = (p.alpha_ms - coef.slope + p.beta_ms
-                + p.gamma_ms * (p.in_tokens + (p.out_tokens + 1.0) / 2.0))
+        itl0 = p.alpha_ms - coef.slope + _own_token_work(model, p)
         pre0 = p.alpha_ms - coef.slope + coef.extra
         pre_slope = coef.slope
     monotone = coef.one_chunk & (coef.slope >= 0) & (p.alpha_ms >= 0)

@@ -8,11 +8,17 @@ from pathlib import Path
 
 import click
 
-from inferno.analyzer import QueueConfig, Targets, size
+from inferno.analyzer import LatencyStats, QueueConfig, Targets, latency_stats, size
 from inferno.analyzer import analyze as analyze_point
 from inferno.errors import ConfigError
 from inferno.io import load_system
-from inferno.model import PerfModel
+from inferno.model import PerfModel, statistic_label
+
+
+def _stats(stats: LatencyStats) -> dict[str, float]:
+    doc = {"mean": stats.mean, "p50": stats.p50, "p90": stats.p90, "p99": stats.p99}
+    doc.update({statistic_label(p): v for p, v in stats.extra})
+    return doc
 
 
 @click.command()
@@ -23,24 +29,31 @@ from inferno.model import PerfModel
 @click.option("--rate-rpm", type=float, required=True, help="Arrival rate per replica (RPM).")
 @click.option("--in-tokens", type=int, required=True, help="Average input tokens.")
 @click.option("--out-tokens", type=int, required=True, help="Average output tokens.")
-@click.option("--class", "class_name", help="Take ITL/TTFT targets from this service class.")
+@click.option("--class", "class_name", help="Take ITL/TTFT targets (and the percentiles they "
+                                            "are on) from this service class.")
 @click.option("--itl-ms", type=float, default=0.0, help="ITL target (ms); overrides --class.")
 @click.option("--ttft-ms", type=float, default=0.0, help="TTFT target (ms); overrides --class.")
+@click.option("--percentile", type=click.FloatRange(0.0, 100.0, min_open=True, max_open=True),
+              help="Put the TTFT and ITL targets on this percentile (e.g. 99) instead of the "
+                   "mean or the class's percentiles, and report it.")
 @click.option("--max-batch", type=int, help="Max batch N (default: model-data maxBatchSize).")
 @click.option("--max-queue", type=int, help="Queue slots Q beyond the batch (default 10·N).")
 @click.option("--perf-model", type=click.Choice([p.value for p in PerfModel]),
-              default=PerfModel.CHUNKED.value, show_default=True)
+              default=PerfModel.VLLM.value, show_default=True,
+              help="Service-time and latency model (classic/chunked: upstream's).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_tokens: int,
             out_tokens: int, class_name: str | None, itl_ms: float, ttft_ms: float,
-            max_batch: int | None, max_queue: int | None, perf_model: str,
-            as_json: bool) -> None:
-    """Queue metrics of one replica at a load, and the max rate meeting the targets."""
+            percentile: float | None, max_batch: int | None, max_queue: int | None,
+            perf_model: str, as_json: bool) -> None:
+    """Queue metrics and latency percentiles of one replica at a load, and the max rate
+    meeting the targets."""
     system = load_system(data_dir)
     perf = system.perf.get((model, accelerator))
     if perf is None:
         raise ConfigError(f"model-data.json: no entry for model '{model}' on accelerator "
                           f"'{accelerator}'")
+    ttft_pct = itl_pct = 0.0
     if class_name:
         cls = system.classes.get(class_name)
         target = cls.targets.get(model) if cls else None
@@ -49,15 +62,24 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
                               f"class '{class_name}'")
         itl_ms = itl_ms or target.slo_itl_ms
         ttft_ms = ttft_ms or target.slo_ttft_ms
+        ttft_pct, itl_pct = target.slo_ttft_percentile, target.slo_itl_percentile
+    if percentile is not None:
+        ttft_pct = itl_pct = percentile
     n = max_batch or perf.max_batch_size or 256
     cfg = QueueConfig(max_batch=n, max_queue=10 * n if max_queue is None else max_queue,
                       in_tokens=in_tokens, out_tokens=out_tokens, perf=perf.perf,
                       perf_model=PerfModel(perf_model), max_num_tokens=perf.max_num_tokens)
     metrics = analyze_point(cfg, rate_rpm / 60.0)
-    sizing = size(cfg, Targets(ttft_ms=ttft_ms, itl_ms=itl_ms))
+    extra = tuple(sorted({p for p in (ttft_pct, itl_pct) if p and p not in (50, 90, 99)}))
+    ttft_stats, itl_stats = latency_stats(cfg, rate_rpm / 60.0, extra)
+    targets = Targets(ttft_ms=ttft_ms, itl_ms=itl_ms, ttft_percentile=ttft_pct,
+                      itl_percentile=itl_pct)
+    sizing = size(cfg, targets)
     max_rpm = sizing.metrics.throughput_rps * 60.0 if sizing.feasible and sizing.metrics else 0.0
     doc = {"maxBatch": cfg.max_batch, "maxQueue": cfg.max_queue, "metrics": asdict(metrics),
-           "targets": {"itlMs": itl_ms, "ttftMs": ttft_ms},
+           "latency": {"ttftMs": _stats(ttft_stats), "itlMs": _stats(itl_stats)},
+           "targets": {"itlMs": itl_ms, "ttftMs": ttft_ms, "itlPercentile": itl_pct,
+                       "ttftPercentile": ttft_pct},
            "feasible": sizing.feasible, "maxRateRpm": max_rpm, "reason": sizing.reason}
     if as_json:
         click.echo(json.dumps(doc, indent=1))
@@ -69,9 +91,11 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
                f"TTFT {m.ttft_ms:.2f} ms, ITL {m.itl_ms:.3f} ms, wait {m.wait_ms:.2f} ms, "
                f"in service {m.num_in_service:.2f}, utilisation {m.rho:.3f}, "
                f"max rate {m.max_rate_rps * 60:.2f} RPM")
+    for name, stats in (("TTFT", doc["latency"]["ttftMs"]), ("ITL", doc["latency"]["itlMs"])):
+        click.echo(f"  {name} ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stats.items()))
+    wanted = (f"ITL {statistic_label(itl_pct)} {itl_ms:g} ms / "
+              f"TTFT {statistic_label(ttft_pct)} {ttft_ms:g} ms")
     if sizing.feasible:
-        click.echo(f"max rate meeting ITL {itl_ms:g} ms / TTFT {ttft_ms:g} ms: "
-                   f"{max_rpm:.2f} RPM per replica")
+        click.echo(f"max rate meeting {wanted}: {max_rpm:.2f} RPM per replica")
     else:
-        click.echo(f"targets ITL {itl_ms:g} ms / TTFT {ttft_ms:g} ms cannot be met: "
-                   f"{sizing.reason}")
+        click.echo(f"targets {wanted} cannot be met: {sizing.reason}")

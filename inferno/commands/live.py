@@ -9,6 +9,7 @@ imports Kubernetes, Prometheus or SimPy clients. `emulate` is the one place wher
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -21,7 +22,11 @@ import click
 from inferno.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from inferno.model.accelerator import Accelerator
     from live.kube import ManagedDeployment
+    from live.placement import PlacementSettings
     from sim.emulate import Source
 
 ENV_CYCLE_LOG = "INFERNO_CYCLE_LOG"
@@ -66,18 +71,51 @@ def _echo(message: str) -> None:
               help="Read the load labels only (a cluster without Prometheus).")
 @click.option("--cycle-log", default=None, help="JSONL cycle log [env INFERNO_CYCLE_LOG, "
               "default inferno-cycles.jsonl]; - writes none.")
+@click.option("--cycle-log-max-mb", type=click.FloatRange(min=0), default=100.0,
+              envvar="INFERNO_CYCLE_LOG_MAX_MB", show_envvar=True, show_default=True,
+              help="Rotate the cycle log at this size, MiB; 0 never rotates.")
+@click.option("--cycle-log-backups", type=click.IntRange(min=1), default=5,
+              envvar="INFERNO_CYCLE_LOG_BACKUPS", show_envvar=True, show_default=True,
+              help="Rotated cycle logs kept (FILE.1 ... FILE.N).")
+@click.option("--allow-migration", is_flag=True, envvar="INFERNO_ALLOW_MIGRATION",
+              show_envvar=True, help="Let the optimizer change accelerators: the pod template's "
+              "nodeSelector and GPU limit are patched (docs/live.md). Off: every server keeps "
+              "its accelerator.")
+@click.option("--cycle-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              envvar="INFERNO_CYCLE_TIMEOUT", show_envvar=True,
+              help="Time budget of one cycle's API and Prometheus calls, s (default: the "
+              "period; 30 on demand).")
+@click.option("--health-periods", type=click.IntRange(min=1), default=3,
+              envvar="INFERNO_HEALTH_PERIODS", show_envvar=True, show_default=True,
+              help="/health fails after this many periods without a successful cycle.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              envvar="CONTROLLER_METRICS_PORT", show_envvar=True,
+              help="Serve /metrics and /health on this port too, and /metrics only there "
+              "(default: on --port).")
+@click.option("--policy-settings", "policy_settings_file",
+              type=click.Path(dir_okay=False), default=None,
+              envvar="INFERNO_POLICY_SETTINGS", show_envvar=True,
+              help="YAML file of the policy's settings: the keys of a scenario's "
+              "policy.<name> section (docs/scenarios.md); the flags above override it.")
+@click.option("--invoke-token-file", type=click.Path(dir_okay=False), default=None,
+              envvar="INFERNO_INVOKE_TOKEN_PATH", show_envvar=True,
+              help="Require 'Authorization: Bearer <token in this file>' on /invoke.")
 def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuation: str,
          policy: str, scale_down_window: float | None, max_batch: int, lead: float | None,
          tuner: str, data_path: Path | None,
          host: str | None, port: str | None, prometheus_url: str | None, no_prometheus: bool,
-         cycle_log: str | None) -> None:
+         cycle_log: str | None, cycle_log_max_mb: float, cycle_log_backups: int,
+         allow_migration: bool, cycle_timeout: float | None, health_periods: int,
+         metrics_port: int | None, policy_settings_file: str | None,
+         invoke_token_file: str | None) -> None:
     """Control the managed Deployments of a cluster: every CONTROL_PERIOD s [env
     INFERNO_CONTROL_PERIOD, default 60; 0 = on demand only] and on GET /invoke; DYNAMIC
     re-reads the static data every cycle [env INFERNO_CONTROL_DYNAMIC]. SIGTERM or Ctrl-C
-    stops after the running cycle."""
+    stops after the running cycle; a second one exits at once."""
     from inferno.control import resolve_controller_settings
     from live.config import kube_settings_from_env, prom_settings_from_env
     from live.driver import DEFAULT_CYCLE_LOG, Actuation, LiveSettings, run_live
+    from live.placement import placement_settings_from_env
 
     if no_prometheus and prometheus_url is not None:
         raise click.UsageError("--no-prometheus and --prometheus-url are contradictory")
@@ -86,15 +124,32 @@ def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuati
         env["INFERNO_PROMETHEUS_URL"] = prometheus_url
     controller = resolve_controller_settings(env, data_path=data_path, period_s=control_period,
                                              is_dynamic=dynamic, host=host, port=port)
+    prom = None if no_prometheus else prom_settings_from_env(env)
+    if prom is not None:  # no scale-down until a whole window of fresh data after an outage
+        controller = replace(controller, metrics_window_s=prom.window_s)
     settings = LiveSettings(
         controller=replace(controller, dry_run=dry_run), kube=kube_settings_from_env(env),
-        prom=None if no_prometheus else prom_settings_from_env(env),
+        prom=prom,
         actuation=Actuation(actuation), policy=policy, scale_down_window_s=scale_down_window,
         max_batch=max_batch, lead_s=lead, tuner=tuner,
-        cycle_log=cycle_log or env.get(ENV_CYCLE_LOG) or DEFAULT_CYCLE_LOG)
+        cycle_log=cycle_log or env.get(ENV_CYCLE_LOG) or DEFAULT_CYCLE_LOG,
+        cycle_log_max_bytes=round(cycle_log_max_mb * 2**20),
+        cycle_log_backups=cycle_log_backups, allow_migration=allow_migration,
+        placement=placement_settings_from_env(env), cycle_timeout_s=cycle_timeout,
+        health_periods=health_periods, metrics_port=metrics_port,
+        invoke_token_path=invoke_token_file, policy_settings_path=policy_settings_file)
+    _show_decisions()
     cycles = run_live(settings, on_ready=lambda h, p: _echo(
-        f"inferno live: GET http://{h}:{p}/invoke and /metrics; SIGTERM or Ctrl-C stops"))
+        f"inferno live: GET http://{h}:{p}/invoke, /health and /metrics; SIGTERM or Ctrl-C "
+        "stops"))
     _echo(f"inferno live: stopped after {cycles} periodic cycles")
+
+
+def _show_decisions() -> None:
+    """Decision and cycle lines (`live.report`) at default verbosity; -v shows the rest."""
+    report = logging.getLogger("live.report")
+    if not report.isEnabledFor(logging.INFO):
+        report.setLevel(logging.INFO)
 
 
 def _number(text: str | None, env_name: str, default: float, source: str) -> float:
@@ -138,17 +193,40 @@ def emulate_load(interval: str | None, alpha: str | None, seed: int, count: int 
     _echo(f"inferno emulate-load: {passes} passes")
 
 
-def follow_deployments(read: Callable[[], list[ManagedDeployment]]) -> Source:
-    """The emulation's desired state: each managed Deployment's spec and labels."""
+def follow_deployments(read: Callable[[], list[ManagedDeployment]],
+                       accelerators: Mapping[str, Accelerator] | None = None,
+                       placement: PlacementSettings | None = None) -> Source:
+    """The emulation's desired state: each managed Deployment's spec and labels.
+
+    The pods run where the pod template places them (`live.placement.running_accelerator`),
+    as on a cluster; the accelerator label counts only for a template that names no type. A
+    template naming an unknown accelerator is left out (the emulation keeps what it had).
+    """
+    from live.placement import PlacementSettings, running_accelerator
     from sim.emulate import DesiredDeployment
 
+    where = placement or PlacementSettings()
+
+    def accelerator(d: ManagedDeployment) -> str | None:
+        try:
+            running = running_accelerator(d.template, accelerators or {}, where)
+        except ConfigError as exc:
+            logging.getLogger(__name__).warning("emulate: Deployment %s: %s", d.ref, exc)
+            return None
+        return running or d.labels.accelerator
+
     def desired() -> dict[tuple[str, str], DesiredDeployment]:
-        return {(d.namespace, d.deployment): DesiredDeployment(
-            namespace=d.namespace, deployment=d.deployment, model=d.labels.model,
-            accelerator=d.labels.accelerator, replicas=d.desired_replicas,
-            max_batch=d.labels.max_batch, load_rpm=d.labels.load_rpm or 0.0,
-            in_tokens=d.labels.load_in_tokens, out_tokens=d.labels.load_out_tokens)
-            for d in read()}
+        found = {}
+        for d in read():
+            acc = accelerator(d)
+            if acc is None:
+                continue
+            found[d.namespace, d.deployment] = DesiredDeployment(
+                namespace=d.namespace, deployment=d.deployment, model=d.labels.model,
+                accelerator=acc, replicas=d.desired_replicas,
+                max_batch=d.labels.max_batch, load_rpm=d.labels.load_rpm or 0.0,
+                in_tokens=d.labels.load_in_tokens, out_tokens=d.labels.load_out_tokens)
+        return found
 
     return desired
 
@@ -180,21 +258,35 @@ def follow_deployments(read: Callable[[], list[ManagedDeployment]]) -> Source:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--duration", type=float, default=None,
               help="Stop after this many wall seconds (default: SIGTERM or Ctrl-C).")
+@click.option("--openai-port", type=int, default=None, help="Also serve the OpenAI API "
+              "(/<namespace>/<deployment>/v1/completions, chat/completions, models) on this "
+              "port; 0 picks a free one (default: off).")
+@click.option("--max-connections", type=int, default=1024, show_default=True,
+              help="OpenAI API: open connections served; beyond, 503.")
+@click.option("--max-requests", type=int, default=512, show_default=True,
+              help="OpenAI API: generation requests in flight; beyond, 429.")
+@click.option("--max-model-len", type=int, default=32768, show_default=True,
+              help="OpenAI API: context length (prompt + output tokens) of the served models.")
 def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path | None,
             scrape_interval: float, speedup: float, poll_s: float, startup_s: float,
             tokens: str, capacity: bool, write_status: bool, host: str, port: int, seed: int,
-            duration: float | None) -> None:
+            duration: float | None, openai_port: int | None, max_connections: int,
+            max_requests: int, max_model_len: int) -> None:
     """Emulate the managed Deployments' vLLM pods with the twin (no GPU): replicas follow the
-    API with the startup delay, load follows the load labels, metrics are served for
-    Prometheus. KUBECONFIG and WATCH_NAMESPACE as for `inferno live`."""
+    API with the startup delay, pods run on the accelerator their pod template places them on
+    (else the label's), load follows the load labels (plus the requests of OpenAI clients with
+    --openai-port), metrics are served for Prometheus. KUBECONFIG, WATCH_NAMESPACE and
+    INFERNO_ACCELERATOR_* as for `inferno live`."""
     import yaml
 
     from inferno.io import load_static_data
     from live.config import kube_settings_from_env, load_api_client
     from live.driver import stop_on_signals
     from live.emulate_load import DeploymentReader, DeploymentStatusWriter
+    from live.placement import placement_settings_from_env
     from sim.deployment import StartupDelay
     from sim.emulate import ClusterEmulation, EmulationSettings, scrape_config
+    from sim.openai_server import OpenAIServer, OpenAISettings
 
     path = data_path or Path(os.environ.get("INFERNO_DATA_PATH") or ".")
     system = load_static_data(path)
@@ -202,22 +294,33 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
         speedup=speedup, poll_s=poll_s, startup=StartupDelay(mean_s=startup_s),
         token_kind=tokens, capacity=dict(system.capacity) if capacity else None, host=host,
         port=port, seed=seed)
+    openai = None if openai_port is None else OpenAISettings(
+        host=host, port=openai_port, max_connections=max_connections,
+        max_requests=max_requests, max_model_len=max_model_len, seed=seed)
     if prometheus_config is not None:
         prometheus_config.write_text(yaml.safe_dump(scrape_config(
             targets_file.resolve(), scrape_interval_s=scrape_interval)), encoding="utf-8")
     kube = kube_settings_from_env(os.environ)
     api_client = load_api_client(kube)
     report = DeploymentStatusWriter(api_client, kube) if write_status else None
-    source = follow_deployments(DeploymentReader(api_client, kube))
+    source = follow_deployments(DeploymentReader(api_client, kube), system.accelerators,
+                                placement_settings_from_env(os.environ))
     emulation = ClusterEmulation(system, source, settings, targets_file=targets_file,
                                  report=report)
+    server = None if openai is None else OpenAIServer(emulation, openai)
     try:
         with stop_on_signals(emulation.request_stop):
             h, p = emulation.start()
             _echo(f"inferno emulate: {len(emulation.pods())} pods on "
                   f"http://{h}:{p}/metrics/<namespace>/<pod>, targets in {targets_file}")
+            if server is not None:
+                h, p = server.start()
+                _echo(f"inferno emulate: OpenAI API on http://{h}:{p}/<namespace>/"
+                      f"<deployment>/v1")
             emulation.wait(duration)
     finally:
+        if server is not None:
+            server.stop()
         emulation.stop()
         api_client.close()
     if emulation.error is not None:

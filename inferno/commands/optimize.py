@@ -9,16 +9,26 @@ from pathlib import Path
 import click
 
 from inferno.io import OutputFile, load_system, solution_to_json
-from inferno.model import BatchPolicy, PerfModel, SolverKind, System
+from inferno.model import BatchPolicy, PerfModel, SolverKind, System, statistic_label
 from inferno.optimizer import Solution, solve
 
 
-def _latency(value: float | None, slo: float) -> str:
-    """``value/slo`` right-aligned, ``!`` when the SLO is violated or the value is unknown."""
-    shown = "saturated" if value is None else f"{value:.2f}"
-    target = f"{slo:g}" if slo else "-"
-    bad = value is None or (slo > 0 and value > slo)
-    return f"{shown:>9}/{target:<6}{'!' if bad else ' '}"
+def _statistic(mean_ms: float | None, stat_ms: float | None, percentile: float,
+               target_ms: float, digits: int) -> tuple[str, bool]:
+    """(cell, violated): the predicted value of the statistic a target is on against the
+    target: "62.26/1000" for a mean target, "p99 812.3/1000" for a percentile one, "…/-"
+    without a target; "saturated" (a violation) when the latency is unbounded, "?" when the
+    statistic was not predicted. The cell ends in "!" when the target is violated."""
+    slo = f"{target_ms:g}" if target_ms else "-"
+    value = stat_ms if percentile else mean_ms
+    label = f"{statistic_label(percentile)} " if percentile else ""
+    if value is None:
+        shown, bad = "saturated", True
+    elif percentile and not value:
+        shown, bad = "?", False
+    else:
+        shown, bad = f"{value:.{digits}f}", target_ms > 0 and value > target_ms
+    return f"{label + shown:>13}/{slo:<6}{'!' if bad else ' '}", bad
 
 
 def format_table(solution: Solution, system: System) -> str:
@@ -28,7 +38,8 @@ def format_table(solution: Solution, system: System) -> str:
     saturated allocation, whose latencies are unbounded) and ``*`` a best-effort server.
     """
     header = (f"{'server':<28} {'class':<9} {'model':<14} {'accelerator':<11} {'repl':>5} "
-              f"{'batch':>5} {'cost':>10} {'itl ms/slo':>17} {'ttft ms/slo':>17}")
+              f"{'batch':>5} {'cost':>10} {'itl ms/slo':>21} {'ttft ms/slo':>21}")
+    violated = False
     lines = [header, "-" * len(header)]
     for server in sorted(system.servers, key=lambda s: s.name):
         alloc = solution.allocations.get(server.name)
@@ -36,12 +47,18 @@ def format_table(solution: Solution, system: System) -> str:
             continue
         cls = system.classes.get(server.class_name)
         target = cls.targets.get(server.model) if cls else None
+        itl, itl_bad = _statistic(alloc.itl_ms, alloc.itl_stat_ms,
+                                  target.slo_itl_percentile if target else 0.0,
+                                  target.slo_itl_ms if target else 0.0, 2)
+        ttft, ttft_bad = _statistic(alloc.ttft_ms, alloc.ttft_stat_ms,
+                                    target.slo_ttft_percentile if target else 0.0,
+                                    target.slo_ttft_ms if target else 0.0, 1)
+        violated |= itl_bad or ttft_bad
         mark = " *" if server.name in solution.best_effort else ""
         lines.append(
             f"{server.name:<28} {server.class_name:<9} {server.model:<14} "
             f"{alloc.accelerator or '-':<11} {alloc.num_replicas:>5} {alloc.max_batch:>5} "
-            f"{alloc.cost:>10.2f} {_latency(alloc.itl_ms, target.slo_itl_ms if target else 0)} "
-            f"{_latency(alloc.ttft_ms, target.slo_ttft_ms if target else 0)}{mark}")
+            f"{alloc.cost:>10.2f} {itl} {ttft}{mark}")
     lines.append("")
     if solution.best_effort:
         lines.append(f"* best effort (fewer replicas than the SLO needs): "
@@ -50,7 +67,7 @@ def format_table(solution: Solution, system: System) -> str:
         lines.append("saturated: the load per replica exceeds a replica's max rate (latency "
                      "unbounded): " + ", ".join(n for n, a in solution.allocations.items()
                                                 if a.saturated))
-    if any(line.endswith(("!", "! *")) for line in lines[2:]):
+    if violated:
         lines.append("! predicted latency above the SLO")
     if solution.unallocated:
         lines.append(f"unallocated: {', '.join(solution.unallocated)}")
@@ -67,7 +84,8 @@ def format_table(solution: Solution, system: System) -> str:
               help="Override optimizer-data.json: unlimited ignores capacity; greedy or milp "
                    "choose the limited-capacity algorithm (unlimited: true in the data wins).")
 @click.option("--perf-model", type=click.Choice([p.value for p in PerfModel]),
-              help="Service-time model (default from optimizer-data.json, else chunked).")
+              help="Service-time and latency model (default from optimizer-data.json, else "
+                   "vllm; classic/chunked are upstream's).")
 @click.option("--batch-policy", type=click.Choice([b.value for b in BatchPolicy]),
               help="Max-batch policy (default from optimizer-data.json, else search).")
 @click.option("--json", "as_json", is_flag=True, help="Print the solution JSON instead of a table.")

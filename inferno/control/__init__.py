@@ -9,8 +9,6 @@ from inferno.control.controller import (
     FileStaticData,
     StaticData,
     Tune,
-    estimate_offered_rpm,
-    scale_to_ready,
 )
 from inferno.control.cyclelog import (
     CycleLog,
@@ -28,6 +26,13 @@ from inferno.control.emulator import (
     LoadPoint,
     Phase,
     phase_multiplier,
+)
+from inferno.control.observation import (
+    ObservedLoad,
+    VllmWindow,
+    estimate_offered_rpm,
+    observe_window,
+    scale_to_ready,
 )
 from inferno.control.policies import (
     POLICIES,
@@ -63,9 +68,11 @@ __all__ = [
     "ControllerSettings", "CycleLog", "CycleRecord", "CycleStatus", "Decision", "Driver",
     "EmulatorSettings", "FileStaticData", "FutureLoad", "HpaMetric", "HpaPolicy",
     "HpaSettings", "InfernoPolicy", "InfernoSettings", "LoadEmulator", "LoadPoint",
-    "OraclePolicy", "Phase", "Policy", "PolicyDeps", "Recommendation", "SaturationScalingPolicy",
+    "ObservedLoad", "OraclePolicy", "Phase", "Policy", "PolicyDeps", "Recommendation",
+    "SaturationScalingPolicy",
     "SaturationSettings", "ServerRecord", "Solve", "StabilisationSettings", "Stabilised",
-    "StaticData", "StaticPolicy", "StaticSettings", "Timing", "Tune", "build_system",
+    "StaticData", "StaticPolicy", "StaticSettings", "Timing", "Tune", "VllmWindow",
+    "build_system", "observe_window",
     "estimate_offered_rpm", "hpa_desired", "invoke_response", "make_policy", "phase_multiplier",
     "read_cycle_log", "resolve_controller_settings", "run_periodic", "scale_to_ready", "stabilise",
     "write_cycle_log",

@@ -12,7 +12,11 @@ Safety rules (fixes of upstream pain points, control-loop.md §8):
   unallocated) keeps its accelerator, replicas and max batch: never scaled to zero (P12);
 * an infeasible solve falls back to best effort in the inferno policy (P11);
 * every decided server is floored at `ControllerSettings.min_replicas` and its own minimum,
-  then damped by the policy's `StabilisationSettings` (P9, P13);
+  then damped by the policy's `StabilisationSettings` (P9, P13), except the scale-downs a
+  policy marks as releasing cards to a higher priority (`Decision.unstabilised`);
+* no scale-down on less than a full metrics window of fresh data: after a failed collect
+  (a Prometheus outage or restart) or a window in which a server had no load metrics, a
+  server may scale down only once `ControllerSettings.metrics_window_s` has passed;
 * the plan handed to the actuator lists every observed server; actuators must leave servers
   absent from a plan untouched.
 """
@@ -20,14 +24,15 @@ Safety rules (fixes of upstream pain points, control-loop.md §8):
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from inferno.control.cyclelog import CycleRecord, CycleStatus, ServerRecord, Timing
-from inferno.control.policies import (
+from inferno.control.decision import (
     Decision,
     Policy,
     current_replicas,
@@ -63,24 +68,6 @@ Tune = Callable[[ClusterSnapshot, System], System]
 
 class ControllerBusy(InfernoError):
     """Another cycle is running and did not end within the wait."""
-
-
-def estimate_offered_rpm(reported_rpm: Sequence[float | None], num_ready: int) -> float | None:
-    """Offered load of a server from per-replica reports, scaled to all ready replicas.
-
-    Replicas that did not report (young, gated, timed out) are assumed to carry the mean of
-    those that did, so a missing report never lowers the estimate (upstream P1 sawtooth).
-    None when no replica reported.
-    """
-    values = [v for v in reported_rpm if v is not None]
-    if not values:
-        return None
-    return scale_to_ready(sum(values), len(values), num_ready)
-
-
-def scale_to_ready(reported_rpm: float, num_reporting: int, num_ready: int) -> float:
-    """The load reported by ``num_reporting`` replicas, extended to all ``num_ready``."""
-    return reported_rpm / num_reporting * max(num_ready, num_reporting)
 
 
 class FileStaticData:
@@ -125,6 +112,11 @@ class Controller:
         self._lock = threading.Lock()
         self._history: dict[str, tuple[str, tuple[Recommendation, ...]]] = {}
         """Server → (accelerator the recommendations were made for, recommendations)."""
+        self._fresh_since: dict[str, float] = {}
+        """Server → since when its metrics have been read without a gap."""
+        self._outage = False
+        """The last collect failed: every server's fresh data starts again."""
+        self._seen: set[str] = set()
         self.num_cycles = 0
 
     def step(self, *, wait_s: float | None = None) -> CycleRecord:
@@ -174,8 +166,10 @@ class Controller:
             snapshot = self.collector.collect()
         except CollectError as exc:
             lap("collect_ms", t)
+            self._outage = True
             return done(CycleStatus.SKIPPED, f"collect: {exc}", "collect")
         t = lap("collect_ms", t)
+        self._track_freshness(snapshot, now_s)
         skipped_servers = dict(snapshot.skipped)
         if not snapshot.servers:
             return done(CycleStatus.SKIPPED, "collect: no managed server observed", "collect",
@@ -213,6 +207,21 @@ class Controller:
         lap("actuate_ms", t)
         return done(CycleStatus.OK, actuation_failed=dict(_failures(report)), **common)
 
+    def _track_freshness(self, snapshot: ClusterSnapshot, now_s: float) -> None:
+        outage, self._outage = self._outage, False
+        for name, obs in snapshot.servers.items():
+            if obs.arrival_rpm is None:
+                self._fresh_since.pop(name, None)
+            elif outage or name not in self._fresh_since:
+                # the first sight of a server counts as fresh unless data just came back
+                is_back = outage or name in self._seen
+                self._fresh_since[name] = now_s if is_back else -math.inf
+            self._seen.add(name)
+
+    def _is_fresh(self, name: str, now_s: float) -> bool:
+        since = self._fresh_since.get(name)
+        return since is not None and now_s - since >= self.settings.metrics_window_s
+
     def _tuner_state(self) -> dict[str, object]:
         state = getattr(self.tune, "state_for_log", None)
         return state() if callable(state) else {}
@@ -235,22 +244,27 @@ class Controller:
                 note = f"kept: {note or 'no recommendation'}"
                 recommended = None
             else:
-                final, extra = self._settle(obs, raw, now_s)
+                final, extra = self._settle(obs, raw, now_s,
+                                            release=name in decision.unstabilised)
                 note = "; ".join(n for n in (note, extra) if n)
                 recommended = raw.num_replicas
             plans[name] = final
             records.append(_server_record(
                 obs, final, static, note=note, recommended=recommended,
-                predicted=decision.predicted.get(name)))
+                predicted=decision.predicted.get(name), extra=decision.records.get(name)))
         return AllocationPlan(servers=plans), tuple(records)
 
-    def _settle(self, obs: ServerObservation, raw: ServerPlan,
-                now_s: float) -> tuple[ServerPlan, str]:
+    def _settle(self, obs: ServerObservation, raw: ServerPlan, now_s: float, *,
+                release: bool = False) -> tuple[ServerPlan, str]:
         """Floor and stabilise one server's recommendation; returns the plan and a note."""
         floor = max(self.settings.min_replicas, obs.min_num_replicas)
         desired = max(raw.num_replicas, floor)
         notes = [f"floored to {floor}"] if desired != raw.num_replicas else []
         current = current_replicas(obs)
+        if desired < current and not self._is_fresh(obs.name, now_s):
+            notes.append(f"held at {current}: less than {self.settings.metrics_window_s:g} s "
+                         "of fresh metrics")
+            desired = current
         accelerator = raw.accelerator or obs.accelerator
         # Like the HPA, a server seen for the first time (or since a migration) starts with
         # its current replicas as a recommendation, so a restart does not scale down at once.
@@ -260,6 +274,10 @@ class Controller:
             history = seed  # recommendations for another accelerator do not compare
         if accelerator != obs.accelerator:
             replicas = desired  # a migration: replica counts of two accelerators do not compare
+            self._history[obs.name] = (accelerator,
+                                       (Recommendation(time_s=now_s, replicas=desired),))
+        elif release and desired < current:
+            replicas = desired  # cards for a higher priority: no scale-down window
             self._history[obs.name] = (accelerator,
                                        (Recommendation(time_s=now_s, replicas=desired),))
         else:
@@ -279,11 +297,13 @@ def _failures(report: ActuationReport | None) -> Mapping[str, str]:
 
 
 def _server_record(obs: ServerObservation, final: ServerPlan, static: System, *, note: str,
-                   recommended: int | None = None,
-                   predicted: Allocation | None = None) -> ServerRecord:
+                   recommended: int | None = None, predicted: Allocation | None = None,
+                   extra: Mapping[str, float | None] | None = None) -> ServerRecord:
     class_name = obs.class_name or DEFAULT_CLASS
     service_class = static.classes.get(class_name)
     target = service_class.targets.get(obs.model) if service_class is not None else None
+    ttft_pct = target.slo_ttft_percentile if target is not None else 0.0
+    itl_pct = target.slo_itl_percentile if target is not None else 0.0
     return ServerRecord(
         name=obs.name, class_name=class_name, model=obs.model, namespace=obs.namespace,
         arrival_rpm=obs.arrival_rpm, avg_in_tokens=obs.avg_in_tokens,
@@ -294,8 +314,23 @@ def _server_record(obs: ServerObservation, final: ServerPlan, static: System, *,
         current_max_batch=obs.max_batch,
         slo_itl_ms=target.slo_itl_ms if target is not None else 0.0,
         slo_ttft_ms=target.slo_ttft_ms if target is not None else 0.0,
+        slo_itl_percentile=itl_pct, slo_ttft_percentile=ttft_pct,
+        itl_stat_ms=obs.itl_ms if not itl_pct else None,
+        ttft_stat_ms=obs.ttft_ms if not ttft_pct else None,
         recommended_replicas=recommended, accelerator=final.accelerator,
         num_replicas=final.num_replicas, max_batch=final.max_batch,
         cost_per_hr=unit_cost_per_hr(static, obs.model, final.accelerator) * final.num_replicas,
         predicted_itl_ms=predicted.itl_ms if predicted is not None else None,
-        predicted_ttft_ms=predicted.ttft_ms if predicted is not None else None, note=note)
+        predicted_ttft_ms=predicted.ttft_ms if predicted is not None else None,
+        predicted_itl_stat_ms=(predicted.itl_stat_ms or None) if predicted is not None else None,
+        predicted_ttft_stat_ms=(predicted.ttft_stat_ms or None) if predicted is not None
+        else None, note=note,
+        throughput_rpm=obs.throughput_rpm, waiting_now=obs.waiting_now,
+        recent_arrival_rpm=obs.recent_arrival_rpm,
+        held_replicas=obs.held_replicas,
+        **{k: v for k, v in (extra or {}).items() if k in _EXTRA_FIELDS})
+
+
+_EXTRA_FIELDS = frozenset({"planned_rpm", "itl_ratio", "ttft_ratio", "itl_factor",
+                           "ttft_factor"})
+"""ServerRecord fields a policy may fill through `Decision.records`."""

@@ -3,18 +3,30 @@
 Unlike upstream (P15, P27), skipped and failed cycles are recorded too, with their reason, and
 each server's record keeps what was observed apart from what was decided. Non-finite numbers
 are written as null so every line is strict JSON.
+
+A long-running controller rotates its log by size (the standard library's
+`RotatingFileHandler`: ``cycles.jsonl`` → ``cycles.jsonl.1`` … ``.N``), since 500 servers
+write about 400 MB a day. A process killed in the middle of a write leaves a partial last
+line: the writer cuts it off before appending, and `read_cycle_log` ignores it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
+
+from inferno.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 class CycleStatus(StrEnum):
@@ -57,6 +69,14 @@ class ServerRecord:
     running_requests: float | None = None
     waiting_requests: float | None = None
     kv_usage: float | None = None
+    throughput_rpm: float | None = None
+    """Completions per minute over the window."""
+    recent_arrival_rpm: float | None = None
+    """Offered load over the last couple of scrapes."""
+    waiting_now: float | None = None
+    """Requests waiting at the end of the window, all replicas."""
+    held_replicas: int | None = None
+    """Replicas holding accelerators (starting, ready, draining)."""
     ready_replicas: int = 0
     current_replicas: int = 0
     current_accelerator: str = ""
@@ -64,6 +84,14 @@ class ServerRecord:
     slo_itl_ms: float = 0.0
     """Target of the server's class for its model; 0 when unknown."""
     slo_ttft_ms: float = 0.0
+    slo_itl_percentile: float = 0.0
+    """The percentile the ITL target is on; 0: the mean."""
+    slo_ttft_percentile: float = 0.0
+    """The percentile the TTFT target is on; 0: the mean."""
+    itl_stat_ms: float | None = None
+    """Observed ITL in the statistic the target is on (the window mean for a mean target, the
+    window's percentile where the world measures it); None when unknown."""
+    ttft_stat_ms: float | None = None
     # decided
     recommended_replicas: int | None = None
     """The policy's raw recommendation; None when the policy could not decide."""
@@ -74,6 +102,18 @@ class ServerRecord:
     """num_replicas × accelerator cost × accelerators per replica; 0 when unknown."""
     predicted_itl_ms: float | None = None
     predicted_ttft_ms: float | None = None
+    predicted_itl_stat_ms: float | None = None
+    """Predicted ITL in the statistic the target is on."""
+    predicted_ttft_stat_ms: float | None = None
+    planned_rpm: float | None = None
+    """The load the policy sized for (forecast, backlog and caps applied)."""
+    itl_ratio: float | None = None
+    """Observed / predicted mean ITL at the current allocation this cycle (model error)."""
+    ttft_ratio: float | None = None
+    itl_factor: float | None = None
+    """Correction in force on the server's step time (1 = the model data as is)."""
+    ttft_factor: float | None = None
+    """Correction in force on the server's TTFT target (divides it)."""
     note: str = ""
     """Why the server was kept, floored or damped, or how it was decided."""
 
@@ -128,19 +168,91 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _Handler(RotatingFileHandler):
+    """Raises write errors to the caller instead of printing them (logging's default)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        raise  # re-raises the write error: logging calls this inside its except block
+
+
 class CycleLog:
-    """Appends records to a JSONL file; thread safe. Path "-" disables it (upstream)."""
+    """Appends records to a JSONL file, rotated by size; thread safe. Path "-" disables it.
 
-    def __init__(self, path: Path | str) -> None:
+    `max_bytes` 0 never rotates; otherwise a record that would take the file past it first
+    moves the file to ``.1`` (and ``.1`` to ``.2`` …), keeping `backups` old files. The file
+    is opened for each record and closed after it (one record per period): nothing to close,
+    and a file moved or deleted from outside is simply created again.
+    """
+
+    def __init__(self, path: Path | str, *, max_bytes: int = 0, backups: int = 0) -> None:
+        if max_bytes < 0 or backups < 0:
+            raise ConfigError(f"cycle log {path}: max_bytes and backups must be >= 0, got "
+                              f"{max_bytes}, {backups}")
+        if max_bytes > 0 and backups < 1:
+            raise ConfigError(f"cycle log {path}: rotation (max_bytes {max_bytes}) needs at "
+                              "least one backup")
         self.path = None if str(path) == "-" else Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
         self._lock = threading.Lock()
+        self._handler: _Handler | None = None
 
-    def append(self, record: CycleRecord) -> None:
+    def append(self, record: CycleRecord, *, timeout_s: float = -1) -> bool:
+        """Write one record; False if the lock was not had within `timeout_s` (-1: wait).
+
+        Raises OSError when the file cannot be written.
+        """
         if self.path is None:
-            return
-        line = record.to_json() + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as out:
-            out.write(line)
+            return True
+        line = record.to_json()
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        try:
+            if self._handler is None:
+                drop_partial_line(self.path)
+                self._handler = _Handler(self.path, maxBytes=self.max_bytes,
+                                         backupCount=self.backups, encoding="utf-8",
+                                         delay=True)
+                self._handler.setFormatter(logging.Formatter("%(message)s"))
+            try:
+                self._handler.emit(logging.makeLogRecord({"msg": line}))
+            finally:
+                if self._handler.stream is not None:
+                    self._handler.stream.close()
+                    self._handler.stream = None  # type: ignore[assignment]
+        finally:
+            self._lock.release()
+        return True
+
+
+def drop_partial_line(path: Path) -> int:
+    """Cut an unterminated last line off `path` (a killed writer's); returns bytes dropped."""
+    try:
+        with path.open("rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return 0
+            keep = 0
+            block = 1 << 16
+            pos = size
+            while pos > 0:
+                start = max(pos - block, 0)
+                f.seek(start)
+                chunk = f.read(pos - start)
+                newline = chunk.rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                pos = start
+            f.truncate(keep)
+    except FileNotFoundError:
+        return 0
+    logger.warning("cycle log %s: dropped a partial last line (%d bytes) left by an "
+                   "interrupted write", path, size - keep)
+    return size - keep
 
 
 def write_cycle_log(path: Path | str, records: Iterable[CycleRecord]) -> None:
@@ -150,6 +262,21 @@ def write_cycle_log(path: Path | str, records: Iterable[CycleRecord]) -> None:
 
 
 def read_cycle_log(path: Path | str) -> list[dict[str, Any]]:
-    """Parse a cycle log back to dicts, one per line; blank lines are ignored."""
-    with Path(path).open(encoding="utf-8") as src:
-        return [json.loads(line) for line in src if line.strip()]
+    """Parse a cycle log back to dicts, one per line; blank lines are ignored.
+
+    An unterminated last line that is not valid JSON (a write cut short by a kill, or one in
+    progress) is ignored; any other malformed line raises ConfigError naming file and line.
+    """
+    records: list[dict[str, Any]] = []
+    with Path(path).open(encoding="utf-8", errors="replace") as src:
+        for number, line in enumerate(src, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                if not line.endswith("\n"):
+                    logger.info("cycle log %s: ignoring a partial last line %d", path, number)
+                    break
+                raise ConfigError(f"cycle log {path}: line {number}: not JSON: {exc}") from exc
+    return records

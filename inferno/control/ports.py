@@ -1,7 +1,7 @@
 """Ports between the controller and the worlds it drives (twin, cluster, tests).
 
 The controller owns one pass; the driver owns time. Implementations live in `sim` (ClusterTwin),
-`live` (PromCollector, KubeActuator) and the tests (FakeCollector, RecordingActuator).
+`live` (LiveCollector, KubeActuator) and the tests (FakeCollector, RecordingActuator).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
+from inferno.control.correction import CorrectionSettings
+from inferno.control.demand import DemandSettings
 from inferno.errors import ConfigError
 from inferno.model.system import SaturationPolicy
 
@@ -89,14 +91,16 @@ class InfernoSettings:
     max_batch: int = 0
     """> 0 pins the max batch of every server (upstream DEFAULT_MAX_BATCH_SIZE); 0 lets the
     optimizer search it."""
-    stabilisation: StabilisationSettings = StabilisationSettings(scale_down_window_s=120.0)
-    """Scale-down needs two consecutive lower recommendations at a 60 s period: damps load
-    noise (P9) at a smaller cost on ramp-downs than the HPA's 300 s."""
+    stabilisation: StabilisationSettings = StabilisationSettings(scale_down_window_s=300.0)
+    """Scale down only to the highest recommendation of the last 300 s (the HPA's default):
+    damps load noise (P9) and keeps a burst's capacity through the lulls between bursts,
+    which recur on that time scale in real traffic."""
     max_batch_tolerance: float = 0.25
     """Keep a server's current max batch (same accelerator) when the optimal one is within
     this fraction of it: a change restarts every replica (rolling replacement), which costs
     far more than the few % of throughput the exact optimum gains; token noise otherwise
-    moves the optimum every cycle. 0 follows the optimizer exactly."""
+    moves the optimum every cycle. Beyond it `max_batch_min_saving` and `max_batch_dwell_s`
+    decide."""
     migration_penalty: float = 0.3
     """Transition penalty factor on a change of accelerator (upstream AccelPenaltyFactor
     0.1): a migration is a full rolling replacement, so it must save more than 30% of the
@@ -106,18 +110,52 @@ class InfernoSettings:
     """A server that changed accelerator keeps its new one at least this long: a migration
     is a rolling replacement whose new replicas may wait for cards other servers still
     drain, and flipping back before it settles pays it twice. 0 disables."""
-    lead_s: float = 60.0
-    """Plan for the load expected this many seconds ahead when it is rising: observed
-    rate + trend × lead (trend from the last two observations, never negative). Covers the
-    reaction lag of one control period plus the replica startup that made every upstream
-    ramp violate its SLO for a period (P10). 0 plans for the observed load only."""
+    lead_s: float | None = None
+    """Plan a rising load this many seconds ahead; None = the control period plus the
+    expected replica startup (both learned from what the policy sees), the time by which
+    replicas asked for now are ready. The slope is a least-squares fit over the recent
+    observations (`inferno.control.demand`). 0 plans for the observed load only."""
+    startup_s: float = 60.0
+    """Expected replica startup (s) until startups are observed (then the larger of this and
+    the median observed one)."""
+    demand: DemandSettings = DemandSettings()
+    """Sanity cap, forecast bound and backlog drain of the planned load."""
+    correction: CorrectionSettings = CorrectionSettings()
+    """Model-error correction from observed vs predicted ITL and TTFT."""
+    slo_margin: float = 0.15
+    """The policy sizes for the class targets × (1 − slo_margin): the analyzer predicts mean
+    latencies, while an SLO is met request by request; at the mean exactly, a fifth to a
+    third of the requests miss it. 0 sizes for the mean (upstream)."""
+    min_replicas: int = 1
+    """Replicas every server keeps, reserved in the solve (so priorities see the cards the
+    floors hold); the controller's safety floor applies on top."""
+    scale_down_margin: float = 0.15
+    """Scale down only to what the load × (1 + margin) needs: a band against load noise at a
+    replica boundary (upstream P9)."""
+    reversal_hold_s: float = 120.0
+    """No scale-down within this long after a scale-up (unless capacity goes to a higher
+    priority): one noisy window must not undo the last one."""
+    max_batch_min_saving: float = 0.1
+    """A new max batch (a rolling restart) must save at least this share of the server's cost
+    over keeping the current one, unless the current one cannot meet the SLO."""
+    max_batch_dwell_s: float = 600.0
+    """A max batch is kept at least this long before an optimisation may change it."""
 
     def __post_init__(self) -> None:
         _require(self.max_batch >= 0, f"inferno: max_batch must be >= 0, got {self.max_batch!r}")
         _require(math.isfinite(self.min_dwell_s) and self.min_dwell_s >= 0,
                  f"inferno: min_dwell_s must be >= 0, got {self.min_dwell_s!r}")
-        _require(math.isfinite(self.lead_s) and self.lead_s >= 0,
-                 f"inferno: lead_s must be >= 0, got {self.lead_s!r}")
+        _require(self.lead_s is None or (math.isfinite(self.lead_s) and self.lead_s >= 0),
+                 f"inferno: lead_s must be >= 0 or null, got {self.lead_s!r}")
+        _require(0 <= self.slo_margin < 1,
+                 f"inferno: slo_margin must be in [0, 1), got {self.slo_margin!r}")
+        for name in ("startup_s", "scale_down_margin", "reversal_hold_s",
+                     "max_batch_min_saving", "max_batch_dwell_s"):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and value >= 0,
+                     f"inferno: {name} must be a finite number >= 0, got {value!r}")
+        _require(self.min_replicas >= 0,
+                 f"inferno: min_replicas must be >= 0, got {self.min_replicas!r}")
         _require(math.isfinite(self.max_batch_tolerance) and self.max_batch_tolerance >= 0,
                  f"inferno: max_batch_tolerance must be >= 0, got {self.max_batch_tolerance!r}")
         _require(math.isfinite(self.migration_penalty) and self.migration_penalty >= 0,
@@ -131,20 +169,47 @@ class HpaSettings:
     metric: HpaMetric = HpaMetric.REQUESTS
     """Running + waiting requests tracks overload without bound, unlike KV usage."""
     target: float | None = None
-    """Target per-pod value of `metric`. None: 0.8 × the server's max batch for requests,
-    0.8 for KV usage (WVA's kvCacheThreshold), 1 waiting request for waiting."""
+    """Target per-pod value of `metric` for every server without its own in `targets`.
+    None: 0.8 × the server's max batch for requests, 0.8 for KV usage (WVA's
+    kvCacheThreshold), 1 waiting request for waiting."""
+    targets: Mapping[str, float] = field(default_factory=dict)
+    """Server → its own target, as an operator sets one HPA per Deployment from a load test.
+    The twin derives the missing ones (requests metric, no shared `target`): the load test's
+    concurrency at the class targets × `target_utilisation` (`sim.loadtest`)."""
+    target_utilisation: float = 0.8
+    """Share of the load-tested concurrency an HPA targets: headroom for bursts and for the
+    reaction lag."""
     tolerance: float = 0.1
     """|1 − metric/target| within this band keeps the replicas (HPA default 10 %)."""
     min_replicas: int = 1
     """HPA minReplicas; 1 because scale to zero needs an alpha feature gate."""
     max_replicas: int = 100
-    """HPA maxReplicas."""
-    stabilisation: StabilisationSettings = StabilisationSettings()
-    """HPA defaults: scale up at once, scale down to the highest recommendation of 300 s."""
+    """HPA maxReplicas of servers without their own in `max_replicas_for`."""
+    max_replicas_for: Mapping[str, int] = field(default_factory=dict)
+    """Server → its HPA maxReplicas (e.g. what the cluster's cards of its type allow)."""
+    sync_period_s: float | None = 15.0
+    """s between HPA evaluations: 15 is the Kubernetes controller's default; None = the
+    controller period. Honoured by the twin's scenario runner (live mode runs every policy at
+    the controller period)."""
+    stabilisation: StabilisationSettings = StabilisationSettings(max_step_down=1)
+    """HPA defaults (scale up at once, scale down to the highest recommendation of 300 s)
+    plus the scale-down rate limit a careful operator adds: one pod per evaluation."""
 
     def __post_init__(self) -> None:
         _require(self.target is None or (math.isfinite(self.target) and self.target > 0),
                  f"hpa: target must be > 0, got {self.target!r}")
+        _require(0 < self.target_utilisation <= 1,
+                 f"hpa: target_utilisation must be in (0, 1], got {self.target_utilisation!r}")
+        for name, value in self.targets.items():
+            _require(math.isfinite(value) and value > 0,
+                     f"hpa: targets.{name} must be > 0, got {value!r}")
+        for name, value in self.max_replicas_for.items():
+            _require(value >= max(self.min_replicas, 1),
+                     f"hpa: max_replicas_for.{name} must be >= max(min_replicas, 1), "
+                     f"got {value!r}")
+        _require(self.sync_period_s is None
+                 or (math.isfinite(self.sync_period_s) and self.sync_period_s > 0),
+                 f"hpa: sync_period_s must be > 0 or null, got {self.sync_period_s!r}")
         _require(math.isfinite(self.tolerance) and 0 <= self.tolerance < 1,
                  f"hpa: tolerance must be in [0, 1), got {self.tolerance!r}")
         _require(self.min_replicas >= 0,
@@ -238,6 +303,9 @@ class ControllerSettings:
     load. Never applies to servers the controller leaves untouched."""
     dry_run: bool = False
     """Decide and record, but call no actuator."""
+    metrics_window_s: float = 60.0
+    """s of the collector's metrics window: after an outage, no scale-down until a whole
+    window of fresh data is in (a half window under-reads every rate)."""
 
     def __post_init__(self) -> None:
         _require(math.isfinite(self.period_s) and self.period_s >= 0,

@@ -19,12 +19,34 @@ from inferno.io.jsondata import (
 )
 from inferno.io.output import write_json_atomic
 from inferno.io.solution import allocation_to_json
-from inferno.model import Allocation, System
+from inferno.model import Allocation, ModelTarget, PerfParms, StepShape, System
 
 
 def _current(alloc: Allocation) -> dict[str, Any]:
     doc = allocation_to_json(alloc)
     del doc["saturated"]  # an output flag, not part of upstream AllocationData
+    return doc
+
+
+def perf_parms_to_json(p: PerfParms) -> dict[str, Any]:
+    """perfParms: α, β, γ, and inferno's optional terms only where they are in use."""
+    doc: dict[str, Any] = {"alpha": p.alpha_ms, "beta": p.beta_ms, "gamma": p.gamma_ms}
+    doc.update({wire: value for wire, value in (
+        ("frontend", p.frontend_ms), ("frontendPerToken", p.frontend_per_token_ms),
+        ("stream", p.stream_ms)) if value})
+    if p.shape is not StepShape.LINEAR:
+        doc.update(shape=p.shape.value, kneeTokens=p.knee_tokens, betaHigh=p.beta_high_ms)
+    return doc
+
+
+def _target(t: ModelTarget) -> dict[str, Any]:
+    """A model target; the percentile keys (inferno) only where a target is on one."""
+    doc: dict[str, Any] = {"model": t.model, "slo-itl": t.slo_itl_ms,
+                           "slo-ttft": t.slo_ttft_ms, "slo-tps": t.slo_tps}
+    if t.slo_ttft_percentile:
+        doc["slo-ttft-percentile"] = t.slo_ttft_percentile
+    if t.slo_itl_percentile:
+        doc["slo-itl-percentile"] = t.slo_itl_percentile
     return doc
 
 
@@ -43,13 +65,11 @@ def system_to_json(system: System) -> dict[str, dict[str, Any]]:
             "name": p.model, "acc": p.accelerator, "accCount": p.acc_count,
             "maxBatchSize": p.max_batch_size, "atTokens": p.at_tokens,
             "maxNumTokens": p.max_num_tokens,
-            "perfParms": {"alpha": p.perf.alpha_ms, "beta": p.perf.beta_ms,
-                          "gamma": p.perf.gamma_ms}} for p in system.perf.values()]},
+            "perfParms": perf_parms_to_json(p.perf)} for p in system.perf.values()]},
         SERVICECLASS_FILE: {"serviceClasses": [{
             "name": c.name, "priority": c.priority,
-            "modelTargets": [{"model": t.model, "slo-itl": t.slo_itl_ms,
-                              "slo-ttft": t.slo_ttft_ms, "slo-tps": t.slo_tps}
-                             for t in c.targets.values()]} for c in system.classes.values()]},
+            "modelTargets": [_target(t) for t in c.targets.values()]}
+            for c in system.classes.values()]},
         SERVER_FILE: {"servers": [{
             "name": v.name, "class": v.class_name, "model": v.model,
             "keepAccelerator": v.keep_accelerator, "minNumReplicas": v.min_num_replicas,

@@ -11,13 +11,16 @@ keys are ignored, missing or ``null`` keys read as zero / false / "". Units are 
 are not converted: rates stay in RPM (``arrivalRate`` → ``Load.arrival_rpm``), times in ms
 (``slo-itl`` → ``ModelTarget.slo_itl_ms``), ``slo-tps`` in output tokens/s, ``cost`` in cents
 per hour per unit (``Accelerator.cost_per_hr``), ``memSize`` GB, ``memBW`` GB/s, power in W.
+Inferno extensions: a model target's ``slo-ttft-percentile`` / ``slo-itl-percentile`` (the
+percentile its TTFT / ITL target is on; absent or 0 = the mean, as upstream) and
+``maxNumTokens`` in model-data.
 
 Normalised, not errors (upstream semantics): ``class`` missing or "" → ``Free``; ``priority``
 outside 1..100 (incl. missing) → 100; ``accCount`` <= 0 → 1; ``maxQueueSize`` absent → None
 (Q = 10·N), present (0 too) → that value; empty ``saturationPolicy`` / ``perfModel`` /
-``batchPolicy`` → None / chunked / search; ``multiplicity`` absent → 1; ``maxNumTokens``
-(model-data, inferno extension) absent → 8192; ``milpTimeLimit`` (optimizer-data, inferno
-extension, seconds) absent → 60.
+``batchPolicy`` → None / vllm / search (inferno's defaults: upstream had chunked);
+``multiplicity`` absent → 1; ``maxNumTokens`` (model-data, inferno extension) absent → 8192;
+``milpTimeLimit`` (optimizer-data, inferno extension, seconds) absent → 60.
 
 Errors. Every problem of every file is collected, then one `ConfigError` is raised whose message
 is the first line and whose ``problems`` hold all lines, each ``file: field.path: what, got
@@ -33,7 +36,10 @@ value`` with upstream key spelling and list indexes. Checked:
   model within a class, server);
 * ranges. Must be >= 0: memSize, memBW, cost, power idle/full/midPower, capacity count,
   maxBatchSize, atTokens, perfParms alpha/beta/gamma (all zero is legal: "no parameters yet",
-  the candidate is infeasible, §3.2), slo-itl/slo-ttft/slo-tps, minNumReplicas, maxQueueSize,
+  the candidate is infeasible, §3.2) and inferno's optional perfParms frontend,
+  frontendPerToken, stream, kneeTokens, betaHigh (shape 'piecewise' requires betaHigh),
+  slo-itl/slo-ttft/slo-tps, minNumReplicas, maxQueueSize,
+  slo-ttft-percentile/slo-itl-percentile (also < 100),
   and in currentAlloc numReplicas, maxBatch, cost, itlAverage, ttftAverage, and the load's
   arrivalRate, throughput, avgInTokens, avgOutTokens (§3.2 drops negative loads; we reject
   them). Must be >= 1: multiplicity, maxNumTokens, and avgOutTokens when arrivalRate > 0
@@ -80,6 +86,7 @@ from inferno.model import (
     Server,
     ServiceClass,
     SolverKind,
+    StepShape,
     System,
 )
 
@@ -332,9 +339,7 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
             acc_count=acc_count if acc_count > 0 else 1,
             max_batch_size=m.integer("maxBatchSize", minimum=0),
             at_tokens=m.integer("atTokens", minimum=0),
-            perf=PerfParms(alpha_ms=parms.number("alpha", minimum=0.0),
-                           beta_ms=parms.number("beta", minimum=0.0),
-                           gamma_ms=parms.number("gamma", minimum=0.0)),
+            perf=_perf_parms(parms),
             max_num_tokens=m.integer("maxNumTokens", default=DEFAULT_MAX_NUM_TOKENS, minimum=1),
         )
         if not (name and acc):
@@ -347,6 +352,23 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
         first[key] = m.path
         out[key] = entry
     return out
+
+
+def _perf_parms(parms: Fields) -> PerfParms:
+    """perfParms: upstream's alpha/beta/gamma plus inferno's optional front-end, stream and
+    step-shape terms (absent: 0 and the linear shape, upstream's meaning)."""
+    shape = parms.choice("shape", StepShape, StepShape.LINEAR)
+    knee = parms.number("kneeTokens", minimum=0.0)
+    beta_high = parms.number("betaHigh", minimum=0.0)
+    if shape is StepShape.PIECEWISE and not parms.has("betaHigh"):
+        parms.problem("betaHigh", "is required with shape 'piecewise'")
+    return PerfParms(alpha_ms=parms.number("alpha", minimum=0.0),
+                     beta_ms=parms.number("beta", minimum=0.0),
+                     gamma_ms=parms.number("gamma", minimum=0.0),
+                     frontend_ms=parms.number("frontend", minimum=0.0),
+                     frontend_per_token_ms=parms.number("frontendPerToken", minimum=0.0),
+                     stream_ms=parms.number("stream", minimum=0.0),
+                     shape=shape, knee_tokens=knee, beta_high_ms=beta_high)
 
 
 def _classes(root: Fields) -> dict[str, ServiceClass]:
@@ -364,12 +386,23 @@ def _classes(root: Fields) -> dict[str, ServiceClass]:
             target = ModelTarget(model=model,
                                  slo_itl_ms=t.number("slo-itl", minimum=0.0),
                                  slo_ttft_ms=t.number("slo-ttft", minimum=0.0),
-                                 slo_tps=t.number("slo-tps", minimum=0.0))
+                                 slo_tps=t.number("slo-tps", minimum=0.0),
+                                 slo_ttft_percentile=_percentile(t, "slo-ttft-percentile"),
+                                 slo_itl_percentile=_percentile(t, "slo-itl-percentile"))
             if model and _unique(t, "model", model, "target for model", first_target):
                 targets[model] = target
         if name and _unique(c, "name", name, "service class", first):
             out[name] = ServiceClass(name=name, priority=priority, targets=targets)
     return out
+
+
+def _percentile(f: Fields, key: str) -> float:
+    """A target's percentile: absent or 0 is the mean; otherwise 0 < p < 100."""
+    value = f.number(key, minimum=0.0)
+    if value >= 100.0:
+        f.problem(key, f"must be 0 (the mean) or below 100, got {describe(f.raw(key))}")
+        return 0.0
+    return value
 
 
 def _servers(root: Fields, classes: Mapping[str, ServiceClass] | None,
@@ -413,7 +446,7 @@ def _settings(root: Fields) -> OptimizerSettings:
         use_cplex=o.boolean("useCplex"),
         delayed_best_effort=o.boolean("delayedBestEffort"),
         saturation_policy=o.choice("saturationPolicy", SaturationPolicy, SaturationPolicy.NONE),
-        perf_model=o.choice("perfModel", PerfModel, PerfModel.CHUNKED),
+        perf_model=o.choice("perfModel", PerfModel, PerfModel.VLLM),
         batch_policy=o.choice("batchPolicy", BatchPolicy, BatchPolicy.SEARCH),
         accel_penalty_factor=o.number("accelPenaltyFactor", default=0.1, minimum=0.0),
         milp_time_limit_s=o.number("milpTimeLimit", default=60.0, minimum=0.0),

@@ -4,7 +4,9 @@ Output shape (design §1.8 plus this project's additions)::
 
     {"allocations": {server: {accelerator, numReplicas, maxBatch, cost, itlAverage,
                               ttftAverage, saturated, load: {arrivalRate, throughput,
-                              avgInTokens, avgOutTokens}}},
+                              avgInTokens, avgOutTokens},
+                              slo: {ttft: {statistic, predictedMs, targetMs},
+                                    itl: {statistic, predictedMs, targetMs}}}},
      "unallocated": [...], "bestEffort": [...], "solveTimeMs": x, "status": "optimal",
      "message": "...", "totalCost": x, "parts": {server: [AllocationData, ...]}}
 
@@ -16,6 +18,12 @@ best-effort allocation (fewer replicas than the SLO needs, listed in ``bestEffor
 the latencies those replicas give, usually above the SLO (upstream reports those of the
 SLO-sized allocation instead). ``saturated`` is true when the load per replica exceeds a
 replica's max rate; both latencies are then ``null``.
+
+``slo`` (inferno) is written for servers whose class targets a percentile
+(``slo-ttft-percentile`` / ``slo-itl-percentile``): per latency the statistic the target is
+on ("mean" or "p99"-style), the predicted value of that statistic (``null`` when saturated)
+and the target (0: none). For mean targets ``ttftAverage`` / ``itlAverage`` already are the
+predicted statistic.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from inferno.errors import ConfigError
 from inferno.io.fields import Fields, Problems, read_json
 from inferno.io.jsondata import read_allocation
-from inferno.model import Allocation, Load, System
+from inferno.model import Allocation, Load, ModelTarget, System
 
 if TYPE_CHECKING:  # a runtime import would load the whole optimizer package for a type name
     from inferno.optimizer.result import Solution
@@ -53,6 +61,16 @@ def allocation_to_json(alloc: Allocation, load: Load | None = None) -> dict[str,
     }
 
 
+def slo_to_json(alloc: Allocation, target: ModelTarget) -> dict[str, Any]:
+    """The ``slo`` block: per latency, the targeted statistic, its prediction and the target."""
+    return {
+        "ttft": {"statistic": target.ttft_statistic(), "predictedMs": alloc.ttft_stat_ms,
+                 "targetMs": target.slo_ttft_ms},
+        "itl": {"statistic": target.itl_statistic(), "predictedMs": alloc.itl_stat_ms,
+                "targetMs": target.slo_itl_ms},
+    }
+
+
 def solution_to_json(solution: Solution, system: System) -> dict[str, Any]:
     """The JSON document for ``solution`` of ``system``.
 
@@ -62,9 +80,22 @@ def solution_to_json(solution: Solution, system: System) -> dict[str, Any]:
     when there are any.
     """
     loads = {s.name: s.load for s in system.servers}
+    targets = {}
+    for server in system.servers:
+        cls = system.classes.get(server.class_name)
+        target = cls.targets.get(server.model) if cls else None
+        if target is not None:
+            targets[server.name] = target
+    allocations = {}
+    for name in sorted(solution.allocations):
+        alloc = solution.allocations[name]
+        allocations[name] = allocation_to_json(alloc, loads.get(name))
+        target = targets.get(name)
+        if target is not None and alloc.accelerator and (
+                target.slo_ttft_percentile or target.slo_itl_percentile):
+            allocations[name]["slo"] = slo_to_json(alloc, target)
     doc: dict[str, Any] = {
-        "allocations": {name: allocation_to_json(solution.allocations[name], loads.get(name))
-                        for name in sorted(solution.allocations)},
+        "allocations": allocations,
         "unallocated": sorted(solution.unallocated),
         "bestEffort": sorted(solution.best_effort),
         "solveTimeMs": solution.solve_time_ms,

@@ -34,6 +34,23 @@ class ServerObservation:
     """Mean requests waiting per ready replica."""
     kv_usage: float | None = None
     """Mean KV-cache usage per ready replica, fraction in [0, 1]."""
+    throughput_rpm: float | None = None
+    """Completed requests per minute over the window, all ready replicas."""
+    waiting_now: float | None = None
+    """Requests waiting now, summed over the replicas: the backlog to drain."""
+    running_now: float | None = None
+    """Requests in service now, summed over the replicas."""
+    waiting_max: float | None = None
+    """Most requests one replica had waiting at any scrape of the window."""
+    recent_arrival_rpm: float | None = None
+    """Offered load over the last couple of scrapes: the load now, without the window's lag
+    (and with more noise)."""
+    window_s: float | None = None
+    """s behind the windowed rates and means (None: not from metrics)."""
+    recent_window_s: float | None = None
+    """s behind `recent_arrival_rpm`."""
+    held_replicas: int | None = None
+    """Replicas holding accelerators now (starting, ready or draining); None if unknown."""
     min_num_replicas: int = 0
     max_queue_size: int | None = None
 

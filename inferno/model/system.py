@@ -14,9 +14,13 @@ from inferno.model.service_class import ServiceClass
 
 class PerfModel(StrEnum):
     CHUNKED = "chunked"
-    """G7: chunked prefill with a token budget (default)."""
+    """G7: upstream chunked prefill with a token budget (optimizer-light semantics)."""
     CLASSIC = "classic"
     """G3: reproduces the upstream sample solutions."""
+    VLLM = "vllm"
+    """Chunked prefill with vLLM's token accounting and latency model: the prefill iteration
+    samples the first token, an arrival waits for the running iteration, near-deterministic
+    batched service queues less than a Markovian one; predicts percentiles (the default)."""
 
 
 class BatchPolicy(StrEnum):
@@ -47,7 +51,7 @@ class OptimizerSettings:
     use_cplex: bool = False
     delayed_best_effort: bool = False
     saturation_policy: SaturationPolicy = SaturationPolicy.NONE
-    perf_model: PerfModel = PerfModel.CHUNKED
+    perf_model: PerfModel = PerfModel.VLLM
     batch_policy: BatchPolicy = BatchPolicy.SEARCH
     accel_penalty_factor: float = 0.1
     """Transition penalty weight on a change of accelerator (design §3.4; upstream 0.1)."""

@@ -12,6 +12,7 @@ chosen candidates (`with_metrics`). See design §3.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, overload
@@ -21,10 +22,12 @@ import numpy as np
 from inferno.analyzer import (
     QueueBatch,
     analyze_batch,
+    latency_percentiles_batch,
     optimal_concurrency_sizing,
+    perf_columns,
     size_batch,
 )
-from inferno.model import DEFAULT_PRIORITY, BatchPolicy, Server, System
+from inferno.model import DEFAULT_PRIORITY, BatchPolicy, ModelTarget, Server, System
 
 MAX_QUEUE_TO_BATCH_RATIO = 10
 """Q = 10·N when a server does not set maxQueueSize."""
@@ -71,9 +74,13 @@ class Candidate(NamedTuple):
     max_queue: int = 0
     sized_replicas: int = 0
     """Replicas the SLO needs; a best-effort copy (`rescaled`) has fewer."""
+    ttft_stat_ms: float = math.nan
+    """Predicted TTFT in the statistic the class targets (its percentile, or the mean)."""
+    itl_stat_ms: float = math.nan
+    """Predicted ITL in the statistic the class targets."""
     saturated: bool = False
     """Set by `with_metrics`: the load per replica is above the replica's max rate (the
-    latencies are then +inf)."""
+    latencies, means and statistics, are then +inf)."""
 
     @property
     def cards(self) -> int:
@@ -147,6 +154,11 @@ class _Catalog:
             "at_tokens": np.array([p.at_tokens for p in perf], np.int64),
             "acc_count": np.array([p.acc_count for p in perf], np.int64),
             "max_num_tokens": np.array([p.max_num_tokens for p in perf], np.int64),
+            "stream": np.array([p.perf.stream_ms for p in perf], float),
+            "knee": np.array([p.perf.knee_tokens for p in perf], float),
+            "excess": np.array([p.perf.beta_excess_ms for p in perf], float),
+            "frontend": np.array([p.perf.frontend_ms for p in perf], float),
+            "frontend_per_token": np.array([p.perf.frontend_per_token_ms for p in perf], float),
         }
         perf_acc = np.array([acc_index[a] for _, a in keys], np.int64)
         by_model: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -178,6 +190,8 @@ class _Servers:
             "has_target": np.array([t is not None for t in targets], dtype=bool),
             "ttft": np.array([t.slo_ttft_ms if t else 0.0 for t in targets], f),
             "itl": np.array([t.slo_itl_ms if t else 0.0 for t in targets], f),
+            "ttft_pct": np.array([t.slo_ttft_percentile if t else 0.0 for t in targets], f),
+            "itl_pct": np.array([t.slo_itl_percentile if t else 0.0 for t in targets], f),
             "tps": np.array([t.slo_tps if t else 0.0 for t in targets], f),
             "rpm": np.array([s.load.arrival_rpm for s in servers], f),
             "in": np.array([s.load.avg_in_tokens for s in servers], f),
@@ -239,7 +253,9 @@ def _queue_batch(cat: _Catalog, perf: np.ndarray, inp: np.ndarray, out: np.ndarr
     return QueueBatch(max_batch=max_batch, max_queue=queue, in_tokens=inp, out_tokens=out,
                       alpha_ms=c["alpha"][perf], beta_ms=c["beta"][perf],
                       gamma_ms=c["gamma"][perf], max_num_tokens=c["max_num_tokens"][perf],
-                      perf_model=system.settings.perf_model)
+                      perf_model=system.settings.perf_model, stream_ms=c["stream"][perf],
+                      knee_tokens=c["knee"][perf], beta_excess_ms=c["excess"][perf],
+                      frontend_ms=c["frontend"][perf] + c["frontend_per_token"][perf] * inp)
 
 
 def _unique(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -279,7 +295,8 @@ def _chunks(width: np.ndarray, max_states: int = CHUNK_STATES) -> Iterator[np.nd
 
 
 class _Pairs(NamedTuple):
-    """Per-pair columns (P,) that define a sizing: perf entry, tokens, targets."""
+    """Per-pair columns (P,) that define a sizing: perf entry, tokens, targets (and the
+    percentile each latency target is on, 0 for the mean)."""
 
     perf: np.ndarray
     inp: np.ndarray
@@ -287,6 +304,13 @@ class _Pairs(NamedTuple):
     ttft: np.ndarray
     itl: np.ndarray
     tps: np.ndarray
+    ttft_pct: np.ndarray
+    itl_pct: np.ndarray
+
+    def keys(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The sizing key columns of ``rows`` (a TPS target matters only by being set)."""
+        return (self.perf[rows], self.inp[rows], self.out[rows], self.ttft[rows],
+                self.itl[rows], self.tps[rows] > 0, self.ttft_pct[rows], self.itl_pct[rows])
 
 
 def _sized_rates(cat: _Catalog, system: System, p: _Pairs, u: np.ndarray,
@@ -298,7 +322,8 @@ def _sized_rates(cat: _Catalog, system: System, p: _Pairs, u: np.ndarray,
         r = u[part]
         sized = size_batch(_queue_batch(cat, p.perf[r], p.inp[r], p.out[r], max_batch[r],
                                         queue[r], system), p.ttft[r], p.itl[r], p.tps[r],
-                           exact_rates=False)
+                           exact_rates=False, ttft_percentile=p.ttft_pct[r],
+                           itl_percentile=p.itl_pct[r])
         rate[part] = np.where(sized.feasible, sized.rate_rps, 0.0)
     return rate
 
@@ -315,7 +340,8 @@ def _searched_rates(cat: _Catalog, system: System, p: _Pairs, u: np.ndarray,
                              np.zeros(r.size, np.int64), system)
         m, found = optimal_concurrency_sizing(
             batch, p.ttft[r], p.itl[r], p.tps[r],
-            queue_ratio=np.where(queue_in[r] >= 0, queue_in[r], -MAX_QUEUE_TO_BATCH_RATIO))
+            queue_ratio=np.where(queue_in[r] >= 0, queue_in[r], -MAX_QUEUE_TO_BATCH_RATIO),
+            ttft_percentile=p.ttft_pct[r], itl_percentile=p.itl_pct[r])
         best[part] = np.where(found > 0, m, 0)
         rate[part] = found
     return best, rate
@@ -326,7 +352,7 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
     """Sized candidates of pairs with load (§3.3); infeasible pairs are dropped."""
     s, c = sv.cols, cat.perf_cols
     p = _Pairs(perf, s["in"][srv], s["out"][srv], s["ttft"][srv], s["itl"][srv],
-               s["tps"][srv])
+               s["tps"][srv], s["ttft_pct"][srv], s["itl_pct"][srv])
     override, queue_in = s["batch_override"][srv], s["queue"][srv]
     policy = system.settings.batch_policy
     if policy is BatchPolicy.SCALED:
@@ -342,16 +368,14 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
         # one search per distinct (perf, tokens, targets, Q rule, M_max); its probe at M*
         # is that key's sizing
         rows = np.flatnonzero(search)
-        first, inv = _unique(perf[rows], p.inp[rows], p.out[rows], p.ttft[rows], p.itl[rows],
-                             p.tps[rows] > 0, queue_in[rows], max_batch[rows])
+        first, inv = _unique(*p.keys(rows), queue_in[rows], max_batch[rows])
         best, found = _searched_rates(cat, system, p, rows[first], max_batch, queue_in)
         max_batch[rows] = best[inv]
         rate[rows] = found[inv]
     queue = np.where(queue_in >= 0, queue_in, MAX_QUEUE_TO_BATCH_RATIO * max_batch)
     rows = np.flatnonzero(~search)
     if rows.size:
-        first, inv = _unique(perf[rows], p.inp[rows], p.out[rows], p.ttft[rows], p.itl[rows],
-                             p.tps[rows] > 0, max_batch[rows], queue[rows])
+        first, inv = _unique(*p.keys(rows), max_batch[rows], queue[rows])
         rate[rows] = _sized_rates(cat, system, p, rows[first], max_batch, queue)[inv]
     tps, out = p.tps, p.out
     total = np.where(tps > 0, tps / np.maximum(out, 1.0), s["rpm"][srv] / 60.0)
@@ -503,16 +527,24 @@ def compute_candidates(system: System) -> dict[str, CandidateList]:
             for i, name in enumerate(sv.names)}
 
 
+def target_of(system: System, server: Server) -> ModelTarget | None:
+    """The class target of ``server``'s model, None when its class or target is missing."""
+    cls = system.classes.get(server.class_name)
+    return cls.targets.get(server.model) if cls else None
+
+
 def with_metrics(system: System, chosen: Mapping[str, Candidate],
                  share: Mapping[str, float] | None = None) -> dict[str, Candidate]:
-    """Fill predicted ITL/TTFT/ρ of the chosen candidates, in one batched analyzer call.
+    """Fill predicted latencies and ρ of the chosen candidates, in batched analyzer calls.
 
     Metrics are those of one replica at the load it actually gets: the server's demand
     (times ``share[key]``, the fraction this candidate carries; default 1) over the
     candidate's ``num_replicas``. A best-effort copy therefore reports the latencies of its
     too few replicas, not those of the SLO-sized allocation (upstream reports the latter,
     §4.3). Where that load exceeds the replica's max rate the candidate is ``saturated``,
-    with +inf latencies: the queue model has no finite answer there.
+    with +inf latencies: the queue model has no finite answer there. Besides the means it
+    fills each class-targeted statistic (the percentile where the target is on one; one
+    `latency_percentiles_batch` call, only for those servers that are not saturated).
     """
     todo = [(key, c) for key, c in chosen.items() if c.itl_ms != c.itl_ms]  # NaN
     if not todo:
@@ -532,16 +564,33 @@ def with_metrics(system: System, chosen: Mapping[str, Candidate],
         beta_ms=np.array([p.perf.beta_ms for p in perf]),
         gamma_ms=np.array([p.perf.gamma_ms for p in perf]),
         max_num_tokens=np.array([p.max_num_tokens for p in perf], np.int64),
-        perf_model=system.settings.perf_model)
+        perf_model=system.settings.perf_model,
+        **perf_columns([p.perf for p in perf], np.array([s.load.avg_in_tokens for s in srv])))
     rate = total / np.array([c.num_replicas for c in cands], float)
     m = analyze_batch(batch, rate)
     saturated = ~m.valid | (rate > m.max_rate_rps)
+    ttft_stat, itl_stat = m.ttft_ms.copy(), m.itl_ms.copy()
+    targets = [target_of(system, s) for s in srv]
+    pct = np.array([(t.slo_ttft_percentile, t.slo_itl_percentile) if t else (0.0, 0.0)
+                    for t in targets]).reshape(-1, 2)
+    rows = np.flatnonzero((pct > 0).any(axis=1) & ~saturated)
+    if rows.size:
+        levels = tuple(sorted({float(q) for q in pct[rows].ravel() if q > 0}))
+        got = latency_percentiles_batch(batch.take(rows), rate[rows], levels)
+        column = {q: j for j, q in enumerate(levels)}
+        for k, i in enumerate(rows):
+            if pct[i, 0] > 0:
+                ttft_stat[i] = got.ttft_ms[k, column[pct[i, 0]]]
+            if pct[i, 1] > 0:
+                itl_stat[i] = got.itl_ms[k, column[pct[i, 1]]]
     inf = float("inf")
     result = dict(chosen)
     for k, (key, c) in enumerate(todo):
         if saturated[k]:
-            result[key] = c._replace(itl_ms=inf, ttft_ms=inf, rho=1.0, saturated=True)
+            result[key] = c._replace(itl_ms=inf, ttft_ms=inf, rho=1.0, ttft_stat_ms=inf,
+                                     itl_stat_ms=inf, saturated=True)
         else:
             result[key] = c._replace(itl_ms=float(m.itl_ms[k]), ttft_ms=float(m.ttft_ms[k]),
-                                     rho=float(m.rho[k]))
+                                     rho=float(m.rho[k]), ttft_stat_ms=float(ttft_stat[k]),
+                                     itl_stat_ms=float(itl_stat[k]))
     return result

@@ -21,7 +21,14 @@ def _allocation(c: Candidate, server: Server) -> Allocation:
     latency = (None, None) if c.saturated else (c.itl_ms, c.ttft_ms)
     return Allocation(accelerator=c.accelerator, num_replicas=c.num_replicas,
                       max_batch=c.max_batch, cost=c.cost, itl_ms=latency[0],
-                      ttft_ms=latency[1], load=server.load, saturated=c.saturated)
+                      ttft_ms=latency[1], load=server.load, saturated=c.saturated,
+                      ttft_stat_ms=None if c.saturated else _stat(c.ttft_stat_ms),
+                      itl_stat_ms=None if c.saturated else _stat(c.itl_stat_ms))
+
+
+def _stat(value_ms: float) -> float:
+    """A candidate's predicted statistic, 0 where not predicted (NaN)."""
+    return value_ms if value_ms == value_ms else 0.0
 
 
 def _part_shares(parts: Sequence[Candidate]) -> dict[str, float]:

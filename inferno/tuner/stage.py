@@ -69,14 +69,25 @@ def _observation(s: ServerObservation, time_s: float, system: System | None,
     def value(v: float | None) -> float:
         return nan if v is None else float(v)
 
+    arrival = value(s.arrival_rpm)
+    done = s.throughput_rpm
+    if done is not None and abs(done - arrival) <= STEADY_SHARE * arrival:
+        # Steady: the completions are the same rate without the offered estimate's queue
+        # term, whose window-edge noise would pass for spread between operating points.
+        arrival = float(done)
     return TunerObservation(
         model=s.model, accelerator=s.accelerator,
-        arrival_rpm=value(s.arrival_rpm) / s.ready_replicas,
+        arrival_rpm=arrival / s.ready_replicas,
+        throughput_rpm=None if done is None else float(done) / s.ready_replicas,
         in_tokens=value(s.avg_in_tokens), out_tokens=value(s.avg_out_tokens),
         max_batch=n, max_queue=q, ttft_ms=value(s.ttft_ms), itl_ms=value(s.itl_ms),
         waiting_requests=s.waiting_requests,
         max_num_tokens=perf.max_num_tokens if perf is not None else DEFAULT_MAX_NUM_TOKENS,
         time_s=time_s, first_token=first_token, is_transient=is_transient)
+
+
+STEADY_SHARE = 0.1
+"""Offered and completed rates within this share of each other mark a steady window."""
 
 
 class TunerStage:
@@ -158,7 +169,10 @@ class TunerStage:
             perf = dict(system.perf)
             for key, parms in learned.items():
                 if key in perf:
-                    perf[key] = dataclasses.replace(perf[key], perf=parms)
+                    # α, β, γ are learned; the other terms (front-end, shape) stay the data's.
+                    perf[key] = dataclasses.replace(perf[key], perf=dataclasses.replace(
+                        perf[key].perf, alpha_ms=parms.alpha_ms, beta_ms=parms.beta_ms,
+                        gamma_ms=parms.gamma_ms))
                 elif key[1] in system.accelerators:
                     perf[key] = ModelPerf(model=key[0], accelerator=key[1], acc_count=1,
                                           max_batch_size=DEFAULT_APPENDED_MAX_BATCH,
@@ -187,8 +201,12 @@ class TunerStage:
         }
 
     def params(self) -> Mapping[Key, PerfParms]:
-        """Learned parameters per pair (pairs still collecting are absent)."""
+        """Published parameters per pair (what `merge` uses; pairs without are absent)."""
         return self.store.learned()
+
+    def candidates(self) -> Mapping[Key, PerfParms]:
+        """The estimator's current parameters per pair, published or not."""
+        return {s.key: s.params for s in self.store if s.params is not None}
 
     # -- internals -------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 - `kube`: kmock's KubernetesEmulator (extended in kube_emulator.py) over HTTP, one per session,
   wiped before each test; `kubeconfig` points the official client at it.
 - `prometheus`: the Debian ``prometheus`` binary, one per session, scraping file-discovered
-  targets every second (prom_harness.py).
+  targets every second (prom_harness.py);
+- `hot_pod`: one pod of Deployment e2e-hpa/hot with constant gauges, scraped over a window;
+- `loops`: LiveLoops registered there are closed after the test.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 import kubernetes.client
 import pytest
 from kube_emulator import EmulatorThread
-from prom_harness import PROMETHEUS, PrometheusServer
+from live_helpers import HPA_NS
+from prom_harness import PROMETHEUS, PodLoad, PrometheusServer, VllmPod
 
 from live.config import KubeSettings, load_api_client
+from live.driver import LiveLoop
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +70,29 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
     server.start()
     yield server
     server.stop()
+
+
+HOT = PodLoad(request_rps=1.0, in_tokens=100, out_tokens=50, ttft_s=0.1, itl_s=0.02,
+              waiting=10, running=70, kv_usage=0.5)
+"""running + waiting = 80 per pod (see live_helpers.HOT_REPLICAS)."""
+
+
+@pytest.fixture(scope="session")
+def hot_pod(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
+    """One pod of Deployment e2e-hpa/hot with constant gauges, scraped over the window."""
+    pod = VllmPod(HOT)
+    prometheus.add_target(pod.address, {"namespace": HPA_NS, "deployment": "hot",
+                                        "pod": "hot-1"})
+    prometheus.wait_for_samples(f'{{namespace="{HPA_NS}"}}', num_series=1, min_samples=3)
+    yield prometheus
+    prometheus.remove_targets([pod.address])
+    pod.stop()
+
+
+@pytest.fixture
+def loops() -> Iterator[list[LiveLoop]]:
+    """Loops registered here are closed after the test."""
+    started: list[LiveLoop] = []
+    yield started
+    for loop in started:
+        loop.close()

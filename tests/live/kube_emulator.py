@@ -9,7 +9,8 @@ official client needs. What it lacks, and this module adds:
   as the real API server answers, so callers do not retry it;
 - fault injection: `fail_next` makes the next N matching requests answer a Kubernetes Status
   with a chosen code (409, 429, 500, ...) *without* applying them (kmock's own reactions run
-  after the object store was already changed, which is wrong for a conflict);
+  after the object store was already changed, which is wrong for a conflict); `hang_next`
+  makes them hang (a hung API server: connection accepted, no answer) until `clear`;
 - a threaded runner: kmock is asyncio; `EmulatorThread` runs it on its own loop in a thread so
   the synchronous client (and the code under test) can call it, and writes a kubeconfig file.
 """
@@ -85,7 +86,8 @@ def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
 
 @dataclass(slots=True)
 class Fault:
-    """Answer `count` more requests of `method` on a path matching `path` with `status`."""
+    """Answer `count` more requests of `method` on a path matching `path` with `status`
+    (status 0: never answer, until the emulator is cleared)."""
 
     method: str
     path: re.Pattern[str]
@@ -101,6 +103,8 @@ class InfernoEmulator(kmock.KubernetesEmulator):
     faults: list[Fault] = attrs.field(factory=list)
     log: list[kmock.Request] = attrs.field(factory=list)
     """Every request served, for assertions (kmock's own list is kept short, see below)."""
+    release: asyncio.Event = attrs.field(factory=asyncio.Event)
+    """Set by `clear`: hung requests end (with a 503) so no handler outlives its test."""
 
     async def _handle(self, request: kmock.Request) -> Any:
         # kmock matches each request against its reactions by scanning *all* recorded requests
@@ -112,6 +116,9 @@ class InfernoEmulator(kmock.KubernetesEmulator):
             if (fault.count > 0 and request.method.value.upper() == fault.method.upper()
                     and fault.path.search(request.url.path)):
                 fault.count -= 1
+                if fault.status == 0:
+                    await self.release.wait()
+                    return aiohttp.web.Response(status=503, text="released")
                 return aiohttp.web.json_response(
                     {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
                      "code": fault.status, "reason": "InjectedFault",
@@ -208,6 +215,8 @@ class EmulatorThread:
             self.emulator._requests.clear()
             self.emulator.log.clear()
             self.emulator.faults.clear()
+            self.emulator.release.set()
+            self.emulator.release = asyncio.Event()
         self.call(wipe)
 
     def fail_next(self, method: str, path_regex: str, status: int, count: int = 1,
@@ -216,6 +225,10 @@ class EmulatorThread:
         fault = Fault(method=method, path=re.compile(path_regex), status=status, count=count,
                       headers=dict(headers or {}))
         self.call(lambda: self.emulator.faults.append(fault))
+
+    def hang_next(self, method: str, path_regex: str, count: int = 1_000_000) -> None:
+        """Leave the next `count` matching requests unanswered until `clear` (a hung API)."""
+        self.fail_next(method, path_regex, 0, count)
 
     def requests(self, method: str, path_regex: str = "") -> list[kmock.Request]:
         """Recorded requests of `method` whose path matches `path_regex`."""

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,9 +57,14 @@ class PodLoad:
     length_histograms: tuple[float, float] | None = None
     """Mean (prompt, generation) tokens of the vLLM per-request length histograms; None:
     the pod does not export them (older vLLM)."""
+    old_names: bool = False
+    """Export the KV-usage and ITL metrics under older vLLM names
+    (``vllm:gpu_cache_usage_perc``, ``vllm:time_per_output_token_seconds``)."""
 
 
-class _VllmCollector(Collector):
+class VllmCollector(Collector):
+    """vLLM's series for one pod with a fixed load (counters grow with wall time)."""
+
     def __init__(self, load: PodLoad, start_s: float) -> None:
         self.load = load
         self.start_s = start_s
@@ -72,8 +77,10 @@ class _VllmCollector(Collector):
                                   requests * load.in_tokens)
         yield CounterMetricFamily("vllm:generation_tokens", "Generated tokens.",
                                   requests * load.out_tokens)
+        itl = ("vllm:time_per_output_token_seconds" if load.old_names
+               else "vllm:request_time_per_output_token_seconds")
         for name, mean_s in (("vllm:time_to_first_token_seconds", load.ttft_s),
-                             ("vllm:request_time_per_output_token_seconds", load.itl_s)):
+                             (itl, load.itl_s)):
             yield HistogramMetricFamily(name, "Latency.", buckets=[("+Inf", requests)],
                                         sum_value=requests * mean_s)
         if load.length_histograms is not None:
@@ -85,21 +92,21 @@ class _VllmCollector(Collector):
                                             sum_value=requests * mean)
         yield GaugeMetricFamily("vllm:num_requests_waiting", "Waiting.", load.waiting)
         yield GaugeMetricFamily("vllm:num_requests_running", "Running.", load.running)
-        yield GaugeMetricFamily("vllm:kv_cache_usage_perc", "KV usage fraction.", load.kv_usage)
+        kv = "vllm:gpu_cache_usage_perc" if load.old_names else "vllm:kv_cache_usage_perc"
+        yield GaugeMetricFamily(kv, "KV usage fraction.", load.kv_usage)
 
 
-class VllmPod:
-    """One emulated pod: an HTTP /metrics endpoint on 127.0.0.1 with a fixed load."""
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 answering every GET with ``answer(path, headers)``
+    → (status, content type, body)."""
 
-    def __init__(self, load: PodLoad) -> None:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_VllmCollector(load, start_s=time.time() - HISTORY_S))
-
+    def __init__(self, answer: Callable[[str, Mapping[str, str]], tuple[int, str, bytes]]
+                 ) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                body = generate_latest(registry)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                status, ctype, body = answer(self.path, dict(self.headers))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -115,24 +122,41 @@ class VllmPod:
     def address(self) -> str:
         return f"127.0.0.1:{self._server.server_address[1]}"
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
 
 
+class VllmPod(LoopbackServer):
+    """One emulated pod: an HTTP /metrics endpoint on 127.0.0.1 with a fixed load."""
+
+    def __init__(self, load: PodLoad) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(VllmCollector(load, start_s=time.time() - HISTORY_S))
+        super().__init__(lambda path, headers: (
+            200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry)))
+
+
 class PrometheusServer:
     """The prometheus binary on a free loopback port, scraping file-discovered targets."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, scrape_interval_s: float = 1.0, *,
+                 data_dir: Path | None = None) -> None:
         self.workdir = workdir
+        self.data_dir = data_dir or workdir / "data"
         self.port = free_port()
         self.targets_file = workdir / "targets.json"
         self._groups: dict[str, dict[str, object]] = {}
         self._write_targets()
         config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
-                       "evaluation_interval": "1s"},
+            "global": {"scrape_interval": f"{scrape_interval_s:g}s",
+                       "scrape_timeout": f"{scrape_interval_s:g}s",
+                       "evaluation_interval": f"{scrape_interval_s:g}s"},
             "scrape_configs": [{
                 "job_name": "vllm",
                 "file_sd_configs": [{"files": [str(self.targets_file)],
@@ -152,7 +176,7 @@ class PrometheusServer:
         """Launch the process and wait until /-/ready answers 200."""
         self._proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={self.config_file}",
-             f"--storage.tsdb.path={self.workdir / 'data'}",
+             f"--storage.tsdb.path={self.data_dir}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
@@ -187,9 +211,10 @@ class PrometheusServer:
         tmp.write_text(json.dumps(list(self._groups.values())), encoding="utf-8")
         os.replace(tmp, self.targets_file)
 
-    def add_target(self, address: str, labels: Mapping[str, str]) -> None:
-        """Scrape `address` with the given target labels (e.g. namespace, deployment, pod)."""
-        self._groups[address] = {"targets": [address], "labels": dict(labels)}
+    def add_target(self, address: str, labels: Mapping[str, str], key: str = "") -> None:
+        """Scrape `address` with the given target labels (e.g. namespace, deployment, pod,
+        ``__metrics_path__``); `key` tells apart targets sharing an address."""
+        self._groups[key or address] = {"targets": [address], "labels": dict(labels)}
         self._write_targets()
 
     def remove_targets(self, addresses: Iterable[str]) -> None:
@@ -215,3 +240,22 @@ class PrometheusServer:
                 return
             time.sleep(0.25)
         raise TimeoutError(f"{promql}: fewer than {num_series} series after {timeout_s} s")
+
+
+class RecordingProxy(LoopbackServer):
+    """A plain-http reverse proxy on 127.0.0.1 in front of `upstream` that records the
+    Authorization header of every request (what a network observer would see)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.authorization: list[str | None] = []
+
+        def forward(path: str, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
+            self.authorization.append(headers.get("Authorization"))
+            try:
+                with urllib.request.urlopen(upstream + path, timeout=10) as answer:
+                    return (answer.status, answer.headers.get("Content-Type", "text/plain"),
+                            answer.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, "application/json", exc.read()
+
+        super().__init__(forward)

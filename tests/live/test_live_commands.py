@@ -14,9 +14,7 @@ import signal
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes.client
@@ -26,6 +24,7 @@ import simpy
 import yaml
 from click.testing import CliRunner
 from kube_emulator import EmulatorThread, deployment
+from live_helpers import get, wait_until
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -62,15 +61,6 @@ def managed(server: str, **extra: str) -> dict[str, str]:
             **extra}
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 # ------------------------------------------------------------------ bad input
 
 @pytest.mark.parametrize(("args", "env", "message"), [
@@ -91,8 +81,16 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
     (["emulate-load", "often"], {}, "argument INTERVAL"),
     (["emulate-load"], {"INFERNO_LOAD_ALPHA": "x"}, "INFERNO_LOAD_ALPHA"),
     (["emulate", "--data-path", str(SMALL), "--speedup", "0"], {}, "speedup must be > 0"),
+    (["live", "--data-path", str(SMALL)], {"INFERNO_PROMETHEUS_TOKEN_PATH": "/t"},
+     "INFERNO_PROMETHEUS_ALLOW_HTTP_TOKEN"),
+    (["live", "--data-path", str(SMALL), "--invoke-token-file", "/nonexistent/token"], {},
+     "INFERNO_INVOKE_TOKEN_PATH /nonexistent/token"),
+    (["live", "--data-path", str(SMALL)], {"INFERNO_ACCELERATOR_RESOURCE": "nvidia gpu"},
+     "INFERNO_ACCELERATOR_RESOURCE"),
+    (["live", "--cycle-timeout", "0"], {}, "--cycle-timeout"),
 ], ids=["period", "dynamic", "data", "prom-flags", "policy", "oracle", "kubeconfig",
-        "window", "actuation", "max-batch-env", "alpha", "interval", "alpha-env", "speedup"])
+        "window", "actuation", "max-batch-env", "alpha", "interval", "alpha-env", "speedup",
+        "token-over-http", "invoke-token", "gpu-resource", "cycle-timeout"])
 def test_bad_input_exits_2_naming_it(args: list[str], env: dict[str, str],
                                      message: str) -> None:
     """Bad arguments, options or variables exit 2 with one line naming what is wrong."""
@@ -414,14 +412,6 @@ def test_emulation_drains_a_deleted_deployment(emulations: list[ClusterEmulation
     source.set()
     emulation.poll()
     wait_until(lambda: emulation.pods() == [], 5, "no pods")
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def test_targets_file_lists_pods_served_over_http(emulations: list[ClusterEmulation],

@@ -74,15 +74,72 @@ def test_missing_kubeconfig_file_is_config_error(tmp_path: Path) -> None:
 def test_empty_kubeconfig_outside_a_pod_is_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Empty KUBECONFIG means in-cluster; outside a pod that is a ConfigError saying so."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(ConfigError, match="KUBECONFIG is empty"):
+    with pytest.raises(ConfigError, match="KUBECONFIG is empty, there is no ~/.kube/config"):
         load_api_client(KubeSettings(kubeconfig=""))
+
+
+@pytest.mark.parametrize(("kubeconfig_env", "has_home_file", "expected"), [
+    (None, True, "home"), ("", True, "home"), (None, False, ""), ("/k", True, "/k"),
+    ("/a:/b", False, "/a:/b"),
+], ids=["unset-home", "empty-home", "unset-in-cluster", "explicit", "list"])
+def test_kubeconfig_resolution_is_kubectls(tmp_path: Path, kubeconfig_env: str | None,
+                                           has_home_file: bool, expected: str) -> None:
+    """KUBECONFIG if set and not empty, else ~/.kube/config if it exists, else in-cluster."""
+    home_file = tmp_path / ".kube" / "config"
+    if has_home_file:
+        home_file.parent.mkdir()
+        home_file.write_text("apiVersion: v1\n")
+    env = {"HOME": str(tmp_path)}
+    if kubeconfig_env is not None:
+        env["KUBECONFIG"] = kubeconfig_env
+    want = str(home_file) if expected == "home" else expected
+    assert kube_settings_from_env(env).kubeconfig == want
+
+
+def test_home_kubeconfig_reaches_the_emulator(kube_emulator: EmulatorThread,
+                                              kubeconfig: Path, tmp_path: Path) -> None:
+    """With KUBECONFIG unset, ~/.kube/config is loaded (kubectl's default)."""
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text(kubeconfig.read_text())
+    client = load_api_client(kube_settings_from_env({"HOME": str(tmp_path)}))
+    try:
+        assert client.configuration.host == kube_emulator.url
+        assert client.configuration.retries is False  # our retries, bounded by the cycle
+    finally:
+        client.close()
+
+
+def test_token_over_plain_http_needs_an_explicit_mark(tmp_path: Path) -> None:
+    """An explicit token file with an http URL is refused at start unless the URL is marked;
+    with https, or marked, the token is read."""
+    token = tmp_path / "token"
+    token.write_text("secret")
+    with pytest.raises(ConfigError, match="INFERNO_PROMETHEUS_ALLOW_HTTP_TOKEN"):
+        PromSettings(url="http://prometheus:9090", token_path=str(token))
+    marked = prom_settings_from_env({"INFERNO_PROMETHEUS_URL": "http://prometheus:9090",
+                                     "INFERNO_PROMETHEUS_TOKEN_PATH": str(token),
+                                     "INFERNO_PROMETHEUS_ALLOW_HTTP_TOKEN": "true"})
+    assert read_bearer_token(marked) == "secret"
+    assert read_bearer_token(PromSettings(url="https://p:9091", token_path=str(token))) == "secret"
+
+
+def test_service_account_token_is_never_read_for_plain_http(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service-account default: sent to https, not to http (unless marked)."""
+    sa_token = tmp_path / "sa-token"
+    sa_token.write_text("sa-secret")
+    monkeypatch.setattr("live.config.SA_TOKEN", sa_token)
+    assert read_bearer_token(PromSettings(url="http://p:9090")) is None
+    assert read_bearer_token(PromSettings(url="https://p:9091")) == "sa-secret"
+    assert read_bearer_token(PromSettings(url="http://p:9090", allow_http_token=True)) == (
+        "sa-secret")
 
 
 def test_token_file_is_reread_every_time(tmp_path: Path) -> None:
     """The bearer token follows the file (rotating tokens), stripped of whitespace."""
     token = tmp_path / "token"
     token.write_text("first\n")
-    settings = PromSettings(token_path=str(token))
+    settings = PromSettings(url="https://p:9091", token_path=str(token))
     assert read_bearer_token(settings) == "first"
     token.write_text("second")
     assert read_bearer_token(settings) == "second"
@@ -94,7 +151,7 @@ def test_token_file_is_reread_every_time(tmp_path: Path) -> None:
 def test_explicit_token_file_must_exist_at_start(tmp_path: Path) -> None:
     """An explicit token path that does not exist fails when the client is built."""
     with pytest.raises(ConfigError, match="INFERNO_PROMETHEUS_TOKEN_PATH"):
-        make_prom_client(PromSettings(token_path=str(tmp_path / "missing")))
+        make_prom_client(PromSettings(url="https://p:9091", token_path=str(tmp_path / "missing")))
 
 
 def test_tls_verification_choices(tmp_path: Path) -> None:

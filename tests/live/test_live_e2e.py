@@ -12,66 +12,38 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client
-import pytest
 from kube_emulator import EmulatorThread, deployment
+from live_helpers import (
+    ACC,
+    HOT_REPLICAS,
+    HPA_NS,
+    MAX_BATCH,
+    RPM,
+    SMALL,
+    get,
+    hpa_loop,
+    labels,
+    put_hot,
+    spawn,
+    terminate,
+    wait_until,
+)
 from prom_harness import PodLoad, PrometheusServer, VllmPod, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferno.control import ControllerSettings, read_cycle_log
-from live.config import KubeSettings, PromSettings
-from live.driver import Actuation, LiveLoop, LiveSettings
+from inferno.control import read_cycle_log
+from live.config import KubeSettings
+from live.driver import Actuation, LiveLoop
 
-ROOT = Path(__file__).resolve().parents[2]
-SMALL = ROOT / "sample-data" / "small"
-
-ACC = "inferno.server.allocation.accelerator"
-MAX_BATCH = "inferno.server.allocation.maxbatchsize"
-RPM = "inferno.server.load.rpm"
-
-HPA_NS = "e2e-hpa"
-HOT = PodLoad(request_rps=1.0, in_tokens=100, out_tokens=50, ttft_s=0.1, itl_s=0.02,
-              waiting=10, running=70, kv_usage=0.5)
-"""running + waiting = 80 per pod: the HPA's ratio to the target 32 is 2.5."""
-HPA_REPLICAS = 3
 FAST = PodLoad(request_rps=40.0, in_tokens=128, out_tokens=64, ttft_s=0.05, itl_s=0.02,
                waiting=0, running=20, kv_usage=0.3)
 """2400 RPM: more than one replica of any accelerator in sample-data/small."""
-WINDOW = "3s"
-
-
-def labels(server: str, **extra: str) -> dict[str, str]:
-    return {"inferno.server.managed": "true", "inferno.server.name": server,
-            "inferno.server.model": "llama_13b", "inferno.server.class": "Premium", **extra}
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+HPA_REPLICAS = HOT_REPLICAS
 
 
 def patches(kube: EmulatorThread, name: str = "") -> list[Any]:
@@ -79,23 +51,6 @@ def patches(kube: EmulatorThread, name: str = "") -> list[Any]:
 
 
 # ------------------------------------------------------------------ load step, as processes
-
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-c", "from inferno.cli import main; main()",
-                                 *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def terminate(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-        return -9
-
 
 def test_load_step_scales_up_then_down(kube: EmulatorThread, kubeconfig: Path,
                                        api_client: kubernetes.client.ApiClient,
@@ -130,10 +85,12 @@ def test_load_step_scales_up_then_down(kube: EmulatorThread, kubeconfig: Path,
     emulate = spawn(["emulate", "--data-path", str(SMALL), "--targets-file",
                      str(prometheus.targets_file), "--poll", "0.5", "--startup", "1",
                      "--write-status", "--seed", "1"], env, tmp_path / "emulate.log")
+    fast = tmp_path / "policy.yaml"  # time knobs for a 1 s period (defaults suit 60 s)
+    fast.write_text("reversal_hold_s: 0\ndemand: {burst_memory_s: 0}\n", encoding="utf-8")
     live = spawn(["-v", "live", "1", "--data-path", str(SMALL), "--prometheus-url",
                   prometheus.url, "--port", str(port), "--cycle-log", str(cycle_log),
-                  "--max-batch", "76", "--lead", "0", "--scale-down-window", "6"], env,
-                 tmp_path / "live.log")
+                  "--max-batch", "76", "--lead", "0", "--scale-down-window", "6",
+                  "--policy-settings", str(fast)], env, tmp_path / "live.log")
     try:
         wait_until(lambda: cycle_log.exists() and len(measured()) >= 2
                    and dep()["spec"]["replicas"] == 1, 30, "one replica on measured metrics")
@@ -171,44 +128,6 @@ def gauge(body: bytes, name: str) -> dict[tuple[str, str, str], float]:
 
 
 # ------------------------------------------------------------------ faults, in process
-
-@pytest.fixture(scope="module")
-def hot_pod(prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
-    """One pod of Deployment e2e-hpa/hot with constant gauges, scraped over the window."""
-    pod = VllmPod(HOT)
-    prometheus.add_target(pod.address, {"namespace": HPA_NS, "deployment": "hot",
-                                        "pod": "hot-1"})
-    prometheus.wait_for_samples(f'{{namespace="{HPA_NS}"}}', num_series=1, min_samples=3)
-    yield prometheus
-    prometheus.remove_targets([pod.address])
-    pod.stop()
-
-
-def hpa_loop(kube_settings: KubeSettings, prom_url: str, tmp_path: Path,
-             **changes: Any) -> LiveLoop:
-    """LiveLoop on e2e-hpa with the HPA policy, on demand only, on a free port."""
-    controller = ControllerSettings(data_path=SMALL, period_s=0.0, port=0)
-    settings = LiveSettings(
-        controller=replace(controller, **changes.pop("controller", {})),
-        kube=replace(kube_settings, watch_namespace=HPA_NS),
-        prom=PromSettings(url=prom_url, window=WINDOW, timeout_s=2.0),
-        cycle_log=str(tmp_path / "cycles.jsonl"), **{"policy": "hpa", **changes})
-    return LiveLoop(settings)
-
-
-@pytest.fixture
-def loops() -> Iterator[list[LiveLoop]]:
-    """Loops registered here are closed after the test."""
-    started: list[LiveLoop] = []
-    yield started
-    for loop in started:
-        loop.close()
-
-
-def put_hot(kube: EmulatorThread, **extra: str) -> None:
-    kube.put_deployment(deployment(HPA_NS, "hot", labels("hot", **{ACC: "A100", MAX_BATCH: "40"},
-                                                           **extra)))
-
 
 def test_invoke_and_metrics_answer_in_metrics_mode(
         kube: EmulatorThread, kube_settings: KubeSettings, hot_pod: PrometheusServer,

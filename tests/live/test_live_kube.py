@@ -16,6 +16,7 @@ from kube_emulator import (
 from prom_harness import free_port
 
 from inferno.errors import ActuateError, CollectError
+from inferno.io import load_static_data
 from inferno.model.snapshot import ActuationReport, AllocationPlan, ServerPlan
 from live.config import KubeSettings, load_api_client
 from live.kube import (
@@ -24,7 +25,9 @@ from live.kube import (
     discover_deployments,
     escape_pointer,
 )
+from live.placement import PlacementSettings, running_accelerator
 
+SMALL = Path(__file__).resolve().parents[2] / "sample-data" / "small"
 ACC = "inferno.server.allocation.accelerator"
 MAX_BATCH = "inferno.server.allocation.maxbatchsize"
 
@@ -176,19 +179,64 @@ def test_unreachable_api_is_transient_collect_error(tmp_path: Path) -> None:
 def test_patch_of_replicas_and_labels_lands(kube: EmulatorThread,
                                             api_client: kubernetes.client.ApiClient,
                                             kube_settings: KubeSettings) -> None:
-    """A plan changing replicas, accelerator and max batch is written to the Deployment."""
+    """A plan changing replicas and max batch is written to the Deployment in one JSON patch;
+    the template is untouched."""
     seed_workload(kube)
+    template = kube.get_deployment("infer", "vllm-001")["spec"]["template"]
     actuator = KubeActuator(api_client, kube_settings, sleep=Sleeps())
-    report = actuator.apply(plan(ServerPlan(name="Premium-llama_13b", accelerator="H100",
+    report = actuator.apply(plan(ServerPlan(name="Premium-llama_13b", accelerator="A100",
                                             num_replicas=3, max_batch=128)))
     assert report == ActuationReport(applied=("Premium-llama_13b",))
     stored = kube.get_deployment("infer", "vllm-001")
     assert stored["spec"]["replicas"] == 3
     assert (stored["metadata"]["labels"][ACC], stored["metadata"]["labels"][MAX_BATCH]) == (
-        "H100", "128")
+        "A100", "128")
     assert stored["metadata"]["labels"]["inferno.server.load.rpm"] == "60"
+    assert stored["spec"]["template"] == template
     [patch] = kube.requests("PATCH")
     assert patch.headers["Content-Type"] == "application/json-patch+json"
+
+
+def test_accelerator_change_without_migrations_is_refused(
+        kube: EmulatorThread, api_client: kubernetes.client.ApiClient,
+        kube_settings: KubeSettings) -> None:
+    """The fault: A100 -> G2 was a relabel that moved no pod. Migrations off (the default):
+    the server's plan fails with the reason and nothing is written, not even its replicas."""
+    seed_workload(kube)
+    report = KubeActuator(api_client, kube_settings, sleep=Sleeps()).apply(plan(
+        ServerPlan(name="Premium-llama_13b", accelerator="G2", num_replicas=3, max_batch=64)))
+    assert report.applied == ()
+    assert "A100 -> G2 not actuated: migrations are off" in report.failed["Premium-llama_13b"]
+    assert kube.requests("PATCH") == []
+
+
+@pytest.mark.parametrize(("target", "selector", "gpus"), [
+    ("G2", "G2", "1"), ("4xA100", "A100", "4")], ids=["other-type", "more-cards"])
+def test_migration_places_the_pod_template(kube: EmulatorThread,
+                                           api_client: kubernetes.client.ApiClient,
+                                           kube_settings: KubeSettings, target: str,
+                                           selector: str, gpus: str) -> None:
+    """Migrations on: one patch sets the label, the template's nodeSelector (accelerator type)
+    and the container's GPU limit (multiplicity, accelerator-data of sample-data/small), and
+    keeps the container's other resources; reading the template back gives the target."""
+    seed_workload(kube)
+    accelerators = load_static_data(SMALL).accelerators
+    placement = PlacementSettings()
+    actuator = KubeActuator(api_client, kube_settings, sleep=Sleeps(), placement=placement,
+                            accelerators=lambda: accelerators)
+    report = actuator.apply(plan(ServerPlan(name="Premium-llama_13b", accelerator=target,
+                                            num_replicas=2, max_batch=64)))
+    assert report.applied == ("Premium-llama_13b",)
+    stored = kube.get_deployment("infer", "vllm-001")
+    pod = stored["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"inferno.accelerator": selector}
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "10m", "memory": "16Mi"},
+        "limits": {"memory": "64Mi", "nvidia.com/gpu": gpus}}
+    assert stored["metadata"]["labels"][ACC] == target
+    assert len(kube.requests("PATCH")) == 1
+    dep = discover_deployments(apps(api_client), kube_settings).deployments["Premium-llama_13b"]
+    assert running_accelerator(dep.template, accelerators, placement) == target
 
 
 def test_only_changed_fields_are_patched(kube: EmulatorThread,

@@ -94,14 +94,19 @@ def test_bad_data_directory_exits_2(sample_dir, tmp_path):
 
 
 def test_rate_mode_carries_the_analyzer_prediction(bench):
-    """Rate mode: `analyzer` holds the analyzer's metrics at the same point; ITL agrees."""
+    """Rate mode: `analyzer` holds the analyzer's metrics at the same point, TTFT and ITL in
+    the measurement's shape (mean, p50, p90, p99); ITL agrees."""
     res = bench("--rate", "2", "--num-requests", "600", "--replicas", "2", "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     an = doc["analyzer"]
     assert set(an) >= {"ttft_ms", "itl_ms", "e2e_ms", "throughput_rps", "mean_running"}
+    for key in ("ttft_ms", "itl_ms"):
+        assert set(an[key]) == set(doc[key]) == {"mean", "p50", "p90", "p99"}
+        stats = an[key]
+        assert stats["p50"] <= stats["p90"] <= stats["p99"]
     assert an["throughput_rps"] == pytest.approx(2.0, rel=1e-3)  # 1 req/s per replica, no loss
-    assert doc["itl_ms"]["mean"] == pytest.approx(an["itl_ms"], rel=0.10)
+    assert doc["itl_ms"]["mean"] == pytest.approx(an["itl_ms"]["mean"], rel=0.10)
 
 
 def test_missing_perf_parms_exits_2_naming_the_file(sample_dir, tmp_path):

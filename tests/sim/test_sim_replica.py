@@ -219,3 +219,158 @@ def test_bad_engine_settings_are_config_errors(simple_perf, max_batch, settings,
     with pytest.raises(ConfigError, match=match):
         Replica(simpy.Environment(), name="r", perf=simple_perf, max_batch=max_batch,
                 settings=settings)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_next_boundary_is_the_end_of_the_iteration_in_progress(simple_perf, fast):
+    """Probed anywhere in a lone request's life, next_boundary is the first iteration end
+    after the probe and in_flight counts the tokens of the ends before it; idle is inf."""
+    env = simpy.Environment()
+    rep = Replica(env, name="r", perf=simple_perf, max_batch=4,
+                  settings=EngineSettings(fast_path=fast))
+    req = Request(0, 100, 6)
+    req.arrival_s = 0.0
+    rep.submit(req)
+    ends = np.cumsum([it_s(100, 100)] + [it_s(1, 100 + j) for j in range(1, 6)])
+    assert rep.next_boundary(0.0) == 0.0  # the wake that plans the prefill, due now
+    for t in np.linspace(1e-6, ends[-1] - 1e-6, 97):
+        env.run(until=t)
+        k = int(np.searchsorted(ends, t, side="right"))  # iterations ended by t
+        assert rep.next_boundary(t) == pytest.approx(ends[k], abs=1e-12)
+        assert dict(rep.in_flight(t))[req] == k
+    env.run()
+    assert req.finish_s == pytest.approx(ends[-1], abs=1e-12)
+    assert rep.next_boundary(env.now) == math.inf
+
+
+def _cancel_at(perf, arrivals, cancel_id, cancel_s, *, fast, max_batch=4):
+    """Run arrivals [(t, in, out)]; cancel request `cancel_id` at `cancel_s`."""
+    env = simpy.Environment()
+    rep = Replica(env, name="r", perf=perf, max_batch=max_batch,
+                  settings=EngineSettings(fast_path=fast))
+    reqs = [Request(i, n_in, n_out) for i, (_, n_in, n_out) in enumerate(arrivals)]
+
+    def source():
+        for req, (t, _, _) in zip(reqs, arrivals, strict=True):
+            yield env.timeout(t - env.now)
+            req.arrival_s = env.now
+            rep.submit(req)
+
+    def cancel():
+        yield env.timeout(cancel_s)
+        rep.cancel(reqs[cancel_id])
+
+    env.process(source())
+    env.process(cancel())
+    env.run()
+    return reqs, rep
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_cancel_running_request_aborts_at_the_iteration_end(simple_perf, fast):
+    """A lone request cancelled mid-decode is ABORTED at the end of the iteration in
+    progress, with the tokens of the iterations ended by then counted as generated."""
+    ends = np.cumsum([it_s(100, 100)] + [it_s(1, 100 + j) for j in range(1, 50)])
+    cancel_s = (ends[9] + ends[10]) / 2  # during the 11th iteration (10th decode)
+    (req,), rep = _cancel_at(simple_perf, [(0.0, 100, 50)], 0, cancel_s, fast=fast)
+    assert req.status is RequestStatus.ABORTED
+    assert req.finish_s == pytest.approx(ends[10], abs=1e-12)
+    assert rep.generation_tokens_total == 11
+    assert rep.prompt_tokens_total == 100
+    assert (rep.num_finished, rep.finished, rep.num_running) == (0, [req], 0)
+    assert rep.next_boundary(rep.env.now) == math.inf
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_cancel_frees_the_batch_for_the_other(simple_perf, fast):
+    """Two requests decoding together, one cancelled at 0.2 s: it ends with the iteration in
+    progress, then the other decodes alone (one token, its own context per iteration)."""
+    (a, b), rep = _cancel_at(simple_perf, [(0.0, 100, 40), (0.0, 60, 40)], 0, 0.2, fast=fast)
+    t, j = it_s(160, 160), 0  # joint prefill: both have their first token
+    while t <= 0.2:  # joint decodes; the j-th puts token j of each in the KV cache
+        j += 1
+        t += it_s(2, 160 + 2 * j)
+    assert (a.status, a.finish_s) == (RequestStatus.ABORTED, pytest.approx(t, abs=1e-12))
+    for m in range(j + 2, 41):  # b alone: the decode that produces its token m
+        t += it_s(1, 60 + m - 1)
+    assert (b.status, b.finish_s) == (RequestStatus.DONE, pytest.approx(t, abs=1e-12))
+    assert rep.generation_tokens_total == (1 + j) + 40
+
+
+def test_cancel_fast_path_equals_stepping(simple_perf):
+    """Per-request stamps with a cancel are the same with the fast path and stepping."""
+    arrivals = [(0.0, 100, 60), (0.03, 40, 30), (0.05, 200, 50), (0.3, 10, 5)]
+    runs = [_cancel_at(simple_perf, arrivals, 2, 0.41, fast=f)[0] for f in (True, False)]
+    for fast, step in zip(*runs, strict=True):
+        assert fast.status is step.status
+        for stamp in ("first_token_s", "finish_s"):
+            assert getattr(fast, stamp) == pytest.approx(getattr(step, stamp), abs=1e-9)
+    assert runs[0][2].status is RequestStatus.ABORTED
+
+
+def test_cancel_waiting_request_leaves_the_queue_now(simple_perf):
+    """With max batch 1, a queued request cancelled before admission is ABORTED at once
+    with nothing generated; the running one is untouched."""
+    (a, b), rep = _cancel_at(simple_perf, [(0.0, 100, 10), (0.001, 50, 10)], 1, 0.002,
+                             fast=True, max_batch=1)
+    (alone,), _ = _cancel_at(simple_perf, [(0.0, 100, 10)], 0, 99.0, fast=True, max_batch=1)
+    assert (b.status, b.finish_s) == (RequestStatus.ABORTED, 0.002)
+    assert math.isnan(b.first_token_s)
+    assert a.finish_s == alone.finish_s
+    assert rep.generation_tokens_total == 10
+    assert rep.prompt_tokens_total == 100
+    assert rep.finished == [b, a]
+
+
+# ---------------------------------------------------------------- front-end, stream, shape
+FRONTEND = PerfParms(alpha_ms=A, beta_ms=B, gamma_ms=G, frontend_ms=5.0,
+                     frontend_per_token_ms=0.01)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_frontend_delays_engine_entry(run_replica, fast):
+    """The engine sees a request α0 + α1·L after submission; TTFT runs from submission."""
+    (req,), rep = run_replica([(1.0, 100, 4)], perf=FRONTEND, fast_path=fast)
+    enter = 1.0 + (5.0 + 0.01 * 100) / 1000.0
+    first = enter + it_s(100, 100)
+    assert req.first_scheduled_s == pytest.approx(enter, abs=1e-12)
+    assert req.first_token_s == pytest.approx(first, abs=1e-12)
+    assert req.ttft_s == pytest.approx(first - 1.0, abs=1e-12)
+    assert rep.ttft_sum_s == pytest.approx(first - 1.0, abs=1e-12)
+
+
+def test_frontend_cancel_and_drain(simple_perf):
+    """A request cancelled in the front-end is aborted and never runs; a draining replica
+    waits for its ingesting requests, then goes."""
+    env = simpy.Environment()
+    rep = Replica(env, name="r", perf=FRONTEND, max_batch=4)
+    rep.mark_ready()
+    a, b = Request(0, 100, 3), Request(1, 100, 3)
+    for req in (a, b):
+        req.arrival_s = 0.0
+        rep.submit(req)
+    assert rep.num_outstanding == 2
+    assert rep.num_waiting == 0
+    rep.cancel(a)
+    rep.drain()
+    assert a.status is RequestStatus.ABORTED
+    assert rep.state.value == "draining"
+    env.run()
+    assert b.status is RequestStatus.DONE
+    assert math.isnan(a.first_scheduled_s)
+    assert rep.state.value == "gone"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_stream_and_piecewise_iteration_times(run_replica, fast):
+    """One request: its prefill iteration pays the excess beyond the knee and one sample;
+    each decode iteration pays one sample."""
+    from inferno.model import StepShape
+
+    perf = PerfParms(alpha_ms=A, beta_ms=B, gamma_ms=G, stream_ms=0.5,
+                     shape=StepShape.PIECEWISE, knee_tokens=64, beta_high_ms=0.3)
+    (req,), _ = run_replica([(0.0, 100, 4)], perf=perf, fast_path=fast)
+    first = (A + B * 64 + 0.3 * 36 + G * 100 + 0.5) / 1000.0
+    finish = first + sum(it_s(1, 100 + j) + 0.5 / 1000.0 for j in (1, 2, 3))
+    assert req.first_token_s == pytest.approx(first, abs=1e-12)
+    assert req.finish_s == pytest.approx(finish, abs=1e-12)

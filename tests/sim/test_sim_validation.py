@@ -96,14 +96,16 @@ POINTS = [
 
 @pytest.fixture(scope="module")
 def comparisons(large_system) -> list[Comparison]:
-    """Twin vs analyzer at six sample-data points (the fast subset of docs/validation.md)."""
-    return [compare(large_system, p, num_requests=12_000, seed=1) for p in POINTS]
+    """Twin vs analyzer (vllm and upstream chunked) at six sample-data points (the fast
+    subset of docs/validation.md)."""
+    return [compare(large_system, p, num_requests=12_000, seed=1,
+                    models=(PerfModel.VLLM, PerfModel.CHUNKED)) for p in POINTS]
 
 
-def test_itl_agrees_with_analyzer_within_10_percent(comparisons):
-    """Item 6: mean ITL within 10% of the analyzer's at every point (λ/λ_max <= 0.8)."""
+def test_itl_agrees_with_analyzer_within_5_percent(comparisons):
+    """Item 6: mean ITL within 5% of the vllm model's at every point (λ/λ_max <= 0.8)."""
     for c in comparisons:
-        assert abs(c.itl_err) <= 0.10, (c.point, c.twin_itl_ms, c.an_itl_ms)
+        assert abs(c.itl_err) <= 0.05, (c.point, c.twin_itl_ms, c.an_itl_ms)
 
 
 def test_mean_batch_agrees_with_analyzer_within_10_percent(comparisons):
@@ -112,18 +114,32 @@ def test_mean_batch_agrees_with_analyzer_within_10_percent(comparisons):
         assert c.twin_running == pytest.approx(c.an_running, rel=0.10), c.point
 
 
-def test_ttft_differs_by_the_first_token_convention(comparisons):
-    """With light queueing, analyzer TTFT − ITL/2 (the mean residual iteration instead of a
-    full decode iteration) matches the twin within 15%: 10% in docs/validation.md at 20,000
-    requests per point, plus sampling error here and the length bias of long prefill
-    iterations in the residual (llama_70b, 2048 tokens)."""
-    light = [c for c in comparisons if c.an_wait_ms < 0.1 * c.an_ttft_ms]
+@pytest.mark.parametrize(("kind", "statistic", "tolerance"), [
+    ("ttft", "mean", 0.15), ("ttft", "p50", 0.10), ("ttft", "p90", 0.20), ("ttft", "p99", 0.30),
+    ("itl", "mean", 0.05), ("itl", "p99", 0.15)])
+def test_vllm_model_matches_the_twin(comparisons, kind, statistic, tolerance):
+    """The default (vllm) model's TTFT and ITL statistics match the twin at every point of
+    the subset within the stated tolerance (one seed of 12,000 requests; the p99 of 9,600
+    measured requests carries ~10% sampling error at high load)."""
+    for c in comparisons:
+        err = c.error(kind, statistic)
+        assert abs(err) <= tolerance, (c.point, kind, statistic, err)
+
+
+def test_upstream_ttft_differs_by_the_first_token_convention(comparisons):
+    """Upstream (chunked) TTFT counts the first token as a decode step: with light
+    queueing, its TTFT − ITL/2 matches the twin within 15%, and for 128-token prompts the
+    published TTFT is >10% pessimistic (the gap the vllm model closes)."""
+    light = [c for c in comparisons
+             if c.prediction(PerfModel.CHUNKED).wait_ms
+             < 0.1 * c.prediction(PerfModel.CHUNKED).ttft.mean]
     assert len(light) >= 4
     for c in light:
-        aligned = c.an_ttft_ms - c.an_itl_ms / 2.0
+        up = c.prediction(PerfModel.CHUNKED)
+        aligned = up.ttft.mean - up.itl.mean / 2.0
         assert c.twin_ttft_ms == pytest.approx(aligned, rel=0.15), c.point
     short = [c for c in light if c.point.in_tokens == 128]
-    assert all(c.ttft_err < -0.10 for c in short)  # the published TTFT is >10% pessimistic
+    assert all(c.error("ttft", "mean", PerfModel.CHUNKED) > 0.10 for c in short)
 
 
 @pytest.mark.parametrize(("model", "accelerator"), [("granite_13b", "H100"),

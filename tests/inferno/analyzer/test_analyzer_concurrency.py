@@ -85,6 +85,10 @@ GRID = [  # (M_max, Q, L, m, α, β, γ, targets (ttft, itl, tps), model)
     (256, 64, 512, 1024, 20.0, 0.04, 0.001, (0.0, 0.0, 100.0), PerfModel.CHUNKED),
     (64, 640, 128, 1024, 17.15, 0.034, 0.0010625, (1000.0, 40.0, 0.0), PerfModel.CLASSIC),
     (256, 64, 128, 512, 12.0, 0.05, 0.0005, (60.0, 1.0, 0.0), PerfModel.CHUNKED),
+    (256, 128, 128, 512, 12.0, 0.05, 0.0005, (60.0, 20.0, 0.0), PerfModel.VLLM),
+    (48, 480, 512, 256, 12.93, 0.059, 0.00184375, (300.0, 45.0, 0.0), PerfModel.VLLM),
+    (128, 0, 4096, 64, 8.0, 0.033, 0.000333, (4000.0, 0.0, 0.0), PerfModel.VLLM),
+    (256, 64, 128, 512, 12.0, 0.05, 0.0005, (60.0, 1.0, 0.0), PerfModel.VLLM),
 ]
 
 
@@ -158,7 +162,7 @@ def test_brackets_equal_exhaustive_scan(model: PerfModel) -> None:
     m_itl, m_tpf = concurrency_brackets(model, p, m_max, ttft, itl)
     for i in range(c):
         grid = np.arange(1, m_max[i] + 1, dtype=float)
-        row = ServiceParams(*(np.array([f[i]]) for f in p))
+        row = p.arrays().take(np.array([i]))
         assert m_itl[i] == _largest(instant_itl_ms(model, grid, row), itl[i]), i
         assert m_tpf[i] == _largest(instant_prefill_ms(model, grid, row), ttft[i]), i
 

@@ -31,7 +31,7 @@ def _imported_after(args: list[str]) -> set[str]:
 @pytest.mark.parametrize("policy", ["search", "scaled"])
 def test_optimize_imports_no_heavy_package(tmp_path: Path, policy: str) -> None:
     """A greedy `inferno optimize` loads none of pandas, matplotlib, simpy, kubernetes, scipy
-    (scipy is for the MILP only), and still writes its solution."""
+    (scipy is for the MILP and ITL percentile targets only), and still writes its solution."""
     out = tmp_path / "s.json"
     modules = _imported_after(["optimize", str(ROOT / "sample-data" / "small"),
                                "--batch-policy", policy, "-o", str(out)])

@@ -114,9 +114,10 @@ def static_system(capacity: dict[str, int] | None = None) -> System:
         capacity=capacity if capacity is not None else {"A100": 16, "H100": 8})
 
 
-def allocation(accelerator: str, replicas: int, max_batch: int = 32) -> Allocation:
+def allocation(accelerator: str, replicas: int, max_batch: int = 32,
+               cost: float = 0.0) -> Allocation:
     return Allocation(accelerator=accelerator, num_replicas=replicas, max_batch=max_batch,
-                      itl_ms=25.0, ttft_ms=120.0)
+                      itl_ms=25.0, ttft_ms=120.0, cost=cost)
 
 
 def solution(allocations: dict[str, Allocation], *, status: Status = Status.OPTIMAL,

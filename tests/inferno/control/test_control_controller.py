@@ -22,9 +22,9 @@ from inferno.control.controller import (
     Controller,
     ControllerBusy,
     FileStaticData,
-    estimate_offered_rpm,
 )
 from inferno.control.cyclelog import CycleStatus
+from inferno.control.observation import estimate_offered_rpm
 from inferno.control.policies import InfernoPolicy, OraclePolicy, StaticPolicy
 from inferno.control.settings import (
     NO_STABILISATION,
@@ -37,7 +37,10 @@ from inferno.errors import ActuateError, CollectError, ConfigError
 from inferno.model import SaturationPolicy, System
 from inferno.optimizer.result import Status
 
-NO_DAMPING = InfernoSettings(stabilisation=NO_STABILISATION)
+NO_DAMPING = InfernoSettings(stabilisation=NO_STABILISATION, scale_down_margin=0.0)
+PLAIN = InfernoSettings(scale_down_margin=0.0,
+                        stabilisation=StabilisationSettings(scale_down_window_s=120.0))
+"""The controller's rules in isolation: no load margin (one solve per decision)."""
 
 
 def make(collector: FakeCollector, policy: object, *, static: System | None = None,
@@ -143,26 +146,51 @@ def test_solver_input_built_from_observation() -> None:
 
 
 def test_infeasible_falls_back_to_best_effort() -> None:
-    """INFEASIBLE under saturation policy None: re-solve with PriorityExhaustive and apply it."""
+    """INFEASIBLE under saturation policy None: re-solve with PriorityExhaustive; the server it
+    leaves out goes to its floor at once (its cards go to the priority), and a last solve
+    gives the rest the capacity net of that floor."""
     def answer(system: System) -> object:
         if system.settings.saturation_policy is SaturationPolicy.NONE:
             return solution({}, status=Status.INFEASIBLE, unallocated=("a", "b"))
+        if len(system.servers) == 2:
+            return solution({"a": allocation("A100", 3)}, status=Status.PARTIAL,
+                            unallocated=("b",), best_effort=("a",))
         return solution({"a": allocation("A100", 3)}, status=Status.PARTIAL,
-                        unallocated=("b",), best_effort=("a",))
+                        best_effort=("a",))
 
     solver = FakeSolver(answer)  # type: ignore[arg-type]
     controller, actuator = make(FakeCollector([snapshot(obs("a"), obs("b"))]),
                                 InfernoPolicy(NO_DAMPING, solve=solver))
     record = controller.step()
     assert [s.settings.saturation_policy for s in solver.systems] == [
-        SaturationPolicy.NONE, SaturationPolicy.PRIORITY_EXHAUSTIVE]
+        SaturationPolicy.NONE, SaturationPolicy.PRIORITY_EXHAUSTIVE,
+        SaturationPolicy.PRIORITY_EXHAUSTIVE]
+    assert [s.name for s in solver.systems[2].servers] == ["a"]
+    # b's floor (1 replica of 2 A100 cards) is off the 16 A100 cards of the last solve
+    assert solver.systems[2].capacity["A100"] == 14
     plan = actuator.plans[0].servers
-    assert (plan["a"].num_replicas, plan["b"].num_replicas) == (3, 2)
+    assert (plan["a"].num_replicas, plan["b"].num_replicas) == (3, 1)
     notes = {r.name: r.note for r in record.servers}
-    assert notes == {"a": "best effort", "b": "kept: unallocated"}
+    assert notes == {"a": "best effort", "b": "unallocated: to its floor"}
     assert record.status is CycleStatus.OK
     assert record.solve_status == "partial"
-    assert record.timing.solve_ms == pytest.approx(4.0)
+    assert record.timing.solve_ms == pytest.approx(6.0)
+
+
+def test_release_to_a_higher_priority_skips_the_scale_down_window() -> None:
+    """A best-effort cut under scarce capacity is applied at once despite the 120 s window."""
+    answers = iter([4, 1])
+    solver = FakeSolver(lambda s: solution({"a": allocation("A100", next(answers), 16)},
+                                           status=Status.PARTIAL, best_effort=("a",)))
+    clock = FakeClock()
+    controller, actuator = make(FakeCollector([snapshot(obs("a", desired_replicas=4,
+                                                            ready_replicas=4))]),
+                                InfernoPolicy(PLAIN, solve=solver), clock=clock)
+    controller.step()
+    clock.advance(60.0)
+    record = controller.step()
+    assert actuator.plans[-1].servers["a"].num_replicas == 1
+    assert record.servers[0].note == "best effort"
 
 
 def test_infeasible_without_fallback_keeps_every_server() -> None:
@@ -200,7 +228,7 @@ def test_restarted_controller_does_not_scale_down_at_once() -> None:
     solver = FakeSolver(lambda s: solution({"a": allocation("A100", 1, 16)}))
     controller, actuator = make(FakeCollector([snapshot(obs("a", desired_replicas=4,
                                                             ready_replicas=4))]),
-                                InfernoPolicy(solve=solver), clock=clock)
+                                InfernoPolicy(PLAIN, solve=solver), clock=clock)
     replicas = []
     for _ in range(3):
         controller.step()
@@ -217,7 +245,7 @@ def test_scale_down_window_uses_previous_recommendations() -> None:
     solver = FakeSolver(lambda s: solution({"a": allocation("A100", next(answers), 16)}))
     controller, actuator = make(FakeCollector([snapshot(obs("a", desired_replicas=4,
                                                             ready_replicas=4))]),
-                                InfernoPolicy(solve=solver), clock=clock)
+                                InfernoPolicy(PLAIN, solve=solver), clock=clock)
     replicas = []
     for _ in range(4):
         record = controller.step()
@@ -231,7 +259,7 @@ def test_scale_down_window_uses_previous_recommendations() -> None:
 def test_accelerator_migration_bypasses_window() -> None:
     """A move to another accelerator is not damped by recommendations for the old one."""
     clock = FakeClock()
-    answers = iter([allocation("A100", 4), allocation("H100", 1, 40)])
+    answers = iter([allocation("A100", 4, 16), allocation("H100", 1, 40)])
     solver = FakeSolver(lambda s: solution({"a": next(answers)}))
     controller, actuator = make(FakeCollector([snapshot(obs("a", desired_replicas=4,
                                                             ready_replicas=4))]),
@@ -330,9 +358,9 @@ def test_oracle_plans_for_future_load() -> None:
     clock = FakeClock(t_s=120.0)
     controller, actuator = make(FakeCollector([snapshot(obs("a", arrival_rpm=None))]),
                                 OraclePolicy(NO_DAMPING, future_load=future, horizon_s=90.0,
-                                             solve=solver), clock=clock)
+                                             lead_s=45.0, solve=solver), clock=clock)
     controller.step()
-    assert calls == [("a", 120.0, 210.0)]
+    assert calls == [("a", 165.0, 255.0)]  # the period in which new replicas are ready
     load = solver.systems[0].servers[0].current.load
     assert (load.arrival_rpm, load.avg_in_tokens, load.avg_out_tokens) == (600.0, 50, 300)
     assert actuator.plans[0].servers["a"].num_replicas == 5

@@ -1,12 +1,9 @@
-"""Driver: periodic schedule, /invoke over HTTP on loopback, cycle log, env/argument precedence."""
+"""Driver: periodic schedule, /invoke and /health answers, cycle log, env/argument precedence."""
 
 from __future__ import annotations
 
 import json
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,66 +17,41 @@ from inferno.control.settings import ControllerSettings, resolve_controller_sett
 from inferno.errors import CollectError, ConfigError
 
 
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def make_driver(collector: FakeCollector, **settings: object) -> Driver:
+def make_driver(collector: FakeCollector, clock: FakeClock | None = None,
+                **settings: object) -> Driver:
     controller = Controller(collector=collector, actuator=RecordingActuator(),
-                            clock=FakeClock(), policy=StaticPolicy(),
+                            clock=clock or FakeClock(), policy=StaticPolicy(),
                             settings=ControllerSettings(port=0, **settings))  # type: ignore[arg-type]
     return Driver(controller)
 
 
-@pytest.fixture
-def serving() -> Iterator[list[Driver]]:
-    """Drivers registered here are stopped after the test."""
-    drivers: list[Driver] = []
-    yield drivers
-    for driver in drivers:
-        driver.stop()
-
-
-def test_invoke_over_http_returns_ok(serving: list[Driver]) -> None:
-    """GET /invoke on 127.0.0.1 runs one cycle and answers 200 "OK"."""
+def test_invoke_returns_ok() -> None:
+    """/invoke runs one cycle and answers 200 "OK"."""
     collector = FakeCollector([snapshot(obs("a"))])
     driver = make_driver(collector)
-    serving.append(driver)
-    host, port = driver.serve()
-    assert host == "127.0.0.1"
-    assert port > 0
-    assert get(f"http://{host}:{port}/invoke") == (200, b"OK")
+    assert driver.handle_invoke() == (200, "text/plain; charset=utf-8", b"OK")
     assert collector.calls == 1
 
 
-def test_invoke_reports_collect_failure(serving: list[Driver]) -> None:
-    """A skipped cycle answers 503 with the reason; an unknown path answers 404."""
+def test_invoke_reports_collect_failure() -> None:
+    """A skipped cycle answers 503 with the reason."""
     driver = make_driver(FakeCollector([CollectError("prometheus: connection refused")]))
-    serving.append(driver)
-    host, port = driver.serve()
-    status, body = get(f"http://{host}:{port}/invoke")
-    assert status == 503
+    status, ctype, body = driver.handle_invoke()
+    assert (status, ctype) == (503, "application/json")
     assert json.loads(body) == {
         "message": "controller: collect: prometheus: connection refused"}
-    assert get(f"http://{host}:{port}/nope")[0] == 404
 
 
-def test_invoke_answers_500_on_a_crash(serving: list[Driver]) -> None:
-    """An unexpected exception in a cycle answers 500 and the server keeps serving."""
+def test_invoke_answers_500_on_a_crash() -> None:
+    """An unexpected exception in a cycle answers 500 and the next invoke works."""
     driver = make_driver(FakeCollector([RuntimeError("bug"), snapshot(obs("a"))]))
-    serving.append(driver)
-    host, port = driver.serve()
-    status, body = get(f"http://{host}:{port}/invoke")
+    status, _, body = driver.handle_invoke()
     assert status == 500
     assert b"bug" in body
-    assert get(f"http://{host}:{port}/invoke") == (200, b"OK")
+    assert driver.handle_invoke()[0] == 200
 
 
-def test_invoke_busy_answers_409(serving: list[Driver]) -> None:
+def test_invoke_busy_answers_409() -> None:
     """An /invoke during a running cycle waits invoke_wait_s, then answers 409."""
     entered, release = threading.Event(), threading.Event()
 
@@ -89,24 +61,64 @@ def test_invoke_busy_answers_409(serving: list[Driver]) -> None:
 
     driver = make_driver(FakeCollector([snapshot(obs("a"))], before=block),
                          invoke_wait_s=0.05)
-    serving.append(driver)
-    host, port = driver.serve()
     worker = threading.Thread(target=driver.invoke)
     worker.start()
     assert entered.wait(5.0)
-    status, body = get(f"http://{host}:{port}/invoke")
+    status, _, body = driver.handle_invoke()
     release.set()
     worker.join(5.0)
     assert status == 409
     assert b"already running" in body
 
 
-def test_extra_routes_are_served(serving: list[Driver]) -> None:
-    """Extra GET routes (live mode's /metrics) are served next to /invoke."""
-    driver = make_driver(FakeCollector([snapshot(obs("a"))]))
-    serving.append(driver)
-    host, port = driver.serve({"/metrics": lambda: (200, "text/plain", b"inferno_x 1\n")})
-    assert get(f"http://{host}:{port}/metrics") == (200, b"inferno_x 1\n")
+def test_observers_see_every_record_and_a_failing_one_is_contained() -> None:
+    """Observers get each record after it is logged; one that raises does not fail the cycle."""
+    seen: list[str] = []
+
+    def broken(record: object) -> None:
+        raise RuntimeError("observer bug")
+
+    controller = Controller(collector=FakeCollector([snapshot(obs("a")), CollectError("x")]),
+                            actuator=RecordingActuator(), clock=FakeClock(),
+                            policy=StaticPolicy())
+    driver = Driver(controller, observers=(broken, lambda r: seen.append(r.status)))
+    assert driver.invoke().is_ok
+    assert not driver.invoke().is_ok
+    assert seen == ["ok", "skipped"]
+
+
+@pytest.mark.parametrize(("outcomes", "elapsed_s", "status"), [
+    ([], 90.0, 200),                      # within 3 periods of 30 s from the start
+    ([], 91.0, 503),                      # no success since the start for > 3 periods
+    (["ok"], 90.0, 200),                  # counted from the last success
+    (["ok", "skip", "skip"], 91.0, 503),  # skipped cycles do not count
+], ids=["start-grace", "never-succeeded", "recent-success", "only-skips-since"])
+def test_health_fails_after_n_periods_without_success(outcomes: list[str], elapsed_s: float,
+                                                      status: int) -> None:
+    """/health: 503 once no cycle succeeded for health_periods × period; the body says why."""
+    clock = FakeClock()
+    items = [snapshot(obs("a")) if o == "ok" else CollectError("down") for o in outcomes]
+    driver = make_driver(FakeCollector(items or [snapshot(obs("a"))]), clock, period_s=30.0)
+    success_s = 0.0
+    for outcome in outcomes:
+        if outcome == "ok":
+            success_s = clock.now_s()
+        driver.invoke()
+        clock.advance(1.0)
+    clock.t_s = success_s + elapsed_s
+    answer = driver.handle_health()
+    assert answer[0] == status
+    if status == 503:
+        assert b"no successful cycle for 91 s" in answer[2]
+
+
+def test_health_on_demand_only_is_always_ok() -> None:
+    """Period 0 has no schedule to fall behind: /health stays 200."""
+    clock = FakeClock()
+    driver = make_driver(FakeCollector([CollectError("down")]), clock, period_s=0.0)
+    driver.invoke()
+    clock.advance(1e6)
+    assert driver.handle_health()[0] == 200
 
 
 def fake_wait(clock: FakeClock, stop_after_s: float) -> object:

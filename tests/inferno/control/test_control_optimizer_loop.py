@@ -30,7 +30,8 @@ def test_snapshot_reproduces_upstream_allocations(cases_dir: Path) -> None:
     actuator = RecordingActuator()
     controller = Controller(
         collector=FakeCollector([snapshot(*observations)]), actuator=actuator,
-        clock=FakeClock(), policy=InfernoPolicy(InfernoSettings(stabilisation=NO_STABILISATION)),
+        clock=FakeClock(),
+        policy=InfernoPolicy(InfernoSettings(stabilisation=NO_STABILISATION, slo_margin=0.0)),
         settings=ControllerSettings(min_replicas=0), static_data=FileStaticData(case))
     record = controller.step()
     assert record.is_ok, record.reason

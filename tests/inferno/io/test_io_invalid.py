@@ -157,6 +157,18 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ("negative-slo", edit(CLS, lambda d: d["serviceClasses"][1]["modelTargets"][0].update(
         {"slo-itl": -160})),
      "serviceclass-data.json: serviceClasses[1].modelTargets[0].slo-itl: must be >= 0, got -160"),
+    ("percentile-100", edit(CLS, lambda d: d["serviceClasses"][0]["modelTargets"][1].update(
+        {"slo-ttft-percentile": 100})),
+     "serviceclass-data.json: serviceClasses[0].modelTargets[1].slo-ttft-percentile: must be 0 "
+     "(the mean) or below 100, got 100"),
+    ("negative-percentile", edit(CLS, lambda d: d["serviceClasses"][2]["modelTargets"][0].update(
+        {"slo-itl-percentile": -5})),
+     "serviceclass-data.json: serviceClasses[2].modelTargets[0].slo-itl-percentile: must be >= 0, "
+     "got -5"),
+    ("string-percentile", edit(CLS, lambda d: d["serviceClasses"][1]["modelTargets"][2].update(
+        {"slo-ttft-percentile": "p99"})),
+     'serviceclass-data.json: serviceClasses[1].modelTargets[2].slo-ttft-percentile: must be a '
+     'number, got "p99"'),
     ("duplicate-class", edit(CLS, lambda d: d["serviceClasses"].append(d["serviceClasses"][1])),
      "serviceclass-data.json: serviceClasses[3].name: duplicate service class 'Bronze' "
      "(first at serviceClasses[1])"),
@@ -168,6 +180,14 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      'accelerator-data.json: accelerators[3].type: must be a non-empty string, got ""'),
     ("string-perf-param", edit(MOD, lambda d: model(4)(d)["perfParms"].update(alpha="147")),
      'model-data.json: models[4].perfParms.alpha: must be a number, got "147"'),
+    ("piecewise-without-beta-high",
+     edit(MOD, lambda d: model(1)(d)["perfParms"].update(shape="piecewise", kneeTokens=256)),
+     "model-data.json: models[1].perfParms.betaHigh: is required with shape 'piecewise'"),
+    ("unknown-step-shape", edit(MOD, lambda d: model(1)(d)["perfParms"].update(shape="cubic")),
+     "model-data.json: models[1].perfParms.shape: unknown value 'cubic' "
+     "(allowed: linear, piecewise)"),
+    ("negative-frontend", edit(MOD, lambda d: model(0)(d)["perfParms"].update(frontend=-2)),
+     "model-data.json: models[0].perfParms.frontend: must be >= 0, got -2"),
     ("negative-capacity", edit(CAP, lambda d: d["count"][0].update(count=-1)),
      "capacity-data.json: count[0].count: must be >= 0, got -1"),
     ("duplicate-capacity", edit(CAP, lambda d: d["count"][3].update(type="L4")),
@@ -176,7 +196,8 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      "optimizer-data.json: optimizer.saturationPolicy: unknown value 'Fair' "
      "(allowed: None, PriorityExhaustive, PriorityRoundRobin, RoundRobin)"),
     ("unknown-perf-model", edit(OPT, setter(optimizer, "perfModel", "fast")),
-     "optimizer-data.json: optimizer.perfModel: unknown value 'fast' (allowed: chunked, classic)"),
+     "optimizer-data.json: optimizer.perfModel: unknown value 'fast' "
+     "(allowed: chunked, classic, vllm)"),
     ("unknown-batch-policy", edit(OPT, setter(optimizer, "batchPolicy", "max")),
      "optimizer-data.json: optimizer.batchPolicy: unknown value 'max' (allowed: search, scaled)"),
     ("string-for-bool", edit(OPT, setter(optimizer, "unlimited", "false")),
@@ -232,7 +253,7 @@ def test_all_problems_of_all_files_reported(data_dir: Path) -> None:
         f"server-data.json: servers[12].model: unknown model 'gpt': no model-data.json "
         f"entry {MODELS}",
         "optimizer-data.json: optimizer.perfModel: unknown value 'G7' "
-        "(allowed: chunked, classic)",
+        "(allowed: chunked, classic, vllm)",
     )
     assert info.value.problems == expected
     assert str(info.value) == expected[0]

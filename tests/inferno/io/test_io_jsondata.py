@@ -20,6 +20,7 @@ from inferno.model import (
     PerfParms,
     SaturationPolicy,
     SolverKind,
+    StepShape,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -309,7 +310,7 @@ def test_overrides_replace_settings() -> None:
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"perf_model": "fast"},
-     "overrides: perf_model: unknown value 'fast' (allowed: chunked, classic)"),
+     "overrides: perf_model: unknown value 'fast' (allowed: chunked, classic, vllm)"),
     ({"solver": "cplex"},
      "overrides: solver: unknown value 'cplex' (allowed: unlimited, greedy, milp)"),
     ({"unlimited": "yes"}, "overrides: unlimited: must be true or false, got 'yes'"),
@@ -356,5 +357,23 @@ def test_written_system_reads_back_equal(tmp_path: Path, source: str) -> None:
 
     path = SMALL.parent / source if source in ("small", "large") else CASES[0].parent / source
     system = load_system(path)
+    write_system(system, tmp_path / "out")
+    assert load_system(tmp_path / "out") == system
+
+
+def test_written_system_keeps_percentiles_and_perf_terms(tmp_path: Path) -> None:
+    """write_system keeps inferno's percentile targets and optional perfParms terms (front
+    end, stream, piecewise shape), so load_system reads back the same System."""
+    from inferno.io.dump import write_system
+
+    system = load_system(SMALL)
+    classes = {name: dataclasses.replace(cls, targets={
+        m: dataclasses.replace(t, slo_ttft_percentile=99.0, slo_itl_percentile=90.0)
+        for m, t in cls.targets.items()}) for name, cls in system.classes.items()}
+    perf = {key: dataclasses.replace(p, perf=dataclasses.replace(
+        p.perf, frontend_ms=9.0, frontend_per_token_ms=0.003, stream_ms=0.02,
+        shape=StepShape.PIECEWISE, knee_tokens=768.0, beta_high_ms=2 * p.perf.beta_ms))
+        for key, p in system.perf.items()}
+    system = dataclasses.replace(system, classes=classes, perf=perf)
     write_system(system, tmp_path / "out")
     assert load_system(tmp_path / "out") == system

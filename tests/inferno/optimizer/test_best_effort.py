@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from inferno.analyzer import QueueConfig, analyze
+from inferno.analyzer import QueueConfig, analyze, latency_stats
 from inferno.commands.optimize import format_table
 from inferno.io import load_system, solution_to_json
 from inferno.model import BatchPolicy, PerfModel, SaturationPolicy, System
@@ -98,3 +98,56 @@ def test_fully_served_allocation_is_not_saturated() -> None:
     assert alloc.ttft_ms <= target.slo_ttft_ms
     assert solution_to_json(solution, system)["allocations"][NAME]["saturated"] is False
     assert "!" not in format_table(solution, system)
+
+
+def _p99_system(g2_cards: int) -> System:
+    """The server under the vllm model with its TTFT target (1000 ms) on the p99: needs
+    G2 x 9 (two cards per replica)."""
+    system = load_system(SMALL, overrides={
+        "perf_model": PerfModel.VLLM, "batch_policy": BatchPolicy.SCALED,
+        "saturation_policy": SaturationPolicy.PRIORITY_EXHAUSTIVE})
+    premium = system.classes["Premium"]
+    target = dataclasses.replace(premium.targets["granite_34b"], slo_ttft_percentile=99.0)
+    premium = dataclasses.replace(premium, targets={**premium.targets, "granite_34b": target})
+    servers = tuple(s for s in system.servers if s.name == NAME)
+    return dataclasses.replace(system, servers=servers, capacity={"G2": g2_cards},
+                               classes={**system.classes, "Premium": premium})
+
+
+def test_best_effort_percentile_is_that_of_the_replicas_given() -> None:
+    """A p99 target: the best-effort allocation's predicted p99 TTFT is the scalar
+    `latency_stats` p99 at its own replicas' load, above the target, and the table marks it."""
+    full = _p99_system(100)
+    need = next(c for c in compute_candidates(full)[NAME] if c.accelerator == "G2")
+    system = _p99_system(2 * (need.num_replicas - 1))
+    solution = solve(system)
+    alloc = solution.allocations[NAME]
+    assert solution.best_effort == (NAME,)
+    assert (alloc.num_replicas, alloc.saturated) == (need.num_replicas - 1, False)
+    server = system.servers[0]
+    cfg = QueueConfig(max_batch=alloc.max_batch, max_queue=need.max_queue,
+                      in_tokens=server.load.avg_in_tokens,
+                      out_tokens=server.load.avg_out_tokens,
+                      perf=system.perf[(server.model, "G2")].perf, perf_model=PerfModel.VLLM)
+    ttft, _ = latency_stats(cfg, demand_rps(system, server) / alloc.num_replicas, (99.0,))
+    assert alloc.ttft_stat_ms == pytest.approx(ttft.p99, rel=1e-9)
+    assert alloc.ttft_stat_ms > 1000.0
+    line = next(row for row in format_table(solution, system).splitlines()
+                if row.startswith(NAME))
+    assert f"p99 {alloc.ttft_stat_ms:.1f}/1000  !" in line
+
+
+def test_saturated_percentile_statistic_is_null() -> None:
+    """Saturated under a p99 target: no predicted statistic either (None, ``null`` in the
+    ``slo`` block), 'p99 saturated' in the table."""
+    solution = solve(system := _p99_system(4))
+    alloc = solution.allocations[NAME]
+    assert (alloc.num_replicas, alloc.saturated) == (2, True)
+    assert (alloc.ttft_stat_ms, alloc.itl_stat_ms) == (None, None)
+    doc = json.loads(json.dumps(solution_to_json(solution, system), allow_nan=False))
+    slo = doc["allocations"][NAME]["slo"]
+    assert (slo["ttft"]["statistic"], slo["ttft"]["predictedMs"]) == ("p99", None)
+    assert (slo["itl"]["statistic"], slo["itl"]["predictedMs"]) == ("mean", None)
+    line = next(row for row in format_table(solution, system).splitlines()
+                if row.startswith(NAME))
+    assert "p99 saturated/1000  !" in line

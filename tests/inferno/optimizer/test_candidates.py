@@ -12,7 +12,7 @@ import pytest
 import inferno.optimizer.candidates as candidates_module
 from inferno.analyzer import QueueConfig, Targets, optimal_concurrency, size
 from inferno.io import load_system
-from inferno.model import BatchPolicy, Load, Server, System
+from inferno.model import BatchPolicy, Load, PerfModel, Server, StepShape, System
 from inferno.optimizer import compute_candidates
 from inferno.optimizer.candidates import demand_rps
 
@@ -42,11 +42,32 @@ def _system(seed: int, num_servers: int, policy: BatchPolicy) -> System:
     return dataclasses.replace(base, servers=tuple(servers), settings=settings)
 
 
-@pytest.mark.parametrize("policy", [BatchPolicy.SEARCH, BatchPolicy.SCALED])
-def test_candidates_equal_scalar_reference(policy: BatchPolicy) -> None:
+def _vllm_percentile_system(seed: int, num_servers: int, policy: BatchPolicy) -> System:
+    """`_system` under the vllm model, with p99 TTFT / p90 ITL targets in half the classes
+    and issue 11's perf terms (front-end cost, stream cost, piecewise shape) on every entry."""
+    system = _system(seed, num_servers, policy)
+    classes = {}
+    for k, (name, cls) in enumerate(sorted(system.classes.items())):
+        pct = (99.0, 90.0) if k % 2 == 0 else (0.0, 0.0)
+        classes[name] = dataclasses.replace(cls, targets={
+            m: dataclasses.replace(t, slo_ttft_percentile=pct[0], slo_itl_percentile=pct[1])
+            for m, t in cls.targets.items()})
+    perf = {key: dataclasses.replace(p, perf=dataclasses.replace(
+        p.perf, frontend_ms=8.0, frontend_per_token_ms=0.002, stream_ms=0.01,
+        shape=StepShape.PIECEWISE, knee_tokens=512.0, beta_high_ms=1.5 * p.perf.beta_ms))
+        for key, p in system.perf.items()}
+    settings = dataclasses.replace(system.settings, perf_model=PerfModel.VLLM)
+    return dataclasses.replace(system, classes=classes, perf=perf, settings=settings)
+
+
+@pytest.mark.parametrize(("policy", "make"), [
+    (BatchPolicy.SEARCH, _system), (BatchPolicy.SCALED, _system),
+    (BatchPolicy.SEARCH, _vllm_percentile_system), (BatchPolicy.SCALED, _vllm_percentile_system)])
+def test_candidates_equal_scalar_reference(policy: BatchPolicy, make) -> None:
     """Every candidate's max batch, sustainable rate and replicas equal what the scalar
-    `optimal_concurrency` (search) or `size` (fixed N) gives for that server alone."""
-    system = _system(3, 6, policy)
+    `optimal_concurrency` (search) or `size` (fixed N) gives for that server alone; also
+    under the vllm model with percentile targets and the optional perf terms."""
+    system = make(3, 6, policy)
     servers = {s.name: s for s in system.servers}
     checked = 0
     reference: dict[tuple, tuple[int, float]] = {}  # shared keys are computed once
@@ -54,14 +75,16 @@ def test_candidates_equal_scalar_reference(policy: BatchPolicy) -> None:
         server = servers[name]
         target = system.classes[server.class_name].targets[server.model]
         targets = Targets(ttft_ms=target.slo_ttft_ms, itl_ms=target.slo_itl_ms,
-                          tps=target.slo_tps)
+                          tps=target.slo_tps, ttft_percentile=target.slo_ttft_percentile,
+                          itl_percentile=target.slo_itl_percentile)
         for c in cands:
             perf = system.perf[(server.model, c.accelerator)]
             queue = server.max_queue_size
             cfg = QueueConfig(max_batch=c.max_batch, max_queue=c.max_queue,
                               in_tokens=server.load.avg_in_tokens,
                               out_tokens=server.load.avg_out_tokens, perf=perf.perf,
-                              max_num_tokens=perf.max_num_tokens)
+                              max_num_tokens=perf.max_num_tokens,
+                              perf_model=system.settings.perf_model)
             searched = policy is BatchPolicy.SEARCH and server.max_batch_size == 0
             key = (searched, cfg if not searched else dataclasses.replace(cfg, max_batch=0),
                    targets, queue)

@@ -34,11 +34,13 @@ def tiny_system() -> System:
 
 
 def tiny_twin(*, replicas: int = 1, startup_s: float = 0.0, capacity: dict[str, int] | None = None,
-              max_batch: int = 8, window_s: float = 60.0, signal: str = "arrivals",
-              kv_tokens: int | None = None) -> tuple[simpy.Environment, Cluster, ClusterTwin]:
+              max_batch: int = 8, window_s: float = 60.0, signal: str = "offered",
+              kv_tokens: int | None = None, system: System | None = None
+              ) -> tuple[simpy.Environment, Cluster, ClusterTwin]:
     """One deployment `d` of model m on A behind a ClusterTwin (scrapes every 5 s)."""
     env = simpy.Environment()
-    cluster = Cluster(env, tiny_system(), capacity=capacity, seed=0, sample_period_s=None)
+    cluster = Cluster(env, system or tiny_system(), capacity=capacity, seed=0,
+                      sample_period_s=None)
     cluster.add_deployment(DeploymentSpec(
         name="d", model="m", accelerator="A", max_batch=max_batch, num_replicas=replicas,
         startup=StartupDelay(mean_s=startup_s),

@@ -26,7 +26,7 @@ from sim.run import (
 )
 
 PER_SERVER_KEYS = ["requests", "dropped", "slo_attainment", "ttft_ms", "itl_ms", "cost",
-                   "gpu_hours", "replica_changes"]
+                   "gpu_hours", "replica_changes", "replica_reversals"]
 
 
 def apply_seed(scenario, seed):
@@ -62,10 +62,11 @@ def test_another_seed_gives_other_requests(short_quickstart, quickstart_run):
 
 def test_summary_has_exactly_the_issue_keys(quickstart_run):
     """summary.json keys: policy, requests, dropped, slo_attainment, ttft_ms, itl_ms, cost,
-    gpu_hours, replica_changes, servers (the same per server)."""
+    gpu_hours, replica_changes, replica_reversals, servers (the same per server)."""
     doc = quickstart_run.summary.to_dict()
     assert list(doc) == ["policy", "requests", "dropped", "slo_attainment", "ttft_ms",
-                         "itl_ms", "cost", "gpu_hours", "replica_changes", "servers"]
+                         "itl_ms", "cost", "gpu_hours", "replica_changes",
+                         "replica_reversals", "servers"]
     assert list(SUMMARY_KEYS) == list(doc)
     assert sorted(doc["servers"]) == ["Bronze-llama3_8b", "Premium-granite_13b"]
     for server in doc["servers"].values():
