@@ -17,7 +17,8 @@ two servers share a sizing key: the worst case for sharing). BLAS threads are pi
 The machine is shared, so CPU time is the steadier number; the load average is printed.
 
 ``--baseline DIR`` runs the same commands against another checkout's ``inferno`` package
-(``PYTHONPATH=DIR``), interleaved with this one, and adds the ratio of medians.
+(``PYTHONPATH=DIR``), interleaved with this one, and adds the ratio of the CPU medians
+(this / baseline). CPU times are given as median (min–max) over the runs.
 
 ``--perf-model`` replaces the perfModel written in the systems (case systems are written
 with the reference cases' ``chunked``, synthetic ones with the default ``vllm``).
@@ -120,13 +121,21 @@ def _bench(data: Path, policy: str, repeats: int, envs: list[dict[str, str]], ou
             "wall_ms": 1000 * statistics.median(x[0] for x in w),
             "wall_min_ms": 1000 * min(x[0] for x in w),
             "cpu_ms": 1000 * statistics.median(x[1] for x in w),
+            "cpu_range": _range(1000 * x[1] for x in w),
             "peak_mib": max(x[2] for x in w),
             "solve_ms": statistics.median(x[3] for x in w),
             "solve_cpu_ms": statistics.median(r["cpu_ms"] for r in sv),
+            "solve_cpu_range": _range(r["cpu_ms"] for r in sv),
             "status": f"{s['status']}, {s['unallocated']} unallocated, "
                       f"{s['best_effort']} best effort",
         })
     return results
+
+
+def _range(values) -> str:
+    """``min–max`` of ``values`` (ms), the spread shown next to a median."""
+    v = list(values)
+    return f"{min(v):,.0f}–{max(v):,.0f}"
 
 
 def main() -> None:
@@ -156,9 +165,11 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs; "
           f"Python {sys.version.split()[0]}; {args.repeats} runs per row\n")
     cols = ("| system | servers | batch policy | process wall ms (median / min) | process CPU "
-            "ms | peak RSS MiB | solve ms (solveTimeMs) | solve CPU ms | status |")
+            "ms (median, min–max) | peak RSS MiB | solve ms (solveTimeMs) | solve CPU ms "
+            "(median, min–max) | status |")
     if base_env:
-        cols += " baseline process CPU ms | baseline solve CPU ms | baseline peak MiB |"
+        cols += (" baseline process CPU ms | baseline solve CPU ms | baseline peak MiB | "
+                 "CPU ratio process / solve |")
     print(cols)
     print("|" + "---|" * (cols.count("|") - 1))
     for kind in args.systems.split(","):
@@ -169,11 +180,14 @@ def main() -> None:
                                   [env] + ([base_env] if base_env else []), root,
                                   args.perf_model)
                 row = (f"| {kind} | {size:,} | {policy} | {r['wall_ms']:,.0f} / "
-                       f"{r['wall_min_ms']:,.0f} | {r['cpu_ms']:,.0f} | {r['peak_mib']:.0f} | "
-                       f"{r['solve_ms']:,.0f} | {r['solve_cpu_ms']:,.0f} | {r['status']} |")
+                       f"{r['wall_min_ms']:,.0f} | {r['cpu_ms']:,.0f} ({r['cpu_range']}) | "
+                       f"{r['peak_mib']:.0f} | {r['solve_ms']:,.0f} | {r['solve_cpu_ms']:,.0f} "
+                       f"({r['solve_cpu_range']}) | {r['status']} |")
                 for b in base:
-                    row += (f" {b['cpu_ms']:,.0f} | {b['solve_cpu_ms']:,.0f} | "
-                            f"{b['peak_mib']:.0f} |")
+                    row += (f" {b['cpu_ms']:,.0f} ({b['cpu_range']}) | {b['solve_cpu_ms']:,.0f} "
+                            f"({b['solve_cpu_range']}) | {b['peak_mib']:.0f} | "
+                            f"{r['cpu_ms'] / b['cpu_ms']:.2f} / "
+                            f"{r['solve_cpu_ms'] / b['solve_cpu_ms']:.2f} |")
                 print(row, flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
