@@ -40,6 +40,7 @@ from inferno.analyzer.concurrency import (
     nominal_zero_load,
     optimal_concurrency,
     optimal_concurrency_batch,
+    optimal_concurrency_sizing,
     search_concurrency_batch,
 )
 from inferno.analyzer.queueing import QueueSolution, solve_birth_death
@@ -73,6 +74,7 @@ __all__ = [
     "nominal_zero_load",
     "optimal_concurrency",
     "optimal_concurrency_batch",
+    "optimal_concurrency_sizing",
     "perf_columns",
     "rate_range",
     "search_concurrency_batch",

@@ -259,8 +259,13 @@ def _prepare(batch: QueueBatch) -> _Prepared:
             rows = np.arange(s1 - s0)
             ends = tau[:, 0], tau[rows, nb - 1]
             ok = np.logical_and.reduce([np.isfinite(t) & (t > 0) for t in ends])
-            for i in np.flatnonzero(~linear & ok):  # piecewise τ: check every batch size
-                ok[i] = bool(np.all(np.isfinite(tau[i, :nb[i]]) & (tau[i, :nb[i]] > 0)))
+            multi = np.flatnonzero(~linear & ok)  # piecewise τ: check every batch size
+            step = max(1, (1 << 16) // width)  # in row blocks: no full-size temporaries
+            for r0 in range(0, multi.size, step):
+                rows_b = multi[r0:r0 + step]
+                t = tau[rows_b]
+                beyond = np.arange(width)[None, :] >= nb[rows_b, None]
+                ok[rows_b] = np.all((np.isfinite(t) & (t > 0)) | beyond, axis=1)
             bad[s0:s1][~ok] = _SERVICE_TIME
             # Linear τ = t0 + t1·B gives μ = B/τ non-decreasing iff t0 = 2τ(1) − τ(2) >= 0.
             monotone[s0:s1] = linear & ((nb == 1) | (2.0 * tau[:, 0] >= tau[:, min(1, width - 1)]))

@@ -258,6 +258,10 @@ def service_time_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np
     return _g7_tau(b, num_chunks(b, p.in_tokens, p.out_tokens, p.max_num_tokens), p, model)
 
 
+_TABLE_BLOCK = 1 << 16
+"""Elements per row block of the chunk-table rows of `service_time_table`."""
+
+
 def service_time_table(model: PerfModel, width: int, p: ServiceParams,
                        out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(τ(1..width) per candidate, shape (C, width); linear, shape (C,)) for (C,)-shaped ``p``.
@@ -287,10 +291,12 @@ def service_time_table(model: PerfModel, width: int, p: ServiceParams,
     tau = np.multiply(t1[:, None], b[None, :], out=out)
     tau += t0[:, None]
     multi = np.flatnonzero(~linear)
-    if multi.size:
-        col = ServiceParams(*(f[multi, None] for f in p))
-        tau[multi] = _g7_tau(b[None, :], num_chunks(b[None, :], col.in_tokens, col.out_tokens,
-                                                  col.max_num_tokens), col, model)
+    step = max(1, _TABLE_BLOCK // width)  # the chunk lookup's temporaries stay block-sized
+    for r0 in range(0, multi.size, step):
+        rows = multi[r0:r0 + step]
+        col = ServiceParams(*(f[rows, None] for f in p))
+        tau[rows] = _g7_tau(b[None, :], num_chunks(b[None, :], col.in_tokens, col.out_tokens,
+                                                 col.max_num_tokens), col, model)
     return tau, linear
 
 
