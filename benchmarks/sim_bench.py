@@ -1,9 +1,9 @@
 """Twin speed and memory: simulated traffic per wall second, and how cost scales.
 
-Reference case (issue 3, item 7): one hour of Poisson traffic at 50 req/s over 20 replicas of
-granite_13b on H100 (sample-data/large, max batch 64), 512 input / 256 output tokens, round-robin
-routing, metrics sampled every 5 s. Each case runs in a fresh subprocess on one core
-(OMP/BLAS threads = 1), several times; the table reports the median wall time, simulated
+Reference case (speed target: ≤ 10 s, ≤ 1 GB): one hour of Poisson traffic at 50 req/s over
+20 replicas of granite_13b on H100 (sample-data/large, max batch 64), 512 input / 256 output
+tokens, round-robin routing, metrics sampled every 5 s. Each case runs in a fresh subprocess
+on one core (OMP/BLAS threads = 1), several times; the table reports the median wall time, simulated
 requests and SimPy events per wall second, and the peak RSS of the child process.
 
 Usage: python benchmarks/sim_bench.py [--repeats 5] [--quick]
