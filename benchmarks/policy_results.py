@@ -279,9 +279,10 @@ whole cluster (2 + 2 H100, 4 A100).
    reaches {r_hkv} on the ramp and {m_hkv} on multi-model-capacity. KV usage is bounded by 1,
    so the HPA's ratio never exceeds 1 / 0.8 = 1.25: it adds at most a quarter more replicas per
    cycle while the waiting queue, which KV usage does not see, grows (WVA reports the same
-   blindness for token-based saturation, [peers §1.5](design/peers.md#15-how-it-sizes)).
+   blindness for token-based saturation, [docs/design/peers.md §1.5][wva]).
 
 [pain]: design/control-loop.md#8-pain-points-p1p28
+[wva]: design/peers.md#15-how-it-sizes
 """
 
 
