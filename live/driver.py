@@ -246,6 +246,7 @@ class LiveLoop:
             host=ctl.host, port=ctl.port, metrics_port=settings.metrics_port,
             invoke_token_path=settings.invoke_token_path)
         self.server_settings.check()
+        self.server: ControlServer | None = None
         self._owned: list[Callable[[], None]] = []
         if api_client is None:
             api_client = load_api_client(settings.kube)
@@ -282,7 +283,6 @@ class LiveLoop:
                                             backups=settings.cycle_log_backups)
         self.driver = Driver(self.controller, log=self.cycle_log,
                              observers=self._observers(), health_periods=settings.health_periods)
-        self.server: ControlServer | None = None
 
     def _observers(self) -> tuple[Callable[[CycleRecord], None], ...]:
         dry_run = self.settings.controller.dry_run
@@ -355,8 +355,8 @@ class LiveLoop:
         clients this loop created."""
         if hasattr(self, "driver"):
             self.driver.stop()
-        if getattr(self, "server", None) is not None:
-            self.server.stop()  # type: ignore[union-attr]
+        if self.server is not None:
+            self.server.stop()
             self.server = None
         if hasattr(self, "driver"):
             self.finish()
