@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import TypedDict
 
 from inferno.control.correction import CorrectionSettings
 from inferno.control.demand import DemandSettings
@@ -369,6 +370,14 @@ def _parse_port(text: str, *, source: str) -> int:
     return value
 
 
+class _ControllerChanges(TypedDict, total=False):
+    data_path: Path
+    period_s: float
+    is_dynamic: bool
+    host: str
+    port: int
+
+
 def resolve_controller_settings(
     env: Mapping[str, str],
     *,
@@ -386,7 +395,7 @@ def resolve_controller_settings(
     command line's (`inferno live [CONTROL_PERIOD] [DYNAMIC]`), strings allowed. A bad value
     raises ConfigError naming the variable or argument.
     """
-    changes: dict[str, object] = {}
+    changes: _ControllerChanges = {}
     if env.get(ENV_DATA_PATH):
         changes["data_path"] = Path(env[ENV_DATA_PATH])
     if env.get(ENV_PERIOD):
