@@ -128,15 +128,19 @@ class _Wake(Event):
         self.callbacks = [callback]
         self._value = None
         self._ok = True
-        env.schedule(self, LATE, delay)  # type: ignore[arg-type]
+        # env.schedule(self, LATE, delay), inlined: one wake-up per iteration run is the
+        # engine's most frequent allocation (same queue entry, same event id order).
+        heappush(env._queue,  # type: ignore[attr-defined]
+                 (env._now + delay, LATE, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 class Replica:
     """One engine instance. Deployments create and drive it; clients call `submit`.
 
     Public read-only state: ``state``, ``num_running``, ``num_waiting``, ``num_outstanding``,
-    ``finished`` (terminal requests in completion order), cumulative counters
-    (``num_finished``, ``num_rejected``, ``num_preemptions``, ``prompt_tokens_total``,
+    ``finished`` (terminal requests in completion order, less the ``num_handed_off`` first
+    ones that `hand_off` gave away), cumulative counters (``num_finished``, ``num_rejected``,
+    ``num_aborted``, ``num_preemptions``, ``prompt_tokens_total``,
     ``generation_tokens_total``, ``ttft_sum_s``, ``itl_sum_s``, ``itl_count``, ``e2e_sum_s``,
     ``num_iterations``, ``num_events``) and time integrals (`areas`).
     """
@@ -144,7 +148,8 @@ class Replica:
     __slots__ = (
         "env", "name", "deployment", "revision", "accelerator", "perf", "settings", "max_batch",
         "cost_per_hr", "cards", "state", "created_s", "held_from_s", "ready_s", "released_s",
-        "on_gone", "finished", "num_finished", "num_rejected", "num_preemptions",
+        "on_gone", "finished", "num_handed_off", "num_finished", "num_rejected", "num_aborted",
+        "num_preemptions",
         "prompt_tokens_total", "generation_tokens_total", "ttft_sum_s", "itl_sum_s",
         "itl_count", "e2e_sum_s", "num_iterations", "num_events",
         "area_running", "area_waiting", "area_busy",
@@ -179,8 +184,11 @@ class Replica:
         self.released_s = math.nan
         self.on_gone = on_gone
         self.finished: list[Request] = []
+        self.num_handed_off = 0
+        """Terminal requests dropped from the front of ``finished`` by `hand_off`."""
         self.num_finished = 0
         self.num_rejected = 0
+        self.num_aborted = 0
         self.num_preemptions = 0
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
@@ -332,6 +340,7 @@ class Replica:
         req.status = RequestStatus.ABORTED
         req.finish_s = t
         req.seq = -1
+        self.num_aborted += 1
         self.finished.append(req)
         if req.on_done is not None:
             self._done.append(req)
@@ -352,6 +361,18 @@ class Replica:
                 self._prefilling.remove(req)
             self._abort_one(req, t, max(0, req.emitted - self._extra))
         self._cancelled = []
+
+    def hand_off(self) -> list[Request]:
+        """The terminal requests not handed off yet, forgotten here (a bounded hand-off).
+
+        Readers of ``finished`` that keep a cursor (`sim.promview.VllmCounters`) count in
+        absolute positions: ``num_handed_off + index``. A hand-off must come after every such
+        reader has absorbed (`sim.recorder.RunRecorder.flush` runs after the twin's scrape).
+        """
+        out = self.finished
+        self.finished = []
+        self.num_handed_off += len(out)
+        return out
 
     def _go(self, t: float) -> None:
         self.state = ReplicaState.GONE
@@ -551,7 +572,10 @@ class Replica:
             return
         kv = self._kv
         n = self._n
-        chunks, pblocks, budget = self._prefill_blocks()
+        if self._prefilling:
+            chunks, pblocks, budget = self._prefill_blocks()
+        else:
+            chunks, pblocks, budget = [], 0, self._max_tokens - kv.num_decode
         preempted = False
         need = 0
         if kv.is_limited:
