@@ -725,7 +725,8 @@ def build_world(scenario: Scenario, system: System, work: Workload, servers: Seq
     twin.start()
     mine = np.isin(work.server_index, [position[n] for n in names])
     replay_columns(env, work.arrival_s[mine], work.in_tokens[mine], work.out_tokens[mine],
-                   work.server_index[mine], work.servers, cluster.submit, wl.RequestFactory())
+                   work.server_index[mine], work.servers, cluster.submit,
+                   ids=np.flatnonzero(mine))
     return World(env=env, cluster=cluster, twin=twin, recorder=recorder, servers=names)
 
 

@@ -149,25 +149,30 @@ def replay(env: simpy.Environment, rows: Sequence[TraceRow], submit: Callable[[R
 
 def replay_columns(env: simpy.Environment, arrival_s: np.ndarray, in_tokens: np.ndarray,
                    out_tokens: np.ndarray, server_index: np.ndarray, servers: Sequence[str],
-                   submit: Callable[[Request], object], factory: RequestFactory, *,
+                   submit: Callable[[Request], object], *, ids: np.ndarray | None = None,
                    block: int = 4096) -> simpy.events.Process:
     """`replay` of a trace held as columns (sorted by arrival), converted a block at a time, so
     a long trace is never turned into one Python object per row at once.
 
-    Each arrival is scheduled *at* its time (not after a delay from the previous one, which
-    can round differently), so a replay of any subset of the rows submits every request at
-    exactly its trace time: what a sharded run needs to equal a single-process one.
+    Request ids are ``ids`` (default: the row numbers), so a subset keeps the ids its rows
+    have in the whole trace. Each arrival is scheduled *at* its time (not after a delay from
+    the previous one, which can round differently), so a replay of any subset of the rows
+    submits every request at exactly its trace time: what a sharded run needs to equal a
+    single-process one.
     """
+
+    numbers = np.arange(len(arrival_s)) if ids is None else ids
 
     def run() -> Iterator[simpy.events.Event]:
         for lo in range(0, len(arrival_s), block):
             hi = lo + block
-            for t, n_in, n_out, s in zip(arrival_s[lo:hi].tolist(), in_tokens[lo:hi].tolist(),
-                                         out_tokens[lo:hi].tolist(),
-                                         server_index[lo:hi].tolist(), strict=True):
+            for i, t, n_in, n_out, s in zip(numbers[lo:hi].tolist(), arrival_s[lo:hi].tolist(),
+                                            in_tokens[lo:hi].tolist(),
+                                            out_tokens[lo:hi].tolist(),
+                                            server_index[lo:hi].tolist(), strict=True):
                 if t > env.now:
                     yield _at(env, t)
-                submit(factory.make(n_in, n_out, servers[s]))
+                submit(Request(i, n_in, n_out, server=servers[s]))
 
     return env.process(run())
 
