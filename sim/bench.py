@@ -14,6 +14,7 @@ default): TTFT and ITL as mean/p50/p90/p99, the measurement's shape, plus its ot
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,15 @@ import simpy
 
 from inferno.errors import ConfigError
 from inferno.model import ModelPerf, PerfModel, System
+from inferno.model.units import MS_PER_S
 from sim import workload
 from sim.cluster import Cluster
-from sim.deployment import DeploymentSpec
+from sim.deployment import Deployment, DeploymentSpec
+from sim.digest import SketchDigest
 from sim.metrics import Stats
+from sim.recorder import RequestTable, latencies_ms
 from sim.replica import EngineSettings
+from sim.request import RequestStatus
 
 DEFAULT_NUM_REQUESTS = 1000
 
@@ -127,8 +132,58 @@ def perf_for(system: System, model: str, accelerator: str, data: str = "") -> Mo
     return mp
 
 
-def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
-    """Run one benchmark point and summarise it."""
+class _Streamed:
+    """What a benchmark keeps of its requests when it keeps no table: digests (ms) of TTFT,
+    ITL and E2E, completions, output tokens, the last completion; the table's rows, if
+    asked for, go to a `sim.recorder.RequestTable` as they come."""
+
+    def __init__(self, table: RequestTable | None) -> None:
+        self.table = table
+        self.ttft, self.itl, self.e2e = SketchDigest(), SketchDigest(), SketchDigest()
+        self.num_done = 0
+        self.out_tokens = 0
+        self.last_finish_s = 0.0
+
+    def flush(self, dep: Deployment) -> None:
+        batch = [req for rep in dep.replicas if rep.finished for req in rep.hand_off()]
+        batch.extend(dep.rejected)
+        dep.rejected = []
+        if self.table is not None and batch:
+            self.table.add(batch)
+        done = [r for r in batch if r.status is RequestStatus.DONE]
+        if not done:
+            return
+        _, finish, ttft, itl = latencies_ms(done)
+        arrival = np.fromiter((r.arrival_s for r in done), float, len(done))
+        self.ttft.add(ttft)
+        self.itl.add(itl)
+        self.e2e.add((finish - arrival) * MS_PER_S)
+        self.num_done += len(done)
+        self.out_tokens += sum(r.out_tokens for r in done)
+        self.last_finish_s = max(self.last_finish_s, float(finish.max()))
+
+    def finish(self, dep: Deployment, now: float) -> None:
+        self.flush(dep)
+        if self.table is not None:
+            self.table.add(dep.backlog)
+            for rep in dep.replicas:
+                if rep.num_outstanding:
+                    self.table.add(req for req, _ in rep.in_flight(now))
+            self.table.close()
+
+
+FLUSH_S = 10.0
+"""Simulated seconds between hand-offs of a benchmark that keeps no table."""
+
+
+def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path = True
+              ) -> BenchResult:
+    """Run one benchmark point and summarise it.
+
+    ``requests_table``: True keeps every request and computes exact statistics (like vllm
+    bench); False keeps none once finished (percentiles from quantile sketches, `sim.digest`);
+    a path also streams the per-request table to that CSV or Parquet file.
+    """
     mp = perf_for(system, cfg.model, cfg.accelerator)
     max_batch = cfg.max_batch or mp.max_batch_size or 256
     engine = EngineSettings(max_num_batched_tokens=mp.max_num_tokens,
@@ -136,7 +191,8 @@ def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
                             prefill_emits_token=cfg.prefill_emits_token)
     env = simpy.Environment()
     seed_cluster, seed_arrivals, seed_lengths = np.random.SeedSequence(cfg.seed).spawn(3)
-    cluster = Cluster(env, system, seed=seed_cluster, sample_period_s=None)
+    cluster = Cluster(env, system, seed=seed_cluster, sample_period_s=None,
+                      retain_requests=requests_table is True)
     dep = cluster.add_deployment(DeploymentSpec(
         name="bench", model=cfg.model, accelerator=cfg.accelerator, max_batch=max_batch,
         num_replicas=cfg.replicas, router=cfg.router, engine=engine))
@@ -156,15 +212,18 @@ def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
         workload.ClosedLoop(env=env, num_users=int(cfg.concurrency or 1), lengths=lengths,
                             submit=dep.submit, factory=factory, until_s=until,
                             max_requests=num).start()
+    analyzer = (predict(mp, max_batch, cfg.in_tokens, cfg.out_tokens,
+                        cfg.rate_rps / cfg.replicas, replicas=cfg.replicas,
+                        perf_model=cfg.perf_model)
+                if cfg.rate_rps is not None else None)
+    if requests_table is not True:
+        return _run_streamed(env, dep, cfg, max_batch, analyzer, RequestTable(
+            requests_table, lambda df: df) if isinstance(requests_table, Path) else None)
     env.run()
     df = cluster.requests()
     done = df[df["status"] == "done"]
     duration = float(done["finish_s"].max()) if len(done) else 0.0
     areas = sum(r.areas(duration)[0] for r in dep.replicas)
-    analyzer = (predict(mp, max_batch, cfg.in_tokens, cfg.out_tokens,
-                        cfg.rate_rps / cfg.replicas, replicas=cfg.replicas,
-                        perf_model=cfg.perf_model)
-                if cfg.rate_rps is not None else None)
     return BenchResult(
         mode=cfg.mode, load=cfg.load, max_batch=max_batch, replicas=cfg.replicas,
         num_requests=len(done), duration_s=duration,
@@ -175,6 +234,30 @@ def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
         e2e_ms=Stats.of_seconds(done["e2e_s"].to_numpy()),
         mean_running=areas / (duration * cfg.replicas) if duration > 0 else 0.0,
         num_preemptions=int(df["num_preemptions"].sum()), analyzer=analyzer)
+
+
+def _run_streamed(env: simpy.Environment, dep: Deployment, cfg: BenchConfig, max_batch: int,
+                  analyzer: dict[str, Any] | None, table: RequestTable | None) -> BenchResult:
+    kept = _Streamed(table)
+
+    def flushing() -> Iterator[simpy.events.Event]:
+        while env.peek() < math.inf:  # stops once nothing else will happen, as env.run()
+            yield env.timeout(FLUSH_S)
+            kept.flush(dep)
+
+    env.process(flushing())
+    env.run()
+    kept.finish(dep, float(env.now))
+    duration = kept.last_finish_s
+    areas = sum(r.areas(duration)[0] for r in dep.replicas)
+    return BenchResult(
+        mode=cfg.mode, load=cfg.load, max_batch=max_batch, replicas=cfg.replicas,
+        num_requests=kept.num_done, duration_s=duration,
+        throughput_rps=kept.num_done / duration if duration > 0 else 0.0,
+        output_tokens_per_s=kept.out_tokens / duration if duration > 0 else 0.0,
+        ttft_ms=kept.ttft.stats(), itl_ms=kept.itl.stats(), e2e_ms=kept.e2e.stats(),
+        mean_running=areas / (duration * cfg.replicas) if duration > 0 else 0.0,
+        num_preemptions=sum(r.num_preemptions for r in dep.replicas), analyzer=analyzer)
 
 
 def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate_rps: float,
@@ -197,8 +280,10 @@ def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate
             "rho": m.rho, "max_rate_rps": m.max_rate_rps * replicas}
 
 
-def sweep(system: System, cfg: BenchConfig, loads: list[float]) -> list[BenchResult]:
-    """One benchmark per load value (rate or concurrency, following ``cfg.mode``)."""
+def sweep(system: System, cfg: BenchConfig, loads: list[float], *,
+          requests_table: bool | Path = True) -> list[BenchResult]:
+    """One benchmark per load value (rate or concurrency, following ``cfg.mode``); a table
+    path gets the load value in its name when there are several."""
     from dataclasses import replace
 
     out = []
@@ -207,7 +292,10 @@ def sweep(system: System, cfg: BenchConfig, loads: list[float]) -> list[BenchRes
             point = replace(cfg, rate_rps=float(load))
         else:
             point = replace(cfg, concurrency=int(load))
-        out.append(run_bench(system, point))
+        table = requests_table
+        if isinstance(table, Path) and len(loads) > 1:
+            table = table.with_name(f"{table.stem}-{load:g}{table.suffix}")
+        out.append(run_bench(system, point, requests_table=table))
     return out
 
 

@@ -419,6 +419,8 @@ class RunResult:
     end_s: float
     """Simulated time at the end of the drain."""
     wall_s: float
+    requests_path: Path | None = None
+    """Where the request table was streamed to (a path ``requests_table``), else None."""
 
 
 def slo_targets(scenario: Scenario, system: System) -> dict[str, SloTargets]:
@@ -778,8 +780,8 @@ def finish_result(scenario: Scenario, system: System, work: Workload,
                   window_stats: Mapping[tuple[str, float], tuple[float, float]], *,
                   actuations: pd.DataFrame, num_changes: Mapping[str, int],
                   timeseries: pd.DataFrame, requests: pd.DataFrame | None,
-                  controller_system: System, tuned: bool, end_s: float, wall0: float
-                  ) -> RunResult:
+                  controller_system: System, tuned: bool, end_s: float, wall0: float,
+                  requests_path: Path | None = None) -> RunResult:
     """The run's result from what its world (or its shards) reported."""
     cycles = list(with_window_statistics(records, window_stats))
     summary = summarise(outcomes, actuations, num_changes, scenario.policy.name, system=system,
@@ -790,7 +792,7 @@ def finish_result(scenario: Scenario, system: System, work: Workload,
     return RunResult(scenario=scenario, policy=scenario.policy.name, summary=summary,
                      requests=requests, workload=work, cycles=tuple(cycles),
                      timeseries=timeseries, actuations=actuations, end_s=end_s,
-                     wall_s=time.perf_counter() - wall0)
+                     wall_s=time.perf_counter() - wall0, requests_path=requests_path)
 
 
 def run_scenario(scenario: Scenario, *, policy: str | None = None,
@@ -831,7 +833,8 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
         scenario, system, work, records, world.outcomes(end), world.recorder.window_stats,
         actuations=twin.actuations(), num_changes=twin.num_changes,
         timeseries=twin.timeseries(), requests=requests, controller_system=controller_system,
-        tuned=tuner is not None, end_s=float(env.now), wall0=wall0)
+        tuned=tuner is not None, end_s=float(env.now), wall0=wall0,
+        requests_path=requests_table if isinstance(requests_table, Path) else None)
 
 
 def _policy_settings(scenario: Scenario, name: str, system: System) -> object:
@@ -895,7 +898,10 @@ RUN_FILES = {
     "actuations": "actuations.csv", "load_replicas": "load_replicas.png",
     "latency": "latency.png", "cost": "cost.png",
 }
-"""What `write_run` writes into a run directory (the plots last)."""
+"""What `write_run` writes into a run directory (the plots last); the request table only when
+the run kept it in memory or streamed it (`REQUESTS_FILES`: requests.parquet in that format)."""
+REQUESTS_FILES = {"csv": "requests.csv", "parquet": "requests.parquet"}
+"""The request table's file in a run directory, by format."""
 
 
 def write_run(result: RunResult, out_dir: Path | str, *, plots: bool = True) -> dict[str, Path]:
@@ -909,8 +915,10 @@ def write_run(result: RunResult, out_dir: Path | str, *, plots: bool = True) -> 
                                 encoding="utf-8")
     if result.requests is not None:
         result.requests.to_csv(paths["requests"], index=False)
+    elif result.requests_path is not None:
+        paths["requests"] = result.requests_path  # streamed while the run went
     else:
-        paths.pop("requests")  # not kept, or already streamed to its own file
+        paths.pop("requests")
     result.workload.frame().to_csv(paths["trace"], index=False)
     write_cycle_log(paths["cycles"], result.cycles)
     result.timeseries.to_csv(paths["timeseries"], index=False)

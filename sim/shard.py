@@ -396,7 +396,8 @@ def _merge(scenario: Scenario, system: Any, work: Any, records: list, parts: lis
         scenario, system, work, records, outcomes, window_stats, actuations=actuations,
         num_changes=num_changes, timeseries=timeseries, requests=requests,
         controller_system=controller_system, tuned=tuned,
-        end_s=max(p.end_s for p in parts), wall0=wall0)
+        end_s=max(p.end_s for p in parts), wall0=wall0,
+        requests_path=requests_table if isinstance(requests_table, Path) else None)
 
 
 def _concat(frames: list[pd.DataFrame], keys: list[str], order: Mapping[str, int] | None

@@ -53,10 +53,15 @@ def _loads(text: str | None, what: str, as_int: bool) -> list[float]:
 @click.option("--plot", type=click.Path(path_type=Path), default=Path("sim-bench-sweep.png"),
               show_default=True, help="PNG written by --sweep (latency vs load).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--requests-table", "table", type=click.Path(path_type=Path),
+              help="Write the per-request table to this .csv or .parquet file as the run goes. "
+                   "Without it no request is kept once finished (memory follows the "
+                   "replicas, not the duration; percentiles from 0.5 %-accurate sketches).")
 def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
           rate: str | None, input_tokens: int, output_tokens: int, max_batch: int | None,
           kv_tokens: int | None, replicas: int, num_requests: int | None,
-          duration: float | None, seed: int, sweep: bool, plot: Path, as_json: bool) -> None:
+          duration: float | None, seed: int, sweep: bool, plot: Path, as_json: bool,
+          table: Path | None) -> None:
     """Benchmark the twin like `vllm bench serve` (one point, or a sweep with --sweep)."""
     from inferno.io import load_system
     from sim import bench as sim_bench
@@ -78,7 +83,10 @@ def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
             replicas=replicas, num_requests=num_requests, duration_s=duration, seed=seed)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    results = sim_bench.sweep(system, cfg, loads)
+    if table is not None and table.suffix.lower() not in (".csv", ".parquet"):
+        raise click.UsageError(f"--requests-table: {table} must end in .csv or .parquet")
+    results = sim_bench.sweep(system, cfg, loads,
+                              requests_table=table if table is not None else False)
     if as_json:
         docs = [r.to_json() for r in results]
         click.echo(json.dumps(docs if sweep else docs[0], indent=2))
