@@ -165,6 +165,7 @@ class _Streamed:
     def finish(self, dep: Deployment, now: float) -> None:
         self.flush(dep)
         if self.table is not None:
+            self.table.now = now
             self.table.add(dep.backlog)
             for rep in dep.replicas:
                 if rep.num_outstanding:

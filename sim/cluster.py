@@ -160,7 +160,8 @@ class Cluster:
 
     def requests(self) -> pd.DataFrame:
         """Every request that arrived, one row each (see `sim.metrics.requests_frame`)."""
-        return requests_frame(r for d in self.deployments.values() for r in d.requests)
+        return requests_frame((r for d in self.deployments.values() for r in d.requests),
+                              now=float(self.env.now))
 
     def timeseries(self) -> pd.DataFrame:
         """Per-replica samples (see `sim.metrics.timeseries_frame`)."""

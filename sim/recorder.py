@@ -131,6 +131,8 @@ class RequestTable:
         self.decorate = decorate
         self.num_rows = 0
         self._buffer: list[Request] = []
+        self.now: float | None = None
+        """Set at the end: first tokens planned after it are not shown (in-flight rows)."""
         self._writer = None
         self._schema = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,7 @@ class RequestTable:
     def _write(self) -> None:
         if not self._buffer:
             return
-        df = self.decorate(requests_frame(self._buffer))
+        df = self.decorate(requests_frame(self._buffer, now=self.now))
         self._buffer = []
         if self.is_parquet:
             import pyarrow as pa
@@ -257,6 +259,7 @@ class RunRecorder:
             if stamps.pending:
                 self._close_windows(name, stamps, math.inf, math.inf)
         if self.table is not None:
+            self.table.now = now
             for dep in self.deployments.values():
                 self.table.add(dep.backlog)
                 for rep in dep.replicas:

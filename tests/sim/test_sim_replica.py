@@ -320,3 +320,47 @@ def test_cancel_waiting_request_leaves_the_queue_now(simple_perf):
     assert rep.generation_tokens_total == 10
     assert rep.prompt_tokens_total == 100
     assert rep.finished == [b, a]
+
+
+@pytest.mark.parametrize("kv_tokens", [None, 400], ids=["unlimited", "kv400"])
+def test_completion_at_the_end_of_a_prefill_equals_stepping(run_replica, kv_tokens):
+    """A decode member whose last token comes with another request's prefill iteration (the
+    fast path's prefill-then-decode run must stop there): same stamps as stepping."""
+    # a: prefill 21 ms (first token), then 11.11 ms decodes; b arrives after a's first token
+    # and joins the next boundary, so a's last token ends b's prefill iteration.
+    arrivals = [(0.0, 100, 3), (0.025, 50, 4), (0.026, 30, 2)]
+    fast, _ = run_replica(arrivals, fast_path=True, kv_capacity_tokens=kv_tokens)
+    step, _ = run_replica(arrivals, fast_path=False, kv_capacity_tokens=kv_tokens)
+    for f, s in zip(fast, step, strict=True):
+        assert (f.first_token_s, f.finish_s, f.num_preemptions) == pytest.approx(
+            (s.first_token_s, s.finish_s, s.num_preemptions), abs=1e-12)
+    a, b, _ = step
+    assert a.finish_s == pytest.approx(b.first_token_s, abs=1e-12)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_abort_during_a_prefill_leaves_no_first_token(simple_perf, fast):
+    """Killed during a request's prefill iteration (the fast path has already planned its
+    decodes after it): no first token, no prompt tokens counted, nothing generated for it."""
+    env = simpy.Environment()
+    rep = Replica(env, name="r", perf=simple_perf, max_batch=8,
+                  settings=EngineSettings(fast_path=fast))
+    a, b = Request(0, 100, 40), Request(1, 200, 40)
+    b1 = it_s(100, 100)
+
+    def run():
+        a.arrival_s = env.now
+        rep.submit(a)
+        yield env.timeout(b1 + 0.001)  # a decodes; b joins the next boundary
+        b.arrival_s = env.now
+        rep.submit(b)
+        yield env.timeout(0.02)  # b's prefill iteration (22 ms) is in progress
+        rep.start()
+        rep.abort()
+
+    env.process(run())
+    env.run()
+    assert b.status is RequestStatus.ABORTED
+    assert math.isnan(b.first_token_s)
+    assert rep.prompt_tokens_total == 100  # a's only
+    assert a.first_token_s == pytest.approx(b1, abs=1e-12)
