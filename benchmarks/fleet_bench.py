@@ -7,8 +7,9 @@ policy deciding every 60 s (the controller is not what is measured here), no req
 Each case runs `sim.run.run_scenario` in a fresh subprocess, in one process (``--shards 1``)
 or over 2 spawned worker processes (``--shards 2``); the table reports the median wall and
 CPU time of the repeats (CPU of the process and of its worker processes), simulated requests
-per wall second, the real-time factor (simulated seconds per wall second) and the peak RSS of
-the largest process.
+per wall second, the real-time factor (simulated seconds per wall second), the peak RSS of
+the largest process, the spread of the walls (min-max) and whether the sharded run's summary
+and cycle log (less wall-clock timings) equal the single process's (a SHA-256 of their JSON).
 
 Usage: python benchmarks/fleet_bench.py [--repeats 3] [--replicas 20,200,1000,5000]
        [--shards 1,2] [--seconds 600]
@@ -17,6 +18,7 @@ Usage: python benchmarks/fleet_bench.py [--repeats 3] [--replicas 20,200,1000,50
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -58,8 +60,11 @@ def _one(replicas: int, duration_s: float, shards: int) -> dict:
     wall = time.perf_counter() - w0
     own = time.process_time() - c0
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cycles = [{k: v for k, v in c.to_dict().items() if k != "timing"} for c in result.cycles]
+    digest = hashlib.sha256(json.dumps([result.summary.to_dict(), cycles], sort_keys=True,
+                                       default=str).encode()).hexdigest()
     return {"replicas": replicas, "shards": shards, "duration_s": duration_s,
-            "requests": result.summary.requests, "wall_s": wall,
+            "requests": result.summary.requests, "wall_s": wall, "summary_sha": digest,
             "cpu_s": own + children.ru_utime + children.ru_stime,
             "peak_mb": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                            children.ru_maxrss) / 1024}
@@ -79,11 +84,12 @@ def main() -> None:
         return
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
-    print(f"| replicas | processes | simulated s | requests | wall s | CPU s | requests/s "
-          f"| x real time | peak MB |  (median of {args.repeats})")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| replicas | processes | simulated s | requests | wall s | wall min-max | CPU s "
+          f"| requests/s | x real time | peak MB | same summary |  (median of {args.repeats})")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for replicas in (int(r) for r in args.replicas.split(",")):
         duration = args.seconds if replicas < 5000 else args.seconds / 5
+        reference = None
         for shards in (int(s) for s in args.shards.split(",")):
             runs = []
             for _ in range(args.repeats):
@@ -95,10 +101,14 @@ def main() -> None:
             wall = statistics.median(r["wall_s"] for r in runs)
             cpu = statistics.median(r["cpu_s"] for r in runs)
             r = runs[0]
+            walls = [x["wall_s"] for x in runs]
+            shas = {x["summary_sha"] for x in runs}
+            reference = reference or shas
+            same = "yes" if shas == reference and len(shas) == 1 else "NO"
             print(f"| {replicas:,} | {shards} | {duration:,.0f} | {r['requests']:,} "
-                  f"| {wall:.1f} | {cpu:.1f} | {r['requests'] / wall:,.0f} "
-                  f"| {duration / wall:,.0f} | {max(x['peak_mb'] for x in runs):,.0f} |",
-                  flush=True)
+                  f"| {wall:.1f} | {min(walls):.1f}-{max(walls):.1f} | {cpu:.1f} "
+                  f"| {r['requests'] / wall:,.0f} | {duration / wall:,.0f} "
+                  f"| {max(x['peak_mb'] for x in runs):,.0f} | {same} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ routing, metrics sampled every 5 s. "streaming" cases keep no request once it ha
 (handed off every 10 s, as `inferno sim bench` without --requests-table); the others keep
 every request and build the per-request table at the end. Each case runs in a fresh
 subprocess (OMP/BLAS threads = 1), several times; the table reports the median wall and CPU
-time, simulated requests and SimPy events per wall second, and the peak RSS of the child.
+time with the spread of the walls (min-max), simulated requests and SimPy events per wall
+second, and the peak RSS of the child. Wall times are noisy on a shared machine: CPU time is
+the steadier figure.
 
 Usage: python benchmarks/sim_bench.py [--repeats 5] [--quick]
 """
@@ -107,9 +109,9 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
     cases = dict(list(CASES.items())[:2]) if args.quick else CASES
-    print(f"| case | requests | events | wall s (median of {args.repeats}) | CPU s "
-          "| x real time | requests/s | events/s | peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| case | requests | events | wall s (median of {args.repeats}) | wall min-max "
+          "| CPU s | x real time | requests/s | events/s | peak MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, params in cases.items():
         runs = []
         for _ in range(args.repeats):
@@ -119,7 +121,9 @@ def main() -> None:
         wall = statistics.median(r["wall_s"] for r in runs)
         cpu = statistics.median(r["cpu_s"] for r in runs)
         r = runs[0]
-        print(f"| {name} | {r['requests']:,} | {r['events']:,} | {wall:.2f} | {cpu:.2f} "
+        walls = [x["wall_s"] for x in runs]
+        print(f"| {name} | {r['requests']:,} | {r['events']:,} | {wall:.2f} "
+              f"| {min(walls):.2f}-{max(walls):.2f} | {cpu:.2f} "
               f"| {r['duration_s'] / wall:,.0f} | {r['requests'] / wall:,.0f} "
               f"| {r['events'] / wall:,.0f} | {max(x['peak_mb'] for x in runs):.0f} |",
               flush=True)
