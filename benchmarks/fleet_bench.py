@@ -103,8 +103,10 @@ def main() -> None:
             r = runs[0]
             walls = [x["wall_s"] for x in runs]
             shas = {x["summary_sha"] for x in runs}
-            reference = reference or shas
-            same = "yes" if shas == reference and len(shas) == 1 else "NO"
+            if shards == 1:
+                reference = shas
+            same = ("-" if reference is None
+                    else "yes" if shas == reference and len(shas) == 1 else "NO")
             print(f"| {replicas:,} | {shards} | {duration:,.0f} | {r['requests']:,} "
                   f"| {wall:.1f} | {min(walls):.1f}-{max(walls):.1f} | {cpu:.1f} "
                   f"| {r['requests'] / wall:,.0f} | {duration / wall:,.0f} "
