@@ -1,12 +1,31 @@
-"""Optimizer speed and memory: sample large and synthetic 100 / 1,000 / 10,000 servers.
+"""Optimizer speed and memory: the whole `inferno optimize` process and the solver inside it.
 
-Each configuration runs in a fresh single-threaded subprocess pinned to one core (so peak RSS
-is that of one solve), several times; the table reports the median solve time (candidates +
-solving, no file loading) and the peak memory. Prints a markdown table for
-docs/performance.md.
+For each system size and batch policy the script writes the system as the six upstream JSON
+files (once, into a temporary directory), then runs ``inferno optimize DIR -o out.json`` in a
+fresh process ``--repeats`` times and reports:
 
-Usage: python benchmarks/optimizer_bench.py [--repeats 5] [--sizes large,100,1000,10000]
-       [--policies scaled,search] [--solvers greedy]
+* whole process: wall time (median and min), CPU time (user + sys, median) and peak RSS
+  (max), from ``os.wait4`` of each child;
+* solver: ``solveTimeMs`` from the written JSON (wall, inside the process: candidates +
+  solving, no loading) and the solver's CPU time, measured in a separate child that times
+  ``solve()`` with ``time.process_time``.
+
+Systems (`synthetic.py`, seed 42): ``case`` draws servers like the upstream reference cases
+(tests/data/optimizer-cases: 21 accelerators, 9 models, 4 classes, power-of-two token counts,
+queues 0/16/64/256) and ``synthetic`` like sample large with uniform token counts (almost no
+two servers share a sizing key: the worst case for sharing). BLAS threads are pinned to 1.
+The machine is shared, so CPU time is the steadier number; the load average is printed.
+
+``--baseline DIR`` runs the same commands against another checkout's ``inferno`` package
+(``PYTHONPATH=DIR``), interleaved with this one, and adds the ratio of the CPU medians
+(this / baseline). CPU times are given as median (min–max) over the runs.
+
+``--perf-model`` replaces the perfModel written in the systems (case systems are written
+with the reference cases' ``chunked``, synthetic ones with the default ``vllm``).
+
+Usage: python benchmarks/optimizer_bench.py [--sizes 100,1000,5000,10000]
+       [--policies scaled,search] [--systems case] [--repeats 5] [--baseline DIR]
+       [--perf-model vllm|chunked|classic]
 """
 
 from __future__ import annotations
@@ -14,65 +33,163 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+CLI = [sys.executable, "-c", "from inferno.cli import main; main()"]
 
 
-def _one(size: str, policy: str, solver: str) -> dict:
-    from dataclasses import replace
+def _write(kind: str, size: int, root: Path) -> Path:
+    from synthetic import case_like_system, synthetic_system
 
-    from synthetic import LARGE, synthetic_system
+    from inferno.io.dump import write_system
 
+    path = root / f"{kind}-{size}"
+    if not path.exists():
+        make = case_like_system if kind == "case" else synthetic_system
+        write_system(make(size), path)
+    return path
+
+
+def _solver_cpu(data: str, policy: str, perf_model: str) -> None:
+    """Child mode: CPU and wall time of solve() alone (after loading), printed as JSON."""
     from inferno.io import load_system
-    from inferno.model import BatchPolicy, SolverKind
+    from inferno.model import BatchPolicy, PerfModel
     from inferno.optimizer import solve
 
-    system = load_system(LARGE) if size == "large" else synthetic_system(int(size))
-    system = replace(system, settings=replace(system.settings, batch_policy=BatchPolicy(policy)))
+    system = load_system(data)
+    settings = replace(system.settings, batch_policy=BatchPolicy(policy))
+    if perf_model != "-":
+        settings = replace(settings, perf_model=PerfModel(perf_model))
+    system = replace(system, settings=settings)
+    c0, w0 = time.process_time(), time.perf_counter()
+    solution = solve(system)
+    print(json.dumps({"cpu_ms": 1000 * (time.process_time() - c0),
+                      "wall_ms": 1000 * (time.perf_counter() - w0),
+                      "status": str(solution.status), "servers": len(system.servers),
+                      "unallocated": len(solution.unallocated),
+                      "best_effort": len(solution.best_effort)}))
+
+
+def _measure(cmd: list[str], env: dict[str, str], cwd: Path
+             ) -> tuple[float, float, float, str]:
+    """(wall s, CPU s, peak MiB, stdout) of one child process, from ``os.wait4``.
+
+    ``cwd`` must not hold an ``inferno`` package: ``python -c`` puts the working directory
+    first on sys.path, which would shadow a baseline's PYTHONPATH.
+    """
     t0 = time.perf_counter()
-    solution = solve(system, solver=SolverKind(solver))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                            text=True, cwd=cwd)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"size": size, "policy": policy, "solver": solver, "servers": len(system.servers),
-            "solve_ms": wall * 1000, "status": str(solution.status),
-            "unallocated": len(solution.unallocated), "peak_mb": peak_mb}
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {proc.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
+
+
+def _bench(data: Path, policy: str, repeats: int, envs: list[dict[str, str]], out_dir: Path,
+           perf_model: str | None = None) -> list[dict[str, float | str]]:
+    """One result per environment; the environments' runs are interleaved, so a change in
+    the machine's load hits them alike. ``perf_model`` replaces the data's."""
+    model_args = ["--perf-model", perf_model] if perf_model else []
+    out = out_dir / "solution.json"
+    whole: list[list[tuple[float, float, float, float]]] = [[] for _ in envs]
+    solver: list[list[dict]] = [[] for _ in envs]
+    for _ in range(repeats):
+        for k, env in enumerate(envs):
+            wall, cpu, peak, _ = _measure([*CLI, "optimize", str(data), "--batch-policy",
+                                           policy, *model_args, "-o", str(out)], env, out_dir)
+            whole[k].append((wall, cpu, peak, json.loads(out.read_text())["solveTimeMs"]))
+            solver[k].append(json.loads(_measure(
+                [sys.executable, __file__, "--child", str(data), policy, perf_model or "-"],
+                env, out_dir)[3]))
+    results = []
+    for w, sv in zip(whole, solver, strict=True):
+        s = sv[0]
+        results.append({
+            "wall_ms": 1000 * statistics.median(x[0] for x in w),
+            "wall_min_ms": 1000 * min(x[0] for x in w),
+            "cpu_ms": 1000 * statistics.median(x[1] for x in w),
+            "cpu_range": _range(1000 * x[1] for x in w),
+            "peak_mib": max(x[2] for x in w),
+            "solve_ms": statistics.median(x[3] for x in w),
+            "solve_cpu_ms": statistics.median(r["cpu_ms"] for r in sv),
+            "solve_cpu_range": _range(r["cpu_ms"] for r in sv),
+            "status": f"{s['status']}, {s['unallocated']} unallocated, "
+                      f"{s['best_effort']} best effort",
+        })
+    return results
+
+
+def _range(values) -> str:
+    """``min–max`` of ``values`` (ms), the spread shown next to a median."""
+    v = list(values)
+    return f"{min(v):,.0f}–{max(v):,.0f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--sizes", default="large,100,1000,10000")
+    ap.add_argument("--sizes", default="100,1000,5000,10000")
     ap.add_argument("--policies", default="scaled,search")
-    ap.add_argument("--solvers", default="greedy")
+    ap.add_argument("--systems", default="case", help="case and/or synthetic")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--baseline", type=Path, help="another checkout to compare against")
+    ap.add_argument("--data", type=Path, help="where to write the systems (default: temp)")
+    ap.add_argument("--perf-model", help="replace the systems' perfModel (vllm, chunked, "
+                                         "classic; default: as written: case systems chunked, "
+                                         "synthetic ones the default)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(_one(*args.child)))
+        _solver_cpu(*args.child)
         return
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    print("| servers | batch policy | solver | median solve (ms) | peak RSS (MB) | status |")
-    print("|---|---|---|---:|---:|---|")
-    for solver in args.solvers.split(","):
-        for policy in args.policies.split(","):
-            for size in args.sizes.split(","):
-                runs = [json.loads(subprocess.run(
-                    ["taskset", "-c", "0", sys.executable, __file__, "--child", size, policy,
-                     solver], check=True, capture_output=True, text=True, env=env).stdout)
-                    for _ in range(args.repeats)]
-                med = statistics.median(r["solve_ms"] for r in runs)
-                peak = max(r["peak_mb"] for r in runs)
-                r = runs[0]
-                label = "sample large (27)" if size == "large" else f"{r['servers']:,}"
-                print(f"| {label} | {policy} | {solver} | {med:,.0f} | {peak:,.0f} | "
-                      f"{r['status']}, {r['unallocated']} unallocated |", flush=True)
+    base_env = None
+    if args.baseline:
+        base_env = {**env, "PYTHONPATH": str(args.baseline.resolve())}
+    tmp = tempfile.TemporaryDirectory()
+    root = args.data or Path(tmp.name)
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"load average before: {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs; "
+          f"Python {sys.version.split()[0]}; {args.repeats} runs per row\n")
+    cols = ("| system | servers | batch policy | process wall ms (median / min) | process CPU "
+            "ms (median, min–max) | peak RSS MiB | solve ms (solveTimeMs) | solve CPU ms "
+            "(median, min–max) | status |")
+    if base_env:
+        cols += (" baseline process CPU ms | baseline solve CPU ms | baseline peak MiB | "
+                 "CPU ratio process / solve |")
+    print(cols)
+    print("|" + "---|" * (cols.count("|") - 1))
+    for kind in args.systems.split(","):
+        for size in (int(x) for x in args.sizes.split(",")):
+            data = _write(kind, size, root)
+            for policy in args.policies.split(","):
+                r, *base = _bench(data, policy, args.repeats,
+                                  [env] + ([base_env] if base_env else []), root,
+                                  args.perf_model)
+                row = (f"| {kind} | {size:,} | {policy} | {r['wall_ms']:,.0f} / "
+                       f"{r['wall_min_ms']:,.0f} | {r['cpu_ms']:,.0f} ({r['cpu_range']}) | "
+                       f"{r['peak_mib']:.0f} | {r['solve_ms']:,.0f} | {r['solve_cpu_ms']:,.0f} "
+                       f"({r['solve_cpu_range']}) | {r['status']} |")
+                for b in base:
+                    row += (f" {b['cpu_ms']:,.0f} ({b['cpu_range']}) | {b['solve_cpu_ms']:,.0f} "
+                            f"({b['solve_cpu_range']}) | {b['peak_mib']:.0f} | "
+                            f"{r['cpu_ms'] / b['cpu_ms']:.2f} / "
+                            f"{r['solve_cpu_ms'] / b['solve_cpu_ms']:.2f} |")
+                print(row, flush=True)
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

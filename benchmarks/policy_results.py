@@ -217,9 +217,10 @@ whole cluster (2 + 2 H100, 4 A100).
    performance model, and on a rising load plans for the rate expected one lead time ahead
    (`policy.inferno.lead_s`, 60 s: the observed trend over the last period, never below the
    observed rate), which covers most of the reaction lag (control period + startup delay)
-   that upstream's every ramp paid (P10). The oracle (the same optimizer fed the next period's
-   true mean load, no lead) reaches {r_ora} at {r_ora_cost}: it plans for the period's mean, so
-   on the up-ramp it is still one startup delay late, which the trend lead is not.
+   that upstream's every ramp paid ([P10][pain]). The oracle (the same optimizer fed the
+   next period's true mean load, no lead) reaches {r_ora} at {r_ora_cost}: it plans for the
+   period's mean, so on the up-ramp it is still one startup delay late, which the trend lead
+   is not.
 
 2. **The optimizer plans for the mean latency; the SLO is scored per request.** Sized at the
    limit, a server's mean ITL sits just under the target and a share of its requests above it.
@@ -278,7 +279,10 @@ whole cluster (2 + 2 H100, 4 A100).
    reaches {r_hkv} on the ramp and {m_hkv} on multi-model-capacity. KV usage is bounded by 1,
    so the HPA's ratio never exceeds 1 / 0.8 = 1.25: it adds at most a quarter more replicas per
    cycle while the waiting queue, which KV usage does not see, grows (WVA reports the same
-   blindness for token-based saturation, issue #1500).
+   blindness for token-based saturation, [docs/design/peers.md §1.5][wva]).
+
+[pain]: design/control-loop.md#8-pain-points-p1p28
+[wva]: design/peers.md#15-how-it-sizes
 """
 
 

@@ -1,14 +1,14 @@
 """Twin speed and memory: simulated traffic per wall second, and how cost scales.
 
-Reference case (issue 3, item 7): one hour of Poisson traffic at 50 req/s over 20 replicas of
-granite_13b on H100 (sample-data/large, max batch 64), 512 input / 256 output tokens, round-robin
-routing, metrics sampled every 5 s. "streaming" cases keep no request once it has finished
-(handed off every 10 s, as `inferno sim bench` without --requests-table); the others keep
-every request and build the per-request table at the end. Each case runs in a fresh
-subprocess (OMP/BLAS threads = 1), several times; the table reports the median wall and CPU
-time with the spread of the walls (min-max), simulated requests and SimPy events per wall
-second, and the peak RSS of the child. Wall times are noisy on a shared machine: CPU time is
-the steadier figure.
+Reference case (speed target: ≤ 1.8 s wall, i.e. ≥ 2,000x real time, and ≤ 1 GB): one hour
+of Poisson traffic at 50 req/s over 20 replicas of granite_13b on H100 (sample-data/large, max
+batch 64), 512 input / 256 output tokens, round-robin routing, metrics sampled every 5 s.
+"streaming" cases keep no request once it has finished (handed off every 10 s, as
+`inferno sim bench` without --requests-table); the others keep every request and build the
+per-request table at the end. Each case runs in a fresh subprocess on one core (OMP/BLAS
+threads = 1), several times; the table reports the median wall and CPU time with the spread of
+the walls (min-max), simulated requests and SimPy events per wall second, and the peak RSS of
+the child. Wall times are noisy on a shared machine: CPU time is the steadier figure.
 
 Usage: python benchmarks/sim_bench.py [--repeats 5] [--quick]
 """

@@ -37,7 +37,7 @@ END = "<!-- tuner-scenarios:end -->"
 TRUE_PARAMETERS = ("controller.tuner=off", "controller.perf_scale.alpha=1",
                    "controller.perf_scale.beta=1", "controller.perf_scale.gamma=1")
 MAX_CYCLES = 10
-"""Acceptance of issue 6 item 3: within 5 % in at most this many cycles."""
+"""Convergence bound: all three parameters within 5 % in at most this many cycles."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

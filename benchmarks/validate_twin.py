@@ -43,7 +43,7 @@ QUANTITIES = [("ttft", "mean"), ("ttft", "p50"), ("ttft", "p90"), ("ttft", "p99"
               ("itl", "mean"), ("itl", "p50"), ("itl", "p90"), ("itl", "p99")]
 ACCEPTANCE = {("ttft", "mean"): 0.15, ("ttft", "p90"): 0.20, ("ttft", "p99"): 0.20,
               ("itl", "mean"): 0.05, ("itl", "p99"): 0.10}
-"""Issue 10: median |error| bounds."""
+"""Median |error| the analyzer may show against the twin (targets of docs/validation.md)."""
 
 
 def _pct(x: float) -> str:
@@ -215,7 +215,7 @@ Utilisation λ/λ_max 0.3, 0.6, 0.85.
 
 vllm model (the default), |analyzer / twin − 1| over all (point, seed) runs:
 
-| quantity | median | median per seed (range) | p90 | worst | worst point | issue bound (median) |
+| quantity | median | median per seed (range) | p90 | worst | worst point | target (median) |
 |---|---:|---:|---:|---:|---|---|
 {summary}
 
@@ -228,7 +228,7 @@ Median |error| by utilisation (vllm model):
 For contrast, the upstream chunked model (its means; its percentiles assume an exponential
 queue wait after a constant prefill + ITL, and a constant ITL):
 
-| quantity | median | median per seed (range) | p90 | worst | worst point | issue bound (median) |
+| quantity | median | median per seed (range) | p90 | worst | worst point | target (median) |
 |---|---:|---:|---:|---:|---|---|
 {upstream}
 
@@ -350,7 +350,7 @@ against the analyzer's capacity N/τ(N), vllm and upstream chunked accounting.
 - **Finite runs.** `inferno sim bench` counts every request of a finite run that starts
   empty (1,000 by default, as `vllm bench`). Near saturation the queue takes many service
   times to build up, so short benchmarks measure less queueing than the stationary
-  prediction (the issue's example: 500 requests at λ/λ_max = 0.9 measure 320 ms mean TTFT;
+  prediction (a reported example: 500 requests at λ/λ_max = 0.9 measured 320 ms mean TTFT;
   four seeds of 20,000 requests measure 480–730 ms, against the predicted 709 ms).
 """  # noqa: E501
 

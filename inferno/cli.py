@@ -26,6 +26,18 @@ LAZY_COMMANDS: dict[str, str] = {
     "emulate-load": "inferno.commands.live:emulate_load",
     "calibrate": "inferno.commands.calibrate:calibrate",
 }
+# name -> the command's short help, so `inferno --help` imports no command module (the
+# sim and live ones take a second); tests/inferno/cli keeps it equal to the docstrings.
+SHORT_HELP: dict[str, str] = {
+    "optimize": "Choose accelerator, replicas and max batch for every...",
+    "analyze": "Queue metrics and latency percentiles of one replica at a...",
+    "sim": "SimPy digital twin of vLLM-style replicas and deployments.",
+    "sweep": "Run every scenario variant × policy × seed of SWEEP and...",
+    "live": "Control the managed Deployments of a cluster: every...",
+    "emulate": "Emulate the managed Deployments' vLLM pods with the twin...",
+    "emulate-load": "Every INTERVAL s [env INFERNO_LOAD_INTERVAL, default 60]...",
+    "calibrate": "Fit the iteration model of one (model, accelerator) to...",
+}
 
 
 def _available(target: str) -> bool:
@@ -38,6 +50,18 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         lazy = {name for name, target in LAZY_COMMANDS.items() if _available(target)}
         return sorted({*super().list_commands(ctx), *lazy})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help`` from `SHORT_HELP`, without importing commands."""
+        rows = [(name, SHORT_HELP.get(name) or self._short_help(ctx, name))
+                for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def _short_help(self, ctx: click.Context, name: str) -> str:
+        cmd = self.get_command(ctx, name)
+        return "" if cmd is None else cmd.get_short_help_str(limit=60)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS and _available(LAZY_COMMANDS[cmd_name]):

@@ -40,7 +40,7 @@ from inferno.control.settings import (
 )
 from inferno.errors import ConfigError
 from inferno.io import apply_overrides, load_static_data
-from inferno.model import DEFAULT_CLASS, ModelTarget, PerfParms, ServiceClass, System
+from inferno.model import DEFAULT_CLASS, ModelTarget, ServiceClass, System
 from inferno.tuner import FirstToken, TunerMode, TunerSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -786,8 +786,8 @@ def scaled_perf(system: System, scale: PerfScaleSpec) -> System:
     """`system` with α, β, γ of every (model, accelerator) multiplied by `scale`."""
     if scale.is_identity:
         return system
-    perf = {key: dataclasses.replace(p, perf=PerfParms(
-        alpha_ms=p.perf.alpha_ms * scale.alpha, beta_ms=p.perf.beta_ms * scale.beta,
+    perf = {key: dataclasses.replace(p, perf=dataclasses.replace(
+        p.perf, alpha_ms=p.perf.alpha_ms * scale.alpha, beta_ms=p.perf.beta_ms * scale.beta,
         gamma_ms=p.perf.gamma_ms * scale.gamma)) for key, p in system.perf.items()}
     return dataclasses.replace(system, perf=perf)
 

@@ -181,7 +181,9 @@ def policy_settings(name: str, *, scale_down_window_s: float | None = None,
 
         settings = load_settings(path, kind)
     changes: dict[str, object] = {}
-    if scale_down_window_s is not None:
+    if scale_down_window_s is not None and hasattr(settings, "scale_down_window_s"):
+        changes["scale_down_window_s"] = scale_down_window_s  # inferno: the load's peak window
+    elif scale_down_window_s is not None:
         changes["stabilisation"] = replace(settings.stabilisation,
                                            scale_down_window_s=scale_down_window_s)
     for field, value, is_set in (("max_batch", max_batch, max_batch > 0),

@@ -110,6 +110,11 @@ class ControlServer:
         self.addresses: list[tuple[str, int]] = []
         """Bound (host, port) per listener: the main one first."""
 
+    @property
+    def pending_invokes(self) -> int:
+        """/invoke callers admitted and not yet answered (the one in a cycle included)."""
+        return self._pending
+
     # ---------------------------------------------------------------- handlers
     async def _invoke(self, request: web.Request) -> web.Response:
         token_path = self.settings.invoke_token_path

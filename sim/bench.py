@@ -1,12 +1,20 @@
 """Benchmark mode: the twin driven like ``vllm bench serve``, and sweeps over load.
 
-One deployment of R replicas (ready at t = 0, round-robin router) receives either Poisson
-arrivals at a fixed rate (``rate_rps``, open loop) or C closed-loop users (``concurrency``,
-all starting at t = 0), with fixed input/output lengths, for ``num_requests`` requests
-(default 1000, as vllm bench) or for ``duration_s`` seconds of arrivals; the run continues until
-every request has finished. Statistics are over all requests, like vllm bench: throughput is
-completions over the benchmark duration (0 to the last completion); ITL is the per-request mean
-decode time per output token. In rate mode the result also carries the analyzer's prediction at
+One deployment of R replicas (ready at t = 0, round-robin router) receives Poisson arrivals at
+a fixed rate (``rate_rps``, open loop), arrivals replayed from timestamps (``arrival_times_s``,
+open loop), or C closed-loop users (``concurrency``; all starting at t = 0 unless
+``stagger_s`` spreads them, re-issuing at once unless ``think`` draws a think time), with
+fixed or distributed input/output lengths (``input``/``output``, `workload.TokenDist`), for
+``num_requests`` requests (default 1000, as vllm bench) or for ``duration_s`` seconds of
+arrivals; the run continues until every request has finished. Statistics are over all
+requests, like vllm bench (exact when the run keeps its requests; else means and totals
+exact, percentiles from quantile sketches, `run_bench`): throughput is completions over the
+benchmark duration (0 to the last completion); ``itl_ms`` (= ``tpot_ms``, vllm bench's TPOT)
+is the per-request mean decode time per output token. ``vllm_bench`` repeats the summary under
+`vllm bench serve`'s own key names (mean/median/p99 of TTFT, TPOT, ITL, E2E; totals and
+throughputs); the twin does not stamp every token, so ITL there is the token-weighted mean and
+its median/p99 are null.
+In rate mode the result also carries the analyzer's prediction at
 the same operating point (same α/β/γ, N, Q = 10·N, the per-replica rate; vllm model by
 default): TTFT and ITL as mean/p50/p90/p99, the measurement's shape, plus its other means.
 """
@@ -57,10 +65,25 @@ class BenchConfig:
     prefill_emits_token: bool = True
     perf_model: PerfModel = PerfModel.VLLM
     """The analyzer's model for the rate-mode prediction."""
+    input: workload.TokenDist | None = None
+    """Input-length distribution (None: fixed ``in_tokens``; else ``in_tokens`` is its mean
+    for the analyzer's prediction)."""
+    output: workload.TokenDist | None = None
+    think: workload.Delay | None = None
+    """Closed loop: a user's think time after each response (None: none)."""
+    stagger_s: float = 0.0
+    """Closed loop: users start evenly spread over this many seconds."""
+    arrival_times_s: tuple[float, ...] | None = None
+    """Open loop: replay these arrival times (s from the start) instead of Poisson."""
 
     def __post_init__(self) -> None:
-        if (self.concurrency is None) == (self.rate_rps is None):
-            raise ConfigError("bench: give exactly one of concurrency or rate")
+        loads = (self.concurrency, self.rate_rps, self.arrival_times_s)
+        if sum(v is not None for v in loads) != 1:
+            raise ConfigError("bench: give exactly one of concurrency, rate or arrival times")
+        if self.arrival_times_s is not None and len(self.arrival_times_s) < 2:
+            raise ConfigError("bench: an arrival replay needs at least 2 timestamps")
+        if not (0.0 <= self.stagger_s < math.inf):
+            raise ConfigError(f"bench: stagger must be >= 0 s, got {self.stagger_s}")
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError(f"bench: concurrency must be >= 1, got {self.concurrency}")
         if self.rate_rps is not None and not (self.rate_rps > 0 and math.isfinite(self.rate_rps)):
@@ -79,10 +102,16 @@ class BenchConfig:
 
     @property
     def mode(self) -> str:
+        if self.arrival_times_s is not None:
+            return "replay"
         return "rate" if self.rate_rps is not None else "concurrency"
 
     @property
     def load(self) -> float:
+        """Rate (req/s; a replay's mean rate) or concurrency."""
+        if self.arrival_times_s is not None:
+            t = self.arrival_times_s
+            return (len(t) - 1) / (t[-1] - t[0]) if t[-1] > t[0] else math.inf
         return float(self.rate_rps if self.rate_rps is not None else self.concurrency)  # type: ignore[arg-type]
 
 
@@ -102,6 +131,14 @@ class BenchResult:
     mean_running: float
     """Time-average requests in the batch per replica over the benchmark duration."""
     num_preemptions: int
+    total_input_tokens: int = 0
+    total_output_tokens: int = 0
+    total_tokens_per_s: float = 0.0
+    """Input plus output tokens over the duration (vllm bench's total token throughput)."""
+    tpot_ms: Stats | None = None
+    """Per-request (E2E − TTFT)/(output − 1): vllm bench's TPOT (the same as ``itl_ms``)."""
+    vllm_bench: dict[str, Any] | None = None
+    """The summary under `vllm bench serve`'s key names (module docstring)."""
     analyzer: dict[str, Any] | None = None
     """Rate mode: the analyzer's prediction, ``ttft_ms``/``itl_ms`` as {mean, p50, p90, p99}
     (like the measurement), the rest means (ms, req/s)."""
@@ -134,14 +171,20 @@ def perf_for(system: System, model: str, accelerator: str, data: str = "") -> Mo
 
 class _Streamed:
     """What a benchmark keeps of its requests when it keeps no table: digests (ms) of TTFT,
-    ITL and E2E, completions, output tokens, the last completion; the table's rows, if
-    asked for, go to a `sim.recorder.RequestTable` as they come."""
+    ITL and E2E, completions, input and output tokens, decode time (for the mean ITL), the
+    last completion; the table's rows, if asked for, go to a `sim.recorder.RequestTable` as
+    they come."""
 
     def __init__(self, table: RequestTable | None) -> None:
         self.table = table
         self.ttft, self.itl, self.e2e = SketchDigest(), SketchDigest(), SketchDigest()
         self.num_done = 0
+        self.in_tokens = 0
         self.out_tokens = 0
+        self.decode_s = 0.0
+        """Sum of the completed requests' decode times (first token to finish)."""
+        self.gaps = 0.0
+        """Sum of their output tokens after the first."""
         self.last_finish_s = 0.0
 
     def flush(self, dep: Deployment) -> None:
@@ -153,13 +196,16 @@ class _Streamed:
         done = [r for r in batch if r.status is RequestStatus.DONE]
         if not done:
             return
-        _, finish, ttft, itl = latencies_ms(done)
+        first, finish, ttft, itl = latencies_ms(done)
         arrival = np.fromiter((r.arrival_s for r in done), float, len(done))
         self.ttft.add(ttft)
         self.itl.add(itl)
         self.e2e.add((finish - arrival) * MS_PER_S)
         self.num_done += len(done)
+        self.in_tokens += sum(r.in_tokens for r in done)
         self.out_tokens += sum(r.out_tokens for r in done)
+        self.gaps += sum(max(r.out_tokens - 1, 0) for r in done)
+        self.decode_s += float((finish - first).sum())
         self.last_finish_s = max(self.last_finish_s, float(finish.max()))
 
     def finish(self, dep: Deployment, now: float) -> None:
@@ -197,22 +243,29 @@ def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path =
     dep = cluster.add_deployment(DeploymentSpec(
         name="bench", model=cfg.model, accelerator=cfg.accelerator, max_batch=max_batch,
         num_replicas=cfg.replicas, router=cfg.router, engine=engine))
-    lengths = workload.Lengths(input=workload.fixed(cfg.in_tokens),
-                               output=workload.fixed(cfg.out_tokens)).pairs(
+    seed_lengths, seed_think = seed_lengths.spawn(2)
+    lengths = workload.Lengths(input=cfg.input or workload.fixed(cfg.in_tokens),
+                               output=cfg.output or workload.fixed(cfg.out_tokens)).pairs(
         np.random.default_rng(seed_lengths))
     factory = workload.RequestFactory()
     num = cfg.num_requests if cfg.duration_s is None and cfg.num_requests is not None else (
         DEFAULT_NUM_REQUESTS if cfg.duration_s is None else None)
     until = math.inf if cfg.duration_s is None else cfg.duration_s
-    if cfg.rate_rps is not None:
+    if cfg.arrival_times_s is not None:
+        num = None if cfg.duration_s is None and cfg.num_requests is None else num
+        workload.arrivals(env, iter(cfg.arrival_times_s), lengths, dep.submit, factory,
+                          until_s=until, max_requests=num)
+    elif cfg.rate_rps is not None:
         times = workload.ArrivalProcess(rate=workload.constant(cfg.rate_rps)).times(
             np.random.default_rng(seed_arrivals))
         workload.arrivals(env, times, lengths, dep.submit, factory, until_s=until,
                           max_requests=num)
     else:
+        think = (cfg.think.draws(np.random.default_rng(seed_think))
+                 if cfg.think is not None else None)
         workload.ClosedLoop(env=env, num_users=int(cfg.concurrency or 1), lengths=lengths,
                             submit=dep.submit, factory=factory, until_s=until,
-                            max_requests=num).start()
+                            max_requests=num, think=think, stagger_s=cfg.stagger_s).start()
     analyzer = (predict(mp, max_batch, cfg.in_tokens, cfg.out_tokens,
                         cfg.rate_rps / cfg.replicas, replicas=cfg.replicas,
                         perf_model=cfg.perf_model)
@@ -224,17 +277,51 @@ def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path =
     df = cluster.requests()
     done = df[df["status"] == "done"]
     duration = float(done["finish_s"].max()) if len(done) else 0.0
-    areas = sum(r.areas(duration)[0] for r in dep.replicas)
+    tokens_in, tokens_out = int(done["in_tokens"].sum()), int(done["out_tokens"].sum())
+    ttft, tpot, e2e = (Stats.of_seconds(done[c].to_numpy()) for c in ("ttft_s", "itl_s", "e2e_s"))
+    return _result(cfg, dep, max_batch, analyzer, completed=len(done), duration_s=duration,
+                   tokens_in=tokens_in, tokens_out=tokens_out, ttft=ttft, tpot=tpot, e2e=e2e,
+                   decode_s=float((done["e2e_s"] - done["ttft_s"]).sum()),
+                   gaps=float((done["out_tokens"] - 1).clip(lower=0).sum()),
+                   preemptions=int(df["num_preemptions"].sum()))
+
+
+def _result(cfg: BenchConfig, dep: Deployment, max_batch: int, analyzer: dict[str, Any] | None,
+            *, completed: int, duration_s: float, tokens_in: int, tokens_out: int, ttft: Stats,
+            tpot: Stats, e2e: Stats, decode_s: float, gaps: float, preemptions: int
+            ) -> BenchResult:
+    """The summary of a run, kept (exact statistics) or streamed (sketch percentiles):
+    ``decode_s`` sums the completed requests' decode times, ``gaps`` their output tokens
+    after the first (the token-weighted mean ITL is their ratio)."""
+    per_s = 1.0 / duration_s if duration_s > 0 else 0.0
+    areas = sum(r.areas(duration_s)[0] for r in dep.replicas)
     return BenchResult(
         mode=cfg.mode, load=cfg.load, max_batch=max_batch, replicas=cfg.replicas,
-        num_requests=len(done), duration_s=duration,
-        throughput_rps=len(done) / duration if duration > 0 else 0.0,
-        output_tokens_per_s=float(done["out_tokens"].sum()) / duration if duration > 0 else 0.0,
-        ttft_ms=Stats.of_seconds(done["ttft_s"].to_numpy()),
-        itl_ms=Stats.of_seconds(done["itl_s"].to_numpy()),
-        e2e_ms=Stats.of_seconds(done["e2e_s"].to_numpy()),
-        mean_running=areas / (duration * cfg.replicas) if duration > 0 else 0.0,
-        num_preemptions=int(df["num_preemptions"].sum()), analyzer=analyzer)
+        num_requests=completed, duration_s=duration_s, throughput_rps=completed * per_s,
+        output_tokens_per_s=tokens_out * per_s, ttft_ms=ttft, itl_ms=tpot, e2e_ms=e2e,
+        mean_running=areas / (duration_s * cfg.replicas) if duration_s > 0 else 0.0,
+        num_preemptions=preemptions, total_input_tokens=tokens_in,
+        total_output_tokens=tokens_out, total_tokens_per_s=(tokens_in + tokens_out) * per_s,
+        tpot_ms=tpot, vllm_bench=_vllm_keys(completed, duration_s, tokens_in, tokens_out, ttft,
+                                            tpot, e2e, 1000.0 * decode_s / gaps
+                                            if gaps else math.nan),
+        analyzer=analyzer)
+
+
+def _vllm_keys(completed: int, duration_s: float, tokens_in: int, tokens_out: int, ttft: Stats,
+               tpot: Stats, e2e: Stats, itl_mean_ms: float) -> dict[str, Any]:
+    """`vllm bench serve`'s result keys (its units: s, req/s, tok/s, ms)."""
+    per_s = 1.0 / duration_s if duration_s > 0 else 0.0
+    doc: dict[str, Any] = {
+        "completed": completed, "duration": duration_s, "total_input_tokens": tokens_in,
+        "total_output_tokens": tokens_out, "request_throughput": completed * per_s,
+        "output_throughput": tokens_out * per_s,
+        "total_token_throughput": (tokens_in + tokens_out) * per_s}
+    for name, s in (("ttft", ttft), ("tpot", tpot), ("e2el", e2e)):
+        doc.update({f"mean_{name}_ms": s.mean, f"median_{name}_ms": s.p50,
+                    f"p99_{name}_ms": s.p99})
+    doc.update({"mean_itl_ms": itl_mean_ms, "median_itl_ms": None, "p99_itl_ms": None})
+    return doc
 
 
 def _run_streamed(env: simpy.Environment, dep: Deployment, cfg: BenchConfig, max_batch: int,
@@ -249,16 +336,11 @@ def _run_streamed(env: simpy.Environment, dep: Deployment, cfg: BenchConfig, max
     env.process(flushing())
     env.run()
     kept.finish(dep, float(env.now))
-    duration = kept.last_finish_s
-    areas = sum(r.areas(duration)[0] for r in dep.replicas)
-    return BenchResult(
-        mode=cfg.mode, load=cfg.load, max_batch=max_batch, replicas=cfg.replicas,
-        num_requests=kept.num_done, duration_s=duration,
-        throughput_rps=kept.num_done / duration if duration > 0 else 0.0,
-        output_tokens_per_s=kept.out_tokens / duration if duration > 0 else 0.0,
-        ttft_ms=kept.ttft.stats(), itl_ms=kept.itl.stats(), e2e_ms=kept.e2e.stats(),
-        mean_running=areas / (duration * cfg.replicas) if duration > 0 else 0.0,
-        num_preemptions=sum(r.num_preemptions for r in dep.replicas), analyzer=analyzer)
+    return _result(cfg, dep, max_batch, analyzer, completed=kept.num_done,
+                   duration_s=kept.last_finish_s, tokens_in=kept.in_tokens,
+                   tokens_out=kept.out_tokens, ttft=kept.ttft.stats(), tpot=kept.itl.stats(),
+                   e2e=kept.e2e.stats(), decode_s=kept.decode_s, gaps=kept.gaps,
+                   preemptions=sum(r.num_preemptions for r in dep.replicas))
 
 
 def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate_rps: float,
@@ -283,10 +365,12 @@ def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate
 
 def sweep(system: System, cfg: BenchConfig, loads: list[float], *,
           requests_table: bool | Path = True) -> list[BenchResult]:
-    """One benchmark per load value (rate or concurrency, following ``cfg.mode``); a table
-    path gets the load value in its name when there are several."""
+    """One benchmark per load value (rate or concurrency, following ``cfg.mode``; a replay
+    runs once); a table path gets the load value in its name when there are several."""
     from dataclasses import replace
 
+    if cfg.mode == "replay":
+        return [run_bench(system, cfg, requests_table=requests_table)]
     out = []
     for load in loads:
         if cfg.mode == "rate":
@@ -300,26 +384,55 @@ def sweep(system: System, cfg: BenchConfig, loads: list[float], *,
     return out
 
 
+def write_csv(results: list[BenchResult], path: Path) -> None:
+    """One row per result in `inferno calibrate`'s columns (mean input/output tokens of the
+    completed requests; the load as concurrency or rate_rps), written atomically."""
+    import csv
+    import io
+
+    from inferno.tuner.calibrate import CSV_COLUMNS
+    from inferno.tuner.store import write_text_atomic
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in results:
+        closed = r.mode == "concurrency"
+        row = {"input_tokens": r.total_input_tokens / max(r.num_requests, 1),
+               "output_tokens": r.total_output_tokens / max(r.num_requests, 1),
+               "concurrency": int(r.load) if closed else "",
+               "rate_rps": "" if closed else r.load, "itl_ms": r.itl_ms.mean,
+               "ttft_ms": r.ttft_ms.mean, "throughput_rps": r.throughput_rps,
+               "max_batch": r.max_batch, "replicas": r.replicas,
+               "num_preemptions": r.num_preemptions}
+        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v
+                         for v in (row[c] for c in CSV_COLUMNS)])
+    write_text_atomic(Path(path), buf.getvalue())
+
+
 def format_table(results: list[BenchResult]) -> str:
-    """A fixed-width table, one row per result."""
-    load_name = "rate_rps" if results and results[0].mode == "rate" else "concurrency"
-    head = (f"{load_name:>11} {'reqs':>6} {'thru_rps':>9} {'tok/s':>9} {'ttft_mean':>9} "
-            f"{'ttft_p90':>9} {'ttft_p99':>9} {'itl_mean':>8} {'itl_p90':>8} {'e2e_mean':>9} "
-            f"{'e2e_p99':>9} {'running':>7}")
+    """A fixed-width table, one row per result: what `vllm bench serve` prints (duration,
+    throughputs, mean/median/p99 of TTFT, TPOT and E2E), units in the column names."""
+    load_name = "concurrency" if results and results[0].mode == "concurrency" else "rate_rps"
+    cols = ("ttft", "tpot", "e2e")
+    head = (f"{load_name:>11} {'reqs':>6} {'thru_rps':>9} {'dur_s':>7} {'out_tok_s':>9} "
+            + " ".join(f"{c + '_' + q + '_ms':>13}" for c in cols for q in ("mean", "p50", "p99"))
+            + f" {'running':>7}")
     lines = [head]
     for r in results:
+        stats = (r.ttft_ms, r.itl_ms, r.e2e_ms)
         lines.append(
-            f"{r.load:>11g} {r.num_requests:>6d} {r.throughput_rps:>9.3f} "
-            f"{r.output_tokens_per_s:>9.1f} {r.ttft_ms.mean:>9.1f} {r.ttft_ms.p90:>9.1f} "
-            f"{r.ttft_ms.p99:>9.1f} {r.itl_ms.mean:>8.2f} {r.itl_ms.p90:>8.2f} "
-            f"{r.e2e_ms.mean:>9.1f} {r.e2e_ms.p99:>9.1f} {r.mean_running:>7.2f}")
+            f"{r.load:>11g} {r.num_requests:>6d} {r.throughput_rps:>9.3f} {r.duration_s:>7.1f} "
+            f"{r.output_tokens_per_s:>9.1f} "
+            + " ".join(f"{v:>13.2f}" for st in stats for v in (st.mean, st.p50, st.p99))
+            + f" {r.mean_running:>7.2f}")
         if r.analyzer is not None:
             a = r.analyzer
             ttft, itl = a["ttft_ms"], a["itl_ms"]
-            lines.append(f"{'analyzer':>11} {'':>6} {a['throughput_rps']:>9.3f} {'':>9} "
-                         f"{ttft.mean:>9.1f} {ttft.p90:>9.1f} {ttft.p99:>9.1f} "
-                         f"{itl.mean:>8.2f} {itl.p90:>8.2f} "
-                         f"{a['e2e_ms']:>9.1f} {'':>9} {a['mean_running']:>7.2f}")
+            values = (ttft.mean, ttft.p50, ttft.p99, itl.mean, itl.p50, itl.p99)
+            lines.append(f"{'analyzer':>11} {'':>6} {a['throughput_rps']:>9.3f} {'':>7} {'':>9} "
+                         + " ".join(f"{v:>13.2f}" for v in values)
+                         + f" {a['e2e_ms']:>13.2f} {'':>13} {'':>13} {a['mean_running']:>7.2f}")
     return "\n".join(lines)
 
 

@@ -13,8 +13,12 @@ Scheduling (each iteration, vLLM v1 with chunked prefill):
 4. otherwise waiting requests are admitted FCFS while ``running < max_num_seqs``, budget is left
    and the KV cache can hold their first chunk (the head of the queue blocks the rest).
 
-An iteration takes ``inferno.model.iteration_time_ms(perf, tokens, kv_tokens)``, the function the
-analyzer uses, where ``kv_tokens`` sums each scheduled request's context after the iteration.
+An iteration takes ``inferno.model.iteration_time_ms(perf, tokens, kv_tokens, samples)``, the
+function the analyzer uses, where ``kv_tokens`` sums each scheduled request's context after the
+iteration and ``samples`` counts the output tokens it samples. A request reaches the engine
+``inferno.model.frontend_delay_ms(perf, in_tokens)`` after `submit` (the API server's front-end
+cost; 0 by default): it is accepted or rejected at once, counted outstanding while ingesting,
+and its TTFT and E2E run from the submission.
 A prompt of L tokens is computed in chunks; the iteration that completes it samples the first
 output token (vLLM); each later iteration samples one more. With
 ``EngineSettings.prefill_emits_token = False`` the twin uses the analyzer's accounting instead
@@ -48,7 +52,13 @@ import simpy
 from simpy.events import Event
 
 from inferno.errors import ConfigError
-from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfParms, iteration_time_ms
+from inferno.model import (
+    DEFAULT_MAX_NUM_TOKENS,
+    PerfParms,
+    StepShape,
+    frontend_delay_ms,
+    iteration_time_ms,
+)
 from inferno.model.units import MS_PER_S
 from sim.kvcache import KVCache, blocks_for
 from sim.request import NAN, Request, RequestStatus
@@ -96,10 +106,14 @@ def check_perf(perf: PerfParms, where: str) -> None:
     """Raise ConfigError unless every iteration takes a positive time."""
     if perf.is_zero:
         raise ConfigError(f"{where}: perfParms missing (alpha = beta = gamma = 0)")
-    for field in ("alpha_ms", "beta_ms", "gamma_ms"):
+    for field in ("alpha_ms", "beta_ms", "gamma_ms", "frontend_ms", "frontend_per_token_ms",
+                  "stream_ms", "knee_tokens", "beta_high_ms"):
         value = getattr(perf, field)
         if not value >= 0.0 or math.isinf(value):
             raise ConfigError(f"{where}: perfParms.{field} must be finite and >= 0, got {value}")
+    if perf.shape is StepShape.PIECEWISE and perf.beta_high_ms <= 0.0:
+        raise ConfigError(f"{where}: perfParms.beta_high_ms must be > 0 with the piecewise "
+                          f"shape, got {perf.beta_high_ms}")
     if perf.alpha_ms + perf.beta_ms <= 0.0:
         raise ConfigError(f"{where}: perfParms alpha + beta must be > 0, got "
                           f"{perf.alpha_ms} + {perf.beta_ms}")
@@ -157,7 +171,7 @@ class Replica:
         "_first_idx", "_prefill_emits", "_fast", "_max_tokens", "_max_waiting", "_wake",
         "_wake_t", "_t0",
         "_run_k", "_run_a", "_run_c", "_head", "_chunks", "_await_first", "_done",
-        "_t_area", "_cancelled",
+        "_t_area", "_cancelled", "_ingesting",
     )
 
     def __init__(self, env: simpy.Environment, *, name: str, perf: PerfParms, max_batch: int,
@@ -229,6 +243,9 @@ class Replica:
         self._done: list[Request] = []
         self._cancelled: list[Request] = []
         self._t_area = env.now
+        self._ingesting: dict[Request, None] | None = {} if (
+            perf.frontend_ms > 0.0 or perf.frontend_per_token_ms > 0.0) else None
+        """Requests in the front-end (None: the perf data has no front-end cost)."""
 
     # ------------------------------------------------------------------ client side
     @property
@@ -241,7 +258,8 @@ class Replica:
 
     @property
     def num_outstanding(self) -> int:
-        return len(self._running) + len(self._waiting)
+        ingesting = len(self._ingesting) if self._ingesting else 0
+        return len(self._running) + len(self._waiting) + ingesting
 
     @property
     def kv_capacity_blocks(self) -> int:
@@ -260,6 +278,22 @@ class Replica:
             if req.on_done is not None:
                 req.on_done(req)
             return False
+        if self._ingesting is not None:
+            req.status = RequestStatus.WAITING
+            self._ingesting[req] = None
+            delay_s = frontend_delay_ms(self.perf, req.in_tokens) / MS_PER_S
+            self.env.timeout(delay_s).callbacks.append(lambda _ev: self._ingested(req))
+            return True
+        self._enqueue(req, now)
+        return True
+
+    def _ingested(self, req: Request) -> None:
+        """The front-end is done with ``req`` (unless it was cancelled or aborted meanwhile)."""
+        if self._ingesting is not None and req in self._ingesting:
+            del self._ingesting[req]
+            self._enqueue(req, self.env.now)
+
+    def _enqueue(self, req: Request, now: float) -> None:
         self._integrate(now)
         req.target = req.out_tokens + self._extra
         req.status = RequestStatus.WAITING
@@ -279,7 +313,6 @@ class Replica:
                 self._wake_t = tk
                 self._wake = _Wake(self.env, max(0.0, tk - now), self._on_wake)
                 self.num_events += 1
-        return True
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -298,7 +331,8 @@ class Replica:
             return
         was_holding = self.state in (ReplicaState.STARTING, ReplicaState.READY)
         self.state = ReplicaState.DRAINING
-        if not was_holding or (self._wake is None and not self._running and not self._waiting):
+        if not was_holding or (self._wake is None and not self._running and not self._waiting
+                               and not self._ingesting):
             self._go(self.env.now)
 
     def abort(self) -> None:
@@ -309,6 +343,8 @@ class Replica:
         self._integrate(now)
         for req, produced in self.in_flight(now):
             self._abort_one(req, now, produced)
+        if self._ingesting:
+            self._ingesting.clear()
         self._running.clear()
         self._waiting.clear()
         self._prefilling.clear()
@@ -321,7 +357,14 @@ class Replica:
         ABORTED at the end of the iteration in progress (vLLM aborts between engine steps),
         which ends the current run there. Anything else is ignored."""
         now = self.env.now
-        if req.status is RequestStatus.WAITING and req in self._waiting:
+        if self._ingesting and req in self._ingesting:
+            del self._ingesting[req]
+            self._abort_one(req, now, 0)
+            if (self.state is ReplicaState.DRAINING and self._wake is None
+                    and not self._running and not self._waiting and not self._ingesting):
+                self._go(now)
+            self._run_callbacks()
+        elif req.status is RequestStatus.WAITING and req in self._waiting:
             self._integrate(now)
             self._waiting.remove(req)
             self._abort_one(req, now, max(0, req.emitted - self._extra))
@@ -443,6 +486,8 @@ class Replica:
             emitted = req.gbase + x if req.seq >= 0 else req.emitted
             out.append((req, max(0, emitted - self._extra)))
         out.extend((req, max(0, req.emitted - self._extra)) for req in self._waiting)
+        if self._ingesting:
+            out.extend((req, 0) for req in self._ingesting)
         return out
 
     # ------------------------------------------------------------------ engine
@@ -578,7 +623,7 @@ class Replica:
         waiting = self._waiting
         if not running and not waiting:
             self._run_k = 0
-            if self.state is ReplicaState.DRAINING:
+            if self.state is ReplicaState.DRAINING and not self._ingesting:
                 self._go(t)
             return
         kv = self._kv
@@ -625,11 +670,13 @@ class Replica:
         if chunks:
             kv_tokens = kv.sum_cbase + nd * (n + 1)
             tokens = nd
+            samples = nd
             for req, chunk in chunks:
                 tokens += chunk
                 kv_tokens += req.computed + chunk
+                samples += req.computed + chunk == req.in_tokens + req.emitted
             self._run_k = 1
-            self._run_a = iteration_time_ms(self.perf, tokens, kv_tokens)
+            self._run_a = iteration_time_ms(self.perf, tokens, kv_tokens, samples)
             self._run_c = 0.0
             if waiting or preempted or not self._fuse(chunks, t, n):
                 self._chunks = chunks
@@ -646,7 +693,7 @@ class Replica:
         kv = self._kv
         nd = kv.num_decode
         s0 = kv.sum_cbase + nd * (n + 1)
-        a = iteration_time_ms(self.perf, nd, s0)
+        a = iteration_time_ms(self.perf, nd, s0, nd)
         if k is None:
             k = 1
             if self._fast:
@@ -662,7 +709,7 @@ class Replica:
         self._run_a = a
         # The run's iteration times are affine in kv_tokens (which grows by nd per
         # iteration), so the growth per iteration comes from the same shared function.
-        self._run_c = iteration_time_ms(self.perf, nd, s0 + nd) - a if k > 1 else 0.0
+        self._run_c = iteration_time_ms(self.perf, nd, s0 + nd, nd) - a if k > 1 else 0.0
 
     def _fuse(self, chunks: list[tuple[Request, int]], t: float, n: int) -> bool:
         """Plan the prefill iteration just sized (``_run_a``) and the decode run after it as

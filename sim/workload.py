@@ -15,7 +15,9 @@ time-rescaling is the exact method for it; at a constant rate both reduce to i.i
 
 Token lengths are integers >= 1 drawn per request: ``fixed``, ``exponential`` (geometric with the
 given mean, the discrete exponential), ``lognormal`` (mean and cv, rounded), ``uniform``
-(integers in [low, high]). The pair (input, output) is bounded by a max model length by
+(integers in [low, high]), ``empirical`` (drawn with replacement from measured lengths).
+Closed-loop users may start staggered and think between requests (`Delay`).
+The pair (input, output) is bounded by a max model length by
 rejection: pairs with input + output > max_model_len are redrawn (a truncated distribution, not
 a clipped one), as a client that respects the server's context limit would.
 """
@@ -26,6 +28,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from heapq import heappush
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -271,25 +274,30 @@ class ArrivalProcess:
 
 
 # ---------------------------------------------------------------------------- token lengths
-TOKEN_KINDS = ("fixed", "exponential", "lognormal", "uniform")
+TOKEN_KINDS = ("fixed", "exponential", "lognormal", "uniform", "empirical")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TokenDist:
     """Integer token lengths >= 1. ``mean`` for fixed/exponential/lognormal, ``cv`` for
-    lognormal, ``low``/``high`` for uniform."""
+    lognormal, ``low``/``high`` for uniform, ``values`` for empirical."""
 
     kind: str = "fixed"
     mean: float = 0.0
     cv: float = 1.0
     low: int = 1
     high: int = 1
+    values: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in TOKEN_KINDS:
             raise ConfigError(f"tokens.kind must be one of {', '.join(TOKEN_KINDS)}; "
                               f"got '{self.kind}'")
-        if self.kind == "uniform":
+        if self.kind == "empirical":
+            if not self.values or min(self.values) < 1:
+                raise ConfigError("tokens empirical: need at least one length, all >= 1")
+            object.__setattr__(self, "mean", float(np.mean(self.values)))
+        elif self.kind == "uniform":
             if not 1 <= self.low <= self.high:
                 raise ConfigError(f"tokens uniform: need 1 <= low <= high, got "
                                   f"{self.low}..{self.high}")
@@ -300,10 +308,18 @@ class TokenDist:
 
     @property
     def min_tokens(self) -> int:
+        if self.kind == "empirical":
+            return min(self.values)
         return self.low if self.kind == "uniform" else (
             int(self.mean) if self.kind == "fixed" else 1)
 
+    @property
+    def mean_tokens(self) -> float:
+        return (self.low + self.high) / 2.0 if self.kind == "uniform" else self.mean
+
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        if self.kind == "empirical":
+            return rng.choice(np.asarray(self.values, dtype=np.int64), size)
         if self.kind == "fixed":
             return np.full(size, int(round(self.mean)), dtype=np.int64)
         if self.kind == "exponential":
@@ -318,6 +334,130 @@ class TokenDist:
 
 def fixed(tokens: int) -> TokenDist:
     return TokenDist(kind="fixed", mean=tokens)
+
+
+def _numbers(path: Path, where: str) -> list[float]:
+    """Numbers of a text file: one or more per line (comma or blank separated), '#' comments;
+    a first line that is not numeric is a header and skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror or exc}") from exc
+    out: list[float] = []
+    for num, line in enumerate(lines, start=1):
+        fields = line.split("#", 1)[0].replace(",", " ").split()
+        try:
+            out.extend(float(f) for f in fields)
+        except ValueError:
+            if num == 1 and not out:
+                continue
+            raise ConfigError(f"{path}:{num}: not a number: {line.strip()!r}") from None
+    if not out or not all(math.isfinite(v) for v in out):
+        raise ConfigError(f"{path}: no finite numbers")
+    return out
+
+
+def parse_tokens(spec: str, where: str) -> TokenDist:
+    """A token distribution from ``N`` (fixed), ``fixed:N``, ``uniform:LOW:HIGH``,
+    ``lognormal:MEAN:CV``, ``exponential:MEAN`` or ``file:PATH`` (empirical lengths)."""
+    kind, _, rest = spec.partition(":")
+    if not rest and kind.strip().lstrip("-").replace(".", "", 1).isdigit():
+        kind, rest = "fixed", kind
+    args = rest.split(":")
+    try:
+        if kind == "file":
+            values = _numbers(Path(rest), where)
+            if not all(v >= 1 and float(v).is_integer() for v in values):
+                raise ConfigError(f"{where}: {rest}: token lengths must be integers >= 1")
+            return TokenDist(kind="empirical", values=tuple(int(v) for v in values))
+        if kind == "fixed" and len(args) == 1:
+            return TokenDist(kind="fixed", mean=float(int(args[0])))
+        if kind == "exponential" and len(args) == 1:
+            return TokenDist(kind="exponential", mean=float(args[0]))
+        if kind == "lognormal" and len(args) == 2:
+            return TokenDist(kind="lognormal", mean=float(args[0]), cv=float(args[1]))
+        if kind == "uniform" and len(args) == 2:
+            return TokenDist(kind="uniform", low=int(args[0]), high=int(args[1]))
+    except ConfigError as exc:  # before ValueError: a ConfigError is one
+        raise ConfigError(f"{where}: {exc}") from None
+    except ValueError:
+        pass
+    raise ConfigError(f"{where}: bad token spec {spec!r} (N, fixed:N, uniform:LOW:HIGH, "
+                      "lognormal:MEAN:CV, exponential:MEAN or file:PATH)")
+
+
+DELAY_KINDS = ("fixed", "exponential", "lognormal", "uniform")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delay:
+    """A non-negative random delay (s): think time between a user's requests.
+
+    ``fixed`` (``mean_s``), ``exponential`` (``mean_s``), ``lognormal`` (``mean_s``, ``cv``),
+    ``uniform`` ([``low_s``, ``high_s``]). Drawn exactly, never clipped.
+    """
+
+    kind: str = "fixed"
+    mean_s: float = 0.0
+    cv: float = 1.0
+    low_s: float = 0.0
+    high_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in DELAY_KINDS:
+            raise ConfigError(f"think.kind must be one of {', '.join(DELAY_KINDS)}; "
+                              f"got '{self.kind}'")
+        if self.kind == "uniform":
+            if not 0.0 <= self.low_s <= self.high_s < math.inf:
+                raise ConfigError(f"think uniform: need 0 <= low <= high, got "
+                                  f"{self.low_s}..{self.high_s}")
+        elif not (0.0 <= self.mean_s < math.inf):
+            raise ConfigError(f"think mean must be a finite number >= 0 s, got {self.mean_s}")
+        if self.kind == "lognormal" and not (self.cv > 0 and self.mean_s > 0):
+            raise ConfigError(f"think lognormal: need mean > 0 and cv > 0, got "
+                              f"{self.mean_s}, {self.cv}")
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        if self.kind == "fixed":
+            return np.full(size, self.mean_s)
+        if self.kind == "exponential":
+            return rng.exponential(self.mean_s, size) if self.mean_s > 0 else np.zeros(size)
+        if self.kind == "lognormal":
+            sigma2 = math.log1p(self.cv * self.cv)
+            return rng.lognormal(math.log(self.mean_s) - sigma2 / 2.0, math.sqrt(sigma2), size)
+        return rng.uniform(self.low_s, self.high_s, size)
+
+    def draws(self, rng: np.random.Generator) -> Iterator[float]:
+        while True:
+            yield from self.sample(rng, BATCH).tolist()
+
+
+def parse_delay(spec: str, where: str) -> Delay:
+    """A delay from ``S`` (fixed seconds), ``fixed:S``, ``exponential:MEAN``,
+    ``lognormal:MEAN:CV`` or ``uniform:LOW:HIGH`` (seconds)."""
+    kind, _, rest = spec.partition(":")
+    if not rest:
+        kind, rest = "fixed", kind
+    args = rest.split(":")
+    try:
+        if kind in ("fixed", "exponential") and len(args) == 1:
+            return Delay(kind=kind, mean_s=float(args[0]))
+        if kind == "lognormal" and len(args) == 2:
+            return Delay(kind=kind, mean_s=float(args[0]), cv=float(args[1]))
+        if kind == "uniform" and len(args) == 2:
+            return Delay(kind=kind, low_s=float(args[0]), high_s=float(args[1]))
+    except ConfigError as exc:  # before ValueError: a ConfigError is one
+        raise ConfigError(f"{where}: {exc}") from None
+    except ValueError:
+        pass
+    raise ConfigError(f"{where}: bad delay spec {spec!r} (S, fixed:S, exponential:MEAN, "
+                      "lognormal:MEAN:CV or uniform:LOW:HIGH, seconds)")
+
+
+def read_timestamps(path: Path, where: str = "arrivals") -> np.ndarray:
+    """Arrival times (s) from a file of timestamps, shifted to start at 0 and sorted."""
+    times = np.sort(np.asarray(_numbers(Path(path), where), dtype=float))
+    return times - times[0]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -413,14 +553,22 @@ class ClosedLoop:
     until_s: float = math.inf
     max_requests: int | None = None
     server: str = ""
+    think: Iterator[float] | None = None
+    """Think times (s) drawn per request, replacing ``think_s`` (`Delay.draws`)."""
+    stagger_s: float = 0.0
+    """User i sends its first request at i·stagger_s/num_users (0: all at once)."""
     num_sent: int = field(default=0, init=False)
 
     def start(self) -> None:
-        """All users send their first request at the current time."""
+        """Users send their first request now, or spread over ``stagger_s``."""
         if self.num_users < 1:
             raise ConfigError(f"concurrency must be >= 1, got {self.num_users}")
-        for _ in range(self.num_users):
-            self._send()
+        for i in range(self.num_users):
+            delay = self.stagger_s * i / self.num_users
+            if delay <= 0.0:
+                self._send()
+            else:
+                self.env.timeout(delay).callbacks.append(lambda _ev: self._send())
 
     def _send(self) -> None:
         if self.env.now >= self.until_s or (
@@ -433,7 +581,10 @@ class ClosedLoop:
         self.submit(req)
 
     def _done(self, req: Request) -> None:
-        delay = self.retry_s if req.status is RequestStatus.REJECTED else self.think_s
+        if req.status is RequestStatus.REJECTED:
+            delay = self.retry_s
+        else:
+            delay = self.think_s if self.think is None else next(self.think)
         if delay <= 0.0:
             self._send()
         else:

@@ -40,9 +40,11 @@ from inferno.analyzer.concurrency import (
     nominal_zero_load,
     optimal_concurrency,
     optimal_concurrency_batch,
+    optimal_concurrency_sizing,
     search_concurrency_batch,
 )
 from inferno.analyzer.queueing import QueueSolution, solve_birth_death
+from inferno.analyzer.service import perf_columns
 
 __all__ = [
     "DEFAULT_CONCURRENCY_CEILING",
@@ -72,6 +74,8 @@ __all__ = [
     "nominal_zero_load",
     "optimal_concurrency",
     "optimal_concurrency_batch",
+    "optimal_concurrency_sizing",
+    "perf_columns",
     "rate_range",
     "search_concurrency_batch",
     "size",

@@ -25,7 +25,7 @@ from inferno.analyzer.latency import (
 )
 from inferno.analyzer.percentile import percentile_search
 from inferno.analyzer.queueing import QueueSolution, solve_birth_death, state_probabilities
-from inferno.analyzer.service import ServiceParams, service_time_table
+from inferno.analyzer.service import ServiceParams, service_params, service_time_table
 from inferno.errors import ConfigError
 from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel, PerfParms
 
@@ -232,9 +232,7 @@ def _replica(cfg: QueueConfig) -> tuple[_Replica | None, str]:
     if problem:
         return None, problem
     p = cfg.perf
-    params = ServiceParams(*(np.array([v], dtype=float) for v in (
-        p.alpha_ms, p.beta_ms, p.gamma_ms, cfg.in_tokens, cfg.out_tokens, cfg.max_batch,
-        cfg.max_num_tokens)))
+    params = service_params(p, cfg.in_tokens, cfg.out_tokens, cfg.max_batch, cfg.max_num_tokens)
     n = np.arange(1, cfg.max_batch + 1, dtype=float)
     tau = service_time_table(cfg.perf_model, cfg.max_batch, params)[0][0]
     if not np.all(np.isfinite(tau) & (tau > 0)):

@@ -32,7 +32,7 @@ from inferno.analyzer.latency import (
 from inferno.analyzer.percentile import percentile_search
 from inferno.analyzer.queueing import QueueSolution, solve_birth_death, state_probabilities
 from inferno.analyzer.search import LockstepSearch
-from inferno.analyzer.service import ServiceParams, service_time_table
+from inferno.analyzer.service import PERF_EXTRA_FIELDS, ServiceParams, service_time_table
 from inferno.errors import ConfigError
 from inferno.model import PerfModel
 
@@ -88,10 +88,21 @@ class QueueBatch:
     max_num_tokens: np.ndarray
     """Per-iteration token budget of the chunked model (0 means 8192)."""
     perf_model: PerfModel = PerfModel.CHUNKED
+    stream_ms: np.ndarray | None = None
+    """Cost per sampled token (ms); None: 0 (as every field below)."""
+    knee_tokens: np.ndarray | None = None
+    """Piecewise shape: the knee (tokens per iteration)."""
+    beta_excess_ms: np.ndarray | None = None
+    """Piecewise shape: β_high − β (ms/token); 0 for the linear shape."""
+    frontend_ms: np.ndarray | None = None
+    """Front-end cost α0 + α1·L per request (ms)."""
 
     def __post_init__(self) -> None:
+        for name in PERF_EXTRA_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(np.shape(self.max_batch)))
         size = None
-        for name in _INT_FIELDS + _FLOAT_FIELDS:
+        for name in _INT_FIELDS + _FLOAT_FIELDS + PERF_EXTRA_FIELDS:
             raw = np.asarray(getattr(self, name))
             if raw.ndim != 1:
                 raise ConfigError(f"queue batch: {name} must be 1-D, got shape {raw.shape}")
@@ -109,19 +120,21 @@ class QueueBatch:
 
     def take(self, idx: np.ndarray) -> QueueBatch:
         """The candidates ``idx`` (an index array or boolean mask)."""
-        return QueueBatch(**{n: getattr(self, n)[idx] for n in _INT_FIELDS + _FLOAT_FIELDS},
+        return QueueBatch(**{n: getattr(self, n)[idx]
+                             for n in _INT_FIELDS + _FLOAT_FIELDS + PERF_EXTRA_FIELDS},
                           perf_model=self.perf_model)
 
     def with_sizes(self, max_batch: np.ndarray, max_queue: np.ndarray) -> QueueBatch:
         """The same candidates with other N and Q."""
-        kw = {n: getattr(self, n) for n in _INT_FIELDS + _FLOAT_FIELDS}
+        kw = {n: getattr(self, n) for n in _INT_FIELDS + _FLOAT_FIELDS + PERF_EXTRA_FIELDS}
         kw.update(max_batch=max_batch, max_queue=max_queue)
         return QueueBatch(**kw, perf_model=self.perf_model)
 
     @property
     def params(self) -> ServiceParams:
         return ServiceParams(self.alpha_ms, self.beta_ms, self.gamma_ms, self.in_tokens,
-                             self.out_tokens, self.max_batch, self.max_num_tokens)
+                             self.out_tokens, self.max_batch, self.max_num_tokens,
+                             **{n: getattr(self, n) for n in PERF_EXTRA_FIELDS})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,8 +259,13 @@ def _prepare(batch: QueueBatch) -> _Prepared:
             rows = np.arange(s1 - s0)
             ends = tau[:, 0], tau[rows, nb - 1]
             ok = np.logical_and.reduce([np.isfinite(t) & (t > 0) for t in ends])
-            for i in np.flatnonzero(~linear & ok):  # piecewise τ: check every batch size
-                ok[i] = bool(np.all(np.isfinite(tau[i, :nb[i]]) & (tau[i, :nb[i]] > 0)))
+            multi = np.flatnonzero(~linear & ok)  # piecewise τ: check every batch size
+            step = max(1, (1 << 16) // width)  # in row blocks: no full-size temporaries
+            for r0 in range(0, multi.size, step):
+                rows_b = multi[r0:r0 + step]
+                t = tau[rows_b]
+                beyond = np.arange(width)[None, :] >= nb[rows_b, None]
+                ok[rows_b] = np.all((np.isfinite(t) & (t > 0)) | beyond, axis=1)
             bad[s0:s1][~ok] = _SERVICE_TIME
             # Linear τ = t0 + t1·B gives μ = B/τ non-decreasing iff t0 = 2τ(1) − τ(2) >= 0.
             monotone[s0:s1] = linear & ((nb == 1) | (2.0 * tau[:, 0] >= tau[:, min(1, width - 1)]))

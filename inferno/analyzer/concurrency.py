@@ -16,13 +16,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from inferno.analyzer.analyzer import Metrics, QueueConfig, Targets, size
+from inferno.analyzer.analyzer import EPSILON, Metrics, QueueConfig, Targets, size
 from inferno.analyzer.batch import QueueBatch, SizingBatch, size_batch
 from inferno.analyzer.service import (
     ServiceParams,
     instant_itl_ms,
     instant_lines,
     instant_prefill_ms,
+    service_params,
+    service_time_ms,
 )
 from inferno.errors import ConfigError
 from inferno.model import PerfModel, PerfParms
@@ -37,6 +39,7 @@ __all__ = [
     "nominal_zero_load",
     "optimal_concurrency",
     "optimal_concurrency_batch",
+    "optimal_concurrency_sizing",
     "search_concurrency_batch",
 ]
 
@@ -90,7 +93,7 @@ def concurrency_brackets(model: PerfModel, p: ServiceParams, m_max: np.ndarray,
     answer is confirmed against the exact metric (B̂ qualifies, B̂ + 1 does not); the other
     rows are evaluated on the grid 1..M_max. A zero target qualifies no B (upstream).
     """
-    p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
+    p = p.arrays()
     m_max = np.asarray(m_max, dtype=np.int64)
     targets = (np.asarray(itl_ms, dtype=float), np.asarray(ttft_ms, dtype=float))
     metrics = (instant_itl_ms, instant_prefill_ms)
@@ -135,9 +138,7 @@ def optimal_concurrency(cfg: QueueConfig, targets: Targets, eps: float = DEFAULT
                           f"got eps={eps}, max_probes={max_probes}")
     m_max = cfg.max_batch if cfg.max_batch > 0 else DEFAULT_CONCURRENCY_CEILING
     p = cfg.perf
-    params = ServiceParams(*(np.array([v], dtype=float) for v in (
-        p.alpha_ms, p.beta_ms, p.gamma_ms, cfg.in_tokens, cfg.out_tokens, m_max,
-        cfg.max_num_tokens)))
+    params = service_params(p, cfg.in_tokens, cfg.out_tokens, m_max, cfg.max_num_tokens)
     m_itl, m_tpf = (int(v[0]) for v in concurrency_brackets(
         cfg.perf_model, params, np.array([m_max]), np.array([targets.ttft_ms]),
         np.array([targets.itl_ms])))
@@ -191,18 +192,28 @@ class ConcurrencyBatch:
     """`size_batch` at N = M* (the confirming probe)."""
 
 
+_CAPACITY_MARGIN = 1e-9
+"""Relative margin of the capacity shortcut: f(M) is a throughput at some λ <= λ_max(M), so
+1000·λ_max(M) below the threshold by more than rounding decides the probe without it."""
+
+
 class _Bisection:
     """The lockstep §2.9 bisection of C candidates up to (not including) the confirmation.
 
     ``confirmed`` marks rows whose M* is known to have f(M*) > 0 without a confirming probe:
-    M* was probed with f >= threshold (> 0), or M* = M_max with a positive anchor.
+    M* was probed with f >= threshold (> 0), or M* = M_max with a positive anchor; for those
+    ``rate_at_star`` holds f(M*) from that probe (NaN for the other rows).
+
+    With ``capacity_shortcut`` a bisection probe is skipped for rows whose max rate λ_max(M)
+    (a bound on f(M)) is already below the threshold: the decision is the same, but such a
+    probe is not counted in ``calls`` (so the diagnostics variant does not use it).
     """
 
     def __init__(self, batch: QueueBatch, ttft_ms: np.ndarray | float,
                  itl_ms: np.ndarray | float, tps: np.ndarray | float, *, eps: float,
                  max_probes: int, queue_ratio: np.ndarray | None,
-                 exact_anchor: bool, percentiles: tuple[np.ndarray | float, ...] = (0.0, 0.0)
-                 ) -> None:
+                 exact_anchor: bool, capacity_shortcut: bool = False,
+                 percentiles: tuple[np.ndarray | float, ...] = (0.0, 0.0)) -> None:
         if not (0 < eps < 2) or max_probes < 0:
             raise ConfigError(f"optimal_concurrency_batch: eps must be in (0, 2) and "
                               f"max_probes >= 0, got eps={eps}, max_probes={max_probes}")
@@ -225,16 +236,31 @@ class _Bisection:
         upper = np.maximum(self.m_itl, self.m_tpf)
         hi = np.maximum(lo, np.minimum(m_max, np.maximum(3 * upper, lo + 1)))
         self.confirmed = alive & (hi == m_max)
+        self.rate_at_star = np.where(self.confirmed, anchor, np.nan)
         for _ in range(max_probes):
             rows = np.flatnonzero(alive & (lo < hi))
             if rows.size == 0:
                 break
             mid = (lo[rows] + hi[rows]) // 2
-            up = self.probe(rows, mid).rate_rps >= threshold[rows]
+            rate = np.zeros(rows.size)
+            todo = np.arange(rows.size)
+            if capacity_shortcut:
+                bound = self._max_rate_rps(rows, mid) * (1.0 + _CAPACITY_MARGIN)
+                todo = np.flatnonzero(bound >= threshold[rows])
+            rate[todo] = self.probe(rows[todo], mid[todo]).rate_rps
+            up = rate >= threshold[rows]
             hi[rows] = np.where(up, mid, hi[rows])
             lo[rows] = np.where(up, lo[rows], mid + 1)
             self.confirmed[rows] |= up
+            self.rate_at_star[rows[up]] = rate[up]
         self.m_star = np.where(alive, np.clip(hi, 1, m_max), 1)
+
+    def _max_rate_rps(self, rows: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """λ_max at max batch ``m`` (req/s): (1 − ε)·μ(m), μ(m) = m/τ(m) (§2.3)."""
+        params = self.batch.params.take(rows)._replace(max_batch=m)
+        tau = service_time_ms(self.batch.perf_model, m, params)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(tau > 0, (1.0 - EPSILON) * m / tau * 1000.0, np.inf)
 
     def probe(self, rows: np.ndarray, m: np.ndarray, exact_rates: bool = False) -> SizingBatch:
         """`size_batch` of the candidates ``rows`` at max batch ``m``, counting oracle calls."""
@@ -276,6 +302,34 @@ def search_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
                             oracle_calls=run.calls, sizing=confirm)
 
 
+def optimal_concurrency_sizing(batch: QueueBatch, ttft_ms: np.ndarray | float,
+                               itl_ms: np.ndarray | float, tps: np.ndarray | float, *,
+                               eps: float = DEFAULT_ONSET_EPSILON,
+                               max_probes: int = DEFAULT_ONSET_PROBES,
+                               queue_ratio: np.ndarray | None = None,
+                               ttft_percentile: np.ndarray | float = 0.0,
+                               itl_percentile: np.ndarray | float = 0.0
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """(M*, f(M*)) per candidate: `search_concurrency_batch` without the diagnostics.
+
+    f(M*) (req/s, 0 when infeasible) is the sustainable rate `size_batch` gives at max batch
+    M* (and its queue), so it serves as the candidate's sizing: it comes from the probe that
+    established M* (the anchor when M* = M_max, the bisection probe that set M*, or else the
+    confirmation), never from a repeated solve. The anchor needs only f(M_max), so its
+    per-target rates are not refined, and bisection probes whose λ_max already rules them
+    out are skipped (the decisions are the scalar search's). The percentiles are those of
+    `size_batch` (0: the target is on the mean).
+    """
+    run = _Bisection(batch, ttft_ms, itl_ms, tps, eps=eps, max_probes=max_probes,
+                     queue_ratio=queue_ratio, exact_anchor=False, capacity_shortcut=True,
+                     percentiles=(ttft_percentile, itl_percentile))
+    rate = np.where(run.alive, run.rate_at_star, 0.0)
+    rows = np.flatnonzero(run.alive & ~run.confirmed)
+    if rows.size:
+        rate[rows] = run.probe(rows, run.m_star[rows]).rate_rps
+    return run.m_star, rate
+
+
 def optimal_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
                               itl_ms: np.ndarray | float, tps: np.ndarray | float, *,
                               eps: float = DEFAULT_ONSET_EPSILON,
@@ -284,20 +338,12 @@ def optimal_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
                               ttft_percentile: np.ndarray | float = 0.0,
                               itl_percentile: np.ndarray | float = 0.0
                               ) -> tuple[np.ndarray, np.ndarray]:
-    """(M*, feasible) per candidate: `search_concurrency_batch` without the diagnostics.
-
-    Only f(M*) > 0 is needed from the confirmation, and a row whose M* was already probed
-    with f >= (1 − ε/2)·f(M_max) > 0 (or is M_max itself) has it: only the other rows are
-    confirmed. The anchor needs only f(M_max), so its per-target rates are not refined.
-    """
-    run = _Bisection(batch, ttft_ms, itl_ms, tps, eps=eps, max_probes=max_probes,
-                     queue_ratio=queue_ratio, exact_anchor=False,
-                     percentiles=(ttft_percentile, itl_percentile))
-    feasible = run.confirmed.copy()
-    rows = np.flatnonzero(run.alive & ~run.confirmed)
-    if rows.size:
-        feasible[rows] = run.probe(rows, run.m_star[rows]).rate_rps > 0
-    return run.m_star, feasible
+    """(M*, feasible) per candidate: `optimal_concurrency_sizing` with f(M*) > 0 only."""
+    m_star, rate = optimal_concurrency_sizing(batch, ttft_ms, itl_ms, tps, eps=eps,
+                                              max_probes=max_probes, queue_ratio=queue_ratio,
+                                              ttft_percentile=ttft_percentile,
+                                              itl_percentile=itl_percentile)
+    return m_star, rate > 0
 
 
 def nominal_zero_load(perf: PerfParms, batch: int, perf_model: PerfModel = PerfModel.CHUNKED

@@ -32,18 +32,18 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import pdtr
 
 from inferno.analyzer.queueing import QueueSolution
 from inferno.analyzer.service import (
     MetricCoefficients,
     ServiceParams,
     decode_token_work_ms,
+    excess_work_ms,
     fast_request_metrics,
     metric_coefficients,
     num_chunks,
-    prefill_work_ms,
     service_time_ms,
+    vllm_prefill_work_ms,
 )
 from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel
 
@@ -75,6 +75,7 @@ _COLUMNS = (
     ("spread_flat", "E_f/λ = the request's total work: the same for the chain's flat profile."),
     ("cosmetatos", "(N−1)(√(4+5N) − 2)/(16N): Cosmetatos' M/D/c term without (1−ρ)/ρ."),
     ("one_chunk", "1 where every batch size up to N prefills in one chunk, else 0."),
+    ("frontend_ms", "Front-end cost α0 + α1·L before the engine sees the request."),
 )
 
 
@@ -121,23 +122,24 @@ for _i, (_name, _doc) in enumerate(_COLUMNS):
 def latency_coefficients(model: PerfModel, p: ServiceParams, num_queue: np.ndarray
                          ) -> LatencyCoefficients:
     """Precompute `LatencyCoefficients` for (C,)-shaped ``p`` and queue slots Q."""
-    p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
+    p = p.arrays()
     if model is not PerfModel.VLLM:  # the upstream extraction needs no columns
         return LatencyCoefficients(model, metric_coefficients(model, p),
                                    np.zeros((0, p.alpha_ms.size)), p, None)
     n = np.maximum(p.max_batch, 1.0)
     m = p.out_tokens
     w_d = decode_token_work_ms(p)
-    w_pre = prefill_work_ms(np.ones_like(n), p)
+    w_pre = vllm_prefill_work_ms(np.ones_like(n), p)
     decodes = m - 1.0
     # Decode x (1..m−1) reads L + x KV tokens and comes x iterations after the prefill, in a
     # window of m iterations: first-order count covariance weights (1 − x/m), the prefill 1.
     s0 = decodes - decodes * m / (2.0 * m)
     s1 = decodes * m / 2.0 - decodes * m * (2.0 * decodes + 1.0) / (6.0 * m)
-    spread_profile = 2.0 * w_pre + 2.0 * ((p.beta_ms + p.gamma_ms * p.in_tokens) * s0
+    spread_profile = 2.0 * w_pre + 2.0 * ((p.beta_ms + p.stream_ms + p.gamma_ms * p.in_tokens)
+                                          * s0
                                           + p.gamma_ms * s1)
     c_n = num_chunks(n, p.in_tokens, m, p.max_num_tokens).astype(float)
-    full_prefill = c_n * (p.alpha_ms + (n - 1.0) * w_d) + prefill_work_ms(c_n, p)
+    full_prefill = c_n * (p.alpha_ms + (n - 1.0) * w_d) + vllm_prefill_work_ms(c_n, p)
     one_chunk = metric_coefficients(model, p).one_chunk
     values = {
         "alpha_ms": p.alpha_ms, "out_tokens": m, "num_servers": n,
@@ -147,7 +149,7 @@ def latency_coefficients(model: PerfModel, p: ServiceParams, num_queue: np.ndarr
         "full_service_ms": service_time_ms(PerfModel.VLLM, n, p),
         "spread_profile": spread_profile, "spread_flat": w_pre + decodes * w_d,
         "cosmetatos": (n - 1.0) * (np.sqrt(4.0 + 5.0 * n) - 2.0) / (16.0 * n),
-        "one_chunk": np.asarray(one_chunk, dtype=float),
+        "one_chunk": np.asarray(one_chunk, dtype=float), "frontend_ms": p.frontend_ms,
     }
     cols = np.stack([np.broadcast_to(values[name], n.shape) for name, _ in _COLUMNS])
     return LatencyCoefficients(model, None, cols, p, None)
@@ -250,7 +252,7 @@ def _terms(coef: LatencyCoefficients, sol: QueueSolution, arr: _Arrival) -> _Ter
                               coef.num_servers[multi])
         c = num_chunks(rounded, p.in_tokens, p.out_tokens, p.max_num_tokens).astype(float)
         chunks[multi] = c
-        w_pre[multi] = prefill_work_ms(c, p)
+        w_pre[multi] = vllm_prefill_work_ms(c, p)
         delta[multi] = (w_pre[multi] + (p.out_tokens - 1.0) * coef.decode_ms[multi]) / (
             c + p.out_tokens - 1.0)
     w_chunk = w_pre / chunks
@@ -259,7 +261,7 @@ def _terms(coef: LatencyCoefficients, sol: QueueSolution, arr: _Arrival) -> _Ter
         # full, so a prefill iteration holds min(L, budget − decodes) prompt tokens, not L/c.
         budget = np.where(p.max_num_tokens == 0, DEFAULT_MAX_NUM_TOKENS, p.max_num_tokens)
         tokens = np.clip(budget - rounded, 1.0, p.in_tokens)
-        w_chunk[multi] = (p.beta_ms + p.gamma_ms) * tokens
+        w_chunk[multi] = (p.beta_ms + p.gamma_ms) * tokens + excess_work_ms(tokens, p)
     with np.errstate(divide="ignore", invalid="ignore"):
         others = np.where(arr.busy > 0, arr.n_busy / arr.busy, 1.0) - 1.0
         t_pre = coef.alpha_ms + others * coef.decode_ms + w_chunk
@@ -322,7 +324,8 @@ def _vllm_metrics(sol: QueueSolution, coef: LatencyCoefficients,
     own = (arr.idle + arr.busy) * (c * alpha + t.w_pre) + arr.n_busy * c * coef.decode_ms
     _, queued = _queue_shape(coef, arr, ttft_rows)
     prefill = own + arr.lam * t.w_chunk * covering + arr.wait * coef.full_prefill_ms
-    ttft = prefill + 0.5 * covering + arr.wait * queued
+    # The front-end delays the request before the engine (a pure delay, open loop).
+    ttft = prefill + 0.5 * covering + arr.wait * queued + coef.frontend_ms
     m = coef.out_tokens
     with np.errstate(divide="ignore", invalid="ignore"):
         itl = np.where(m > 1, (sol.serv_ms - prefill) / np.maximum(m - 1.0, 1.0),
@@ -410,6 +413,7 @@ class LatencyDistribution:
                 tail = self._wait * np.exp(-(t - self._base) * self._wait / mean_wait)
             tail = np.where(mean_wait > 0, tail, 0.0)
             return np.where(t >= self._base, 1.0 - np.minimum(tail, self._wait + 0.0), 0.0)
+        t = t - self.coef.frontend_ms
         x = t[:, None] - self._base_n                         # (C, W)
         lengths = self._lengths[None]                         # (1, 2, C, W)
         shift = x[None, None] - self._k * self.t.w_chunk[None, None, :, None]
@@ -460,6 +464,10 @@ class LatencyDistribution:
         t = np.asarray(t_ms, dtype=float)
         if self.model is not PerfModel.VLLM:
             return (t >= self.mean.itl_ms).astype(float)
+        # scipy is imported here, not at module level: `inferno optimize` without ITL
+        # percentile targets must not pay its ~0.3 s import
+        from scipy.special import pdtr
+
         room = t[:, None] - self._itl_values
         with np.errstate(divide="ignore", invalid="ignore"):
             k = np.floor(room / self._lump[:, None])

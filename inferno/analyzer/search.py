@@ -34,10 +34,11 @@ _COMPACT_FRACTION = 0.75
 
 
 def within(y: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Vectorised `analyzer.within_tolerance`."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (y == target) | ((target != 0)
-                                & (np.abs(y - target) / np.abs(target) <= SEARCH_TOLERANCE))
+    """Vectorised `analyzer.within_tolerance` (rows with a zero target: only y == 0)."""
+    rel = np.abs(np.subtract(y, target))
+    nonzero = target != 0
+    np.divide(rel, np.abs(target), out=rel, where=nonzero)
+    return (y == target) | (nonzero & (rel <= SEARCH_TOLERANCE))
 
 
 def _lowers(y: np.ndarray, target: np.ndarray, increasing: np.ndarray) -> np.ndarray:
@@ -236,7 +237,10 @@ class LockstepSearch:
             "log_mu_top": table.log_mu_top[cand], "ttft": rows < v,
         }
         coef = self.coef.take(cand)
-        series = np.stack(table.taylor_coefficients(cand, self.moments[rows]), axis=1)
+        # (terms, 2, rows), filled in place; the moments are not needed after this
+        series = np.empty((TAYLOR_TERMS, 2, rows.size))
+        table.taylor_coefficients(cand, self.moments[rows], out=series)
+        self.moments = np.zeros((0, TAYLOR_TERMS + 1))
         live = np.ones(rows.size, dtype=bool)
         while True:
             s = state

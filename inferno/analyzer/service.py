@@ -6,7 +6,11 @@ candidates: `PerfModel.CLASSIC` (G3, decode term m/2; reproduces the sample solu
 work counted once). `PerfModel.VLLM` keeps G7's chunked prefill but counts iterations as vLLM
 does: the iteration that completes the prefill samples the first token, so a request spends
 c + m − 1 iterations in service (c prefill chunks, m − 1 decodes), and a decode iteration
-reads the context L + j of the j-th decode (docs/validation.md). Every function takes numpy
+reads the context L + j of the j-th decode (docs/validation.md). The optional terms of the
+iteration time (`inferno.model.iteration_time_ms`) enter a request's work: ``stream_ms`` once
+per token it samples, and the piecewise shape's excess β on the prompt tokens of a chunk
+beyond the knee (a chunk is attributed the excess of its own tokens; the decodes sharing its
+iteration are taken to stay below the knee). Every function takes numpy
 arrays that broadcast against each other; times are ms, token counts are per request. This
 module knows nothing about queues: the upstream models' metrics come from the queue's mean
 batch X̄, service time S and wait W here; the vLLM model's latency model is in `latency.py`.
@@ -14,26 +18,32 @@ batch X̄, service time S and wait W here; the vLLM model's latency model is in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel
+from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel, PerfParms, frontend_delay_ms
 
 __all__ = [
+    "PERF_EXTRA_FIELDS",
     "MetricCoefficients",
     "fast_request_metrics",
     "ServiceParams",
     "chunked_iteration_ms",
     "decode_token_work_ms",
     "iterations",
+    "excess_work_ms",
     "prefill_work_ms",
+    "vllm_prefill_work_ms",
     "instant_itl_ms",
     "instant_lines",
     "instant_prefill_ms",
     "metric_coefficients",
     "num_chunks",
+    "perf_columns",
     "request_metrics",
+    "service_params",
     "service_time_ms",
     "service_time_table",
 ]
@@ -46,6 +56,10 @@ class ServiceParams(NamedTuple):
     in_tokens, out_tokens : average input tokens L >= 0 and output tokens m >= 1
     max_batch : N, the largest batch the replica runs (clamps the chunk-count lookup)
     max_num_tokens : per-iteration token budget of the chunked model (0 means 8192)
+    stream_ms : cost per sampled token (ms), 0 by default
+    knee_tokens, beta_excess_ms : piecewise shape, β_high − β per token beyond the knee
+        (0 for the linear shape)
+    frontend_ms : front-end cost α0 + α1·L of a request (ms; the vllm model's TTFT)
     """
 
     alpha_ms: np.ndarray
@@ -55,10 +69,50 @@ class ServiceParams(NamedTuple):
     out_tokens: np.ndarray
     max_batch: np.ndarray
     max_num_tokens: np.ndarray
+    stream_ms: np.ndarray | float = 0.0
+    knee_tokens: np.ndarray | float = 0.0
+    beta_excess_ms: np.ndarray | float = 0.0
+    frontend_ms: np.ndarray | float = 0.0
 
     def take(self, idx: np.ndarray) -> ServiceParams:
-        """The rows ``idx`` of every (C,)-shaped field."""
-        return ServiceParams(*(np.asarray(f)[idx] for f in self))
+        """The rows ``idx`` of every (C,)-shaped field (scalar fields stay scalars)."""
+        return ServiceParams(*(np.asarray(f)[idx] if np.ndim(f) else f for f in self))
+
+    def arrays(self) -> ServiceParams:
+        """Every field as a float array, broadcast to one shape."""
+        return ServiceParams(*np.broadcast_arrays(*(np.asarray(f, dtype=float)
+                                                    for f in self)))
+
+
+def excess_work_ms(tokens: np.ndarray, p: ServiceParams) -> np.ndarray:
+    """Piecewise shape: the extra cost of an iteration's ``tokens`` beyond the knee (ms)."""
+    return p.beta_excess_ms * np.maximum(np.asarray(tokens, dtype=float) - p.knee_tokens, 0.0)
+
+
+def service_params(perf: PerfParms, in_tokens: float, out_tokens: float, max_batch: float,
+                   max_num_tokens: float) -> ServiceParams:
+    """One candidate's `ServiceParams` (every field a (1,) array) from its perf data."""
+    extras = perf_columns((perf,), np.array([in_tokens], dtype=float))
+    return ServiceParams(*(np.array([v], dtype=float) for v in (
+        perf.alpha_ms, perf.beta_ms, perf.gamma_ms, in_tokens, out_tokens, max_batch,
+        max_num_tokens)), **extras)
+
+
+PERF_EXTRA_FIELDS = ("stream_ms", "knee_tokens", "beta_excess_ms", "frontend_ms")
+"""The `ServiceParams` (and `QueueBatch`) fields beyond upstream's α, β, γ."""
+
+
+def perf_columns(perfs: Sequence[PerfParms], in_tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """The `PERF_EXTRA_FIELDS` of C candidates as (C,) arrays (``in_tokens`` (C,) for the
+    front-end's per-token term)."""
+    return {
+        "stream_ms": np.array([p.stream_ms for p in perfs], dtype=float),
+        "knee_tokens": np.array([p.knee_tokens for p in perfs], dtype=float),
+        "beta_excess_ms": np.array([p.beta_excess_ms for p in perfs], dtype=float),
+        "frontend_ms": np.array([frontend_delay_ms(p, float(n))
+                                 for p, n in zip(perfs, np.broadcast_to(in_tokens, len(perfs)),
+                                                 strict=True)], dtype=float),
+    }
 
 
 def _budget(max_num_tokens: np.ndarray) -> np.ndarray:
@@ -106,17 +160,28 @@ def num_chunks(batch: np.ndarray, in_tokens: np.ndarray, out_tokens: np.ndarray,
 
 
 def prefill_work_ms(chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
-    """w_pre(c) = (β + γ·(c+1)/2)·L: one request's prefill work in c chunks (ms).
+    """w_pre(c) = (β + γ·(c+1)/2)·L: one request's prefill work in c chunks (ms), plus the
+    piecewise excess of its c chunks of L/c tokens.
 
     The chunk ending at token i·L/c reads i·L/c KV tokens, (c+1)/2·L summed over the chunks.
     """
-    return (p.beta_ms + p.gamma_ms * (np.asarray(chunks, dtype=float) + 1.0) / 2.0) * p.in_tokens
+    c = np.asarray(chunks, dtype=float)
+    work = (p.beta_ms + p.gamma_ms * (c + 1.0) / 2.0) * p.in_tokens
+    if np.any(p.beta_excess_ms):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            work = work + c * excess_work_ms(p.in_tokens / c, p)
+    return work
+
+
+def vllm_prefill_work_ms(chunks: np.ndarray, p: ServiceParams) -> np.ndarray:
+    """`prefill_work_ms` in vLLM accounting: the last chunk also samples the first token."""
+    return prefill_work_ms(chunks, p) + p.stream_ms
 
 
 def decode_token_work_ms(p: ServiceParams) -> np.ndarray:
-    """w_d = β + γ·(L + m/2): one request's work in one vLLM decode iteration, averaged over
-    its m − 1 decodes (the j-th reads L + j KV tokens) (ms)."""
-    return p.beta_ms + p.gamma_ms * (p.in_tokens + p.out_tokens / 2.0)
+    """w_d = β + s + γ·(L + m/2): one request's work in one vLLM decode iteration, averaged
+    over its m − 1 decodes (the j-th reads L + j KV tokens; s the per-sample cost) (ms)."""
+    return p.beta_ms + p.stream_ms + p.gamma_ms * (p.in_tokens + p.out_tokens / 2.0)
 
 
 def _chunk_work(chunks: np.ndarray, p: ServiceParams, vllm: bool = False
@@ -128,10 +193,11 @@ def _chunk_work(chunks: np.ndarray, p: ServiceParams, vllm: bool = False
     """
     c = np.asarray(chunks, dtype=float)
     L, m = p.in_tokens, p.out_tokens
-    w_pre = prefill_work_ms(c, p)
     if vllm:
+        w_pre = vllm_prefill_work_ms(c, p)
         return w_pre, (w_pre + (m - 1.0) * decode_token_work_ms(p)) / (c + m - 1.0)
-    w_dec = p.beta_ms * m + p.gamma_ms * m * (L + (m + 1.0) / 2.0)
+    w_pre = prefill_work_ms(c, p)
+    w_dec = (p.beta_ms + p.stream_ms) * m + p.gamma_ms * m * (L + (m + 1.0) / 2.0)
     return w_pre, (w_pre + w_dec) / (c + m)
 
 
@@ -161,7 +227,8 @@ def _g3_terms(p: ServiceParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     compute_tokens = (L + m) / (m + 1.0)
     kv_tokens = L + m / 2.0
     slope = p.beta_ms * compute_tokens + p.gamma_ms * kv_tokens
-    return slope, (p.beta_ms + p.gamma_ms) * L, p.beta_ms + p.gamma_ms * (L + m / 2.0)
+    pre_extra = (p.beta_ms + p.gamma_ms) * L + excess_work_ms(L, p)
+    return slope, pre_extra, p.beta_ms + p.stream_ms + p.gamma_ms * (L + m / 2.0)
 
 
 def _g3_prefill(x: np.ndarray, p: ServiceParams) -> np.ndarray:
@@ -191,6 +258,10 @@ def service_time_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np
     return _g7_tau(b, num_chunks(b, p.in_tokens, p.out_tokens, p.max_num_tokens), p, model)
 
 
+_TABLE_BLOCK = 1 << 16
+"""Elements per row block of the chunk-table rows of `service_time_table`."""
+
+
 def service_time_table(model: PerfModel, width: int, p: ServiceParams,
                        out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(τ(1..width) per candidate, shape (C, width); linear, shape (C,)) for (C,)-shaped ``p``.
@@ -201,7 +272,7 @@ def service_time_table(model: PerfModel, width: int, p: ServiceParams,
     ``linear`` (positive everywhere iff positive at both ends); other rows take the chunk
     table. ``out`` (C, width) receives τ if given.
     """
-    p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
+    p = p.arrays()
     b = np.arange(1, width + 1, dtype=float)
     L, m = p.in_tokens, p.out_tokens
     if model is PerfModel.CLASSIC:
@@ -220,10 +291,12 @@ def service_time_table(model: PerfModel, width: int, p: ServiceParams,
     tau = np.multiply(t1[:, None], b[None, :], out=out)
     tau += t0[:, None]
     multi = np.flatnonzero(~linear)
-    if multi.size:
-        col = ServiceParams(*(f[multi, None] for f in p))
-        tau[multi] = _g7_tau(b[None, :], num_chunks(b[None, :], col.in_tokens, col.out_tokens,
-                                                  col.max_num_tokens), col, model)
+    step = max(1, _TABLE_BLOCK // width)  # the chunk lookup's temporaries stay block-sized
+    for r0 in range(0, multi.size, step):
+        rows = multi[r0:r0 + step]
+        col = ServiceParams(*(f[rows, None] for f in p))
+        tau[rows] = _g7_tau(b[None, :], num_chunks(b[None, :], col.in_tokens, col.out_tokens,
+                                                 col.max_num_tokens), col, model)
     return tau, linear
 
 
@@ -271,7 +344,7 @@ def _own_token_work(model: PerfModel, p: ServiceParams) -> np.ndarray:
     """A request's own work in one of its decode iterations: G7 β + γ·(L + (m+1)/2), vLLM w_d."""
     if model is PerfModel.VLLM:
         return decode_token_work_ms(p)
-    return p.beta_ms + p.gamma_ms * (p.in_tokens + (p.out_tokens + 1.0) / 2.0)
+    return p.beta_ms + p.stream_ms + p.gamma_ms * (p.in_tokens + (p.out_tokens + 1.0) / 2.0)
 
 
 def instant_itl_ms(model: PerfModel, batch: np.ndarray, p: ServiceParams) -> np.ndarray:
@@ -325,7 +398,7 @@ class MetricCoefficients(NamedTuple):
 
 def metric_coefficients(model: PerfModel, p: ServiceParams) -> MetricCoefficients:
     """Precompute `MetricCoefficients` for (C,)-shaped ``p``."""
-    p = ServiceParams(*(np.asarray(f, dtype=float) for f in p))
+    p = p.arrays()
     if model is PerfModel.CLASSIC:
         slope, pre_extra, _ = _g3_terms(p)
         one = np.ones(p.alpha_ms.shape, dtype=bool)

@@ -40,8 +40,15 @@ def _loads(text: str | None, what: str, as_int: bool) -> list[float]:
 @click.option("--accelerator", required=True, help="Accelerator name, e.g. H100.")
 @click.option("--concurrency", help="Closed-loop users (comma list with --sweep).")
 @click.option("--rate", help="Poisson arrival rate, req/s (comma list with --sweep).")
-@click.option("--input-tokens", type=int, required=True, help="Input tokens per request.")
-@click.option("--output-tokens", type=int, required=True, help="Output tokens per request.")
+@click.option("--arrivals", "arrivals_file", type=click.Path(path_type=Path),
+              help="Replay arrival timestamps (s; one or more per line) instead of --rate.")
+@click.option("--input-tokens", required=True, help="Input tokens per request: N, "
+              "uniform:LOW:HIGH, lognormal:MEAN:CV, exponential:MEAN or file:PATH.")
+@click.option("--output-tokens", required=True, help="Output tokens per request (same forms).")
+@click.option("--think", help="Closed loop: think time after each response, s: S, "
+              "exponential:MEAN, lognormal:MEAN:CV or uniform:LOW:HIGH.")
+@click.option("--stagger", type=float, default=0.0, show_default=True,
+              help="Closed loop: users start evenly spread over this many seconds.")
 @click.option("--max-batch", type=int, help="max_num_seqs (default: model-data maxBatchSize).")
 @click.option("--kv-tokens", type=int, help="KV-cache capacity per replica, tokens "
               "(default: unlimited).")
@@ -53,21 +60,27 @@ def _loads(text: str | None, what: str, as_int: bool) -> list[float]:
 @click.option("--plot", type=click.Path(path_type=Path), default=Path("sim-bench-sweep.png"),
               show_default=True, help="PNG written by --sweep (latency vs load).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path),
+              help="Also write one row per point in `inferno calibrate`'s CSV columns.")
 @click.option("--requests-table", "table", type=click.Path(path_type=Path),
               help="Write the per-request table to this .csv or .parquet file as the run goes. "
                    "Without it no request is kept once finished (memory follows the "
                    "replicas, not the duration; percentiles from 0.5 %-accurate sketches).")
 def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
-          rate: str | None, input_tokens: int, output_tokens: int, max_batch: int | None,
-          kv_tokens: int | None, replicas: int, num_requests: int | None,
-          duration: float | None, seed: int, sweep: bool, plot: Path, as_json: bool,
+          rate: str | None, arrivals_file: Path | None, input_tokens: str, output_tokens: str,
+          think: str | None, stagger: float, max_batch: int | None, kv_tokens: int | None,
+          replicas: int, num_requests: int | None, duration: float | None, seed: int,
+          sweep: bool, plot: Path, as_json: bool, csv_path: Path | None,
           table: Path | None) -> None:
     """Benchmark the twin like `vllm bench serve` (one point, or a sweep with --sweep)."""
     from inferno.io import load_system
     from sim import bench as sim_bench
+    from sim import workload
 
-    if (concurrency is None) == (rate is None):
-        raise click.UsageError("give exactly one of --concurrency or --rate")
+    if sum(v is not None for v in (concurrency, rate, arrivals_file)) != 1:
+        raise click.UsageError("give exactly one of --concurrency or --rate (or --arrivals)")
+    if (think is not None or stagger) and concurrency is None:
+        raise click.UsageError("--think and --stagger apply to --concurrency only")
     if num_requests is not None and duration is not None:
         raise click.UsageError("--num-requests and --duration are mutually exclusive")
     loads = _loads(concurrency, "concurrency", True) + _loads(rate, "rate", False)
@@ -75,18 +88,27 @@ def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
         raise click.UsageError("several load values need --sweep")
     system = load_system(data_dir)
     sim_bench.perf_for(system, model, accelerator, data=str(data_dir))
+    dist_in = workload.parse_tokens(input_tokens, "--input-tokens")
+    dist_out = workload.parse_tokens(output_tokens, "--output-tokens")
+    times = (tuple(workload.read_timestamps(arrivals_file, "--arrivals").tolist())
+             if arrivals_file is not None else None)
     try:
         cfg = sim_bench.BenchConfig(
-            model=model, accelerator=accelerator, in_tokens=input_tokens,
-            out_tokens=output_tokens, concurrency=int(loads[0]) if concurrency else None,
-            rate_rps=loads[0] if rate else None, max_batch=max_batch, kv_tokens=kv_tokens,
-            replicas=replicas, num_requests=num_requests, duration_s=duration, seed=seed)
+            model=model, accelerator=accelerator, in_tokens=round(dist_in.mean_tokens),
+            out_tokens=max(1, round(dist_out.mean_tokens)), input=dist_in, output=dist_out,
+            concurrency=int(loads[0]) if concurrency else None,
+            rate_rps=loads[0] if rate else None, arrival_times_s=times,
+            think=workload.parse_delay(think, "--think") if think is not None else None,
+            stagger_s=stagger, max_batch=max_batch, kv_tokens=kv_tokens, replicas=replicas,
+            num_requests=num_requests, duration_s=duration, seed=seed)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     if table is not None and table.suffix.lower() not in (".csv", ".parquet"):
         raise click.UsageError(f"--requests-table: {table} must end in .csv or .parquet")
-    results = sim_bench.sweep(system, cfg, loads,
+    results = sim_bench.sweep(system, cfg, loads or [cfg.load],
                               requests_table=table if table is not None else False)
+    if csv_path is not None:
+        sim_bench.write_csv(results, csv_path)
     if as_json:
         docs = [r.to_json() for r in results]
         click.echo(json.dumps(docs if sweep else docs[0], indent=2))

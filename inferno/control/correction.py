@@ -1,9 +1,9 @@
 """Model-error correction: per server, what it observes versus what the model predicted.
 
-Each cycle, for a server in a steady window (replicas ready as desired, enough completions,
-the model not saturated at the observed load), the analyzer predicts its mean ITL and TTFT at
-its current allocation and observed per-replica load; the observed / predicted ratios drive two
-bounded, decaying factors (`Correction`):
+Each cycle, for a server in a steady window (replicas ready as desired, none starting or
+draining, enough completions, the model not saturated at the observed load), the analyzer
+predicts its mean ITL and TTFT at its current allocation and observed per-replica load; the
+observed / predicted ratios drive two bounded, decaying factors (`Correction`):
 
 * ``itl`` multiplies α, β, γ of the server's model on its current accelerator: a model that
   is 25 % optimistic on step time becomes right, queueing consequences included. Being inside
@@ -14,7 +14,8 @@ bounded, decaying factors (`Correction`):
   smoothed ratio, log ttft ← (1 − gain)·log ttft + gain·log ratio, bounded below by 1 by
   default: the model's pessimism is kept as headroom, its optimism corrected.
 
-Both learn only from steady windows, two in a row: the replica set unchanged for `steady_s`,
+Both learn only from steady windows, two in a row: the replica set unchanged for `steady_s`
+(after a migration too: until then the window holds the old pods' latencies),
 arrivals and completions within `max_imbalance` of each other and no backlog at the end of
 this window and of the one before (the first calm window still finishes requests that queued
 in a backlog). A queue
@@ -34,7 +35,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from inferno.analyzer import QueueBatch, analyze_batch
+from inferno.analyzer import QueueBatch, analyze_batch, perf_columns
+from inferno.control.decision import held_replicas
 from inferno.errors import ConfigError
 from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfParms
 from inferno.model.service_class import DEFAULT_CLASS, ServiceClass
@@ -92,8 +94,8 @@ class Correction:
     ttft_ratio: float | None = None
     accelerator: str = ""
     """The accelerator the factors were learned on (a migration resets them)."""
-    shape: tuple[int, int, int] = (-1, -1, -1)
-    """(desired, ready, max batch) last seen."""
+    shape: tuple[int, int, int, int] = (-1, -1, -1, -1)
+    """(desired, ready, held, max batch) last seen."""
     steady_since_s: float = math.inf
     was_calm: bool = False
     """The previous window was steady too: this one holds no requests of a past backlog."""
@@ -119,12 +121,14 @@ class ModelCorrection:
         s = self.settings
         rows: list[tuple[Correction, ServerObservation, PerfParms, int]] = []
         for name, obs in snapshot.servers.items():
+            shape = (obs.desired_replicas, obs.ready_replicas, held_replicas(obs), obs.max_batch)
             corr = self.servers.setdefault(name, Correction(accelerator=obs.accelerator))
             if corr.accelerator != obs.accelerator:
-                self.servers[name] = corr = Correction(accelerator=obs.accelerator)
+                # a migration: the window still holds the old pods' latencies
+                self.servers[name] = corr = Correction(
+                    accelerator=obs.accelerator, shape=shape, steady_since_s=snapshot.time_s)
             corr.itl_ratio = corr.ttft_ratio = None
-            shape = (obs.desired_replicas, obs.ready_replicas, obs.max_batch)
-            first_sight = corr.shape == (-1, -1, -1)
+            first_sight = corr.shape == (-1, -1, -1, -1)
             if shape != corr.shape:  # first sight counts as steady (nothing known before)
                 corr.shape = shape
                 corr.steady_since_s = -math.inf if first_sight else snapshot.time_s
@@ -150,7 +154,9 @@ class ModelCorrection:
             beta_ms=np.array([p.beta_ms for _, _, p, _ in rows]),
             gamma_ms=np.array([p.gamma_ms for _, _, p, _ in rows]),
             max_num_tokens=np.array([n or DEFAULT_MAX_NUM_TOKENS for _, _, _, n in rows]),
-            perf_model=static.settings.perf_model)
+            perf_model=static.settings.perf_model,
+            **perf_columns([p for _, _, p, _ in rows],
+                           np.array([o.avg_in_tokens for _, o, _, _ in rows], float)))
         rate = np.array([rpm_to_rps(o.arrival_rpm) / max(o.ready_replicas, 1)  # type: ignore[operator]
                          for _, o, _, _ in rows])
         metrics = analyze_batch(batch, rate)
@@ -226,8 +232,8 @@ def _on_grid(factor: float) -> float:
 def _scaled(perf: PerfParms, factor: float) -> PerfParms:
     if factor == 1.0:
         return perf
-    return PerfParms(alpha_ms=perf.alpha_ms * factor, beta_ms=perf.beta_ms * factor,
-                     gamma_ms=perf.gamma_ms * factor)
+    return replace(perf, alpha_ms=perf.alpha_ms * factor,
+                   beta_ms=perf.beta_ms * factor, gamma_ms=perf.gamma_ms * factor)
 
 
 def _is_steady(obs: ServerObservation, s: CorrectionSettings) -> bool:
@@ -240,6 +246,7 @@ def _is_steady(obs: ServerObservation, s: CorrectionSettings) -> bool:
     arrival, done = float(obs.arrival_rpm), float(obs.throughput_rpm)  # type: ignore[arg-type]
     waiting = obs.waiting_now if obs.waiting_now is not None else obs.waiting_requests
     return (obs.ready_replicas >= 1 and obs.desired_replicas == obs.ready_replicas
+            and held_replicas(obs) == obs.ready_replicas  # no pod starting or draining
             and obs.max_batch > 0 and done >= s.min_completed_rpm
             and abs(arrival - done) <= s.max_imbalance * max(arrival, done)
             and (waiting is None or waiting <= s.waiting_allowance * obs.ready_replicas)

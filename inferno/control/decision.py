@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from inferno.control.settings import StabilisationSettings
 from inferno.model.server import Allocation
 from inferno.model.snapshot import AllocationPlan, ClusterSnapshot, ServerObservation, ServerPlan
 from inferno.model.system import System
 
 if TYPE_CHECKING:  # the optimizer is imported on first solve only
+    from inferno.control.settings import StabilisationSettings
     from inferno.optimizer.result import Solution
 
 Solve = Callable[[System], "Solution"]

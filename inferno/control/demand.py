@@ -126,6 +126,9 @@ class DemandState:
 
     history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=256))
     """(time s, observed arrival rpm)."""
+    token_history: deque[tuple[float, float, float]] = field(
+        default_factory=lambda: deque(maxlen=64))
+    """(time s, mean input tokens, mean output tokens) planned for."""
     planned_rpm: float | None = None
     rises: deque[float] = field(default_factory=lambda: deque(maxlen=30))
     """Recent / window load ratios of past cycles: how much the load jitters by itself."""
@@ -260,6 +263,7 @@ def plan_load(load: LoadEstimate, obs: ServerObservation, state: DemandState, *,
                               arrival_rpm=bound)
     rate = load.arrival_rpm
     state.history.append((now_s, rate))
+    state.token_history.append((now_s, load.avg_in_tokens, load.avg_out_tokens))
     history = list(state.history)
     ahead = forecast(history, now_s, rate, lead_s, settings.max_trend_factor)
     fast = fast_rise(obs, rate, lead_s, settings, state.rises)

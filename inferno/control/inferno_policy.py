@@ -13,7 +13,8 @@ One decision, per cycle:
 4. **Damp** what the optimum would churn: a new max batch (a rolling restart) only when it
    saves enough or the current one cannot meet the SLO, and not before it has been in place
    `max_batch_dwell_s`; a scale-down only to what the load plus a margin needs; no migration
-   onto an accelerator type without free cards, nor within `min_dwell_s` of the last one.
+   onto an accelerator type without free cards or without `migration_headroom` (a surge
+   must find the servers where they can grow), nor within `min_dwell_s` of the last one.
 5. **Guard scale-downs**: none while requests wait beyond the allowance, while the observed
    TTFT or ITL is over target, or soon after a scale-up; except that a server the optimizer
    leaves unallocated or cuts for a higher priority goes to its floor at once (its cards are
@@ -34,7 +35,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from inferno.analyzer import QueueBatch, analyze_batch
+from inferno.analyzer import QueueBatch, analyze_batch, perf_columns
 from inferno.control.correction import DEFAULT_QUEUE_FACTOR, ModelCorrection
 from inferno.control.decision import (
     Decision,
@@ -173,15 +174,11 @@ def _without(system: System, names: Iterable[str], snapshot: ClusterSnapshot,
                    servers=tuple(s for s in system.servers if s.name not in names))
 
 
-def _scaled_loads(system: System, names: Iterable[str], factor: float) -> System:
-    names = set(names)
-    servers = []
-    for s in system.servers:
-        if s.name in names:
-            load = replace(s.current.load, arrival_rpm=s.current.load.arrival_rpm * factor)
-            s = replace(s, current=replace(s.current, load=load))
-        servers.append(s)
-    return replace(system, servers=tuple(servers))
+def _with_loads(system: System, loads: Mapping[str, Load]) -> System:
+    """`system` with the named servers' loads replaced."""
+    return replace(system, servers=tuple(
+        replace(s, current=replace(s.current, load=loads[s.name])) if s.name in loads else s
+        for s in system.servers))
 
 
 def _with_margin(static: System, margin: float) -> System:
@@ -352,7 +349,7 @@ class InfernoPolicy:
             second = run(system)
             second.unallocated |= solution.unallocated
             solution = second
-        solution, system = self._with_margin(run, solution, system, snapshot)
+        solution, system = self._with_margin(run, solution, system, snapshot, now_s)
         solution, system = self._guard_migrations(run, solution, system, snapshot, static)
         return self._decision(solution, names, snapshot, static, loads, notes, now_s,
                               run.solve_ms)
@@ -469,8 +466,13 @@ class InfernoPolicy:
         return second, system
 
     def _with_margin(self, run: _Solves, solution: _Result, system: System,
-                     snapshot: ClusterSnapshot) -> tuple[_Result, System]:
-        """Scale down only to what load × (1 + margin) needs (hysteresis)."""
+                     snapshot: ClusterSnapshot, now_s: float) -> tuple[_Result, System]:
+        """Scale down only to what the recent peak × (1 + margin) needs (hysteresis).
+
+        The peak is the highest rate and token means observed over `scale_down_window_s`
+        (and this cycle's plan): under a noisy stationary load the window
+        means scatter by tens of % (a window's mean output length too), and a scale-down
+        sized for a quiet window is reversed by the next busy one."""
         margin = self.settings.scale_down_margin
         downs = [name for name, a in solution.allocations.items()
                  if a.num_replicas < current_replicas(snapshot.servers[name])
@@ -478,18 +480,40 @@ class InfernoPolicy:
                  and name not in solution.best_effort and name not in solution.unallocated]
         if margin <= 0 or not downs:
             return solution, system
-        inflated = _scaled_loads(system, downs, 1.0 + margin)
+        since = now_s - self.settings.scale_down_window_s
+        peaks = {}
+        for srv in system.servers:
+            if srv.name in downs:
+                state, load = self._state(srv.name), srv.current.load
+                rates = [rpm for t, rpm in state.history if t >= since]
+                tokens = [(i, o) for t, i, o in state.token_history if t >= since]
+                peaks[srv.name] = replace(
+                    load, arrival_rpm=max([load.arrival_rpm, *rates]) * (1.0 + margin),
+                    avg_in_tokens=round(max([load.avg_in_tokens, *(i for i, _ in tokens)])),
+                    avg_out_tokens=round(max([load.avg_out_tokens, *(o for _, o in tokens)])))
+        inflated = _with_loads(system, peaks)
         second = run(inflated)
         if second.status == "infeasible" or len(second.allocations) < len(solution.allocations):
             return solution, system
         second.unallocated |= solution.unallocated
+        allocations = dict(second.allocations)
+        for name in downs:  # the margin holds a scale-down back, it never scales up
+            alloc, now = allocations.get(name), current_replicas(snapshot.servers[name])
+            if alloc is not None and alloc.num_replicas > now:
+                allocations[name] = replace(alloc, num_replicas=now,
+                                            cost=alloc.cost / alloc.num_replicas * now)
+        second.allocations = allocations
         return second, system
 
     def _guard_migrations(self, run: _Solves, solution: _Result, system: System,
                           snapshot: ClusterSnapshot, static: System
                           ) -> tuple[_Result, System]:
-        """No migration onto a type whose free cards cannot hold the new replicas."""
+        """No migration onto a type whose free cards cannot hold the new replicas, nor one
+        that leaves the type less than `migration_headroom` × what it is given (settings);
+        the latter only while the server can stay where it is."""
         free = free_cards(static, snapshot)
+        used = self._cards_given(solution, snapshot, static)
+        headroom = self.settings.migration_headroom
         priority = {c.name: c.priority for c in static.classes.values()}
         moves = sorted(
             ((name, a) for name, a in solution.allocations.items()
@@ -497,21 +521,44 @@ class InfernoPolicy:
              and a.accelerator != snapshot.servers[name].accelerator),
             key=lambda item: (priority.get(snapshot.servers[item[0]].class_name
                                            or DEFAULT_CLASS, 100), item[0]))
-        blocked = []
+        no_cards, crowded = [], []
         for name, alloc in moves:
             obs = snapshot.servers[name]
             acc_type, units = cards(static, obs.model, alloc.accelerator, alloc.num_replicas)
             if acc_type in free and free[acc_type] < units:
-                blocked.append(name)
+                no_cards.append(name)
+            elif acc_type in free and headroom > 0 and obs.accelerator \
+                    and used[acc_type] * headroom > static.capacity[acc_type]:
+                crowded.append(name)
             elif acc_type in free:
                 free[acc_type] -= units
-        if not blocked:
+        if not no_cards and not crowded:
             return solution, system
-        system = _pinned(system, blocked, keep_accelerator=True)
-        second = run(system)
+        pinned = _pinned(system, no_cards + crowded, keep_accelerator=True)
+        second = run(pinned)
+        stranded = [n for n in crowded if n not in second.allocations]
+        if stranded:  # served only elsewhere: the headroom is not worth the server
+            pinned = _pinned(system, no_cards, keep_accelerator=True)
+            second = run(pinned)
         second.unallocated |= solution.unallocated
-        second.blocked = set(blocked)
-        return second, system
+        second.blocked = set(no_cards)
+        second.crowded = set(crowded) - set(stranded)
+        return second, pinned
+
+    @staticmethod
+    def _cards_given(solution: _Result, snapshot: ClusterSnapshot,
+                     static: System) -> dict[str, int]:
+        """Cards of each type the solution gives, plus those held by servers outside it."""
+        used = dict.fromkeys(static.capacity, 0)
+        for name, obs in snapshot.servers.items():
+            alloc = solution.allocations.get(name)
+            model_acc = ((alloc.accelerator, alloc.num_replicas) if alloc is not None
+                         else (obs.accelerator, held_replicas(obs)))
+            if model_acc[0] in static.accelerators and model_acc[1] > 0:
+                acc_type, units = cards(static, obs.model, *model_acc)
+                if acc_type in used:
+                    used[acc_type] += units
+        return used
 
     def _decision(self, solution: _Result, names: list[str], snapshot: ClusterSnapshot,
                   static: System, loads: Mapping[str, LoadEstimate | str],
@@ -530,6 +577,8 @@ class InfernoPolicy:
             records[name] = record
             if name in solution.blocked:
                 why.append("migration held: no free cards")
+            if name in solution.crowded:
+                why.append("migration held: no headroom on the cheaper type")
             alloc = solution.allocations.get(name)
             current = current_replicas(obs)
             floor = max(obs.min_num_replicas, s.min_replicas)
@@ -601,6 +650,7 @@ class _Result:
         self.unallocated = set(solution.unallocated if unallocated is None  # type: ignore[attr-defined]
                                else unallocated)
         self.blocked: set[str] = set()
+        self.crowded: set[str] = set()
 
 
 class _Solves:
@@ -637,7 +687,9 @@ def _capacity_rpm(snapshot: ClusterSnapshot, static: System) -> dict[str, float]
         gamma_ms=np.array([m.perf.gamma_ms for _, _, m, _ in rows]),
         max_num_tokens=np.array([m.max_num_tokens or DEFAULT_MAX_NUM_TOKENS
                                  for _, _, m, _ in rows]),
-        perf_model=static.settings.perf_model)
+        perf_model=static.settings.perf_model,
+        **perf_columns([m.perf for _, _, m, _ in rows],
+                       np.array([t[0] or 0.0 for _, _, _, t in rows], float)))
     max_rate = analyze_batch(batch, rpm_to_rps(1.0)).max_rate_rps
     return {name: float(max_rate[i]) * S_PER_MIN * max(current_replicas(obs), 1)
             for i, (name, obs, _, _) in enumerate(rows) if math.isfinite(max_rate[i])}

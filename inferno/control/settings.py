@@ -91,10 +91,15 @@ class InfernoSettings:
     max_batch: int = 0
     """> 0 pins the max batch of every server (upstream DEFAULT_MAX_BATCH_SIZE); 0 lets the
     optimizer search it."""
-    stabilisation: StabilisationSettings = StabilisationSettings(scale_down_window_s=300.0)
-    """Scale down only to the highest recommendation of the last 300 s (the HPA's default):
-    damps load noise (P9) and keeps a burst's capacity through the lulls between bursts,
-    which recur on that time scale in real traffic."""
+    stabilisation: StabilisationSettings = StabilisationSettings(scale_down_window_s=0.0)
+    """The controller's damping of this policy's recommendations: none by default, since
+    the policy damps on the load itself (`scale_down_window_s`); a window here would stack
+    on that one and hold every scale-down twice as long."""
+    scale_down_window_s: float = 300.0
+    """s. A scale-down is sized for the highest rate and token means observed over this
+    window (the HPA's default stabilisation window, applied to the load rather than to the
+    recommendations, so token-length noise is damped too): damps load noise (P9) and keeps
+    a burst's capacity through the lulls between bursts."""
     max_batch_tolerance: float = 0.25
     """Keep a server's current max batch (same accelerator) when the optimal one is within
     this fraction of it: a change restarts every replica (rolling replacement), which costs
@@ -106,6 +111,12 @@ class InfernoSettings:
     0.1): a migration is a full rolling replacement, so it must save more than 30% of the
     two allocations' cost; at 0.1 near-equal options (1×H100 vs 2×A100) flip with noise."""
 
+    migration_headroom: float = 2.0
+    """A migration saves cost only while the cheaper type stays free: it is taken only if that
+    type's cards would hold this many times what the servers on it (the migrated ones
+    included) are given. In a full cluster a surge then finds each server on the type it
+    started on, not packed onto one type by the quiet hours. 0 disables; a server the
+    optimizer can only serve on another type still moves."""
     min_dwell_s: float = 600.0
     """A server that changed accelerator keeps its new one at least this long: a migration
     is a rolling replacement whose new replicas may wait for cards other servers still
@@ -129,9 +140,10 @@ class InfernoSettings:
     min_replicas: int = 1
     """Replicas every server keeps, reserved in the solve (so priorities see the cards the
     floors hold); the controller's safety floor applies on top."""
-    scale_down_margin: float = 0.15
-    """Scale down only to what the load × (1 + margin) needs: a band against load noise at a
-    replica boundary (upstream P9)."""
+    scale_down_margin: float = 0.1
+    """Scale down only to what the peak of `scale_down_window_s` (rate and token means)
+    × (1 + margin) needs: a band against load noise at a replica boundary (upstream P9); the
+    margin covers the next window exceeding the recent peak."""
     reversal_hold_s: float = 120.0
     """No scale-down within this long after a scale-up (unless capacity goes to a higher
     priority): one noisy window must not undo the last one."""
@@ -143,6 +155,10 @@ class InfernoSettings:
 
     def __post_init__(self) -> None:
         _require(self.max_batch >= 0, f"inferno: max_batch must be >= 0, got {self.max_batch!r}")
+        _require(math.isfinite(self.scale_down_window_s) and self.scale_down_window_s >= 0,
+                 f"inferno: scale_down_window_s must be >= 0, got {self.scale_down_window_s!r}")
+        _require(math.isfinite(self.migration_headroom) and self.migration_headroom >= 0,
+                 f"inferno: migration_headroom must be >= 0, got {self.migration_headroom!r}")
         _require(math.isfinite(self.min_dwell_s) and self.min_dwell_s >= 0,
                  f"inferno: min_dwell_s must be >= 0, got {self.min_dwell_s!r}")
         _require(self.lead_s is None or (math.isfinite(self.lead_s) and self.lead_s >= 0),

@@ -8,17 +8,16 @@ from inferno.io.jsondata import (
     load_static_data,
     load_system,
 )
+from inferno.io.output import OutputFile, write_json_atomic
 from inferno.io.solution import (
     allocation_to_json,
     read_solution,
     read_unallocated,
     solution_to_json,
-    write_json_atomic,
 )
 
 __all__ = [
-    "DATA_FILES", "SYSTEM_FILE", "allocation_to_json", "apply_overrides", "load_capacity",
-    "load_static_data", "load_system",
-    "read_solution", "read_unallocated", "solution_to_json",
-    "write_json_atomic",
+    "DATA_FILES", "SYSTEM_FILE", "OutputFile", "allocation_to_json", "apply_overrides",
+    "load_capacity", "load_static_data", "load_system", "read_solution", "read_unallocated",
+    "solution_to_json", "write_json_atomic",
 ]

@@ -19,7 +19,8 @@ Normalised, not errors (upstream semantics): ``class`` missing or "" → ``Free`
 outside 1..100 (incl. missing) → 100; ``accCount`` <= 0 → 1; ``maxQueueSize`` absent → None
 (Q = 10·N), present (0 too) → that value; empty ``saturationPolicy`` / ``perfModel`` /
 ``batchPolicy`` → None / vllm / search (inferno's defaults: upstream had chunked);
-``multiplicity`` absent → 1; ``maxNumTokens`` (model-data, inferno extension) absent → 8192.
+``multiplicity`` absent → 1; ``maxNumTokens`` (model-data, inferno extension) absent → 8192;
+``milpTimeLimit`` (optimizer-data, inferno extension, seconds) absent → 60.
 
 Errors. Every problem of every file is collected, then one `ConfigError` is raised whose message
 is the first line and whose ``problems`` hold all lines, each ``file: field.path: what, got
@@ -35,7 +36,9 @@ value`` with upstream key spelling and list indexes. Checked:
   model within a class, server);
 * ranges. Must be >= 0: memSize, memBW, cost, power idle/full/midPower, capacity count,
   maxBatchSize, atTokens, perfParms alpha/beta/gamma (all zero is legal: "no parameters yet",
-  the candidate is infeasible, §3.2), slo-itl/slo-ttft/slo-tps, minNumReplicas, maxQueueSize,
+  the candidate is infeasible, §3.2) and inferno's optional perfParms frontend,
+  frontendPerToken, stream, kneeTokens, betaHigh (shape 'piecewise' requires betaHigh),
+  slo-itl/slo-ttft/slo-tps, minNumReplicas, maxQueueSize,
   slo-ttft-percentile/slo-itl-percentile (also < 100),
   and in currentAlloc numReplicas, maxBatch, cost, itlAverage, ttftAverage, and the load's
   arrivalRate, throughput, avgInTokens, avgOutTokens (§3.2 drops negative loads; we reject
@@ -83,6 +86,7 @@ from inferno.model import (
     Server,
     ServiceClass,
     SolverKind,
+    StepShape,
     System,
 )
 
@@ -110,7 +114,8 @@ _MIN_PRIORITY, _MAX_PRIORITY = 1, 100
 E = TypeVar("E", bound=StrEnum)
 
 
-def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> System:
+def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
+                require_servers: bool = False) -> System:
     """Read and check a system from a data directory or a ``system-data.json`` file.
 
     Parameters
@@ -120,6 +125,9 @@ def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None)
     overrides : Mapping, optional
         `OptimizerSettings` field names → values applied over optimizer-data (see
         `apply_overrides`); None values are ignored.
+    require_servers : bool
+        A server list that is missing or empty is a problem (``inferno optimize`` has nothing
+        to do then); otherwise it reads as no servers (upstream semantics).
 
     Raises
     ------
@@ -130,11 +138,11 @@ def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None)
     if path.is_dir():
         if not any((path / name).is_file() for name in DATA_FILES) and (
                 path / SYSTEM_FILE).is_file():
-            system = _load_system_file(path / SYSTEM_FILE)
+            system = _load_system_file(path / SYSTEM_FILE, require_servers)
         else:
-            system = _load_directory(path)
+            system = _load_directory(path, require_servers=require_servers)
     elif path.is_file():
-        system = _load_system_file(path)
+        system = _load_system_file(path, require_servers)
     else:
         raise ConfigError(f"{path}: no such file or directory")
     if overrides:
@@ -146,9 +154,10 @@ def apply_overrides(settings: OptimizerSettings, overrides: Mapping[str, Any]) -
     """Replace settings fields by name, e.g. ``{"perf_model": "classic", "solver": "milp"}``.
 
     Enum fields take members or their string values (case-insensitive); other fields take a
-    value of the field's type. ``solver`` is accepted as a shorthand for the
-    (unlimited, milp_solver) pair. None values are skipped, so CLI flags that were not given
-    can be passed through as they are.
+    value of the field's type. ``solver`` is a shorthand: ``unlimited`` sets unlimited,
+    ``greedy``/``milp`` set milp_solver and leave unlimited alone, so a system with unlimited
+    capacity stays unlimited (upstream precedence: unlimited wins over milpSolver). None
+    values are skipped, so CLI flags that were not given can be passed through as they are.
     """
     names = [f.name for f in dataclasses.fields(OptimizerSettings)]
     changes: dict[str, Any] = {}
@@ -158,8 +167,9 @@ def apply_overrides(settings: OptimizerSettings, overrides: Mapping[str, Any]) -
         where = f"overrides: {key}"
         if key == "solver":
             kind = _enum_value(SolverKind, value, where)
-            changes["unlimited"] = kind is SolverKind.UNLIMITED
             changes["milp_solver"] = kind is SolverKind.MILP
+            if kind is SolverKind.UNLIMITED:
+                changes["unlimited"] = True
         elif key not in names:
             allowed = ", ".join(sorted([*names, "solver"]))
             raise ConfigError(f"overrides: unknown setting {key!r} (allowed: {allowed})")
@@ -211,7 +221,8 @@ def load_capacity(path: str | Path) -> dict[str, int]:
     return capacity
 
 
-def _load_directory(directory: Path, optional: tuple[str, ...] = ()) -> System:
+def _load_directory(directory: Path, optional: tuple[str, ...] = (), *,
+                    require_servers: bool = False) -> System:
     problems = Problems()
     roots: dict[str, Fields | None] = {}
     for name in DATA_FILES:
@@ -226,10 +237,10 @@ def _load_directory(directory: Path, optional: tuple[str, ...] = ()) -> System:
             roots[name] = None
         else:
             roots[name] = Fields(doc, file=name, path="", problems=problems)
-    return _build(roots, problems)
+    return _build(roots, problems, require_servers)
 
 
-def _load_system_file(path: Path) -> System:
+def _load_system_file(path: Path, require_servers: bool = False) -> System:
     problems = Problems()
     is_read, doc = read_json(path, problems)
     if not is_read:
@@ -246,10 +257,11 @@ def _load_system_file(path: Path) -> System:
         roots[name] = system.object(key) if is_object else None
         if not is_object:
             system.problem(key, f"must be an object, got {describe(system.raw(key))}")
-    return _build(roots, problems)
+    return _build(roots, problems, require_servers)
 
 
-def _build(roots: Mapping[str, Fields | None], problems: Problems) -> System:
+def _build(roots: Mapping[str, Fields | None], problems: Problems,
+           require_servers: bool = False) -> System:
     """Parse the sections in `DATA_FILES` order; a None root is a file that could not be read."""
     empty: dict[str, Any] = {}
     acc_root, cap_root = roots[ACCELERATOR_FILE], roots[CAPACITY_FILE]
@@ -262,6 +274,8 @@ def _build(roots: Mapping[str, Fields | None], problems: Problems) -> System:
     classes = _classes(class_root) if class_root else None
     model_names = None if perf is None else {model for model, _ in perf}
     servers = _servers(server_root, classes, model_names) if server_root else ()
+    if require_servers and server_root is not None and not server_root.raw("servers"):
+        server_root.problem("servers", "missing or empty: there are no servers to optimize")
     settings = _settings(opt_root) if opt_root else OptimizerSettings()
     problems.raise_if_any()
     return System(accelerators=accelerators or {}, perf=perf or {}, classes=classes or {},
@@ -325,9 +339,7 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
             acc_count=acc_count if acc_count > 0 else 1,
             max_batch_size=m.integer("maxBatchSize", minimum=0),
             at_tokens=m.integer("atTokens", minimum=0),
-            perf=PerfParms(alpha_ms=parms.number("alpha", minimum=0.0),
-                           beta_ms=parms.number("beta", minimum=0.0),
-                           gamma_ms=parms.number("gamma", minimum=0.0)),
+            perf=_perf_parms(parms),
             max_num_tokens=m.integer("maxNumTokens", default=DEFAULT_MAX_NUM_TOKENS, minimum=1),
         )
         if not (name and acc):
@@ -340,6 +352,23 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
         first[key] = m.path
         out[key] = entry
     return out
+
+
+def _perf_parms(parms: Fields) -> PerfParms:
+    """perfParms: upstream's alpha/beta/gamma plus inferno's optional front-end, stream and
+    step-shape terms (absent: 0 and the linear shape, upstream's meaning)."""
+    shape = parms.choice("shape", StepShape, StepShape.LINEAR)
+    knee = parms.number("kneeTokens", minimum=0.0)
+    beta_high = parms.number("betaHigh", minimum=0.0)
+    if shape is StepShape.PIECEWISE and not parms.has("betaHigh"):
+        parms.problem("betaHigh", "is required with shape 'piecewise'")
+    return PerfParms(alpha_ms=parms.number("alpha", minimum=0.0),
+                     beta_ms=parms.number("beta", minimum=0.0),
+                     gamma_ms=parms.number("gamma", minimum=0.0),
+                     frontend_ms=parms.number("frontend", minimum=0.0),
+                     frontend_per_token_ms=parms.number("frontendPerToken", minimum=0.0),
+                     stream_ms=parms.number("stream", minimum=0.0),
+                     shape=shape, knee_tokens=knee, beta_high_ms=beta_high)
 
 
 def _classes(root: Fields) -> dict[str, ServiceClass]:
@@ -420,6 +449,7 @@ def _settings(root: Fields) -> OptimizerSettings:
         perf_model=o.choice("perfModel", PerfModel, PerfModel.VLLM),
         batch_policy=o.choice("batchPolicy", BatchPolicy, BatchPolicy.SEARCH),
         accel_penalty_factor=o.number("accelPenaltyFactor", default=0.1, minimum=0.0),
+        milp_time_limit_s=o.number("milpTimeLimit", default=60.0, minimum=0.0),
     )
 
 
@@ -445,9 +475,11 @@ def read_allocation(f: Fields, *, is_input_load: bool = False) -> Allocation:
                 load.problem("avgOutTokens", "must be >= 1, got 0")
         elif load.has("arrivalRate"):
             load.problem("avgOutTokens", "missing (must be >= 1 when arrivalRate > 0)")
+    saturated = f.boolean("saturated")  # inferno output: latencies are null then
     return Allocation(
         accelerator=accelerator, num_replicas=num_replicas, max_batch=max_batch, cost=cost,
-        itl_ms=itl_ms, ttft_ms=ttft_ms,
+        itl_ms=None if saturated else itl_ms, ttft_ms=None if saturated else ttft_ms,
+        saturated=saturated,
         load=Load(arrival_rpm=arrival_rpm, throughput_rpm=throughput_rpm,
                   avg_in_tokens=in_tokens, avg_out_tokens=out_tokens),
     )

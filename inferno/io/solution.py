@@ -1,29 +1,34 @@
-"""Solutions to and from upstream ``solution-data.json`` form, and atomic JSON writes.
+"""Solutions to and from upstream ``solution-data.json`` form.
 
 Output shape (design §1.8 plus this project's additions)::
 
     {"allocations": {server: {accelerator, numReplicas, maxBatch, cost, itlAverage,
-                              ttftAverage, load: {arrivalRate, throughput, avgInTokens,
-                              avgOutTokens},
+                              ttftAverage, saturated, load: {arrivalRate, throughput,
+                              avgInTokens, avgOutTokens},
                               slo: {ttft: {statistic, predictedMs, targetMs},
                                     itl: {statistic, predictedMs, targetMs}}}},
      "unallocated": [...], "bestEffort": [...], "solveTimeMs": x, "status": "optimal",
      "message": "...", "totalCost": x, "parts": {server: [AllocationData, ...]}}
 
 Allocations are sorted by server name, as Go's encoder sorts map keys, so files diff cleanly
-against upstream ones. Readers of upstream files ignore the extra keys. ``slo`` (inferno) is
-written for servers whose class targets a percentile (``slo-ttft-percentile`` /
-``slo-itl-percentile``): per latency the statistic the target is on ("mean" or "p99"-style),
-the predicted value of that statistic and the target (0: none). For mean targets
-``ttftAverage`` / ``itlAverage`` already are the predicted statistic.
+against upstream ones. Readers of upstream files ignore the extra keys.
+
+``itlAverage``/``ttftAverage`` are predicted at the replicas actually allocated: for a
+best-effort allocation (fewer replicas than the SLO needs, listed in ``bestEffort``) they are
+the latencies those replicas give, usually above the SLO (upstream reports those of the
+SLO-sized allocation instead). ``saturated`` is true when the load per replica exceeds a
+replica's max rate; both latencies are then ``null``.
+
+``slo`` (inferno) is written for servers whose class targets a percentile
+(``slo-ttft-percentile`` / ``slo-itl-percentile``): per latency the statistic the target is
+on ("mean" or "p99"-style), the predicted value of that statistic (``null`` when saturated)
+and the target (0: none). For mean targets ``ttftAverage`` / ``itlAverage`` already are the
+predicted statistic.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +51,7 @@ def allocation_to_json(alloc: Allocation, load: Load | None = None) -> dict[str,
         "cost": alloc.cost,
         "itlAverage": alloc.itl_ms,
         "ttftAverage": alloc.ttft_ms,
+        "saturated": alloc.saturated,
         "load": {
             "arrivalRate": load.arrival_rpm,
             "throughput": load.throughput_rpm,
@@ -101,33 +107,6 @@ def solution_to_json(solution: Solution, system: System) -> dict[str, Any]:
         doc["parts"] = {name: [allocation_to_json(part) for part in solution.parts[name]]
                         for name in sorted(solution.parts)}
     return doc
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` so readers never see a half-written file.
-
-    The document is serialised first (NaN and infinity are refused: they are not JSON), then
-    written to a temporary file in the same directory and moved over ``path`` with
-    `os.replace`. On any failure ``path`` is left as it was. An existing file's permission bits
-    are kept; a new file gets 0o644.
-    """
-    path = Path(path)
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_solution(path: str | Path) -> dict[str, Allocation]:

@@ -1,7 +1,14 @@
 """Frozen dataclasses of the core data model. Wire names never get past `inferno.io`."""
 
 from inferno.model.accelerator import Accelerator, Power
-from inferno.model.llm import DEFAULT_MAX_NUM_TOKENS, ModelPerf, PerfParms, iteration_time_ms
+from inferno.model.llm import (
+    DEFAULT_MAX_NUM_TOKENS,
+    ModelPerf,
+    PerfParms,
+    StepShape,
+    frontend_delay_ms,
+    iteration_time_ms,
+)
 from inferno.model.server import Allocation, Load, Server
 from inferno.model.service_class import (
     DEFAULT_CLASS,
@@ -22,6 +29,6 @@ from inferno.model.system import (
 __all__ = [
     "DEFAULT_CLASS", "DEFAULT_MAX_NUM_TOKENS", "DEFAULT_PRIORITY", "Accelerator", "Allocation",
     "BatchPolicy", "Load", "ModelPerf", "ModelTarget", "OptimizerSettings", "PerfModel",
-    "PerfParms", "Power", "SaturationPolicy", "Server", "ServiceClass", "SolverKind", "System",
-    "iteration_time_ms", "statistic_label",
+    "PerfParms", "Power", "SaturationPolicy", "Server", "ServiceClass", "SolverKind", "StepShape",
+    "System", "frontend_delay_ms", "iteration_time_ms", "statistic_label",
 ]

@@ -29,16 +29,21 @@ class Allocation:
     num_replicas: int = 0
     max_batch: int = 0
     cost: float = 0.0
-    itl_ms: float = 0.0
-    """Predicted mean ITL (upstream ``itlAverage``)."""
-    ttft_ms: float = 0.0
-    """Predicted mean TTFT (upstream ``ttftAverage``)."""
+    itl_ms: float | None = 0.0
+    """Predicted mean ITL (upstream ``itlAverage``) at the load each of the ``num_replicas``
+    replicas gets; None if saturated."""
+    ttft_ms: float | None = 0.0
+    """Predicted mean TTFT (upstream ``ttftAverage``); None if saturated."""
     load: Load = Load()
-    ttft_stat_ms: float = 0.0
+    saturated: bool = False
+    """The load per replica exceeds what a replica can carry at all (its max rate): the
+    queue model has no finite latency to offer, so the latencies are None."""
+    ttft_stat_ms: float | None = 0.0
     """Predicted TTFT in the statistic the server's class targets (a percentile or the
-    mean); 0 when not predicted."""
-    itl_stat_ms: float = 0.0
-    """Predicted ITL in the statistic the server's class targets; 0 when not predicted."""
+    mean); 0 when not predicted, None if saturated."""
+    itl_stat_ms: float | None = 0.0
+    """Predicted ITL in the statistic the server's class targets; 0 when not predicted,
+    None if saturated."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,17 +1,21 @@
 """Candidate allocations: every feasible (server, accelerator) option with its cost and value.
 
-Columnar: all (server, accelerator) pairs are built as numpy arrays, never one Python object
-per pair until the end. Sizing (the max rate one replica sustains within the SLO) depends
-only on (model, accelerator, tokens, targets, N, Q), not on the arrival rate, so it runs once
-per distinct key in one batched analyzer call; per-replica metrics take a second call.
-See design §3.
+Columnar: all (server, accelerator) pairs are built as numpy arrays, and a `Candidate` object
+exists only while someone looks at it (`CandidateList` builds them on access), so memory
+stays a few dozen bytes per pair. Sizing (the max rate one replica sustains within the SLO)
+depends only on (model, accelerator, tokens, targets, N, Q), not on the arrival rate, so it
+runs once per distinct key, in batched analyzer calls over chunks of at most `CHUNK_STATES`
+chain states (the memory bound). Under the search batch policy the concurrency search's own
+probe at M* is the sizing (no second solve). Per-replica metrics are computed only for the
+chosen candidates (`with_metrics`). See design §3.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
 
@@ -19,7 +23,8 @@ from inferno.analyzer import (
     QueueBatch,
     analyze_batch,
     latency_percentiles_batch,
-    optimal_concurrency_batch,
+    optimal_concurrency_sizing,
+    perf_columns,
     size_batch,
 )
 from inferno.model import DEFAULT_PRIORITY, BatchPolicy, ModelTarget, Server, System
@@ -28,6 +33,18 @@ MAX_QUEUE_TO_BATCH_RATIO = 10
 """Q = 10·N when a server does not set maxQueueSize."""
 DEFAULT_CONCURRENCY_CEILING = 256
 """Search ceiling when model-data maxBatchSize is 0."""
+CHUNK_STATES = 1 << 20
+"""In-service chain states (Σ over rows of N + 1) per batched sizing call: bounds the chain
+tables to 8 MiB however many servers there are."""
+SEARCH_CHUNK_STATES = 3 << 19
+"""The same for the concurrency search, whose rows are narrow (N <= M_max, a few hundred):
+its memory goes mostly into per-row arrays, bounded by `CHUNK_ROWS`."""
+CHUNK_ROWS = 1 << 13
+"""Rows per batched analyzer call (the search keeps ~2 kB of arrays per row)."""
+WHOLE_ROWS, WHOLE_STATES = 3 << 13, 1 << 22
+"""Up to this many rows and states everything is sized in one call: each call has a fixed
+cost (its lockstep iterations), so a ~1,000-server system is ~15% faster in one piece, and
+its ~60 MiB is no concern; larger systems are cut into `CHUNK_ROWS` pieces."""
 
 
 class Candidate(NamedTuple):
@@ -56,12 +73,14 @@ class Candidate(NamedTuple):
     """Sustainable request rate of one replica within the SLO."""
     max_queue: int = 0
     sized_replicas: int = 0
-    """Replicas the SLO needs; best-effort copies keep it, so their latencies describe the
-    full allocation (upstream semantics, §4.3)."""
+    """Replicas the SLO needs; a best-effort copy (`rescaled`) has fewer."""
     ttft_stat_ms: float = math.nan
     """Predicted TTFT in the statistic the class targets (its percentile, or the mean)."""
     itl_stat_ms: float = math.nan
     """Predicted ITL in the statistic the class targets."""
+    saturated: bool = False
+    """Set by `with_metrics`: the load per replica is above the replica's max rate (the
+    latencies, means and statistics, are then +inf)."""
 
     @property
     def cards(self) -> int:
@@ -72,7 +91,7 @@ class Candidate(NamedTuple):
         return self.accelerator == ""
 
     def rescaled(self, num_replicas: int) -> Candidate:
-        """Best-effort copy with fewer replicas; latencies still describe the full size (§4.3)."""
+        """Best-effort copy with fewer replicas (cost and value scale with them)."""
         ratio = num_replicas / self.num_replicas
         return self._replace(num_replicas=num_replicas, cost=self.cost * ratio,
                              value=self.value * ratio)
@@ -135,6 +154,11 @@ class _Catalog:
             "at_tokens": np.array([p.at_tokens for p in perf], np.int64),
             "acc_count": np.array([p.acc_count for p in perf], np.int64),
             "max_num_tokens": np.array([p.max_num_tokens for p in perf], np.int64),
+            "stream": np.array([p.perf.stream_ms for p in perf], float),
+            "knee": np.array([p.perf.knee_tokens for p in perf], float),
+            "excess": np.array([p.perf.beta_excess_ms for p in perf], float),
+            "frontend": np.array([p.perf.frontend_ms for p in perf], float),
+            "frontend_per_token": np.array([p.perf.frontend_per_token_ms for p in perf], float),
         }
         perf_acc = np.array([acc_index[a] for _, a in keys], np.int64)
         by_model: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -163,7 +187,7 @@ class _Servers:
             targets.append(None if c is None else c.targets.get(s.model))
         f = float
         cols = {
-            "has_target": np.array([t is not None for t in targets]),
+            "has_target": np.array([t is not None for t in targets], dtype=bool),
             "ttft": np.array([t.slo_ttft_ms if t else 0.0 for t in targets], f),
             "itl": np.array([t.slo_itl_ms if t else 0.0 for t in targets], f),
             "ttft_pct": np.array([t.slo_ttft_percentile if t else 0.0 for t in targets], f),
@@ -229,52 +253,131 @@ def _queue_batch(cat: _Catalog, perf: np.ndarray, inp: np.ndarray, out: np.ndarr
     return QueueBatch(max_batch=max_batch, max_queue=queue, in_tokens=inp, out_tokens=out,
                       alpha_ms=c["alpha"][perf], beta_ms=c["beta"][perf],
                       gamma_ms=c["gamma"][perf], max_num_tokens=c["max_num_tokens"][perf],
-                      perf_model=system.settings.perf_model)
+                      perf_model=system.settings.perf_model, stream_ms=c["stream"][perf],
+                      knee_tokens=c["knee"][perf], beta_excess_ms=c["excess"][perf],
+                      frontend_ms=c["frontend"][perf] + c["frontend_per_token"][perf] * inp)
 
 
 def _unique(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First index of each distinct row of the stacked columns, and the inverse map."""
-    keys = np.column_stack([np.asarray(col, float) for col in columns])
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
+    """First index of each distinct row of the stacked columns, and the inverse map.
+
+    One stable lexsort and a pass per column (``np.unique(axis=0)`` copies the whole key
+    matrix several times: tens of MiB at 100k rows).
+    """
+    order = np.lexsort(columns[::-1])
+    new = np.zeros(order.size, dtype=bool)
+    new[:1] = True
+    for col in columns:
+        ranked = np.asarray(col)[order]
+        new[1:] |= ranked[1:] != ranked[:-1]
+    group = np.cumsum(new) - 1
+    inverse = np.empty(order.size, dtype=np.int64)
+    inverse[order] = group
+    return order[new], inverse
+
+
+def _chunks(width: np.ndarray, max_states: int = CHUNK_STATES) -> Iterator[np.ndarray]:
+    """Row indexes in order of ``width`` (chain states per row): all at once up to
+    `WHOLE_ROWS`/`WHOLE_STATES`, else in groups of at most ``max_states`` states and
+    `CHUNK_ROWS` rows (a wider row goes alone)."""
+    order = np.argsort(width, kind="stable")
+    if order.size <= WHOLE_ROWS and int(width.sum()) <= WHOLE_STATES:
+        yield order
+        return
+    ends = np.cumsum(width[order])
+    start = 0
+    while start < order.size:
+        before = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, before + max_states, side="right"))
+        stop = max(start + 1, min(stop, start + CHUNK_ROWS))
+        yield order[start:stop]
+        start = stop
+
+
+class _Pairs(NamedTuple):
+    """Per-pair columns (P,) that define a sizing: perf entry, tokens, targets (and the
+    percentile each latency target is on, 0 for the mean)."""
+
+    perf: np.ndarray
+    inp: np.ndarray
+    out: np.ndarray
+    ttft: np.ndarray
+    itl: np.ndarray
+    tps: np.ndarray
+    ttft_pct: np.ndarray
+    itl_pct: np.ndarray
+
+    def keys(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The sizing key columns of ``rows`` (a TPS target matters only by being set)."""
+        return (self.perf[rows], self.inp[rows], self.out[rows], self.ttft[rows],
+                self.itl[rows], self.tps[rows] > 0, self.ttft_pct[rows], self.itl_pct[rows])
+
+
+def _sized_rates(cat: _Catalog, system: System, p: _Pairs, u: np.ndarray,
+                 max_batch: np.ndarray, queue: np.ndarray) -> np.ndarray:
+    """Sustainable rate per replica (req/s, 0 if infeasible) of pairs ``u``, chunk by chunk
+    (each chunk's batch is built when it is sized)."""
+    rate = np.zeros(u.size)
+    for part in _chunks(max_batch[u] + 1):
+        r = u[part]
+        sized = size_batch(_queue_batch(cat, p.perf[r], p.inp[r], p.out[r], max_batch[r],
+                                        queue[r], system), p.ttft[r], p.itl[r], p.tps[r],
+                           exact_rates=False, ttft_percentile=p.ttft_pct[r],
+                           itl_percentile=p.itl_pct[r])
+        rate[part] = np.where(sized.feasible, sized.rate_rps, 0.0)
+    return rate
+
+
+def _searched_rates(cat: _Catalog, system: System, p: _Pairs, u: np.ndarray,
+                    m_max: np.ndarray, queue_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M*, sustainable rate at M*) of pairs ``u`` (§2.9), chunk by chunk; M* = 0 if
+    infeasible. ``queue_in``: the server's maxQueueSize, −1 for Q = 10·N."""
+    best = np.zeros(u.size, np.int64)
+    rate = np.zeros(u.size)
+    for part in _chunks(m_max[u] + 1, SEARCH_CHUNK_STATES):
+        r = u[part]
+        batch = _queue_batch(cat, p.perf[r], p.inp[r], p.out[r], m_max[r],
+                             np.zeros(r.size, np.int64), system)
+        m, found = optimal_concurrency_sizing(
+            batch, p.ttft[r], p.itl[r], p.tps[r],
+            queue_ratio=np.where(queue_in[r] >= 0, queue_in[r], -MAX_QUEUE_TO_BATCH_RATIO),
+            ttft_percentile=p.ttft_pct[r], itl_percentile=p.itl_pct[r])
+        best[part] = np.where(found > 0, m, 0)
+        rate[part] = found
+    return best, rate
 
 
 def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
                  perf: np.ndarray) -> _Rows:
     """Sized candidates of pairs with load (§3.3); infeasible pairs are dropped."""
     s, c = sv.cols, cat.perf_cols
-    inp, out = s["in"][srv], s["out"][srv]
-    ttft, itl, tps = s["ttft"][srv], s["itl"][srv], s["tps"][srv]
-    ttft_pct, itl_pct = s["ttft_pct"][srv], s["itl_pct"][srv]
+    p = _Pairs(perf, s["in"][srv], s["out"][srv], s["ttft"][srv], s["itl"][srv],
+               s["tps"][srv], s["ttft_pct"][srv], s["itl_pct"][srv])
     override, queue_in = s["batch_override"][srv], s["queue"][srv]
     policy = system.settings.batch_policy
     if policy is BatchPolicy.SCALED:
         policy_batch = np.maximum(c["max_batch"][perf] * c["at_tokens"][perf]
-                                  // out.astype(np.int64), 1)
+                                  // p.out.astype(np.int64), 1)
     else:
         policy_batch = np.where(c["max_batch"][perf] > 0, c["max_batch"][perf],
                                 DEFAULT_CONCURRENCY_CEILING)
     max_batch = np.where(override > 0, override, policy_batch)
+    rate = np.zeros(srv.size)
     search = (override <= 0) & (policy is BatchPolicy.SEARCH)
     if search.any():
+        # one search per distinct (perf, tokens, targets, Q rule, M_max); its probe at M*
+        # is that key's sizing
         rows = np.flatnonzero(search)
-        first, inv = _unique(perf[rows], inp[rows], out[rows], ttft[rows], itl[rows],
-                             tps[rows] > 0, queue_in[rows], max_batch[rows], ttft_pct[rows],
-                             itl_pct[rows])
-        u = rows[first]
-        best, ok = optimal_concurrency_batch(
-            _queue_batch(cat, perf[u], inp[u], out[u], max_batch[u], np.zeros(u.size, np.int64),
-                         system), ttft[u], itl[u], tps[u],
-            queue_ratio=np.where(queue_in[u] >= 0, queue_in[u], -MAX_QUEUE_TO_BATCH_RATIO),
-            ttft_percentile=ttft_pct[u], itl_percentile=itl_pct[u])
-        max_batch[rows] = np.where(ok, best, 0)[inv]
+        first, inv = _unique(*p.keys(rows), queue_in[rows], max_batch[rows])
+        best, found = _searched_rates(cat, system, p, rows[first], max_batch, queue_in)
+        max_batch[rows] = best[inv]
+        rate[rows] = found[inv]
     queue = np.where(queue_in >= 0, queue_in, MAX_QUEUE_TO_BATCH_RATIO * max_batch)
-    first, inv = _unique(perf, inp, out, ttft, itl, tps > 0, max_batch, queue, ttft_pct, itl_pct)
-    sized = size_batch(_queue_batch(cat, perf[first], inp[first], out[first], max_batch[first],
-                                    queue[first], system), ttft[first], itl[first], tps[first],
-                       exact_rates=False, ttft_percentile=ttft_pct[first],
-                       itl_percentile=itl_pct[first])
-    rate = np.where(sized.feasible, sized.rate_rps, 0.0)[inv]
+    rows = np.flatnonzero(~search)
+    if rows.size:
+        first, inv = _unique(*p.keys(rows), max_batch[rows], queue[rows])
+        rate[rows] = _sized_rates(cat, system, p, rows[first], max_batch, queue)[inv]
+    tps, out = p.tps, p.out
     total = np.where(tps > 0, tps / np.maximum(out, 1.0), s["rpm"][srv] / 60.0)
     ok = (rate > 0) & (max_batch > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -334,7 +437,69 @@ def _finish(cat: _Catalog, sv: _Servers, srv: np.ndarray, perf: np.ndarray, n: n
                  max_queue=np.zeros(srv.size, np.int64) if queue is None else queue)
 
 
-def compute_candidates(system: System) -> dict[str, list[Candidate]]:
+@dataclass(frozen=True, slots=True)
+class _Store:
+    """Every candidate of a system as columns, sorted by (server, value, accelerator name)."""
+
+    rows: _Rows
+    names: tuple[str, ...]
+    acc_names: tuple[str, ...]
+    """Accelerator names by index, "" last (index -1: the empty allocation)."""
+    acc_types: tuple[str, ...]
+
+    def candidate(self, k: int) -> Candidate:
+        r = self.rows
+        a = int(r.acc[k])
+        n = int(r.num_replicas[k])
+        return Candidate(self.names[int(r.server[k])], self.acc_names[a], self.acc_types[a],
+                         int(r.units[k]), n, int(r.max_batch[k]), float(r.cost[k]),
+                         float(r.value[k]), float(r.itl_ms[k]), float(r.ttft_ms[k]),
+                         float(r.rho[k]), float(r.rate_rps[k]), int(r.max_queue[k]), n)
+
+
+class CandidateList(Sequence[Candidate]):
+    """One server's candidates, sorted by (value, accelerator name); each `Candidate` is
+    built when it is read (a large system has 20+ per server, most never looked at)."""
+
+    __slots__ = ("_built", "_start", "_stop", "_store")
+
+    def __init__(self, store: _Store, start: int, stop: int) -> None:
+        self._store, self._start, self._stop = store, start, stop
+        self._built: dict[int, Candidate] | None = None
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, i: int) -> Candidate: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Candidate]: ...
+
+    def __getitem__(self, i: int | slice) -> Candidate | list[Candidate]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        size = self._stop - self._start
+        if not -size <= i < size:
+            raise IndexError(i)
+        k = i % size
+        if self._built is None:
+            self._built = {}
+        c = self._built.get(k)
+        if c is None:
+            c = self._built[k] = self._store.candidate(self._start + k)
+        return c
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CandidateList({list(self)!r})"
+
+
+def compute_candidates(system: System) -> dict[str, CandidateList]:
     """All feasible candidates per server, sorted by (value, accelerator name).
 
     Servers with no feasible candidate map to an empty list.
@@ -355,15 +520,11 @@ def compute_candidates(system: System) -> dict[str, list[Candidate]]:
     rows = _Rows(**{f: np.concatenate([getattr(p, f) for p in parts])
                     for f in _Rows.__slots__})
     order = np.lexsort((rows.acc, rows.value, rows.server))
-    out: dict[str, list[Candidate]] = {name: [] for name in sv.names}
-    names, acc_names = sv.names, (*cat.acc_names, "")
-    acc_types = (*cat.acc_types, "")
-    cols = [getattr(rows, f)[order].tolist() for f in _Rows.__slots__]
-    for (i, a, units, n, mb, cost, value, itl, ttft, rho, rate, q) in zip(*cols, strict=True):
-        name = names[i]
-        out[name].append(Candidate(name, acc_names[a], acc_types[a], units, n, mb, cost,
-                                   value, itl, ttft, rho, rate, q, n))
-    return out
+    store = _Store(_Rows(**{f: getattr(rows, f)[order] for f in _Rows.__slots__}), sv.names,
+                   (*cat.acc_names, ""), (*cat.acc_types, ""))
+    bounds = np.searchsorted(store.rows.server, np.arange(len(sv.names) + 1)).tolist()
+    return {name: CandidateList(store, bounds[i], bounds[i + 1])
+            for i, name in enumerate(sv.names)}
 
 
 def target_of(system: System, server: Server) -> ModelTarget | None:
@@ -372,21 +533,28 @@ def target_of(system: System, server: Server) -> ModelTarget | None:
     return cls.targets.get(server.model) if cls else None
 
 
-def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Candidate]:
+def with_metrics(system: System, chosen: Mapping[str, Candidate],
+                 share: Mapping[str, float] | None = None) -> dict[str, Candidate]:
     """Fill predicted latencies and ρ of the chosen candidates, in batched analyzer calls.
 
-    Metrics are those of one replica at the server's demand over ``sized_replicas``: the
-    means, and each class-targeted statistic (the percentile where the target is on one; one
-    `latency_percentiles_batch` call, only for those servers).
+    Metrics are those of one replica at the load it actually gets: the server's demand
+    (times ``share[key]``, the fraction this candidate carries; default 1) over the
+    candidate's ``num_replicas``. A best-effort copy therefore reports the latencies of its
+    too few replicas, not those of the SLO-sized allocation (upstream reports the latter,
+    §4.3). Where that load exceeds the replica's max rate the candidate is ``saturated``,
+    with +inf latencies: the queue model has no finite answer there. Besides the means it
+    fills each class-targeted statistic (the percentile where the target is on one; one
+    `latency_percentiles_batch` call, only for those servers that are not saturated).
     """
-    todo = [(name, c) for name, c in chosen.items() if c.itl_ms != c.itl_ms]  # NaN
+    todo = [(key, c) for key, c in chosen.items() if c.itl_ms != c.itl_ms]  # NaN
     if not todo:
         return dict(chosen)
     servers = {s.name: s for s in system.servers}
     srv = [servers[c.server] for _, c in todo]
     perf = [system.perf[(s.model, c.accelerator)] for s, (_, c) in zip(srv, todo, strict=True)]
     out_tokens = np.array([s.load.avg_out_tokens for s in srv], float)
-    total = np.array([demand_rps(system, s) for s in srv])
+    total = np.array([demand_rps(system, s) * (1.0 if share is None else share[key])
+                      for s, (key, _) in zip(srv, todo, strict=True)])
     cands = [c for _, c in todo]
     batch = QueueBatch(
         max_batch=np.array([c.max_batch for c in cands], np.int64),
@@ -396,14 +564,16 @@ def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Cand
         beta_ms=np.array([p.perf.beta_ms for p in perf]),
         gamma_ms=np.array([p.perf.gamma_ms for p in perf]),
         max_num_tokens=np.array([p.max_num_tokens for p in perf], np.int64),
-        perf_model=system.settings.perf_model)
-    rate = total / np.array([c.sized_replicas for c in cands], float)
+        perf_model=system.settings.perf_model,
+        **perf_columns([p.perf for p in perf], np.array([s.load.avg_in_tokens for s in srv])))
+    rate = total / np.array([c.num_replicas for c in cands], float)
     m = analyze_batch(batch, rate)
+    saturated = ~m.valid | (rate > m.max_rate_rps)
     ttft_stat, itl_stat = m.ttft_ms.copy(), m.itl_ms.copy()
     targets = [target_of(system, s) for s in srv]
     pct = np.array([(t.slo_ttft_percentile, t.slo_itl_percentile) if t else (0.0, 0.0)
                     for t in targets]).reshape(-1, 2)
-    rows = np.flatnonzero((pct > 0).any(axis=1))
+    rows = np.flatnonzero((pct > 0).any(axis=1) & ~saturated)
     if rows.size:
         levels = tuple(sorted({float(q) for q in pct[rows].ravel() if q > 0}))
         got = latency_percentiles_batch(batch.take(rows), rate[rows], levels)
@@ -413,9 +583,14 @@ def with_metrics(system: System, chosen: dict[str, Candidate]) -> dict[str, Cand
                 ttft_stat[i] = got.ttft_ms[k, column[pct[i, 0]]]
             if pct[i, 1] > 0:
                 itl_stat[i] = got.itl_ms[k, column[pct[i, 1]]]
+    inf = float("inf")
     result = dict(chosen)
-    for k, (name, c) in enumerate(todo):
-        result[name] = c._replace(itl_ms=float(m.itl_ms[k]), ttft_ms=float(m.ttft_ms[k]),
-                                  rho=float(m.rho[k]), ttft_stat_ms=float(ttft_stat[k]),
-                                  itl_stat_ms=float(itl_stat[k]))
+    for k, (key, c) in enumerate(todo):
+        if saturated[k]:
+            result[key] = c._replace(itl_ms=inf, ttft_ms=inf, rho=1.0, ttft_stat_ms=inf,
+                                     itl_stat_ms=inf, saturated=True)
+        else:
+            result[key] = c._replace(itl_ms=float(m.itl_ms[k]), ttft_ms=float(m.ttft_ms[k]),
+                                     rho=float(m.rho[k]), ttft_stat_ms=float(ttft_stat[k]),
+                                     itl_stat_ms=float(itl_stat[k]))
     return result

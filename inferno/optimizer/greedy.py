@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -24,7 +24,7 @@ _INF = math.inf
 class _Entry:
     server: str
     priority: int
-    cands: list[Candidate]
+    cands: Sequence[Candidate]
     idx: int = 0
     delta: float = field(default=_INF)
 
@@ -40,7 +40,7 @@ class _State:
     best_effort: set[str] = field(default_factory=set)
 
 
-def _entries(candidates: Mapping[str, list[Candidate]],
+def _entries(candidates: Mapping[str, Sequence[Candidate]],
              priorities: Mapping[str, int]) -> list[_Entry]:
     entries = []
     for name, cands in candidates.items():
@@ -153,7 +153,7 @@ class GreedyResult:
     remaining: Mapping[str, int]
 
 
-def solve_greedy(candidates: Mapping[str, list[Candidate]], priorities: Mapping[str, int],
+def solve_greedy(candidates: Mapping[str, Sequence[Candidate]], priorities: Mapping[str, int],
                  capacity: Mapping[str, int], policy: SaturationPolicy,
                  delayed_best_effort: bool) -> GreedyResult:
     """Allocate servers against ``capacity`` (cards per type); see module docstring."""
@@ -168,7 +168,7 @@ def solve_greedy(candidates: Mapping[str, list[Candidate]], priorities: Mapping[
                         remaining=state.avail)
 
 
-def fill_best_effort(names: list[str], candidates: Mapping[str, list[Candidate]],
+def fill_best_effort(names: list[str], candidates: Mapping[str, Sequence[Candidate]],
                      priorities: Mapping[str, int], capacity: Mapping[str, int],
                      policy: SaturationPolicy) -> GreedyResult:
     """Best-effort capacity for servers another solver left unallocated (used after the MILP)."""

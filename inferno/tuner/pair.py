@@ -16,6 +16,15 @@ Lifecycle (design §6.4–6.7, control-loop §1.7), as a pure function of the pr
    and the filter rebuilt, instead of staying locked out (P17).
 4. Window mode: refit over the window every cycle, warm-started, one outlier pass; an
    ill-conditioned or failed refit keeps the last fit.
+5. Held-back gate (every mode): the estimator's parameters are a *candidate*. Each cycle's
+   valid observations are first scored, before any estimator sees them, for the candidate
+   and for the parameters in force (the last published, else the prior); the candidate is
+   published only when over the last ``validation_cycles`` its summed squared relative error
+   is below (1 − ``min_improvement``) × that of the parameters in force, and of the
+   parameters in force rescaled by the common factor that best fits the earlier window
+   (`_score`); failing that, the rescaled parameters in force may be published. Otherwise
+   the optimizer keeps what it had: the tuner moves nothing that does not predict unseen
+   observations better.
 """
 
 from __future__ import annotations
@@ -28,12 +37,14 @@ import numpy as np
 from inferno.model import PerfParms
 from inferno.tuner import ekf
 from inferno.tuner.fit import (
+    BAD_RESIDUAL,
     FitResult,
     condition_number,
     fit_covariance,
     fit_from_starts,
     guess_init_state,
     refit_window,
+    relative_residuals,
 )
 from inferno.tuner.observation import (
     ObservationSet,
@@ -65,11 +76,72 @@ def tune_pair(state: PairState, observations: Sequence[TunerObservation], *,
     state = dataclasses.replace(state, counts=counts, window=window, last_error=None)
     if not valid:
         return state
+    state = _score(state, valid, prior, settings)
     if state.phase is Phase.COLLECTING or state.params is None:
         return _initial_fit(state, prior, settings, now_s)
     if settings.mode is TunerMode.WINDOW:
         return _window_cycle(state, settings, now_s)
     return _ekf_cycle(state, valid, settings, now_s)
+
+
+def held_back_error(observations: Sequence[TunerObservation], params: PerfParms) -> float:
+    """Mean squared relative TTFT and ITL error of ``params`` on ``observations``."""
+    r = relative_residuals(ObservationSet(observations), as_array(params)[None, :])[0]
+    return float(np.mean(np.minimum(r * r, BAD_RESIDUAL)))
+
+
+SCALE_GRID = np.exp(np.linspace(np.log(0.5), np.log(2.0), 57))
+"""Common factors on α, β, γ tried for the rescaled model in force (±1.25 % steps)."""
+
+
+def _best_scale(observations: Sequence[TunerObservation], params: PerfParms) -> float:
+    """The common factor on α, β, γ that best predicts ``observations`` (1 without any)."""
+    if not observations:
+        return 1.0
+    x = as_array(params)[None, :] * SCALE_GRID[:, None]
+    r = relative_residuals(ObservationSet(observations), x)
+    return float(SCALE_GRID[int(np.argmin(np.einsum("pk,pk->p", r, r)))])
+
+
+def _rescaled(params: PerfParms, factor: float) -> PerfParms:
+    return as_parms(as_array(params) * factor)
+
+
+def _score(state: PairState, valid: Sequence[TunerObservation], prior: PerfParms | None,
+           settings: TunerSettings) -> PairState:
+    """Score, on ``valid`` (unseen by the estimator), the candidate, the parameters in force
+    and the parameters in force times the common factor that best fits the earlier window
+    (a pure scale error: what a step-time correction fixes); publish when one has
+    out-predicted the parameters in force for long enough.
+
+    The candidate is published only if it also beats the rescaled parameters in force: its
+    *shape* (the split between α, β and γ) must predict better, not only its scale. Failing
+    that, the rescaled parameters in force are published if they predict better. A wrong
+    split extrapolates badly to loads the window did not see; a wrong scale does not.
+    """
+    in_force = state.published or (prior if prior is not None and not prior.is_zero else None)
+    candidate = state.params
+    if candidate is None:
+        return state
+    if in_force is None:  # no model data: anything fitted beats nothing
+        return dataclasses.replace(state, published=candidate)
+    earlier = state.window[:len(state.window) - len(valid)]
+    factor = _best_scale(earlier, in_force)
+    rescaled = _rescaled(in_force, factor)
+    scores = (*state.scores, (held_back_error(valid, candidate), held_back_error(valid, in_force),
+                              held_back_error(valid, rescaled)))[-settings.validation_cycles:]
+    state = dataclasses.replace(state, scores=scores)
+    if len(scores) < settings.validation_cycles:
+        return state
+    err_candidate, err_in_force, err_rescaled = np.sum(np.asarray(scores), axis=0)
+    keep = 1.0 - settings.min_improvement
+    if err_candidate < keep * min(err_in_force, err_rescaled):
+        return dataclasses.replace(state, published=candidate, scores=(),
+                                   counts=state.counted("published"))
+    if err_rescaled < keep * err_in_force and factor != 1.0:
+        return dataclasses.replace(state, published=rescaled, scores=(),
+                                   counts=state.counted("published_scale"))
+    return state
 
 
 def _initial_fit(state: PairState, prior: PerfParms | None, settings: TunerSettings,
@@ -89,7 +161,10 @@ def _initial_fit(state: PairState, prior: PerfParms | None, settings: TunerSetti
     held = _guard(state, result, settings)
     if held is not None:
         return held
-    return _adopt(state, result, settings, now_s)
+    state = _adopt(state, result, settings, now_s)
+    if prior is None or prior.is_zero:
+        state = dataclasses.replace(state, published=state.params)
+    return state
 
 
 def _guard(state: PairState, result: FitResult, settings: TunerSettings) -> PairState | None:

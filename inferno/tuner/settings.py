@@ -79,6 +79,13 @@ class TunerSettings:
     max_rejected_cycles: int = 3
     """EKF: after this many consecutive cycles whose updates were all NIS-rejected, refit
     over the window instead of staying locked out (upstream P17 NIS lockout)."""
+    validation_cycles: int = 3
+    """Held-back gate: cycles of fresh observations (scored before the estimator sees them)
+    over which a candidate must out-predict the parameters in force before it is published.
+    """
+    min_improvement: float = 0.1
+    """Held-back gate: the candidate's summed squared relative error over those cycles must be
+    below (1 − this) × that of the parameters in force (noise alone must not publish)."""
     seed: tuple[float, float, float] = (5.0, 0.05, 5e-5)
     """α (ms), β (ms/token), γ (ms/KV token) used when model data holds no parameters."""
     first_token: FirstToken = FirstToken.DECODE
@@ -93,7 +100,8 @@ class TunerSettings:
 
         require(isinstance(self.mode, TunerMode), f"mode must be one of "
                 f"{', '.join(m.value for m in TunerMode)}, got {self.mode!r}")
-        for name in ("init_obs", "window_size", "max_fev", "max_rejected_cycles"):
+        for name in ("init_obs", "window_size", "max_fev", "max_rejected_cycles",
+                     "validation_cycles"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)!r}")
         require(self.window_size >= self.init_obs,
                 f"window_size must be >= init_obs ({self.init_obs}), got {self.window_size!r}")
@@ -107,6 +115,8 @@ class TunerSettings:
         require(self.bound_factor > 1, f"bound_factor must be > 1, got {self.bound_factor!r}")
         require(self.max_condition_number >= 0,
                 f"max_condition_number must be >= 0, got {self.max_condition_number!r}")
+        require(0 <= self.min_improvement < 1,
+                f"min_improvement must be in [0, 1), got {self.min_improvement!r}")
         for name in ("max_load_ratio", "min_throughput_ratio"):
             value = getattr(self, name)
             require(0 < value <= 1, f"{name} must be in (0, 1], got {value!r}")

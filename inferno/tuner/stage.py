@@ -169,7 +169,10 @@ class TunerStage:
             perf = dict(system.perf)
             for key, parms in learned.items():
                 if key in perf:
-                    perf[key] = dataclasses.replace(perf[key], perf=parms)
+                    # α, β, γ are learned; the other terms (front-end, shape) stay the data's.
+                    perf[key] = dataclasses.replace(perf[key], perf=dataclasses.replace(
+                        perf[key].perf, alpha_ms=parms.alpha_ms, beta_ms=parms.beta_ms,
+                        gamma_ms=parms.gamma_ms))
                 elif key[1] in system.accelerators:
                     perf[key] = ModelPerf(model=key[0], accelerator=key[1], acc_count=1,
                                           max_batch_size=DEFAULT_APPENDED_MAX_BATCH,
@@ -198,8 +201,12 @@ class TunerStage:
         }
 
     def params(self) -> Mapping[Key, PerfParms]:
-        """Learned parameters per pair (pairs still collecting are absent)."""
+        """Published parameters per pair (what `merge` uses; pairs without are absent)."""
         return self.store.learned()
+
+    def candidates(self) -> Mapping[Key, PerfParms]:
+        """The estimator's current parameters per pair, published or not."""
+        return {s.key: s.params for s in self.store if s.params is not None}
 
     # -- internals -------------------------------------------------------------------------
 

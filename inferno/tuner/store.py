@@ -44,7 +44,13 @@ class PairState:
     accelerator: str
     phase: Phase = Phase.COLLECTING
     params: PerfParms | None = None
-    """Learned parameters; None while collecting."""
+    """The estimator's parameters (the candidate); None while collecting."""
+    published: PerfParms | None = None
+    """What `merge` hands the optimizer: the last candidate that predicted held-back
+    observations better than what was in force; None: model data (the prior)."""
+    scores: tuple[tuple[float, float, float], ...] = ()
+    """Recent held-back errors, (candidate, in force, in force rescaled) per cycle, oldest
+    first."""
     ekf: EkfState | None = None
     window: tuple[TunerObservation, ...] = ()
     """Most recent valid observations, oldest first."""
@@ -84,6 +90,7 @@ class PairState:
             "model": self.model, "accelerator": self.accelerator, "phase": self.phase.value,
             "alpha": p.alpha_ms if p else None, "beta": p.beta_ms if p else None,
             "gamma": p.gamma_ms if p else None, "nis": _finite(self.nis),
+            "published": self.published is not None,
             "kappa": _finite(self.kappa), "fitValue": _finite(self.fit_value),
             "updateCount": self.update_count, "numObs": len(self.window),
             "counts": dict(sorted(self.counts.items())), "lastError": self.last_error,
@@ -117,8 +124,9 @@ class ParameterStore:
         self._states[state.key] = state
 
     def learned(self) -> dict[Key, PerfParms]:
-        """Parameters of every pair past collection."""
-        return {k: s.params for k, s in sorted(self._states.items()) if s.params is not None}
+        """Parameters in force for every pair that published some (validated ones)."""
+        return {k: s.published for k, s in sorted(self._states.items())
+                if s.published is not None}
 
     def save(self, path: str | Path) -> None:
         """Write learned parameters, covariance and bounds to ``path`` atomically (JSON)."""
@@ -164,6 +172,8 @@ class ParameterStore:
                 state = PairState(model=str(e["model"]), accelerator=str(e["accelerator"]),
                                   phase=Phase(e.get("phase", Phase.TUNED.value)),
                                   params=PerfParms(alpha_ms=x[0], beta_ms=x[1], gamma_ms=x[2]),
+                                  published=PerfParms(alpha_ms=x[0], beta_ms=x[1],
+                                                      gamma_ms=x[2]),
                                   ekf=ekf, update_count=int(e.get("updateCount", 0)),
                                   last_updated_s=e.get("lastUpdated"))
             except (KeyError, TypeError, ValueError) as exc:
@@ -176,12 +186,16 @@ class ParameterStore:
 
 def write_json_atomic(path: Path, doc: Any) -> None:
     """Write ``doc`` as JSON to ``path`` through a temporary file in the same directory."""
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -271,3 +271,26 @@ def test_periodic_loop_stops_on_request(kube: EmulatorThread, kube_settings: Kub
     assert counted[0] >= 2
     assert kube.get_deployment(HPA_NS, "hot")["spec"]["replicas"] == HPA_REPLICAS
 
+
+
+def test_implausible_load_label_is_capped_and_named(
+        kube: EmulatorThread, kube_settings: KubeSettings, hot_pod: PrometheusServer,
+        tmp_path: Path, loops: list[LiveLoop]) -> None:
+    """A load label of 1e12 RPM on a Deployment with no vLLM series is the only load signal:
+    the inferno policy cuts it to 4 x what the current replica sustains, names the cut in the
+    cycle log, and asks for a handful of replicas, not every free card in the cluster."""
+    put_hot(kube)
+    kube.put_deployment(deployment(HPA_NS, "wild", labels(
+        "wild", **{ACC: "A100", MAX_BATCH: "40", RPM: "1e12",
+                   "inferno.server.load.intokens": "128",
+                   "inferno.server.load.outtokens": "64"})))
+    loop = hpa_loop(kube_settings, hot_pod.url, tmp_path, policy="inferno")
+    loops.append(loop)
+    assert loop.driver.invoke().is_ok
+    logged = {s["name"]: s for s in read_cycle_log(tmp_path / "cycles.jsonl")[0]["servers"]}
+    wild = logged["wild"]
+    assert "arrival 1e+12 rpm capped at" in wild["note"], wild
+    # 4 x one replica's rate (plus the SLO margin) fits in a few replicas; the cluster has
+    # dozens of free A100 cards in sample-data/small.
+    replicas = kube.get_deployment(HPA_NS, "wild")["spec"]["replicas"]
+    assert 1 <= replicas <= 6

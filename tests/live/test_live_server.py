@@ -143,6 +143,8 @@ def test_waiting_invokes_are_bounded(servers: list[ControlServer]) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         waiting = [pool.submit(get, url(server, "/invoke")) for _ in range(2)]
         assert collector.entered.wait(5)
+        # both callers admitted (one in the cycle, one waiting) before the third asks
+        wait_until(lambda: server.pending_invokes == 2, 5, "two admitted /invoke callers")
         status, body = get(url(server, "/invoke"))
         collector.gate.set()
         assert [f.result()[0] for f in waiting] == [503, 503]

@@ -364,3 +364,57 @@ def test_abort_during_a_prefill_leaves_no_first_token(simple_perf, fast):
     assert math.isnan(b.first_token_s)
     assert rep.prompt_tokens_total == 100  # a's only
     assert a.first_token_s == pytest.approx(b1, abs=1e-12)
+
+
+# ---------------------------------------------------------------- front-end, stream, shape
+FRONTEND = PerfParms(alpha_ms=A, beta_ms=B, gamma_ms=G, frontend_ms=5.0,
+                     frontend_per_token_ms=0.01)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_frontend_delays_engine_entry(run_replica, fast):
+    """The engine sees a request α0 + α1·L after submission; TTFT runs from submission."""
+    (req,), rep = run_replica([(1.0, 100, 4)], perf=FRONTEND, fast_path=fast)
+    enter = 1.0 + (5.0 + 0.01 * 100) / 1000.0
+    first = enter + it_s(100, 100)
+    assert req.first_scheduled_s == pytest.approx(enter, abs=1e-12)
+    assert req.first_token_s == pytest.approx(first, abs=1e-12)
+    assert req.ttft_s == pytest.approx(first - 1.0, abs=1e-12)
+    assert rep.ttft_sum_s == pytest.approx(first - 1.0, abs=1e-12)
+
+
+def test_frontend_cancel_and_drain(simple_perf):
+    """A request cancelled in the front-end is aborted and never runs; a draining replica
+    waits for its ingesting requests, then goes."""
+    env = simpy.Environment()
+    rep = Replica(env, name="r", perf=FRONTEND, max_batch=4)
+    rep.mark_ready()
+    a, b = Request(0, 100, 3), Request(1, 100, 3)
+    for req in (a, b):
+        req.arrival_s = 0.0
+        rep.submit(req)
+    assert rep.num_outstanding == 2
+    assert rep.num_waiting == 0
+    rep.cancel(a)
+    rep.drain()
+    assert a.status is RequestStatus.ABORTED
+    assert rep.state.value == "draining"
+    env.run()
+    assert b.status is RequestStatus.DONE
+    assert math.isnan(a.first_scheduled_s)
+    assert rep.state.value == "gone"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_stream_and_piecewise_iteration_times(run_replica, fast):
+    """One request: its prefill iteration pays the excess beyond the knee and one sample;
+    each decode iteration pays one sample."""
+    from inferno.model import StepShape
+
+    perf = PerfParms(alpha_ms=A, beta_ms=B, gamma_ms=G, stream_ms=0.5,
+                     shape=StepShape.PIECEWISE, knee_tokens=64, beta_high_ms=0.3)
+    (req,), _ = run_replica([(0.0, 100, 4)], perf=perf, fast_path=fast)
+    first = (A + B * 64 + 0.3 * 36 + G * 100 + 0.5) / 1000.0
+    finish = first + sum(it_s(1, 100 + j) + 0.5 / 1000.0 for j in (1, 2, 3))
+    assert req.first_token_s == pytest.approx(first, abs=1e-12)
+    assert req.finish_s == pytest.approx(finish, abs=1e-12)

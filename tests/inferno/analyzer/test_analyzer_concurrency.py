@@ -162,7 +162,7 @@ def test_brackets_equal_exhaustive_scan(model: PerfModel) -> None:
     m_itl, m_tpf = concurrency_brackets(model, p, m_max, ttft, itl)
     for i in range(c):
         grid = np.arange(1, m_max[i] + 1, dtype=float)
-        row = ServiceParams(*(np.array([f[i]]) for f in p))
+        row = p.arrays().take(np.array([i]))
         assert m_itl[i] == _largest(instant_itl_ms(model, grid, row), itl[i]), i
         assert m_tpf[i] == _largest(instant_prefill_ms(model, grid, row), ttft[i]), i
 

@@ -120,7 +120,7 @@ def test_service_time_table_matches_formula(model: PerfModel) -> None:
                       rng.integers(1, 2000, c).astype(float), n.astype(float),
                       rng.choice([0, 1024, 8192], c).astype(float))
     table, linear = service_time_table(model, 300, p)
-    col = ServiceParams(*(f[:, None] for f in p))
+    col = ServiceParams(*(f[:, None] for f in p.arrays()))
     formula = service_time_ms(model, np.arange(1, 301)[None, :], col)
     inside = np.arange(1, 301)[None, :] <= n[:, None]
     assert np.allclose(table[inside], formula[inside], rtol=1e-13, atol=0)

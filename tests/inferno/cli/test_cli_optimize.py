@@ -106,3 +106,88 @@ def test_analyze_unknown_pair_is_a_config_error() -> None:
                                       "--in-tokens", "1", "--out-tokens", "1"])
     assert result.exit_code == 2
     assert "model-data.json: no entry for model 'nope' on accelerator 'G2'" in result.output
+
+
+@pytest.mark.parametrize("servers", [{}, {"servers": []}, {"servers": None}],
+                         ids=["empty-object", "empty-list", "null"])
+def test_no_servers_is_one_line_and_exit_2(tmp_path: Path, servers: dict) -> None:
+    """server-data.json of {} or with no servers: one line naming the field, exit 2."""
+    data = tmp_path / "data"
+    shutil.copytree(SMALL, data)
+    (data / "system-data.json").unlink()
+    (data / "server-data.json").write_text(json.dumps(servers))
+    result = CliRunner().invoke(cli, ["optimize", str(data)])
+    assert result.exit_code == 2
+    assert result.output == ("ConfigError: server-data.json: servers: missing or empty: "
+                             "there are no servers to optimize\n")
+
+
+def test_no_servers_in_system_data_names_the_section(tmp_path: Path) -> None:
+    """The same check on a system-data.json names the field inside the system object."""
+    doc = json.loads((SMALL / "system-data.json").read_text())
+    doc["system"]["serverData"] = {"servers": []}
+    path = tmp_path / "system-data.json"
+    path.write_text(json.dumps(doc))
+    result = CliRunner().invoke(cli, ["optimize", str(path)])
+    assert result.exit_code == 2
+    assert result.output == ("ConfigError: system-data.json: system.serverData.servers: missing "
+                             "or empty: there are no servers to optimize\n")
+
+
+@pytest.mark.parametrize(("output", "reason"), [
+    ("missing/out.json", "directory {d}/missing does not exist"),
+    (".", "it is a directory"),
+    ("file.txt/out.json", "{d}/file.txt is not a directory"),
+], ids=["missing-dir", "is-dir", "parent-is-file"])
+def test_output_path_problem_is_one_line_exit_2_before_solving(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str, reason: str) -> None:
+    """Each output-path problem: one line, exit 2, nothing written, and no solve started."""
+    (tmp_path / "file.txt").write_text("x")
+    import inferno.commands.optimize as command
+
+    def no_solve(*_: object, **__: object) -> None:
+        raise AssertionError("solve started before the output path was checked")
+
+    monkeypatch.setattr(command, "solve", no_solve)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    path = tmp_path / output
+    result = CliRunner().invoke(cli, ["optimize", str(SMALL), "-o", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"ConfigError: {path}: cannot write the output: "
+                             f"{reason.format(d=tmp_path)}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_output_in_unwritable_directory_is_one_line_exit_2() -> None:
+    """A directory the process may not write into (/sys, even for root): one line, exit 2."""
+    result = CliRunner().invoke(cli, ["optimize", str(SMALL), "-o", "/sys/inferno-out.json"])
+    assert result.exit_code == 2
+    assert result.output == ("ConfigError: /sys/inferno-out.json: cannot write the output: "
+                             "permission denied\n")
+
+
+def test_bad_input_leaves_existing_output_untouched(tmp_path: Path) -> None:
+    """A load error after the output was reserved keeps the old file and leaves no temp file."""
+    data = tmp_path / "data"
+    shutil.copytree(SMALL, data)
+    (data / "system-data.json").unlink()
+    (data / "server-data.json").write_text("{")
+    out = tmp_path / "o.json"
+    out.write_text("old")
+    result = CliRunner().invoke(cli, ["optimize", str(data), "-o", str(out)])
+    assert result.exit_code == 2
+    assert "server-data.json: invalid JSON" in result.output
+    assert out.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "o.json"]
+
+
+def test_solver_milp_keeps_an_unlimited_system_unlimited() -> None:
+    """case-000 sets unlimited: --solver milp gives the unlimited allocation and says so."""
+    plain = json.loads(run("optimize", str(CASES / "case-000"), "--json").output)
+    result = CliRunner().invoke(cli, ["optimize", str(CASES / "case-000"), "--json",
+                                      "--solver", "milp"])
+    assert result.exit_code == 0
+    milp = json.loads(result.stdout)
+    assert milp["allocations"] == plain["allocations"]
+    assert milp["message"].startswith("unlimited capacity")
+    assert "--solver milp has no effect" in result.stderr

@@ -220,6 +220,37 @@ def test_no_migration_onto_a_type_without_free_cards() -> None:
     assert "migration held: no free cards" in decision.notes["a"]
 
 
+def _moves_to_h100(served_in_place: bool):
+    """a moves A100 x 2 -> H100 x 1 when free to; pinned, it stays (or is left out)."""
+    def answer(system: System):
+        a = next(s for s in system.servers if s.name == "a")
+        allocations = {"b": allocation("H100", 1, 16)}
+        if not a.keep_accelerator:
+            allocations["a"] = allocation("H100", 1, 16)
+        elif served_in_place:
+            allocations["a"] = allocation("A100", 2, 16)
+        return solution(allocations, unallocated=() if "a" in allocations else ("a",))
+    return answer
+
+
+@pytest.mark.parametrize(("h100_cards", "served_in_place", "moved"), [
+    (4, True, True),     # a and b on H100: 2 cards x headroom 2 = 4 fit
+    (3, True, False),    # 2 x 2 > 3: a stays on A100, though a card is free
+    (3, False, True),    # ... unless a can only be served on H100
+], ids=["headroom", "crowded", "only-there"])
+def test_migration_needs_headroom_on_the_cheaper_type(h100_cards: int, served_in_place: bool,
+                                                      moved: bool) -> None:
+    """A migration onto H100 is taken only if the H100 cards would hold twice what the
+    servers on H100 are given (`migration_headroom` 2), or if a cannot stay where it is."""
+    decision = InfernoPolicy(replace(ONE_SOLVE, min_dwell_s=0.0),
+                             solve=FakeSolver(_moves_to_h100(served_in_place))).decide(
+        snapshot(obs("a"), obs("b", accelerator="H100", desired_replicas=1, ready_replicas=1)),
+        0.0, static_system({"A100": 16, "H100": h100_cards}))
+    assert decision.plan.servers["a"].accelerator == ("H100" if moved else "A100")
+    held = "migration held: no headroom on the cheaper type" in decision.notes.get("a", "")
+    assert held is not moved
+
+
 # ------------------------------------------------------------------ model correction
 WORLD = PerfParms(alpha_ms=10.0, beta_ms=0.02, gamma_ms=0.000625)
 """The true step time; the controller's model data is 25 % optimistic (x 0.8)."""

@@ -20,6 +20,7 @@ from inferno.model import (
     PerfParms,
     SaturationPolicy,
     SolverKind,
+    StepShape,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -159,7 +160,7 @@ def test_keys_case_insensitive(tmp_path: Path) -> None:
         "optimizer-data.json": {"OPTIMIZER": {
             "UNLIMITED": True, "Heterogeneous": True, "milpsolver": True, "USECPLEX": True,
             "DELAYEDBESTEFFORT": True, "SATURATIONPOLICY": "RoundRobin",
-            "PERFMODEL": "classic", "BatchPolicy": "scaled"}},
+            "PERFMODEL": "classic", "BatchPolicy": "scaled", "MilpTimeLimit": 2.5}},
     }
     system = load_system(write_dir(tmp_path, docs))
     acc = system.accelerators["A100"]
@@ -186,7 +187,7 @@ def test_keys_case_insensitive(tmp_path: Path) -> None:
     assert system.settings == OptimizerSettings(
         unlimited=True, heterogeneous=True, milp_solver=True, use_cplex=True,
         delayed_best_effort=True, saturation_policy=SaturationPolicy.ROUND_ROBIN,
-        perf_model=PerfModel.CLASSIC, batch_policy=BatchPolicy.SCALED)
+        perf_model=PerfModel.CLASSIC, batch_policy=BatchPolicy.SCALED, milp_time_limit_s=2.5)
 
 
 def test_defaults_for_missing_keys(tmp_path: Path) -> None:
@@ -289,7 +290,7 @@ def test_integral_float_accepted_for_integer(tmp_path: Path) -> None:
 
 
 def test_overrides_replace_settings() -> None:
-    """overrides set settings fields by name; solver maps to (unlimited, milp_solver)."""
+    """overrides set settings fields by name; solver sets milp_solver, unlimited still wins."""
     system = load_system(SMALL, overrides={"perf_model": "classic", "batch_policy": "scaled",
                                            "saturation_policy": None, "solver": "milp",
                                            "delayed_best_effort": True})
@@ -299,7 +300,11 @@ def test_overrides_replace_settings() -> None:
     assert system.settings.solver is SolverKind.MILP
     unlimited = apply_overrides(OptimizerSettings(milp_solver=True), {"solver": "unlimited"})
     assert (unlimited.unlimited, unlimited.milp_solver) == (True, False)
-    greedy = apply_overrides(OptimizerSettings(unlimited=True), {"solver": SolverKind.GREEDY})
+    for kind in (SolverKind.GREEDY, SolverKind.MILP):
+        kept = apply_overrides(OptimizerSettings(unlimited=True), {"solver": kind})
+        assert kept.unlimited
+        assert kept.solver is SolverKind.UNLIMITED
+    greedy = apply_overrides(OptimizerSettings(milp_solver=True), {"solver": "greedy"})
     assert greedy.solver is SolverKind.GREEDY
 
 
@@ -311,8 +316,8 @@ def test_overrides_replace_settings() -> None:
     ({"unlimited": "yes"}, "overrides: unlimited: must be true or false, got 'yes'"),
     ({"perfmodel": "classic"},
      "overrides: unknown setting 'perfmodel' (allowed: accel_penalty_factor, batch_policy, "
-     "delayed_best_effort, heterogeneous, milp_solver, perf_model, saturation_policy, "
-     "solver, unlimited, use_cplex)"),
+     "delayed_best_effort, heterogeneous, milp_solver, milp_time_limit_s, perf_model, "
+     "saturation_policy, solver, unlimited, use_cplex)"),
 ], ids=["enum", "solver", "bool", "name"])
 def test_bad_overrides(overrides: dict, message: str) -> None:
     """A bad override is a ConfigError naming the setting and the allowed values."""
@@ -343,3 +348,32 @@ def test_static_data_without_server_file(tmp_path: Path) -> None:
     assert static.servers == ()
     assert "G2" in static.accelerators
     assert load_capacity(tmp_path / "d") == {"L4": 1024, "A100": 768, "AIU2": 1024, "G2": 512}
+
+
+@pytest.mark.parametrize("source", ["small", "large", "case-005", "case-009"])
+def test_written_system_reads_back_equal(tmp_path: Path, source: str) -> None:
+    """write_system then load_system gives back the same System (every field)."""
+    from inferno.io.dump import write_system
+
+    path = SMALL.parent / source if source in ("small", "large") else CASES[0].parent / source
+    system = load_system(path)
+    write_system(system, tmp_path / "out")
+    assert load_system(tmp_path / "out") == system
+
+
+def test_written_system_keeps_percentiles_and_perf_terms(tmp_path: Path) -> None:
+    """write_system keeps inferno's percentile targets and optional perfParms terms (front
+    end, stream, piecewise shape), so load_system reads back the same System."""
+    from inferno.io.dump import write_system
+
+    system = load_system(SMALL)
+    classes = {name: dataclasses.replace(cls, targets={
+        m: dataclasses.replace(t, slo_ttft_percentile=99.0, slo_itl_percentile=90.0)
+        for m, t in cls.targets.items()}) for name, cls in system.classes.items()}
+    perf = {key: dataclasses.replace(p, perf=dataclasses.replace(
+        p.perf, frontend_ms=9.0, frontend_per_token_ms=0.003, stream_ms=0.02,
+        shape=StepShape.PIECEWISE, knee_tokens=768.0, beta_high_ms=2 * p.perf.beta_ms))
+        for key, p in system.perf.items()}
+    system = dataclasses.replace(system, classes=classes, perf=perf)
+    write_system(system, tmp_path / "out")
+    assert load_system(tmp_path / "out") == system

@@ -1,21 +1,16 @@
-"""Solution documents: upstream field names, reading upstream files, atomic writes."""
+"""Solution documents: upstream field names, reading upstream files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from inferno.errors import ConfigError
-from inferno.io import load_system
-from inferno.io.solution import (
-    read_solution,
-    read_unallocated,
-    solution_to_json,
-    write_json_atomic,
-)
+from inferno.io import load_system, write_json_atomic
+from inferno.io.solution import read_solution, read_unallocated, solution_to_json
 from inferno.model import Allocation, Load
 from inferno.optimizer.result import Solution, Status
 
@@ -29,9 +24,9 @@ def test_solution_to_json_shape() -> None:
     system = load_system(SMALL)
     alloc = Allocation(accelerator="G2", num_replicas=3, max_batch=38, cost=69.0,
                        itl_ms=36.419655, ttft_ms=425.16748, load=Load())
-    other = Allocation(accelerator="A100", num_replicas=1, max_batch=8, cost=40.0, itl_ms=1.0,
-                       ttft_ms=2.0, load=Load(arrival_rpm=5.0, avg_in_tokens=1,
-                                              avg_out_tokens=2))
+    other = Allocation(accelerator="A100", num_replicas=1, max_batch=8, cost=40.0, itl_ms=None,
+                       ttft_ms=None, saturated=True,
+                       load=Load(arrival_rpm=5.0, avg_in_tokens=1, avg_out_tokens=2))
     solution = Solution(status=Status.PARTIAL, message="1 server unallocated",
                         allocations={"zz-not-in-system": other, "Bronze-granite_13b": alloc},
                         unallocated=("Free-mixtral_8_7b", "Free-llama_70b"),
@@ -40,12 +35,12 @@ def test_solution_to_json_shape() -> None:
         "allocations": {
             "Bronze-granite_13b": {
                 "accelerator": "G2", "numReplicas": 3, "maxBatch": 38, "cost": 69.0,
-                "itlAverage": 36.419655, "ttftAverage": 425.16748,
+                "itlAverage": 36.419655, "ttftAverage": 425.16748, "saturated": False,
                 "load": {"arrivalRate": 120.0, "throughput": 0.0, "avgInTokens": 128,
                          "avgOutTokens": 1024}},
             "zz-not-in-system": {
                 "accelerator": "A100", "numReplicas": 1, "maxBatch": 8, "cost": 40.0,
-                "itlAverage": 1.0, "ttftAverage": 2.0,
+                "itlAverage": None, "ttftAverage": None, "saturated": True,
                 "load": {"arrivalRate": 5.0, "throughput": 0.0, "avgInTokens": 1,
                          "avgOutTokens": 2}},
         },
@@ -68,7 +63,7 @@ def test_solution_parts_written_when_present() -> None:
     doc = solution_to_json(solution, system)
     assert doc["parts"] == {"s": [{
         "accelerator": "L4", "numReplicas": 2, "maxBatch": 4, "cost": 24.0, "itlAverage": 0.0,
-        "ttftAverage": 0.0,
+        "ttftAverage": 0.0, "saturated": False,
         "load": {"arrivalRate": 0.0, "throughput": 0.0, "avgInTokens": 0, "avgOutTokens": 0}}]}
     assert "parts" not in solution_to_json(Solution(status=Status.OPTIMAL, message=""), system)
 
@@ -83,6 +78,10 @@ def test_written_solution_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "out.json"
     write_json_atomic(path, solution_to_json(solution, system))
     assert read_solution(path) == {system.servers[5].name: alloc}
+    saturated = dataclasses.replace(alloc, itl_ms=None, ttft_ms=None, saturated=True)
+    solution = dataclasses.replace(solution, allocations={system.servers[5].name: saturated})
+    write_json_atomic(path, solution_to_json(solution, system))
+    assert read_solution(path) == {system.servers[5].name: saturated}
 
 
 def test_read_upstream_solution() -> None:
@@ -134,45 +133,3 @@ def test_read_unallocated_rejects_other_text(tmp_path: Path) -> None:
     path.write_text("all good\n")
     with pytest.raises(ConfigError, match="no '\\[server, ...\\]' list found"):
         read_unallocated(path)
-
-
-def test_atomic_write_leaves_target_on_failure(tmp_path: Path) -> None:
-    """If serialisation fails the old file is untouched and no temporary file remains."""
-    path = tmp_path / "out.json"
-    path.write_text('{"old": true}\n')
-    with pytest.raises(ValueError, match="Out of range float values"):
-        write_json_atomic(path, {"cost": float("nan")})
-    with pytest.raises(TypeError, match="not JSON serializable"):
-        write_json_atomic(path, {"when": object()})
-    assert path.read_text() == '{"old": true}\n'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
-
-
-def test_atomic_write_replaces_and_keeps_mode(tmp_path: Path) -> None:
-    """A write replaces the whole file, keeps its permission bits, and leaves no temp file."""
-    path = tmp_path / "out.json"
-    path.write_text("x" * 1000)
-    os.chmod(path, 0o640)
-    write_json_atomic(path, {"a": [1, 2]})
-    assert json.loads(path.read_text()) == {"a": [1, 2]}
-    assert path.read_text().endswith("\n")
-    assert path.stat().st_mode & 0o777 == 0o640
-    write_json_atomic(tmp_path / "new.json", {})
-    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "out.json"]
-
-
-def test_atomic_write_failure_during_write_cleans_up(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failure after the temp file exists (e.g. the rename) removes it; target unchanged."""
-    path = tmp_path / "out.json"
-    path.write_text("old")
-
-    def fail(src: str, dst: str) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_json_atomic(path, {"new": 1})
-    assert path.read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]

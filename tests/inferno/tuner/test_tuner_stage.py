@@ -34,7 +34,7 @@ def _run(stage: TunerStage, cycles: list, system: System) -> list[PerfParms | No
     history = []
     for k, cycle in enumerate(cycles):
         stage.tune(cycle, now_s=60.0 * k, system=system)
-        history.append(stage.params().get(KEY))
+        history.append(stage.candidates().get(KEY))
     return history
 
 
@@ -219,3 +219,43 @@ def test_snapshot_without_latency_is_counted_invalid() -> None:
     stage = TunerStage()
     stage.observe(ClusterSnapshot(time_s=0.0, servers={"s1": _server(itl_ms=None)}), _system())
     assert stage.store.get(KEY).counts == {SkipReason.INVALID: 1}
+
+
+def test_gate_publishes_a_better_candidate_after_the_validation_cycles() -> None:
+    """Model data 2× off, noise-free observations: the exact candidate is published once it
+    has out-predicted the prior on `validation_cycles` cycles it had not seen."""
+    stage, system = TunerStage(), _system()
+    published = []
+    for k, cycle in enumerate(ramp(TRUE, 8, np.random.default_rng(12))):
+        stage.tune(cycle, now_s=60.0 * k, system=system)
+        published.append(stage.params().get(KEY))
+    first = next(i for i, p in enumerate(published) if p is not None)
+    # Fit at cycle 1 (5 observations), then scored on cycles 2, 3, 4 before publication.
+    assert first == 1 + TunerSettings().validation_cycles
+    assert rel_error(stage.merge(system).perf[KEY].perf).max() < 1e-6
+
+
+def test_gate_holds_correct_model_data_against_noise() -> None:
+    """Model data already right, observations with 5 % noise: the candidate fits the noise
+    and never predicts unseen cycles 10 % better, so merge keeps the model data exactly."""
+    stage, system = TunerStage(), _system(TRUE)
+    for k, cycle in enumerate(ramp(TRUE, 20, np.random.default_rng(13), noise=0.05)):
+        stage.tune(cycle, now_s=60.0 * k, system=system)
+    assert stage.candidates()[KEY] != TRUE
+    assert stage.params() == {}
+    assert stage.merge(system).perf[KEY].perf == TRUE
+
+
+def test_merge_keeps_the_data_terms_the_tuner_does_not_learn() -> None:
+    """A published α, β, γ replaces only those: front-end and step shape stay the data's."""
+    from inferno.model import StepShape
+
+    extra = dataclasses.replace(OFF, frontend_ms=7.0, shape=StepShape.PIECEWISE,
+                                knee_tokens=300.0, beta_high_ms=0.2)
+    stage, system = TunerStage(), _system(extra)
+    for k, cycle in enumerate(ramp(TRUE, 8, np.random.default_rng(14))):
+        stage.tune(cycle, now_s=60.0 * k, system=system)
+    merged = stage.merge(system).perf[KEY].perf
+    assert (merged.frontend_ms, merged.shape, merged.knee_tokens) == (7.0, StepShape.PIECEWISE,
+                                                                      300.0)
+    assert merged.alpha_ms == stage.params()[KEY].alpha_ms

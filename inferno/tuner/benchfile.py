@@ -1,0 +1,169 @@
+"""Benchmark files users already have, read into calibration rows.
+
+* our CSV (`calibrate.read_bench_csv`; `sim bench --csv` writes it);
+* `vllm bench serve --save-result` JSON: one object per run (or a list, or JSON lines).
+  The load is ``max_concurrency`` when ``request_rate`` is ``"inf"`` (closed loop), else
+  ``request_rate`` (open loop); tokens are ``total_input_tokens`` / ``completed`` and
+  ``total_output_tokens`` / ``completed``; TTFT is ``mean_ttft_ms``, ITL ``mean_tpot_ms``
+  (vllm's TPOT is the per-request decode time per output token, our ITL);
+* GuideLLM's report JSON (``--output ... .json``): one row per entry of ``benchmarks``,
+  the load from its strategy (``concurrent`` streams, ``synchronous`` = 1 user,
+  ``constant``/``poisson`` rate) and the means over successful requests of
+  ``time_to_first_token_ms``, ``inter_token_latency_ms`` (GuideLLM's ITL is vLLM's TPOT),
+  ``prompt_token_count``, ``output_token_count`` and ``requests_per_second``.
+
+Each row remembers its file and position (``source``) for messages. A malformed file is a
+`ConfigError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from inferno.errors import ConfigError
+from inferno.tuner.calibrate import BenchRow, read_bench_csv
+
+__all__ = ["read_bench_file", "read_bench_files"]
+
+
+def read_bench_files(paths: list[Path]) -> tuple[BenchRow, ...]:
+    """Rows of every file, in order."""
+    rows: list[BenchRow] = []
+    for path in paths:
+        rows.extend(read_bench_file(path))
+    return tuple(rows)
+
+
+def read_bench_file(path: str | Path) -> tuple[BenchRow, ...]:
+    """Rows of one file: JSON (vllm bench or GuideLLM) by content, anything else as our CSV."""
+    path = Path(path)
+    if path.suffix.lower() not in (".json", ".jsonl"):
+        return read_bench_csv(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    docs = list(_documents(text, path))
+    rows: list[BenchRow] = []
+    for i, doc in enumerate(docs):
+        where = f"{path}[{i}]" if len(docs) > 1 else str(path)
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+        if isinstance(doc.get("benchmarks"), list):
+            rows.extend(_guidellm(doc, where))
+        elif "mean_ttft_ms" in doc:
+            rows.append(_vllm(doc, where, len(rows) + 1))
+        else:
+            raise ConfigError(f"{where}: neither a vllm bench result (mean_ttft_ms) nor a "
+                              "GuideLLM report (benchmarks)")
+    if not rows:
+        raise ConfigError(f"{path}: no benchmark rows")
+    return tuple(rows)
+
+
+def _documents(text: str, path: Path) -> Iterator[Any]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        for num, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{path}:{num}: not JSON: {exc.msg}") from None
+        return
+    if isinstance(doc, list):
+        yield from doc
+    else:
+        yield doc
+
+
+def _number(doc: Mapping[str, Any], key: str, where: str, *, minimum: float = 0.0,
+            strict: bool = True) -> float:
+    value = doc.get(key)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (value > minimum if strict else value >= minimum):
+        raise ConfigError(f"{where}: {key}: must be a number {'>' if strict else '>='} "
+                          f"{minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _vllm(doc: Mapping[str, Any], where: str, position: int) -> BenchRow:
+    completed = _number(doc, "completed", where)
+    rate = doc.get("request_rate")
+    concurrency = doc.get("max_concurrency")
+    is_inf = rate in ("inf", "Infinity") or (isinstance(rate, float) and math.isinf(rate))
+    if is_inf or rate is None:
+        if not (isinstance(concurrency, int) and concurrency >= 1):
+            raise ConfigError(f"{where}: request_rate is {rate!r} and max_concurrency is "
+                              f"{concurrency!r}: no load to calibrate against")
+        load: dict[str, Any] = {"concurrency": concurrency}
+    else:
+        load = {"rate_rps": _number(doc, "request_rate", where)}
+    return BenchRow(
+        line=position, source=where,
+        in_tokens=_number(doc, "total_input_tokens", where) / completed,
+        out_tokens=max(1.0, _number(doc, "total_output_tokens", where) / completed),
+        itl_ms=_number(doc, "mean_tpot_ms", where), ttft_ms=_number(doc, "mean_ttft_ms", where),
+        throughput_rps=_number(doc, "request_throughput", where), **load)
+
+
+def _mean(metrics: Mapping[str, Any], name: str, where: str) -> float:
+    entry = metrics.get(name)
+    value = entry.get("successful") if isinstance(entry, Mapping) else None
+    value = value.get("mean") if isinstance(value, Mapping) else None
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{where}: metrics.{name}.successful.mean: must be a number > 0, "
+                          f"got {value!r}")
+    return float(value)
+
+
+def _strategy(doc: Any) -> Mapping[str, Any] | None:
+    """The first nested mapping under a key named ``strategy`` (its place moved between
+    GuideLLM versions)."""
+    if isinstance(doc, Mapping):
+        found = doc.get("strategy")
+        if isinstance(found, Mapping):
+            return found
+        for value in doc.values():
+            hit = _strategy(value)
+            if hit is not None:
+                return hit
+    elif isinstance(doc, list):
+        for value in doc:
+            hit = _strategy(value)
+            if hit is not None:
+                return hit
+    return None
+
+
+def _guidellm(doc: Mapping[str, Any], where: str) -> list[BenchRow]:
+    rows = []
+    for i, bench in enumerate(doc["benchmarks"]):
+        at = f"{where}: benchmarks[{i}]"
+        metrics = bench.get("metrics") if isinstance(bench, Mapping) else None
+        if not isinstance(metrics, Mapping):
+            raise ConfigError(f"{at}: metrics: missing")
+        strategy = _strategy({k: v for k, v in bench.items() if k != "metrics"}) or {}
+        kind = str(strategy.get("type_") or strategy.get("type") or "")
+        load: dict[str, Any]
+        if kind == "synchronous":
+            load = {"concurrency": 1}
+        elif kind == "concurrent":
+            load = {"concurrency": int(_number(strategy, "streams", f"{at}: strategy"))}
+        elif kind in ("constant", "poisson"):
+            load = {"rate_rps": _number(strategy, "rate", f"{at}: strategy")}
+        else:
+            raise ConfigError(f"{at}: strategy: type {kind or None!r} is not calibratable "
+                              "(synchronous, concurrent, constant or poisson)")
+        rows.append(BenchRow(
+            line=i + 1, source=at, in_tokens=_mean(metrics, "prompt_token_count", at),
+            out_tokens=max(1.0, _mean(metrics, "output_token_count", at)),
+            itl_ms=_mean(metrics, "inter_token_latency_ms", at),
+            ttft_ms=_mean(metrics, "time_to_first_token_ms", at),
+            throughput_rps=_mean(metrics, "requests_per_second", at), **load))
+    return rows

@@ -1,0 +1,61 @@
+"""Start-up: `inferno optimize` imports only what it needs; `--help` imports no command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from inferno.cli import LAZY_COMMANDS, SHORT_HELP, cli
+
+ROOT = Path(__file__).resolve().parents[3]
+HEAVY = ("pandas", "matplotlib", "simpy", "kubernetes", "scipy", "prometheus_api_client",
+         "yaml")
+
+
+def _imported_after(args: list[str]) -> set[str]:
+    """Top-level packages imported by running the CLI with ``args`` in a fresh interpreter."""
+    code = ("import sys\nfrom inferno.cli import cli\n"
+            "try:\n    cli(args=sys.argv[1:], prog_name='inferno')\n"
+            "except SystemExit:\n    pass\n"
+            "sys.stderr.write(repr(sorted({m.split('.')[0] for m in sys.modules})))\n")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    return set(eval(done.stderr.strip().splitlines()[-1]))  # noqa: S307 - our own repr
+
+
+@pytest.mark.parametrize("policy", ["search", "scaled"])
+def test_optimize_imports_no_heavy_package(tmp_path: Path, policy: str) -> None:
+    """A greedy `inferno optimize` loads none of pandas, matplotlib, simpy, kubernetes, scipy
+    (scipy is for the MILP and ITL percentile targets only), and still writes its solution."""
+    out = tmp_path / "s.json"
+    modules = _imported_after(["optimize", str(ROOT / "sample-data" / "small"),
+                               "--batch-policy", policy, "-o", str(out)])
+    assert json.loads(out.read_text())["status"] == "optimal"
+    assert "numpy" in modules
+    assert modules.isdisjoint(HEAVY), modules & set(HEAVY)
+
+
+def test_milp_imports_scipy_on_use(tmp_path: Path) -> None:
+    """--solver milp is the one optimize path that needs scipy (HiGHS)."""
+    modules = _imported_after(["optimize", str(ROOT / "sample-data" / "small"),
+                               "--solver", "milp", "-o", str(tmp_path / "s.json")])
+    assert "scipy" in modules
+
+
+def test_help_imports_no_command_and_lists_their_help() -> None:
+    """`inferno --help` lists every command with its docstring's first line, importing none
+    of the command modules (SHORT_HELP equals the commands' own short help)."""
+    modules = _imported_after(["--help"])
+    assert "inferno" in modules
+    assert modules.isdisjoint({"numpy", *HEAVY})
+    limit = click.HelpFormatter(width=78).width - 6 - max(len(name) for name in LAZY_COMMANDS)
+    ctx = click.Context(cli)
+    for name in LAZY_COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        assert SHORT_HELP[name] == command.get_short_help_str(limit=limit), name
