@@ -130,6 +130,19 @@ def test_streamed_bench_agrees_with_the_kept_one(large_system, tmp_path):
         assert b.mean == pytest.approx(a.mean, rel=1e-9)
         for pct in ("p50", "p90", "p99"):
             assert getattr(b, pct) == pytest.approx(getattr(a, pct), rel=2 * SKETCH_ACCURACY)
+    # vllm bench's totals and token-weighted mean ITL need no table either.
+    assert (streamed.total_input_tokens, streamed.total_output_tokens) == (
+        kept.total_input_tokens, kept.total_output_tokens)
+    assert streamed.total_tokens_per_s == pytest.approx(kept.total_tokens_per_s, rel=1e-12)
+    assert streamed.mean_running == pytest.approx(kept.mean_running, rel=1e-12)
+    sv, kv = streamed.vllm_bench, kept.vllm_bench
+    assert sv is not None
+    assert kv is not None
+    assert sv.keys() == kv.keys()
+    for key in ("completed", "total_input_tokens", "total_output_tokens", "request_throughput",
+                "mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2el_ms"):
+        assert sv[key] == pytest.approx(kv[key], rel=1e-9)
+    assert sv["p99_ttft_ms"] == pytest.approx(kv["p99_ttft_ms"], rel=2 * SKETCH_ACCURACY)
     table = pd.read_csv(path)
     assert len(table) == (table["status"] == "done").sum() == kept.num_requests
 

@@ -153,6 +153,34 @@ def test_fast_path_equals_stepping_every_iteration(run_replica, kv_tokens, emits
         assert rep_fast.num_preemptions > 0
 
 
+@pytest.mark.parametrize("kv_tokens", [None, 6_000], ids=["unlimited", "kv6k-preempting"])
+def test_fast_path_equals_stepping_with_frontend_stream_and_knee(run_replica, kv_tokens):
+    """With a front-end cost, a stream cost per sample and a piecewise step (knee below most
+    prompts), the fast path (fused prefill + decode runs) keeps stepping's stamps (1e-9 s)."""
+    from inferno.model import StepShape
+
+    perf = PerfParms(alpha_ms=A, beta_ms=B, gamma_ms=G, frontend_ms=5.0,
+                     frontend_per_token_ms=0.01, stream_ms=0.5, shape=StepShape.PIECEWISE,
+                     knee_tokens=1024, beta_high_ms=0.3)
+    arrivals = _random_arrivals(11, 400, rate=4.0)
+    kw = {"kv_capacity_tokens": kv_tokens, "max_batch": 32, "perf": perf}
+    fast, rep_fast = run_replica(arrivals, fast_path=True, **kw)
+    step, rep_step = run_replica(arrivals, fast_path=False, **kw)
+    cols = ("first_scheduled_s", "first_token_s", "finish_s")
+    got = np.array([[getattr(r, c) for c in cols] for r in fast])
+    ref = np.array([[getattr(r, c) for c in cols] for r in step])
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+    assert [r.num_preemptions for r in fast] == [r.num_preemptions for r in step]
+    assert rep_fast.num_iterations == rep_step.num_iterations
+    assert rep_fast.num_events * 3 < rep_step.num_events
+    # The front-end delays every engine entry by at least α0 + α1·L.
+    assert all(r.first_scheduled_s - r.arrival_s >= (5.0 + 0.01 * r.in_tokens) / 1000.0 - 1e-12
+               for r in step)
+    if kv_tokens is not None:
+        assert rep_fast.num_preemptions > 0
+
+
 def _idle_gaps(reqs: list[Request]) -> int:
     """Arrivals that found the replica busy (they schedule no wake-up when stepping)."""
     busy_until = -math.inf
