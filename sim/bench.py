@@ -7,11 +7,13 @@ open loop), or C closed-loop users (``concurrency``; all starting at t = 0 unles
 fixed or distributed input/output lengths (``input``/``output``, `workload.TokenDist`), for
 ``num_requests`` requests (default 1000, as vllm bench) or for ``duration_s`` seconds of
 arrivals; the run continues until every request has finished. Statistics are over all
-requests, like vllm bench: throughput is completions over the benchmark duration (0 to the
-last completion); ``itl_ms`` (= ``tpot_ms``, vllm bench's TPOT) is the per-request mean decode
-time per output token. ``vllm_bench`` repeats the summary under `vllm bench serve`'s own key
-names (mean/median/p99 of TTFT, TPOT, ITL, E2E; totals and throughputs); the twin does not
-stamp every token, so ITL there is the token-weighted mean and its median/p99 are null.
+requests, like vllm bench (exact when the run keeps its requests; else means and totals
+exact, percentiles from quantile sketches, `run_bench`): throughput is completions over the
+benchmark duration (0 to the last completion); ``itl_ms`` (= ``tpot_ms``, vllm bench's TPOT)
+is the per-request mean decode time per output token. ``vllm_bench`` repeats the summary under
+`vllm bench serve`'s own key names (mean/median/p99 of TTFT, TPOT, ITL, E2E; totals and
+throughputs); the twin does not stamp every token, so ITL there is the token-weighted mean and
+its median/p99 are null.
 In rate mode the result also carries the analyzer's prediction at
 the same operating point (same α/β/γ, N, Q = 10·N, the per-replica rate; vllm model by
 default): TTFT and ITL as mean/p50/p90/p99, the measurement's shape, plus its other means.
@@ -20,6 +22,7 @@ default): TTFT and ITL as mean/p50/p90/p99, the measurement's shape, plus its ot
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,15 @@ import simpy
 
 from inferno.errors import ConfigError
 from inferno.model import ModelPerf, PerfModel, System
+from inferno.model.units import MS_PER_S
 from sim import workload
 from sim.cluster import Cluster
-from sim.deployment import DeploymentSpec
+from sim.deployment import Deployment, DeploymentSpec
+from sim.digest import SketchDigest
 from sim.metrics import Stats
+from sim.recorder import RequestTable, latencies_ms
 from sim.replica import EngineSettings
+from sim.request import RequestStatus
 
 DEFAULT_NUM_REQUESTS = 1000
 
@@ -162,8 +169,68 @@ def perf_for(system: System, model: str, accelerator: str, data: str = "") -> Mo
     return mp
 
 
-def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
-    """Run one benchmark point and summarise it."""
+class _Streamed:
+    """What a benchmark keeps of its requests when it keeps no table: digests (ms) of TTFT,
+    ITL and E2E, completions, input and output tokens, decode time (for the mean ITL), the
+    last completion; the table's rows, if asked for, go to a `sim.recorder.RequestTable` as
+    they come."""
+
+    def __init__(self, table: RequestTable | None) -> None:
+        self.table = table
+        self.ttft, self.itl, self.e2e = SketchDigest(), SketchDigest(), SketchDigest()
+        self.num_done = 0
+        self.in_tokens = 0
+        self.out_tokens = 0
+        self.decode_s = 0.0
+        """Sum of the completed requests' decode times (first token to finish)."""
+        self.gaps = 0.0
+        """Sum of their output tokens after the first."""
+        self.last_finish_s = 0.0
+
+    def flush(self, dep: Deployment) -> None:
+        batch = [req for rep in dep.replicas if rep.finished for req in rep.hand_off()]
+        batch.extend(dep.rejected)
+        dep.rejected = []
+        if self.table is not None and batch:
+            self.table.add(batch)
+        done = [r for r in batch if r.status is RequestStatus.DONE]
+        if not done:
+            return
+        first, finish, ttft, itl = latencies_ms(done)
+        arrival = np.fromiter((r.arrival_s for r in done), float, len(done))
+        self.ttft.add(ttft)
+        self.itl.add(itl)
+        self.e2e.add((finish - arrival) * MS_PER_S)
+        self.num_done += len(done)
+        self.in_tokens += sum(r.in_tokens for r in done)
+        self.out_tokens += sum(r.out_tokens for r in done)
+        self.gaps += sum(max(r.out_tokens - 1, 0) for r in done)
+        self.decode_s += float((finish - first).sum())
+        self.last_finish_s = max(self.last_finish_s, float(finish.max()))
+
+    def finish(self, dep: Deployment, now: float) -> None:
+        self.flush(dep)
+        if self.table is not None:
+            self.table.now = now
+            self.table.add(dep.backlog)
+            for rep in dep.replicas:
+                if rep.num_outstanding:
+                    self.table.add(req for req, _ in rep.in_flight(now))
+            self.table.close()
+
+
+FLUSH_S = 10.0
+"""Simulated seconds between hand-offs of a benchmark that keeps no table."""
+
+
+def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path = True
+              ) -> BenchResult:
+    """Run one benchmark point and summarise it.
+
+    ``requests_table``: True keeps every request and computes exact statistics (like vllm
+    bench); False keeps none once finished (percentiles from quantile sketches, `sim.digest`);
+    a path also streams the per-request table to that CSV or Parquet file.
+    """
     mp = perf_for(system, cfg.model, cfg.accelerator)
     max_batch = cfg.max_batch or mp.max_batch_size or 256
     engine = EngineSettings(max_num_batched_tokens=mp.max_num_tokens,
@@ -171,7 +238,8 @@ def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
                             prefill_emits_token=cfg.prefill_emits_token)
     env = simpy.Environment()
     seed_cluster, seed_arrivals, seed_lengths = np.random.SeedSequence(cfg.seed).spawn(3)
-    cluster = Cluster(env, system, seed=seed_cluster, sample_period_s=None)
+    cluster = Cluster(env, system, seed=seed_cluster, sample_period_s=None,
+                      retain_requests=requests_table is True)
     dep = cluster.add_deployment(DeploymentSpec(
         name="bench", model=cfg.model, accelerator=cfg.accelerator, max_batch=max_batch,
         num_replicas=cfg.replicas, router=cfg.router, engine=engine))
@@ -198,29 +266,44 @@ def run_bench(system: System, cfg: BenchConfig) -> BenchResult:
         workload.ClosedLoop(env=env, num_users=int(cfg.concurrency or 1), lengths=lengths,
                             submit=dep.submit, factory=factory, until_s=until,
                             max_requests=num, think=think, stagger_s=cfg.stagger_s).start()
-    env.run()
-    df = cluster.requests()
-    done = df[df["status"] == "done"]
-    duration = float(done["finish_s"].max()) if len(done) else 0.0
-    areas = sum(r.areas(duration)[0] for r in dep.replicas)
     analyzer = (predict(mp, max_batch, cfg.in_tokens, cfg.out_tokens,
                         cfg.rate_rps / cfg.replicas, replicas=cfg.replicas,
                         perf_model=cfg.perf_model)
                 if cfg.rate_rps is not None else None)
+    if requests_table is not True:
+        return _run_streamed(env, dep, cfg, max_batch, analyzer, RequestTable(
+            requests_table, lambda df: df) if isinstance(requests_table, Path) else None)
+    env.run()
+    df = cluster.requests()
+    done = df[df["status"] == "done"]
+    duration = float(done["finish_s"].max()) if len(done) else 0.0
     tokens_in, tokens_out = int(done["in_tokens"].sum()), int(done["out_tokens"].sum())
-    per_s = 1.0 / duration if duration > 0 else 0.0
     ttft, tpot, e2e = (Stats.of_seconds(done[c].to_numpy()) for c in ("ttft_s", "itl_s", "e2e_s"))
-    decode_s = (done["e2e_s"] - done["ttft_s"]).to_numpy()
-    gaps = float((done["out_tokens"] - 1).clip(lower=0).sum())
+    return _result(cfg, dep, max_batch, analyzer, completed=len(done), duration_s=duration,
+                   tokens_in=tokens_in, tokens_out=tokens_out, ttft=ttft, tpot=tpot, e2e=e2e,
+                   decode_s=float((done["e2e_s"] - done["ttft_s"]).sum()),
+                   gaps=float((done["out_tokens"] - 1).clip(lower=0).sum()),
+                   preemptions=int(df["num_preemptions"].sum()))
+
+
+def _result(cfg: BenchConfig, dep: Deployment, max_batch: int, analyzer: dict[str, Any] | None,
+            *, completed: int, duration_s: float, tokens_in: int, tokens_out: int, ttft: Stats,
+            tpot: Stats, e2e: Stats, decode_s: float, gaps: float, preemptions: int
+            ) -> BenchResult:
+    """The summary of a run, kept (exact statistics) or streamed (sketch percentiles):
+    ``decode_s`` sums the completed requests' decode times, ``gaps`` their output tokens
+    after the first (the token-weighted mean ITL is their ratio)."""
+    per_s = 1.0 / duration_s if duration_s > 0 else 0.0
+    areas = sum(r.areas(duration_s)[0] for r in dep.replicas)
     return BenchResult(
         mode=cfg.mode, load=cfg.load, max_batch=max_batch, replicas=cfg.replicas,
-        num_requests=len(done), duration_s=duration, throughput_rps=len(done) * per_s,
+        num_requests=completed, duration_s=duration_s, throughput_rps=completed * per_s,
         output_tokens_per_s=tokens_out * per_s, ttft_ms=ttft, itl_ms=tpot, e2e_ms=e2e,
-        mean_running=areas / (duration * cfg.replicas) if duration > 0 else 0.0,
-        num_preemptions=int(df["num_preemptions"].sum()), total_input_tokens=tokens_in,
+        mean_running=areas / (duration_s * cfg.replicas) if duration_s > 0 else 0.0,
+        num_preemptions=preemptions, total_input_tokens=tokens_in,
         total_output_tokens=tokens_out, total_tokens_per_s=(tokens_in + tokens_out) * per_s,
-        tpot_ms=tpot, vllm_bench=_vllm_keys(len(done), duration, tokens_in, tokens_out, ttft,
-                                            tpot, e2e, 1000.0 * decode_s.sum() / gaps
+        tpot_ms=tpot, vllm_bench=_vllm_keys(completed, duration_s, tokens_in, tokens_out, ttft,
+                                            tpot, e2e, 1000.0 * decode_s / gaps
                                             if gaps else math.nan),
         analyzer=analyzer)
 
@@ -239,6 +322,25 @@ def _vllm_keys(completed: int, duration_s: float, tokens_in: int, tokens_out: in
                     f"p99_{name}_ms": s.p99})
     doc.update({"mean_itl_ms": itl_mean_ms, "median_itl_ms": None, "p99_itl_ms": None})
     return doc
+
+
+def _run_streamed(env: simpy.Environment, dep: Deployment, cfg: BenchConfig, max_batch: int,
+                  analyzer: dict[str, Any] | None, table: RequestTable | None) -> BenchResult:
+    kept = _Streamed(table)
+
+    def flushing() -> Iterator[simpy.events.Event]:
+        while env.peek() < math.inf:  # stops once nothing else will happen, as env.run()
+            yield env.timeout(FLUSH_S)
+            kept.flush(dep)
+
+    env.process(flushing())
+    env.run()
+    kept.finish(dep, float(env.now))
+    return _result(cfg, dep, max_batch, analyzer, completed=kept.num_done,
+                   duration_s=kept.last_finish_s, tokens_in=kept.in_tokens,
+                   tokens_out=kept.out_tokens, ttft=kept.ttft.stats(), tpot=kept.itl.stats(),
+                   e2e=kept.e2e.stats(), decode_s=kept.decode_s, gaps=kept.gaps,
+                   preemptions=sum(r.num_preemptions for r in dep.replicas))
 
 
 def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate_rps: float,
@@ -261,20 +363,24 @@ def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate
             "rho": m.rho, "max_rate_rps": m.max_rate_rps * replicas}
 
 
-def sweep(system: System, cfg: BenchConfig, loads: list[float]) -> list[BenchResult]:
+def sweep(system: System, cfg: BenchConfig, loads: list[float], *,
+          requests_table: bool | Path = True) -> list[BenchResult]:
     """One benchmark per load value (rate or concurrency, following ``cfg.mode``; a replay
-    runs once)."""
+    runs once); a table path gets the load value in its name when there are several."""
     from dataclasses import replace
 
     if cfg.mode == "replay":
-        return [run_bench(system, cfg)]
+        return [run_bench(system, cfg, requests_table=requests_table)]
     out = []
     for load in loads:
         if cfg.mode == "rate":
             point = replace(cfg, rate_rps=float(load))
         else:
             point = replace(cfg, concurrency=int(load))
-        out.append(run_bench(system, point))
+        table = requests_table
+        if isinstance(table, Path) and len(loads) > 1:
+            table = table.with_name(f"{table.stem}-{load:g}{table.suffix}")
+        out.append(run_bench(system, point, requests_table=table))
     return out
 
 

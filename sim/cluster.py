@@ -46,8 +46,21 @@ class AcceleratorPools:
                 if cards < 0:
                     raise ConfigError(f"capacity['{acc_type}'] must be >= 0, got {cards}")
         self.is_limited = capacity is not None
+        self.capacity: dict[str, int] = dict(capacity or {})
         self.free: dict[str, int] = dict(capacity or {})
+        self.peak_used: dict[str, int] = {}
+        """Most cards of each type held at once since the last `reset_peaks` (limited pools)."""
         self._queue: list[tuple[Replica, str, int, Callable[[Replica], None]]] = []
+
+    def reset_peaks(self) -> None:
+        self.peak_used = {t: self.capacity.get(t, 0) - free for t, free in self.free.items()}
+
+    def _take(self, acc_type: str, cards: int) -> None:
+        free = self.free.get(acc_type, 0) - cards
+        self.free[acc_type] = free
+        used = self.capacity.get(acc_type, 0) - free
+        if used > self.peak_used.get(acc_type, 0):
+            self.peak_used[acc_type] = used
 
     def request(self, rep: Replica, acc_type: str, cards: int,
                 grant: Callable[[Replica], None]) -> None:
@@ -57,7 +70,7 @@ class AcceleratorPools:
             grant(rep)
             return
         if self.free.get(acc_type, 0) >= cards:
-            self.free[acc_type] = self.free.get(acc_type, 0) - cards
+            self._take(acc_type, cards)
             grant(rep)
         else:
             self._queue.append((rep, acc_type, cards, grant))
@@ -73,7 +86,7 @@ class AcceleratorPools:
         for item in self._queue:
             rep, t, c, _ = item
             if t == acc_type and self.free[t] >= c and rep.state is ReplicaState.PENDING:
-                self.free[t] -= c
+                self._take(t, c)
                 granted.append(item)
         if granted:
             self._queue = [q for q in self._queue if q not in granted]
@@ -91,8 +104,9 @@ class Cluster:
     def __init__(self, env: simpy.Environment, system: System, *,
                  capacity: Mapping[str, int] | None = None,
                  seed: int | np.random.SeedSequence = 0,
-                 sample_period_s: float | None = 5.0) -> None:
+                 sample_period_s: float | None = 5.0, retain_requests: bool = True) -> None:
         self.env = env
+        self.retain_requests = retain_requests
         self.system = system
         self.pools = AcceleratorPools(capacity)
         self._seed = seed if isinstance(seed, np.random.SeedSequence) else (
@@ -104,16 +118,19 @@ class Cluster:
                 raise ConfigError(f"sample_period_s must be > 0, got {sample_period_s}")
             env.process(self._sample(sample_period_s))
 
-    def add_deployment(self, spec: DeploymentSpec) -> Deployment:
+    def add_deployment(self, spec: DeploymentSpec,
+                       seed: np.random.SeedSequence | None = None) -> Deployment:
+        """Add a deployment; its streams come from ``seed``, by default the cluster seed's next
+        child (a sharded run passes each deployment the child it has in the whole cluster)."""
         if spec.name in self.deployments:
             raise ConfigError(f"deployment '{spec.name}' already exists")
         perf = {acc: mp for (model, acc), mp in self.system.perf.items() if model == spec.model}
         if not perf:
             raise ConfigError(f"deployment '{spec.name}': unknown model '{spec.model}' "
                               f"(model-data.json)")
-        rng = np.random.default_rng(self._seed.spawn(1)[0])
+        rng = np.random.default_rng(seed if seed is not None else self._seed.spawn(1)[0])
         dep = Deployment(self.env, spec, perf=perf, accelerators=dict(self.system.accelerators),
-                         pools=self.pools, rng=rng)
+                         pools=self.pools, rng=rng, retain_requests=self.retain_requests)
         self.deployments[spec.name] = dep
         return dep
 
@@ -143,7 +160,8 @@ class Cluster:
 
     def requests(self) -> pd.DataFrame:
         """Every request that arrived, one row each (see `sim.metrics.requests_frame`)."""
-        return requests_frame(r for d in self.deployments.values() for r in d.requests)
+        return requests_frame((r for d in self.deployments.values() for r in d.requests),
+                              now=float(self.env.now))
 
     def timeseries(self) -> pd.DataFrame:
         """Per-replica samples (see `sim.metrics.timeseries_frame`)."""

@@ -18,7 +18,9 @@ API used by a controller-facing twin (`sim.twin.ClusterTwin`, built on this):
   requests held for lack of a ready replica; KV usage averaged over them) are instantaneous,
   like a Prometheus scrape.
 - `Deployment.completed_between(t0, t1)`: the requests that finished in a window (for
-  percentiles); `Deployment.requests` holds every request that arrived, in arrival order.
+  percentiles); `Deployment.requests` holds every request that arrived, in arrival order,
+  unless the deployment was built with ``retain_requests=False`` (a streaming run: terminal
+  requests are handed off, `Replica.hand_off` and ``rejected``, and then forgotten).
 - `Deployment.cost(now)`, `Deployment.gpu_hours(now)`: accrued while capacity is held.
 
 Requests that arrive while no replica is ready are held (FIFO) and routed when one becomes
@@ -159,7 +161,8 @@ class Deployment:
 
     def __init__(self, env: simpy.Environment, spec: DeploymentSpec, *,
                  perf: dict[str, ModelPerf], accelerators: dict[str, Accelerator],
-                 pools: AcceleratorPoolsLike, rng: np.random.Generator) -> None:
+                 pools: AcceleratorPoolsLike, rng: np.random.Generator,
+                 retain_requests: bool = True) -> None:
         self.env = env
         self.name = spec.name
         self.model = spec.model
@@ -178,7 +181,13 @@ class Deployment:
         """Every replica ever created, in creation order."""
         self.ready: list[Replica] = []
         """Ready replicas in the order they became ready (the router's view)."""
+        self.retain_requests = retain_requests
+        """Keep every request in ``requests``; False keeps none once terminal (a streaming run
+        hands them off: `Replica.hand_off`, ``rejected``)."""
         self.requests: list[Request] = []
+        self.rejected: list[Request] = []
+        """Requests turned away since the last hand-off (only when not retaining)."""
+        self.num_arrivals = 0
         self.backlog: deque[Request] = deque()
         self.arrival_in_tokens = 0
         self.arrival_out_tokens = 0
@@ -202,14 +211,33 @@ class Deployment:
         """A request arrives now: route it to a ready replica or hold it."""
         req.server = self.name
         req.arrival_s = self.env.now
-        self.requests.append(req)
+        if self.retain_requests:
+            self.requests.append(req)
+        self.num_arrivals += 1
         self.arrival_in_tokens += req.in_tokens
         self.arrival_out_tokens += req.out_tokens
         if self.ready:
-            self.router.pick(self.ready).submit(req)
+            self._route(req)
         else:
             req.status = RequestStatus.HELD
             self.backlog.append(req)
+
+    def _route(self, req: Request) -> None:
+        if not self.router.pick(self.ready).submit(req) and not self.retain_requests:
+            self.rejected.append(req)
+
+    def num_pending(self) -> int:
+        """Requests that arrived and are not terminal yet (held, waiting or running)."""
+        done = sum(r.num_finished + r.num_aborted + r.num_rejected for r in self.replicas)
+        return self.num_arrivals - done
+
+    def oldest_pending_arrival_s(self) -> float:
+        """Arrival time of the oldest request not terminal yet (inf: none)."""
+        oldest = self.backlog[0].arrival_s if self.backlog else math.inf
+        for rep in self.replicas:
+            if rep.num_outstanding:
+                oldest = min(oldest, min(req.arrival_s for req, _ in rep.in_flight(rep.env.now)))
+        return oldest
 
     def completed_between(self, t0: float, t1: float) -> list[Request]:
         """Requests that finished (DONE) in [t0, t1), over all replicas, unordered."""
@@ -290,7 +318,7 @@ class Deployment:
         ready = self.ready
         kv = (sum(r.kv_usage(now) for r in ready) / len(ready)) if ready else None
         return DeploymentCounters(
-            time_s=now, num_arrivals=len(self.requests),
+            time_s=now, num_arrivals=self.num_arrivals,
             arrival_in_tokens=self.arrival_in_tokens,
             arrival_out_tokens=self.arrival_out_tokens, num_finished=fin, num_rejected=rej,
             num_preemptions=pre, prompt_tokens=ptok, generation_tokens=gtok, ttft_sum_s=ttft,
@@ -352,7 +380,7 @@ class Deployment:
         self.ready.append(rep)
         backlog = self.backlog
         while backlog:
-            self.router.pick(self.ready).submit(backlog.popleft())
+            self._route(backlog.popleft())
         self._reconcile()
 
     def _drain(self, rep: Replica) -> None:

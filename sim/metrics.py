@@ -25,16 +25,19 @@ TIMESERIES_COLUMNS = (
 )
 
 
-def requests_frame(requests: Iterable[Request]) -> pd.DataFrame:
+def requests_frame(requests: Iterable[Request], now: float | None = None) -> pd.DataFrame:
     """Per-request table with derived ``wait_s``, ``ttft_s``, ``itl_s``, ``e2e_s``.
 
     ``itl_s`` is the mean decode time per output token after the first (NaN for one-token
-    outputs); ``wait_s`` is arrival to first admission into the batch.
+    outputs); ``wait_s`` is arrival to first admission into the batch. With ``now``, a first
+    token planned after it (a request still in its prefill) is not shown.
     """
     rows = [(r.id, r.server, r.replica, r.status.value, r.in_tokens, r.out_tokens, r.arrival_s,
              r.first_scheduled_s, r.first_token_s, r.finish_s, r.num_preemptions)
             for r in requests]
     df = pd.DataFrame.from_records(rows, columns=list(REQUEST_COLUMNS))
+    if now is not None and len(df):
+        df.loc[df["first_token_s"] > now, "first_token_s"] = np.nan
     df["wait_s"] = df["first_scheduled_s"] - df["arrival_s"]
     df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
     df["e2e_s"] = df["finish_s"] - df["arrival_s"]

@@ -59,7 +59,11 @@ def plot_load_replicas(result: RunResult, path: Path) -> None:
 
 
 def plot_latency(result: RunResult, path: Path) -> None:
-    """Per-minute mean and p90 TTFT and ITL (by arrival time) against the class SLO."""
+    """Per-minute mean and p90 TTFT and ITL (by arrival time) against the class SLO; without
+    a request table, the window means the controller observed at each cycle."""
+    if result.requests is None:
+        _plot_observed_latency(result, path)
+        return
     names = result.scenario.server_names
     fig, axes = _figure(len(names), 2)
     df = result.requests
@@ -85,6 +89,35 @@ def plot_latency(result: RunResult, path: Path) -> None:
     for ax in axes[-1]:
         ax.set_xlabel("arrival time (min)")
     fig.suptitle(f"{result.scenario.name}: latency vs SLO ({result.policy})")
+    fig.savefig(path, dpi=100)
+
+
+def _plot_observed_latency(result: RunResult, path: Path) -> None:
+    names = result.scenario.server_names
+    fig, axes = _figure(len(names), 2)
+    for row, name in enumerate(names):
+        mine = [(c.time_s, s) for c in result.cycles for s in c.servers if s.name == name]
+        t = _minutes(np.asarray([time_s for time_s, _ in mine], dtype=float))
+        for col, (key, label) in enumerate((("ttft", "TTFT (ms)"), ("itl", "ITL (ms)"))):
+            ax = axes[row, col]
+            mean = [getattr(s, f"{key}_ms") for _, s in mine]
+            ax.plot(t, [np.nan if v is None else v for v in mean], color="tab:blue",
+                    label="window mean (observed)")
+            stat = [getattr(s, f"{key}_stat_ms") for _, s in mine]
+            if any(v is not None for v in stat) and any(
+                    getattr(s, f"slo_{key}_percentile") for _, s in mine):
+                ax.plot(t, [np.nan if v is None else v for v in stat], color="tab:blue",
+                        linestyle=":", label="window percentile")
+            target = next((getattr(s, f"slo_{key}_ms") for _, s in mine), 0.0) or 0.0
+            if target > 0:
+                ax.axhline(target, color="tab:red", linestyle="--", label="SLO")
+            ax.set_yscale("log")
+            ax.set_ylabel(label)
+            ax.set_title(name, fontsize=9, loc="left")
+            ax.legend(fontsize=7, loc="upper left")
+    for ax in axes[-1]:
+        ax.set_xlabel("time (min)")
+    fig.suptitle(f"{result.scenario.name}: observed latency vs SLO ({result.policy})")
     fig.savefig(path, dpi=100)
 
 

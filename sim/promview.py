@@ -103,8 +103,11 @@ class VllmCounters:
     """vLLM's counting semantics over one replica: the single home of "what counts when".
 
     Finished requests are absorbed once each (sums and counts; with ``histograms`` also the
-    bucket counts of the exposition); in-flight requests add what vLLM has already counted
-    for them (prompt tokens and TTFT once the first token exists, generation tokens so far).
+    bucket counts of the exposition), in batches, from the replica's hand-off list
+    ``finished`` through a cursor counted from the replica's start, so a request handed off
+    after it was absorbed is never needed again; in-flight requests add what vLLM has already
+    counted for them (prompt tokens and TTFT once the first token exists, generation tokens
+    so far).
     """
 
     def __init__(self, replica: Replica, *, histograms: bool = False) -> None:
@@ -123,11 +126,14 @@ class VllmCounters:
 
     def absorb(self) -> None:
         """Count the requests that finished since the last call."""
-        finished = self.replica.finished
-        if self._seen == len(finished):
+        rep = self.replica
+        finished = rep.finished
+        start = self._seen - rep.num_handed_off
+        assert start >= 0, "requests handed off before the vLLM counters absorbed them"
+        if start == len(finished):
             return
-        new = finished[self._seen:]
-        self._seen = len(finished)
+        new = finished[start:]
+        self._seen = rep.num_handed_off + len(finished)
         values: dict[str, list[float]] = {k: [] for k in ("ttft", "tpot", "e2e", "prompt_len",
                                                            "gen_len")}
         for r in new:

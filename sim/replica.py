@@ -61,7 +61,7 @@ from inferno.model import (
 )
 from inferno.model.units import MS_PER_S
 from sim.kvcache import KVCache, blocks_for
-from sim.request import Request, RequestStatus
+from sim.request import NAN, Request, RequestStatus
 
 LATE = 2
 """SimPy priority of replica wake-ups: after NORMAL (1) events at the same instant."""
@@ -142,15 +142,19 @@ class _Wake(Event):
         self.callbacks = [callback]
         self._value = None
         self._ok = True
-        env.schedule(self, LATE, delay)  # type: ignore[arg-type]
+        # env.schedule(self, LATE, delay), inlined: one wake-up per iteration run is the
+        # engine's most frequent allocation (same queue entry, same event id order).
+        heappush(env._queue,  # type: ignore[attr-defined]
+                 (env._now + delay, LATE, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 class Replica:
     """One engine instance. Deployments create and drive it; clients call `submit`.
 
     Public read-only state: ``state``, ``num_running``, ``num_waiting``, ``num_outstanding``,
-    ``finished`` (terminal requests in completion order), cumulative counters
-    (``num_finished``, ``num_rejected``, ``num_preemptions``, ``prompt_tokens_total``,
+    ``finished`` (terminal requests in completion order, less the ``num_handed_off`` first
+    ones that `hand_off` gave away), cumulative counters (``num_finished``, ``num_rejected``,
+    ``num_aborted``, ``num_preemptions``, ``prompt_tokens_total``,
     ``generation_tokens_total``, ``ttft_sum_s``, ``itl_sum_s``, ``itl_count``, ``e2e_sum_s``,
     ``num_iterations``, ``num_events``) and time integrals (`areas`).
     """
@@ -158,13 +162,15 @@ class Replica:
     __slots__ = (
         "env", "name", "deployment", "revision", "accelerator", "perf", "settings", "max_batch",
         "cost_per_hr", "cards", "state", "created_s", "held_from_s", "ready_s", "released_s",
-        "on_gone", "finished", "num_finished", "num_rejected", "num_preemptions",
+        "on_gone", "finished", "num_handed_off", "num_finished", "num_rejected", "num_aborted",
+        "num_preemptions",
         "prompt_tokens_total", "generation_tokens_total", "ttft_sum_s", "itl_sum_s",
         "itl_count", "e2e_sum_s", "num_iterations", "num_events",
         "area_running", "area_waiting", "area_busy",
         "_kv", "_waiting", "_running", "_prefilling", "_heap", "_seq", "_n", "_extra",
-        "_first_idx", "_fast", "_max_tokens", "_max_waiting", "_wake", "_wake_t", "_t0",
-        "_run_k", "_run_a", "_run_c", "_chunks", "_await_first", "_done",
+        "_first_idx", "_prefill_emits", "_fast", "_max_tokens", "_max_waiting", "_wake",
+        "_wake_t", "_t0",
+        "_run_k", "_run_a", "_run_c", "_head", "_chunks", "_await_first", "_done",
         "_t_area", "_cancelled", "_ingesting",
     )
 
@@ -193,8 +199,11 @@ class Replica:
         self.released_s = math.nan
         self.on_gone = on_gone
         self.finished: list[Request] = []
+        self.num_handed_off = 0
+        """Terminal requests dropped from the front of ``finished`` by `hand_off`."""
         self.num_finished = 0
         self.num_rejected = 0
+        self.num_aborted = 0
         self.num_preemptions = 0
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
@@ -216,6 +225,7 @@ class Replica:
         self._n = 0
         self._extra = 0 if settings.prefill_emits_token else 1
         self._first_idx = 1 + self._extra
+        self._prefill_emits = settings.prefill_emits_token
         self._fast = settings.fast_path
         self._max_tokens = settings.max_num_batched_tokens
         self._max_waiting = settings.max_waiting
@@ -225,6 +235,9 @@ class Replica:
         self._run_k = 0
         self._run_a = 0.0
         self._run_c = 0.0
+        self._head = 0
+        """1 when the run opens with a prefill iteration ending at ``_t0`` (its decode
+        iterations follow from there), else 0."""
         self._chunks: list[tuple[Request, int]] = []
         self._await_first: list[Request] = []
         self._done: list[Request] = []
@@ -372,9 +385,12 @@ class Replica:
         self.generation_tokens_total += produced
         if req.first_token_s <= t:
             self.prompt_tokens_total += req.in_tokens
+        elif req.first_token_s > t:
+            req.first_token_s = NAN  # stamped ahead by a fused run that did not get there
         req.status = RequestStatus.ABORTED
         req.finish_s = t
         req.seq = -1
+        self.num_aborted += 1
         self.finished.append(req)
         if req.on_done is not None:
             self._done.append(req)
@@ -395,6 +411,18 @@ class Replica:
                 self._prefilling.remove(req)
             self._abort_one(req, t, max(0, req.emitted - self._extra))
         self._cancelled = []
+
+    def hand_off(self) -> list[Request]:
+        """The terminal requests not handed off yet, forgotten here (a bounded hand-off).
+
+        Readers of ``finished`` that keep a cursor (`sim.promview.VllmCounters`) count in
+        absolute positions: ``num_handed_off + index``. A hand-off must come after every such
+        reader has absorbed (`sim.recorder.RunRecorder.flush` runs after the twin's scrape).
+        """
+        out = self.finished
+        self.finished = []
+        self.num_handed_off += len(out)
+        return out
 
     def _go(self, t: float) -> None:
         self.state = ReplicaState.GONE
@@ -474,10 +502,14 @@ class Replica:
 
     def _boundary(self, k: int) -> float:
         """End time of iteration k (1-based) of the current run."""
+        k -= self._head  # a head (prefill) iteration ends at _t0, where the decodes start
         return self._t0 + (k * self._run_a + self._run_c * (k * (k - 1) * 0.5)) / MS_PER_S
 
     def _join_index(self, t: float) -> int:
         """Smallest k >= 1 with b_k >= t in the current run (an arrival at t joins there)."""
+        head = self._head
+        if head and t <= self._t0:
+            return 1
         a, c = self._run_a, self._run_c
         target_ms = (t - self._t0) * MS_PER_S
         if c > 0.0:
@@ -485,8 +517,8 @@ class Replica:
             kf = (-h + math.sqrt(h * h + 2.0 * c * target_ms)) / c
         else:
             kf = target_ms / a if a > 0.0 else 1.0
-        k = max(1, math.ceil(kf))
-        while k > 1 and self._boundary(k - 1) >= t:
+        k = max(1, math.ceil(kf)) + head
+        while k > 1 + head and self._boundary(k - 1) >= t:
             k -= 1
         while self._boundary(k) < t:
             k += 1
@@ -596,7 +628,10 @@ class Replica:
             return
         kv = self._kv
         n = self._n
-        chunks, pblocks, budget = self._prefill_blocks()
+        if self._prefilling:
+            chunks, pblocks, budget = self._prefill_blocks()
+        else:
+            chunks, pblocks, budget = [], 0, self._max_tokens - kv.num_decode
         preempted = False
         need = 0
         if kv.is_limited:
@@ -631,6 +666,7 @@ class Replica:
                 need += blocks
         nd = kv.num_decode
         self._t0 = t
+        self._head = 0
         if chunks:
             kv_tokens = kv.sum_cbase + nd * (n + 1)
             tokens = nd
@@ -642,27 +678,83 @@ class Replica:
             self._run_k = 1
             self._run_a = iteration_time_ms(self.perf, tokens, kv_tokens, samples)
             self._run_c = 0.0
-            self._chunks = chunks
+            if waiting or preempted or not self._fuse(chunks, t, n):
+                self._chunks = chunks
         else:
-            s0 = kv.sum_cbase + nd * (n + 1)
-            a = iteration_time_ms(self.perf, nd, s0, nd)
+            self._plan_decodes(n, t, 0 if preempted else None)
+        tk = self._boundary(self._run_k)
+        self._wake_t = tk
+        self._wake = _Wake(self.env, max(0.0, tk - self.env.now), self._on_wake)
+        self.num_events += 1
+
+    def _plan_decodes(self, n: int, t0: float, k: int | None) -> None:
+        """A run of decode iterations from ``t0`` at decode counter ``n``: until the first
+        completion or the KV limit on the fast path (``k`` None), else ``k or 1`` of them."""
+        kv = self._kv
+        nd = kv.num_decode
+        s0 = kv.sum_cbase + nd * (n + 1)
+        a = iteration_time_ms(self.perf, nd, s0, nd)
+        if k is None:
             k = 1
-            if self._fast and not preempted:
+            if self._fast:
                 heap = self._heap
                 while heap[0][1] != heap[0][2].seq:
                     heappop(heap)
                 k = heap[0][0] - n
                 if k > 1 and kv.is_limited:
                     k = kv.max_decode_steps(n, k)
-            self._run_k = k
-            self._run_a = a
-            # The run's iteration times are affine in kv_tokens (which grows by nd per
-            # iteration), so the growth per iteration comes from the same shared function.
-            self._run_c = iteration_time_ms(self.perf, nd, s0 + nd, nd) - a if k > 1 else 0.0
-        tk = self._boundary(self._run_k)
-        self._wake_t = tk
-        self._wake = _Wake(self.env, max(0.0, tk - self.env.now), self._on_wake)
-        self.num_events += 1
+        k = k or 1
+        self._t0 = t0
+        self._run_k = k
+        self._run_a = a
+        # The run's iteration times are affine in kv_tokens (which grows by nd per
+        # iteration), so the growth per iteration comes from the same shared function.
+        self._run_c = iteration_time_ms(self.perf, nd, s0 + nd, nd) - a if k > 1 else 0.0
+
+    def _fuse(self, chunks: list[tuple[Request, int]], t: float, n: int) -> bool:
+        """Plan the prefill iteration just sized (``_run_a``) and the decode run after it as
+        one run, when nothing can change in between but an arrival (which truncates the run
+        at the prefill's end, as it would join there): every chunk completes its prompt and
+        none its output, no prefill is left, no request waits (checked by the caller).
+
+        The prefill's effects are applied now, as of its end ``b1``: the requests join the
+        decode group with offsets that make their tokens before ``b1`` what they were, and
+        their first tokens are stamped ``b1`` (observers compare stamps with their time).
+        Boundaries and stamps are those of two separate runs; False: not fusable."""
+        if not self._prefill_emits or len(chunks) != len(self._prefilling):
+            return False
+        for req, chunk in chunks:
+            if (req.computed + chunk != req.in_tokens + req.emitted
+                    or req.emitted + 1 >= req.target):
+                return False
+        b1 = self._boundary(1)
+        n1 = n + 1
+        kv = self._kv
+        heap = self._heap
+        for req, chunk in chunks:
+            req.computed += chunk
+            req.emitted += 1
+            if req.emitted == self._first_idx:
+                req.first_token_s = b1
+            req.cbase = req.computed - n1
+            req.gbase = req.emitted - n1
+            req.seq = seq = next(self._seq)
+            heappush(heap, (req.target - req.gbase, seq, req))
+            kv.add_decode(req.cbase)
+        self._prefilling.clear()
+        self._chunks = []
+        # The decode run from b1, exactly as planned there, when nothing completes at b1 and
+        # its first iteration fits the KV cache (else, or when stepping, b1 ends the run and
+        # plans next).
+        while heap[0][1] != heap[0][2].seq:
+            heappop(heap)
+        if (not self._fast or heap[0][0] <= n1
+                or (kv.is_limited and not kv.decode_fits(n1 + 1))):
+            return True
+        self._plan_decodes(n1, b1, None)
+        self._run_k += 1
+        self._head = 1
+        return True
 
     def _preempt_last(self, n: int) -> None:
         """Recompute-preempt the most recently admitted running request."""

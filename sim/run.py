@@ -78,10 +78,11 @@ from sim.cluster import Cluster
 from sim.deployment import DeploymentSpec, RolloutSettings, StartupDelay
 from sim.loadtest import LoadTest, hpa_target
 from sim.metrics import Stats
+from sim.recorder import RequestTable, RunRecorder, ServerTally, SloTargets, statistic
 from sim.replica import EngineSettings
 from sim.request import RequestStatus
 from sim.router import UniformRandom
-from sim.trace import TraceRow, read_trace, replay
+from sim.trace import TraceRow, read_trace, replay_columns
 from sim.twin import ClusterTwin, ServerInfo, TwinSettings
 
 Progress = Callable[[float, float], None]
@@ -407,8 +408,9 @@ class RunResult:
     """The scenario as run (policy name set to the policy used)."""
     policy: str
     summary: Summary
-    requests: pd.DataFrame
-    """One row per request (sim.metrics columns plus class, SLOs, ttft_ms, itl_ms, meets_slo)."""
+    requests: pd.DataFrame | None
+    """One row per request (sim.metrics columns plus class, SLOs, ttft_ms, itl_ms, meets_slo);
+    None unless the run kept its request table in memory."""
     workload: Workload
     cycles: tuple[CycleRecord, ...]
     timeseries: pd.DataFrame
@@ -417,6 +419,19 @@ class RunResult:
     end_s: float
     """Simulated time at the end of the drain."""
     wall_s: float
+    requests_path: Path | None = None
+    """Where the request table was streamed to (a path ``requests_table``), else None."""
+
+
+def slo_targets(scenario: Scenario, system: System) -> dict[str, SloTargets]:
+    """Per server: its class's TTFT/ITL SLOs for this model and the statistics they are on."""
+    out = {}
+    for spec in scenario.servers:
+        target = system.classes[spec.class_name].targets[spec.model]
+        out[spec.name] = SloTargets(ttft_ms=target.slo_ttft_ms, itl_ms=target.slo_itl_ms,
+                                    ttft_percentile=target.slo_ttft_percentile,
+                                    itl_percentile=target.slo_itl_percentile)
+    return out
 
 
 def _slo_columns(requests: pd.DataFrame, scenario: Scenario, system: System) -> pd.DataFrame:
@@ -437,16 +452,13 @@ def _slo_columns(requests: pd.DataFrame, scenario: Scenario, system: System) -> 
     return df
 
 
-def _server_summary(df: pd.DataFrame, cost: float, gpu_hours: float,
+def _server_summary(requests: int, tally: ServerTally, cost: float, gpu_hours: float,
                     changes: int, reversals: int = 0) -> ServerSummary:
-    done = df[df["status"] == RequestStatus.DONE.value]
-    n = len(df)
     return ServerSummary(
-        requests=n, dropped=n - len(done),
-        slo_attainment=float(df["meets_slo"].sum()) / n if n else math.nan,
-        ttft_ms=Stats.of_seconds(done["ttft_s"].to_numpy()),
-        itl_ms=Stats.of_seconds(done["itl_s"].to_numpy()), cost=cost, gpu_hours=gpu_hours,
-        replica_changes=changes, replica_reversals=reversals)
+        requests=requests, dropped=requests - tally.num_done,
+        slo_attainment=tally.num_meets_slo / requests if requests else math.nan,
+        ttft_ms=tally.ttft_ms.stats(), itl_ms=tally.itl_ms.stats(), cost=cost,
+        gpu_hours=gpu_hours, replica_changes=changes, replica_reversals=reversals)
 
 
 TUNER_TOLERANCE = 0.05
@@ -503,14 +515,6 @@ def reversals(actuations: pd.DataFrame) -> dict[str, int]:
     return out
 
 
-def _statistic(values_ms: np.ndarray, percentile: float) -> float:
-    """The mean (percentile 0) or a percentile of ``values_ms``; NaN when empty."""
-    v = values_ms[~np.isnan(values_ms)]
-    if v.size == 0:
-        return math.nan
-    return float(v.mean() if percentile == 0 else np.percentile(v, percentile))
-
-
 def _window(requests: pd.DataFrame, server: str, stamp: str, t0: float, t1: float
             ) -> pd.DataFrame:
     """Completed requests of ``server`` whose ``stamp`` (first_token_s for TTFT, finish_s
@@ -527,43 +531,43 @@ def window_statistic(requests: pd.DataFrame, server: str, latency: str, percenti
                      t0: float, t1: float) -> float:
     """The mean (``percentile`` 0) or a percentile of ``latency`` ("ttft", "itl", ms) over
     the completed requests of ``server`` observed in [t0, t1) (TTFT at the first token, ITL
-    at completion, as vLLM observes them); NaN when there are none."""
+    at completion, as vLLM observes them) of a request table; NaN when there are none.
+    A run computes the same while it runs (`sim.recorder.RunRecorder.window_stats`)."""
     stamp, column = _STAMPS[latency]
     rows = _window(requests, server, stamp, t0, t1)
-    return _statistic(rows[column].to_numpy(dtype=float), percentile)
+    return statistic(rows[column].to_numpy(dtype=float), percentile)
 
 
-def with_window_statistics(cycles: Sequence[CycleRecord], requests: pd.DataFrame,
-                           window_s: float) -> tuple[CycleRecord, ...]:
+def with_window_statistics(cycles: Sequence[CycleRecord],
+                           stats: Mapping[tuple[str, float], tuple[float, float]]
+                           ) -> tuple[CycleRecord, ...]:
     """The cycle log with each server's observed ``ttft_stat_ms`` / ``itl_stat_ms`` for a
     percentile target: that percentile over the requests of the collection window before
-    the cycle (mean targets already carry the collector's window mean)."""
+    the cycle (``stats``: (server, cycle time) → (TTFT, ITL) from the run's recorder; mean
+    targets already carry the collector's window mean)."""
     out = []
     for c in cycles:
         servers = []
         for s in c.servers:
             changes = {}
-            for latency in _STAMPS:
-                pct = getattr(s, f"slo_{latency}_percentile")
-                if pct:
-                    value = window_statistic(requests, s.name, latency, pct,
-                                             c.time_s - window_s, c.time_s)
+            for i, latency in enumerate(_STAMPS):
+                if getattr(s, f"slo_{latency}_percentile"):
+                    value = stats.get((s.name, c.time_s), (math.nan, math.nan))[i]
                     changes[f"{latency}_stat_ms"] = None if math.isnan(value) else value
             servers.append(replace(s, **changes) if changes else s)
         out.append(replace(c, servers=tuple(servers)))
     return tuple(out)
 
 
-def _attainment(requests: pd.DataFrame, name: str, system: System, class_name: str,
+def _attainment(tally: ServerTally, name: str, system: System, class_name: str,
                 model: str, cycles: Sequence[CycleRecord]) -> tuple[TargetAttainment, ...]:
     cls = system.classes.get(class_name)
     target = cls.targets.get(model) if cls is not None else None
     if target is None:
         return ()
-    done = requests[(requests["server"] == name)
-                    & (requests["status"] == RequestStatus.DONE.value)]
+    digests = {"ttft": tally.ttft_ms, "itl": tally.itl_ms}
     out = []
-    for latency, (_, column) in _STAMPS.items():
+    for latency in _STAMPS:
         target_ms = getattr(target, f"slo_{latency}_ms")
         if target_ms <= 0:
             continue
@@ -573,33 +577,48 @@ def _attainment(requests: pd.DataFrame, name: str, system: System, class_name: s
         seen = [v for v in window if v is not None and math.isfinite(v)]
         out.append(TargetAttainment(
             latency=latency, statistic=statistic_label(pct), target_ms=target_ms,
-            value_ms=_statistic(done[column].to_numpy(dtype=float), pct), cycles=len(seen),
+            value_ms=digests[latency].statistic(pct), cycles=len(seen),
             cycles_met=sum(v <= target_ms for v in seen)))
     return tuple(out)
 
 
-def summarise(requests: pd.DataFrame, cluster: Cluster, twin: ClusterTwin, policy: str,
-              horizon_s: float, *, system: System | None = None,
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerOutcome:
+    """What a run (or one shard of it) reports per server at the end."""
+
+    requests: int
+    tally: ServerTally
+    cost: float
+    gpu_hours: float
+
+
+def summarise(outcomes: Mapping[str, ServerOutcome], actuations: pd.DataFrame,
+              num_changes: Mapping[str, int], policy: str, *, system: System | None = None,
               classes: Mapping[str, tuple[str, str]] | None = None,
               cycles: Sequence[CycleRecord] = ()) -> Summary:
-    """Per-server and total summaries; with ``system`` and ``classes`` (server → (class,
-    model)) each server also reports its class targets in their statistic."""
+    """Per-server and total summaries (servers in ``outcomes`` order; the total merges their
+    tallies in that order); with ``system`` and ``classes`` (server → (class, model)) each
+    server also reports its class targets in their statistic."""
     servers = {}
-    flips = reversals(twin.actuations())
-    for name in twin.servers:
-        dep = cluster.deployments[name]
-        summary = _server_summary(requests[requests["server"] == name],
-                                  dep.cost(horizon_s), dep.gpu_hours(horizon_s),
-                                  twin.num_changes[name], flips.get(name, 0))
+    flips = reversals(actuations)
+    total = None
+    for name, o in outcomes.items():
+        summary = _server_summary(o.requests, o.tally, o.cost, o.gpu_hours, num_changes[name],
+                                  flips.get(name, 0))
         if system is not None and classes is not None and name in classes:
-            summary = replace(summary, targets=_attainment(requests, name, system,
+            summary = replace(summary, targets=_attainment(o.tally, name, system,
                                                            *classes[name], cycles))
         servers[name] = summary
-    total = _server_summary(requests, sum(s.cost for s in servers.values()),
+        if total is None:
+            total = ServerTally(ttft_ms=type(o.tally.ttft_ms)(), itl_ms=type(o.tally.itl_ms)())
+        total.merge(o.tally)
+    total = total or ServerTally.empty(exact=True)
+    whole = _server_summary(sum(o.requests for o in outcomes.values()), total,
+                            sum(s.cost for s in servers.values()),
                             sum(s.gpu_hours for s in servers.values()),
-                            sum(twin.num_changes.values()), sum(flips.values()))
+                            sum(num_changes.values()), sum(flips.values()))
     return Summary(policy=policy, servers=servers, **{
-        f: getattr(total, f) for f in ServerSummary.__dataclass_fields__})
+        f: getattr(whole, f) for f in ServerSummary.__dataclass_fields__})
 
 
 # ------------------------------------------------------------------------------ running
@@ -626,41 +645,109 @@ def _deployment_spec(spec: ServerSpec, scenario: Scenario, system: System) -> De
         drain_grace_s=twin.drain_grace_s, start_ready=True)
 
 
-def run_scenario(scenario: Scenario, *, policy: str | None = None,
-                 progress: Progress | None = None) -> RunResult:
-    """Run the closed loop of `scenario` (under `policy`, default the scenario's)."""
-    wall0 = time.perf_counter()
-    if policy is not None:
-        scenario = scenario.with_policy(policy)
-    policy_name = scenario.policy.name
-    system = scenario_system(scenario)
-    ss_cluster, ss_emulator, ss_workload, ss_router = (
-        np.random.SeedSequence(scenario.seed).spawn(4))
-    work = (trace_workload(scenario, scenario.trace) if scenario.trace is not None
-            else synthesize(scenario, ss_emulator, ss_workload))
+RequestsTable = bool | Path
+"""A run's request table: True keeps it in memory (`RunResult.requests`), False keeps no
+request once it is terminal (summary percentiles from sketches), a path streams it to that
+file (``.csv`` or ``.parquet``) as the run goes."""
 
+
+def cycle_times(period_s: float, end_s: float) -> list[float]:
+    """The control cycles' times, accumulated as the driver's timeouts accumulate them."""
+    out, t = [], 0.0
+    while True:
+        t = t + period_s
+        if t >= end_s:
+            return out
+        out.append(t)
+
+
+@dataclass(eq=False)
+class World:
+    """One simulated cluster of (some of) a scenario's servers, its twin and its recorder."""
+
+    env: simpy.Environment
+    cluster: Cluster
+    twin: ClusterTwin
+    recorder: RunRecorder
+    servers: tuple[str, ...]
+
+    def outcomes(self, horizon_s: float) -> dict[str, ServerOutcome]:
+        deps = self.cluster.deployments
+        return {name: ServerOutcome(requests=deps[name].num_arrivals,
+                                    tally=self.recorder.tallies[name],
+                                    cost=deps[name].cost(horizon_s),
+                                    gpu_hours=deps[name].gpu_hours(horizon_s))
+                for name in self.servers}
+
+    def num_pending(self) -> int:
+        return sum(d.num_pending() for d in self.cluster.deployments.values())
+
+
+def build_world(scenario: Scenario, system: System, work: Workload, servers: Sequence[str],
+                *, requests_table: RequestsTable, period_s: float) -> World:
+    """The cluster of ``servers`` with the scenario's seeds (each server's streams are the ones
+    it has in the whole scenario, whichever servers are built with it), its twin scraping from
+    t = 0, the workload rows of those servers replayed, and the recorder."""
+    ss_cluster, _, _, ss_router = np.random.SeedSequence(scenario.seed).spawn(4)
+    position = {spec.name: i for i, spec in enumerate(scenario.servers)}
+    cluster_seeds = ss_cluster.spawn(len(scenario.servers))
+    router_seeds = ss_router.spawn(len(scenario.servers))
     env = simpy.Environment()
     cluster = Cluster(env, system, capacity=dict(system.capacity), seed=ss_cluster,
-                      sample_period_s=None)
+                      sample_period_s=None, retain_requests=requests_table is True)
+    specs = [spec for spec in scenario.servers if spec.name in set(servers)]
     infos = {}
-    for spec, seed in zip(scenario.servers, ss_router.spawn(len(scenario.servers)), strict=True):
+    for spec in specs:
+        i = position[spec.name]
         try:
-            dep = cluster.add_deployment(_deployment_spec(spec, scenario, system))
+            dep = cluster.add_deployment(_deployment_spec(spec, scenario, system),
+                                         seed=cluster_seeds[i])
         except ConfigError as exc:
             raise ConfigError(f"{scenario.source}: servers.{spec.name}: {exc}") from None
         if scenario.twin.router is RouterKind.RANDOM:
             # one stream per server from the scenario seed, independent of the cluster's
-            dep.router = UniformRandom(np.random.default_rng(seed))
+            dep.router = UniformRandom(np.random.default_rng(router_seeds[i]))
         infos[spec.name] = ServerInfo(name=spec.name, model=spec.model,
                                       class_name=spec.class_name,
                                       min_num_replicas=spec.min_replicas,
                                       max_queue_size=scenario.twin.engine.max_waiting)
+    table = (RequestTable(requests_table, lambda df: _slo_columns(df, scenario, system))
+             if isinstance(requests_table, Path) else None)
+    names = tuple(spec.name for spec in specs)
+    recorder = RunRecorder({n: cluster.deployments[n] for n in names},
+                           {n: t for n, t in slo_targets(scenario, system).items() if n in names},
+                           exact=requests_table is True, window_s=scenario.twin.window_s,
+                           table=table)
+    for name in names:
+        for t in cycle_times(period_s, scenario.duration_s):
+            recorder.request_window(name, t)
     twin = ClusterTwin(env, cluster, infos, TwinSettings(
         window_s=scenario.twin.window_s, scrape_interval_s=scenario.twin.scrape_interval_s,
-        arrival_signal=scenario.twin.arrival_signal.value))
+        arrival_signal=scenario.twin.arrival_signal.value), on_scrape=recorder.flush)
     twin.start()
-    replay(env, work.rows(), cluster.submit, wl.RequestFactory())
+    mine = np.isin(work.server_index, [position[n] for n in names])
+    replay_columns(env, work.arrival_s[mine], work.in_tokens[mine], work.out_tokens[mine],
+                   work.server_index[mine], work.servers, cluster.submit,
+                   ids=np.flatnonzero(mine))
+    return World(env=env, cluster=cluster, twin=twin, recorder=recorder, servers=names)
 
+
+def prepare(scenario: Scenario, policy: str | None) -> tuple[Scenario, System, Workload]:
+    """The scenario under ``policy``, its system and its workload."""
+    if policy is not None:
+        scenario = scenario.with_policy(policy)
+    system = scenario_system(scenario)
+    _, ss_emulator, ss_workload, _ = np.random.SeedSequence(scenario.seed).spawn(4)
+    work = (trace_workload(scenario, scenario.trace) if scenario.trace is not None
+            else synthesize(scenario, ss_emulator, ss_workload))
+    return scenario, system, work
+
+
+def make_controller(scenario: Scenario, system: System, work: Workload, ports: Any
+                    ) -> tuple[Controller, float, System, TunerHook | None]:
+    """The controller over ``ports`` (collector, actuator and clock), its period, the system
+    it plans with and its tuner."""
+    policy_name = scenario.policy.name
     settings = _policy_settings(scenario, policy_name, system)
     period = scenario.controller.period_s
     if isinstance(settings, HpaSettings) and settings.sync_period_s is not None:
@@ -669,7 +756,7 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
                                     scenario.controller.perf_scale)
     tuner = _tuner_hook(scenario)
     controller = Controller(
-        collector=twin, actuator=twin, clock=twin,
+        collector=ports, actuator=ports, clock=ports,
         policy=make_policy(policy_name, settings,
                            PolicyDeps(future_load=work.future_load(),
                                       horizon_s=scenario.controller.period_s,
@@ -678,6 +765,57 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
                                     min_replicas=scenario.controller.min_replicas,
                                     metrics_window_s=scenario.twin.window_s),
         static_data=lambda: controller_system, tune=tuner)
+    return controller, period, controller_system, tuner
+
+
+def control_period(scenario: Scenario, system: System) -> float:
+    settings = _policy_settings(scenario, scenario.policy.name, system)
+    if isinstance(settings, HpaSettings) and settings.sync_period_s is not None:
+        return settings.sync_period_s
+    return scenario.controller.period_s
+
+
+def finish_result(scenario: Scenario, system: System, work: Workload,
+                  records: Sequence[CycleRecord], outcomes: Mapping[str, ServerOutcome],
+                  window_stats: Mapping[tuple[str, float], tuple[float, float]], *,
+                  actuations: pd.DataFrame, num_changes: Mapping[str, int],
+                  timeseries: pd.DataFrame, requests: pd.DataFrame | None,
+                  controller_system: System, tuned: bool, end_s: float, wall0: float,
+                  requests_path: Path | None = None) -> RunResult:
+    """The run's result from what its world (or its shards) reported."""
+    cycles = list(with_window_statistics(records, window_stats))
+    summary = summarise(outcomes, actuations, num_changes, scenario.policy.name, system=system,
+                        classes={s.name: (s.class_name, s.model) for s in scenario.servers},
+                        cycles=cycles)
+    if tuned:
+        summary = replace(summary, tuner=tuner_summary(cycles, system, controller_system))
+    return RunResult(scenario=scenario, policy=scenario.policy.name, summary=summary,
+                     requests=requests, workload=work, cycles=tuple(cycles),
+                     timeseries=timeseries, actuations=actuations, end_s=end_s,
+                     wall_s=time.perf_counter() - wall0, requests_path=requests_path)
+
+
+def run_scenario(scenario: Scenario, *, policy: str | None = None,
+                 progress: Progress | None = None, requests_table: RequestsTable = True,
+                 shards: int = 1, scheduler: str | None = None) -> RunResult:
+    """Run the closed loop of `scenario` (under `policy`, default the scenario's).
+
+    ``requests_table``: see `RequestsTable`. ``shards`` > 1 (or a Dask ``scheduler``
+    address) splits the servers over worker processes that advance in lock-step control
+    periods (`sim.shard`); the result is the single-process one.
+    """
+    if shards > 1 or scheduler is not None:
+        from sim.shard import run_sharded
+
+        return run_sharded(scenario, policy=policy, shards=shards, scheduler=scheduler,
+                           requests_table=requests_table, progress=progress)
+    wall0 = time.perf_counter()
+    scenario, system, work = prepare(scenario, policy)
+    period = control_period(scenario, system)
+    world = build_world(scenario, system, work, scenario.server_names,
+                        requests_table=requests_table, period_s=period)
+    env, twin = world.env, world.twin
+    controller, period, controller_system, tuner = make_controller(scenario, system, work, twin)
     records: list[CycleRecord] = []
     env.process(_control(env, controller, period, scenario.duration_s, records))
 
@@ -687,19 +825,16 @@ def run_scenario(scenario: Scenario, *, policy: str | None = None,
         env.run(until=min(end, env.now + chunk))
         if progress is not None:
             progress(float(env.now), end)
-    _drain(env, cluster, end + scenario.drain_s)
-
-    requests = _slo_columns(cluster.requests(), scenario, system)
-    records = list(with_window_statistics(records, requests, scenario.twin.window_s))
-    summary = summarise(requests, cluster, twin, policy_name, end, system=system,
-                        classes={s.name: (s.class_name, s.model) for s in scenario.servers},
-                        cycles=records)
-    if tuner is not None:
-        summary = replace(summary, tuner=tuner_summary(records, system, controller_system))
-    return RunResult(scenario=scenario, policy=policy_name, summary=summary, requests=requests,
-                     workload=work, cycles=tuple(records), timeseries=twin.timeseries(),
-                     actuations=twin.actuations(), end_s=float(env.now),
-                     wall_s=time.perf_counter() - wall0)
+    _drain(env, world, end + scenario.drain_s)
+    world.recorder.finish(float(env.now))
+    requests = (_slo_columns(world.cluster.requests(), scenario, system)
+                if requests_table is True else None)
+    return finish_result(
+        scenario, system, work, records, world.outcomes(end), world.recorder.window_stats,
+        actuations=twin.actuations(), num_changes=twin.num_changes,
+        timeseries=twin.timeseries(), requests=requests, controller_system=controller_system,
+        tuned=tuner is not None, end_s=float(env.now), wall0=wall0,
+        requests_path=requests_table if isinstance(requests_table, Path) else None)
 
 
 def _policy_settings(scenario: Scenario, name: str, system: System) -> object:
@@ -750,13 +885,10 @@ def _control(env: simpy.Environment, controller: Controller, period_s: float, en
         records.append(controller.step())
 
 
-def _drain(env: simpy.Environment, cluster: Cluster, until_s: float, step_s: float = 10.0
+def _drain(env: simpy.Environment, world: World, until_s: float, step_s: float = 10.0
            ) -> None:
-    pending = [r for d in cluster.deployments.values() for r in d.requests
-               if r.status not in TERMINAL]
-    while pending and env.now < until_s:
+    while world.num_pending() and env.now < until_s:
         env.run(until=min(until_s, env.now + step_s))
-        pending = [r for r in pending if r.status not in TERMINAL]
 
 
 # ------------------------------------------------------------------------------ recording
@@ -766,7 +898,10 @@ RUN_FILES = {
     "actuations": "actuations.csv", "load_replicas": "load_replicas.png",
     "latency": "latency.png", "cost": "cost.png",
 }
-"""What `write_run` writes into a run directory (the plots last)."""
+"""What `write_run` writes into a run directory (the plots last); the request table only when
+the run kept it in memory or streamed it (`REQUESTS_FILES`: requests.parquet in that format)."""
+REQUESTS_FILES = {"csv": "requests.csv", "parquet": "requests.parquet"}
+"""The request table's file in a run directory, by format."""
 
 
 def write_run(result: RunResult, out_dir: Path | str, *, plots: bool = True) -> dict[str, Path]:
@@ -778,7 +913,12 @@ def write_run(result: RunResult, out_dir: Path | str, *, plots: bool = True) -> 
     dump_scenario(recorded, paths["scenario"])
     paths["summary"].write_text(json.dumps(result.summary.to_dict(), indent=2) + "\n",
                                 encoding="utf-8")
-    result.requests.to_csv(paths["requests"], index=False)
+    if result.requests is not None:
+        result.requests.to_csv(paths["requests"], index=False)
+    elif result.requests_path is not None:
+        paths["requests"] = result.requests_path  # streamed while the run went
+    else:
+        paths.pop("requests")
     result.workload.frame().to_csv(paths["trace"], index=False)
     write_cycle_log(paths["cycles"], result.cycles)
     result.timeseries.to_csv(paths["timeseries"], index=False)

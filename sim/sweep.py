@@ -41,7 +41,7 @@ class Outcome:
 
 def run_job(job: Job) -> Outcome:
     """Run one job (in any process)."""
-    result = run_scenario(job.scenario)
+    result = run_scenario(job.scenario, requests_table=False)  # memory: the fleet's, not time's
     return Outcome(run_id=job.run_id, summary=result.summary.to_dict(),
                    cycles=cycles_frame(result.cycles), wall_s=result.wall_s)
 

@@ -23,11 +23,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import simpy
+from simpy.events import URGENT
 
 from inferno.errors import ConfigError
 from sim.request import Request
-from sim.workload import RequestFactory
+from sim.workload import RequestFactory, Tick
 
 REQUIRED = ("arrival_s", "input_tokens", "output_tokens")
 OPTIONAL = ("server",)
@@ -142,3 +144,53 @@ def replay(env: simpy.Environment, rows: Sequence[TraceRow], submit: Callable[[R
                                 row.server or default_server))
 
     return env.process(run())
+
+
+def replay_columns(env: simpy.Environment, arrival_s: np.ndarray, in_tokens: np.ndarray,
+                   out_tokens: np.ndarray, server_index: np.ndarray, servers: Sequence[str],
+                   submit: Callable[[Request], object], *, ids: np.ndarray | None = None,
+                   block: int = 4096) -> object:
+    """`replay` of a trace held as columns (sorted by arrival), converted a block at a time, so
+    a long trace is never turned into one Python object per row at once.
+
+    Request ids are ``ids`` (default: the row numbers), so a subset keeps the ids its rows
+    have in the whole trace. Each arrival is scheduled *at* its time (not after a delay from
+    the previous one, which can round differently), so a replay of any subset of the rows
+    submits every request at exactly its trace time: what a sharded run needs to equal a
+    single-process one. The events are those of a replay process (its start, one per later
+    arrival time), as a chain of callbacks.
+    """
+    numbers = np.arange(len(arrival_s)) if ids is None else ids
+    return _ColumnFeeder(env, _blocks(block, numbers, arrival_s, in_tokens, out_tokens,
+                                      server_index), servers, submit)
+
+
+def _blocks(block: int, *columns: np.ndarray) -> Iterator[tuple]:
+    for lo in range(0, len(columns[0]), block):
+        yield from zip(*(c[lo:lo + block].tolist() for c in columns), strict=True)
+
+
+class _ColumnFeeder:
+    __slots__ = ("env", "rows", "servers", "submit", "row")
+
+    def __init__(self, env: simpy.Environment, rows: Iterator[tuple], servers: Sequence[str],
+                 submit: Callable[[Request], object]) -> None:
+        self.env, self.rows, self.servers, self.submit = env, rows, servers, submit
+        self.row: tuple | None = None
+        Tick(env, self._fire, priority=URGENT)
+
+    def _fire(self, _event: simpy.events.Event) -> None:
+        env, submit, servers = self.env, self.submit, self.servers
+        row = self.row
+        while True:
+            if row is None:
+                row = next(self.rows, None)
+                if row is None:
+                    return
+            i, t, n_in, n_out, s = row
+            if t > env.now:
+                self.row = row
+                Tick(env, self._fire, at=t)
+                return
+            row = None
+            submit(Request(i, n_in, n_out, server=servers[s]))

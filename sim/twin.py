@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import warnings
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -110,8 +110,8 @@ class ClusterTwin:
     """Collector, Actuator and Clock over a `sim.cluster.Cluster`."""
 
     def __init__(self, env: simpy.Environment, cluster: Cluster,
-                 servers: Mapping[str, ServerInfo], settings: TwinSettings | None = None
-                 ) -> None:
+                 servers: Mapping[str, ServerInfo], settings: TwinSettings | None = None,
+                 *, on_scrape: Callable[[float], None] | None = None) -> None:
         missing = [name for name in servers if name not in cluster.deployments]
         if missing:
             raise ConfigError(f"twin: no deployment for server(s) {', '.join(missing)}")
@@ -119,6 +119,9 @@ class ClusterTwin:
         self.cluster = cluster
         self.servers = dict(servers)
         self.settings = settings or TwinSettings()
+        self.on_scrape = on_scrape
+        """Called with the time after each scrape (a streaming run hands requests off then,
+        once the vLLM counters have absorbed them)."""
         if self.settings.arrival_signal == "arrivals":
             warnings.warn("twin.arrival_signal 'arrivals' reads a gateway counter that live "
                           "mode does not have; use 'offered' (the default)",
@@ -156,6 +159,8 @@ class ClusterTwin:
             counters = dep.counters()
             self._samples[name].append(_Sample(counters, dep.accelerator, dep.max_batch))
             self._times[name].append(counters.time_s)
+        if self.on_scrape is not None:
+            self.on_scrape(now)
 
     def _dep(self, name: str) -> Deployment:
         return self.cluster.deployments[name]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from heapq import heappush
 from pathlib import Path
 from typing import Protocol
 
@@ -498,6 +499,23 @@ class RequestFactory:
         req = Request(self.next_id, in_tokens, out_tokens, server=server)
         self.next_id += 1
         return req
+
+
+class Tick(simpy.events.Event):
+    """A pre-triggered event processed at ``env.now + delay`` (``at``: exactly at that time)
+    that calls ``callback``: a Timeout without a process to resume (`sim.trace`'s column
+    feeder schedules one per arrival time)."""
+
+    def __init__(self, env: simpy.Environment, callback: Callable[[simpy.events.Event], None],
+                 *, delay: float = 0.0, at: float | None = None,
+                 priority: int = simpy.events.NORMAL) -> None:
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._ok = True
+        # env.schedule(self, priority, delay), inlined; ``at`` avoids now + (at - now).
+        time_s = env._now + delay if at is None else at  # type: ignore[attr-defined]
+        heappush(env._queue, (time_s, priority, next(env._eid), self))  # type: ignore[attr-defined]
 
 
 def arrivals(env: simpy.Environment, times: Iterator[float], lengths: Iterator[tuple[int, int]],

@@ -2,9 +2,15 @@
 
 Both commands are attached to the `sim` group. The twin is imported inside the command bodies,
 so the core install never imports SimPy until a twin command runs. Outputs (docs/scenarios.md):
-requests.csv, trace.csv, cycles.jsonl, summary.json, scenario.yaml, timeseries.csv,
-actuations.csv and the PNG plots, in `--out` (default runs/<scenario>-<policy>). `--tuner`
-overrides the scenario's `controller.tuner` (summary.json then has a `tuner` block).
+trace.csv, cycles.jsonl, summary.json, scenario.yaml, timeseries.csv, actuations.csv and the
+PNG plots, in `--out` (default runs/<scenario>-<policy>), and the per-request table,
+written as the run goes (requests.csv, or requests.parquet with `--requests-format`;
+`--no-requests-table` skips it). No request is kept in memory once it has finished: memory
+follows the fleet, not the simulated time, and the summary's percentiles come from quantile
+sketches (0.5 % relative accuracy; SLO attainment and means stay exact). `--shards N` /
+`--dask-scheduler ADDR` split the servers over worker processes that advance in lock-step
+control periods (same result as one process). `--tuner` overrides the scenario's
+`controller.tuner` (summary.json then has a `tuner` block).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -49,6 +55,37 @@ class ProgressLine:
             self.stream.flush()
 
 
+def _scale_options(command: Any) -> Any:
+    """--requests-table, --shards and --dask-scheduler (shared by run and replay)."""
+    command = click.option(
+        "--dask-scheduler", "scheduler", metavar="ADDR",
+        help="Shard the servers over the workers of the Dask cluster at ADDR.")(command)
+    command = click.option(
+        "--shards", type=click.IntRange(min=1), default=1, show_default=True,
+        help="Split the servers over N local worker processes (lock-step control "
+             "periods; same result as one process).")(command)
+    command = click.option(
+        "--requests-format", type=click.Choice(["csv", "parquet"]), default="csv",
+        show_default=True, help="Format of the request table (requests.csv or "
+                                "requests.parquet).")(command)
+    return click.option(
+        "--requests-table/--no-requests-table", "with_table", default=True, show_default=True,
+        help="Write the per-request table as the run goes; without it no request is kept "
+             "once finished.")(command)
+
+
+def _requests_table(with_table: bool, table_format: str, out: Path, shards: int,
+                    scheduler: str | None) -> Path | bool:
+    from sim.run import REQUESTS_FILES
+
+    if shards > 1 and scheduler is not None:
+        raise click.UsageError("--shards and --dask-scheduler are mutually exclusive")
+    if not with_table:
+        return False
+    out.mkdir(parents=True, exist_ok=True)
+    return out / REQUESTS_FILES[table_format]
+
+
 def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
     from sim.run import format_summary
 
@@ -70,8 +107,10 @@ def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
 @click.option("--tuner", type=click.Choice(["ekf", "window", "off"]),
               help="Online tuning of α, β, γ (default: the scenario's controller.tuner).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@_scale_options
 def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple[str, ...],
-        tuner: str | None, no_plots: bool) -> None:
+        tuner: str | None, no_plots: bool, with_table: bool, requests_format: str,
+        shards: int, scheduler: str | None) -> None:
     """Run SCENARIO (default: the quickstart) in the twin with the controller in the loop."""
     from inferno.scenario import DEFAULT_SCENARIO, load_scenario
     from sim.run import run_scenario, write_run
@@ -81,10 +120,12 @@ def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple
     if tuner is not None:
         loaded = loaded.with_tuner(tuner)
     name = policy or loaded.policy.name
+    out = out or Path("runs") / f"{loaded.name}-{name}"
+    table = _requests_table(with_table, requests_format, out, shards, scheduler)
     progress = ProgressLine(f"{loaded.name} ({name})")
-    result = run_scenario(loaded, policy=policy, progress=progress)
+    result = run_scenario(loaded, policy=policy, progress=progress, requests_table=table,
+                          shards=shards, scheduler=scheduler)
     progress.close()
-    out = out or Path("runs") / f"{loaded.name}-{result.policy}"
     _report(result, write_run(result, out, plots=not no_plots), out)
 
 
@@ -96,17 +137,21 @@ def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple
 @click.option("--check", is_flag=True,
               help="Exit 1 when the decisions differ from the recorded ones.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@_scale_options
 def replay(run_dir: Path, policy: str | None, out: Path | None, check: bool,
-           no_plots: bool) -> None:
+           no_plots: bool, with_table: bool, requests_format: str, shards: int,
+           scheduler: str | None) -> None:
     """Re-run a recorded run (RUN_DIR of `sim run`) on its recorded requests."""
     from sim.run import decision_diff, load_run, run_scenario, write_run
 
     recorded = load_run(run_dir)
     if check and policy not in (None, recorded.scenario.policy.name):
         raise click.UsageError("--check compares with the recorded policy; drop --policy")
-    result = run_scenario(recorded.scenario, policy=policy,
-                          progress=ProgressLine(f"replay {recorded.scenario.name}"))
     out = out or run_dir / "replay"
+    table = _requests_table(with_table, requests_format, out, shards, scheduler)
+    result = run_scenario(recorded.scenario, policy=policy,
+                          progress=ProgressLine(f"replay {recorded.scenario.name}"),
+                          requests_table=table, shards=shards, scheduler=scheduler)
     _report(result, write_run(result, out, plots=not no_plots), out)
     diff = decision_diff(recorded.cycles, result.cycles)
     if policy in (None, recorded.scenario.policy.name):

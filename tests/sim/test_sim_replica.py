@@ -153,6 +153,34 @@ def test_fast_path_equals_stepping_every_iteration(run_replica, kv_tokens, emits
         assert rep_fast.num_preemptions > 0
 
 
+@pytest.mark.parametrize("kv_tokens", [None, 6_000], ids=["unlimited", "kv6k-preempting"])
+def test_fast_path_equals_stepping_with_frontend_stream_and_knee(run_replica, kv_tokens):
+    """With a front-end cost, a stream cost per sample and a piecewise step (knee below most
+    prompts), the fast path (fused prefill + decode runs) keeps stepping's stamps (1e-9 s)."""
+    from inferno.model import StepShape
+
+    perf = PerfParms(alpha_ms=A, beta_ms=B, gamma_ms=G, frontend_ms=5.0,
+                     frontend_per_token_ms=0.01, stream_ms=0.5, shape=StepShape.PIECEWISE,
+                     knee_tokens=1024, beta_high_ms=0.3)
+    arrivals = _random_arrivals(11, 400, rate=4.0)
+    kw = {"kv_capacity_tokens": kv_tokens, "max_batch": 32, "perf": perf}
+    fast, rep_fast = run_replica(arrivals, fast_path=True, **kw)
+    step, rep_step = run_replica(arrivals, fast_path=False, **kw)
+    cols = ("first_scheduled_s", "first_token_s", "finish_s")
+    got = np.array([[getattr(r, c) for c in cols] for r in fast])
+    ref = np.array([[getattr(r, c) for c in cols] for r in step])
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+    assert [r.num_preemptions for r in fast] == [r.num_preemptions for r in step]
+    assert rep_fast.num_iterations == rep_step.num_iterations
+    assert rep_fast.num_events * 3 < rep_step.num_events
+    # The front-end delays every engine entry by at least α0 + α1·L.
+    assert all(r.first_scheduled_s - r.arrival_s >= (5.0 + 0.01 * r.in_tokens) / 1000.0 - 1e-12
+               for r in step)
+    if kv_tokens is not None:
+        assert rep_fast.num_preemptions > 0
+
+
 def _idle_gaps(reqs: list[Request]) -> int:
     """Arrivals that found the replica busy (they schedule no wake-up when stepping)."""
     busy_until = -math.inf
@@ -320,6 +348,50 @@ def test_cancel_waiting_request_leaves_the_queue_now(simple_perf):
     assert rep.generation_tokens_total == 10
     assert rep.prompt_tokens_total == 100
     assert rep.finished == [b, a]
+
+
+@pytest.mark.parametrize("kv_tokens", [None, 400], ids=["unlimited", "kv400"])
+def test_completion_at_the_end_of_a_prefill_equals_stepping(run_replica, kv_tokens):
+    """A decode member whose last token comes with another request's prefill iteration (the
+    fast path's prefill-then-decode run must stop there): same stamps as stepping."""
+    # a: prefill 21 ms (first token), then 11.11 ms decodes; b arrives after a's first token
+    # and joins the next boundary, so a's last token ends b's prefill iteration.
+    arrivals = [(0.0, 100, 3), (0.025, 50, 4), (0.026, 30, 2)]
+    fast, _ = run_replica(arrivals, fast_path=True, kv_capacity_tokens=kv_tokens)
+    step, _ = run_replica(arrivals, fast_path=False, kv_capacity_tokens=kv_tokens)
+    for f, s in zip(fast, step, strict=True):
+        assert (f.first_token_s, f.finish_s, f.num_preemptions) == pytest.approx(
+            (s.first_token_s, s.finish_s, s.num_preemptions), abs=1e-12)
+    a, b, _ = step
+    assert a.finish_s == pytest.approx(b.first_token_s, abs=1e-12)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "step"])
+def test_abort_during_a_prefill_leaves_no_first_token(simple_perf, fast):
+    """Killed during a request's prefill iteration (the fast path has already planned its
+    decodes after it): no first token, no prompt tokens counted, nothing generated for it."""
+    env = simpy.Environment()
+    rep = Replica(env, name="r", perf=simple_perf, max_batch=8,
+                  settings=EngineSettings(fast_path=fast))
+    a, b = Request(0, 100, 40), Request(1, 200, 40)
+    b1 = it_s(100, 100)
+
+    def run():
+        a.arrival_s = env.now
+        rep.submit(a)
+        yield env.timeout(b1 + 0.001)  # a decodes; b joins the next boundary
+        b.arrival_s = env.now
+        rep.submit(b)
+        yield env.timeout(0.02)  # b's prefill iteration (22 ms) is in progress
+        rep.start()
+        rep.abort()
+
+    env.process(run())
+    env.run()
+    assert b.status is RequestStatus.ABORTED
+    assert math.isnan(b.first_token_s)
+    assert rep.prompt_tokens_total == 100  # a's only
+    assert a.first_token_s == pytest.approx(b1, abs=1e-12)
 
 
 # ---------------------------------------------------------------- front-end, stream, shape
