@@ -103,30 +103,33 @@ class LockstepSearch:
         self._ends()
         while self._direct_step():
             pass
-        self._series_phase(np.flatnonzero(self.active & self.parked))
+        self._series_phase((self.active & self.parked).nonzero()[0])
         return self
 
-    def _metric(self, rows: np.ndarray, sol: QueueSolution) -> np.ndarray:
-        """TTFT or ITL (by row kind) from the solutions at ``rows``."""
+    def _metric(self, rows: np.ndarray, sol: QueueSolution) -> tuple[np.ndarray, np.ndarray]:
+        """(TTFT or ITL by row kind, ITL) from the solutions at ``rows``.
+
+        A row's ITL does not depend on whether its TTFT includes the wait for a slot, so a
+        TTFT row's ITL is its partner's value at the same point."""
         is_ttft = rows < self.v
         lat = queue_metrics(self.model, sol, self.coef.take(rows % self.v), is_ttft)
-        return np.where(is_ttft, lat.ttft_ms, lat.itl_ms)
+        return np.where(is_ttft, lat.ttft_ms, lat.itl_ms), lat.itl_ms
 
     def _ends(self) -> None:
         """The end-point rules of §2.7 for every row with a target (> 0)."""
         v = self.v
         t = self.target
         searched = t > 0
-        cand = np.flatnonzero(searched[:v] | searched[v:])
+        cand = (searched[:v] | searched[v:]).nonzero()[0]
         y_lo = np.full(2 * v, np.nan)
         y_hi = np.full(2 * v, np.nan)
         if cand.size:
-            rows = np.concatenate([cand, cand + v])
+            coef = self.coef.take(cand)
             for lam, y, solve in ((self.lo, y_lo, self.table.solve_light),
                                   (self.hi, y_hi, self.table.solve)):
-                sol = solve(cand, lam[cand])
-                y[rows] = self._metric(rows, QueueSolution(*(np.concatenate([f, f])
-                                                              for f in sol)))
+                # one evaluation gives both searches' metrics at the shared end point
+                lat = queue_metrics(self.model, solve(cand, lam[cand]), coef)
+                y[cand], y[cand + v] = lat.ttft_ms, lat.itl_ms
         at_lo = searched & within(y_lo, t)
         at_hi = searched & ~at_lo & within(y_hi, t)
         open_ = searched & ~at_lo & ~at_hi
@@ -177,7 +180,7 @@ class LockstepSearch:
     def _direct_step(self) -> bool:
         """One halving of every active, unparked row by direct solves; False if none."""
         v = self.v
-        rows = np.flatnonzero(self.active & ~self.parked)
+        rows = (self.active & ~self.parked).nonzero()[0]
         if rows.size == 0:
             return False
         mid = 0.5 * (self.lo[rows] + self.hi[rows])
@@ -186,7 +189,7 @@ class LockstepSearch:
         mid_of = np.full(2 * v, np.nan)
         mid_of[rows] = mid
         borrow = (rows >= v) & (mid_of[np.where(rows >= v, rows - v, 0)] == mid)
-        own = np.flatnonzero(~borrow)
+        own = (~borrow).nonzero()[0]
         cand = rows[own] % v
         order = np.argsort(cand, kind="stable")
         own, cand = own[order], cand[order]
@@ -205,19 +208,24 @@ class LockstepSearch:
         self.p_top_center[park] = p_top[want]
         self.p_zero_center[park] = p_zero[want]
         self.moments[park] = moments
+        # The borrowing ITL rows' solutions and metrics are their partners' (same point).
+        y = np.empty(rows.size)
+        y[own], itl = self._metric(own_rows, self.table.solution(
+            cand, mid[own], sums[0, own_rows], sums[1, own_rows], sums[2, own_rows],
+            sums[3, own_rows]))
         if borrow.any():
             dst = rows[borrow]
             src = dst - v
-            sums[:, dst] = sums[:, src]
+            at = np.empty(2 * v, dtype=np.int64)
+            at[own_rows] = np.arange(own_rows.size)
+            y[borrow] = itl[at[src]]
             shared = dst[self.parked[src]]
             self.parked[shared] = True
             self.x_center[shared] = self.x_center[shared - v]
             self.p_top_center[shared] = self.p_top_center[shared - v]
             self.p_zero_center[shared] = self.p_zero_center[shared - v]
             self.moments[shared] = self.moments[shared - v]
-        sol = self.table.solution(rows % v, mid, sums[0, rows], sums[1, rows], sums[2, rows],
-                                  sums[3, rows])
-        self._update(rows, mid, self._metric(rows, sol))
+        self._update(rows, mid, y)
         return True
 
     def _series_phase(self, rows: np.ndarray) -> None:
@@ -264,7 +272,7 @@ class LockstepSearch:
             s["left"] = s["left"] - 1
             live &= ~done
             if self.cap is not None:  # partners read each other's brackets
-                going = np.flatnonzero(live)
+                going = live.nonzero()[0]
                 self.active[s["rows"][done]] = False
                 self.hi[s["rows"][going]] = s["hi"][going]
                 live[going[self._prune(s["rows"][going], s["lo"][going])]] = False
@@ -272,7 +280,7 @@ class LockstepSearch:
             if running == 0:
                 break
             if running < _COMPACT_FRACTION * live.size:
-                keep = np.flatnonzero(live)
+                keep = live.nonzero()[0]
                 state = {k: val[keep] for k, val in s.items()}
                 coef = coef.take(keep)
                 series = series[:, :, keep]
