@@ -296,15 +296,18 @@ def _empty_metrics(size: int, offered: np.ndarray) -> dict[str, np.ndarray]:
 
 def _fill_metrics(out: dict[str, np.ndarray], rows: np.ndarray, model: PerfModel,
                   sol: QueueSolution, coef: LatencyCoefficients, lam_max: np.ndarray,
-                  num_servers: np.ndarray) -> None:
-    lat = queue_metrics(model, sol, coef)
+                  num_servers: np.ndarray, latencies: bool = True) -> None:
+    """The metrics of ``rows`` from their solutions; without ``latencies`` the latency
+    fields (resp, wait, prefill, ITL, TTFT) stay as they are (inf)."""
+    if latencies:
+        lat = queue_metrics(model, sol, coef)
+        out["resp_ms"][rows] = lat.resp_ms
+        out["wait_ms"][rows] = lat.wait_ms
+        out["prefill_ms"][rows] = lat.prefill_ms
+        out["itl_ms"][rows] = lat.itl_ms
+        out["ttft_ms"][rows] = lat.ttft_ms
     out["throughput_rps"][rows] = sol.throughput_rpms * 1000.0
-    out["resp_ms"][rows] = lat.resp_ms
-    out["wait_ms"][rows] = lat.wait_ms
     out["num_in_service"][rows] = sol.n_srv
-    out["prefill_ms"][rows] = lat.prefill_ms
-    out["itl_ms"][rows] = lat.itl_ms
-    out["ttft_ms"][rows] = lat.ttft_ms
     out["max_rate_rps"][rows] = lam_max * 1000.0
     out["rho"][rows] = np.clip(sol.n_srv / num_servers, 0.0, 1.0)
 
@@ -503,7 +506,8 @@ def _percentile_rates(table: ChainTable, model: PerfModel, coef: LatencyCoeffici
 def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarray | float,
                tps: np.ndarray | float, *, exact_rates: bool = True,
                ttft_percentile: np.ndarray | float = 0.0,
-               itl_percentile: np.ndarray | float = 0.0) -> SizingBatch:
+               itl_percentile: np.ndarray | float = 0.0,
+               latencies: bool = True) -> SizingBatch:
     """The batched `size`: each candidate's largest rate within its targets.
 
     Parameters
@@ -518,6 +522,10 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
     ttft_percentile, itl_percentile : ndarray, shape (C,) or scalar
         The percentile (0 < p < 100) a target is on; 0 (default) means the mean. Percentile
         rows are sized by `percentile.percentile_search` on the exceedance probability.
+    latencies : bool
+        False leaves the latencies at λ* (``metrics`` prefill, ITL, TTFT, wait, resp) inf:
+        a caller that reads only the rates skips their evaluation (the rates, throughput
+        and ρ are unchanged).
 
     Returns
     -------
@@ -565,7 +573,7 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
         sel = np.flatnonzero(ok)
         sol = table.solve(sel, rate[sel] / 1000.0)
         _fill_metrics(out, idx[sel], model, sol, coef.take(sel), prep.lam_max[sel],
-                      prep.num_servers[sel])
+                      prep.num_servers[sel], latencies)
         out["offered_rps"][idx[sel]] = rate[sel]
         valid[idx[sel]] = True
         feasible[idx] = ok

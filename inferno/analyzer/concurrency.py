@@ -262,14 +262,16 @@ class _Bisection:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(tau > 0, (1.0 - EPSILON) * m / tau * 1000.0, np.inf)
 
-    def probe(self, rows: np.ndarray, m: np.ndarray, exact_rates: bool = False) -> SizingBatch:
-        """`size_batch` of the candidates ``rows`` at max batch ``m``, counting oracle calls."""
+    def probe(self, rows: np.ndarray, m: np.ndarray, exact_rates: bool = False, *,
+              latencies: bool = False) -> SizingBatch:
+        """`size_batch` of the candidates ``rows`` at max batch ``m``, counting oracle calls
+        (the latencies at λ* only with ``latencies``: the search reads only rates)."""
         sub = self.batch.take(rows)
         q = _queue_for(m, sub.max_queue, None if self.queue_ratio is None
                        else np.asarray(self.queue_ratio)[rows])
         sized = size_batch(sub.with_sizes(m, q), *(t[rows] for t in self.targets),
                            exact_rates=exact_rates, ttft_percentile=self.percentiles[0][rows],
-                           itl_percentile=self.percentiles[1][rows])
+                           itl_percentile=self.percentiles[1][rows], latencies=latencies)
         self.calls[rows] += sized.rate_rps > 0
         return sized
 
@@ -294,7 +296,8 @@ def search_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
     alive, m_star = run.alive, run.m_star
     # Rows whose anchor failed stop there (scalar: no confirmation probe); N = 0 makes
     # `size_batch` skip them, and they keep the anchor's reason.
-    confirm = run.probe(np.arange(len(batch)), np.where(alive, m_star, 0), exact_rates=True)
+    confirm = run.probe(np.arange(len(batch)), np.where(alive, m_star, 0), exact_rates=True,
+                        latencies=True)
     confirm = replace(confirm, reason=np.where(alive, confirm.reason, run.anchored.reason))
     throughput = confirm.rate_rps
     return ConcurrencyBatch(max_batch=m_star, feasible=throughput > 0,
