@@ -115,6 +115,25 @@ def test_inexact_rates_keep_the_sizing(model: PerfModel) -> None:
             assert np.all(a[~known] >= full.rate_rps[~known] * 0.999)
 
 
+@pytest.mark.parametrize("model", list(PerfModel))
+def test_rates_only_sizing_skips_the_latencies(model: PerfModel) -> None:
+    """latencies=False (the concurrency search's probes): the same feasibility, reasons,
+    rates, throughput and ρ bit for bit; the latencies at λ* are left inf."""
+    batch = _batch(_grid(model))
+    for targets in ((60.0, 20.0, 0.0), (1000.0, 40.0, 0.0), (200.0, 30.0, 10.0)):
+        full = size_batch(batch, *targets, exact_rates=False)
+        rates = size_batch(batch, *targets, exact_rates=False, latencies=False)
+        assert full.feasible.any()
+        assert np.array_equal(full.feasible, rates.feasible)
+        assert np.array_equal(full.reason, rates.reason)
+        for name in ("rate_rps", "rate_ttft_rps", "rate_itl_rps", "rate_tps_rps"):
+            assert np.array_equal(getattr(full, name), getattr(rates, name), equal_nan=True)
+        for name in ("throughput_rps", "num_in_service", "max_rate_rps", "rho", "valid"):
+            assert np.array_equal(getattr(full.metrics, name), getattr(rates.metrics, name))
+        for name in ("ttft_ms", "itl_ms", "prefill_ms", "wait_ms", "resp_ms"):
+            assert np.all(np.isinf(getattr(rates.metrics, name)))
+
+
 def test_rows_do_not_depend_on_their_neighbours() -> None:
     """Shuffling the candidates permutes the results and changes nothing else."""
     cfgs = _grid(PerfModel.CHUNKED)
