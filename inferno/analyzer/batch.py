@@ -507,7 +507,8 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
                tps: np.ndarray | float, *, exact_rates: bool = True,
                ttft_percentile: np.ndarray | float = 0.0,
                itl_percentile: np.ndarray | float = 0.0,
-               latencies: bool = True) -> SizingBatch:
+               latencies: bool = True,
+               floor_rps: np.ndarray | None = None) -> SizingBatch:
     """The batched `size`: each candidate's largest rate within its targets.
 
     Parameters
@@ -526,6 +527,11 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
         False leaves the latencies at λ* (``metrics`` prefill, ITL, TTFT, wait, resp) inf:
         a caller that reads only the rates skips their evaluation (the rates, throughput
         and ρ are unchanged).
+    floor_rps : ndarray, shape (C,), optional (with ``exact_rates=False`` only)
+        A candidate whose sustainable rate is certainly below its floor is given up as soon
+        as its brackets show it: infeasible, reason "rate below the floor". Every other row
+        is sized exactly as without a floor (the concurrency search's bisection only asks
+        whether f(M) reaches its threshold).
 
     Returns
     -------
@@ -537,6 +543,8 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
     tps_t = _targets(tps, size, "tps")
     pct = {"ttft": _percentiles(ttft_percentile, size, "ttft_percentile"),
            "itl": _percentiles(itl_percentile, size, "itl_percentile")}
+    if floor_rps is not None and exact_rates:
+        raise ConfigError("size_batch: floor_rps needs exact_rates=False")
     prep = _prepare(batch)
     model = batch.perf_model
     feasible = prep.code == 0
@@ -556,17 +564,20 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
         search = LockstepSearch(table, model, coef, prep.lam_min, prep.lam_max,
                                 np.where(on_pct["ttft"], 0.0, targets["ttft"]),
                                 np.where(on_pct["itl"], 0.0, targets["itl"]),
-                                cap=None if exact_rates else lam_tps).run()
+                                cap=None if exact_rates else lam_tps,
+                                floor=None if floor_rps is None
+                                else _batch_rates(floor_rps, size, "size_batch floor_rps")[idx]
+                                / 1000.0).run()
         v = idx.size
         lam_of = {"ttft": search.result[:v].copy(), "itl": search.result[v:].copy()}
         below = {"ttft": search.below[:v].copy(), "itl": search.below[v:].copy()}
         for kind in ("ttft", "itl"):
-            rows = np.flatnonzero(on_pct[kind])
+            rows = np.flatnonzero(on_pct[kind] & ~search.given_up)
             if rows.size:
                 lam_of[kind][rows], below[kind][rows] = _percentile_rates(
                     table, model, coef, prep, rows, targets[kind][rows], pct[kind][idx][rows],
                     kind)
-        ok = ~below["ttft"] & ~below["itl"]
+        ok = ~below["ttft"] & ~below["itl"] & ~search.given_up
         # fmin: a search stopped early (NaN) never holds the minimum.
         lam_star = np.fmin(np.fmin(lam_of["ttft"], lam_of["itl"]), lam_tps)
         rate = lam_star * 1000.0
@@ -577,6 +588,8 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
         out["offered_rps"][idx[sel]] = rate[sel]
         valid[idx[sel]] = True
         feasible[idx] = ok
+        for i in np.flatnonzero(search.given_up):
+            reason[idx[i]] = "rate below the floor"
         for kind in ("itl", "ttft"):
             for i in np.flatnonzero(below[kind]):
                 stat = f"p{pct[kind][idx[i]]:g} " if on_pct[kind][i] else ""

@@ -29,6 +29,9 @@ from inferno.model import PerfModel
 
 __all__ = ["LockstepSearch", "within"]
 
+_FLOOR_MARGIN = 1.0 - 1e-9
+"""A bound must be below the floor by more than rounding (λ* is rescaled to req/s and back
+before the throughput is computed)."""
 _COMPACT_FRACTION = 0.75
 """The series phase drops finished rows once fewer than this share is still running."""
 
@@ -71,16 +74,27 @@ class LockstepSearch:
         longer change that minimum; its result is then NaN. The minimum itself is exactly
         the one the full searches give. Without ``cap`` every row runs to the end.
 
+    floor : ndarray, shape (V,), optional (with ``cap`` only)
+        A candidate is given up (``given_up``, both rows stopped) as soon as its brackets
+        show min(λ_TTFT, λ_ITL, cap) < floor: its throughput at λ* is then below the floor
+        too, the only thing a caller passing a floor wants to know.
+
     Either way a row whose partner's target is below the region (candidate infeasible)
     is not searched; its result is NaN.
     """
 
     def __init__(self, table: ChainTable, model: PerfModel, coef: LatencyCoefficients,
                  lam_min: np.ndarray, lam_max: np.ndarray, ttft_ms: np.ndarray,
-                 itl_ms: np.ndarray, cap: np.ndarray | None = None) -> None:
+                 itl_ms: np.ndarray, cap: np.ndarray | None = None,
+                 floor: np.ndarray | None = None) -> None:
         self.table, self.model, self.coef = table, model, coef
         v = self.v = len(table)
+        if floor is not None and cap is None:
+            raise ValueError("LockstepSearch: a floor needs a cap")
         self.cap = None if cap is None else np.concatenate([cap, cap])
+        self.floor = None if floor is None else floor * _FLOOR_MARGIN
+        self.given_up = np.zeros(v, dtype=bool)
+        """Candidates stopped because their rate is certainly below ``floor``."""
         self.target = np.concatenate([ttft_ms, itl_ms])
         self.lo = np.concatenate([lam_min, lam_min])
         self.hi = np.concatenate([lam_max, lam_max])
@@ -143,6 +157,7 @@ class LockstepSearch:
         doomed = below[self._partner(np.arange(2 * v))]
         self.active &= ~doomed
         self.result[doomed] = np.nan
+        self._give_up(np.arange(v))
 
     def _partner(self, rows: np.ndarray) -> np.ndarray:
         """The other search (ITL for TTFT and vice versa) of the same candidate."""
@@ -164,6 +179,23 @@ class LockstepSearch:
         self.result[rows[stop]] = np.nan
         return stop
 
+    def _give_up(self, rows: np.ndarray) -> None:
+        """Stop the candidates of ``rows`` whose min(λ_TTFT, λ_ITL, cap) is certainly below
+        the floor (an active row's λ is at most its upper end, a stopped one's is its result
+        or, NaN, not the minimum)."""
+        if self.floor is None or rows.size == 0:
+            return
+        v = self.v
+        cand = rows % v
+        rows = np.concatenate([cand, cand + v])
+        bound = np.where(self.active[rows], self.hi[rows], self.result[rows])
+        lowest = np.fmin(np.fmin(bound[:cand.size], bound[cand.size:]), self.cap[cand])
+        drop = cand[lowest < self.floor[cand]]
+        if drop.size:
+            self.given_up[drop] = True
+            self.active[drop] = False
+            self.active[drop + v] = False
+
     def _update(self, rows: np.ndarray, mid: np.ndarray, y: np.ndarray) -> None:
         t = self.target[rows]
         done = within(y, t) | (self.steps[rows] + 1 >= SEARCH_MAX_ITERATIONS)
@@ -176,6 +208,7 @@ class LockstepSearch:
         self.lo[rows[higher]] = mid[higher]
         going = rows[~done]
         self._prune(going, self.lo[going])
+        self._give_up(rows)
 
     def _direct_step(self) -> bool:
         """One halving of every active, unparked row by direct solves; False if none."""
@@ -240,7 +273,8 @@ class LockstepSearch:
             "left": SEARCH_MAX_ITERATIONS - self.steps[rows],
             "xc": self.x_center[rows], "ptc": self.p_top_center[rows],
             "pzc": self.p_zero_center[rows], "jc": table.center[cand],
-            "n": table.num_servers[cand], "q": table.num_queue[cand],
+            # N and Q as floats: `chain_solution` would convert them on every step
+            "n": table.num_servers[cand].astype(float), "q": table.num_queue[cand].astype(float),
             "dn": table.num_servers[cand] - table.center[cand],
             "log_mu_top": table.log_mu_top[cand], "ttft": rows < v,
         }
@@ -276,6 +310,9 @@ class LockstepSearch:
                 self.active[s["rows"][done]] = False
                 self.hi[s["rows"][going]] = s["hi"][going]
                 live[going[self._prune(s["rows"][going], s["lo"][going])]] = False
+                if self.floor is not None:
+                    self._give_up(s["rows"][going])
+                    live &= self.active[s["rows"]]
             running = int(live.sum())
             if running == 0:
                 break
