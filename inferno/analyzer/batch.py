@@ -296,15 +296,18 @@ def _empty_metrics(size: int, offered: np.ndarray) -> dict[str, np.ndarray]:
 
 def _fill_metrics(out: dict[str, np.ndarray], rows: np.ndarray, model: PerfModel,
                   sol: QueueSolution, coef: LatencyCoefficients, lam_max: np.ndarray,
-                  num_servers: np.ndarray) -> None:
-    lat = queue_metrics(model, sol, coef)
+                  num_servers: np.ndarray, latencies: bool = True) -> None:
+    """The metrics of ``rows`` from their solutions; without ``latencies`` the latency
+    fields (resp, wait, prefill, ITL, TTFT) stay as they are (inf)."""
+    if latencies:
+        lat = queue_metrics(model, sol, coef)
+        out["resp_ms"][rows] = lat.resp_ms
+        out["wait_ms"][rows] = lat.wait_ms
+        out["prefill_ms"][rows] = lat.prefill_ms
+        out["itl_ms"][rows] = lat.itl_ms
+        out["ttft_ms"][rows] = lat.ttft_ms
     out["throughput_rps"][rows] = sol.throughput_rpms * 1000.0
-    out["resp_ms"][rows] = lat.resp_ms
-    out["wait_ms"][rows] = lat.wait_ms
     out["num_in_service"][rows] = sol.n_srv
-    out["prefill_ms"][rows] = lat.prefill_ms
-    out["itl_ms"][rows] = lat.itl_ms
-    out["ttft_ms"][rows] = lat.ttft_ms
     out["max_rate_rps"][rows] = lam_max * 1000.0
     out["rho"][rows] = np.clip(sol.n_srv / num_servers, 0.0, 1.0)
 
@@ -503,7 +506,9 @@ def _percentile_rates(table: ChainTable, model: PerfModel, coef: LatencyCoeffici
 def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarray | float,
                tps: np.ndarray | float, *, exact_rates: bool = True,
                ttft_percentile: np.ndarray | float = 0.0,
-               itl_percentile: np.ndarray | float = 0.0) -> SizingBatch:
+               itl_percentile: np.ndarray | float = 0.0,
+               latencies: bool = True,
+               floor_rps: np.ndarray | None = None) -> SizingBatch:
     """The batched `size`: each candidate's largest rate within its targets.
 
     Parameters
@@ -518,6 +523,15 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
     ttft_percentile, itl_percentile : ndarray, shape (C,) or scalar
         The percentile (0 < p < 100) a target is on; 0 (default) means the mean. Percentile
         rows are sized by `percentile.percentile_search` on the exceedance probability.
+    latencies : bool
+        False leaves the latencies at λ* (``metrics`` prefill, ITL, TTFT, wait, resp) inf:
+        a caller that reads only the rates skips their evaluation (the rates, throughput
+        and ρ are unchanged).
+    floor_rps : ndarray, shape (C,), optional (with ``exact_rates=False`` only)
+        A candidate whose sustainable rate is certainly below its floor is given up as soon
+        as its brackets show it: infeasible, reason "rate below the floor". Every other row
+        is sized exactly as without a floor (the concurrency search's bisection only asks
+        whether f(M) reaches its threshold).
 
     Returns
     -------
@@ -529,6 +543,8 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
     tps_t = _targets(tps, size, "tps")
     pct = {"ttft": _percentiles(ttft_percentile, size, "ttft_percentile"),
            "itl": _percentiles(itl_percentile, size, "itl_percentile")}
+    if floor_rps is not None and exact_rates:
+        raise ConfigError("size_batch: floor_rps needs exact_rates=False")
     prep = _prepare(batch)
     model = batch.perf_model
     feasible = prep.code == 0
@@ -548,27 +564,32 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
         search = LockstepSearch(table, model, coef, prep.lam_min, prep.lam_max,
                                 np.where(on_pct["ttft"], 0.0, targets["ttft"]),
                                 np.where(on_pct["itl"], 0.0, targets["itl"]),
-                                cap=None if exact_rates else lam_tps).run()
+                                cap=None if exact_rates else lam_tps,
+                                floor=None if floor_rps is None
+                                else _batch_rates(floor_rps, size, "size_batch floor_rps")[idx]
+                                / 1000.0).run()
         v = idx.size
         lam_of = {"ttft": search.result[:v].copy(), "itl": search.result[v:].copy()}
         below = {"ttft": search.below[:v].copy(), "itl": search.below[v:].copy()}
         for kind in ("ttft", "itl"):
-            rows = np.flatnonzero(on_pct[kind])
+            rows = np.flatnonzero(on_pct[kind] & ~search.given_up)
             if rows.size:
                 lam_of[kind][rows], below[kind][rows] = _percentile_rates(
                     table, model, coef, prep, rows, targets[kind][rows], pct[kind][idx][rows],
                     kind)
-        ok = ~below["ttft"] & ~below["itl"]
+        ok = ~below["ttft"] & ~below["itl"] & ~search.given_up
         # fmin: a search stopped early (NaN) never holds the minimum.
         lam_star = np.fmin(np.fmin(lam_of["ttft"], lam_of["itl"]), lam_tps)
         rate = lam_star * 1000.0
         sel = np.flatnonzero(ok)
         sol = table.solve(sel, rate[sel] / 1000.0)
         _fill_metrics(out, idx[sel], model, sol, coef.take(sel), prep.lam_max[sel],
-                      prep.num_servers[sel])
+                      prep.num_servers[sel], latencies)
         out["offered_rps"][idx[sel]] = rate[sel]
         valid[idx[sel]] = True
         feasible[idx] = ok
+        for i in np.flatnonzero(search.given_up):
+            reason[idx[i]] = "rate below the floor"
         for kind in ("itl", "ttft"):
             for i in np.flatnonzero(below[kind]):
                 stat = f"p{pct[kind][idx[i]]:g} " if on_pct[kind][i] else ""

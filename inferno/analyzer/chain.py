@@ -174,8 +174,6 @@ class ChainTable:
             self.exact_rows[start:start + rows] = exact
             start += rows
         self._buffers = [np.empty(0), np.empty(0)]
-        self._floor = np.full(max((b.block * b.width for b in self.buckets), default=0),
-                              _LOG_FLOOR)
         self.reach = np.maximum(self.center, self.num_servers - self.center)
         """D: the largest |j − j_c| over a row's in-service states (Taylor radius scale)."""
 
@@ -227,7 +225,7 @@ class ChainTable:
             if p1 <= p0:
                 continue
             rows = cand[p0:p1] - b.start
-            contiguous = bool(np.all(np.diff(rows) == 1))
+            contiguous = rows.size < 2 or bool((rows[1:] - rows[:-1] == 1).all())
             width = b.width if states is None else min(states, b.width)
             bcum = b.cum if width == b.width else b.cum[:, :width]
             buf = self._scratch(b.block * width).reshape(b.block, width)
@@ -248,7 +246,7 @@ class ChainTable:
                 if b.exact_max:
                     extra[q0:q1] = e.max(axis=1)
                     e -= extra[q0:q1, None]
-                np.maximum(e, self._floor[:e.size].reshape(e.shape), out=e)
+                np.maximum(e, _LOG_FLOOR, out=e)
                 np.exp(e, out=e)
                 np.matmul(e, b.jm[:width], out=z[q0:q1])
                 w = want[q0:q1]
@@ -267,7 +265,7 @@ class ChainTable:
         """
         cand = np.asarray(cand, dtype=np.int64)
         x = np.asarray(x, dtype=float)
-        rows = np.flatnonzero(self.exact_rows[cand])
+        rows = self.exact_rows[cand].nonzero()[0]
         extra = np.zeros(cand.size)
         if rows.size:
             with np.errstate(divide="ignore"):

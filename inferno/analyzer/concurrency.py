@@ -206,7 +206,9 @@ class _Bisection:
 
     With ``capacity_shortcut`` a bisection probe is skipped for rows whose max rate λ_max(M)
     (a bound on f(M)) is already below the threshold: the decision is the same, but such a
-    probe is not counted in ``calls`` (so the diagnostics variant does not use it).
+    probe is not counted in ``calls`` (so the diagnostics variant does not use it). The
+    other rows are sized with the threshold as their floor (`size_batch`'s ``floor_rps``):
+    a row whose brackets already put f(M) below it stops there, decided the same way.
     """
 
     def __init__(self, batch: QueueBatch, ttft_ms: np.ndarray | float,
@@ -244,10 +246,13 @@ class _Bisection:
             mid = (lo[rows] + hi[rows]) // 2
             rate = np.zeros(rows.size)
             todo = np.arange(rows.size)
+            floor = None
             if capacity_shortcut:
                 bound = self._max_rate_rps(rows, mid) * (1.0 + _CAPACITY_MARGIN)
                 todo = np.flatnonzero(bound >= threshold[rows])
-            rate[todo] = self.probe(rows[todo], mid[todo]).rate_rps
+                # only f(M) >= threshold matters: a row's sizing stops once it falls short
+                floor = threshold[rows[todo]]
+            rate[todo] = self.probe(rows[todo], mid[todo], floor_rps=floor).rate_rps
             up = rate >= threshold[rows]
             hi[rows] = np.where(up, mid, hi[rows])
             lo[rows] = np.where(up, lo[rows], mid + 1)
@@ -262,14 +267,18 @@ class _Bisection:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(tau > 0, (1.0 - EPSILON) * m / tau * 1000.0, np.inf)
 
-    def probe(self, rows: np.ndarray, m: np.ndarray, exact_rates: bool = False) -> SizingBatch:
-        """`size_batch` of the candidates ``rows`` at max batch ``m``, counting oracle calls."""
+    def probe(self, rows: np.ndarray, m: np.ndarray, exact_rates: bool = False, *,
+              latencies: bool = False, floor_rps: np.ndarray | None = None) -> SizingBatch:
+        """`size_batch` of the candidates ``rows`` at max batch ``m``, counting oracle calls
+        (the latencies at λ* only with ``latencies``: the search reads only rates; a row
+        certainly below ``floor_rps`` may come back infeasible)."""
         sub = self.batch.take(rows)
         q = _queue_for(m, sub.max_queue, None if self.queue_ratio is None
                        else np.asarray(self.queue_ratio)[rows])
         sized = size_batch(sub.with_sizes(m, q), *(t[rows] for t in self.targets),
                            exact_rates=exact_rates, ttft_percentile=self.percentiles[0][rows],
-                           itl_percentile=self.percentiles[1][rows])
+                           itl_percentile=self.percentiles[1][rows], latencies=latencies,
+                           floor_rps=floor_rps)
         self.calls[rows] += sized.rate_rps > 0
         return sized
 
@@ -294,7 +303,8 @@ def search_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
     alive, m_star = run.alive, run.m_star
     # Rows whose anchor failed stop there (scalar: no confirmation probe); N = 0 makes
     # `size_batch` skip them, and they keep the anchor's reason.
-    confirm = run.probe(np.arange(len(batch)), np.where(alive, m_star, 0), exact_rates=True)
+    confirm = run.probe(np.arange(len(batch)), np.where(alive, m_star, 0), exact_rates=True,
+                        latencies=True)
     confirm = replace(confirm, reason=np.where(alive, confirm.reason, run.anchored.reason))
     throughput = confirm.rate_rps
     return ConcurrencyBatch(max_batch=m_star, feasible=throughput > 0,

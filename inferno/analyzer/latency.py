@@ -86,7 +86,7 @@ class LatencyCoefficients:
     is a single indexing; the upstream models keep their `MetricCoefficients`.
     """
 
-    __slots__ = ("_base", "_rows", "cols", "model", "upstream")
+    __slots__ = ("_base", "_multi", "_rows", "cols", "model", "upstream")
 
     def __init__(self, model: PerfModel, upstream: MetricCoefficients | None,
                  cols: np.ndarray, base: ServiceParams, rows: np.ndarray | None) -> None:
@@ -95,6 +95,7 @@ class LatencyCoefficients:
         self.cols = cols
         self._base = base
         self._rows = rows
+        self._multi: tuple[np.ndarray, ServiceParams] | None = None
 
     def __len__(self) -> int:
         return int(self.cols.shape[1])
@@ -105,10 +106,18 @@ class LatencyCoefficients:
         and distributions need them)."""
         return self._base if self._rows is None else self._base.take(self._rows)
 
+    def multi_chunk(self) -> tuple[np.ndarray, ServiceParams]:
+        """(rows whose prefill may take several chunks, their `ServiceParams`), kept: the
+        search's series phase evaluates the same candidates some 20 times."""
+        if self._multi is None:
+            idx = (self.one_chunk == 0).nonzero()[0]
+            self._multi = idx, self._base.take(idx if self._rows is None else self._rows[idx])
+        return self._multi
+
     def take(self, idx: np.ndarray) -> LatencyCoefficients:
         idx = np.asarray(idx)
         if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
+            idx = idx.nonzero()[0]
         rows = idx if self._rows is None else self._rows[idx]
         upstream = None if self.upstream is None else self.upstream.take(idx)
         return LatencyCoefficients(self.model, upstream, self.cols[:, idx], self._base, rows)
@@ -191,28 +200,43 @@ def _arrival(sol: QueueSolution, coef: LatencyCoefficients) -> _Arrival:
     """PASTA: accepted arrivals see the time-stationary state, except that P(all N busy) is
     taken to the power 1/v (a Gaussian-tail probability whose variance is scaled by v).
 
-    v is computed only where waiting is possible (elsewhere it is 1 and unused)."""
+    v is computed only where waiting is possible (elsewhere it is 1 and unused). The
+    caller ignores floating-point warnings (`_quiet`)."""
     accepted = 1.0 - sol.p_block
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        lam = sol.throughput_rpms / accepted
-        scale = 1.0 / accepted
-        wait = np.zeros_like(lam)
-        v = np.ones_like(lam)
-        rows = np.flatnonzero(sol.p_wait > WAIT_NEGLIGIBLE * accepted)
-        if rows.size:
-            w = np.minimum(sol.p_wait[rows] / accepted[rows], 1.0)
-            x = lam[rows]
-            v[rows] = v_rows = ((1.0 + x * coef.spread_profile[rows])
-                                / (1.0 + x * coef.spread_flat[rows]))
-            w_v = np.exp(np.log(w) / v_rows)
-            wait[rows] = w_v
-            scale[rows] *= np.where(w < 1, (1.0 - w_v) / (1.0 - w), 0.0)
+    lam = sol.throughput_rpms / accepted
+    scale = 1.0 / accepted
+    size = lam.size
+    wait = np.zeros(size)
+    v = np.ones(size)
+    rows = _rows_or_all(sol.p_wait > WAIT_NEGLIGIBLE * accepted)
+    if rows is not None:
+        w = np.minimum(sol.p_wait[rows] / accepted[rows], 1.0)
+        x = lam[rows]
+        v[rows] = v_rows = ((1.0 + x * coef.spread_profile[rows])
+                            / (1.0 + x * coef.spread_flat[rows]))
+        w_v = np.exp(np.log(w) / v_rows)
+        wait[rows] = w_v
+        scale[rows] *= np.where(w < 1, (1.0 - w_v) / (1.0 - w), 0.0)
     below = 1.0 - sol.p_wait - sol.p_block
     full = coef.num_servers * (sol.p_wait + sol.p_block)
     return _Arrival(idle=sol.p_idle * scale,
                     busy=np.maximum(below - sol.p_idle, 0.0) * scale,
                     n_busy=np.maximum(sol.n_srv - full, 0.0) * scale,
                     wait=wait, scale=scale, lam=lam, ratio=v)
+
+
+def _rows_or_all(mask: np.ndarray) -> np.ndarray | slice | None:
+    """The rows of ``mask``: None if none, a full slice if all (no gathers then)."""
+    rows = mask.nonzero()[0]
+    if rows.size == 0:
+        return None
+    return slice(None) if rows.size == mask.size else rows
+
+
+def _quiet() -> np.errstate:
+    """The floating-point state the vllm metric's helpers run in (one context per
+    evaluation, not one per helper): rows that cannot be solved carry inf/NaN through."""
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore")
 
 
 WAIT_NEGLIGIBLE = 1e-12
@@ -223,8 +247,9 @@ contribution is below 1e-12 of a service time)."""
 class _Terms(NamedTuple):
     """Prefill quantities per row, (C,) arrays (ms)."""
 
-    chunks: np.ndarray
-    """Prefill chunks of an arrival: nc at the rounded mean batch (1 for most rows)."""
+    chunks: np.ndarray | None
+    """Prefill chunks of an arrival: nc at the rounded mean batch (1 for most rows; None:
+    1 for every row)."""
     w_pre: np.ndarray
     """Own prefill work in ``chunks`` chunks."""
     w_chunk: np.ndarray
@@ -240,32 +265,36 @@ class _Terms(NamedTuple):
 
 
 def _terms(coef: LatencyCoefficients, sol: QueueSolution, arr: _Arrival) -> _Terms:
-    chunks = np.ones(len(coef))
+    """The prefill quantities; ``chunks`` is None where every row prefills in one chunk
+    (the common case: the products by it are then skipped, 1·x being x)."""
+    chunks = None
     w_pre = coef.prefill_ms
     delta = coef.delta_ms
-    multi = np.flatnonzero(coef.one_chunk == 0)
+    w_chunk = w_pre
+    multi, p = coef.multi_chunk()
     if multi.size:
+        chunks = np.ones(len(coef))
         w_pre, delta = w_pre.copy(), delta.copy()
-        p = coef.params.take(multi)
-        with np.errstate(invalid="ignore"):
-            rounded = np.clip(np.floor(np.nan_to_num(sol.n_srv[multi], nan=1.0) + 0.5), 1.0,
-                              coef.num_servers[multi])
+        n_srv = sol.n_srv[multi]
+        # NaN counts as 1 (np.nan_to_num's cost is a dozen passes)
+        rounded = np.clip(np.floor(np.where(np.isnan(n_srv), 1.0, n_srv) + 0.5), 1.0,
+                          coef.num_servers[multi])
         c = num_chunks(rounded, p.in_tokens, p.out_tokens, p.max_num_tokens).astype(float)
         chunks[multi] = c
         w_pre[multi] = vllm_prefill_work_ms(c, p)
         delta[multi] = (w_pre[multi] + (p.out_tokens - 1.0) * coef.decode_ms[multi]) / (
             c + p.out_tokens - 1.0)
-    w_chunk = w_pre / chunks
-    if multi.size:
+        w_chunk = w_pre / chunks
         # vLLM fills the token budget left by the decodes: the chunks before the last are
         # full, so a prefill iteration holds min(L, budget − decodes) prompt tokens, not L/c.
         budget = np.where(p.max_num_tokens == 0, DEFAULT_MAX_NUM_TOKENS, p.max_num_tokens)
         tokens = np.clip(budget - rounded, 1.0, p.in_tokens)
         w_chunk[multi] = (p.beta_ms + p.gamma_ms) * tokens + excess_work_ms(tokens, p)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        others = np.where(arr.busy > 0, arr.n_busy / arr.busy, 1.0) - 1.0
-        t_pre = coef.alpha_ms + others * coef.decode_ms + w_chunk
-        share = np.nan_to_num(np.clip(chunks * t_pre / sol.serv_ms, 0.0, 1.0))
+    others = np.where(arr.busy > 0, arr.n_busy / arr.busy, 1.0) - 1.0
+    t_pre = coef.alpha_ms + others * coef.decode_ms + w_chunk
+    share = (t_pre if chunks is None else chunks * t_pre) / sol.serv_ms
+    # clip to [0, 1], NaN -> 0
+    share = np.where(share > 0.0, np.minimum(share, 1.0), 0.0)
     return _Terms(chunks, w_pre, w_chunk, delta, np.maximum(w_chunk - coef.decode_ms, 0.0),
                   share)
 
@@ -277,33 +306,33 @@ def _queue_shape(coef: LatencyCoefficients, arr: _Arrival, rows: np.ndarray | No
     The number of slots it waits for, k, is geometric, P(k) = (1−σ)σ^{k−1}, whose mean
     queue length is the chain's (its geometric tail at temperature v, truncated at Q) times
     Cosmetatos' M/D/c factor; the wait for slot k = qN + r is q·D plus the r-th order
-    statistic of N uniform residuals on [0, D], of mean r·D/(N+1).
+    statistic of N uniform residuals on [0, D], of mean r·D/(N+1). Under `_quiet`.
     """
     sigma = np.zeros(len(coef))
     queued = np.zeros(len(coef))
     wanted = arr.wait > 0.0 if rows is None else rows & (arr.wait > 0.0)
-    rows = np.flatnonzero(wanted)
-    if rows.size == 0:
+    rows = _rows_or_all(wanted)
+    if rows is None:
         return sigma, queued
     n, q = coef.num_servers[rows], coef.num_queue[rows]
     d_full = coef.full_service_ms[rows]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        rho = arr.lam[rows] * d_full / n
-        log_ratio = np.log(rho) / arr.ratio[rows]
-        ratio = np.exp(log_ratio)
-        # Mean of k − 1 for a geometric tail ratio r on 0..Q−1 (arrivals at K are lost).
-        r_q = np.exp(q * log_ratio)
-        length = np.where(np.abs(1.0 - ratio) > 1e-9,
-                          ratio / (1.0 - ratio) - q * r_q / (1.0 - r_q), (q - 1.0) / 2.0)
-        length = np.clip(np.nan_to_num(length, nan=0.0, posinf=0.0), 0.0, None)
-        factor = np.where(rho < 1.0, np.minimum(1.0, 0.5 + 0.5 * (1.0 - rho)
-                                                * coef.cosmetatos[rows] / rho), 0.5)
-        ahead = factor * length
-        s = ahead / (1.0 + ahead)
-        s_n = s ** n
-        cycles = s_n / (1.0 - s_n)
-        slot = np.where(s > 0, (1.0 - (n + 1.0) * s_n + n * s_n * s)
-                        / ((1.0 - s) * (1.0 - s_n)), 1.0)
+    rho = arr.lam[rows] * d_full / n
+    log_ratio = np.log(rho) / arr.ratio[rows]
+    ratio = np.exp(log_ratio)
+    # Mean of k − 1 for a geometric tail ratio r on 0..Q−1 (arrivals at K are lost).
+    r_q = np.exp(q * log_ratio)
+    length = np.where(np.abs(1.0 - ratio) > 1e-9,
+                      ratio / (1.0 - ratio) - q * r_q / (1.0 - r_q), (q - 1.0) / 2.0)
+    # NaN, +inf and negatives -> 0
+    length = np.where((length > 0.0) & (length < np.inf), length, 0.0)
+    factor = np.where(rho < 1.0, np.minimum(1.0, 0.5 + 0.5 * (1.0 - rho)
+                                            * coef.cosmetatos[rows] / rho), 0.5)
+    ahead = factor * length
+    s = ahead / (1.0 + ahead)
+    s_n = s ** n
+    cycles = s_n / (1.0 - s_n)
+    slot = np.where(s > 0, (1.0 - (n + 1.0) * s_n + n * s_n * s)
+                    / ((1.0 - s) * (1.0 - s_n)), 1.0)
     sigma[rows] = s
     queued[rows] = d_full * (cycles + slot / (n + 1.0))
     return sigma, queued
@@ -315,19 +344,24 @@ def _vllm_metrics(sol: QueueSolution, coef: LatencyCoefficients,
     docstring). An arrival that finds n < N (n >= 1) waits half the iteration in progress,
     whose time-average length is α + n·w_d + n·s_p·(w_chunk − w_d), and its prefill iteration
     adds the n decodes, its own prompt and λ·(that length) co-admitted prompts."""
-    arr = _arrival(sol, coef)
-    t = _terms(coef, sol, arr)
-    alpha, c = coef.alpha_ms, t.chunks
-    # Σ_{1<=n<N} p_n·E[iteration in progress | n], the time-average (length-biased) length:
-    # a decode iteration α + n·w_d, or with probability n·s_p a prefill one, gap longer.
-    covering = arr.busy * alpha + arr.n_busy * (coef.decode_ms + t.share * t.gap)
-    own = (arr.idle + arr.busy) * (c * alpha + t.w_pre) + arr.n_busy * c * coef.decode_ms
-    _, queued = _queue_shape(coef, arr, ttft_rows)
-    prefill = own + arr.lam * t.w_chunk * covering + arr.wait * coef.full_prefill_ms
-    # The front-end delays the request before the engine (a pure delay, open loop).
-    ttft = prefill + 0.5 * covering + arr.wait * queued + coef.frontend_ms
-    m = coef.out_tokens
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with _quiet():
+        arr = _arrival(sol, coef)
+        t = _terms(coef, sol, arr)
+        alpha, c = coef.alpha_ms, t.chunks
+        # Σ_{1<=n<N} p_n·E[iteration in progress | n], the time-average (length-biased)
+        # length: a decode iteration α + n·w_d, or with probability n·s_p a prefill one,
+        # gap longer.
+        covering = arr.busy * alpha + arr.n_busy * (coef.decode_ms + t.share * t.gap)
+        if c is None:  # one chunk everywhere: c·x = x
+            own = (arr.idle + arr.busy) * (alpha + t.w_pre) + arr.n_busy * coef.decode_ms
+        else:
+            own = ((arr.idle + arr.busy) * (c * alpha + t.w_pre)
+                   + arr.n_busy * c * coef.decode_ms)
+        _, queued = _queue_shape(coef, arr, ttft_rows)
+        prefill = own + arr.lam * t.w_chunk * covering + arr.wait * coef.full_prefill_ms
+        # The front-end delays the request before the engine (a pure delay, open loop).
+        ttft = prefill + 0.5 * covering + arr.wait * queued + coef.frontend_ms
+        m = coef.out_tokens
         itl = np.where(m > 1, (sol.serv_ms - prefill) / np.maximum(m - 1.0, 1.0),
                        alpha + sol.n_srv * t.delta)
     return Latency(prefill, itl, ttft, ttft - prefill, ttft + (m - 1.0) * itl)
@@ -375,10 +409,13 @@ class LatencyDistribution:
             self._wait = np.clip(sol.p_wait / accepted, 0.0, 1.0)
             self._base = self.mean.prefill_ms + self.mean.itl_ms
             return
-        arr = _arrival(sol, coef)
-        t = _terms(coef, sol, arr)
+        with _quiet():
+            arr = _arrival(sol, coef)
+            t = _terms(coef, sol, arr)
+            self.sigma, _ = _queue_shape(coef, arr)
+        if t.chunks is None:
+            t = t._replace(chunks=np.ones(len(coef)))
         self.arr, self.t = arr, t
-        self.sigma, _ = _queue_shape(coef, arr)
         width = states.shape[1]
         n = np.arange(width, dtype=float)[None, :]
         inside = n < coef.num_servers[:, None]

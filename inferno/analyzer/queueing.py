@@ -188,7 +188,8 @@ def geometric_tail_sums(d: np.ndarray, num_queue: np.ndarray) -> tuple[np.ndarra
         eq = np.expm1(qd)
         g0 = np.exp(d) * eq / em1
         mean_k = q / eq + q - 1.0 / em1
-    small = np.flatnonzero(np.abs(qd) < 0.2)
+    # Q = 0 rows need no mean (G1 = 0), however small Q·d is
+    small = ((np.abs(qd) < 0.2) & (q != 0)).nonzero()[0]
     if small.size:
         mean_k[small] = _mean_small(qd[small], d[small])
     zero = d == 0

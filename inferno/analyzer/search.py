@@ -29,6 +29,9 @@ from inferno.model import PerfModel
 
 __all__ = ["LockstepSearch", "within"]
 
+_FLOOR_MARGIN = 1.0 - 1e-9
+"""A bound must be below the floor by more than rounding (λ* is rescaled to req/s and back
+before the throughput is computed)."""
 _COMPACT_FRACTION = 0.75
 """The series phase drops finished rows once fewer than this share is still running."""
 
@@ -71,16 +74,27 @@ class LockstepSearch:
         longer change that minimum; its result is then NaN. The minimum itself is exactly
         the one the full searches give. Without ``cap`` every row runs to the end.
 
+    floor : ndarray, shape (V,), optional (with ``cap`` only)
+        A candidate is given up (``given_up``, both rows stopped) as soon as its brackets
+        show min(λ_TTFT, λ_ITL, cap) < floor: its throughput at λ* is then below the floor
+        too, the only thing a caller passing a floor wants to know.
+
     Either way a row whose partner's target is below the region (candidate infeasible)
     is not searched; its result is NaN.
     """
 
     def __init__(self, table: ChainTable, model: PerfModel, coef: LatencyCoefficients,
                  lam_min: np.ndarray, lam_max: np.ndarray, ttft_ms: np.ndarray,
-                 itl_ms: np.ndarray, cap: np.ndarray | None = None) -> None:
+                 itl_ms: np.ndarray, cap: np.ndarray | None = None,
+                 floor: np.ndarray | None = None) -> None:
         self.table, self.model, self.coef = table, model, coef
         v = self.v = len(table)
+        if floor is not None and cap is None:
+            raise ValueError("LockstepSearch: a floor needs a cap")
         self.cap = None if cap is None else np.concatenate([cap, cap])
+        self.floor = None if floor is None else floor * _FLOOR_MARGIN
+        self.given_up = np.zeros(v, dtype=bool)
+        """Candidates stopped because their rate is certainly below ``floor``."""
         self.target = np.concatenate([ttft_ms, itl_ms])
         self.lo = np.concatenate([lam_min, lam_min])
         self.hi = np.concatenate([lam_max, lam_max])
@@ -103,30 +117,33 @@ class LockstepSearch:
         self._ends()
         while self._direct_step():
             pass
-        self._series_phase(np.flatnonzero(self.active & self.parked))
+        self._series_phase((self.active & self.parked).nonzero()[0])
         return self
 
-    def _metric(self, rows: np.ndarray, sol: QueueSolution) -> np.ndarray:
-        """TTFT or ITL (by row kind) from the solutions at ``rows``."""
+    def _metric(self, rows: np.ndarray, sol: QueueSolution) -> tuple[np.ndarray, np.ndarray]:
+        """(TTFT or ITL by row kind, ITL) from the solutions at ``rows``.
+
+        A row's ITL does not depend on whether its TTFT includes the wait for a slot, so a
+        TTFT row's ITL is its partner's value at the same point."""
         is_ttft = rows < self.v
         lat = queue_metrics(self.model, sol, self.coef.take(rows % self.v), is_ttft)
-        return np.where(is_ttft, lat.ttft_ms, lat.itl_ms)
+        return np.where(is_ttft, lat.ttft_ms, lat.itl_ms), lat.itl_ms
 
     def _ends(self) -> None:
         """The end-point rules of §2.7 for every row with a target (> 0)."""
         v = self.v
         t = self.target
         searched = t > 0
-        cand = np.flatnonzero(searched[:v] | searched[v:])
+        cand = (searched[:v] | searched[v:]).nonzero()[0]
         y_lo = np.full(2 * v, np.nan)
         y_hi = np.full(2 * v, np.nan)
         if cand.size:
-            rows = np.concatenate([cand, cand + v])
+            coef = self.coef.take(cand)
             for lam, y, solve in ((self.lo, y_lo, self.table.solve_light),
                                   (self.hi, y_hi, self.table.solve)):
-                sol = solve(cand, lam[cand])
-                y[rows] = self._metric(rows, QueueSolution(*(np.concatenate([f, f])
-                                                              for f in sol)))
+                # one evaluation gives both searches' metrics at the shared end point
+                lat = queue_metrics(self.model, solve(cand, lam[cand]), coef)
+                y[cand], y[cand + v] = lat.ttft_ms, lat.itl_ms
         at_lo = searched & within(y_lo, t)
         at_hi = searched & ~at_lo & within(y_hi, t)
         open_ = searched & ~at_lo & ~at_hi
@@ -140,6 +157,7 @@ class LockstepSearch:
         doomed = below[self._partner(np.arange(2 * v))]
         self.active &= ~doomed
         self.result[doomed] = np.nan
+        self._give_up(np.arange(v))
 
     def _partner(self, rows: np.ndarray) -> np.ndarray:
         """The other search (ITL for TTFT and vice versa) of the same candidate."""
@@ -161,6 +179,23 @@ class LockstepSearch:
         self.result[rows[stop]] = np.nan
         return stop
 
+    def _give_up(self, rows: np.ndarray) -> None:
+        """Stop the candidates of ``rows`` whose min(λ_TTFT, λ_ITL, cap) is certainly below
+        the floor (an active row's λ is at most its upper end, a stopped one's is its result
+        or, NaN, not the minimum)."""
+        if self.floor is None or rows.size == 0:
+            return
+        v = self.v
+        cand = rows % v
+        rows = np.concatenate([cand, cand + v])
+        bound = np.where(self.active[rows], self.hi[rows], self.result[rows])
+        lowest = np.fmin(np.fmin(bound[:cand.size], bound[cand.size:]), self.cap[cand])
+        drop = cand[lowest < self.floor[cand]]
+        if drop.size:
+            self.given_up[drop] = True
+            self.active[drop] = False
+            self.active[drop + v] = False
+
     def _update(self, rows: np.ndarray, mid: np.ndarray, y: np.ndarray) -> None:
         t = self.target[rows]
         done = within(y, t) | (self.steps[rows] + 1 >= SEARCH_MAX_ITERATIONS)
@@ -173,11 +208,12 @@ class LockstepSearch:
         self.lo[rows[higher]] = mid[higher]
         going = rows[~done]
         self._prune(going, self.lo[going])
+        self._give_up(rows)
 
     def _direct_step(self) -> bool:
         """One halving of every active, unparked row by direct solves; False if none."""
         v = self.v
-        rows = np.flatnonzero(self.active & ~self.parked)
+        rows = (self.active & ~self.parked).nonzero()[0]
         if rows.size == 0:
             return False
         mid = 0.5 * (self.lo[rows] + self.hi[rows])
@@ -186,7 +222,7 @@ class LockstepSearch:
         mid_of = np.full(2 * v, np.nan)
         mid_of[rows] = mid
         borrow = (rows >= v) & (mid_of[np.where(rows >= v, rows - v, 0)] == mid)
-        own = np.flatnonzero(~borrow)
+        own = (~borrow).nonzero()[0]
         cand = rows[own] % v
         order = np.argsort(cand, kind="stable")
         own, cand = own[order], cand[order]
@@ -205,19 +241,24 @@ class LockstepSearch:
         self.p_top_center[park] = p_top[want]
         self.p_zero_center[park] = p_zero[want]
         self.moments[park] = moments
+        # The borrowing ITL rows' solutions and metrics are their partners' (same point).
+        y = np.empty(rows.size)
+        y[own], itl = self._metric(own_rows, self.table.solution(
+            cand, mid[own], sums[0, own_rows], sums[1, own_rows], sums[2, own_rows],
+            sums[3, own_rows]))
         if borrow.any():
             dst = rows[borrow]
             src = dst - v
-            sums[:, dst] = sums[:, src]
+            at = np.empty(2 * v, dtype=np.int64)
+            at[own_rows] = np.arange(own_rows.size)
+            y[borrow] = itl[at[src]]
             shared = dst[self.parked[src]]
             self.parked[shared] = True
             self.x_center[shared] = self.x_center[shared - v]
             self.p_top_center[shared] = self.p_top_center[shared - v]
             self.p_zero_center[shared] = self.p_zero_center[shared - v]
             self.moments[shared] = self.moments[shared - v]
-        sol = self.table.solution(rows % v, mid, sums[0, rows], sums[1, rows], sums[2, rows],
-                                  sums[3, rows])
-        self._update(rows, mid, self._metric(rows, sol))
+        self._update(rows, mid, y)
         return True
 
     def _series_phase(self, rows: np.ndarray) -> None:
@@ -232,7 +273,8 @@ class LockstepSearch:
             "left": SEARCH_MAX_ITERATIONS - self.steps[rows],
             "xc": self.x_center[rows], "ptc": self.p_top_center[rows],
             "pzc": self.p_zero_center[rows], "jc": table.center[cand],
-            "n": table.num_servers[cand], "q": table.num_queue[cand],
+            # N and Q as floats: `chain_solution` would convert them on every step
+            "n": table.num_servers[cand].astype(float), "q": table.num_queue[cand].astype(float),
             "dn": table.num_servers[cand] - table.center[cand],
             "log_mu_top": table.log_mu_top[cand], "ttft": rows < v,
         }
@@ -264,15 +306,18 @@ class LockstepSearch:
             s["left"] = s["left"] - 1
             live &= ~done
             if self.cap is not None:  # partners read each other's brackets
-                going = np.flatnonzero(live)
+                going = live.nonzero()[0]
                 self.active[s["rows"][done]] = False
                 self.hi[s["rows"][going]] = s["hi"][going]
                 live[going[self._prune(s["rows"][going], s["lo"][going])]] = False
+                if self.floor is not None:
+                    self._give_up(s["rows"][going])
+                    live &= self.active[s["rows"]]
             running = int(live.sum())
             if running == 0:
                 break
             if running < _COMPACT_FRACTION * live.size:
-                keep = np.flatnonzero(live)
+                keep = live.nonzero()[0]
                 state = {k: val[keep] for k, val in s.items()}
                 coef = coef.take(keep)
                 series = series[:, :, keep]

@@ -323,7 +323,7 @@ def _sized_rates(cat: _Catalog, system: System, p: _Pairs, u: np.ndarray,
         sized = size_batch(_queue_batch(cat, p.perf[r], p.inp[r], p.out[r], max_batch[r],
                                         queue[r], system), p.ttft[r], p.itl[r], p.tps[r],
                            exact_rates=False, ttft_percentile=p.ttft_pct[r],
-                           itl_percentile=p.itl_pct[r])
+                           itl_percentile=p.itl_pct[r], latencies=False)
         rate[part] = np.where(sized.feasible, sized.rate_rps, 0.0)
     return rate
 

@@ -115,6 +115,53 @@ def test_inexact_rates_keep_the_sizing(model: PerfModel) -> None:
             assert np.all(a[~known] >= full.rate_rps[~known] * 0.999)
 
 
+@pytest.mark.parametrize("model", list(PerfModel))
+def test_rates_only_sizing_skips_the_latencies(model: PerfModel) -> None:
+    """latencies=False (the concurrency search's probes): the same feasibility, reasons,
+    rates, throughput and ρ bit for bit; the latencies at λ* are left inf."""
+    batch = _batch(_grid(model))
+    for targets in ((60.0, 20.0, 0.0), (1000.0, 40.0, 0.0), (200.0, 30.0, 10.0)):
+        full = size_batch(batch, *targets, exact_rates=False)
+        rates = size_batch(batch, *targets, exact_rates=False, latencies=False)
+        assert full.feasible.any()
+        assert np.array_equal(full.feasible, rates.feasible)
+        assert np.array_equal(full.reason, rates.reason)
+        for name in ("rate_rps", "rate_ttft_rps", "rate_itl_rps", "rate_tps_rps"):
+            assert np.array_equal(getattr(full, name), getattr(rates, name), equal_nan=True)
+        for name in ("throughput_rps", "num_in_service", "max_rate_rps", "rho", "valid"):
+            assert np.array_equal(getattr(full.metrics, name), getattr(rates.metrics, name))
+        for name in ("ttft_ms", "itl_ms", "prefill_ms", "wait_ms", "resp_ms"):
+            assert np.all(np.isinf(getattr(rates.metrics, name)))
+
+
+@pytest.mark.parametrize("model", list(PerfModel))
+def test_floor_gives_up_only_rows_below_it(model: PerfModel) -> None:
+    """floor_rps: a row whose rate reaches its floor is sized bit for bit as without one;
+    a row below it is either given up (infeasible, "rate below the floor") or sized as
+    usual, never reported at or above the floor."""
+    batch = _batch(_grid(model))
+    for targets in ((60.0, 20.0, 0.0), (1000.0, 40.0, 0.0), (200.0, 30.0, 10.0)):
+        plain = size_batch(batch, *targets, exact_rates=False, latencies=False)
+        # floors just above, at and just below each row's own rate (and far above)
+        for factor in (1.0 + 1e-6, 1.0, 1.0 - 1e-6, 10.0):
+            floor = np.where(plain.feasible, plain.rate_rps * factor, 1.0)
+            got = size_batch(batch, *targets, exact_rates=False, latencies=False,
+                             floor_rps=floor)
+            reach = plain.rate_rps >= floor
+            assert np.array_equal(got.rate_rps[reach], plain.rate_rps[reach])
+            assert np.array_equal(got.feasible[reach], plain.feasible[reach])
+            short = ~reach
+            given_up = got.reason == "rate below the floor"
+            assert np.all(~got.feasible[given_up])
+            kept = short & ~given_up
+            assert np.array_equal(got.rate_rps[kept], plain.rate_rps[kept])
+            assert np.all(got.rate_rps[short] < floor[short])
+            if factor == 10.0:
+                assert given_up[plain.feasible].all()
+    with pytest.raises(ConfigError, match="exact_rates"):
+        size_batch(batch, 60.0, 20.0, 0.0, floor_rps=np.ones(len(batch)))
+
+
 def test_rows_do_not_depend_on_their_neighbours() -> None:
     """Shuffling the candidates permutes the results and changes nothing else."""
     cfgs = _grid(PerfModel.CHUNKED)
