@@ -22,7 +22,7 @@ default): TTFT and ITL as mean/p50/p90/p99, the measurement's shape, plus its ot
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -328,7 +328,7 @@ def _run_streamed(env: simpy.Environment, dep: Deployment, cfg: BenchConfig, max
                   analyzer: dict[str, Any] | None, table: RequestTable | None) -> BenchResult:
     kept = _Streamed(table)
 
-    def flushing() -> Iterator[simpy.events.Event]:
+    def flushing() -> Generator[simpy.events.Event, Any, None]:
         while env.peek() < math.inf:  # stops once nothing else will happen, as env.run()
             yield env.timeout(FLUSH_S)
             kept.flush(dep)

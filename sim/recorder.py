@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -133,8 +134,8 @@ class RequestTable:
         self._buffer: list[Request] = []
         self.now: float | None = None
         """Set at the end: first tokens planned after it are not shown (in-flight rows)."""
-        self._writer = None
-        self._schema = None
+        self._writer: Any = None  # a pyarrow.parquet.ParquetWriter (pyarrow is untyped)
+        self._schema: Any = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.is_parquet:
             self.path.write_text("")

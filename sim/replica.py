@@ -144,8 +144,8 @@ class _Wake(Event):
         self._ok = True
         # env.schedule(self, LATE, delay), inlined: one wake-up per iteration run is the
         # engine's most frequent allocation (same queue entry, same event id order).
-        heappush(env._queue,  # type: ignore[attr-defined]
-                 (env._now + delay, LATE, next(env._eid), self))  # type: ignore[attr-defined]
+        heappush(env._queue,  # type: ignore[misc]
+                 (env._now + delay, LATE, next(env._eid), self))
 
 
 class Replica:

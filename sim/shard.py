@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,10 +154,9 @@ class ShardWorker:
 
 
 def _first_cycle(env: simpy.Environment, period_s: float, holder: list[simpy.events.Event]
-                 ) -> Any:
+                 ) -> Generator[simpy.events.Event, Any, None]:
     holder.append(env.timeout(period_s))
-    return
-    yield  # a generator: started like the driver's process
+    yield from ()  # a generator: started like the driver's process
 
 
 # ---------------------------------------------------------------------------- transports

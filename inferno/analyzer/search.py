@@ -189,7 +189,8 @@ class LockstepSearch:
         cand = rows % v
         rows = np.concatenate([cand, cand + v])
         bound = np.where(self.active[rows], self.hi[rows], self.result[rows])
-        lowest = np.fmin(np.fmin(bound[:cand.size], bound[cand.size:]), self.cap[cand])
+        cap = np.inf if self.cap is None else self.cap[cand]
+        lowest = np.fmin(np.fmin(bound[:cand.size], bound[cand.size:]), cap)
         drop = cand[lowest < self.floor[cand]]
         if drop.size:
             self.given_up[drop] = True
