@@ -1,10 +1,10 @@
-"""Every policy on ramp-5x and multi-model-capacity: writes docs/results.md and its figure.
+"""Every policy on ramp-5x and multi-model-capacity: writes docs/results-ramp.md and its figure.
 
 `python benchmarks/policy_results.py [--workers N]` (about 1 minute on 2 cores). Each row is the
 mean over the same 3 seeds (run seeds spawned from SeedSequence(2026)); every policy of a
 scenario sees the same requests. Besides the five policies with the scenario's settings, a few
 variants show what moves the cost / SLO trade-off (the knobs are scenario keys, see
-docs/scenarios.md). Do not edit docs/results.md by hand; change this script and re-run it.
+docs/scenarios.md). Do not edit docs/results-ramp.md by hand; change this script and re-run it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SCENARIOS = ("ramp-5x", "multi-model-capacity")
 POLICIES = ("inferno", "oracle", "hpa", "saturation", "static")
 ROOT_SEED = 2026
 NUM_SEEDS = 3
-OUT = ROOT / "docs" / "results.md"
+OUT = ROOT / "docs" / "results-ramp.md"
 FIGURE = ROOT / "docs" / "results-cost-vs-slo.png"
 
 
@@ -210,17 +210,15 @@ whole cluster (2 + 2 H100, 4 A100).
 
 ## Findings
 
-1. **On the ramp the optimizer beats the HPA, and the oracle shows what is left.** inferno
-   reaches {r_inf} at cost {r_inf_cost} against the HPA's {r_hpa} at {r_hpa_cost}. The HPA
-   (requests per pod, target 0.8 × max batch) reacts once the queue has formed and then holds
-   the excess for its 300 s scale-down window; the optimizer sizes from the offered load and the
-   performance model, and on a rising load plans for the rate expected one lead time ahead
-   (`policy.inferno.lead_s`, 60 s: the observed trend over the last period, never below the
-   observed rate), which covers most of the reaction lag (control period + startup delay)
-   that upstream's every ramp paid ([P10][pain]). The oracle (the same optimizer fed the
-   next period's true mean load, no lead) reaches {r_ora} at {r_ora_cost}: it plans for the
-   period's mean, so on the up-ramp it is still one startup delay late, which the trend lead
-   is not.
+1. **On the ramp inferno beats the HPA; the oracle shows what observation costs.** inferno
+   reaches {r_inf} at cost {r_inf_cost} against the HPA's {r_hpa} at {r_hpa_cost} (the HPA with
+   a per-Deployment target from a load test, docs/control.md). inferno sees the load as live
+   mode does: the offered load reconstructed from vLLM's completion counter and queue gauges
+   over a 60 s window (docs/observation.md), which lags a 30 s-period ramp by about half a
+   window; reading the twin's true arrival counter instead (`twin.arrival_signal: arrivals`, a
+   signal live mode does not have) is worth 4–5 points here (3 seeds). The oracle (the optimizer fed
+   the true mean load of the period in which new replicas are ready) reaches {r_ora} at
+   {r_ora_cost}: the bound for a perfect forecast.
 
 2. **The optimizer plans for the mean latency; the SLO is scored per request.** Sized at the
    limit, a server's mean ITL sits just under the target and a share of its requests above it.
@@ -246,32 +244,23 @@ whole cluster (2 + 2 H100, 4 A100).
    it.** On multi-model-capacity inferno keeps the Premium server at {m_inf_prem} (HPA
    {m_hpa_prem}) by giving up the Bronze one ({m_inf_bronze}, HPA {m_hpa_bronze}); the HPA and
    saturation scaling let whichever server asks first take the cards. Overall inferno reaches
-   {m_inf} at {m_inf_cost} against the HPA's {m_hpa} at {m_hpa_cost}. Premium still misses the
-   SLO at the surge because the controller stabilises each server *after* the solve: the
-   scale-down window keeps the Bronze server's replicas that the optimizer has handed to Premium,
-   so the stabilised plan exceeds the capacity and Premium's new replica waits, pending, for the
-   window, the Bronze replica's graceful drain and its own startup (about 6 minutes with
-   the scenario's own seed).
-   Fix (controller side): feed held replicas to the solve as minimums, or skip the scale-down
-   window for capacity the optimizer gives to a higher-priority server.
+   {m_inf} at {m_inf_cost} against the HPA's {m_hpa} at {m_hpa_cost}. A server the optimizer
+   leaves unallocated or cuts for a higher priority gives its cards back at once, bypassing
+   the scale-down window, and every floor is reserved in the solve (docs/control.md), so
+   Premium's new replicas do not wait behind a lower priority's stabilised ones.
 
-5. **Accelerator migrations under load are still harmful in a full cluster.** With
-   migrations allowed (`keep_accelerator: false`) inferno falls to {m_mig} on
-   multi-model-capacity (Premium {m_mig_prem}), although the policy raises the transition
-   penalty to 0.3 (`policy.inferno.migration_penalty`; upstream 0.1) and keeps a migrated
-   server on its new accelerator for 10 minutes (`policy.inferno.min_dwell_s`; without it
-   51.9 %): 1×H100 and 2×A100 cost nearly the same, and a migration is a rolling replacement
-   that, in a full cluster, waits for cards held by other servers, so the optimizer's plan
-   (which counts the whole capacity as free) runs ahead of what the cluster can place. The
-   shipped scenarios set `keep_accelerator: true`. Fix: plan with the capacity net of replicas
-   that are still held (draining, stabilised) and allow no migration onto a type without free
-   cards.
+5. **Accelerator migrations in a full cluster need headroom.** With migrations allowed
+   (`keep_accelerator: false`) inferno reaches {m_mig} on multi-model-capacity (Premium
+   {m_mig_prem}): a migration is a rolling replacement that needs cards on the target type, so
+   the policy plans with the capacity net of every held replica, allows no migration onto a
+   type without free cards or without `migration_headroom` (2×) the cards it takes, and keeps
+   a migrated server on its new accelerator for `min_dwell_s` (10 minutes). The shipped
+   scenarios still set `keep_accelerator: true`.
 
 6. **Holding the whole cluster wins when the peak needs all of it.** On multi-model-capacity
    the `static` row keeps the whole cluster allocated: {m_sta} at {m_sta_cost} (Premium
-   {m_sta_prem}), the best attainment of any row for about a quarter more cost than inferno; the
-   adaptive policies lose their SLO in the minutes it takes to move cards between servers
-   (findings 3 and 4). On the ramp, provisioning for the peak ({r_sta} at {r_sta_cost}) loses to
+   {m_sta_prem}) for more cost than inferno; the adaptive policies lose SLO in the minutes it
+   takes to move cards between servers (findings 3 and 4). On the ramp, provisioning for the peak ({r_sta} at {r_sta_cost}) loses to
    inferno on both counts: autoscaling pays off when the off-peak time is long relative to the
    reaction lag.
 
@@ -281,7 +270,6 @@ whole cluster (2 + 2 H100, 4 A100).
    cycle while the waiting queue, which KV usage does not see, grows (WVA reports the same
    blindness for token-based saturation, [docs/design/peers.md §1.5][wva]).
 
-[pain]: design/control-loop.md#8-pain-points-p1p28
 [wva]: design/peers.md#15-how-it-sizes
 """
 
