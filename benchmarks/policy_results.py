@@ -216,9 +216,9 @@ whole cluster (2 + 2 H100, 4 A100).
    mode does: the offered load reconstructed from vLLM's completion counter and queue gauges
    over a 60 s window (docs/observation.md), which lags a 30 s-period ramp by about half a
    window; reading the twin's true arrival counter instead (`twin.arrival_signal: arrivals`, a
-   signal live mode does not have) is worth 4–5 points here (3 seeds). The oracle (the optimizer fed
-   the true mean load of the period in which new replicas are ready) reaches {r_ora} at
-   {r_ora_cost}: the bound for a perfect forecast.
+   signal live mode does not have) is worth 4–5 points here (3 seeds). The oracle (the
+   optimizer fed the true mean load of the period in which new replicas are ready) reaches
+   {r_ora} at {r_ora_cost}: the bound for a perfect forecast.
 
 2. **The optimizer plans for the mean latency; the SLO is scored per request.** Sized at the
    limit, a server's mean ITL sits just under the target and a share of its requests above it.
@@ -261,8 +261,8 @@ whole cluster (2 + 2 H100, 4 A100).
    the `static` row keeps the whole cluster allocated: {m_sta} at {m_sta_cost} (Premium
    {m_sta_prem}) for more cost than inferno; the adaptive policies lose SLO in the minutes it
    takes to move cards between servers (findings 3 and 4). On the ramp, provisioning for the
-   peak ({r_sta} at {r_sta_cost}) loses to inferno on both counts: autoscaling pays off when the off-peak time is long relative to the
-   reaction lag.
+   peak ({r_sta} at {r_sta_cost}) loses to inferno on both counts: autoscaling pays off when
+   the off-peak time is long relative to the reaction lag.
 
 7. **KV usage is a poor HPA signal here.** With `metric: kv_usage` (target 0.8) the HPA
    reaches {r_hkv} on the ramp and {m_hkv} on multi-model-capacity. KV usage is bounded by 1,
