@@ -261,8 +261,8 @@ whole cluster (2 + 2 H100, 4 A100).
    the `static` row keeps the whole cluster allocated: {m_sta} at {m_sta_cost} (Premium
    {m_sta_prem}) for more cost than inferno; the adaptive policies lose SLO in the minutes it
    takes to move cards between servers (findings 3 and 4). On the ramp, provisioning for the
-   peak ({r_sta} at {r_sta_cost}) loses to inferno on both counts: autoscaling pays off when
-   the off-peak time is long relative to the reaction lag.
+   peak ({r_sta} at {r_sta_cost}) loses to inferno on attainment at a similar cost: autoscaling
+   pays off when the off-peak time is long relative to the reaction lag.
 
 7. **KV usage is a poor HPA signal here.** With `metric: kv_usage` (target 0.8) the HPA
    reaches {r_hkv} on the ramp and {m_hkv} on multi-model-capacity. KV usage is bounded by 1,
