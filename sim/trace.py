@@ -17,7 +17,6 @@ Any unreadable line is a ConfigError naming ``file:line`` and the field.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 import simpy
 
 from inferno.errors import ConfigError
+from inferno.io import safe
 from sim.request import Request
 from sim.workload import RequestFactory
 
@@ -44,10 +44,7 @@ class TraceRow:
 def read_trace(path: str | Path) -> list[TraceRow]:
     """Read a CSV or JSONL trace, sorted by arrival time."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read trace: {exc.strerror or exc}") from exc
+    text = safe.read_text(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = list(_csv_rows(path, text))
@@ -83,10 +80,7 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[TraceRow]:
     for no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{no}: not valid JSON: {exc.msg}") from None
+        obj = safe.parse_json(line, f"{path}:{no}")
         if not isinstance(obj, dict):
             raise ConfigError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}")
         unknown = [k for k in obj if k not in REQUIRED + OPTIONAL]

@@ -34,6 +34,7 @@ import numpy as np
 import simpy
 
 from inferno.errors import ConfigError
+from inferno.io import safe
 from sim.request import Request, RequestStatus
 
 BATCH = 1024
@@ -338,10 +339,7 @@ def fixed(tokens: int) -> TokenDist:
 def _numbers(path: Path, where: str) -> list[float]:
     """Numbers of a text file: one or more per line (comma or blank separated), '#' comments;
     a first line that is not numeric is a header and skipped."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror or exc}") from exc
+    lines = safe.read_text(path, f"{where} {path}").splitlines()
     out: list[float] = []
     for num, line in enumerate(lines, start=1):
         fields = line.split("#", 1)[0].replace(",", " ").split()

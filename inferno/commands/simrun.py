@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
+from inferno.errors import ConfigError
+
 if TYPE_CHECKING:  # the twin is imported inside the commands only
     from sim.run import RunResult
 
@@ -70,21 +72,30 @@ def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
 @click.option("--tuner", type=click.Choice(["ekf", "window", "off"]),
               help="Online tuning of α, β, γ (default: the scenario's controller.tuner).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--force", is_flag=True, help="Run even beyond the size limits (simulated "
+              "seconds, requests and control cycles; docs/scenarios.md).")
 def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple[str, ...],
-        tuner: str | None, no_plots: bool) -> None:
+        tuner: str | None, no_plots: bool, force: bool) -> None:
     """Run SCENARIO (default: the quickstart) in the twin with the controller in the loop."""
-    from inferno.scenario import DEFAULT_SCENARIO, load_scenario
+    from inferno.io import safe
+    from inferno.scenario import DEFAULT_SCENARIO, check_run_size, load_scenario
     from sim.run import run_scenario, write_run
 
     path = scenario or DEFAULT_SCENARIO
     loaded = load_scenario(path, sets)
     if tuner is not None:
         loaded = loaded.with_tuner(tuner)
-    name = policy or loaded.policy.name
+    if policy is not None:
+        try:
+            loaded = loaded.with_policy(policy)
+        except ConfigError as exc:
+            raise ConfigError(f"--policy {policy!r}: {exc}") from None
+    check_run_size(loaded, force=force)
+    name = loaded.policy.name
+    out = safe.check_output_dir(out or Path("runs") / f"{loaded.name}-{name}", "--out")
     progress = ProgressLine(f"{loaded.name} ({name})")
     result = run_scenario(loaded, policy=policy, progress=progress)
     progress.close()
-    out = out or Path("runs") / f"{loaded.name}-{result.policy}"
     _report(result, write_run(result, out, plots=not no_plots), out)
 
 
@@ -101,9 +112,14 @@ def replay(run_dir: Path, policy: str | None, out: Path | None, check: bool,
     """Re-run a recorded run (RUN_DIR of `sim run`) on its recorded requests."""
     from sim.run import decision_diff, load_run, run_scenario, write_run
 
+    from inferno.io import safe
+
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: not a run directory (of `inferno sim run`)")
     recorded = load_run(run_dir)
     if check and policy not in (None, recorded.scenario.policy.name):
         raise click.UsageError("--check compares with the recorded policy; drop --policy")
+    out = safe.check_output_dir(out or run_dir / "replay", "--out")
     result = run_scenario(recorded.scenario, policy=policy,
                           progress=ProgressLine(f"replay {recorded.scenario.name}"))
     out = out or run_dir / "replay"

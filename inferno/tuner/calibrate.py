@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from scipy.optimize import least_squares, minimize
 from inferno.analyzer import QueueBatch, analyze_batch, perf_columns
 from inferno.analyzer.service import ServiceParams, request_metrics, service_time_ms
 from inferno.errors import ConfigError
+from inferno.io import safe
 from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel, PerfParms, StepShape
 from inferno.tuner.fit import (
     BAD_RESIDUAL,
@@ -116,10 +116,7 @@ class BenchRow:
 def read_bench_csv(path: str | Path) -> tuple[BenchRow, ...]:
     """Parse a benchmark CSV; any problem is a one-line `ConfigError` with file:line and column."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    text = safe.read_text(path)
     reader = csv.reader(text.splitlines())
     try:
         header = next(reader)
@@ -682,10 +679,7 @@ def merge_model_data(path: Path, base: Path | None, model: str, accelerator: str
     source = path if path.is_file() else base
     doc: Any = {"models": []}
     if source is not None and source.is_file():
-        try:
-            doc = json.loads(source.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{source}: cannot read model data: {exc}") from exc
+        doc = safe.read_json(source)
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: must be a JSON object, got {type(doc).__name__}")
     models_key = _key(doc, "models") or "models"
