@@ -10,6 +10,7 @@ imports Kubernetes, Prometheus or SimPy clients. `emulate` is the one place wher
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -158,11 +159,15 @@ def _number(text: str | None, env_name: str, default: float, source: str) -> flo
     raw = text if text is not None else os.environ.get(env_name) or None
     if raw is None:
         return default
+    where = source if text is not None else env_name
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        where = source if text is not None else env_name
         raise ConfigError(f"{where}: expected a number, got {raw!r}") from None
+    if not (math.isfinite(value) and value >= 0) or (value == 0 and "INTERVAL" in where):
+        raise ConfigError(f"{where}: expected a finite number "
+                          f"{'> 0' if 'INTERVAL' in where else '>= 0'}, got {raw!r}")
+    return value
 
 
 @click.command("emulate-load")

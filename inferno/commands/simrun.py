@@ -110,9 +110,8 @@ def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple
 def replay(run_dir: Path, policy: str | None, out: Path | None, check: bool,
            no_plots: bool) -> None:
     """Re-run a recorded run (RUN_DIR of `sim run`) on its recorded requests."""
-    from sim.run import decision_diff, load_run, run_scenario, write_run
-
     from inferno.io import safe
+    from sim.run import decision_diff, load_run, run_scenario, write_run
 
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: not a run directory (of `inferno sim run`)")

@@ -18,7 +18,6 @@ Each row remembers its file and position (``source``) for messages. A malformed 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path

@@ -616,7 +616,7 @@ _BAD_SWEEP: dict[str, tuple[str | bytes, str]] = {
     "policy-unknown": (_set(SWEEP, "[inferno]", "[magic]"), "magic"),
     "scenario-missing": (_set(SWEEP, "scenario.yaml", "nope.yaml"), "nope.yaml"),
     "name-escape": (_set(SWEEP, "tiny-sweep", "../../escape"), "name"),
-    "set-huge-duration": (SWEEP + "set: {duration_s: 1e12}\n", "duration_s"),
+    "set-huge-duration": (SWEEP + "set: {duration_s: 1.0e+12}\n", "duration_s"),
     "grid-huge-rate": (_set(SWEEP, "twin.startup.mean_s: [15]",
                             "servers.0.load.rate_rpm: [30, 1e9]"), "rate_rpm"),
     "unknown-key": (SWEEP + "colour: blue\n", "colour"),
@@ -625,7 +625,8 @@ for _kind, (_content, _name) in _BAD_SWEEP.items():
     def _build(tmp: Path, c: str | bytes = _content) -> list[str]:
         _write(tmp, "sweep.yaml", c)
         return _sweep(tmp)
-    case(f"sweep-{_kind}", "sweep.yaml", _name)(_build)
+    _in_scenario = _kind in ("scenario-missing", "set-huge-duration")
+    case(f"sweep-{_kind}", *((_name,) if _in_scenario else ("sweep.yaml", _name)))(_build)
 
 
 @case("sweep-out-under-file", "afile.txt")
@@ -753,8 +754,48 @@ def test_battery_is_large_and_unique() -> None:
     assert len(set(ids)) == len(ids)
 
 
+# Not fixed yet (issue 14, "Bad input"): strict xfail, so a fix shows up as XPASS and must
+# remove the id here. RUNAWAY ones are not run at all: they would only hit the timeout.
+NOT_YET = {
+    *(f"analyze{f}" for f in ("--rate-rpm=nan", "--rate-rpm=-1", "--rate-rpm=inf",
+                              "--rate-rpm=1e12", "--in-tokens=-5", "--out-tokens=0",
+                              "--max-batch=-1", "--itl-ms=nan", "--in-tokens=1000000000")),
+    "calibrate-csv-seconds-not-ms", "calibrate-csv-huge-tokens",
+    "calibrate-num-requests-negative", "calibrate-max-batch-huge",
+    "calibrate-output-is-dir", "calibrate-output-under-file",
+    "calibrate-output-existing-not-utf8",
+    "sim-bench---rate-1---num-requests--5", "sim-bench---rate-1---duration-nan",
+    "sim-bench---rate-nan", "sim-bench---rate--2", "sim-bench---concurrency-0",
+    "sim-bench---rate-1---replicas-0", "sim-bench---rate-1---kv-tokens--1",
+    "sim-bench-csv-under-file", "sim-bench-csv-is-dir", "sim-bench-plot-missing-dir",
+    "sim-bench---rate-1---input-tokens-1000000000", "sim-replay-scenario-not-utf8",
+    "emulate--speedup=0", "emulate--speedup=nan", "emulate--poll=-1",
+    "emulate--startup=1e300", "emulate--scrape-interval=0",
+    "emulate-prometheus-config-under-file", "emulate-targets-file-is-dir",
+}
+RUNAWAY = {
+    "analyze--max-batch=1000000000", "analyze--max-queue=1000000000",
+    "calibrate-csv-huge-concurrency", "calibrate-json-huge-concurrency",
+    "calibrate-num-requests-huge",
+    "sim-bench---rate-1---num-requests-1000000000000", "sim-bench---rate-1---duration-1e12",
+    "sim-bench---rate-1e9---duration-60", "sim-bench---concurrency-1000000000",
+    "sim-bench---rate-1---replicas-1000000000", "sim-bench---rate-1---max-batch-1000000000",
+    "sim-bench---concurrency-2---stagger-1e15", "sim-bench-arrivals-huge-times",
+}
+
+
+def _param(c: Case) -> object:
+    if c.id in RUNAWAY:
+        return pytest.param(c, id=c.id, marks=pytest.mark.xfail(
+            run=False, strict=True, reason="runs away: no size limit yet"))
+    if c.id in NOT_YET:
+        return pytest.param(c, id=c.id, marks=pytest.mark.xfail(
+            strict=True, reason="not a short exit-2 error yet"))
+    return pytest.param(c, id=c.id)
+
+
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("bad", [_param(c) for c in CASES])
 def test_malformed_input_exits_2_with_a_short_error(bad: Case, world: Path) -> None:
     argv = bad.build(world)
     before = _snapshot(world.parent)
