@@ -44,7 +44,11 @@ class TraceRow:
 def read_trace(path: str | Path) -> list[TraceRow]:
     """Read a CSV or JSONL trace, sorted by arrival time."""
     path = Path(path)
-    text = safe.read_text(path)
+    try:
+        text = safe.read_text(path)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(": cannot read:", ": cannot read trace:", 1)
+                          if ": cannot read:" in str(exc) else str(exc)) from None
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = list(_csv_rows(path, text))
@@ -80,7 +84,11 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[TraceRow]:
     for no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        obj = safe.parse_json(line, f"{path}:{no}")
+        try:
+            obj = safe.parse_json(line, f"{path}:{no}")
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("invalid JSON at line 1,", "not valid JSON at",
+                                               1)) from None
         if not isinstance(obj, dict):
             raise ConfigError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}")
         unknown = [k for k in obj if k not in REQUIRED + OPTIONAL]

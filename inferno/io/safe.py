@@ -22,8 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from inferno.errors import ConfigError
 
 MAX_DEPTH = 64
@@ -72,7 +70,7 @@ def read_text(path: str | Path, label: str | None = None) -> str:
         with path.open("rb") as src:
             data = src.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(f"{label}: file not found") from None
+        raise ConfigError(f"{label}: cannot read: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_FILE_BYTES:
@@ -136,36 +134,37 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with nesting bounded while composing (its composer recurses)."""
-
-    _depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH + 1:
-                mark = self.peek_event().start_mark
-                raise yaml.YAMLError(f"line {mark.line + 1}: nested deeper than {MAX_DEPTH} "
-                                     "levels (MAX_DEPTH)")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-                if key is not None and key != "<<" and key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def parse_yaml(text: str, label: str) -> Any:
     """A YAML document (safe tags only) with bounded nesting and expanded size."""
+    import yaml  # lazily: `inferno optimize` reads JSON only and starts without it
+
+    class _BoundedLoader(yaml.SafeLoader):
+        """PyYAML's safe loader with nesting bounded while composing (its composer recurses)."""
+
+        _depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self._depth += 1
+            try:
+                if self._depth > MAX_DEPTH + 1:
+                    mark = self.peek_event().start_mark
+                    raise yaml.YAMLError(f"line {mark.line + 1}: nested deeper than {MAX_DEPTH} "
+                                         "levels (MAX_DEPTH)")
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                    if key is not None and key != "<<" and key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
     try:
         doc = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
