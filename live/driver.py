@@ -181,11 +181,12 @@ def policy_settings(name: str, *, scale_down_window_s: float | None = None,
 
         settings = load_settings(path, kind)
     changes: dict[str, object] = {}
-    if scale_down_window_s is not None and hasattr(settings, "scale_down_window_s"):
-        changes["scale_down_window_s"] = scale_down_window_s  # inferno: the load's peak window
-    elif scale_down_window_s is not None:
+    if scale_down_window_s is not None:
         changes["stabilisation"] = replace(settings.stabilisation,
                                            scale_down_window_s=scale_down_window_s)
+        if hasattr(settings, "scale_down_window_s"):  # inferno's load-peak window: no longer
+            changes["scale_down_window_s"] = min(settings.scale_down_window_s,
+                                                 scale_down_window_s)
     for field, value, is_set in (("max_batch", max_batch, max_batch > 0),
                                  ("lead_s", lead_s, lead_s is not None),
                                  ("keep_accelerator", True, keep_accelerator)):
@@ -246,6 +247,7 @@ class LiveLoop:
             host=ctl.host, port=ctl.port, metrics_port=settings.metrics_port,
             invoke_token_path=settings.invoke_token_path)
         self.server_settings.check()
+        self.server: ControlServer | None = None
         self._owned: list[Callable[[], None]] = []
         if api_client is None:
             api_client = load_api_client(settings.kube)
@@ -282,7 +284,6 @@ class LiveLoop:
                                             backups=settings.cycle_log_backups)
         self.driver = Driver(self.controller, log=self.cycle_log,
                              observers=self._observers(), health_periods=settings.health_periods)
-        self.server: ControlServer | None = None
 
     def _observers(self) -> tuple[Callable[[CycleRecord], None], ...]:
         dry_run = self.settings.controller.dry_run
@@ -355,8 +356,8 @@ class LiveLoop:
         clients this loop created."""
         if hasattr(self, "driver"):
             self.driver.stop()
-        if getattr(self, "server", None) is not None:
-            self.server.stop()  # type: ignore[union-attr]
+        if self.server is not None:
+            self.server.stop()
             self.server = None
         if hasattr(self, "driver"):
             self.finish()

@@ -27,14 +27,13 @@ from collections.abc import Callable, Mapping
 
 import kubernetes.client
 import numpy as np
-from kubernetes.client.exceptions import ApiException
 
 from inferno.control import EmulatorSettings, LoadEmulator, LoadPoint
 from inferno.control.ports import Clock
 from inferno.errors import ActuateError, CollectError
 from live import labels as lbl
 from live.config import KubeSettings
-from live.errors import TRANSPORT_ERRORS, kube_collect_error
+from live.errors import KUBE_ERRORS, kube_collect_error
 from live.kube import (
     KubeActuator,
     ManagedDeployment,
@@ -102,7 +101,7 @@ class ClusterLoadEmulator:
         scope = self.kube.watch_namespace or "all namespaces"
         try:
             items = list_managed(self._apps, self.kube)
-        except (ApiException, *TRANSPORT_ERRORS) as exc:
+        except KUBE_ERRORS as exc:
             raise kube_collect_error(exc, f"list managed Deployments in {scope}") from exc
         raw = {(d["metadata"].get("namespace"), d["metadata"].get("name")):
                d["metadata"].get("labels") or {} for d in items}

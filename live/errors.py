@@ -35,6 +35,12 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 
+#: Every failure of a Kubernetes API call: an HTTP status or no answer.
+KUBE_ERRORS: tuple[type[BaseException], ...] = (ApiException, *TRANSPORT_ERRORS)
+
+#: Every failure of a Prometheus query: a non-200 answer or no answer.
+PROM_ERRORS: tuple[type[BaseException], ...] = (PrometheusApiClientException, *TRANSPORT_ERRORS)
+
 _PROM_STATUS = re.compile(r"HTTP Status Code (\d{3})")
 
 

@@ -25,9 +25,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kubernetes.client
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from inferno.errors import ActuateError, ConfigError
@@ -36,7 +37,7 @@ from inferno.model.snapshot import ActuationReport, AllocationPlan, ServerPlan
 from live import labels as lbl
 from live.config import KubeSettings
 from live.deadline import UNBOUNDED, CycleBudget, Deadline
-from live.errors import TRANSPORT_ERRORS, actuate_error, is_retryable_status, kube_collect_error
+from live.errors import KUBE_ERRORS, actuate_error, is_retryable_status, kube_collect_error
 from live.placement import PlacementSettings, PodTemplate, placement_ops, read_template
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,11 @@ def list_managed(apps: kubernetes.client.AppsV1Api, settings: KubeSettings,
         response = apps.list_namespaced_deployment(settings.watch_namespace, **kwargs)
     else:
         response = apps.list_deployment_for_all_namespaces(**kwargs)
+    # With _preload_content=False the client returns the raw urllib3 response, not the
+    # V1DeploymentList its annotations promise.
+    raw = cast("urllib3.BaseHTTPResponse", response)
     try:
-        body = json.loads(response.data)
+        body = json.loads(raw.data)
     except ValueError as exc:
         raise ApiException(status=502, reason=f"Deployment list is not JSON: {exc}") from exc
     return list(body.get("items") or [])
@@ -164,7 +168,7 @@ def discover_deployments(apps: kubernetes.client.AppsV1Api, settings: KubeSettin
     scope = settings.watch_namespace or "all namespaces"
     try:
         items = list_managed(apps, settings, deadline.timeout_s(settings.request_timeout_s))
-    except (ApiException, *TRANSPORT_ERRORS) as exc:
+    except KUBE_ERRORS as exc:
         raise kube_collect_error(exc, f"list managed Deployments in {scope}") from exc
     return discover(items)
 
@@ -244,7 +248,7 @@ def call_with_retries(call: Callable[[float], T], *, what: str, settings: KubeSe
                                transient=True)
         try:
             return call(deadline.timeout_s(settings.request_timeout_s))
-        except (ApiException, *TRANSPORT_ERRORS) as exc:
+        except KUBE_ERRORS as exc:
             error = actuate_error(exc, what)
             retryable = not isinstance(exc, ApiException) or is_retryable_status(exc.status)
             hint = error.retry_after_s

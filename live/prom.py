@@ -28,13 +28,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 
 from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from inferno.control.observation import VllmWindow
 from inferno.errors import CollectError
 from live.config import PromSettings, make_prom_client, read_bearer_token
 from live.deadline import UNBOUNDED, Deadline
-from live.errors import TRANSPORT_ERRORS, prom_collect_error
+from live.errors import PROM_ERRORS, prom_collect_error
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ class PromReader:
             params["time"] = f"{time_s:.3f}"
         try:
             return self._client.custom_query(promql, params=params, timeout=timeout_s)
-        except (PrometheusApiClientException, *TRANSPORT_ERRORS) as exc:
+        except PROM_ERRORS as exc:
             raise prom_collect_error(exc, promql) from exc
 
     def collect(self, namespace: str = "", time_s: float | None = None,
@@ -181,6 +180,6 @@ class PromReader:
             pods = found.pop("reporting_pods")
             out[key] = VllmWindow(window_s=window_s,
                                   recent_window_s=self.settings.recent_window_s,
-                                  **found,  # type: ignore[arg-type]
+                                  **found,
                                   reporting_pods=None if pods is None else round(pods))
         return out

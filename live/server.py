@@ -153,7 +153,7 @@ class ControlServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         key = self.driver.last_record
         if self._rendered is None or self._rendered[0] is not key:
-            self._rendered = (key, generate_latest(self.registry))  # type: ignore[arg-type]
+            self._rendered = (key, generate_latest(self.registry))
         response = web.Response(body=self._rendered[1],
                                 headers={"Content-Type": CONTENT_TYPE_LATEST})
         response.enable_compression()

@@ -49,9 +49,9 @@ def _echo(message: str) -> None:
 @click.option("--policy", default="inferno", show_default=True,
               help="inferno, hpa, saturation or static.")
 @click.option("--scale-down-window", type=float, default=None,
-              help="Scale-down window, s: inferno sizes a scale-down for the peak load of "
-              "this window; the other policies keep the highest recommendation of it "
-              "(default: the policy's, 300).")
+              help="Scale-down stabilisation window, s: scale down only to the highest "
+              "recommendation of the last S s (default: the policy's, 300); inferno's "
+              "load-peak window is capped at it.")
 @click.option("--max-batch", type=click.IntRange(min=0), default=0,
               envvar="DEFAULT_MAX_BATCH_SIZE", show_envvar=True,
               help="Pin every server's max batch (inferno policy); 0 lets the optimizer "

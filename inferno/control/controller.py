@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypedDict, Unpack
 
 from inferno.control.cyclelog import CycleRecord, CycleStatus, ServerRecord, Timing
 from inferno.control.decision import (
@@ -39,7 +40,7 @@ from inferno.control.decision import (
     keep_plan,
     unit_cost_per_hr,
 )
-from inferno.control.ports import Actuator, Clock, Collector
+from inferno.control.ports import Actuator, Clock, Collector, Tune
 from inferno.control.settings import ControllerSettings
 from inferno.control.stabilise import Recommendation, stabilise
 from inferno.errors import ActuateError, CollectError, InfernoError
@@ -62,8 +63,15 @@ StaticData = Callable[[], System]
 """Returns accelerators, model perf, classes, optimizer settings and capacity (its servers
 are ignored); called once per cycle. Raises ConfigError when the data cannot be read."""
 
-Tune = Callable[[ClusterSnapshot, System], System]
-"""Optional online learning: returns the static data with updated model perf."""
+class _Outcome(TypedDict, total=False):
+    """The `CycleRecord` fields a cycle fills in as it goes (the rest are fixed per cycle)."""
+
+    servers: tuple[ServerRecord, ...]
+    skipped_servers: Mapping[str, str]
+    actuation_failed: Mapping[str, str]
+    solve_status: str
+    solve_message: str
+    total_cost_per_hr: float
 
 
 class ControllerBusy(InfernoError):
@@ -144,12 +152,12 @@ class Controller:
             return end
 
         def done(status: CycleStatus, reason: str = "", stage: str = "",
-                 **fields: object) -> CycleRecord:
+                 **fields: Unpack[_Outcome]) -> CycleRecord:
             ms["total_ms"] = (self._timer() - t0) * 1000.0
             record = CycleRecord(cycle=self.num_cycles, time_s=now_s, policy=self.policy.name,
                                  status=status, reason=reason, stage=stage,
                                  timing=Timing(**ms), tuner=self._tuner_state(),
-                                 **fields)  # type: ignore[arg-type]
+                                 **fields)
             log = logger.info if status is CycleStatus.OK else logger.warning
             log("cycle %d at %.1f s: %s%s", record.cycle, now_s, status,
                 f" ({reason})" if reason else "")
@@ -193,7 +201,7 @@ class Controller:
         ms["solve_ms"] = decision.solve_ms
 
         plan, records = self._finalise(snapshot, decision, static, now_s)
-        common: dict[str, object] = {
+        common: _Outcome = {
             "servers": records, "skipped_servers": skipped_servers,
             "solve_status": decision.status, "solve_message": decision.message,
             "total_cost_per_hr": sum(r.cost_per_hr for r in records)}
@@ -205,7 +213,8 @@ class Controller:
             lap("actuate_ms", t)
             return done(CycleStatus.FAILED, f"actuate: {exc}", "actuate", **common)
         lap("actuate_ms", t)
-        return done(CycleStatus.OK, actuation_failed=dict(_failures(report)), **common)
+        common["actuation_failed"] = dict(_failures(report))
+        return done(CycleStatus.OK, **common)
 
     def _track_freshness(self, snapshot: ClusterSnapshot, now_s: float) -> None:
         outage, self._outage = self._outage, False
@@ -222,9 +231,8 @@ class Controller:
         since = self._fresh_since.get(name)
         return since is not None and now_s - since >= self.settings.metrics_window_s
 
-    def _tuner_state(self) -> dict[str, object]:
-        state = getattr(self.tune, "state_for_log", None)
-        return state() if callable(state) else {}
+    def _tuner_state(self) -> Mapping[str, Any]:
+        return self.tune.state_for_log() if self.tune is not None else {}
 
     def _keep_all(self, snapshot: ClusterSnapshot, static: System) -> tuple[ServerRecord, ...]:
         return tuple(_server_record(obs, keep_plan(obs), static, note="kept: cycle skipped")

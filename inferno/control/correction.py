@@ -119,7 +119,7 @@ class ModelCorrection:
     def update(self, snapshot: ClusterSnapshot, static: System) -> None:
         """Learn from this cycle's observations (module notes)."""
         s = self.settings
-        rows: list[tuple[Correction, ServerObservation, PerfParms, int]] = []
+        rows: list[tuple[Correction, ServerObservation, PerfParms, int, _Steady]] = []
         for name, obs in snapshot.servers.items():
             shape = (obs.desired_replicas, obs.ready_replicas, held_replicas(obs), obs.max_batch)
             corr = self.servers.setdefault(name, Correction(accelerator=obs.accelerator))
@@ -136,39 +136,40 @@ class ModelCorrection:
             corr.itl = _decayed(corr.itl, s.decay)
             corr.ttft = _decayed(corr.ttft, s.decay)
             mp = static.perf.get((obs.model, obs.accelerator))
-            calm = _is_steady(obs, s)
+            window = _steady_window(obs, s)
+            calm = window is not None
             was_calm = corr.was_calm or corr.shape == shape and first_sight
             corr.was_calm = calm
-            if not s.is_enabled or mp is None or not is_steady or not (calm and was_calm):
+            if not s.is_enabled or mp is None or not is_steady or window is None or not was_calm:
                 continue
-            rows.append((corr, obs, _scaled(mp.perf, corr.itl), mp.max_num_tokens))
+            rows.append((corr, obs, _scaled(mp.perf, corr.itl), mp.max_num_tokens, window))
         if not rows:
             return
         batch = QueueBatch(
-            max_batch=np.array([o.max_batch for _, o, _, _ in rows]),
+            max_batch=np.array([o.max_batch for _, o, _, _, _ in rows]),
             max_queue=np.array([DEFAULT_QUEUE_FACTOR * o.max_batch if o.max_queue_size is None
-                                else o.max_queue_size for _, o, _, _ in rows]),
-            in_tokens=np.array([o.avg_in_tokens for _, o, _, _ in rows], float),
-            out_tokens=np.array([o.avg_out_tokens for _, o, _, _ in rows], float),
-            alpha_ms=np.array([p.alpha_ms for _, _, p, _ in rows]),
-            beta_ms=np.array([p.beta_ms for _, _, p, _ in rows]),
-            gamma_ms=np.array([p.gamma_ms for _, _, p, _ in rows]),
-            max_num_tokens=np.array([n or DEFAULT_MAX_NUM_TOKENS for _, _, _, n in rows]),
+                                else o.max_queue_size for _, o, _, _, _ in rows]),
+            in_tokens=np.array([w.in_tokens for _, _, _, _, w in rows]),
+            out_tokens=np.array([w.out_tokens for _, _, _, _, w in rows]),
+            alpha_ms=np.array([p.alpha_ms for _, _, p, _, _ in rows]),
+            beta_ms=np.array([p.beta_ms for _, _, p, _, _ in rows]),
+            gamma_ms=np.array([p.gamma_ms for _, _, p, _, _ in rows]),
+            max_num_tokens=np.array([n or DEFAULT_MAX_NUM_TOKENS for _, _, _, n, _ in rows]),
             perf_model=static.settings.perf_model,
-            **perf_columns([p for _, _, p, _ in rows],
-                           np.array([o.avg_in_tokens for _, o, _, _ in rows], float)))
-        rate = np.array([rpm_to_rps(o.arrival_rpm) / max(o.ready_replicas, 1)  # type: ignore[operator]
-                         for _, o, _, _ in rows])
+            **perf_columns([p for _, _, p, _, _ in rows],
+                           np.array([w.in_tokens for _, _, _, _, w in rows])))
+        rate = np.array([rpm_to_rps(w.arrival_rpm) / max(o.ready_replicas, 1)
+                         for _, o, _, _, w in rows])
         metrics = analyze_batch(batch, rate)
-        for i, (corr, obs, _, _) in enumerate(rows):
+        for i, (corr, _, _, _, window) in enumerate(rows):
             itl_pred, ttft_pred = float(metrics.itl_ms[i]), float(metrics.ttft_ms[i])
             if not (metrics.valid[i] and metrics.rho[i] <= s.max_load_ratio
                     and math.isfinite(itl_pred) and itl_pred > 0):
                 continue
-            corr.itl_ratio = float(obs.itl_ms) / itl_pred  # type: ignore[arg-type]
+            corr.itl_ratio = window.itl_ms / itl_pred
             corr.itl = _clamp(corr.itl * corr.itl_ratio ** s.gain, s.itl_bounds)
             if math.isfinite(ttft_pred) and ttft_pred > 0:
-                corr.ttft_ratio = float(obs.ttft_ms) / ttft_pred  # type: ignore[arg-type]
+                corr.ttft_ratio = window.ttft_ms / ttft_pred
                 log_ttft = ((1 - s.gain) * math.log(corr.ttft)
                             + s.gain * math.log(corr.ttft_ratio))
                 corr.ttft = _clamp(math.exp(log_ttft), s.ttft_bounds)
@@ -236,19 +237,38 @@ def _scaled(perf: PerfParms, factor: float) -> PerfParms:
                    beta_ms=perf.beta_ms * factor, gamma_ms=perf.gamma_ms * factor)
 
 
-def _is_steady(obs: ServerObservation, s: CorrectionSettings) -> bool:
-    """Enough completions, arrivals matching completions, no backlog at the end of the
-    window, and a replica set that held (the caller checks how long)."""
-    values = (obs.arrival_rpm, obs.itl_ms, obs.ttft_ms, obs.avg_in_tokens, obs.avg_out_tokens,
-              obs.throughput_rpm)
-    if any(v is None or not math.isfinite(v) or v <= 0 for v in values):
-        return False
-    arrival, done = float(obs.arrival_rpm), float(obs.throughput_rpm)  # type: ignore[arg-type]
+@dataclass(frozen=True, slots=True)
+class _Steady:
+    """What a steady window measured (every value present, finite and positive)."""
+
+    arrival_rpm: float
+    itl_ms: float
+    ttft_ms: float
+    in_tokens: float
+    out_tokens: float
+
+
+def _measured(value: float | None) -> float | None:
+    """The value if present, finite and positive, else None."""
+    return value if value is not None and math.isfinite(value) and value > 0 else None
+
+
+def _steady_window(obs: ServerObservation, s: CorrectionSettings) -> _Steady | None:
+    """The window's measurements if it is steady: enough completions, arrivals matching
+    completions, no backlog at the end of the window, and a replica set that held (the
+    caller checks how long); None otherwise."""
+    arrival, done = _measured(obs.arrival_rpm), _measured(obs.throughput_rpm)
+    itl, ttft = _measured(obs.itl_ms), _measured(obs.ttft_ms)
+    in_tokens, out_tokens = _measured(obs.avg_in_tokens), _measured(obs.avg_out_tokens)
+    if (arrival is None or done is None or itl is None or ttft is None or in_tokens is None
+            or out_tokens is None):
+        return None
     waiting = obs.waiting_now if obs.waiting_now is not None else obs.waiting_requests
-    return (obs.ready_replicas >= 1 and obs.desired_replicas == obs.ready_replicas
-            and held_replicas(obs) == obs.ready_replicas  # no pod starting or draining
-            and obs.max_batch > 0 and done >= s.min_completed_rpm
-            and abs(arrival - done) <= s.max_imbalance * max(arrival, done)
-            and (waiting is None or waiting <= s.waiting_allowance * obs.ready_replicas)
-            and obs.avg_out_tokens >= 1)  # type: ignore[operator]
+    steady = (obs.ready_replicas >= 1 and obs.desired_replicas == obs.ready_replicas
+              and held_replicas(obs) == obs.ready_replicas  # no pod starting or draining
+              and obs.max_batch > 0 and done >= s.min_completed_rpm
+              and abs(arrival - done) <= s.max_imbalance * max(arrival, done)
+              and (waiting is None or waiting <= s.waiting_allowance * obs.ready_replicas)
+              and out_tokens >= 1)
+    return _Steady(arrival, itl, ttft, in_tokens, out_tokens) if steady else None
 

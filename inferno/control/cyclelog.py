@@ -219,7 +219,7 @@ class CycleLog:
             finally:
                 if self._handler.stream is not None:
                     self._handler.stream.close()
-                    self._handler.stream = None  # type: ignore[assignment]
+                    self._handler.stream = None
         finally:
             self._lock.release()
         return True

@@ -32,6 +32,7 @@ import statistics
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -58,6 +59,9 @@ from inferno.model.snapshot import AllocationPlan, ClusterSnapshot, ServerObserv
 from inferno.model.system import SaturationPolicy, System
 from inferno.model.units import S_PER_MIN, rpm_to_rps
 
+if TYPE_CHECKING:  # the optimizer is imported on first solve only
+    from inferno.optimizer.result import Solution
+
 DEFAULT_PERIOD_S = 60.0
 """Control period assumed until two decisions have been seen."""
 
@@ -75,10 +79,9 @@ def observed_load(obs: ServerObservation, state: DemandState | None = None
     if rpm is None or rpm < 0:
         return "no arrival-rate metrics"
     notes: tuple[str, ...] = ()
-    has_tokens = not (in_tokens is None or out_tokens is None or out_tokens <= 0
-                      or in_tokens < 0)
-    if has_tokens and state is not None:
-        state.tokens = (in_tokens, out_tokens)  # type: ignore[assignment]
+    if in_tokens is not None and out_tokens is not None and out_tokens > 0 and in_tokens >= 0:
+        if state is not None:
+            state.tokens = (in_tokens, out_tokens)
     elif rpm > 0 and state is not None and state.tokens is not None:
         in_tokens, out_tokens = state.tokens
         notes = ("tokens of an earlier window",)
@@ -149,12 +152,20 @@ def free_cards(static: System, snapshot: ClusterSnapshot) -> dict[str, int]:
     return free
 
 
-def _pinned(system: System, names: Iterable[str], **changes: object) -> System:
-    """`system` with the named servers changed (e.g. keep_accelerator, max_batch_size)."""
+def _pinned(system: System, names: Iterable[str], *,
+            max_batch_size: int | None = None) -> System:
+    """`system` with the named servers kept on their accelerator (and at ``max_batch_size``
+    when given)."""
     names = set(names)
     if not names:
         return system
-    return replace(system, servers=tuple(replace(s, **changes) if s.name in names else s
+
+    def pin(server: Server) -> Server:
+        if max_batch_size is None:
+            return replace(server, keep_accelerator=True)
+        return replace(server, keep_accelerator=True, max_batch_size=max_batch_size)
+
+    return replace(system, servers=tuple(pin(s) if s.name in names else s
                                          for s in system.servers))
 
 
@@ -220,7 +231,7 @@ def _sizing_key(system: System, server: Server) -> tuple | None:
             server.max_queue_size, system.settings.perf_model, system.settings.batch_policy)
 
 
-def _default_solve(system: System) -> object:
+def _default_solve(system: System) -> Solution:
     from inferno.optimizer import solve  # imported on use: the optimizer is optional here
 
     return solve(system)
@@ -363,7 +374,7 @@ class InfernoPolicy:
         recent = [s.name for s in system.servers if not s.keep_accelerator
                   and snapshot.servers[s.name].accelerator
                   and now_s - self._memory[s.name].placed_s < dwell]
-        return _pinned(system, recent, keep_accelerator=True)
+        return _pinned(system, recent)
 
     def _recall_batches(self, system: System) -> tuple[System, dict[str, tuple]]:
         """Pin the remembered optimal max batch of servers searched before at nearly the same
@@ -427,7 +438,7 @@ class InfernoPolicy:
             return free, system
         pinned_system = system
         for name in changed:
-            pinned_system = _pinned(pinned_system, [name], keep_accelerator=True,
+            pinned_system = _pinned(pinned_system, [name],
                                     max_batch_size=snapshot.servers[name].max_batch)
         pinned = run(pinned_system)
         keep = []
@@ -447,8 +458,7 @@ class InfernoPolicy:
             return free, system
         mixed = system
         for name in keep:
-            mixed = _pinned(mixed, [name], keep_accelerator=True,
-                            max_batch_size=snapshot.servers[name].max_batch)
+            mixed = _pinned(mixed, [name], max_batch_size=snapshot.servers[name].max_batch)
         return run(mixed), mixed
 
     def _best_effort(self, run: _Solves, solution: _Result,
@@ -534,11 +544,11 @@ class InfernoPolicy:
                 free[acc_type] -= units
         if not no_cards and not crowded:
             return solution, system
-        pinned = _pinned(system, no_cards + crowded, keep_accelerator=True)
+        pinned = _pinned(system, no_cards + crowded)
         second = run(pinned)
         stranded = [n for n in crowded if n not in second.allocations]
         if stranded:  # served only elsewhere: the headroom is not worth the server
-            pinned = _pinned(system, no_cards, keep_accelerator=True)
+            pinned = _pinned(system, no_cards)
             second = run(pinned)
         second.unallocated |= solution.unallocated
         second.blocked = set(no_cards)
@@ -641,14 +651,13 @@ class InfernoPolicy:
 class _Result:
     """A solution plus what the policy learned while solving (mutable notes)."""
 
-    def __init__(self, solution: object, unallocated: Iterable[str] | None = None) -> None:
+    def __init__(self, solution: Solution, unallocated: Iterable[str] | None = None) -> None:
         self.solution = solution
-        self.allocations: Mapping[str, Allocation] = solution.allocations  # type: ignore[attr-defined]
-        self.status = str(solution.status)  # type: ignore[attr-defined]
-        self.message: str = solution.message  # type: ignore[attr-defined]
-        self.best_effort = set(solution.best_effort)  # type: ignore[attr-defined]
-        self.unallocated = set(solution.unallocated if unallocated is None  # type: ignore[attr-defined]
-                               else unallocated)
+        self.allocations: Mapping[str, Allocation] = solution.allocations
+        self.status = str(solution.status)
+        self.message: str = solution.message
+        self.best_effort = set(solution.best_effort)
+        self.unallocated = set(solution.unallocated if unallocated is None else unallocated)
         self.blocked: set[str] = set()
         self.crowded: set[str] = set()
 
@@ -662,7 +671,7 @@ class _Solves:
 
     def __call__(self, system: System) -> _Result:
         solution = self._solve(system)
-        self.solve_ms += solution.solve_time_ms  # type: ignore[attr-defined]
+        self.solve_ms += solution.solve_time_ms
         return _Result(solution)
 
 

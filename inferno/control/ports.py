@@ -6,9 +6,11 @@ The controller owns one pass; the driver owns time. Implementations live in `sim
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from inferno.model.snapshot import ActuationReport, AllocationPlan, ClusterSnapshot
+from inferno.model.system import System
 
 
 class Clock(Protocol):
@@ -24,4 +26,17 @@ class Collector(Protocol):
 class Actuator(Protocol):
     def apply(self, plan: AllocationPlan) -> ActuationReport:
         """Make the plan true; raises ActuateError on a failure of the whole call."""
+        ...
+
+
+class Tune(Protocol):
+    """Optional online learning between collect and decide (`inferno.control.tuning`)."""
+
+    def __call__(self, snapshot: ClusterSnapshot, static: System) -> System:
+        """The static data with the model perf learned so far; raises InfernoError on a
+        failure (the cycle then decides with ``static`` as it was)."""
+        ...
+
+    def state_for_log(self) -> Mapping[str, Any]:
+        """What the cycle log records of the learner (parameters, NIS, counters)."""
         ...

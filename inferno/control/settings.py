@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import TypedDict
 
 from inferno.control.correction import CorrectionSettings
 from inferno.control.demand import DemandSettings
@@ -91,15 +92,15 @@ class InfernoSettings:
     max_batch: int = 0
     """> 0 pins the max batch of every server (upstream DEFAULT_MAX_BATCH_SIZE); 0 lets the
     optimizer search it."""
-    stabilisation: StabilisationSettings = StabilisationSettings(scale_down_window_s=0.0)
-    """The controller's damping of this policy's recommendations: none by default, since
-    the policy damps on the load itself (`scale_down_window_s`); a window here would stack
-    on that one and hold every scale-down twice as long."""
-    scale_down_window_s: float = 300.0
-    """s. A scale-down is sized for the highest rate and token means observed over this
-    window (the HPA's default stabilisation window, applied to the load rather than to the
-    recommendations, so token-length noise is damped too): damps load noise (P9) and keeps
-    a burst's capacity through the lulls between bursts."""
+    stabilisation: StabilisationSettings = StabilisationSettings(scale_down_window_s=300.0)
+    """Scale down only to the highest recommendation of the last 300 s (the HPA's default):
+    a recommendation carries what the load alone does not (the backlog term, the model
+    correction), and a burst's capacity is kept through the lulls between bursts, which
+    recur on that time scale in real traffic (azure-code: 88 % SLO with it, 66 % without)."""
+    scale_down_window_s: float = 120.0
+    """s. A scale-down is also sized for the highest rate and token means observed over this
+    window (so token-length noise is damped too, which a recommendation window alone does
+    not: each window's mean output length scatters by tens of %)."""
     max_batch_tolerance: float = 0.25
     """Keep a server's current max batch (same accelerator) when the optimal one is within
     this fraction of it: a change restarts every replica (rolling replacement), which costs
@@ -369,6 +370,14 @@ def _parse_port(text: str, *, source: str) -> int:
     return value
 
 
+class _ControllerChanges(TypedDict, total=False):
+    data_path: Path
+    period_s: float
+    is_dynamic: bool
+    host: str
+    port: int
+
+
 def resolve_controller_settings(
     env: Mapping[str, str],
     *,
@@ -386,7 +395,7 @@ def resolve_controller_settings(
     command line's (`inferno live [CONTROL_PERIOD] [DYNAMIC]`), strings allowed. A bad value
     raises ConfigError naming the variable or argument.
     """
-    changes: dict[str, object] = {}
+    changes: _ControllerChanges = {}
     if env.get(ENV_DATA_PATH):
         changes["data_path"] = Path(env[ENV_DATA_PATH])
     if env.get(ENV_PERIOD):

@@ -1,4 +1,4 @@
-"""The controller's optional tune stage: a `TunerStage` adapted to the `Tune` hook.
+"""The controller's optional tune stage: a `TunerStage` adapted to the `Tune` port.
 
 Warm-up gating: while a pair is still collecting its first observations the stage says so
 in the cycle log; the optimizer keeps deciding with the prior model data (never blocked),
@@ -17,7 +17,8 @@ from inferno.tuner import TunerMode, TunerSettings, TunerStage
 
 
 class TunerHook:
-    """Callable `Tune` hook: observe the snapshot, then merge learned parameters."""
+    """The `Tune` port over a `TunerStage`: observe the snapshot, then merge learned
+    parameters."""
 
     def __init__(self, stage: TunerStage) -> None:
         self.stage = stage

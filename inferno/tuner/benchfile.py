@@ -84,8 +84,8 @@ def _documents(text: str, path: Path) -> Iterator[Any]:
 def _number(doc: Mapping[str, Any], key: str, where: str, *, minimum: float = 0.0,
             strict: bool = True) -> float:
     value = doc.get(key)
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (value > minimum if strict else value >= minimum):
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+            or not (value > minimum if strict else value >= minimum)):
         raise ConfigError(f"{where}: {key}: must be a number {'>' if strict else '>='} "
                           f"{minimum:g}, got {value!r}")
     return float(value)

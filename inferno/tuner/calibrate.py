@@ -220,8 +220,9 @@ class ParamSpace:
         return np.array(values)
 
     def perf(self, x: np.ndarray) -> PerfParms:
-        return dataclasses.replace(self.base, **{n: float(v)
-                                                 for n, v in zip(self.names, x, strict=True)})
+        # names are float fields of PerfParms (FIT_PARAMETERS), chosen at run time
+        changes: dict[str, Any] = {n: float(v) for n, v in zip(self.names, x, strict=True)}
+        return dataclasses.replace(self.base, **changes)
 
 
 def _space_or_default(space: ParamSpace | None, start: PerfParms | None) -> ParamSpace:
@@ -299,8 +300,11 @@ class BenchModel:
                 ttft[idx], itl[idx] = ttft_c + extras["frontend_ms"][idx], itl_c
                 thr[idx] = 1000.0 * batch / tau * tile(self._replicas)[idx]
         bad = ~np.repeat(usable, n) | ~np.isfinite(ttft) | ~np.isfinite(itl)
-        return tuple(np.where(bad, np.inf, a).reshape(p, n)  # type: ignore[return-value]
-                     for a in (ttft, itl, thr))
+
+        def grid(a: np.ndarray) -> np.ndarray:
+            return np.where(bad, np.inf, a).reshape(p, n)
+
+        return grid(ttft), grid(itl), grid(thr)
 
 
 def combine(analyzer: Predictor, twin: Predictor, closed: np.ndarray) -> Predictor:
@@ -594,7 +598,7 @@ def _subspace_fit(residuals: Residuals, x0: np.ndarray, max_condition_number: fl
                ) -> np.ndarray:
             return origin * np.exp(np.clip(basis @ z, -_MAX_MOVE, _MAX_MOVE))
 
-        def r_of(z: np.ndarray, at=at) -> np.ndarray:  # type: ignore[no-untyped-def]
+        def r_of(z: np.ndarray, at: Callable[[np.ndarray], np.ndarray] = at) -> np.ndarray:
             return residuals(at(z)[None, :])[0]
 
         z = np.zeros(basis.shape[1])
@@ -686,7 +690,8 @@ def merge_model_data(path: Path, base: Path | None, model: str, accelerator: str
     models = doc.setdefault(models_key, [])
     if not isinstance(models, list):
         raise ConfigError(f"{source}: {models_key}: must be a list")
-    values = {"alpha": params.alpha_ms, "beta": params.beta_ms, "gamma": params.gamma_ms}
+    values: dict[str, float | str] = {"alpha": params.alpha_ms, "beta": params.beta_ms,
+                                      "gamma": params.gamma_ms}
     values.update({wire: value for wire, value in (
         ("frontend", params.frontend_ms), ("frontendPerToken", params.frontend_per_token_ms),
         ("stream", params.stream_ms)) if value})

@@ -138,7 +138,7 @@ def fit_covariance(obs: ObservationSet, x: np.ndarray, rel_noise: float) -> np.n
 
 
 def guess_init_state(obs: TunerObservation,
-                     seed: Sequence[float] | None = None) -> np.ndarray | None:
+                     seed: Sequence[float] | np.ndarray | None = None) -> np.ndarray | None:
     """Low-load guess from one observation (design §6.6); None when it yields no positive state.
 
     Uses TTFT ≈ α + (β+γ)·L and ITL ≈ α + β + γ·(L + (m+1)/2). With a seed, γ is taken from

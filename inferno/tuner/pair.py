@@ -217,18 +217,19 @@ def _window_cycle(state: PairState, settings: TunerSettings, now_s: float) -> Pa
 
 def _ekf_cycle(state: PairState, valid: Sequence[TunerObservation], settings: TunerSettings,
                now_s: float) -> PairState:
-    assert state.params is not None
-    if state.ekf is None:  # a store loaded without covariance
-        state = dataclasses.replace(state, ekf=ekf.new_state(
-            as_array(state.params), percent_change=settings.percent_change,
-            bound_factor=settings.bound_factor))
-    assert state.ekf is not None
+    params = state.params
+    assert params is not None
+    prior = state.ekf
+    if prior is None:  # a store loaded without covariance
+        prior = ekf.new_state(as_array(params), percent_change=settings.percent_change,
+                              bound_factor=settings.bound_factor)
+        state = dataclasses.replace(state, ekf=prior)
     if settings.max_condition_number > 0:
-        kappa = condition_number(ObservationSet(state.window), state.ekf.x)
+        kappa = condition_number(ObservationSet(state.window), prior.x)
         state = dataclasses.replace(state, kappa=kappa)
         if kappa > settings.max_condition_number:
             return dataclasses.replace(state, counts=state.counted(SkipReason.ILL_CONDITIONED))
-    filt = ekf.predict(state.ekf)
+    filt = ekf.predict(prior)
     check_nis = state.update_count >= settings.warm_up_cycles
     counts = dict(state.counts)
     num_accepted, nis = 0, state.nis
@@ -257,7 +258,7 @@ def _ekf_cycle(state: PairState, valid: Sequence[TunerObservation], settings: Tu
     # Refit on the observations the filter refused only: the older ones describe the
     # regime before the change and would pull the fit halfway back.
     recent = state.window[-stalled_obs:]
-    result = fit_from_starts(ObservationSet(recent), [filt.x, as_array(state.params)],
+    result = fit_from_starts(ObservationSet(recent), [filt.x, as_array(params)],
                              max_fev=settings.max_fev)
     held = _guard(state, result, settings)
     if held is not None:

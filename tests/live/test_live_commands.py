@@ -178,12 +178,14 @@ def test_wall_clock_is_monotonic_unix_time() -> None:
 
 def test_policy_settings_apply_window_and_max_batch() -> None:
     """--scale-down-window, --max-batch and --lead reach the inferno policy's settings (the
-    window is its load-peak window; its recommendation window stays off); the HPA gets the
-    window as its stabilisation and ignores the others; no change gives the defaults (None)."""
+    window also caps its load-peak window); the HPA gets the window and ignores the others;
+    no change gives the defaults (None)."""
     inferno = policy_settings("inferno", scale_down_window_s=7.0, max_batch=76, lead_s=0.0)
     assert isinstance(inferno, InfernoSettings)
-    assert (inferno.scale_down_window_s, inferno.max_batch, inferno.lead_s) == (7.0, 76, 0.0)
-    assert inferno.stabilisation.scale_down_window_s == 0.0
+    assert (inferno.stabilisation.scale_down_window_s, inferno.max_batch, inferno.lead_s) == (
+        7.0, 76, 0.0)
+    assert inferno.scale_down_window_s == 7.0
+    assert policy_settings("inferno", scale_down_window_s=600.0).scale_down_window_s == 120.0
     hpa = policy_settings("hpa", scale_down_window_s=3.0, max_batch=76, lead_s=5.0)
     assert isinstance(hpa, HpaSettings)
     assert hpa.stabilisation.scale_down_window_s == 3.0

@@ -24,6 +24,8 @@ from inferno.control.controller import (
     FileStaticData,
 )
 from inferno.control.cyclelog import CycleStatus
+from inferno.control.demand import LoadEstimate
+from inferno.control.inferno_policy import observed_load
 from inferno.control.observation import estimate_offered_rpm
 from inferno.control.policies import InfernoPolicy, OraclePolicy, StaticPolicy
 from inferno.control.settings import (
@@ -35,6 +37,7 @@ from inferno.control.settings import (
 )
 from inferno.errors import ActuateError, CollectError, ConfigError
 from inferno.model import SaturationPolicy, System
+from inferno.model.snapshot import ClusterSnapshot
 from inferno.optimizer.result import Status
 
 NO_DAMPING = InfernoSettings(stabilisation=NO_STABILISATION, scale_down_margin=0.0)
@@ -126,6 +129,14 @@ def test_missing_metrics_never_scale_to_zero_and_reserve_capacity() -> None:
     notes = {r.name: r.note for r in record.servers}
     assert notes["b"] == "kept: no arrival-rate metrics"
     assert notes["c"] == "kept: no token metrics"
+
+
+def test_observed_load_without_memory_uses_the_window() -> None:
+    """Without a demand memory the window's own token means are the load (not a refusal)."""
+    load = observed_load(obs("a"))
+    assert isinstance(load, LoadEstimate)
+    assert (load.arrival_rpm, load.avg_in_tokens, load.avg_out_tokens) == (120.0, 100.0, 200.0)
+    assert observed_load(obs("c", avg_out_tokens=0.0)) == "no token metrics"
 
 
 def test_solver_input_built_from_observation() -> None:
@@ -335,15 +346,28 @@ def test_dry_run_decides_without_actuating() -> None:
     assert actuator.plans == []
 
 
+class FixedTune:
+    """A `Tune` port that always returns the same System."""
+
+    def __init__(self, tuned: System) -> None:
+        self.tuned = tuned
+
+    def __call__(self, snapshot: ClusterSnapshot, static: System) -> System:
+        return self.tuned
+
+    def state_for_log(self) -> dict[str, object]:
+        return {"mode": "fixed"}
+
+
 def test_tune_hook_feeds_the_policy() -> None:
-    """The tune hook's System is the one the policy solves with."""
+    """The tune hook's System is the one the policy solves with; its state is logged."""
     tuned = replace(static_system(), capacity={"A100": 99})
     solver = FakeSolver(lambda s: solution({"a": allocation("A100", 2)}))
     controller, _ = make(FakeCollector([snapshot(obs("a"))]),
-                         InfernoPolicy(NO_DAMPING, solve=solver),
-                         tune=lambda snap, static: tuned)
-    controller.step()
+                         InfernoPolicy(NO_DAMPING, solve=solver), tune=FixedTune(tuned))
+    record = controller.step()
     assert solver.systems[0].capacity == {"A100": 99}
+    assert record.tuner == {"mode": "fixed"}
 
 
 def test_oracle_plans_for_future_load() -> None:

@@ -128,9 +128,8 @@ def test_make_policy_by_name_and_errors() -> None:
     """Policies are picked by name; unknown names and wrong settings raise ConfigError."""
     assert make_policy("hpa").name == "hpa"
     assert make_policy("static", StaticSettings(default_replicas=2)).name == "static"
-    # inferno damps on the load (its own 300 s peak window), not on its recommendations
-    assert make_policy("inferno").stabilisation.scale_down_window_s == 0.0
-    assert make_policy("inferno").settings.scale_down_window_s == 300.0
+    assert make_policy("inferno").stabilisation.scale_down_window_s == 300.0
+    assert make_policy("inferno").settings.scale_down_window_s == 120.0
     assert make_policy("hpa").stabilisation.scale_down_window_s == 300.0
     with pytest.raises(ConfigError, match="choose one of hpa, inferno, oracle, saturation"):
         make_policy("hap")

@@ -139,12 +139,11 @@ def test_parse_set_reads_yaml_values() -> None:
 
 
 def test_nested_settings_start_from_the_policy_default(tmp_path: Path) -> None:
-    """Overriding one stabilisation field keeps InfernoSettings' own (zero) scale-down window,
-    not StabilisationSettings' 300 s class default."""
+    """Overriding one stabilisation field keeps InfernoSettings' own 300 s scale-down window."""
     doc = apply_set(small_scenario(), "policy.inferno.stabilisation.max_step_up", 2)
     scenario = load_scenario(write(tmp_path, doc))
     stab = scenario.policy.inferno.stabilisation
-    assert (stab.max_step_up, stab.scale_down_window_s) == (2, 0.0)
+    assert (stab.max_step_up, stab.scale_down_window_s) == (2, 300.0)
     assert scenario.policy.hpa.stabilisation.scale_down_window_s == 300.0
 
 
