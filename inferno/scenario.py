@@ -128,9 +128,8 @@ class WorkloadSpec:
     def __post_init__(self) -> None:
         _check(math.isfinite(self.rate_rpm) and self.rate_rpm >= 0,
                f"rate_rpm must be >= 0, got {self.rate_rpm!r}")
-        _check(self.rate_rpm <= safe.MAX_SIM_REQUESTS,
-               f"rate_rpm must be <= {safe.MAX_SIM_REQUESTS:,} (MAX_SIM_REQUESTS a run), got "
-               f"{self.rate_rpm!r}")
+        _check(self.rate_rpm <= safe.MAX_RATE_RPM,
+               f"rate_rpm must be <= {safe.MAX_RATE_RPM:,} (MAX_RATE_RPM), got {self.rate_rpm!r}")
         for name in ("in_tokens", "out_tokens"):
             value = getattr(self, name)
             _check(math.isfinite(value) and value >= 1, f"{name} must be >= 1, got {value!r}")

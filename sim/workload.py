@@ -305,6 +305,11 @@ class TokenDist:
             raise ConfigError(f"tokens.mean must be >= 1, got {self.mean}")
         if self.kind == "lognormal" and not self.cv > 0:
             raise ConfigError(f"tokens.cv must be > 0, got {self.cv}")
+        largest = max(self.values) if self.kind == "empirical" else (
+            self.high if self.kind == "uniform" else self.mean)
+        if largest > safe.MAX_TOKENS:
+            raise ConfigError(f"tokens: {largest:,.0f} is over the limit of "
+                              f"{safe.MAX_TOKENS:,} (MAX_TOKENS)")
 
     @property
     def min_tokens(self) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from inferno.commands import simrun
+from inferno.commands import limits, simrun
 from inferno.errors import ConfigError
 
 
@@ -62,6 +62,7 @@ def _loads(text: str | None, what: str, as_int: bool) -> list[float]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path),
               help="Also write one row per point in `inferno calibrate`'s CSV columns.")
+@limits.bench_checks
 def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
           rate: str | None, arrivals_file: Path | None, input_tokens: str, output_tokens: str,
           think: str | None, stagger: float, max_batch: int | None, kv_tokens: int | None,

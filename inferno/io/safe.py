@@ -9,6 +9,7 @@ UTF-8 byte-order mark is accepted (editors on Windows write one).
 
 `check_limit` is the one home for the size bounds that keep a run from running away: the
 limit is named in the message, and a `--force` flag lifts it where a user may really want it.
+`check_output_dir` and `check_output_file` check an output path before the work starts.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ MAX_REPLICAS = 10_000
 """Replicas of one server (the largest fleets run a few hundred per model)."""
 MAX_BATCH = 65_536
 """Max batch (vLLM max_num_seqs; defaults are 256 to 1024)."""
+MAX_QUEUE = 10 * MAX_BATCH
+"""Queue slots beyond the batch of one replica (the analyzer's default is 10 x the batch)."""
+MAX_RATE_RPM = 1_000_000
+"""Arrival rate of one server, requests per minute (about 17,000 requests a second)."""
 MAX_TOKENS = 10_000_000
 """Tokens of one request (the longest context windows are about 10⁶)."""
 MAX_CONCURRENCY = 1_000_000
@@ -134,12 +139,23 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-def parse_yaml(text: str, label: str) -> Any:
-    """A YAML document (safe tags only) with bounded nesting and expanded size."""
-    import yaml  # lazily: `inferno optimize` reads JSON only and starts without it
+_YAML_EXPONENT_FLOAT = r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"
+"""YAML 1.2 floats PyYAML (YAML 1.1) reads as strings: an exponent without a dot (``1e12``)."""
 
-    class _BoundedLoader(yaml.SafeLoader):
-        """PyYAML's safe loader with nesting bounded while composing (its composer recurses)."""
+_yaml_loader: Any = None
+
+
+def _loader() -> Any:
+    """The safe YAML loader class, built on first use (and once): `inferno optimize` reads JSON
+    only and starts without importing yaml."""
+    global _yaml_loader
+    if _yaml_loader is not None:
+        return _yaml_loader
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        """PyYAML's safe loader with nesting bounded while composing (its composer recurses),
+        duplicate keys refused and YAML 1.2 exponent floats (``1e12``) read as numbers."""
 
         _depth = 0
 
@@ -165,8 +181,19 @@ def parse_yaml(text: str, label: str) -> Any:
                     seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
+    BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                        re.compile(_YAML_EXPONENT_FLOAT), list("-+0123456789"))
+    _yaml_loader = BoundedLoader
+    return _yaml_loader
+
+
+def parse_yaml(text: str, label: str) -> Any:
+    """A YAML document (safe tags only) with bounded nesting and expanded size."""
+    loader = _loader()
+    import yaml  # already imported by `_loader`
+
     try:
-        doc = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""
@@ -212,6 +239,24 @@ def check_output_dir(path: str | Path, label: str) -> Path:
         raise ConfigError(f"{where}: cannot write the outputs: {what}")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{where}: cannot write the outputs: {probe} is not writable")
+    return path
+
+
+def check_output_file(path: str | Path, label: str) -> Path:
+    """``path`` if a file can be written there: not a directory, in an existing writable
+    directory, and writable if it exists; else a `ConfigError` ``"<label> <path>: <reason>"``.
+    Called before the work starts, so a bad path costs no run."""
+    path = Path(path)
+    where = f"{label} {path}" if label else str(path)
+    if path.is_dir():
+        raise ConfigError(f"{where}: cannot write: is a directory, expected a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "does not exist" if not parent.exists() else "is not a directory"
+        raise ConfigError(f"{where}: cannot write: {parent} {what}")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists()
+                                                     and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{where}: cannot write: permission denied")
     return path
 
 
