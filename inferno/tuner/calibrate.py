@@ -100,6 +100,20 @@ class BenchRow:
     source: str = ""
     """Where the row came from, for messages (file:line; empty: the line number alone)."""
 
+    def __post_init__(self) -> None:
+        for name, value, limit in (
+                ("in_tokens", self.in_tokens, "MAX_TOKENS"),
+                ("out_tokens", self.out_tokens, "MAX_TOKENS"),
+                ("concurrency", self.concurrency, "MAX_CONCURRENCY"),
+                ("rate_rps x 60", None if self.rate_rps is None else self.rate_rps * 60,
+                 "MAX_RATE_RPM"),
+                ("max_batch", self.max_batch, "MAX_BATCH"),
+                ("max_queue", self.max_queue, "MAX_QUEUE"),
+                ("replicas", self.replicas, "MAX_REPLICAS")):
+            if value is not None:
+                safe.check_limit(value, getattr(safe, limit), f"{self.where}: {name} ({limit})",
+                                 hint="")
+
     @property
     def where(self) -> str:
         return self.source or f"line {self.line}"
@@ -123,6 +137,11 @@ def read_bench_csv(path: str | Path) -> tuple[BenchRow, ...]:
     except StopIteration:
         raise ConfigError(f"{path}:1: empty file (expected a header line)") from None
     names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    for name in names:
+        stem = name.removesuffix("_seconds").removesuffix("_sec").removesuffix("_s")
+        if stem != name and stem + "_ms" in (*_REQUIRED, *_OPTIONAL, *_ALIASES):
+            raise ConfigError(f"{path}:1: column '{name}' is in seconds: give '{stem}_ms' in "
+                              "milliseconds")
     missing = [c for c in _REQUIRED if c not in names]
     if missing or not {"concurrency", "rate_rps"} & set(names):
         need = missing or ["concurrency or rate_rps"]
@@ -672,14 +691,10 @@ def format_report(result: Calibration, model: str, accelerator: str) -> str:
     return "\n".join(lines)
 
 
-def merge_model_data(path: Path, base: Path | None, model: str, accelerator: str,
-                     params: PerfParms, *, max_batch: int | None = None) -> None:
-    """Write ``base`` (or ``path`` if it exists, else an empty document) with the pair's
-    perfParms replaced, to ``path`` atomically.
-
-    Keys are matched case-insensitively (upstream files spell them freely); other entries and
-    fields are kept as they are. A missing pair is appended with accCount 1.
-    """
+def model_data_document(path: Path, base: Path | None) -> tuple[dict[str, Any], list[Any]]:
+    """The model-data document `merge_model_data` starts from (``path`` if it exists, else
+    ``base``, else empty) and its models list; a file that cannot be merged into is a
+    `ConfigError` naming it (`inferno calibrate` checks this before fitting)."""
     source = path if path.is_file() else base
     doc: Any = {"models": []}
     if source is not None and source.is_file():
@@ -690,6 +705,18 @@ def merge_model_data(path: Path, base: Path | None, model: str, accelerator: str
     models = doc.setdefault(models_key, [])
     if not isinstance(models, list):
         raise ConfigError(f"{source}: {models_key}: must be a list")
+    return doc, models
+
+
+def merge_model_data(path: Path, base: Path | None, model: str, accelerator: str,
+                     params: PerfParms, *, max_batch: int | None = None) -> None:
+    """Write ``base`` (or ``path`` if it exists, else an empty document) with the pair's
+    perfParms replaced, to ``path`` atomically.
+
+    Keys are matched case-insensitively (upstream files spell them freely); other entries and
+    fields are kept as they are. A missing pair is appended with accCount 1.
+    """
+    doc, models = model_data_document(path, base)
     values: dict[str, float | str] = {"alpha": params.alpha_ms, "beta": params.beta_ms,
                                       "gamma": params.gamma_ms}
     values.update({wire: value for wire, value in (
