@@ -107,14 +107,23 @@ def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple
 @click.option("--check", is_flag=True,
               help="Exit 1 when the decisions differ from the recorded ones.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--force", is_flag=True, help="Replay even beyond the size limits (as `sim run "
+              "--force`).")
 def replay(run_dir: Path, policy: str | None, out: Path | None, check: bool,
-           no_plots: bool) -> None:
+           no_plots: bool, force: bool) -> None:
     """Re-run a recorded run (RUN_DIR of `sim run`) on its recorded requests."""
     from inferno.io import safe
-    from sim.run import decision_diff, load_run, run_scenario, write_run
+    from inferno.scenario import check_run_size, load_scenario
+    from sim.run import RUN_FILES, decision_diff, load_run, run_scenario, write_run
 
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: not a run directory (of `inferno sim run`)")
+    # The recorded files are read safely here first (encoding, nesting, run size): the
+    # recording's reader trusts what `sim run` wrote.
+    if (run_dir / RUN_FILES["scenario"]).is_file():
+        check_run_size(load_scenario(run_dir / RUN_FILES["scenario"]), force=force)
+    if (run_dir / RUN_FILES["summary"]).is_file():
+        safe.read_json(run_dir / RUN_FILES["summary"])
     recorded = load_run(run_dir)
     if check and policy not in (None, recorded.scenario.policy.name):
         raise click.UsageError("--check compares with the recorded policy; drop --policy")
