@@ -284,6 +284,21 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
     (else the label's), load follows the load labels (plus the requests of OpenAI clients with
     --openai-port), metrics are served for Prometheus. KUBECONFIG, WATCH_NAMESPACE and
     INFERNO_ACCELERATOR_* as for `inferno live`."""
+    from inferno.commands.limits import check_flag, check_output_files
+
+    for flag, value in (("--scrape-interval", scrape_interval), ("--speedup", speedup),
+                        ("--poll", poll_s), ("--duration", duration)):
+        check_flag(flag, value, above=0.0)
+    check_flag("--startup", startup_s, at_least=0.0, limit="MAX_SIM_DURATION_S")
+    for flag, count in (("--max-connections", max_connections),
+                        ("--max-requests", max_requests)):
+        check_flag(flag, count, at_least=1)
+    check_flag("--seed", seed, at_least=0)
+    check_flag("--max-model-len", max_model_len, at_least=2, limit="MAX_TOKENS")
+    for flag, number in (("--port", port), ("--openai-port", openai_port)):
+        if number is not None and not 0 <= number <= 65535:
+            raise ConfigError(f"{flag}: expected a port in 0..65535, got {number}")
+    check_output_files(targets_file=targets_file, prometheus_config=prometheus_config)
     import yaml
 
     from inferno.io import load_static_data

@@ -266,7 +266,7 @@ def check_limit(value: float, limit: float, what: str, *, force: bool = False,
     the quantity and where it comes from, e.g. ``"scenario.yaml: simulated requests"``."""
     if force or value <= limit:
         return
-    shown = f"{value:,.0f}" if math.isfinite(value) else str(value)
+    shown = f"{value:,.0f}" if abs(value) < 1e15 else f"{value:g}"
     tail = f"; {hint}" if hint else ""
     raise ConfigError(f"{what}: {shown} is over the limit of {limit:,.0f}{tail}")
 
