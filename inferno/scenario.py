@@ -185,8 +185,9 @@ class DiurnalSpec:
 
     def __post_init__(self) -> None:
         _check(0 <= self.amplitude < 1, f"amplitude must be in [0, 1), got {self.amplitude!r}")
-        _check(math.isfinite(self.period_s) and self.period_s > 0,
-               f"period_s must be > 0, got {self.period_s!r}")
+        _check(math.isfinite(self.period_s) and 0 < self.period_s <= safe.MAX_SIM_DURATION_S,
+               f"period_s must be in (0, {safe.MAX_SIM_DURATION_S:,.0f}] (MAX_SIM_DURATION_S), "
+               f"got {self.period_s!r}")
         _check(self.pieces >= 4, f"pieces must be >= 4, got {self.pieces!r}")
 
 
@@ -202,6 +203,10 @@ class ProfileSpec:
         _check(not (self.phases and self.diurnal is not None),
                "give phases or diurnal, not both")
         validate_phases(self.phases)
+        for i, phase in enumerate(self.phases):
+            _check(phase.duration_s <= safe.MAX_SIM_DURATION_S,
+                   f"phases[{i}].duration_s must be <= {safe.MAX_SIM_DURATION_S:,.0f} "
+                   f"(MAX_SIM_DURATION_S), got {phase.duration_s!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,6 +239,9 @@ class StartupSpec:
     def __post_init__(self) -> None:
         _check(math.isfinite(self.mean_s) and self.mean_s >= 0,
                f"mean_s must be >= 0, got {self.mean_s!r}")
+        _check(self.mean_s <= safe.MAX_SIM_DURATION_S,
+               f"mean_s must be <= {safe.MAX_SIM_DURATION_S:,.0f} (MAX_SIM_DURATION_S), got "
+               f"{self.mean_s!r}")
         _check(self.spread >= 0 and (self.kind is not StartupKind.UNIFORM
                                      or self.spread <= self.mean_s),
                f"spread must be >= 0 (and <= mean_s for uniform), got {self.spread!r}")
@@ -442,7 +450,8 @@ class Scenario:
 
     def __post_init__(self) -> None:
         safe.safe_name(self.name, "name")
-        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed!r}")
+        _check(0 <= self.seed <= safe.MAX_SEED,
+               f"seed must be in [0, 2**63 - 1] (MAX_SEED), got {self.seed!r:.40}")
         _check(math.isfinite(self.duration_s) and self.duration_s > 0,
                f"duration_s must be > 0, got {self.duration_s!r}")
         _check(math.isfinite(self.drain_s) and self.drain_s >= 0,
@@ -505,6 +514,11 @@ def check_run_size(scenario: Scenario, *, force: bool = False) -> None:
     safe.check_limit(rate_rpm * scenario.duration_s / 60.0, safe.MAX_SIM_REQUESTS,
                      f"{at}servers[*].load.rate_rpm x duration_s: simulated requests "
                      "(MAX_SIM_REQUESTS)", force=force)
+    diurnal = scenario.profile.diurnal
+    if diurnal is not None:
+        safe.check_limit(scenario.duration_s / diurnal.period_s * diurnal.pieces,
+                         safe.MAX_SIM_STEPS, f"{at}profile.diurnal: load phases (duration_s / "
+                         "period_s x pieces) (MAX_SIM_STEPS)", force=force)
     steps = [("controller.period_s", scenario.controller.period_s)]
     if scenario.emulator is not None:
         steps.append(("emulator.interval_s", scenario.emulator.interval_s))

@@ -15,7 +15,6 @@ limit is named in the message, and a `--force` flag lifts it where a user may re
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import stat
@@ -48,6 +47,8 @@ MAX_TOKENS = 10_000_000
 """Tokens of one request (the longest context windows are about 10⁶)."""
 MAX_CONCURRENCY = 1_000_000
 """Closed-loop users of one benchmark point."""
+MAX_SEED = 2**63 - 1
+"""Largest seed (64-bit signed, as every random stream and file format takes it)."""
 MAX_SIM_REQUESTS = 2_000_000
 """Requests of one simulated run (30x the largest shipped scenario; about 2 GB of memory);
 `--force` lifts it."""

@@ -270,7 +270,8 @@ for _flag, _value in (("--rate-rpm", "nan"), ("--rate-rpm", "-1"), ("--rate-rpm"
                       ("--rate-rpm", "1e12"), ("--in-tokens", "-5"),
                       ("--in-tokens", "1000000000"), ("--out-tokens", "0"),
                       ("--max-batch", "1000000000"), ("--max-batch", "-1"),
-                      ("--max-queue", "1000000000"), ("--itl-ms", "nan")):
+                      ("--max-queue", "1000000000"), ("--max-queue", "-1"),
+                      ("--itl-ms", "nan"), ("--ttft-ms", "-3")):
     def _build(tmp: Path, f: str = _flag, v: str = _value) -> list[str]:
         return _analyze(tmp, **{f: v})
     case(f"analyze{_flag}={_value}", _flag)(_build)
@@ -350,6 +351,17 @@ def _(tmp: Path) -> list[str]:
     return _calibrate(tmp, extra=("--max-batch", "1000000000"))
 
 
+@case("calibrate-max-rms-nan", "--max-rms")
+def _(tmp: Path) -> list[str]:
+    return _calibrate(tmp, extra=("--max-rms", "nan"))
+
+
+@case("calibrate-output-not-an-object", "m.json", "JSON object")
+def _(tmp: Path) -> list[str]:
+    _write(tmp, "m.json", "[1, 2]")
+    return _calibrate(tmp, extra=("--output", str(tmp / "m.json")))
+
+
 @case("calibrate-unknown-fit-param", "--fit", "delta")
 def _(tmp: Path) -> list[str]:
     return _calibrate(tmp, extra=("--fit", "alpha,delta"))
@@ -404,6 +416,9 @@ for _args, _flag in (
         (("--concurrency", "2", "--stagger", "1e15"), "--stagger"),
         (("--rate", "1", "--input-tokens", "1000000000"), "--input-tokens"),
         (("--rate", "1", "--input-tokens", "uniform:5:1"), "--input-tokens"),
+        (("--rate", "1", "--output-tokens", "uniform:1:100000000"), "--output-tokens"),
+        (("--concurrency", "2", "--think", "1e15"), "--think"),
+        (("--rate", "1", "--seed", "-1"), "--seed"),
 ):
     def _build(tmp: Path, a: tuple[str, ...] = _args) -> list[str]:
         return _bench(tmp, *a)
@@ -510,6 +525,10 @@ _BAD_SCENARIO_VALUE: dict[str, tuple[str, str, str]] = {
                      "mean_s"),
     "phases-huge-duration": ("seed: 1", "seed: 1\nprofile: {phases: [{duration_s: 1e12}]}",
                              "duration_s"),
+    "diurnal-huge-pieces": ("seed: 1", "seed: 1\nprofile: {diurnal: {period_s: 1, "
+                            "pieces: 1000000000}}", "MAX_SIM_STEPS"),
+    "diurnal-huge-period": ("seed: 1", "seed: 1\nprofile: {diurnal: {period_s: 1e12}}",
+                            "period_s"),
 }
 for _kind, (_old, _new, _field) in _BAD_SCENARIO_VALUE.items():
     def _build(tmp: Path, old: str = _old, new: str = _new) -> list[str]:
@@ -591,6 +610,16 @@ def _(tmp: Path) -> list[str]:
     (tmp / "rec").mkdir()
     _write(tmp / "rec", "scenario.yaml", b"name: \xff\n")
     _write(tmp / "rec", "requests.csv", "arrival_s,input_tokens,output_tokens\n")
+    return ["sim", "replay", str(tmp / "rec")]
+
+
+@case("sim-replay-recorded-huge-run", "scenario.yaml", "MAX_SIM_DURATION_S")
+def _(tmp: Path) -> list[str]:
+    (tmp / "rec").mkdir()
+    _write(tmp / "rec", "scenario.yaml", _set(SCENARIO, "duration_s: 120", "duration_s: 1e12")
+           .replace("data: data", f"data: {tmp / 'data'}"))
+    for name in ("trace.csv", "cycles.jsonl"):
+        _write(tmp / "rec", name, "")
     return ["sim", "replay", str(tmp / "rec")]
 
 
@@ -682,7 +711,8 @@ def _(tmp: Path) -> list[str]:
 
 
 for _flag, _value in (("--speedup", "0"), ("--speedup", "nan"), ("--poll", "-1"),
-                      ("--startup", "1e300"), ("--scrape-interval", "0")):
+                      ("--startup", "1e300"), ("--scrape-interval", "0"), ("--port", "70000"),
+                      ("--max-model-len", "1000000000"), ("--duration", "-1")):
     def _build(tmp: Path, f: str = _flag, v: str = _value) -> list[str]:
         return ["emulate", "--data-path", str(tmp / "data"), "--targets-file",
                 str(tmp / "targets.json"), f, v]
@@ -754,48 +784,8 @@ def test_battery_is_large_and_unique() -> None:
     assert len(set(ids)) == len(ids)
 
 
-# Not fixed yet (issue 14, "Bad input"): strict xfail, so a fix shows up as XPASS and must
-# remove the id here. RUNAWAY ones are not run at all: they would only hit the timeout.
-NOT_YET = {
-    *(f"analyze{f}" for f in ("--rate-rpm=nan", "--rate-rpm=-1", "--rate-rpm=inf",
-                              "--rate-rpm=1e12", "--in-tokens=-5", "--out-tokens=0",
-                              "--max-batch=-1", "--itl-ms=nan", "--in-tokens=1000000000")),
-    "calibrate-csv-seconds-not-ms", "calibrate-csv-huge-tokens",
-    "calibrate-num-requests-negative", "calibrate-max-batch-huge",
-    "calibrate-output-is-dir", "calibrate-output-under-file",
-    "calibrate-output-existing-not-utf8",
-    "sim-bench---rate-1---num-requests--5", "sim-bench---rate-1---duration-nan",
-    "sim-bench---rate-nan", "sim-bench---rate--2", "sim-bench---concurrency-0",
-    "sim-bench---rate-1---replicas-0", "sim-bench---rate-1---kv-tokens--1",
-    "sim-bench-csv-under-file", "sim-bench-csv-is-dir", "sim-bench-plot-missing-dir",
-    "sim-bench---rate-1---input-tokens-1000000000", "sim-replay-scenario-not-utf8",
-    "emulate--speedup=0", "emulate--speedup=nan", "emulate--poll=-1",
-    "emulate--startup=1e300", "emulate--scrape-interval=0",
-    "emulate-prometheus-config-under-file", "emulate-targets-file-is-dir",
-}
-RUNAWAY = {
-    "analyze--max-batch=1000000000", "analyze--max-queue=1000000000",
-    "calibrate-csv-huge-concurrency", "calibrate-json-huge-concurrency",
-    "calibrate-num-requests-huge",
-    "sim-bench---rate-1---num-requests-1000000000000", "sim-bench---rate-1---duration-1e12",
-    "sim-bench---rate-1e9---duration-60", "sim-bench---concurrency-1000000000",
-    "sim-bench---rate-1---replicas-1000000000", "sim-bench---rate-1---max-batch-1000000000",
-    "sim-bench---concurrency-2---stagger-1e15", "sim-bench-arrivals-huge-times",
-}
-
-
-def _param(c: Case) -> object:
-    if c.id in RUNAWAY:
-        return pytest.param(c, id=c.id, marks=pytest.mark.xfail(
-            run=False, strict=True, reason="runs away: no size limit yet"))
-    if c.id in NOT_YET:
-        return pytest.param(c, id=c.id, marks=pytest.mark.xfail(
-            strict=True, reason="not a short exit-2 error yet"))
-    return pytest.param(c, id=c.id)
-
-
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("bad", [_param(c) for c in CASES])
+@pytest.mark.parametrize("bad", [pytest.param(c, id=c.id) for c in CASES])
 def test_malformed_input_exits_2_with_a_short_error(bad: Case, world: Path) -> None:
     argv = bad.build(world)
     before = _snapshot(world.parent)
