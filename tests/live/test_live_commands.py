@@ -80,7 +80,7 @@ def managed(server: str, **extra: str) -> dict[str, str]:
     (["emulate-load", "10", "1.5"], {}, "alpha must be in [0, 1]"),
     (["emulate-load", "often"], {}, "argument INTERVAL"),
     (["emulate-load"], {"INFERNO_LOAD_ALPHA": "x"}, "INFERNO_LOAD_ALPHA"),
-    (["emulate", "--data-path", str(SMALL), "--speedup", "0"], {}, "speedup must be > 0"),
+    (["emulate", "--data-path", str(SMALL), "--speedup", "0"], {}, "--speedup: expected a finite number > 0"),
     (["live", "--data-path", str(SMALL)], {"INFERNO_PROMETHEUS_TOKEN_PATH": "/t"},
      "INFERNO_PROMETHEUS_ALLOW_HTTP_TOKEN"),
     (["live", "--data-path", str(SMALL), "--invoke-token-file", "/nonexistent/token"], {},
