@@ -75,10 +75,25 @@ class LazyGroup(click.Group):
         except InfernoError as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
-            lines = getattr(exc, "problems", None) or (str(exc),)
-            for line in lines:
-                click.echo(f"{type(exc).__name__}: {line}", err=True)
+            for line in error_lines(exc):
+                click.echo(line, err=True)
             ctx.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+MAX_ERROR_LINES = 3
+"""Problems printed for one error; the rest are counted ("and N more")."""
+
+
+def error_lines(exc: InfernoError) -> list[str]:
+    """The lines printed for ``exc``: each problem on one line (newlines folded), at most
+    `MAX_ERROR_LINES` of them, then "and N more problems"."""
+    problems = [" ".join(str(p).split()) for p in
+                (getattr(exc, "problems", None) or (str(exc),))]
+    lines = [f"{type(exc).__name__}: {p}" for p in problems[:MAX_ERROR_LINES]]
+    if len(problems) > MAX_ERROR_LINES:
+        rest = len(problems) - MAX_ERROR_LINES
+        lines.append(f"... and {rest} more problem{'s' if rest > 1 else ''}")
+    return lines
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -39,7 +39,7 @@ from inferno.control.settings import (
     StaticSettings,
 )
 from inferno.errors import ConfigError
-from inferno.io import apply_overrides, load_static_data
+from inferno.io import apply_overrides, load_static_data, safe
 from inferno.model import DEFAULT_CLASS, ModelTarget, ServiceClass, System
 from inferno.tuner import FirstToken, TunerMode, TunerSettings
 
@@ -128,9 +128,13 @@ class WorkloadSpec:
     def __post_init__(self) -> None:
         _check(math.isfinite(self.rate_rpm) and self.rate_rpm >= 0,
                f"rate_rpm must be >= 0, got {self.rate_rpm!r}")
+        _check(self.rate_rpm <= safe.MAX_RATE_RPM,
+               f"rate_rpm must be <= {safe.MAX_RATE_RPM:,} (MAX_RATE_RPM), got {self.rate_rpm!r}")
         for name in ("in_tokens", "out_tokens"):
             value = getattr(self, name)
             _check(math.isfinite(value) and value >= 1, f"{name} must be >= 1, got {value!r}")
+            _check(value <= safe.MAX_TOKENS,
+                   f"{name} must be <= {safe.MAX_TOKENS:,} (MAX_TOKENS), got {value!r}")
         _check(math.isfinite(self.length_cv) and self.length_cv > 0,
                f"length_cv must be > 0, got {self.length_cv!r}")
         _check(math.isfinite(self.arrival_cv) and self.arrival_cv > 0,
@@ -161,8 +165,10 @@ class ServerSpec:
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "name must not be empty")
-        _check(self.replicas >= 0, f"replicas must be >= 0, got {self.replicas!r}")
-        _check(self.max_batch >= 0, f"max_batch must be >= 0, got {self.max_batch!r}")
+        _check(0 <= self.replicas <= safe.MAX_REPLICAS, f"replicas must be in [0, "
+               f"{safe.MAX_REPLICAS:,}] (MAX_REPLICAS), got {self.replicas!r}")
+        _check(0 <= self.max_batch <= safe.MAX_BATCH, f"max_batch must be in [0, "
+               f"{safe.MAX_BATCH:,}] (MAX_BATCH), got {self.max_batch!r}")
         _check(self.min_replicas >= 0, f"min_replicas must be >= 0, got {self.min_replicas!r}")
         _check(self.kv_capacity_tokens is None or self.kv_capacity_tokens >= 16,
                f"kv_capacity_tokens must be >= 16, got {self.kv_capacity_tokens!r}")
@@ -179,8 +185,9 @@ class DiurnalSpec:
 
     def __post_init__(self) -> None:
         _check(0 <= self.amplitude < 1, f"amplitude must be in [0, 1), got {self.amplitude!r}")
-        _check(math.isfinite(self.period_s) and self.period_s > 0,
-               f"period_s must be > 0, got {self.period_s!r}")
+        _check(math.isfinite(self.period_s) and 0 < self.period_s <= safe.MAX_SIM_DURATION_S,
+               f"period_s must be in (0, {safe.MAX_SIM_DURATION_S:,.0f}] (MAX_SIM_DURATION_S), "
+               f"got {self.period_s!r}")
         _check(self.pieces >= 4, f"pieces must be >= 4, got {self.pieces!r}")
 
 
@@ -196,6 +203,10 @@ class ProfileSpec:
         _check(not (self.phases and self.diurnal is not None),
                "give phases or diurnal, not both")
         validate_phases(self.phases)
+        for i, phase in enumerate(self.phases):
+            _check(phase.duration_s <= safe.MAX_SIM_DURATION_S,
+                   f"phases[{i}].duration_s must be <= {safe.MAX_SIM_DURATION_S:,.0f} "
+                   f"(MAX_SIM_DURATION_S), got {phase.duration_s!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,6 +222,10 @@ class EmulatorSpec:
     range_factor: float | None = None
     """Clamp to [nominal / f, nominal · f]; None clamps at rate >= 0 and tokens >= 1 only."""
 
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.interval_s) and self.interval_s > 0,
+               f"interval_s must be > 0, got {self.interval_s!r}")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartupSpec:
@@ -224,6 +239,9 @@ class StartupSpec:
     def __post_init__(self) -> None:
         _check(math.isfinite(self.mean_s) and self.mean_s >= 0,
                f"mean_s must be >= 0, got {self.mean_s!r}")
+        _check(self.mean_s <= safe.MAX_SIM_DURATION_S,
+               f"mean_s must be <= {safe.MAX_SIM_DURATION_S:,.0f} (MAX_SIM_DURATION_S), got "
+               f"{self.mean_s!r}")
         _check(self.spread >= 0 and (self.kind is not StartupKind.UNIFORM
                                      or self.spread <= self.mean_s),
                f"spread must be >= 0 (and <= mean_s for uniform), got {self.spread!r}")
@@ -431,7 +449,9 @@ class Scenario:
     """File the scenario was read from (for messages); not a YAML key."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.name), "name must not be empty")
+        safe.safe_name(self.name, "name")
+        _check(0 <= self.seed <= safe.MAX_SEED,
+               f"seed must be in [0, 2**63 - 1] (MAX_SEED), got {self.seed!r:.40}")
         _check(math.isfinite(self.duration_s) and self.duration_s > 0,
                f"duration_s must be > 0, got {self.duration_s!r}")
         _check(math.isfinite(self.drain_s) and self.drain_s >= 0,
@@ -470,6 +490,42 @@ class Scenario:
         """The same scenario under another policy (ConfigError if unknown)."""
         return dataclasses.replace(self, policy=_wrap(
             lambda: dataclasses.replace(self.policy, name=name), self.source, "policy"))
+
+
+def check_run_size(scenario: Scenario, *, force: bool = False) -> None:
+    """A ConfigError naming the limit when a run of ``scenario`` would simulate more than
+    `safe.MAX_SIM_DURATION_S` seconds, `safe.MAX_SIM_REQUESTS` requests (at the peak of the
+    profile) or `safe.MAX_SIM_STEPS` control cycles or emulator steps; ``force`` lifts them."""
+    at = _prefix(scenario.source)
+    span_s = scenario.duration_s + scenario.drain_s
+    safe.check_limit(span_s, safe.MAX_SIM_DURATION_S,
+                     f"{at}duration_s + drain_s: simulated seconds (MAX_SIM_DURATION_S)",
+                     force=force)
+    peak = 1.0
+    ratio = 1.0
+    for phase in scenario.profile.phases:
+        ratio *= phase.ratio if phase.ratio > 0 else 1.0
+        peak = max(peak, ratio)
+    if scenario.profile.diurnal is not None:
+        peak = 1.0 + scenario.profile.diurnal.amplitude
+    rate_rpm = sum(s.load.rate_rpm for s in scenario.servers) * peak
+    if scenario.emulator is not None and scenario.emulator.range_factor:
+        rate_rpm *= scenario.emulator.range_factor
+    safe.check_limit(rate_rpm * scenario.duration_s / 60.0, safe.MAX_SIM_REQUESTS,
+                     f"{at}servers[*].load.rate_rpm x duration_s: simulated requests "
+                     "(MAX_SIM_REQUESTS)", force=force)
+    diurnal = scenario.profile.diurnal
+    if diurnal is not None:
+        safe.check_limit(scenario.duration_s / diurnal.period_s * diurnal.pieces,
+                         safe.MAX_SIM_STEPS, f"{at}profile.diurnal: load phases (duration_s / "
+                         "period_s x pieces) (MAX_SIM_STEPS)", force=force)
+    steps = [("controller.period_s", scenario.controller.period_s)]
+    if scenario.emulator is not None:
+        steps.append(("emulator.interval_s", scenario.emulator.interval_s))
+    for key, every_s in steps:
+        count = span_s / every_s if every_s > 0 else math.inf
+        safe.check_limit(count, safe.MAX_SIM_STEPS,
+                         f"{at}duration_s / {key}: simulated steps (MAX_SIM_STEPS)", force=force)
 
 
 def _wrap(build: typing.Callable[[], Any], file: str, where: str) -> Any:
@@ -625,18 +681,9 @@ def load_settings(path: Path | str, cls: type[_S]) -> _S:
 
 
 def read_yaml(path: Path) -> Any:
-    """The document of a YAML file, with read and syntax errors as ConfigError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{at}: not valid YAML: {problem}") from None
+    """The document of a YAML file, with read and syntax errors, bad encoding, deep nesting
+    and alias bombs as ConfigError (`inferno.io.safe`)."""
+    return safe.read_yaml(path)
 
 
 def load_scenario(path: Path | str, sets: Sequence[str] = (), *,
@@ -660,9 +707,11 @@ def parse_set(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--set {text!r}: expected key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
+        value = safe.parse_yaml(raw, f"--set {key}") if raw.strip() else None
+    except ConfigError as exc:
+        if "MAX_" in str(exc):
+            raise
+        raise ConfigError(f"--set {key}: value {raw!r:.60} is not valid YAML") from None
     return key, value
 
 

@@ -17,7 +17,6 @@ Any unreadable line is a ConfigError naming ``file:line`` and the field.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import simpy
 from simpy.events import URGENT
 
 from inferno.errors import ConfigError
+from inferno.io import safe
 from sim.request import Request
 from sim.workload import RequestFactory, Tick
 
@@ -47,9 +47,10 @@ def read_trace(path: str | Path) -> list[TraceRow]:
     """Read a CSV or JSONL trace, sorted by arrival time."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read trace: {exc.strerror or exc}") from exc
+        text = safe.read_text(path)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(": cannot read:", ": cannot read trace:", 1)
+                          if ": cannot read:" in str(exc) else str(exc)) from None
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = list(_csv_rows(path, text))
@@ -86,9 +87,10 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[TraceRow]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{no}: not valid JSON: {exc.msg}") from None
+            obj = safe.parse_json(line, f"{path}:{no}")
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("invalid JSON at line 1,", "not valid JSON at",
+                                               1)) from None
         if not isinstance(obj, dict):
             raise ConfigError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}")
         unknown = [k for k in obj if k not in REQUIRED + OPTIONAL]

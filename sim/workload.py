@@ -35,6 +35,7 @@ import numpy as np
 import simpy
 
 from inferno.errors import ConfigError
+from inferno.io import safe
 from sim.request import Request, RequestStatus
 
 BATCH = 1024
@@ -305,6 +306,11 @@ class TokenDist:
             raise ConfigError(f"tokens.mean must be >= 1, got {self.mean}")
         if self.kind == "lognormal" and not self.cv > 0:
             raise ConfigError(f"tokens.cv must be > 0, got {self.cv}")
+        largest = max(self.values) if self.kind == "empirical" else (
+            self.high if self.kind == "uniform" else self.mean)
+        if largest > safe.MAX_TOKENS:
+            raise ConfigError(f"tokens: {largest:,.0f} is over the limit of "
+                              f"{safe.MAX_TOKENS:,} (MAX_TOKENS)")
 
     @property
     def min_tokens(self) -> int:
@@ -339,10 +345,7 @@ def fixed(tokens: int) -> TokenDist:
 def _numbers(path: Path, where: str) -> list[float]:
     """Numbers of a text file: one or more per line (comma or blank separated), '#' comments;
     a first line that is not numeric is a header and skipped."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror or exc}") from exc
+    lines = safe.read_text(path, f"{where} {path}").splitlines()
     out: list[float] = []
     for num, line in enumerate(lines, start=1):
         fields = line.split("#", 1)[0].replace(",", " ").split()

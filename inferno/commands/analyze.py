@@ -10,6 +10,7 @@ import click
 
 from inferno.analyzer import LatencyStats, QueueConfig, Targets, latency_stats, size
 from inferno.analyzer import analyze as analyze_point
+from inferno.commands.limits import check_flag
 from inferno.errors import ConfigError
 from inferno.io import load_system
 from inferno.model import PerfModel, statistic_label
@@ -48,6 +49,13 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
             perf_model: str, as_json: bool) -> None:
     """Queue metrics and latency percentiles of one replica at a load, and the max rate
     meeting the targets."""
+    for flag, value, low, limit in (
+            ("--rate-rpm", rate_rpm, 0, "MAX_RATE_RPM"),
+            ("--in-tokens", in_tokens, 0, "MAX_TOKENS"),
+            ("--out-tokens", out_tokens, 1, "MAX_TOKENS"), ("--itl-ms", itl_ms, 0, None),
+            ("--ttft-ms", ttft_ms, 0, None), ("--max-batch", max_batch, 1, "MAX_BATCH"),
+            ("--max-queue", max_queue, 0, "MAX_QUEUE")):
+        check_flag(flag, value, at_least=low, limit=limit)
     system = load_system(data_dir)
     perf = system.perf.get((model, accelerator))
     if perf is None:

@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from inferno.commands.limits import check_flag
+from inferno.io import safe
 from inferno.model import (
     DEFAULT_MAX_NUM_TOKENS,
     Accelerator,
@@ -60,10 +62,13 @@ reaches zero); nothing is merged unless --accept-poor-fit."""
               help="Relative RMS residual above which the fit is not trusted (exit 3).")
 @click.option("--accept-poor-fit", is_flag=True,
               help="Merge even when the fit is not trusted (still reported).")
+@click.option("--force", is_flag=True, help="Replay more than MAX_SIM_REQUESTS requests per "
+              "row (docs/scenarios.md, Limits).")
 def calibrate(bench_files: tuple[Path, ...], model: str, accelerator: str,
               data_dir: Path | None, output: Path | None, max_batch: int | None,
               fit_names: str, predictor: str, perf_model: str, num_requests: int, seed: int,
-              max_condition_number: float, max_rms: float, accept_poor_fit: bool) -> None:
+              max_condition_number: float, max_rms: float, accept_poor_fit: bool,
+              force: bool) -> None:
     """Fit the iteration model of one (model, accelerator) to BENCH_FILES: our CSV (as
     `sim bench --csv` writes it), `vllm bench serve --save-result` JSON or GuideLLM report
     JSON. Rows with preemptions or saturated open-loop rows are dropped with a message.
@@ -72,6 +77,14 @@ def calibrate(bench_files: tuple[Path, ...], model: str, accelerator: str,
     merged unless --accept-poor-fit."""
     from inferno.tuner.benchfile import read_bench_files
 
+    check_flag("--num-requests", num_requests, at_least=1, limit="MAX_SIM_REQUESTS", force=force)
+    check_flag("--max-batch", max_batch, at_least=1, limit="MAX_BATCH")
+    check_flag("--seed", seed, at_least=0)
+    check_flag("--max-condition-number", max_condition_number, at_least=0)
+    check_flag("--max-rms", max_rms, at_least=0)
+    if output is not None:  # before the fit: a bad --output costs no work
+        safe.check_output_file(output, "--output")
+        cal.model_data_document(output, data_dir / "model-data.json" if data_dir else None)
     rows, dropped = cal.screen(read_bench_files(list(bench_files)))
     for message in dropped:
         click.echo(message, err=True)

@@ -10,6 +10,7 @@ imports Kubernetes, Prometheus or SimPy clients. `emulate` is the one place wher
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -158,11 +159,15 @@ def _number(text: str | None, env_name: str, default: float, source: str) -> flo
     raw = text if text is not None else os.environ.get(env_name) or None
     if raw is None:
         return default
+    where = source if text is not None else env_name
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        where = source if text is not None else env_name
         raise ConfigError(f"{where}: expected a number, got {raw!r}") from None
+    if not (math.isfinite(value) and value >= 0) or (value == 0 and "INTERVAL" in where):
+        raise ConfigError(f"{where}: expected a finite number "
+                          f"{'> 0' if 'INTERVAL' in where else '>= 0'}, got {raw!r}")
+    return value
 
 
 @click.command("emulate-load")
@@ -279,6 +284,21 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
     (else the label's), load follows the load labels (plus the requests of OpenAI clients with
     --openai-port), metrics are served for Prometheus. KUBECONFIG, WATCH_NAMESPACE and
     INFERNO_ACCELERATOR_* as for `inferno live`."""
+    from inferno.commands.limits import check_flag, check_output_files
+
+    for flag, value in (("--scrape-interval", scrape_interval), ("--speedup", speedup),
+                        ("--poll", poll_s), ("--duration", duration)):
+        check_flag(flag, value, above=0.0)
+    check_flag("--startup", startup_s, at_least=0.0, limit="MAX_SIM_DURATION_S")
+    for flag, count in (("--max-connections", max_connections),
+                        ("--max-requests", max_requests)):
+        check_flag(flag, count, at_least=1)
+    check_flag("--seed", seed, at_least=0)
+    check_flag("--max-model-len", max_model_len, at_least=2, limit="MAX_TOKENS")
+    for flag, number in (("--port", port), ("--openai-port", openai_port)):
+        if number is not None and not 0 <= number <= 65535:
+            raise ConfigError(f"{flag}: expected a port in 0..65535, got {number}")
+    check_output_files(targets_file=targets_file, prometheus_config=prometheus_config)
     import yaml
 
     from inferno.io import load_static_data

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from inferno.commands import simrun
+from inferno.commands import limits, simrun
 from inferno.errors import ConfigError
 
 
@@ -66,6 +66,7 @@ def _loads(text: str | None, what: str, as_int: bool) -> list[float]:
               help="Write the per-request table to this .csv or .parquet file as the run goes. "
                    "Without it no request is kept once finished (memory follows the "
                    "replicas, not the duration; percentiles from 0.5 %-accurate sketches).")
+@limits.bench_checks
 def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
           rate: str | None, arrivals_file: Path | None, input_tokens: str, output_tokens: str,
           think: str | None, stagger: float, max_batch: int | None, kv_tokens: int | None,

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from inferno.errors import ConfigError
+
 if TYPE_CHECKING:  # the twin is imported inside the commands only
     from sim.run import RunResult
 
@@ -108,19 +110,28 @@ def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
               help="Online tuning of α, β, γ (default: the scenario's controller.tuner).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @_scale_options
+@click.option("--force", is_flag=True, help="Run even beyond the size limits (simulated "
+              "seconds, requests and control cycles; docs/scenarios.md).")
 def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple[str, ...],
         tuner: str | None, no_plots: bool, with_table: bool, requests_format: str,
-        shards: int, scheduler: str | None) -> None:
+        shards: int, scheduler: str | None, force: bool) -> None:
     """Run SCENARIO (default: the quickstart) in the twin with the controller in the loop."""
-    from inferno.scenario import DEFAULT_SCENARIO, load_scenario
+    from inferno.io import safe
+    from inferno.scenario import DEFAULT_SCENARIO, check_run_size, load_scenario
     from sim.run import run_scenario, write_run
 
     path = scenario or DEFAULT_SCENARIO
     loaded = load_scenario(path, sets)
     if tuner is not None:
         loaded = loaded.with_tuner(tuner)
-    name = policy or loaded.policy.name
-    out = out or Path("runs") / f"{loaded.name}-{name}"
+    if policy is not None:
+        try:
+            loaded = loaded.with_policy(policy)
+        except ConfigError as exc:
+            raise ConfigError(f"--policy {policy!r}: {exc}") from None
+    check_run_size(loaded, force=force)
+    name = loaded.policy.name
+    out = safe.check_output_dir(out or Path("runs") / f"{loaded.name}-{name}", "--out")
     table = _requests_table(with_table, requests_format, out, shards, scheduler)
     progress = ProgressLine(f"{loaded.name} ({name})")
     result = run_scenario(loaded, policy=policy, progress=progress, requests_table=table,
@@ -138,16 +149,28 @@ def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple
               help="Exit 1 when the decisions differ from the recorded ones.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @_scale_options
+@click.option("--force", is_flag=True, help="Replay even beyond the size limits (as `sim run "
+              "--force`).")
 def replay(run_dir: Path, policy: str | None, out: Path | None, check: bool,
            no_plots: bool, with_table: bool, requests_format: str, shards: int,
-           scheduler: str | None) -> None:
+           scheduler: str | None, force: bool) -> None:
     """Re-run a recorded run (RUN_DIR of `sim run`) on its recorded requests."""
-    from sim.run import decision_diff, load_run, run_scenario, write_run
+    from inferno.io import safe
+    from inferno.scenario import check_run_size, load_scenario
+    from sim.run import RUN_FILES, decision_diff, load_run, run_scenario, write_run
 
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: not a run directory (of `inferno sim run`)")
+    # The recorded files are read safely here first (encoding, nesting, run size): the
+    # recording's reader trusts what `sim run` wrote.
+    if (run_dir / RUN_FILES["scenario"]).is_file():
+        check_run_size(load_scenario(run_dir / RUN_FILES["scenario"]), force=force)
+    if (run_dir / RUN_FILES["summary"]).is_file():
+        safe.read_json(run_dir / RUN_FILES["summary"])
     recorded = load_run(run_dir)
     if check and policy not in (None, recorded.scenario.policy.name):
         raise click.UsageError("--check compares with the recorded policy; drop --policy")
-    out = out or run_dir / "replay"
+    out = safe.check_output_dir(out or run_dir / "replay", "--out")
     table = _requests_table(with_table, requests_format, out, shards, scheduler)
     result = run_scenario(recorded.scenario, policy=policy,
                           progress=ProgressLine(f"replay {recorded.scenario.name}"),

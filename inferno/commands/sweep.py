@@ -8,6 +8,7 @@ the resolved base scenario, every run's policy, seed and grid point) and cost_vs
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -22,22 +23,31 @@ import click
               help="Run on the Dask cluster at ADDR (e.g. tcp://127.0.0.1:8786).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Output directory (default: runs/sweep-<name>).")
+@click.option("--force", is_flag=True, help="Run even beyond the size limits (runs of the "
+              "sweep; simulated seconds, requests and control cycles of each run).")
 def sweep(sweep_file: Path, workers: int | None, scheduler: str | None,
-          out: Path | None) -> None:
+          out: Path | None, force: bool) -> None:
     """Run every scenario variant × policy × seed of SWEEP and tabulate the results."""
     from inferno import sweep as sw
-    from inferno.scenario import load_scenario, scenario_system, scenario_to_dict
+    from inferno.io import safe
+    from inferno.scenario import check_run_size, load_scenario, scenario_system, scenario_to_dict
     from sim.sweep import Job, execute
 
     if workers is not None and scheduler is not None:
         raise click.UsageError("--workers and --dask-scheduler are mutually exclusive")
     spec = sw.load_sweep(sweep_file)
+    safe.safe_name(spec.name, f"{sweep_file}: name")
+    count = len(spec.policies or ("-",)) * spec.seeds * math.prod(len(v) for _, v in spec.grid)
+    safe.check_limit(count, safe.MAX_SWEEP_RUNS,
+                     f"{sweep_file}: grid x policies x seeds: runs (MAX_SWEEP_RUNS)", force=force)
     base = load_scenario(spec.scenario, overrides=spec.fixed)
     scenario_system(base)  # cross references checked once, before any worker starts
+    out = safe.check_output_dir(out or Path("runs") / f"sweep-{spec.name}", "--out")
     runs = sw.expand(spec, default_policy=base.policy.name)
     jobs = [Job(run_id=r.run_id, scenario=sw.scenario_for(spec, r)) for r in runs]
+    for job in jobs:
+        check_run_size(job.scenario, force=force)
     outcomes = execute(jobs, workers=workers, scheduler=scheduler, on_done=_progress)
-    out = out or Path("runs") / f"sweep-{spec.name}"
     out.mkdir(parents=True, exist_ok=True)
     table = sw.results_table(runs, [o.summary for o in outcomes])
     table.to_csv(out / "results.csv", index=False)

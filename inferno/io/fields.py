@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from inferno.errors import ConfigError
+from inferno.io import safe
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -56,21 +57,13 @@ class Problems:
 def read_json(path: Path, problems: Problems) -> tuple[bool, Any]:
     """``(True, document)``, or ``(False, None)`` after recording why the file is unusable."""
     name = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         problems.add(name, "", f"file not found in {path.parent}")
         return False, None
-    except UnicodeDecodeError as exc:
-        problems.add(name, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
-        return False, None
-    except OSError as exc:
-        problems.add(name, "", f"cannot read: {exc.strerror}")
-        return False, None
     try:
-        return True, json.loads(text)
-    except json.JSONDecodeError as exc:
-        problems.add(name, "", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+        return True, safe.parse_json(safe.read_text(path, label=name), name)
+    except ConfigError as exc:
+        problems.lines.append(str(exc))
         return False, None
 
 
@@ -157,10 +150,17 @@ class Fields:
             return default
         return float(value)
 
-    def integer(self, key: str, *, default: int = 0, minimum: int | None = None) -> int:
-        """An integer (``2.0`` accepted, ``2.5`` not), optionally ``>= minimum``."""
+    def integer(self, key: str, *, default: int = 0, minimum: int | None = None,
+                maximum: tuple[int, str] | None = None) -> int:
+        """An integer (``2.0`` accepted, ``2.5`` not), optionally ``>= minimum`` and
+        ``<= maximum`` (a bound and its name, e.g. ``(safe.MAX_BATCH, "MAX_BATCH")``)."""
         value = self.raw(key)
-        return default if value is None else self._integer(key, value, default, minimum)
+        if value is None:
+            return default
+        if maximum is not None and isinstance(value, int | float) and value > maximum[0]:
+            self.problem(key, f"must be <= {maximum[0]:,} ({maximum[1]}), got {describe(value)}")
+            return default
+        return self._integer(key, value, default, minimum)
 
     def optional_integer(self, key: str, *, minimum: int | None = None) -> int | None:
         """Like `integer`, but absent or null stays None (presence matters, e.g. 0 vs none)."""

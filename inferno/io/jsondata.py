@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from inferno.errors import ConfigError
+from inferno.io import safe
 from inferno.io.fields import Fields, Problems, describe, known, read_json
 from inferno.model import (
     DEFAULT_CLASS,
@@ -96,6 +97,10 @@ MODEL_FILE = "model-data.json"
 SERVICECLASS_FILE = "serviceclass-data.json"
 SERVER_FILE = "server-data.json"
 OPTIMIZER_FILE = "optimizer-data.json"
+_MAX_BATCH = (safe.MAX_BATCH, "MAX_BATCH")
+_MAX_REPLICAS = (safe.MAX_REPLICAS, "MAX_REPLICAS")
+_MAX_TOKENS = (safe.MAX_TOKENS, "MAX_TOKENS")
+
 SYSTEM_FILE = "system-data.json"
 
 DATA_FILES = (ACCELERATOR_FILE, CAPACITY_FILE, MODEL_FILE, SERVICECLASS_FILE, SERVER_FILE,
@@ -337,7 +342,7 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
             model=name,
             accelerator=acc,
             acc_count=acc_count if acc_count > 0 else 1,
-            max_batch_size=m.integer("maxBatchSize", minimum=0),
+            max_batch_size=m.integer("maxBatchSize", minimum=0, maximum=_MAX_BATCH),
             at_tokens=m.integer("atTokens", minimum=0),
             perf=_perf_parms(parms),
             max_num_tokens=m.integer("maxNumTokens", default=DEFAULT_MAX_NUM_TOKENS, minimum=1),
@@ -427,8 +432,8 @@ def _servers(root: Fields, classes: Mapping[str, ServiceClass] | None,
             class_name=class_name,
             model=model,
             keep_accelerator=s.boolean("keepAccelerator"),
-            min_num_replicas=s.integer("minNumReplicas", minimum=0),
-            max_batch_size=s.integer("maxBatchSize", minimum=0),
+            min_num_replicas=s.integer("minNumReplicas", minimum=0, maximum=_MAX_REPLICAS),
+            max_batch_size=s.integer("maxBatchSize", minimum=0, maximum=_MAX_BATCH),
             max_queue_size=s.optional_integer("maxQueueSize", minimum=0),
             current=read_allocation(s.object("currentAlloc"), is_input_load=True),
         )
@@ -459,16 +464,16 @@ def read_allocation(f: Fields, *, is_input_load: bool = False) -> Allocation:
     With ``is_input_load`` a positive arrivalRate requires avgOutTokens >= 1 (see module doc).
     """
     accelerator = f.string("accelerator")
-    num_replicas = f.integer("numReplicas", minimum=0)
-    max_batch = f.integer("maxBatch", minimum=0)
+    num_replicas = f.integer("numReplicas", minimum=0, maximum=_MAX_REPLICAS)
+    max_batch = f.integer("maxBatch", minimum=0, maximum=_MAX_BATCH)
     cost = f.number("cost", minimum=0.0)
     itl_ms = f.number("itlAverage", minimum=0.0)
     ttft_ms = f.number("ttftAverage", minimum=0.0)
     load = f.object("load")
     arrival_rpm = load.number("arrivalRate", minimum=0.0)
     throughput_rpm = load.number("throughput", minimum=0.0)
-    in_tokens = load.integer("avgInTokens", minimum=0)
-    out_tokens = load.integer("avgOutTokens", minimum=0)
+    in_tokens = load.integer("avgInTokens", minimum=0, maximum=_MAX_TOKENS)
+    out_tokens = load.integer("avgOutTokens", minimum=0, maximum=_MAX_TOKENS)
     if is_input_load and arrival_rpm > 0 and out_tokens == 0:
         if load.has("avgOutTokens"):
             if load.raw("avgOutTokens") == 0:  # a negative value was reported already

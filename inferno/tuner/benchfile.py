@@ -18,13 +18,13 @@ Each row remembers its file and position (``source``) for messages. A malformed 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from inferno.errors import ConfigError
+from inferno.io import safe
 from inferno.tuner.calibrate import BenchRow, read_bench_csv
 
 __all__ = ["read_bench_file", "read_bench_files"]
@@ -43,10 +43,7 @@ def read_bench_file(path: str | Path) -> tuple[BenchRow, ...]:
     path = Path(path)
     if path.suffix.lower() not in (".json", ".jsonl"):
         return read_bench_csv(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    text = safe.read_text(path)
     docs = list(_documents(text, path))
     rows: list[BenchRow] = []
     for i, doc in enumerate(docs):
@@ -67,14 +64,16 @@ def read_bench_file(path: str | Path) -> tuple[BenchRow, ...]:
 
 def _documents(text: str, path: Path) -> Iterator[Any]:
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
+        doc = safe.parse_json(text, str(path))
+    except ConfigError as exc:
+        if "invalid JSON" not in str(exc):
+            raise
         for num, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{num}: not JSON: {exc.msg}") from None
+                    yield safe.parse_json(line, f"{path}:{num}")
+                except ConfigError as exc:
+                    raise ConfigError(str(exc).replace("invalid JSON", "not JSON")) from None
         return
     if isinstance(doc, list):
         yield from doc

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from scipy.optimize import least_squares, minimize
 from inferno.analyzer import QueueBatch, analyze_batch, perf_columns
 from inferno.analyzer.service import ServiceParams, request_metrics, service_time_ms
 from inferno.errors import ConfigError
+from inferno.io import safe
 from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel, PerfParms, StepShape
 from inferno.tuner.fit import (
     BAD_RESIDUAL,
@@ -100,6 +100,20 @@ class BenchRow:
     source: str = ""
     """Where the row came from, for messages (file:line; empty: the line number alone)."""
 
+    def __post_init__(self) -> None:
+        for name, value, limit in (
+                ("in_tokens", self.in_tokens, "MAX_TOKENS"),
+                ("out_tokens", self.out_tokens, "MAX_TOKENS"),
+                ("concurrency", self.concurrency, "MAX_CONCURRENCY"),
+                ("rate_rps x 60", None if self.rate_rps is None else self.rate_rps * 60,
+                 "MAX_RATE_RPM"),
+                ("max_batch", self.max_batch, "MAX_BATCH"),
+                ("max_queue", self.max_queue, "MAX_QUEUE"),
+                ("replicas", self.replicas, "MAX_REPLICAS")):
+            if value is not None:
+                safe.check_limit(value, getattr(safe, limit), f"{self.where}: {name} ({limit})",
+                                 hint="")
+
     @property
     def where(self) -> str:
         return self.source or f"line {self.line}"
@@ -116,16 +130,18 @@ class BenchRow:
 def read_bench_csv(path: str | Path) -> tuple[BenchRow, ...]:
     """Parse a benchmark CSV; any problem is a one-line `ConfigError` with file:line and column."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    text = safe.read_text(path)
     reader = csv.reader(text.splitlines())
     try:
         header = next(reader)
     except StopIteration:
         raise ConfigError(f"{path}:1: empty file (expected a header line)") from None
     names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    for name in names:
+        stem = name.removesuffix("_seconds").removesuffix("_sec").removesuffix("_s")
+        if stem != name and stem + "_ms" in (*_REQUIRED, *_OPTIONAL, *_ALIASES):
+            raise ConfigError(f"{path}:1: column '{name}' is in seconds: give '{stem}_ms' in "
+                              "milliseconds")
     missing = [c for c in _REQUIRED if c not in names]
     if missing or not {"concurrency", "rate_rps"} & set(names):
         need = missing or ["concurrency or rate_rps"]
@@ -675,6 +691,23 @@ def format_report(result: Calibration, model: str, accelerator: str) -> str:
     return "\n".join(lines)
 
 
+def model_data_document(path: Path, base: Path | None) -> tuple[dict[str, Any], list[Any]]:
+    """The model-data document `merge_model_data` starts from (``path`` if it exists, else
+    ``base``, else empty) and its models list; a file that cannot be merged into is a
+    `ConfigError` naming it (`inferno calibrate` checks this before fitting)."""
+    source = path if path.is_file() else base
+    doc: Any = {"models": []}
+    if source is not None and source.is_file():
+        doc = safe.read_json(source)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: must be a JSON object, got {type(doc).__name__}")
+    models_key = _key(doc, "models") or "models"
+    models = doc.setdefault(models_key, [])
+    if not isinstance(models, list):
+        raise ConfigError(f"{source}: {models_key}: must be a list")
+    return doc, models
+
+
 def merge_model_data(path: Path, base: Path | None, model: str, accelerator: str,
                      params: PerfParms, *, max_batch: int | None = None) -> None:
     """Write ``base`` (or ``path`` if it exists, else an empty document) with the pair's
@@ -683,19 +716,7 @@ def merge_model_data(path: Path, base: Path | None, model: str, accelerator: str
     Keys are matched case-insensitively (upstream files spell them freely); other entries and
     fields are kept as they are. A missing pair is appended with accCount 1.
     """
-    source = path if path.is_file() else base
-    doc: Any = {"models": []}
-    if source is not None and source.is_file():
-        try:
-            doc = json.loads(source.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{source}: cannot read model data: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{source}: must be a JSON object, got {type(doc).__name__}")
-    models_key = _key(doc, "models") or "models"
-    models = doc.setdefault(models_key, [])
-    if not isinstance(models, list):
-        raise ConfigError(f"{source}: {models_key}: must be a list")
+    doc, models = model_data_document(path, base)
     values: dict[str, float | str] = {"alpha": params.alpha_ms, "beta": params.beta_ms,
                                       "gamma": params.gamma_ms}
     values.update({wire: value for wire, value in (

@@ -212,4 +212,4 @@ def test_emulate_openai_port_in_use_exits_2(kubeconfig: Path, tmp_path: Path) ->
     result = CliRunner().invoke(cli, ["emulate", "--data-path", str(SMALL), "--openai-port",
                                       "0", "--max-requests", "0"])
     assert result.exit_code == 2, result.output
-    assert "max_requests must be >= 1, got 0" in result.output
+    assert "--max-requests: expected a finite number >= 1, got 0" in result.output

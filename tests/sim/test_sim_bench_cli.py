@@ -72,7 +72,7 @@ def test_sweep_writes_one_row_per_value_and_a_png(bench, tmp_path):
     (["--accelerator", "TPU", "--concurrency", "2"], "unknown accelerator 'TPU'"),
     (["--concurrency", "2", "--rate", "1"], "exactly one of --concurrency or --rate"),
     (["--concurrency", "1,2"], "need --sweep"),
-    (["--rate", "-3"], "rate must be > 0"),
+    (["--rate", "-3"], "--rate: expected a finite number > 0"),
     (["--concurrency", "2", "--num-requests", "5", "--duration", "3"], "mutually exclusive"),
 ], ids=["model", "accelerator", "both-modes", "list-without-sweep", "negative-rate",
         "count-and-duration"])
