@@ -136,9 +136,16 @@ class RequestTable:
         """Set at the end: first tokens planned after it are not shown (in-flight rows)."""
         self._writer: Any = None  # a pyarrow.parquet.ParquetWriter (pyarrow is untyped)
         self._schema: Any = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.is_parquet:
-            self.path.write_text("")
+        self._created = False
+        """The file exists: created at the first write, so a run that fails while it is
+        being set up (bad data, bad trace) leaves nothing behind."""
+
+    def _create(self) -> None:
+        if not self._created:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.is_parquet:
+                self.path.write_text("")
+            self._created = True
 
     def add(self, requests: Iterable[Request]) -> None:
         self._buffer.extend(requests)
@@ -148,6 +155,7 @@ class RequestTable:
     def _write(self) -> None:
         if not self._buffer:
             return
+        self._create()
         df = self.decorate(requests_frame(self._buffer, now=self.now))
         self._buffer = []
         if self.is_parquet:
@@ -166,6 +174,7 @@ class RequestTable:
 
     def close(self) -> None:
         self._write()
+        self._create()  # an empty run still has its (empty) table
         if self._writer is not None:
             self._writer.close()
 

@@ -84,8 +84,7 @@ def _requests_table(with_table: bool, table_format: str, out: Path, shards: int,
         raise click.UsageError("--shards and --dask-scheduler are mutually exclusive")
     if not with_table:
         return False
-    out.mkdir(parents=True, exist_ok=True)
-    return out / REQUESTS_FILES[table_format]
+    return out / REQUESTS_FILES[table_format]  # created with the first rows
 
 
 def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:

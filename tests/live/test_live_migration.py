@@ -13,6 +13,7 @@ modelled the old pods as G2.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -94,12 +95,18 @@ def test_migration_changes_the_template_and_the_pods_move(
     loop = LiveLoop(loop_settings(kube_settings, prometheus.url, tmp_path,
                                   allow_migration=True))
     closing.append(loop)
-    record = loop.driver.invoke()
-    assert record.is_ok, record.reason
-    [server] = record.servers
+    # A 3 s window on a loaded machine can read a noisy load for one cycle; the decision to
+    # leave 4xA100 must come within three cycles on measured metrics, in one patch.
+    for _ in range(3):
+        record = loop.driver.invoke()
+        assert record.is_ok, record.reason
+        [server] = record.servers
+        assert (server.current_accelerator, server.itl_ms is not None) == ("4xA100", True)
+        if server.accelerator != "4xA100":
+            break
+        time.sleep(3.0)  # one metrics window of fresh samples
+    assert server.accelerator != "4xA100", server
     target = SYSTEM.accelerators[server.accelerator]
-    assert (server.current_accelerator, server.itl_ms is not None) == ("4xA100", True)
-    assert server.accelerator != "4xA100"
     stored = kube.get_deployment(NS, "llama")
     pod = stored["spec"]["template"]["spec"]
     assert stored["metadata"]["labels"][ACC] == server.accelerator
