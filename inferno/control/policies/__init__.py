@@ -8,8 +8,8 @@ environment or files.
 
 | name         | decides from                                                  | module           |
 |--------------|---------------------------------------------------------------|------------------|
-| `inferno`    | the optimizer over the planned load and the corrected model   | inferno_policy   |
-| `oracle`     | the optimizer over the true load when replicas are ready      | inferno_policy   |
+| `inferno`    | the optimizer over the planned load and the corrected model   | inferno          |
+| `oracle`     | the optimizer over the true load when replicas are ready      | inferno          |
 | `hpa`        | ceil(current × metric/target), 10 % tolerance (Kubernetes)    | here             |
 | `saturation` | KV-usage / queue spare thresholds, ±1 replica (WVA V1)        | here             |
 | `static`     | fixed replicas                                                | here             |
@@ -34,7 +34,7 @@ from inferno.control.decision import (
     unit_cost_per_hr,
 )
 from inferno.control.demand import LoadEstimate
-from inferno.control.inferno_policy import (
+from inferno.control.policies.inferno import (
     InfernoPolicy,
     OraclePolicy,
     build_system,
