@@ -1,7 +1,7 @@
 """`inferno live`, `inferno emulate-load`, `inferno emulate`: the cluster-facing commands.
 
 Thin wrappers: settings come from the environment (upstream variable names, control-loop.md
-§1.2) overridden by the command line, and the work is done by `live.driver`,
+§1.2) overridden by the command line, and the work is done by `live.app`,
 `live.emulate_load` and `sim.emulate`, imported inside the commands so the core install never
 imports Kubernetes, Prometheus or SimPy clients. `emulate` is the one place where `sim` and
 `live` meet: the twin follows Deployments read through `live.kube`.
@@ -115,8 +115,8 @@ def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuati
     re-reads the static data every cycle [env INFERNO_CONTROL_DYNAMIC]. SIGTERM or Ctrl-C
     stops after the running cycle; a second one exits at once."""
     from inferno.control import resolve_controller_settings
+    from live.app import DEFAULT_CYCLE_LOG, Actuation, LiveSettings, run_live
     from live.config import kube_settings_from_env, prom_settings_from_env
-    from live.driver import DEFAULT_CYCLE_LOG, Actuation, LiveSettings, run_live
     from live.placement import placement_settings_from_env
 
     if no_prometheus and prometheus_url is not None:
@@ -176,8 +176,8 @@ def emulate_load(interval: str | None, alpha: str | None, seed: int, count: int 
     """Every INTERVAL s [env INFERNO_LOAD_INTERVAL, default 60] add N(0, (ALPHA × original)²)
     [env INFERNO_LOAD_ALPHA, default 0.5] to each managed Deployment's load labels."""
     from inferno.control import EmulatorSettings
+    from live.app import stop_on_signals
     from live.config import kube_settings_from_env, load_api_client
-    from live.driver import stop_on_signals
     from live.emulate_load import ClusterLoadEmulator
 
     settings = EmulatorSettings(
@@ -282,8 +282,8 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
     import yaml
 
     from inferno.io import load_static_data
+    from live.app import stop_on_signals
     from live.config import kube_settings_from_env, load_api_client
-    from live.driver import stop_on_signals
     from live.emulate_load import DeploymentReader, DeploymentStatusWriter
     from live.placement import placement_settings_from_env
     from sim.deployment import StartupDelay

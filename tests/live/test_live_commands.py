@@ -33,7 +33,7 @@ from inferno.control import CycleRecord, CycleStatus, ServerRecord
 from inferno.control.settings import HpaSettings, InfernoSettings
 from inferno.errors import ConfigError
 from inferno.io import load_static_data
-from live.driver import WallClock, policy_settings, stop_on_signals
+from live.app import WallClock, policy_settings, stop_on_signals
 from live.metrics import DecisionExporter, MetricsActuator
 from sim.cluster import Cluster
 from sim.deployment import DeploymentSpec, StartupDelay

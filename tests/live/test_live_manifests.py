@@ -334,7 +334,7 @@ class Block:
         if name.split(".")[0] in ("simpy", "pandas", "matplotlib", "sim", "dask"):
             raise ImportError("blocked in this test: " + name)
 sys.meta_path.insert(0, Block())
-import inferno.optimizer, live.driver, live.server, live.placement
+import inferno.optimizer, live.app, live.server, live.placement
 from inferno.cli import main
 sys.argv = ["inferno", "live", "--help"]
 main()

@@ -27,8 +27,8 @@ from prom_harness import PrometheusServer
 from inferno.commands.live import follow_deployments
 from inferno.control import ControllerSettings
 from inferno.io import load_static_data
+from live.app import LiveLoop, LiveSettings
 from live.config import KubeSettings, PromSettings
-from live.driver import LiveLoop, LiveSettings
 from live.emulate_load import DeploymentReader, DeploymentStatusWriter
 from live.placement import PlacementSettings
 from sim.deployment import StartupDelay
