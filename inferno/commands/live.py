@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from inferno.control.policies import LIVE_POLICY_NAMES
 from inferno.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def _echo(message: str) -> None:
               show_default=True, help="patch: write replicas and allocation labels; metrics: "
               "only export inferno_desired_replicas for an HPA or KEDA.")
 @click.option("--policy", default="inferno", show_default=True,
-              help="inferno, hpa, saturation or static.")
+              help=f"{', '.join(LIVE_POLICY_NAMES[:-1])} or {LIVE_POLICY_NAMES[-1]}.")
 @click.option("--scale-down-window", type=float, default=None,
               help="Scale-down window, s: inferno sizes a scale-down for the peak load of "
               "this window; the other policies keep the highest recommendation of it "

@@ -35,7 +35,10 @@ from inferno.control.observation import (
     scale_to_ready,
 )
 from inferno.control.policies import (
+    LIVE_POLICY_NAMES,
     POLICIES,
+    POLICY_NAMES,
+    POLICY_TABLE,
     SETTINGS,
     Decision,
     FutureLoad,
@@ -44,6 +47,7 @@ from inferno.control.policies import (
     OraclePolicy,
     Policy,
     PolicyDeps,
+    PolicyEntry,
     SaturationScalingPolicy,
     Solve,
     StaticPolicy,
@@ -64,11 +68,13 @@ from inferno.control.settings import (
 from inferno.control.stabilise import Recommendation, Stabilised, hpa_desired, stabilise
 
 __all__ = [
-    "POLICIES", "SETTINGS", "Actuator", "Clock", "Collector", "Controller", "ControllerBusy",
+    "LIVE_POLICY_NAMES", "POLICIES", "POLICY_NAMES", "POLICY_TABLE", "SETTINGS", "Actuator",
+    "Clock", "Collector", "Controller", "ControllerBusy",
     "ControllerSettings", "CycleLog", "CycleRecord", "CycleStatus", "Decision", "Driver",
     "EmulatorSettings", "FileStaticData", "FutureLoad", "HpaMetric", "HpaPolicy",
     "HpaSettings", "InfernoPolicy", "InfernoSettings", "LoadEmulator", "LoadPoint",
-    "ObservedLoad", "OraclePolicy", "Phase", "Policy", "PolicyDeps", "Recommendation",
+    "ObservedLoad", "OraclePolicy", "Phase", "Policy", "PolicyDeps", "PolicyEntry",
+    "Recommendation",
     "SaturationScalingPolicy",
     "SaturationSettings", "ServerRecord", "Solve", "StabilisationSettings", "Stabilised",
     "StaticData", "StaticPolicy", "StaticSettings", "Timing", "Tune", "VllmWindow",
