@@ -12,7 +12,7 @@ from inferno.analyzer import LatencyStats, QueueConfig, Targets, latency_stats, 
 from inferno.analyzer import analyze as analyze_point
 from inferno.errors import ConfigError
 from inferno.io import load_system
-from inferno.model import PerfModel, statistic_label
+from inferno.model import PerfModel, effective_max_batch, statistic_label
 
 
 def _stats(stats: LatencyStats) -> dict[str, float]:
@@ -65,7 +65,7 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
         ttft_pct, itl_pct = target.slo_ttft_percentile, target.slo_itl_percentile
     if percentile is not None:
         ttft_pct = itl_pct = percentile
-    n = max_batch or perf.max_batch_size or 256
+    n = effective_max_batch(max_batch, perf.max_batch_size)
     cfg = QueueConfig(max_batch=n, max_queue=10 * n if max_queue is None else max_queue,
                       in_tokens=in_tokens, out_tokens=out_tokens, perf=perf.perf,
                       perf_model=PerfModel(perf_model), max_num_tokens=perf.max_num_tokens)

@@ -27,11 +27,18 @@ from inferno.analyzer import (
     perf_columns,
     size_batch,
 )
-from inferno.model import DEFAULT_PRIORITY, BatchPolicy, ModelTarget, Server, System
+from inferno.model import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_PRIORITY,
+    BatchPolicy,
+    ModelTarget,
+    Server,
+    System,
+)
 
 MAX_QUEUE_TO_BATCH_RATIO = 10
 """Q = 10·N when a server does not set maxQueueSize."""
-DEFAULT_CONCURRENCY_CEILING = 256
+DEFAULT_CONCURRENCY_CEILING = DEFAULT_MAX_BATCH
 """Search ceiling when model-data maxBatchSize is 0."""
 CHUNK_STATES = 1 << 20
 """In-service chain states (Σ over rows of N + 1) per batched sizing call: bounds the chain

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from inferno.model import DEFAULT_MAX_NUM_TOKENS, ModelPerf, PerfParms, System
+from inferno.model import DEFAULT_MAX_BATCH, DEFAULT_MAX_NUM_TOKENS, ModelPerf, PerfParms, System
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
 from inferno.tuner.observation import FirstToken, TunerObservation
 from inferno.tuner.pair import tune_pair
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 MAX_QUEUE_TO_BATCH_RATIO = 10
 """Q = 10·N when a server reports no max queue size (project decision, design §2.8)."""
-DEFAULT_APPENDED_MAX_BATCH = 256
+DEFAULT_APPENDED_MAX_BATCH = DEFAULT_MAX_BATCH
 """maxBatchSize of a learned pair appended to model data that lacks it (upstream /merge)."""
 
 
