@@ -35,6 +35,7 @@ from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from inferno.errors import CollectError, ConfigError
+from inferno.io.flags import parse_bool
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ DEFAULT_DEPLOYMENT_LABEL = "deployment"
 
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,12 +176,7 @@ def duration_s(text: str) -> float:
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConfigError(f"{name}: must be true or false, got {env[name]!r}")
+    return parse_bool(env.get(name, ""), source=name)
 
 
 def default_kubeconfig(env: Mapping[str, str]) -> str:
