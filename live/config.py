@@ -36,6 +36,7 @@ from urllib3.util.retry import Retry
 
 from inferno.errors import CollectError, ConfigError
 from inferno.io.flags import parse_bool
+from inferno.model.units import MS_PER_S, S_PER_HR, S_PER_MIN
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class PromSettings:
         return self.is_https or self.allow_http_token
 
 
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+_UNIT_S = {"ms": 1 / MS_PER_S, "s": 1.0, "m": S_PER_MIN, "h": S_PER_HR, "d": 86400.0, "w": 604800.0,
            "y": 31536000.0}
 
 

@@ -52,6 +52,7 @@ from prometheus_client.registry import Collector
 
 from inferno.errors import ConfigError, InfernoError
 from inferno.model import System, effective_max_batch
+from inferno.model.units import rpm_to_rps
 from sim.cluster import Cluster
 from sim.deployment import Deployment, DeploymentSpec, RolloutSettings, StartupDelay
 from sim.promview import ReplicaCollector
@@ -456,7 +457,7 @@ class ClusterEmulation:
         if load == followed.load:
             return
         followed.load = load
-        followed.rate_rps = rpm / 60.0
+        followed.rate_rps = rpm_to_rps(rpm)
         if self.settings.token_kind == "fixed":
             dists = TokenDist(kind="fixed", mean=in_tokens), TokenDist(kind="fixed",
                                                                        mean=out_tokens)
