@@ -20,7 +20,7 @@ from inferno.model.snapshot import ClusterSnapshot, ServerObservation
 from inferno.tuner.observation import FirstToken, TunerObservation
 from inferno.tuner.pair import tune_pair
 from inferno.tuner.settings import TunerMode, TunerSettings
-from inferno.tuner.store import Key, ParameterStore, Phase
+from inferno.tuner.store import Key, ParameterStore, TunerPhase
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class TunerStage:
             self._priors.setdefault(key, perf.perf)
 
     def _is_pair_warming(self) -> bool:
-        return any(s.phase is not Phase.TUNED for s in self.store)
+        return any(s.phase is not TunerPhase.TUNED for s in self.store)
 
     def _record_error(self, where: str, exc: Exception) -> str:
         message = f"{where}: {type(exc).__name__}: {exc}"
