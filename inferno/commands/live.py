@@ -2,7 +2,7 @@
 
 Thin wrappers: settings come from the environment (upstream variable names, control-loop.md
 §1.2) overridden by the command line, and the work is done by `live.app`,
-`live.emulate_load` and `sim.emulate`, imported inside the commands so the core install never
+`live.load_noise` and `sim.emulate`, imported inside the commands so the core install never
 imports Kubernetes, Prometheus or SimPy clients. `emulate` is the one place where `sim` and
 `live` meet: the twin follows Deployments read through `live.kube`.
 """
@@ -179,7 +179,7 @@ def emulate_load(interval: str | None, alpha: str | None, seed: int, count: int 
     from inferno.control import EmulatorSettings
     from live.app import stop_on_signals
     from live.config import kube_settings_from_env, load_api_client
-    from live.emulate_load import ClusterLoadEmulator
+    from live.load_noise import ClusterLoadEmulator
 
     settings = EmulatorSettings(
         interval_s=_number(interval, ENV_LOAD_INTERVAL, 60.0, "argument INTERVAL"),
@@ -285,7 +285,7 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
     from inferno.io import load_static_data
     from live.app import stop_on_signals
     from live.config import kube_settings_from_env, load_api_client
-    from live.emulate_load import DeploymentReader, DeploymentStatusWriter
+    from live.load_noise import DeploymentReader, DeploymentStatusWriter
     from live.placement import placement_settings_from_env
     from sim.deployment import StartupDelay
     from sim.emulate import ClusterEmulation, EmulationSettings, scrape_config
