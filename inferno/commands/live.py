@@ -1,4 +1,4 @@
-"""`inferno live`, `inferno emulate-load`, `inferno emulate`: the cluster-facing commands.
+"""`inferno live`, `inferno load-noise`, `inferno emulate`: the cluster-facing commands.
 
 Thin wrappers: settings come from the environment (upstream variable names, control-loop.md
 §1.2) overridden by the command line, and the work is done by `live.app`,
@@ -166,34 +166,34 @@ def _number(text: str | None, env_name: str, default: float, source: str) -> flo
         raise ConfigError(f"{where}: expected a number, got {raw!r}") from None
 
 
-@click.command("emulate-load")
+@click.command("load-noise")
 @click.argument("interval", required=False)
 @click.argument("alpha", required=False)
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the perturbations (same seed and labels: same walk).")
 @click.option("--count", type=click.IntRange(min=1), default=None,
               help="Stop after this many passes (default: until SIGTERM or Ctrl-C).")
-def emulate_load(interval: str | None, alpha: str | None, seed: int, count: int | None) -> None:
+def load_noise(interval: str | None, alpha: str | None, seed: int, count: int | None) -> None:
     """Every INTERVAL s [env INFERNO_LOAD_INTERVAL, default 60] add N(0, (ALPHA × original)²)
     [env INFERNO_LOAD_ALPHA, default 0.5] to each managed Deployment's load labels."""
-    from inferno.control import EmulatorSettings
+    from inferno.control import LoadNoiseSettings
     from live.app import stop_on_signals
     from live.config import kube_settings_from_env, load_api_client
-    from live.load_noise import ClusterLoadEmulator
+    from live.load_noise import ClusterLoadNoise
 
-    settings = EmulatorSettings(
+    settings = LoadNoiseSettings(
         interval_s=_number(interval, ENV_LOAD_INTERVAL, 60.0, "argument INTERVAL"),
         alpha=_number(alpha, ENV_LOAD_ALPHA, 0.5, "argument ALPHA"))
     kube = kube_settings_from_env(os.environ)
     api_client = load_api_client(kube)
     stop = threading.Event()
     try:
-        emulator = ClusterLoadEmulator(api_client, kube, settings, seed=seed)
+        emulator = ClusterLoadNoise(api_client, kube, settings, seed=seed)
         with stop_on_signals(stop.set):
             passes = emulator.run(stop, max_passes=count)
     finally:
         api_client.close()
-    _echo(f"inferno emulate-load: {passes} passes")
+    _echo(f"inferno load-noise: {passes} passes")
 
 
 def follow_deployments(read: Callable[[], list[ManagedDeployment]],

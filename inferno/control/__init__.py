@@ -1,4 +1,4 @@
-"""The control loop: controller, policies, stabilisation, load emulator, driver, cycle log.
+"""The control loop: controller, policies, stabilisation, load noise, driver, cycle log.
 
 World independent: the twin (`sim`) and the cluster (`live`) plug in through `ports`.
 """
@@ -23,6 +23,9 @@ from inferno.control.driver import Driver, invoke_response, run_periodic
 from inferno.control.emulator import (
     EmulatorSettings,
     LoadEmulator,
+    LoadNoise,
+    LoadNoiseSettings,
+    LoadPhase,
     LoadPoint,
     Phase,
     phase_multiplier,
@@ -72,7 +75,8 @@ __all__ = [
     "Clock", "Collector", "Controller", "ControllerBusy",
     "ControllerSettings", "CycleLog", "CycleRecord", "CycleStatus", "Decision", "Driver",
     "EmulatorSettings", "FileStaticData", "FutureLoad", "HpaMetric", "HpaPolicy",
-    "HpaSettings", "InfernoPolicy", "InfernoSettings", "LoadEmulator", "LoadPoint",
+    "HpaSettings", "InfernoPolicy", "InfernoSettings", "LoadEmulator", "LoadNoise",
+    "LoadNoiseSettings", "LoadPhase", "LoadPoint",
     "ObservedLoad", "OraclePolicy", "Phase", "Policy", "PolicyDeps", "PolicyEntry",
     "Recommendation",
     "SaturationScalingPolicy",
