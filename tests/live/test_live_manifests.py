@@ -274,11 +274,11 @@ def test_podmonitor_scrapes_the_metrics_port(tmp_path: Path) -> None:
     assert endpoint["path"] == "/metrics"
 
 
-def test_load_emulator_runs_emulate_load_with_seed_defaults() -> None:
-    """The load-emulator Pod runs `inferno emulate-load 60 0.5` as the inferno SA."""
+def test_load_emulator_runs_load_noise_with_seed_defaults() -> None:
+    """The load-emulator Pod runs `inferno load-noise 60 0.5` as the inferno SA."""
     pod = read(DEPLOY / "load-emulator.yaml")[0]
     assert pod["spec"]["serviceAccountName"] == "inferno"
-    assert pod["spec"]["containers"][0]["args"] == ["emulate-load", "60", "0.5"]
+    assert pod["spec"]["containers"][0]["args"] == ["load-noise", "60", "0.5"]
 
 
 # ------------------------------------------------------------------ image
