@@ -22,6 +22,7 @@ from inferno.model import (
     PerfModel,
     PerfParms,
     System,
+    effective_max_batch,
 )
 from inferno.tuner import calibrate as cal
 
@@ -76,7 +77,7 @@ def calibrate(bench_files: tuple[Path, ...], model: str, accelerator: str,
     for message in dropped:
         click.echo(message, err=True)
     system, entry = _model_data(data_dir, model, accelerator)
-    n = max_batch or (entry.max_batch_size if entry else 0) or cal.DEFAULT_MAX_BATCH
+    n = effective_max_batch(max_batch, entry.max_batch_size if entry else 0)
     budget = entry.max_num_tokens if entry else DEFAULT_MAX_NUM_TOKENS
     prior = entry.perf if entry is not None and not entry.perf.is_zero else PerfParms(
         alpha_ms=cal.DEFAULT_SEED[0], beta_ms=cal.DEFAULT_SEED[1], gamma_ms=cal.DEFAULT_SEED[2])

@@ -37,8 +37,8 @@ from prom_harness import PodLoad, PrometheusServer, VllmPod, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferno.control import read_cycle_log
+from live.app import Actuation, LiveLoop
 from live.config import KubeSettings
-from live.driver import Actuation, LiveLoop
 
 FAST = PodLoad(request_rps=40.0, in_tokens=128, out_tokens=64, ttft_s=0.05, itl_s=0.02,
                waiting=0, running=20, kv_usage=0.3)
