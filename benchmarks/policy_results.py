@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from inferno.control.policies import POLICY_NAMES  # noqa: E402
 from inferno.scenario import load_scenario  # noqa: E402
-from inferno.sweep import run_seeds  # noqa: E402
 from sim.sweep import Job, execute  # noqa: E402
+from sim.sweep_spec import run_seeds  # noqa: E402
 
 SCENARIOS = ("ramp-5x", "multi-model-capacity")
 POLICIES = POLICY_NAMES

@@ -25,8 +25,8 @@ import click
 def sweep(sweep_file: Path, workers: int | None, scheduler: str | None,
           out: Path | None) -> None:
     """Run every scenario variant × policy × seed of SWEEP and tabulate the results."""
-    from inferno import sweep as sw
     from inferno.scenario import load_scenario, scenario_system, scenario_to_dict
+    from sim import sweep_spec as sw
     from sim.sweep import Job, execute
 
     if workers is not None and scheduler is not None:
