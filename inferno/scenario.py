@@ -11,7 +11,7 @@ the file and key path; cross references (a server naming an unknown model, accel
 are checked once, by `scenario_system`. Relative paths are resolved against the directory of
 the scenario file, so a scenario runs the same from any working directory.
 
-This module is world independent: it never imports `sim` or SimPy; `sim.run` turns a Scenario
+This module is world independent: it never imports `sim` or SimPy; `sim.closedloop` turns a Scenario
 into a SimPy environment.
 """
 

@@ -1,10 +1,11 @@
 """One closed-loop run sharded over worker processes or a Dask cluster, in lock-step periods.
 
 The scenario's servers are split over S shards (`split`: balanced by nominal load). Each shard
-is a `ShardWorker` in its own process: the cluster of its servers (`sim.run.build_world`, with
-the seeds those servers have in the whole scenario), its twin scraping its replicas, its
-recorder. The coordinator holds the one `inferno.control.Controller`; its collector and
-actuator are `ShardedPorts`. Every control period:
+is a `ShardWorker` in its own process: the cluster of its servers
+(`sim.closedloop.run.build_world`, with the seeds those servers have in the whole scenario),
+its twin scraping its replicas, its recorder. The coordinator holds the one
+`inferno.control.Controller`; its collector and actuator are `ShardedPorts`. Every control
+period:
 
 1. each shard simulates up to the cycle instant (all shards at once);
 2. each shard observes its servers through its twin (its scrapes, the same PromQL and
@@ -44,7 +45,7 @@ from inferno.model.snapshot import (
     ServerObservation,
 )
 from inferno.scenario import Scenario
-from sim.run import (
+from sim.closedloop.run import (
     Progress,
     RequestsTable,
     RunResult,
@@ -289,7 +290,7 @@ class ShardedPorts:
 def run_sharded(scenario: Scenario, *, policy: str | None = None, shards: int = 2,
                 scheduler: str | None = None, requests_table: RequestsTable = True,
                 progress: Progress | None = None) -> RunResult:
-    """`sim.run.run_scenario` over shards (see the module docstring)."""
+    """`sim.closedloop.run.run_scenario` over shards (see the module docstring)."""
     wall0 = time.perf_counter()
     scenario, system, work = prepare(scenario, policy)
     client = None

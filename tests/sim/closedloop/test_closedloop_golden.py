@@ -11,7 +11,7 @@ import math
 import pytest
 from closedloop_helpers import ROOT
 
-from sim.run import decision_diff, load_run, run_scenario
+from sim.closedloop.run import decision_diff, load_run, run_scenario
 
 GOLDEN = ROOT / "tests" / "golden" / "closedloop-quickstart"
 REL = 1e-6

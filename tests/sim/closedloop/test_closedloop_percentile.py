@@ -13,7 +13,7 @@ from closedloop_helpers import small_scenario
 
 from inferno.errors import ConfigError
 from inferno.scenario import parse_scenario, scenario_system, scenario_to_dict
-from sim.run import format_summary, run_scenario, window_statistic, write_run
+from sim.closedloop.run import format_summary, run_scenario, window_statistic, write_run
 
 P99 = {"Premium": {"targets": {"granite_13b": {"ttft_ms": 1000, "itl_ms": 40,
                                                "ttft_percentile": 99}}}}

@@ -13,7 +13,7 @@ from closedloop_helpers import SCENARIOS, small_scenario
 
 from inferno.errors import ConfigError
 from inferno.scenario import apply_set, load_scenario, parse_scenario
-from sim.run import (
+from sim.closedloop.run import (
     RUN_FILES,
     SUMMARY_KEYS,
     Workload,

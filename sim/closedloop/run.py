@@ -924,7 +924,7 @@ def write_run(result: RunResult, out_dir: Path | str, *, plots: bool = True) -> 
     result.timeseries.to_csv(paths["timeseries"], index=False)
     result.actuations.to_csv(paths["actuations"], index=False)
     if plots:
-        from sim.plots import plot_cost, plot_latency, plot_load_replicas
+        from sim.closedloop.plots import plot_cost, plot_latency, plot_load_replicas
 
         plot_load_replicas(result, paths["load_replicas"])
         plot_latency(result, paths["latency"])
