@@ -48,9 +48,6 @@ from inferno.scenario import Scenario
 from sim.closedloop.run import (
     Progress,
     RequestsTable,
-    RunResult,
-    ServerOutcome,
-    _slo_columns,
     build_world,
     control_period,
     cycle_times,
@@ -58,6 +55,7 @@ from sim.closedloop.run import (
     make_controller,
     prepare,
 )
+from sim.closedloop.summary import RunResult, ServerOutcome, slo_columns
 
 DRAIN_STEP_S = 10.0
 
@@ -145,7 +143,7 @@ class ShardWorker:
     def finish(self) -> ShardResult:
         world, twin = self.world, self.world.twin
         world.recorder.finish(float(self.env.now))
-        requests = (_slo_columns(world.cluster.requests(), self.scenario, self.system)
+        requests = (slo_columns(world.cluster.requests(), self.scenario, self.system)
                     if self.requests_table is True else None)
         return ShardResult(outcomes=world.outcomes(self.scenario.duration_s),
                            window_stats=dict(world.recorder.window_stats),

@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from inferno.scenario import Scenario
-from sim.closedloop.run import cycles_frame, run_scenario
+from sim.closedloop.record import cycles_frame
+from sim.closedloop.run import run_scenario
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 if TYPE_CHECKING:  # the twin is imported inside the commands only
-    from sim.closedloop.run import RunResult
+    from sim.closedloop.summary import RunResult
 
 
 class ProgressLine:
@@ -76,7 +76,7 @@ def _scale_options(command: Any) -> Any:
 
 def _requests_table(with_table: bool, table_format: str, out: Path, shards: int,
                     scheduler: str | None) -> Path | bool:
-    from sim.closedloop.run import REQUESTS_FILES
+    from sim.closedloop.record import REQUESTS_FILES
 
     if shards > 1 and scheduler is not None:
         raise click.UsageError("--shards and --dask-scheduler are mutually exclusive")
@@ -87,7 +87,7 @@ def _requests_table(with_table: bool, table_format: str, out: Path, shards: int,
 
 
 def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
-    from sim.closedloop.run import format_summary
+    from sim.closedloop.summary import format_summary
 
     click.echo(format_summary(result.summary))
     plots = [p for p in paths.values() if p.suffix == ".png"]
@@ -113,7 +113,8 @@ def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple
         shards: int, scheduler: str | None) -> None:
     """Run SCENARIO (default: the quickstart) in the twin with the controller in the loop."""
     from inferno.scenario import DEFAULT_SCENARIO, load_scenario
-    from sim.closedloop.run import run_scenario, write_run
+    from sim.closedloop.record import write_run
+    from sim.closedloop.run import run_scenario
 
     path = scenario or DEFAULT_SCENARIO
     loaded = load_scenario(path, sets)
@@ -142,7 +143,8 @@ def replay(run_dir: Path, policy: str | None, out: Path | None, check: bool,
            no_plots: bool, with_table: bool, requests_format: str, shards: int,
            scheduler: str | None) -> None:
     """Re-run a recorded run (RUN_DIR of `sim run`) on its recorded requests."""
-    from sim.closedloop.run import decision_diff, load_run, run_scenario, write_run
+    from sim.closedloop.record import decision_diff, load_run, write_run
+    from sim.closedloop.run import run_scenario
 
     recorded = load_run(run_dir)
     if check and policy not in (None, recorded.scenario.policy.name):
