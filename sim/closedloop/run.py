@@ -50,7 +50,7 @@ from inferno.control.decision import cards
 from inferno.control.settings import HpaMetric, HpaSettings
 from inferno.control.tuning import TunerHook, make_tuner
 from inferno.errors import ConfigError
-from inferno.model import System
+from inferno.model import System, effective_max_batch
 from inferno.scenario import (
     RouterKind,
     Scenario,
@@ -93,7 +93,8 @@ def _deployment_spec(spec: ServerSpec, scenario: Scenario, system: System) -> De
     startup = twin.startup
     return DeploymentSpec(
         name=spec.name, model=spec.model, accelerator=spec.accelerator,
-        max_batch=spec.max_batch or perf.max_batch_size or 256, num_replicas=spec.replicas,
+        max_batch=effective_max_batch(spec.max_batch, perf.max_batch_size),
+        num_replicas=spec.replicas,
         router=(RouterKind.ROUND_ROBIN if twin.router is RouterKind.RANDOM
                 else twin.router).value,  # the random router is seeded by run_scenario
         engine=EngineSettings(
@@ -317,7 +318,7 @@ def _policy_settings(scenario: Scenario, name: str, system: System) -> object:
             target = cls.targets[spec.model]
             perf = system.perf[(spec.model, spec.accelerator)]
             test = LoadTest(model=spec.model, accelerator=spec.accelerator,
-                            max_batch=spec.max_batch or perf.max_batch_size or 256,
+                            max_batch=effective_max_batch(spec.max_batch, perf.max_batch_size),
                             in_tokens=round(spec.load.in_tokens),
                             out_tokens=round(spec.load.out_tokens),
                             slo_itl_ms=target.slo_itl_ms, slo_ttft_ms=target.slo_ttft_ms,
