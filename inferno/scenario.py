@@ -31,7 +31,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from inferno.control.emulator import Phase, validate_phases
+from inferno.control.load_noise import Phase, validate_phases
 from inferno.control.settings import (
     HpaSettings,
     InfernoSettings,
@@ -200,7 +200,7 @@ class ProfileSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmulatorSpec:
-    """The seed's load emulator (inferno.control.emulator) applied to every server."""
+    """The seed's load emulator (inferno.control.load_noise) applied to every server."""
 
     interval_s: float = 60.0
     """s between perturbations; the rate is constant in between."""

@@ -20,7 +20,7 @@ from inferno.control.cyclelog import (
     write_cycle_log,
 )
 from inferno.control.driver import Driver, invoke_response, run_periodic
-from inferno.control.emulator import (
+from inferno.control.load_noise import (
     EmulatorSettings,
     LoadEmulator,
     LoadNoise,

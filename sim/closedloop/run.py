@@ -10,7 +10,7 @@ Workload. The requests of a run are materialised before it starts, as a trace (a
 tokens, server), and replayed by `sim.trace.replay`; a recorded run therefore replays exactly
 (`inferno sim replay`), and the oracle policy reads the true load of the next period from the
 same trace. Synthetic requests come from each server's nominal load moved by the profile and,
-optionally, by the load emulator (`inferno.control.emulator`, stepped every `interval_s` from
+optionally, by the load emulator (`inferno.control.load_noise`, stepped every `interval_s` from
 t = 0 as upstream's emulator loop does; its steps depend only on its seed, never on the twin,
 so stepping it ahead of the run is the same as stepping it in a process). Arrival times are
 exact (thinning of the piecewise-linear rate, `sim.workload`); token lengths are the step's

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from inferno.control.emulator import (
+from inferno.control.load_noise import (
     LoadNoise,
     LoadNoiseSettings,
     LoadPhase,
