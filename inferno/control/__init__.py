@@ -21,8 +21,6 @@ from inferno.control.cyclelog import (
 )
 from inferno.control.driver import Driver, invoke_response, run_periodic
 from inferno.control.load_noise import (
-    EmulatorSettings,
-    LoadEmulator,
     LoadNoise,
     LoadNoiseSettings,
     LoadPhase,
@@ -74,8 +72,8 @@ __all__ = [
     "LIVE_POLICY_NAMES", "POLICIES", "POLICY_NAMES", "POLICY_TABLE", "SETTINGS", "Actuator",
     "Clock", "Collector", "Controller", "ControllerBusy",
     "ControllerSettings", "CycleLog", "CycleRecord", "CycleStatus", "Decision", "Driver",
-    "EmulatorSettings", "FileStaticData", "FutureLoad", "HpaMetric", "HpaPolicy",
-    "HpaSettings", "InfernoPolicy", "InfernoSettings", "LoadEmulator", "LoadNoise",
+    "FileStaticData", "FutureLoad", "HpaMetric", "HpaPolicy",
+    "HpaSettings", "InfernoPolicy", "InfernoSettings", "LoadNoise",
     "LoadNoiseSettings", "LoadPhase", "LoadPoint",
     "ObservedLoad", "OraclePolicy", "Phase", "Policy", "PolicyDeps", "PolicyEntry",
     "Recommendation",

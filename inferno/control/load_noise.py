@@ -150,8 +150,5 @@ class LoadNoise:
                                                                              strict=True)}
 
 
-# The names before "emulate" was kept for the cluster emulation (`inferno emulate`); still
-# imported by inferno/scenario.py and sim/run.py.
-LoadEmulator = LoadNoise
-EmulatorSettings = LoadNoiseSettings
+# The phase's name before the tuner got its own phases; still imported by inferno/scenario.py.
 Phase = LoadPhase

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from inferno.control import (
-    EmulatorSettings,
-    LoadEmulator,
+    LoadNoise,
+    LoadNoiseSettings,
     LoadPoint,
     phase_multiplier,
 )
@@ -135,7 +135,7 @@ def _schedules(scenario: Scenario, rng: np.random.Generator
             out[s.name] = (times, mult * s.load.rate_rpm / S_PER_MIN,
                            np.full(n, s.load.in_tokens), np.full(n, s.load.out_tokens))
         return out
-    emulator = LoadEmulator(EmulatorSettings(interval_s=em.interval_s, alpha=em.alpha,
+    emulator = LoadNoise(LoadNoiseSettings(interval_s=em.interval_s, alpha=em.alpha,
                                              theta=em.theta, phases=phases,
                                              range_factor=em.range_factor), rng)
     current = {s.name: LoadPoint(arrival_rpm=s.load.rate_rpm, avg_in_tokens=s.load.in_tokens,
