@@ -390,7 +390,7 @@ def write_csv(results: list[BenchResult], path: Path) -> None:
     import csv
     import io
 
-    from inferno.tuner.calibrate import CSV_COLUMNS
+    from inferno.tuner.benchfile import CSV_COLUMNS
     from inferno.tuner.store import write_text_atomic
 
     buf = io.StringIO()

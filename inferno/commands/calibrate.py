@@ -25,6 +25,7 @@ from inferno.model import (
     effective_max_batch,
 )
 from inferno.tuner import calibrate as cal
+from inferno.tuner.benchfile import BenchRow
 
 EXIT_POOR_FIT = 3
 """Exit code of a fit that is computed but not trusted (large residual, an interval that
@@ -107,7 +108,7 @@ def calibrate(bench_files: tuple[Path, ...], model: str, accelerator: str,
         raise click.exceptions.Exit(EXIT_POOR_FIT)
 
 
-def _refine(rows: Sequence[cal.BenchRow], predictor: str, space: cal.ParamSpace, *,
+def _refine(rows: Sequence[BenchRow], predictor: str, space: cal.ParamSpace, *,
             model: str, accelerator: str, system: System | None, max_batch: int,
             max_num_tokens: int, num_requests: int, seed: int,
             perf_model: PerfModel) -> cal.Predictor | None:
@@ -137,7 +138,7 @@ def _model_data(data_dir: Path | None, model: str, accelerator: str,
     return system, system.perf.get((model, accelerator))
 
 
-def twin_predictor(rows: Sequence[cal.BenchRow], *, model: str, accelerator: str,
+def twin_predictor(rows: Sequence[BenchRow], *, model: str, accelerator: str,
                    system: System | None, max_batch: int, max_num_tokens: int,
                    num_requests: int, seed: int,
                    space: cal.ParamSpace | None = None) -> cal.Predictor:
