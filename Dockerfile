@@ -1,6 +1,6 @@
 # Image of the inferno controller: `docker build -t inferno-loop:0.1.0 .`
 # Default command: `inferno live`. The same image runs the load emulator
-# (`args: ["emulate-load", ...]` in yamls/deploy/load-emulator.yaml).
+# (`args: ["load-noise", ...]` in yamls/deploy/load-emulator.yaml).
 # Only the core and the `live` extra are installed (no SimPy, pandas or matplotlib), at the
 # versions pinned in docker/requirements-live.txt.
 FROM python:3.11.7-slim-bookworm

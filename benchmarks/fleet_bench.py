@@ -4,12 +4,13 @@ A fleet of R replicas: R/10 deployments of 10 llama_7b replicas on H100 (sample-
 max batch 64, unlimited KV), 2.5 req/s of Poisson traffic per replica with 512 input / 256
 output tokens, round-robin routing, the twin scraping every replica every 15 s and the static
 policy deciding every 60 s (the controller is not what is measured here), no request table.
-Each case runs `sim.run.run_scenario` in a fresh subprocess, in one process (``--shards 1``)
-or over 2 spawned worker processes (``--shards 2``); the table reports the median wall and
-CPU time of the repeats (CPU of the process and of its worker processes), simulated requests
-per wall second, the real-time factor (simulated seconds per wall second), the peak RSS of
-the largest process, the spread of the walls (min-max) and whether the sharded run's summary
-and cycle log (less wall-clock timings) equal the single process's (a SHA-256 of their JSON).
+Each case runs `sim.closedloop.run.run_scenario` in a fresh subprocess, in one process
+(``--shards 1``) or over 2 spawned worker processes (``--shards 2``); the table reports the
+median wall and CPU time of the repeats (CPU of the process and of its worker processes),
+simulated requests per wall second, the real-time factor (simulated seconds per wall second),
+the peak RSS of the largest process, the spread of the walls (min-max) and whether the sharded
+run's summary and cycle log (less wall-clock timings) equal the single process's (a SHA-256 of
+their JSON).
 
 Usage: python benchmarks/fleet_bench.py [--repeats 3] [--replicas 20,200,1000,5000]
        [--shards 1,2] [--seconds 600]
@@ -52,7 +53,7 @@ def fleet(replicas: int, duration_s: float) -> dict:
 
 def _one(replicas: int, duration_s: float, shards: int) -> dict:
     from inferno.scenario import parse_scenario
-    from sim.run import run_scenario
+    from sim.closedloop.run import run_scenario
 
     scenario = parse_scenario(fleet(replicas, duration_s), file=f"fleet-{replicas}")
     w0, c0 = time.perf_counter(), time.process_time()

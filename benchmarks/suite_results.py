@@ -21,12 +21,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inferno.control.policies import POLICY_NAMES  # noqa: E402
 from inferno.scenario import load_scenario  # noqa: E402
-from inferno.sweep import run_seeds  # noqa: E402
 from sim.sweep import Job, execute  # noqa: E402
+from sim.sweep_spec import run_seeds  # noqa: E402
 
 SUITE = ROOT / "scenarios" / "suite"
-POLICIES = ("inferno", "oracle", "hpa", "saturation", "static")
+POLICIES = POLICY_NAMES
 ROOT_SEED = 2026
 NUM_SEEDS = 3
 OUT = ROOT / "docs" / "results.md"

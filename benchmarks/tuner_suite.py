@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inferno.scenario import load_scenario  # noqa: E402
-from inferno.sweep import run_seeds  # noqa: E402
 from sim.sweep import Job, execute  # noqa: E402
+from sim.sweep_spec import run_seeds  # noqa: E402
 
 SUITE = ROOT / "scenarios" / "suite"
 ROOT_SEED = 2026

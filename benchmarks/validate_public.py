@@ -35,7 +35,8 @@ from inferno.model import (  # noqa: E402
     PerfParms,
     System,
 )
-from inferno.tuner.calibrate import BenchRow, ParamSpace, calibrate_supported  # noqa: E402
+from inferno.tuner.benchfile import BenchRow  # noqa: E402
+from inferno.tuner.calibrate import ParamSpace, calibrate_supported  # noqa: E402
 from sim import workload  # noqa: E402
 from sim.bench import BenchConfig, run_bench  # noqa: E402
 

@@ -145,14 +145,14 @@ def _points(rows: list) -> list[str]:
 
 def _capacity(system) -> list[str]:
     from inferno.analyzer import QueueConfig, analyze
-    from inferno.model import PerfModel
+    from inferno.model import PerfModel, effective_max_batch
     from sim.bench import BenchConfig, run_bench
 
     rows = []
     for (model, acc), (lin, lout) in itertools.product(GRIDS["A"]["pairs"],
                                                        GRIDS["A"]["shapes"]):
         mp = system.perf[(model, acc)]
-        n = mp.max_batch_size or 256
+        n = effective_max_batch(mp.max_batch_size)
         caps = {}
         for pm in (PerfModel.VLLM, PerfModel.CHUNKED):
             cfg = QueueConfig(max_batch=n, max_queue=10 * n, in_tokens=lin, out_tokens=lout,

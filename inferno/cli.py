@@ -23,21 +23,26 @@ LAZY_COMMANDS: dict[str, str] = {
     "sweep": "inferno.commands.sweep:sweep",
     "live": "inferno.commands.live:live",
     "emulate": "inferno.commands.live:emulate",
-    "emulate-load": "inferno.commands.live:emulate_load",
+    "load-noise": "inferno.commands.live:load_noise",
     "calibrate": "inferno.commands.calibrate:calibrate",
 }
 # name -> the command's short help, so `inferno --help` imports no command module (the
 # sim and live ones take a second); tests/inferno/cli keeps it equal to the docstrings.
 SHORT_HELP: dict[str, str] = {
-    "optimize": "Choose accelerator, replicas and max batch for every...",
+    "optimize": "Choose accelerator, replicas and max batch for every server...",
     "analyze": "Queue metrics and latency percentiles of one replica at a...",
     "sim": "SimPy digital twin of vLLM-style replicas and deployments.",
     "sweep": "Run every scenario variant × policy × seed of SWEEP and...",
     "live": "Control the managed Deployments of a cluster: every...",
     "emulate": "Emulate the managed Deployments' vLLM pods with the twin...",
-    "emulate-load": "Every INTERVAL s [env INFERNO_LOAD_INTERVAL, default 60]...",
+    "load-noise": "Every INTERVAL s [env INFERNO_LOAD_INTERVAL, default 60]...",
     "calibrate": "Fit the iteration model of one (model, accelerator) to...",
 }
+DEPRECATED_COMMANDS: dict[str, str] = {"emulate-load": "load-noise"}
+"""Old spelling -> command: still runs, with a warning on stderr, and is hidden from --help."""
+SUBCOMMANDS: dict[str, dict[str, str]] = {"sim": {"emulate": "emulate", "sweep": "sweep"}}
+"""Group -> {subcommand: top-level command} also reachable in that group (``inferno sim
+sweep`` is ``inferno sweep``): the groups mirror the worlds, the old spellings stay."""
 
 
 def _available(target: str) -> bool:
@@ -64,9 +69,20 @@ class LazyGroup(click.Group):
         return "" if cmd is None else cmd.get_short_help_str(limit=60)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in DEPRECATED_COMMANDS:
+            new = DEPRECATED_COMMANDS[cmd_name]
+            click.echo(f"inferno {cmd_name} is deprecated; use inferno {new}", err=True)
+            cmd_name = new
         if cmd_name in LAZY_COMMANDS and _available(LAZY_COMMANDS[cmd_name]):
             module_name, attr = LAZY_COMMANDS[cmd_name].split(":")
-            return getattr(importlib.import_module(module_name), attr)
+            command = getattr(importlib.import_module(module_name), attr)
+            if isinstance(command, click.Group):
+                for sub, top in SUBCOMMANDS.get(cmd_name, {}).items():
+                    if sub not in command.commands and _available(LAZY_COMMANDS[top]):
+                        mirrored = self.get_command(ctx, top)
+                        if mirrored is not None:
+                            command.add_command(mirrored, sub)
+            return command
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> object:

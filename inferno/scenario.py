@@ -11,7 +11,7 @@ the file and key path; cross references (a server naming an unknown model, accel
 are checked once, by `scenario_system`. Relative paths are resolved against the directory of
 the scenario file, so a scenario runs the same from any working directory.
 
-This module is world independent: it never imports `sim` or SimPy; `sim.run` turns a Scenario
+This module is world independent: it never imports `sim` or SimPy; `sim.closedloop` turns a Scenario
 into a SimPy environment.
 """
 
@@ -31,7 +31,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from inferno.control.emulator import Phase, validate_phases
+from inferno.control.load_noise import Phase, validate_phases
 from inferno.control.settings import (
     HpaSettings,
     InfernoSettings,
@@ -211,7 +211,7 @@ class ProfileSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmulatorSpec:
-    """The seed's load emulator (inferno.control.emulator) applied to every server."""
+    """The seed's load emulator (inferno.control.load_noise) applied to every server."""
 
     interval_s: float = 60.0
     """s between perturbations; the rate is constant in between."""

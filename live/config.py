@@ -35,6 +35,8 @@ from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from inferno.errors import CollectError, ConfigError
+from inferno.io.flags import parse_bool
+from inferno.model.units import MS_PER_S, S_PER_HR, S_PER_MIN
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,6 @@ DEFAULT_DEPLOYMENT_LABEL = "deployment"
 
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,7 +167,7 @@ class PromSettings:
         return self.is_https or self.allow_http_token
 
 
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+_UNIT_S = {"ms": 1 / MS_PER_S, "s": 1.0, "m": S_PER_MIN, "h": S_PER_HR, "d": 86400.0, "w": 604800.0,
            "y": 31536000.0}
 
 
@@ -177,12 +177,7 @@ def duration_s(text: str) -> float:
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConfigError(f"{name}: must be true or false, got {env[name]!r}")
+    return parse_bool(env.get(name, ""), source=name)
 
 
 def default_kubeconfig(env: Mapping[str, str]) -> str:

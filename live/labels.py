@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from inferno.errors import ConfigError
+from inferno.model.service_class import DEFAULT_CLASS
 
 PREFIX = "inferno.server."
 MANAGED = PREFIX + "managed"
@@ -34,9 +35,6 @@ LOAD_OUT_TOKENS = PREFIX + "load.outtokens"
 
 MANAGED_SELECTOR = f"{MANAGED}=true"
 """Label selector of every managed Deployment (the only discovery criterion)."""
-
-DEFAULT_CLASS = "Free"
-"""Service class of a server without a class label (lowest priority upstream)."""
 
 # Kubernetes label values: at most 63 characters, alphanumeric at both ends, [-_.] inside.
 _LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")

@@ -31,7 +31,7 @@ import numpy as np
 import simpy
 
 from inferno.errors import ConfigError
-from inferno.model import ModelPerf, PerfModel, System
+from inferno.model import ModelPerf, PerfModel, System, effective_max_batch
 from inferno.model.units import MS_PER_S
 from sim import workload
 from sim.cluster import Cluster
@@ -232,7 +232,7 @@ def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path =
     a path also streams the per-request table to that CSV or Parquet file.
     """
     mp = perf_for(system, cfg.model, cfg.accelerator)
-    max_batch = cfg.max_batch or mp.max_batch_size or 256
+    max_batch = effective_max_batch(cfg.max_batch, mp.max_batch_size)
     engine = EngineSettings(max_num_batched_tokens=mp.max_num_tokens,
                             kv_capacity_tokens=cfg.kv_tokens,
                             prefill_emits_token=cfg.prefill_emits_token)
@@ -390,7 +390,7 @@ def write_csv(results: list[BenchResult], path: Path) -> None:
     import csv
     import io
 
-    from inferno.tuner.calibrate import CSV_COLUMNS
+    from inferno.tuner.benchfile import CSV_COLUMNS
     from inferno.tuner.store import write_text_atomic
 
     buf = io.StringIO()

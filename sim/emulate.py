@@ -51,7 +51,8 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from inferno.errors import ConfigError, InfernoError
-from inferno.model import System
+from inferno.model import System, effective_max_batch
+from inferno.model.units import rpm_to_rps
 from sim.cluster import Cluster
 from sim.deployment import Deployment, DeploymentSpec, RolloutSettings, StartupDelay
 from sim.promview import ReplicaCollector
@@ -64,8 +65,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 """(namespace, Deployment name)."""
 
-DEFAULT_MAX_BATCH = 256
-"""Max batch of a Deployment with no label and no model-data maxBatchSize (upstream 0 ⇒ 256)."""
+
 
 TOKEN_KINDS = ("fixed", "exponential")
 _SERVED = (ReplicaState.READY, ReplicaState.DRAINING)
@@ -408,11 +408,8 @@ class ClusterEmulation:
                 self._set_load(followed, 0.0, 1, 1)
 
     def _max_batch(self, want: DesiredDeployment) -> int:
-        if want.max_batch > 0:
-            return want.max_batch
         perf = self._perf.get((want.model, want.accelerator))
-        return perf.max_batch_size if perf is not None and perf.max_batch_size > 0 else (
-            DEFAULT_MAX_BATCH)
+        return effective_max_batch(want.max_batch, perf.max_batch_size if perf else 0)
 
     def _add(self, want: DesiredDeployment, *, start_ready: bool) -> _Followed:
         s = self.settings
@@ -460,7 +457,7 @@ class ClusterEmulation:
         if load == followed.load:
             return
         followed.load = load
-        followed.rate_rps = rpm / 60.0
+        followed.rate_rps = rpm_to_rps(rpm)
         if self.settings.token_kind == "fixed":
             dists = TokenDist(kind="fixed", mean=in_tokens), TokenDist(kind="fixed",
                                                                        mean=out_tokens)

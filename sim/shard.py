@@ -1,10 +1,11 @@
 """One closed-loop run sharded over worker processes or a Dask cluster, in lock-step periods.
 
 The scenario's servers are split over S shards (`split`: balanced by nominal load). Each shard
-is a `ShardWorker` in its own process: the cluster of its servers (`sim.run.build_world`, with
-the seeds those servers have in the whole scenario), its twin scraping its replicas, its
-recorder. The coordinator holds the one `inferno.control.Controller`; its collector and
-actuator are `ShardedPorts`. Every control period:
+is a `ShardWorker` in its own process: the cluster of its servers
+(`sim.closedloop.run.build_world`, with the seeds those servers have in the whole scenario),
+its twin scraping its replicas, its recorder. The coordinator holds the one
+`inferno.control.Controller`; its collector and actuator are `ShardedPorts`. Every control
+period:
 
 1. each shard simulates up to the cycle instant (all shards at once);
 2. each shard observes its servers through its twin (its scrapes, the same PromQL and
@@ -44,12 +45,9 @@ from inferno.model.snapshot import (
     ServerObservation,
 )
 from inferno.scenario import Scenario
-from sim.run import (
+from sim.closedloop.run import (
     Progress,
     RequestsTable,
-    RunResult,
-    ServerOutcome,
-    _slo_columns,
     build_world,
     control_period,
     cycle_times,
@@ -57,6 +55,7 @@ from sim.run import (
     make_controller,
     prepare,
 )
+from sim.closedloop.summary import RunResult, ServerOutcome, slo_columns
 
 DRAIN_STEP_S = 10.0
 
@@ -144,7 +143,7 @@ class ShardWorker:
     def finish(self) -> ShardResult:
         world, twin = self.world, self.world.twin
         world.recorder.finish(float(self.env.now))
-        requests = (_slo_columns(world.cluster.requests(), self.scenario, self.system)
+        requests = (slo_columns(world.cluster.requests(), self.scenario, self.system)
                     if self.requests_table is True else None)
         return ShardResult(outcomes=world.outcomes(self.scenario.duration_s),
                            window_stats=dict(world.recorder.window_stats),
@@ -289,7 +288,7 @@ class ShardedPorts:
 def run_sharded(scenario: Scenario, *, policy: str | None = None, shards: int = 2,
                 scheduler: str | None = None, requests_table: RequestsTable = True,
                 progress: Progress | None = None) -> RunResult:
-    """`sim.run.run_scenario` over shards (see the module docstring)."""
+    """`sim.closedloop.run.run_scenario` over shards (see the module docstring)."""
     wall0 = time.perf_counter()
     scenario, system, work = prepare(scenario, policy)
     client = None

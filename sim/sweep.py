@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from inferno.scenario import Scenario
-from sim.run import cycles_frame, run_scenario
+from sim.closedloop.record import cycles_frame
+from sim.closedloop.run import run_scenario
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,7 +36,7 @@ class Outcome:
     summary: dict[str, Any]
     """summary.json of the run."""
     cycles: pd.DataFrame
-    """`sim.run.cycles_frame` of the run."""
+    """`sim.closedloop.run.cycles_frame` of the run."""
     wall_s: float
 
 

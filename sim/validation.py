@@ -20,7 +20,7 @@ import numpy as np
 import simpy
 
 from inferno.analyzer import LatencyStats, QueueConfig, analyze, latency_stats
-from inferno.model import PerfModel, System
+from inferno.model import PerfModel, System, effective_max_batch
 from inferno.model.units import MS_PER_S
 from sim import workload
 from sim.bench import perf_for
@@ -157,7 +157,7 @@ def compare(system: System, point: Point, *, num_requests: int = 4000, seed: int
     variability like the analyzer's Markovian chain), overriding ``point.lengths``.
     """
     mp = perf_for(system, point.model, point.accelerator)
-    n = mp.max_batch_size or 256
+    n = effective_max_batch(mp.max_batch_size)
     base = QueueConfig(max_batch=n, max_queue=10 * n, in_tokens=point.in_tokens,
                        out_tokens=point.out_tokens, perf=mp.perf, perf_model=models[0],
                        max_num_tokens=mp.max_num_tokens)

@@ -27,7 +27,7 @@ from inferno.analyzer.service import (
     service_time_ms,
 )
 from inferno.errors import ConfigError
-from inferno.model import PerfModel, PerfParms
+from inferno.model import DEFAULT_MAX_BATCH, PerfModel, PerfParms
 
 __all__ = [
     "DEFAULT_CONCURRENCY_CEILING",
@@ -43,7 +43,7 @@ __all__ = [
     "search_concurrency_batch",
 ]
 
-DEFAULT_CONCURRENCY_CEILING = 256
+DEFAULT_CONCURRENCY_CEILING = DEFAULT_MAX_BATCH
 """M_max when the model's max batch size is unknown (0)."""
 DEFAULT_ONSET_EPSILON = 0.02
 DEFAULT_ONSET_PROBES = 6

@@ -13,7 +13,8 @@ from inferno.analyzer import analyze as analyze_point
 from inferno.commands.limits import check_flag
 from inferno.errors import ConfigError
 from inferno.io import load_system
-from inferno.model import PerfModel, statistic_label
+from inferno.model import PerfModel, effective_max_batch, statistic_label
+from inferno.model.units import rpm_to_rps, rps_to_rpm
 
 
 def _stats(stats: LatencyStats) -> dict[str, float]:
@@ -73,17 +74,18 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
         ttft_pct, itl_pct = target.slo_ttft_percentile, target.slo_itl_percentile
     if percentile is not None:
         ttft_pct = itl_pct = percentile
-    n = max_batch or perf.max_batch_size or 256
+    n = effective_max_batch(max_batch, perf.max_batch_size)
     cfg = QueueConfig(max_batch=n, max_queue=10 * n if max_queue is None else max_queue,
                       in_tokens=in_tokens, out_tokens=out_tokens, perf=perf.perf,
                       perf_model=PerfModel(perf_model), max_num_tokens=perf.max_num_tokens)
-    metrics = analyze_point(cfg, rate_rpm / 60.0)
+    metrics = analyze_point(cfg, rpm_to_rps(rate_rpm))
     extra = tuple(sorted({p for p in (ttft_pct, itl_pct) if p and p not in (50, 90, 99)}))
-    ttft_stats, itl_stats = latency_stats(cfg, rate_rpm / 60.0, extra)
+    ttft_stats, itl_stats = latency_stats(cfg, rpm_to_rps(rate_rpm), extra)
     targets = Targets(ttft_ms=ttft_ms, itl_ms=itl_ms, ttft_percentile=ttft_pct,
                       itl_percentile=itl_pct)
     sizing = size(cfg, targets)
-    max_rpm = sizing.metrics.throughput_rps * 60.0 if sizing.feasible and sizing.metrics else 0.0
+    max_rpm = (rps_to_rpm(sizing.metrics.throughput_rps)
+               if sizing.feasible and sizing.metrics else 0.0)
     doc = {"maxBatch": cfg.max_batch, "maxQueue": cfg.max_queue, "metrics": asdict(metrics),
            "latency": {"ttftMs": _stats(ttft_stats), "itlMs": _stats(itl_stats)},
            "targets": {"itlMs": itl_ms, "ttftMs": ttft_ms, "itlPercentile": itl_pct,
@@ -95,10 +97,10 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
     m = metrics
     click.echo(f"{model} on {accelerator}: N={cfg.max_batch} Q={cfg.max_queue} "
                f"L={in_tokens} m={out_tokens} ({perf_model})")
-    click.echo(f"at {rate_rpm:g} RPM: throughput {m.throughput_rps * 60:.2f} RPM, "
+    click.echo(f"at {rate_rpm:g} RPM: throughput {rps_to_rpm(m.throughput_rps):.2f} RPM, "
                f"TTFT {m.ttft_ms:.2f} ms, ITL {m.itl_ms:.3f} ms, wait {m.wait_ms:.2f} ms, "
                f"in service {m.num_in_service:.2f}, utilisation {m.rho:.3f}, "
-               f"max rate {m.max_rate_rps * 60:.2f} RPM")
+               f"max rate {rps_to_rpm(m.max_rate_rps):.2f} RPM")
     for name, stats in (("TTFT", doc["latency"]["ttftMs"]), ("ITL", doc["latency"]["itlMs"])):
         click.echo(f"  {name} ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stats.items()))
     wanted = (f"ITL {statistic_label(itl_pct)} {itl_ms:g} ms / "

@@ -24,8 +24,10 @@ from inferno.model import (
     PerfModel,
     PerfParms,
     System,
+    effective_max_batch,
 )
 from inferno.tuner import calibrate as cal
+from inferno.tuner.benchfile import BenchRow
 
 EXIT_POOR_FIT = 3
 """Exit code of a fit that is computed but not trusted (large residual, an interval that
@@ -89,7 +91,7 @@ def calibrate(bench_files: tuple[Path, ...], model: str, accelerator: str,
     for message in dropped:
         click.echo(message, err=True)
     system, entry = _model_data(data_dir, model, accelerator)
-    n = max_batch or (entry.max_batch_size if entry else 0) or cal.DEFAULT_MAX_BATCH
+    n = effective_max_batch(max_batch, entry.max_batch_size if entry else 0)
     budget = entry.max_num_tokens if entry else DEFAULT_MAX_NUM_TOKENS
     prior = entry.perf if entry is not None and not entry.perf.is_zero else PerfParms(
         alpha_ms=cal.DEFAULT_SEED[0], beta_ms=cal.DEFAULT_SEED[1], gamma_ms=cal.DEFAULT_SEED[2])
@@ -119,7 +121,7 @@ def calibrate(bench_files: tuple[Path, ...], model: str, accelerator: str,
         raise click.exceptions.Exit(EXIT_POOR_FIT)
 
 
-def _refine(rows: Sequence[cal.BenchRow], predictor: str, space: cal.ParamSpace, *,
+def _refine(rows: Sequence[BenchRow], predictor: str, space: cal.ParamSpace, *,
             model: str, accelerator: str, system: System | None, max_batch: int,
             max_num_tokens: int, num_requests: int, seed: int,
             perf_model: PerfModel) -> cal.Predictor | None:
@@ -149,7 +151,7 @@ def _model_data(data_dir: Path | None, model: str, accelerator: str,
     return system, system.perf.get((model, accelerator))
 
 
-def twin_predictor(rows: Sequence[cal.BenchRow], *, model: str, accelerator: str,
+def twin_predictor(rows: Sequence[BenchRow], *, model: str, accelerator: str,
                    system: System | None, max_batch: int, max_num_tokens: int,
                    num_requests: int, seed: int,
                    space: cal.ParamSpace | None = None) -> cal.Predictor:

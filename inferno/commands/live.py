@@ -1,8 +1,8 @@
-"""`inferno live`, `inferno emulate-load`, `inferno emulate`: the cluster-facing commands.
+"""`inferno live`, `inferno load-noise`, `inferno emulate`: the cluster-facing commands.
 
 Thin wrappers: settings come from the environment (upstream variable names, control-loop.md
-§1.2) overridden by the command line, and the work is done by `live.driver`,
-`live.emulate_load` and `sim.emulate`, imported inside the commands so the core install never
+§1.2) overridden by the command line, and the work is done by `live.app`,
+`live.load_noise` and `sim.emulate`, imported inside the commands so the core install never
 imports Kubernetes, Prometheus or SimPy clients. `emulate` is the one place where `sim` and
 `live` meet: the twin follows Deployments read through `live.kube`.
 """
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from inferno.control.policies import LIVE_POLICY_NAMES
 from inferno.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def _echo(message: str) -> None:
               show_default=True, help="patch: write replicas and allocation labels; metrics: "
               "only export inferno_desired_replicas for an HPA or KEDA.")
 @click.option("--policy", default="inferno", show_default=True,
-              help="inferno, hpa, saturation or static.")
+              help=f"{', '.join(LIVE_POLICY_NAMES[:-1])} or {LIVE_POLICY_NAMES[-1]}.")
 @click.option("--scale-down-window", type=float, default=None,
               help="Scale-down stabilisation window, s: scale down only to the highest "
               "recommendation of the last S s (default: the policy's, 300); inferno's "
@@ -116,8 +117,8 @@ def live(control_period: str | None, dynamic: str | None, dry_run: bool, actuati
     re-reads the static data every cycle [env INFERNO_CONTROL_DYNAMIC]. SIGTERM or Ctrl-C
     stops after the running cycle; a second one exits at once."""
     from inferno.control import resolve_controller_settings
+    from live.app import DEFAULT_CYCLE_LOG, Actuation, LiveSettings, run_live
     from live.config import kube_settings_from_env, prom_settings_from_env
-    from live.driver import DEFAULT_CYCLE_LOG, Actuation, LiveSettings, run_live
     from live.placement import placement_settings_from_env
 
     if no_prometheus and prometheus_url is not None:
@@ -170,34 +171,34 @@ def _number(text: str | None, env_name: str, default: float, source: str) -> flo
     return value
 
 
-@click.command("emulate-load")
+@click.command("load-noise")
 @click.argument("interval", required=False)
 @click.argument("alpha", required=False)
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the perturbations (same seed and labels: same walk).")
 @click.option("--count", type=click.IntRange(min=1), default=None,
               help="Stop after this many passes (default: until SIGTERM or Ctrl-C).")
-def emulate_load(interval: str | None, alpha: str | None, seed: int, count: int | None) -> None:
+def load_noise(interval: str | None, alpha: str | None, seed: int, count: int | None) -> None:
     """Every INTERVAL s [env INFERNO_LOAD_INTERVAL, default 60] add N(0, (ALPHA × original)²)
     [env INFERNO_LOAD_ALPHA, default 0.5] to each managed Deployment's load labels."""
-    from inferno.control import EmulatorSettings
+    from inferno.control import LoadNoiseSettings
+    from live.app import stop_on_signals
     from live.config import kube_settings_from_env, load_api_client
-    from live.driver import stop_on_signals
-    from live.emulate_load import ClusterLoadEmulator
+    from live.load_noise import ClusterLoadNoise
 
-    settings = EmulatorSettings(
+    settings = LoadNoiseSettings(
         interval_s=_number(interval, ENV_LOAD_INTERVAL, 60.0, "argument INTERVAL"),
         alpha=_number(alpha, ENV_LOAD_ALPHA, 0.5, "argument ALPHA"))
     kube = kube_settings_from_env(os.environ)
     api_client = load_api_client(kube)
     stop = threading.Event()
     try:
-        emulator = ClusterLoadEmulator(api_client, kube, settings, seed=seed)
+        emulator = ClusterLoadNoise(api_client, kube, settings, seed=seed)
         with stop_on_signals(stop.set):
             passes = emulator.run(stop, max_passes=count)
     finally:
         api_client.close()
-    _echo(f"inferno emulate-load: {passes} passes")
+    _echo(f"inferno load-noise: {passes} passes")
 
 
 def follow_deployments(read: Callable[[], list[ManagedDeployment]],
@@ -302,9 +303,9 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
     import yaml
 
     from inferno.io import load_static_data
+    from live.app import stop_on_signals
     from live.config import kube_settings_from_env, load_api_client
-    from live.driver import stop_on_signals
-    from live.emulate_load import DeploymentReader, DeploymentStatusWriter
+    from live.load_noise import DeploymentReader, DeploymentStatusWriter
     from live.placement import placement_settings_from_env
     from sim.deployment import StartupDelay
     from sim.emulate import ClusterEmulation, EmulationSettings, scrape_config

@@ -25,7 +25,7 @@ import click
 from inferno.errors import ConfigError
 
 if TYPE_CHECKING:  # the twin is imported inside the commands only
-    from sim.run import RunResult
+    from sim.closedloop.summary import RunResult
 
 
 class ProgressLine:
@@ -78,7 +78,7 @@ def _scale_options(command: Any) -> Any:
 
 def _requests_table(with_table: bool, table_format: str, out: Path, shards: int,
                     scheduler: str | None) -> Path | bool:
-    from sim.run import REQUESTS_FILES
+    from sim.closedloop.record import REQUESTS_FILES
 
     if shards > 1 and scheduler is not None:
         raise click.UsageError("--shards and --dask-scheduler are mutually exclusive")
@@ -88,7 +88,7 @@ def _requests_table(with_table: bool, table_format: str, out: Path, shards: int,
 
 
 def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
-    from sim.run import format_summary
+    from sim.closedloop.summary import format_summary
 
     click.echo(format_summary(result.summary))
     plots = [p for p in paths.values() if p.suffix == ".png"]
@@ -117,7 +117,8 @@ def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple
     """Run SCENARIO (default: the quickstart) in the twin with the controller in the loop."""
     from inferno.io import safe
     from inferno.scenario import DEFAULT_SCENARIO, check_run_size, load_scenario
-    from sim.run import run_scenario, write_run
+    from sim.closedloop.record import write_run
+    from sim.closedloop.run import run_scenario
 
     path = scenario or DEFAULT_SCENARIO
     loaded = load_scenario(path, sets)
@@ -156,7 +157,8 @@ def replay(run_dir: Path, policy: str | None, out: Path | None, check: bool,
     """Re-run a recorded run (RUN_DIR of `sim run`) on its recorded requests."""
     from inferno.io import safe
     from inferno.scenario import check_run_size, load_scenario
-    from sim.run import RUN_FILES, decision_diff, load_run, run_scenario, write_run
+    from sim.closedloop.record import RUN_FILES, decision_diff, load_run, write_run
+    from sim.closedloop.run import run_scenario
 
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: not a run directory (of `inferno sim run`)")

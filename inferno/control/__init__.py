@@ -1,4 +1,4 @@
-"""The control loop: controller, policies, stabilisation, load emulator, driver, cycle log.
+"""The control loop: controller, policies, stabilisation, load noise, driver, cycle log.
 
 World independent: the twin (`sim`) and the cluster (`live`) plug in through `ports`.
 """
@@ -20,9 +20,10 @@ from inferno.control.cyclelog import (
     write_cycle_log,
 )
 from inferno.control.driver import Driver, invoke_response, run_periodic
-from inferno.control.emulator import (
-    EmulatorSettings,
-    LoadEmulator,
+from inferno.control.load_noise import (
+    LoadNoise,
+    LoadNoiseSettings,
+    LoadPhase,
     LoadPoint,
     Phase,
     phase_multiplier,
@@ -35,7 +36,10 @@ from inferno.control.observation import (
     scale_to_ready,
 )
 from inferno.control.policies import (
+    LIVE_POLICY_NAMES,
     POLICIES,
+    POLICY_NAMES,
+    POLICY_TABLE,
     SETTINGS,
     Decision,
     FutureLoad,
@@ -44,6 +48,7 @@ from inferno.control.policies import (
     OraclePolicy,
     Policy,
     PolicyDeps,
+    PolicyEntry,
     SaturationScalingPolicy,
     Solve,
     StaticPolicy,
@@ -64,11 +69,14 @@ from inferno.control.settings import (
 from inferno.control.stabilise import Recommendation, Stabilised, hpa_desired, stabilise
 
 __all__ = [
-    "POLICIES", "SETTINGS", "Actuator", "Clock", "Collector", "Controller", "ControllerBusy",
+    "LIVE_POLICY_NAMES", "POLICIES", "POLICY_NAMES", "POLICY_TABLE", "SETTINGS", "Actuator",
+    "Clock", "Collector", "Controller", "ControllerBusy",
     "ControllerSettings", "CycleLog", "CycleRecord", "CycleStatus", "Decision", "Driver",
-    "EmulatorSettings", "FileStaticData", "FutureLoad", "HpaMetric", "HpaPolicy",
-    "HpaSettings", "InfernoPolicy", "InfernoSettings", "LoadEmulator", "LoadPoint",
-    "ObservedLoad", "OraclePolicy", "Phase", "Policy", "PolicyDeps", "Recommendation",
+    "FileStaticData", "FutureLoad", "HpaMetric", "HpaPolicy",
+    "HpaSettings", "InfernoPolicy", "InfernoSettings", "LoadNoise",
+    "LoadNoiseSettings", "LoadPhase", "LoadPoint",
+    "ObservedLoad", "OraclePolicy", "Phase", "Policy", "PolicyDeps", "PolicyEntry",
+    "Recommendation",
     "SaturationScalingPolicy",
     "SaturationSettings", "ServerRecord", "Solve", "StabilisationSettings", "Stabilised",
     "StaticData", "StaticPolicy", "StaticSettings", "Timing", "Tune", "VllmWindow",

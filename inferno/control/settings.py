@@ -18,6 +18,7 @@ from typing import TypedDict
 from inferno.control.correction import CorrectionSettings
 from inferno.control.demand import DemandSettings
 from inferno.errors import ConfigError
+from inferno.io.flags import parse_bool
 from inferno.model.system import SaturationPolicy
 
 
@@ -333,20 +334,6 @@ class ControllerSettings:
                  f"controller: invoke_wait_s must be >= 0, got {self.invoke_wait_s!r}")
         _require(self.min_replicas >= 0,
                  f"controller: min_replicas must be >= 0, got {self.min_replicas!r}")
-
-
-_TRUE = frozenset({"1", "t", "true", "yes", "y", "on"})
-_FALSE = frozenset({"0", "f", "false", "no", "n", "off", ""})
-
-
-def parse_bool(text: str, *, source: str) -> bool:
-    """Parse a boolean the way Go's strconv.ParseBool does (plus yes/no/on/off)."""
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigError(f"{source}: expected true or false, got {text!r}")
 
 
 def parse_period_s(text: str, *, source: str) -> float:

@@ -2,10 +2,12 @@
 
 from inferno.model.accelerator import Accelerator, Power
 from inferno.model.llm import (
+    DEFAULT_MAX_BATCH,
     DEFAULT_MAX_NUM_TOKENS,
     ModelPerf,
     PerfParms,
     StepShape,
+    effective_max_batch,
     frontend_delay_ms,
     iteration_time_ms,
 )
@@ -27,8 +29,9 @@ from inferno.model.system import (
 )
 
 __all__ = [
-    "DEFAULT_CLASS", "DEFAULT_MAX_NUM_TOKENS", "DEFAULT_PRIORITY", "Accelerator", "Allocation",
-    "BatchPolicy", "Load", "ModelPerf", "ModelTarget", "OptimizerSettings", "PerfModel",
-    "PerfParms", "Power", "SaturationPolicy", "Server", "ServiceClass", "SolverKind", "StepShape",
-    "System", "frontend_delay_ms", "iteration_time_ms", "statistic_label",
+    "DEFAULT_CLASS", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_NUM_TOKENS", "DEFAULT_PRIORITY",
+    "Accelerator", "Allocation", "BatchPolicy", "Load", "ModelPerf", "ModelTarget",
+    "OptimizerSettings", "PerfModel", "PerfParms", "Power", "SaturationPolicy", "Server",
+    "ServiceClass", "SolverKind", "StepShape", "System", "effective_max_batch",
+    "frontend_delay_ms", "iteration_time_ms", "statistic_label",
 ]

@@ -22,6 +22,15 @@ from enum import StrEnum
 
 DEFAULT_MAX_NUM_TOKENS = 8192
 """Per-iteration token budget of the chunked model (vLLM max_num_batched_tokens)."""
+DEFAULT_MAX_BATCH = 256
+"""Max batch of a server whose model data gives none (maxBatchSize 0): upstream's
+DEFAULT_MAX_BATCH_SIZE, and vLLM's max_num_seqs default."""
+
+
+def effective_max_batch(*sizes: int | None) -> int:
+    """The first of `sizes` (most specific first) that is given and > 0, else
+    `DEFAULT_MAX_BATCH`: the one home of "max batch 0 means 256"."""
+    return next((n for n in sizes if n is not None and n > 0), DEFAULT_MAX_BATCH)
 
 
 class StepShape(StrEnum):
@@ -102,7 +111,7 @@ class ModelPerf:
     acc_count: int = 1
     """Accelerator units per replica (<= 0 in the input is read as 1)."""
     max_batch_size: int = 0
-    """Benchmarked max batch at ``at_tokens``; the search ceiling (0 means 256)."""
+    """Benchmarked max batch at ``at_tokens``; the search ceiling (0: `effective_max_batch`)."""
     at_tokens: int = 0
     perf: PerfParms
     max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_CLASS = "Free"
+"""Service class of a server that names none (a Deployment without a class label, a
+server-data entry without ``class``): the lowest priority upstream."""
 DEFAULT_PRIORITY = 100
 
 

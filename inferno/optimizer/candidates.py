@@ -27,11 +27,19 @@ from inferno.analyzer import (
     perf_columns,
     size_batch,
 )
-from inferno.model import DEFAULT_PRIORITY, BatchPolicy, ModelTarget, Server, System
+from inferno.model import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_PRIORITY,
+    BatchPolicy,
+    ModelTarget,
+    Server,
+    System,
+)
+from inferno.model.units import S_PER_MIN, rpm_to_rps
 
 MAX_QUEUE_TO_BATCH_RATIO = 10
 """Q = 10·N when a server does not set maxQueueSize."""
-DEFAULT_CONCURRENCY_CEILING = 256
+DEFAULT_CONCURRENCY_CEILING = DEFAULT_MAX_BATCH
 """Search ceiling when model-data maxBatchSize is 0."""
 CHUNK_STATES = 1 << 20
 """In-service chain states (Σ over rows of N + 1) per batched sizing call: bounds the chain
@@ -116,7 +124,7 @@ def demand_rps(system: System, server: Server) -> float:
     target = cls.targets.get(server.model) if cls else None
     if target is not None and target.slo_tps > 0 and server.load.avg_out_tokens > 0:
         return target.slo_tps / server.load.avg_out_tokens
-    return server.load.arrival_rpm / 60.0
+    return rpm_to_rps(server.load.arrival_rpm)
 
 
 def priority_of(system: System, server: Server) -> int:
@@ -378,7 +386,7 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
         first, inv = _unique(*p.keys(rows), max_batch[rows], queue[rows])
         rate[rows] = _sized_rates(cat, system, p, rows[first], max_batch, queue)[inv]
     tps, out = p.tps, p.out
-    total = np.where(tps > 0, tps / np.maximum(out, 1.0), s["rpm"][srv] / 60.0)
+    total = np.where(tps > 0, tps / np.maximum(out, 1.0), s["rpm"][srv] / S_PER_MIN)
     ok = (rate > 0) & (max_batch > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         need = np.ceil(np.where(ok, total / np.where(ok, rate, 1.0), 0.0))

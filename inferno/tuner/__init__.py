@@ -4,7 +4,7 @@ Layering: imports `inferno.analyzer` (for h(x)) and `inferno.model`, never `infe
 or `inferno.optimizer`; the controller wires `TunerStage` in.
 """
 
-from inferno.tuner.ekf import EkfState, EkfUpdate, Outcome
+from inferno.tuner.ekf import EkfOutcome, EkfState, EkfUpdate
 from inferno.tuner.fit import FitResult, condition_number, fit, guess_init_state, refit_window
 from inferno.tuner.observation import (
     FirstToken,
@@ -15,11 +15,11 @@ from inferno.tuner.observation import (
 )
 from inferno.tuner.settings import CHI2_2DOF_975, TunerMode, TunerSettings
 from inferno.tuner.stage import TunerStage, observations_from_snapshot
-from inferno.tuner.store import PairState, ParameterStore, Phase
+from inferno.tuner.store import PairState, ParameterStore, TunerPhase
 
 __all__ = [
-    "CHI2_2DOF_975", "EkfState", "EkfUpdate", "FirstToken", "FitResult", "ObservationSet",
-    "Outcome", "PairState", "ParameterStore", "Phase", "SkipReason", "TunerMode",
+    "CHI2_2DOF_975", "EkfOutcome", "EkfState", "EkfUpdate", "FirstToken", "FitResult",
+    "ObservationSet", "PairState", "ParameterStore", "SkipReason", "TunerMode", "TunerPhase",
     "TunerObservation", "TunerSettings", "TunerStage", "check_observation", "condition_number",
     "fit", "guess_init_state", "observations_from_snapshot", "refit_window",
 ]

@@ -1,6 +1,6 @@
 """Benchmark files users already have, read into calibration rows.
 
-* our CSV (`calibrate.read_bench_csv`; `sim bench --csv` writes it);
+* our CSV (`read_bench_csv`; `sim bench --csv` writes it);
 * `vllm bench serve --save-result` JSON: one object per run (or a list, or JSON lines).
   The load is ``max_concurrency`` when ``request_rate`` is ``"inf"`` (closed loop), else
   ``request_rate`` (open loop); tokens are ``total_input_tokens`` / ``completed`` and
@@ -18,16 +18,145 @@ Each row remembers its file and position (``source``) for messages. A malformed 
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inferno.errors import ConfigError
 from inferno.io import safe
-from inferno.tuner.calibrate import BenchRow, read_bench_csv
 
-__all__ = ["read_bench_file", "read_bench_files"]
+__all__ = ["CSV_COLUMNS", "BenchRow", "read_bench_csv", "read_bench_file", "read_bench_files"]
+
+CSV_COLUMNS = ("input_tokens", "output_tokens", "concurrency", "rate_rps", "itl_ms", "ttft_ms",
+               "throughput_rps", "max_batch", "replicas", "num_preemptions")
+"""Columns `sim bench --csv` writes (and this reader takes, with the aliases below)."""
+_REQUIRED = ("input_tokens", "output_tokens", "itl_ms", "ttft_ms")
+_OPTIONAL = ("concurrency", "rate_rps", "throughput_rps", "max_batch", "max_queue", "replicas",
+             "num_preemptions")
+_ALIASES = {"in_tokens": "input_tokens", "out_tokens": "output_tokens",
+            "mean_itl_ms": "itl_ms", "mean_ttft_ms": "ttft_ms", "rate": "rate_rps",
+            "request_rate": "rate_rps", "max_concurrency": "concurrency",
+            "request_throughput": "throughput_rps"}
+"""Accepted spellings of vllm bench / guidellm exports, mapped to the canonical names."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchRow:
+    """One benchmark point as measured (all replicas together)."""
+
+    line: int
+    """Line in the CSV file (for messages)."""
+    in_tokens: float
+    out_tokens: float
+    concurrency: int | None = None
+    rate_rps: float | None = None
+    itl_ms: float
+    ttft_ms: float
+    throughput_rps: float | None = None
+    max_batch: int | None = None
+    max_queue: int | None = None
+    replicas: int = 1
+    num_preemptions: int | None = None
+    """Preemptions during the run, when the file reports them (`sim bench --csv` does)."""
+    source: str = ""
+    """Where the row came from, for messages (file:line; empty: the line number alone)."""
+
+    def __post_init__(self) -> None:
+        for name, value, limit in (
+                ("in_tokens", self.in_tokens, "MAX_TOKENS"),
+                ("out_tokens", self.out_tokens, "MAX_TOKENS"),
+                ("concurrency", self.concurrency, "MAX_CONCURRENCY"),
+                ("rate_rps x 60", None if self.rate_rps is None else self.rate_rps * 60,
+                 "MAX_RATE_RPM"),
+                ("max_batch", self.max_batch, "MAX_BATCH"),
+                ("max_queue", self.max_queue, "MAX_QUEUE"),
+                ("replicas", self.replicas, "MAX_REPLICAS")):
+            if value is not None:
+                safe.check_limit(value, getattr(safe, limit), f"{self.where}: {name} ({limit})",
+                                 hint="")
+
+    @property
+    def where(self) -> str:
+        return self.source or f"line {self.line}"
+
+    @property
+    def is_closed_loop(self) -> bool:
+        return self.concurrency is not None
+
+    @property
+    def load(self) -> float:
+        return float(self.concurrency if self.concurrency is not None else self.rate_rps or 0.0)
+
+
+def read_bench_csv(path: str | Path) -> tuple[BenchRow, ...]:
+    """Parse a benchmark CSV; any problem is a one-line `ConfigError` with file:line and column."""
+    path = Path(path)
+    text = safe.read_text(path)
+    reader = csv.reader(text.splitlines())
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ConfigError(f"{path}:1: empty file (expected a header line)") from None
+    names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    for name in names:
+        stem = name.removesuffix("_seconds").removesuffix("_sec").removesuffix("_s")
+        if stem != name and stem + "_ms" in (*_REQUIRED, *_OPTIONAL, *_ALIASES):
+            raise ConfigError(f"{path}:1: column '{name}' is in seconds: give '{stem}_ms' in "
+                              "milliseconds")
+    missing = [c for c in _REQUIRED if c not in names]
+    if missing or not {"concurrency", "rate_rps"} & set(names):
+        need = missing or ["concurrency or rate_rps"]
+        raise ConfigError(f"{path}:1: missing column '{need[0]}' "
+                          f"(columns: {', '.join(h.strip() for h in header)})")
+    rows = []
+    for record in reader:
+        line = reader.line_num
+        if not any(v.strip() for v in record):
+            continue
+        if len(record) != len(names):
+            raise ConfigError(f"{path}:{line}: expected {len(names)} fields, got {len(record)}")
+        rows.append(_row(dict(zip(names, record, strict=True)), path, line))
+    if not rows:
+        raise ConfigError(f"{path}: no benchmark rows")
+    return tuple(rows)
+
+
+def _row(values: Mapping[str, str], path: Path, line: int) -> BenchRow:
+    def number(name: str, *, integer: bool = False, minimum: float = 0.0,
+               strict: bool = True, optional: bool = False) -> Any:
+        raw = values.get(name, "").strip()
+        if not raw and optional:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        above = value > minimum if strict else value >= minimum
+        if not (math.isfinite(value) and above and (not integer or value.is_integer())):
+            what = "an integer" if integer else "a number"
+            raise ConfigError(f"{path}:{line}: column '{name}': must be {what} "
+                              f"{'>' if strict else '>='} {minimum:g}, got {raw!r}")
+        return int(value) if integer else value
+
+    concurrency = number("concurrency", integer=True, optional=True)
+    rate = number("rate_rps", optional=True)
+    if (concurrency is None) == (rate is None):
+        got = "both" if concurrency is not None else "neither"
+        raise ConfigError(f"{path}:{line}: give one of columns 'concurrency' and 'rate_rps', "
+                          f"got {got}")
+    return BenchRow(
+        line=line, in_tokens=number("input_tokens"),
+        out_tokens=number("output_tokens", minimum=1.0, strict=False),
+        concurrency=concurrency, rate_rps=rate, itl_ms=number("itl_ms"),
+        ttft_ms=number("ttft_ms"), throughput_rps=number("throughput_rps", optional=True),
+        max_batch=number("max_batch", integer=True, optional=True),
+        max_queue=number("max_queue", integer=True, strict=False, optional=True),
+        replicas=number("replicas", integer=True, optional=True) or 1,
+        num_preemptions=number("num_preemptions", integer=True, strict=False, optional=True),
+        source=f"{path}:{line}")
 
 
 def read_bench_files(paths: list[Path]) -> tuple[BenchRow, ...]:

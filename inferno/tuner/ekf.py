@@ -63,7 +63,9 @@ def predict(state: EkfState) -> EkfState:
                     x_min=state.x_min, x_max=state.x_max)
 
 
-class Outcome(StrEnum):
+class EkfOutcome(StrEnum):
+    """What became of one EKF update (`EkfUpdate.outcome`)."""
+
     ACCEPTED = "accepted"
     REJECTED_NIS = "rejected_nis"
     """NIS at or above the gate: the observation disagrees with the filter's own uncertainty."""
@@ -79,14 +81,14 @@ class Outcome(StrEnum):
 class EkfUpdate:
     state: EkfState
     """The new state if accepted, else the input state."""
-    outcome: Outcome
+    outcome: EkfOutcome
     nis: float | None = None
     """Normalised innovation squared yᵀS⁻¹y (None when skipped before it was computed)."""
     skip: SkipReason | None = None
 
     @property
     def is_accepted(self) -> bool:
-        return self.outcome is Outcome.ACCEPTED
+        return self.outcome is EkfOutcome.ACCEPTED
 
 
 def jacobian(obs: ObservationSet, x: np.ndarray, *, step: float,
@@ -131,7 +133,7 @@ def update(state: EkfState, observation: TunerObservation, *, rel_noise: float,
     obs = ObservationSet([observation])
     lin = jacobian(obs, state.x, step=step, max_load_ratio=max_load_ratio)
     if isinstance(lin, SkipReason):
-        return EkfUpdate(state=state, outcome=Outcome.SKIPPED, skip=lin)
+        return EkfUpdate(state=state, outcome=EkfOutcome.SKIPPED, skip=lin)
     h, hj = lin
     z = obs.measured()[0]
     r = np.diag((rel_noise * z) ** 2)
@@ -142,15 +144,15 @@ def update(state: EkfState, observation: TunerObservation, *, rel_noise: float,
     gain = state.p @ hj.T @ s_inv
     raw = state.x + gain @ y
     if np.any(raw <= 0) or not np.all(np.isfinite(raw)):
-        return EkfUpdate(state=state, outcome=Outcome.REJECTED_POSITIVITY, nis=nis)
+        return EkfUpdate(state=state, outcome=EkfOutcome.REJECTED_POSITIVITY, nis=nis)
     if check_nis and nis >= nis_threshold:
-        return EkfUpdate(state=state, outcome=Outcome.REJECTED_NIS, nis=nis)
+        return EkfUpdate(state=state, outcome=EkfOutcome.REJECTED_NIS, nis=nis)
     x_new = state.clamp(raw)
     if obs.predict(x_new).load_ratio[0, 0] >= max_load_ratio:
-        return EkfUpdate(state=state, outcome=Outcome.REJECTED_SATURATION, nis=nis)
+        return EkfUpdate(state=state, outcome=EkfOutcome.REJECTED_SATURATION, nis=nis)
     i_kh = np.eye(3) - gain @ hj
     p_new = i_kh @ state.p @ i_kh.T + gain @ r @ gain.T
     p_new = (p_new + p_new.T) / 2
     return EkfUpdate(state=EkfState(x=x_new, p=p_new, q=state.q, x_min=state.x_min,
                                     x_max=state.x_max),
-                     outcome=Outcome.ACCEPTED, nis=nis)
+                     outcome=EkfOutcome.ACCEPTED, nis=nis)

@@ -55,7 +55,7 @@ from inferno.tuner.observation import (
     check_observation,
 )
 from inferno.tuner.settings import TunerMode, TunerSettings
-from inferno.tuner.store import PairState, Phase
+from inferno.tuner.store import PairState, TunerPhase
 
 FIT_FAILED = "fit_failed"
 REFIT = "refit"
@@ -77,7 +77,7 @@ def tune_pair(state: PairState, observations: Sequence[TunerObservation], *,
     if not valid:
         return state
     state = _score(state, valid, prior, settings)
-    if state.phase is Phase.COLLECTING or state.params is None:
+    if state.phase is TunerPhase.COLLECTING or state.params is None:
         return _initial_fit(state, prior, settings, now_s)
     if settings.mode is TunerMode.WINDOW:
         return _window_cycle(state, settings, now_s)
@@ -194,7 +194,7 @@ def _adopt(state: PairState, result: FitResult, settings: TunerSettings,
         filt = dataclasses.replace(filt, p=filt.q + cov)
     is_warming = settings.mode is TunerMode.EKF and settings.warm_up_cycles > 0
     return dataclasses.replace(
-        state, phase=Phase.WARMING if is_warming else Phase.TUNED, params=as_parms(x),
+        state, phase=TunerPhase.WARMING if is_warming else TunerPhase.TUNED, params=as_parms(x),
         ekf=filt, kappa=result.kappa, fit_value=result.fun, update_count=0,
         stalled_cycles=0, stalled_obs=0, counts=state.counted(REFIT), last_updated_s=now_s)
 
@@ -209,7 +209,7 @@ def _window_cycle(state: PairState, settings: TunerSettings, now_s: float) -> Pa
         return held
     window = tuple(o for i, o in enumerate(state.window) if i not in result.dropped)
     return dataclasses.replace(
-        state, phase=Phase.TUNED, params=result.params, window=window, kappa=result.kappa,
+        state, phase=TunerPhase.TUNED, params=result.params, window=window, kappa=result.kappa,
         fit_value=result.fun, update_count=state.update_count + 1,
         counts=state.counted(REFIT, *(["outlier"] if result.dropped else [])),
         last_updated_s=now_s)
@@ -248,7 +248,8 @@ def _ekf_cycle(state: PairState, valid: Sequence[TunerObservation], settings: Tu
         return dataclasses.replace(
             state, params=as_parms(filt.x), update_count=update_count, stalled_cycles=0,
             stalled_obs=0,
-            phase=Phase.TUNED if update_count >= settings.warm_up_cycles else Phase.WARMING,
+            phase=(TunerPhase.TUNED if update_count >= settings.warm_up_cycles
+                   else TunerPhase.WARMING),
             last_updated_s=now_s)
     stalled = state.stalled_cycles + 1
     stalled_obs = min(state.stalled_obs + len(valid), len(state.window))

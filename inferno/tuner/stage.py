@@ -15,18 +15,18 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from inferno.model import DEFAULT_MAX_NUM_TOKENS, ModelPerf, PerfParms, System
+from inferno.model import DEFAULT_MAX_BATCH, DEFAULT_MAX_NUM_TOKENS, ModelPerf, PerfParms, System
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
 from inferno.tuner.observation import FirstToken, TunerObservation
 from inferno.tuner.pair import tune_pair
 from inferno.tuner.settings import TunerMode, TunerSettings
-from inferno.tuner.store import Key, ParameterStore, Phase
+from inferno.tuner.store import Key, ParameterStore, TunerPhase
 
 logger = logging.getLogger(__name__)
 
 MAX_QUEUE_TO_BATCH_RATIO = 10
 """Q = 10·N when a server reports no max queue size (project decision, design §2.8)."""
-DEFAULT_APPENDED_MAX_BATCH = 256
+DEFAULT_APPENDED_MAX_BATCH = DEFAULT_MAX_BATCH
 """maxBatchSize of a learned pair appended to model data that lacks it (upstream /merge)."""
 
 
@@ -216,7 +216,7 @@ class TunerStage:
             self._priors.setdefault(key, perf.perf)
 
     def _is_pair_warming(self) -> bool:
-        return any(s.phase is not Phase.TUNED for s in self.store)
+        return any(s.phase is not TunerPhase.TUNED for s in self.store)
 
     def _record_error(self, where: str, exc: Exception) -> str:
         message = f"{where}: {type(exc).__name__}: {exc}"

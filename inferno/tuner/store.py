@@ -28,7 +28,9 @@ Key = tuple[str, str]
 """(model, accelerator name)."""
 
 
-class Phase(StrEnum):
+class TunerPhase(StrEnum):
+    """Where the tuner is with one (model, accelerator) pair (saved as its ``phase``)."""
+
     COLLECTING = "collecting"
     """No identifiable fit yet: model data is left as it is."""
     WARMING = "warming"
@@ -42,7 +44,7 @@ class PairState:
 
     model: str
     accelerator: str
-    phase: Phase = Phase.COLLECTING
+    phase: TunerPhase = TunerPhase.COLLECTING
     params: PerfParms | None = None
     """The estimator's parameters (the candidate); None while collecting."""
     published: PerfParms | None = None
@@ -170,7 +172,7 @@ class ParameterStore:
                                    x_min=np.array(e["min"], dtype=float),
                                    x_max=np.array(e["max"], dtype=float))
                 state = PairState(model=str(e["model"]), accelerator=str(e["accelerator"]),
-                                  phase=Phase(e.get("phase", Phase.TUNED.value)),
+                                  phase=TunerPhase(e.get("phase", TunerPhase.TUNED.value)),
                                   params=PerfParms(alpha_ms=x[0], beta_ms=x[1], gamma_ms=x[2]),
                                   published=PerfParms(alpha_ms=x[0], beta_ms=x[1],
                                                       gamma_ms=x[2]),

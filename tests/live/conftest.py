@@ -20,8 +20,8 @@ from kube_emulator import EmulatorThread
 from live_helpers import HPA_NS
 from prom_harness import PROMETHEUS, PodLoad, PrometheusServer, VllmPod
 
+from live.app import LiveLoop
 from live.config import KubeSettings, load_api_client
-from live.driver import LiveLoop
 
 
 @pytest.fixture(scope="session")

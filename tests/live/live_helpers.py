@@ -16,8 +16,8 @@ from typing import Any
 from kube_emulator import EmulatorThread, deployment
 
 from inferno.control import ControllerSettings
+from live.app import LiveLoop, LiveSettings
 from live.config import KubeSettings, PromSettings
-from live.driver import LiveLoop, LiveSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ROOT / "sample-data" / "small"

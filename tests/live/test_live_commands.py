@@ -1,4 +1,4 @@
-"""The cluster-facing commands and their parts: `inferno live`, `emulate-load`, `emulate`.
+"""The cluster-facing commands and their parts: `inferno live`, `load-noise`, `emulate`.
 
 References: the seed's load emulator formula (control-loop.md §4.1) recomputed with numpy from
 the same seed; the startup delay and speed-up given to the emulation; WVA's ratio rule
@@ -33,7 +33,7 @@ from inferno.control import CycleRecord, CycleStatus, ServerRecord
 from inferno.control.settings import HpaSettings, InfernoSettings
 from inferno.errors import ConfigError
 from inferno.io import load_static_data
-from live.driver import WallClock, policy_settings, stop_on_signals
+from live.app import WallClock, policy_settings, stop_on_signals
 from live.metrics import DecisionExporter, MetricsActuator
 from sim.cluster import Cluster
 from sim.deployment import DeploymentSpec, StartupDelay
@@ -77,8 +77,8 @@ def managed(server: str, **extra: str) -> dict[str, str]:
     (["live", "--actuation", "both"], {}, "'both' is not one of"),
     (["live", "--data-path", str(SMALL)], {"DEFAULT_MAX_BATCH_SIZE": "lots"},
      "DEFAULT_MAX_BATCH_SIZE"),
-    (["emulate-load", "10", "1.5"], {}, "alpha must be in [0, 1]"),
-    (["emulate-load", "often"], {}, "argument INTERVAL"),
+    (["load-noise", "10", "1.5"], {}, "alpha must be in [0, 1]"),
+    (["load-noise", "often"], {}, "argument INTERVAL"),
     (["emulate-load"], {"INFERNO_LOAD_ALPHA": "x"}, "INFERNO_LOAD_ALPHA"),
     (["emulate", "--data-path", str(SMALL), "--speedup", "0"], {},
      "--speedup: expected a finite number > 0"),
@@ -249,7 +249,7 @@ def test_metrics_actuator_touches_nothing() -> None:
     assert (report.applied, report.unchanged, dict(report.failed)) == ((), ("a", "b"), {})
 
 
-# ------------------------------------------------------------------ emulate-load
+# ------------------------------------------------------------------ load-noise
 
 def reference_walk(initial: dict[str, dict[str, float | None]], *, seed: int, alpha: float,
                    passes: int) -> dict[str, dict[str, str]]:
@@ -280,7 +280,7 @@ def seed_load(kube: EmulatorThread) -> None:
 
 
 def run_emulate_load(kubeconfig: Path, seed: int) -> None:
-    result = CliRunner().invoke(cli, ["emulate-load", "0.01", "0.5", "--count", "2",
+    result = CliRunner().invoke(cli, ["load-noise", "0.01", "0.5", "--count", "2",
                                       "--seed", str(seed)],
                                 env={"KUBECONFIG": str(kubeconfig), "WATCH_NAMESPACE": "load"})
     assert result.exit_code == 0, result.output

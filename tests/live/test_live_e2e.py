@@ -37,8 +37,8 @@ from prom_harness import PodLoad, PrometheusServer, VllmPod, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferno.control import read_cycle_log
+from live.app import Actuation, LiveLoop
 from live.config import KubeSettings
-from live.driver import Actuation, LiveLoop
 
 FAST = PodLoad(request_rps=40.0, in_tokens=128, out_tokens=64, ttft_s=0.05, itl_s=0.02,
                waiting=0, running=20, kv_usage=0.3)
@@ -98,7 +98,13 @@ def test_load_step_scales_up_then_down(kube: EmulatorThread, kubeconfig: Path,
 
         set_rpm("2400")
         wait_until(lambda: dep()["spec"]["replicas"] >= 2, 40, "a scale-up")
-        raised = next(r for r in read_cycle_log(cycle_log) if r["servers"][0]["num_replicas"] > 1)
+
+        def raised_cycles() -> list[dict[str, Any]]:
+            return [r for r in read_cycle_log(cycle_log) if r["servers"][0]["num_replicas"] > 1]
+
+        # The cycle is logged after it actuates: the Deployment can show the change first.
+        wait_until(lambda: bool(raised_cycles()), 10, "the scale-up in the cycle log")
+        raised = raised_cycles()[0]
         assert raised["servers"][0]["itl_ms"] is not None  # decided on measured metrics
         wait_until(lambda: dep()["status"]["readyReplicas"] == dep()["spec"]["replicas"], 20,
                    "the emulated replicas to be ready")

@@ -37,8 +37,8 @@ from live_helpers import (
 from prom_harness import PrometheusServer
 
 from inferno.control import CycleStatus, read_cycle_log
+from live.app import LiveLoop
 from live.config import KubeSettings
-from live.driver import LiveLoop
 
 DEPLOYMENTS = r"/deployments$"
 """Path of a Deployment list (all namespaces or one)."""

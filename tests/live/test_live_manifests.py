@@ -274,11 +274,11 @@ def test_podmonitor_scrapes_the_metrics_port(tmp_path: Path) -> None:
     assert endpoint["path"] == "/metrics"
 
 
-def test_load_emulator_runs_emulate_load_with_seed_defaults() -> None:
-    """The load-emulator Pod runs `inferno emulate-load 60 0.5` as the inferno SA."""
+def test_load_emulator_runs_load_noise_with_seed_defaults() -> None:
+    """The load-emulator Pod runs `inferno load-noise 60 0.5` as the inferno SA."""
     pod = read(DEPLOY / "load-emulator.yaml")[0]
     assert pod["spec"]["serviceAccountName"] == "inferno"
-    assert pod["spec"]["containers"][0]["args"] == ["emulate-load", "60", "0.5"]
+    assert pod["spec"]["containers"][0]["args"] == ["load-noise", "60", "0.5"]
 
 
 # ------------------------------------------------------------------ image
@@ -334,7 +334,7 @@ class Block:
         if name.split(".")[0] in ("simpy", "pandas", "matplotlib", "sim", "dask"):
             raise ImportError("blocked in this test: " + name)
 sys.meta_path.insert(0, Block())
-import inferno.optimizer, live.driver, live.server, live.placement
+import inferno.optimizer, live.app, live.server, live.placement
 from inferno.cli import main
 sys.argv = ["inferno", "live", "--help"]
 main()

@@ -28,9 +28,9 @@ from prom_harness import PrometheusServer
 from inferno.commands.live import follow_deployments
 from inferno.control import ControllerSettings
 from inferno.io import load_static_data
+from live.app import LiveLoop, LiveSettings
 from live.config import KubeSettings, PromSettings
-from live.driver import LiveLoop, LiveSettings
-from live.emulate_load import DeploymentReader, DeploymentStatusWriter
+from live.load_noise import DeploymentReader, DeploymentStatusWriter
 from live.placement import PlacementSettings
 from sim.deployment import StartupDelay
 from sim.emulate import ClusterEmulation, EmulationSettings

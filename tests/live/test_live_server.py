@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from inferno.control import Controller, ControllerSettings, Driver, StaticPolicy
 from inferno.errors import CollectError, ConfigError
 from inferno.model.snapshot import ActuationReport, AllocationPlan, ClusterSnapshot
+from live.app import LiveLoop
 from live.config import KubeSettings
-from live.driver import LiveLoop
 from live.server import ControlServer, ServerSettings
 
 

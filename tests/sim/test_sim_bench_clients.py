@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from inferno.cli import cli
-from inferno.tuner.calibrate import read_bench_csv
+from inferno.tuner.benchfile import read_bench_csv
 from sim import workload
 
 

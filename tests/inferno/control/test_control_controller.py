@@ -25,9 +25,9 @@ from inferno.control.controller import (
 )
 from inferno.control.cyclelog import CycleStatus
 from inferno.control.demand import LoadEstimate
-from inferno.control.inferno_policy import observed_load
 from inferno.control.observation import estimate_offered_rpm
 from inferno.control.policies import InfernoPolicy, OraclePolicy, StaticPolicy
+from inferno.control.policies.solve_input import observed_load
 from inferno.control.settings import (
     NO_STABILISATION,
     ControllerSettings,

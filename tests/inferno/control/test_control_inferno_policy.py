@@ -20,7 +20,7 @@ from control_fakes import (
 from inferno.analyzer import QueueConfig, analyze
 from inferno.control.controller import Controller
 from inferno.control.demand import StartupEstimate, forecast, least_squares_slope
-from inferno.control.inferno_policy import InfernoPolicy, OraclePolicy
+from inferno.control.policies.inferno import InfernoPolicy, OraclePolicy
 from inferno.control.settings import NO_STABILISATION, ControllerSettings, InfernoSettings
 from inferno.errors import CollectError
 from inferno.model import PerfParms, System

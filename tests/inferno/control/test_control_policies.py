@@ -6,7 +6,13 @@ import pytest
 from control_fakes import obs, snapshot
 
 from inferno.control.policies import (
+    LIVE_POLICY_NAMES,
+    POLICIES,
+    POLICY_NAMES,
+    POLICY_TABLE,
+    SETTINGS,
     HpaPolicy,
+    PolicyDeps,
     SaturationScalingPolicy,
     StaticPolicy,
     make_policy,
@@ -137,6 +143,27 @@ def test_make_policy_by_name_and_errors() -> None:
         make_policy("oracle")
     with pytest.raises(ConfigError, match="must be HpaSettings"):
         make_policy("hpa", InfernoSettings())
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_TABLE))
+def test_policy_table_builds_each_class_with_its_settings(name: str) -> None:
+    """One table: every name builds its class from its settings class, and the older views
+    (POLICIES, SETTINGS, the name lists) agree with it."""
+    entry = POLICY_TABLE[name]
+    deps = PolicyDeps(future_load=lambda server, t0_s, t1_s: (0.0, 0.0, 0.0))
+    policy = make_policy(name, entry.settings(), deps)
+    assert type(policy) is entry.policy
+    assert policy.name == name
+    assert SETTINGS[name] is entry.settings
+    assert POLICIES[name] is entry.build
+    assert name in POLICY_NAMES
+    assert (name in LIVE_POLICY_NAMES) is (not entry.twin_only)
+
+
+def test_only_the_oracle_is_twin_only() -> None:
+    """The oracle reads the world's future load, which a live cluster cannot give."""
+    assert [n for n, e in POLICY_TABLE.items() if e.twin_only] == ["oracle"]
+    assert set(POLICY_NAMES) == {"inferno", "oracle", "hpa", "saturation", "static"}
 
 
 @pytest.mark.parametrize(

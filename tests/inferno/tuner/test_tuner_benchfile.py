@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from inferno.cli import cli
 from inferno.errors import ConfigError
-from inferno.tuner.benchfile import read_bench_file
-from inferno.tuner.calibrate import BenchRow, screen
+from inferno.tuner.benchfile import BenchRow, read_bench_file
+from inferno.tuner.calibrate import screen
 
 DATA = Path(__file__).resolve().parents[3] / "sample-data" / "large"
 

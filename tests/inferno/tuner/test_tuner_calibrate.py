@@ -15,7 +15,8 @@ from inferno.analyzer import QueueConfig, analyze
 from inferno.cli import cli
 from inferno.errors import ConfigError
 from inferno.model import PerfParms
-from inferno.tuner.calibrate import BenchModel, BenchRow, calibrate, read_bench_csv
+from inferno.tuner.benchfile import BenchRow, read_bench_csv
+from inferno.tuner.calibrate import BenchModel, calibrate
 
 GOLDEN = PerfParms(alpha_ms=8.0, beta_ms=0.033, gamma_ms=0.000333)
 """Design §2.4 golden case: B=1, L=256, m=1024 → pre=16.533249, τ=8504.378."""

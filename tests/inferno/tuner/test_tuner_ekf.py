@@ -11,7 +11,7 @@ from tuner_helpers import TRUE, load_ratio, observe, ramp, rel_error
 
 from inferno.analyzer import QueueConfig, analyze
 from inferno.model import PerfParms
-from inferno.tuner import CHI2_2DOF_975, Outcome, SkipReason, check_observation
+from inferno.tuner import CHI2_2DOF_975, EkfOutcome, SkipReason, check_observation
 from inferno.tuner import ekf as kf
 from inferno.tuner.observation import ObservationSet, as_array, as_parms
 
@@ -73,7 +73,7 @@ def test_nis_gate_rejects_and_rolls_back() -> None:
     o = observe(TRUE, 20.0)
     o = dataclasses.replace(o, ttft_ms=5 * o.ttft_ms)
     u = kf.update(state, o, check_nis=True, **KW)
-    assert u.outcome is Outcome.REJECTED_NIS
+    assert u.outcome is EkfOutcome.REJECTED_NIS
     assert u.nis >= CHI2_2DOF_975
     assert u.state is state
 
@@ -84,7 +84,7 @@ def test_warm_up_skips_the_nis_gate() -> None:
     o = observe(TRUE, 20.0)
     o = dataclasses.replace(o, ttft_ms=5 * o.ttft_ms)
     u = kf.update(state, o, check_nis=False, **KW)
-    assert u.outcome is Outcome.ACCEPTED
+    assert u.outcome is EkfOutcome.ACCEPTED
     assert not np.array_equal(u.state.x, state.x)
 
 
@@ -95,7 +95,7 @@ def test_negative_update_is_rolled_back() -> None:
     o = observe(TRUE, 20.0)
     o = dataclasses.replace(o, ttft_ms=0.1 * o.ttft_ms, itl_ms=0.5 * o.itl_ms)
     u = kf.update(state, o, check_nis=True, **KW)
-    assert u.outcome is Outcome.REJECTED_POSITIVITY
+    assert u.outcome is EkfOutcome.REJECTED_POSITIVITY
     assert u.nis < CHI2_2DOF_975
     assert u.state is state
 
@@ -105,7 +105,7 @@ def test_observation_saturated_at_the_estimate_is_skipped() -> None:
     rate = brentq(lambda r: load_ratio(TRUE, r) - 1.02, 10, 200)
     state = _state()
     u = kf.update(state, observe(TRUE, rate), check_nis=False, **KW)
-    assert u.outcome is Outcome.SKIPPED
+    assert u.outcome is EkfOutcome.SKIPPED
     assert u.skip is SkipReason.MODEL_SATURATED
     assert u.state is state
 
@@ -142,7 +142,7 @@ def test_boundary_sweep_never_moves_alpha_away_from_the_truth() -> None:
             continue
         state = kf.predict(state)
         u = kf.update(state, o, check_nis=False, **KW)
-        skipped += u.outcome is Outcome.SKIPPED
+        skipped += u.outcome is EkfOutcome.SKIPPED
         state = u.state
         assert abs(state.x[0] / TRUE.alpha_ms - 1) <= 0.2 + 1e-12
     assert skipped >= 6
@@ -155,7 +155,7 @@ def test_update_into_saturation_is_rolled_back() -> None:
     o = observe(TRUE, 20.0)
     o = dataclasses.replace(o, ttft_ms=10 * o.ttft_ms, itl_ms=10 * o.itl_ms)
     u = kf.update(state, o, check_nis=False, **KW)
-    assert u.outcome is Outcome.REJECTED_SATURATION
+    assert u.outcome is EkfOutcome.REJECTED_SATURATION
     assert u.state is state
 
 

@@ -12,9 +12,9 @@ from tuner_helpers import ACC, MODEL, OFF, TRUE, observe, ramp, rel_error
 from inferno.model import Accelerator, ModelPerf, PerfParms, System
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
 from inferno.tuner import (
-    Phase,
     SkipReason,
     TunerMode,
+    TunerPhase,
     TunerSettings,
     TunerStage,
     observations_from_snapshot,
@@ -67,7 +67,7 @@ def test_single_operating_point_holds_model_data() -> None:
     cycles = [[observe(TRUE, 30.0, noise=0.02, rng=rng)] for _ in range(15)]
     _run(stage, cycles, system)
     state = stage.store.get(KEY)
-    assert state.phase is Phase.COLLECTING
+    assert state.phase is TunerPhase.COLLECTING
     assert state.params is None
     assert state.counts[SkipReason.ILL_CONDITIONED] == 11
     assert state.kappa > 1000

@@ -10,7 +10,7 @@ import pytest
 from tuner_helpers import ACC, MODEL, TRUE, ramp
 
 from inferno.errors import ConfigError
-from inferno.tuner import ParameterStore, Phase, TunerStage
+from inferno.tuner import ParameterStore, TunerPhase, TunerStage
 
 
 def _trained() -> TunerStage:
@@ -29,7 +29,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     original = stage.store.get((MODEL, ACC))
     assert loaded.params == original.params
     assert loaded.update_count == original.update_count
-    assert loaded.phase is Phase.TUNED
+    assert loaded.phase is TunerPhase.TUNED
     np.testing.assert_array_equal(loaded.ekf.p, original.ekf.p)
     np.testing.assert_array_equal(loaded.ekf.x_min, original.ekf.x_min)
 

@@ -13,7 +13,7 @@ import pytest
 from closedloop_helpers import SCENARIOS
 
 from inferno.scenario import load_scenario
-from sim.run import run_scenario
+from sim.closedloop.run import run_scenario
 
 WINDOW_CYCLES = 5
 

@@ -13,7 +13,7 @@ from closedloop_helpers import SCENARIOS, small_scenario
 from inferno.cli import LazyGroup
 from inferno.commands.simrun import ProgressLine, replay, run
 from inferno.commands.sweep import sweep
-from sim.run import RUN_FILES
+from sim.closedloop.record import RUN_FILES
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import math
 import pytest
 from closedloop_helpers import ROOT
 
-from sim.run import decision_diff, load_run, run_scenario
+from sim.closedloop.record import decision_diff, load_run
+from sim.closedloop.run import run_scenario
 
 GOLDEN = ROOT / "tests" / "golden" / "closedloop-quickstart"
 REL = 1e-6

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from closedloop_helpers import ROOT, SAMPLE_LARGE, SCENARIOS, small_scenario
 
-from inferno.control.emulator import phase_multiplier
+from inferno.control.load_noise import phase_multiplier
 from inferno.errors import ConfigError
 from inferno.scenario import (
     DEFAULT_SCENARIO,

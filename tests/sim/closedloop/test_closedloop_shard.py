@@ -8,7 +8,7 @@ from closedloop_helpers import small_scenario
 
 from inferno.errors import ConfigError
 from inferno.scenario import parse_scenario
-from sim.run import run_scenario
+from sim.closedloop.run import run_scenario
 from sim.shard import split
 
 

@@ -11,7 +11,8 @@ import yaml
 from closedloop_helpers import small_scenario
 
 from inferno.errors import ConfigError
-from inferno.sweep import (
+from sim.sweep import Job, execute
+from sim.sweep_spec import (
     TOTAL,
     expand,
     load_sweep,
@@ -20,7 +21,6 @@ from inferno.sweep import (
     run_seeds,
     scenario_for,
 )
-from sim.sweep import Job, execute
 
 
 @pytest.fixture

@@ -18,7 +18,9 @@ from inferno.errors import ConfigError
 from inferno.model import Accelerator, ModelPerf, PerfParms, System
 from inferno.scenario import apply_set, load_scenario, parse_scenario
 from inferno.tuner import FirstToken, TunerMode
-from sim.run import run_scenario, tuner_summary, write_run
+from sim.closedloop.record import write_run
+from sim.closedloop.run import run_scenario
+from sim.closedloop.summary import tuner_summary
 
 TRUE_A100 = {"alpha": 20.58, "beta": 0.041, "gamma": 0.00128125}
 """granite_13b on A100 in sample-data/large/model-data.json."""

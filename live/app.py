@@ -36,7 +36,7 @@ from typing import NoReturn
 import kubernetes.client
 
 from inferno.control import (
-    SETTINGS,
+    POLICY_TABLE,
     Controller,
     ControllerSettings,
     CycleRecord,
@@ -111,7 +111,7 @@ class LiveSettings:
     actuation: Actuation = Actuation.PATCH
     """patch, or metrics for HPA/KEDA actuation."""
     policy: str = "inferno"
-    """A name of `inferno.control.POLICIES` (the oracle needs the twin and is refused)."""
+    """A name of `inferno.control.LIVE_POLICY_NAMES` (twin-only policies are refused)."""
     scale_down_window_s: float | None = None
     """s. Overrides the policy's scale-down stabilisation window; None keeps its default."""
     max_batch: int = 0
@@ -171,15 +171,15 @@ def policy_settings(name: str, *, scale_down_window_s: float | None = None,
     policy (upstream DEFAULT_MAX_BATCH_SIZE; `InfernoSettings.lead_s`); `keep_accelerator`
     forbids migrations (live mode's default). Policies without these settings ignore them.
     """
-    kind = SETTINGS.get(name)
-    if kind is None:
+    entry = POLICY_TABLE.get(name)
+    if entry is None:
         return None  # an unknown name is refused by make_policy, with the choices
     if path is None:
-        settings = kind()
+        settings = entry.settings()
     else:
         from inferno.scenario import load_settings  # the scenarios' YAML binder
 
-        settings = load_settings(path, kind)
+        settings = load_settings(path, entry.settings)
     changes: dict[str, object] = {}
     if scale_down_window_s is not None:
         changes["stabilisation"] = replace(settings.stabilisation,
@@ -234,8 +234,10 @@ class LiveLoop:
             static_data = FileStaticData(ctl.data_path, is_dynamic=ctl.is_dynamic)
         static = LastStaticData(static_data)
         static()  # a bad data file aborts the start, as upstream
-        if settings.policy == "oracle":
-            raise ConfigError("policy 'oracle' needs the future load; it runs in the twin only")
+        entry = POLICY_TABLE.get(settings.policy)
+        if entry is not None and entry.twin_only:
+            raise ConfigError(f"policy {settings.policy!r} needs the future load; "
+                              "it runs in the twin only")
         policy = make_policy(settings.policy, policy_settings(
             settings.policy, scale_down_window_s=settings.scale_down_window_s,
             max_batch=settings.max_batch, lead_s=settings.lead_s,

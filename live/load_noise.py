@@ -1,8 +1,10 @@
-"""Emulation against a cluster: the seed's load emulator, and Deployment status for emulators.
+"""Load noise against a cluster (the seed's load emulator), and Deployment status for
+``inferno emulate``.
 
-`ClusterLoadEmulator` is ``inferno emulate-load [INTERVAL] [ALPHA]`` (control-loop.md §4.1):
+`ClusterLoadNoise` is ``inferno load-noise [INTERVAL] [ALPHA]`` (formerly ``emulate-load``,
+control-loop.md §4.1):
 every INTERVAL seconds (it sleeps first, as the seed did) each managed Deployment's load labels
-take one step of `inferno.control.LoadEmulator`, ``x ← x + N(0, (α·x₀)²)`` where x₀ is the
+take one step of `inferno.control.LoadNoise`, ``x ← x + N(0, (α·x₀)²)`` where x₀ is the
 value seen the first time the server was read (a random walk, θ = 0, floored at rate 0 and 1
 token). Only the load labels a Deployment already carries are rewritten: ``.load.rpm`` (4
 decimals) and, for the token counts, ``.load.numtokens`` / ``.load.outtokens`` (generated) and
@@ -28,7 +30,7 @@ from collections.abc import Callable, Mapping
 import kubernetes.client
 import numpy as np
 
-from inferno.control import EmulatorSettings, LoadEmulator, LoadPoint
+from inferno.control import LoadNoise, LoadNoiseSettings, LoadPoint
 from inferno.control.ports import Clock
 from inferno.errors import ActuateError, CollectError
 from live import labels as lbl
@@ -79,11 +81,11 @@ def load_labels(present: Mapping[str, str], point: LoadPoint) -> dict[str, str]:
     return {key: value for key, value in values.items() if key in present}
 
 
-class ClusterLoadEmulator:
+class ClusterLoadNoise:
     """Perturbs the load labels of every managed Deployment, one pass per `step`."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient, kube: KubeSettings,
-                 settings: EmulatorSettings, *, seed: int | np.random.SeedSequence = 0,
+                 settings: LoadNoiseSettings, *, seed: int | np.random.SeedSequence = 0,
                  clock: Clock | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.kube = kube
@@ -92,7 +94,7 @@ class ClusterLoadEmulator:
         self._writer = KubeActuator(api_client, kube, sleep=sleep)
         sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(
             seed)
-        self.emulator = LoadEmulator(settings, np.random.default_rng(sequence),
+        self.emulator = LoadNoise(settings, np.random.default_rng(sequence),
                                      start_s=self.clock.now_s())
 
     def step(self) -> dict[str, LoadPoint]:

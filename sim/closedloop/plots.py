@@ -14,7 +14,7 @@ from inferno.model.units import S_PER_HR, S_PER_MIN
 from sim.request import RequestStatus
 
 if TYPE_CHECKING:
-    from sim.run import RunResult
+    from sim.closedloop.summary import RunResult
 
 
 def _figure(rows: int, cols: int, width: float = 11.0, height: float = 2.6) -> Any:

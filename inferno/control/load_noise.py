@@ -1,4 +1,5 @@
-"""Load emulator: a seeded random walk of each server's request rate and token counts.
+"""Load noise (upstream's "load emulator"): a seeded random walk of each server's request
+rate and token counts.
 
 World independent: it perturbs a mapping server → `LoadPoint` and returns the next one; the
 twin applies it to its workload, live mode to the Deployments' load labels. Every step draws
@@ -26,7 +27,7 @@ class LoadPoint:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Phase:
+class LoadPhase:
     """Move the rate multiplier linearly to `ratio` × its value at the phase start."""
 
     duration_s: float
@@ -36,7 +37,7 @@ class Phase:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EmulatorSettings:
+class LoadNoiseSettings:
     interval_s: float = 60.0
     """s between perturbations (seed default)."""
     alpha: float = 0.5
@@ -44,7 +45,7 @@ class EmulatorSettings:
     theta: float = 0.0
     """Mean reversion per step toward the nominal value, in [0, 1]; 0 = the seed's random
     walk, 1 = independent draws around the nominal value."""
-    phases: tuple[Phase, ...] = ()
+    phases: tuple[LoadPhase, ...] = ()
     """Rate multiplier profile from the emulator's start; empty = 1 forever."""
     range_factor: float | None = None
     """Clamp each value to [nominal / f, nominal · f] (upstream's current emulator uses 10);
@@ -64,7 +65,7 @@ class EmulatorSettings:
         validate_phases(self.phases)
 
 
-def validate_phases(phases: Sequence[Phase]) -> None:
+def validate_phases(phases: Sequence[LoadPhase]) -> None:
     """Upstream rules: durations >= 0; 0 only on the last phase; non-terminal ratios > 0."""
     for i, phase in enumerate(phases):
         is_last = i == len(phases) - 1
@@ -78,7 +79,7 @@ def validate_phases(phases: Sequence[Phase]) -> None:
             raise ConfigError(f"emulator: phases[{i}].ratio must be > 0, got {phase.ratio!r}")
 
 
-def phase_multiplier(phases: Sequence[Phase], elapsed_s: float) -> float:
+def phase_multiplier(phases: Sequence[LoadPhase], elapsed_s: float) -> float:
     """Rate multiplier `elapsed_s` after the start: chained ratios, linear inside a phase."""
     cum = 1.0
     start_s = 0.0
@@ -93,14 +94,14 @@ def phase_multiplier(phases: Sequence[Phase], elapsed_s: float) -> float:
     return cum
 
 
-class LoadEmulator:
+class LoadNoise:
     """Stateful only in what upstream remembers: each server's original load and the start.
 
     Servers are perturbed in name order, so the draws do not depend on mapping order; one
     `np.random.Generator` (from the caller's SeedSequence) makes a run reproducible.
     """
 
-    def __init__(self, settings: EmulatorSettings, rng: np.random.Generator, *,
+    def __init__(self, settings: LoadNoiseSettings, rng: np.random.Generator, *,
                  start_s: float = 0.0) -> None:
         self.settings = settings
         self._rng = rng
@@ -147,3 +148,7 @@ class LoadEmulator:
         return {n: LoadPoint(arrival_rpm=float(row[0]), avg_in_tokens=float(row[1]),
                              avg_out_tokens=float(row[2])) for n, row in zip(names, nxt,
                                                                              strict=True)}
+
+
+# The phase's name before the tuner got its own phases; still imported by inferno/scenario.py.
+Phase = LoadPhase
