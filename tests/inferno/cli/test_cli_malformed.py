@@ -663,7 +663,7 @@ def _(tmp: Path) -> list[str]:
     return _sweep(tmp, "--out", str(tmp / "afile.txt" / "sw"))
 
 
-# -- live, emulate, emulate-load: bad input is found before any cluster is contacted
+# -- live, emulate, load-noise (was emulate-load): bad input is found before any cluster is contacted
 @case("live-policy-settings-not-utf8", "settings.yaml")
 def _(tmp: Path) -> list[str]:
     _write(tmp, "settings.yaml", b"lead_s: \xff\n")
@@ -699,8 +699,8 @@ def _(tmp: Path) -> list[str]:
 for _args, _name in ((["abc"], "INTERVAL"), (["0"], "INTERVAL"), (["-5"], "INTERVAL"),
                      (["nan"], "INTERVAL"), (["60", "nan"], "ALPHA"), (["60", "-1"], "ALPHA")):
     def _build(tmp: Path, a: list[str] = _args) -> list[str]:
-        return ["emulate-load", *a]
-    case(f"emulate-load-{'-'.join(_args)}", _name)(_build)
+        return ["load-noise", *a]
+    case(f"load-noise-{'-'.join(_args)}", _name)(_build)
 
 
 @case("emulate-data-not-utf8", "model-data.json")
