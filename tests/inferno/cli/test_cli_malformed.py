@@ -663,7 +663,7 @@ def _(tmp: Path) -> list[str]:
     return _sweep(tmp, "--out", str(tmp / "afile.txt" / "sw"))
 
 
-# -- live, emulate, load-noise (was emulate-load): bad input is found before any cluster is contacted
+# -- live, emulate, load-noise: bad input is found before any cluster is contacted
 @case("live-policy-settings-not-utf8", "settings.yaml")
 def _(tmp: Path) -> list[str]:
     _write(tmp, "settings.yaml", b"lead_s: \xff\n")
