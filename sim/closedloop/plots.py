@@ -78,17 +78,26 @@ def plot_latency(result: RunResult, path: Path) -> None:
             mean, p90 = grouped.mean(), grouped.quantile(0.9)
             ax.plot(mean.index, mean.to_numpy(), color="tab:blue", label="mean")
             ax.plot(p90.index, p90.to_numpy(), color="tab:blue", linestyle=":", label="p90")
-            if len(slo):
-                target = float(slo.iloc[0]["slo_" + key])
-                if target > 0:
-                    ax.axhline(target, color="tab:red", linestyle="--", label="SLO")
-            ax.set_yscale("log")
-            ax.set_ylabel(label)
-            ax.set_title(name, fontsize=9, loc="left")
-            ax.legend(fontsize=7, loc="upper left")
+            target = float(slo.iloc[0]["slo_" + key]) if len(slo) else 0.0
+            _finish_latency_axes(ax, target, label, name)
+    _finish_latency_figure(fig, axes, "arrival time (min)",
+                           f"{result.scenario.name}: latency vs SLO ({result.policy})", path)
+
+
+def _finish_latency_axes(ax: Any, target_ms: float, label: str, name: str) -> None:
+    """SLO line (when there is a target), log scale, labels and legend of one latency panel."""
+    if target_ms > 0:
+        ax.axhline(target_ms, color="tab:red", linestyle="--", label="SLO")
+    ax.set_yscale("log")
+    ax.set_ylabel(label)
+    ax.set_title(name, fontsize=9, loc="left")
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def _finish_latency_figure(fig: Any, axes: Any, xlabel: str, title: str, path: Path) -> None:
     for ax in axes[-1]:
-        ax.set_xlabel("arrival time (min)")
-    fig.suptitle(f"{result.scenario.name}: latency vs SLO ({result.policy})")
+        ax.set_xlabel(xlabel)
+    fig.suptitle(title)
     fig.savefig(path, dpi=100)
 
 
@@ -109,16 +118,10 @@ def _plot_observed_latency(result: RunResult, path: Path) -> None:
                 ax.plot(t, [np.nan if v is None else v for v in stat], color="tab:blue",
                         linestyle=":", label="window percentile")
             target = next((getattr(s, f"slo_{key}_ms") for _, s in mine), 0.0) or 0.0
-            if target > 0:
-                ax.axhline(target, color="tab:red", linestyle="--", label="SLO")
-            ax.set_yscale("log")
-            ax.set_ylabel(label)
-            ax.set_title(name, fontsize=9, loc="left")
-            ax.legend(fontsize=7, loc="upper left")
-    for ax in axes[-1]:
-        ax.set_xlabel("time (min)")
-    fig.suptitle(f"{result.scenario.name}: observed latency vs SLO ({result.policy})")
-    fig.savefig(path, dpi=100)
+            _finish_latency_axes(ax, target, label, name)
+    _finish_latency_figure(fig, axes, "time (min)",
+                           f"{result.scenario.name}: observed latency vs SLO ({result.policy})",
+                           path)
 
 
 def plot_cost(result: RunResult, path: Path) -> None:
