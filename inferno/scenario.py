@@ -5,7 +5,7 @@ settings, capacity), lists the servers with their nominal load, and adds a load 
 optional load emulator, the twin's settings, the controller's and the policies' settings and a
 seed. The schema is documented in docs/scenarios.md.
 
-Loading rules (style §C): unknown keys are errors that name the key path and list the allowed
+Loading rules: unknown keys are errors that name the key path and list the allowed
 keys; every value is type-checked where it is read; the settings' own checks are re-raised with
 the file and key path; cross references (a server naming an unknown model, accelerator or class)
 are checked once, by `scenario_system`. Relative paths are resolved against the directory of
@@ -82,7 +82,7 @@ class ArrivalSignal(StrEnum):
     """Requests received (a gateway dispatch counter live mode does not have); deprecated."""
     COMPLETIONS = "completions"
     """Requests finished (vLLM request_success_total, upstream's proxy): under-reads when a
-    server is saturated (upstream pain point P3)."""
+    server is saturated (upstream pain point P3 (docs/design/control-loop.md §8))."""
 
 
 class RouterKind(StrEnum):

@@ -1,7 +1,8 @@
 """Connection settings for live mode: Kubernetes API client and Prometheus client.
 
 Settings are frozen dataclasses read once from the environment (the upstream variable names,
-control-loop.md §1.2) and passed explicitly; nothing here touches the client libraries' global
+docs/design/control-loop.md §1.2) and passed explicitly; nothing here touches the client libraries'
+global
 default configuration, so two clusters (or a test emulator) can be used in one process.
 
 Kubeconfig resolution follows kubectl (client-go's default loading rules): ``KUBECONFIG`` (a

@@ -1,7 +1,8 @@
 """The label contract of a managed Deployment, parsed into plain data.
 
 A Deployment opts in with ``inferno.server.managed: "true"`` and describes itself with the
-``inferno.server.*`` labels below (control-loop.md §2.1). Labels are user input: a malformed one
+``inferno.server.*`` labels below (docs/design/control-loop.md §2.1). Labels are user input: a
+malformed one
 raises `ConfigError` naming the label and its value, and the caller skips that one server
 (never the whole cycle).
 

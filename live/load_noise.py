@@ -2,7 +2,7 @@
 ``inferno emulate``.
 
 `ClusterLoadNoise` is ``inferno load-noise [INTERVAL] [ALPHA]`` (formerly ``emulate-load``,
-control-loop.md §4.1):
+docs/design/control-loop.md §4.1):
 every INTERVAL seconds (it sleeps first, as the seed did) each managed Deployment's load labels
 take one step of `inferno.control.LoadNoise`, ``x ← x + N(0, (α·x₀)²)`` where x₀ is the
 value seen the first time the server was read (a random walk, θ = 0, floored at rate 0 and 1
@@ -10,7 +10,8 @@ token). Only the load labels a Deployment already carries are rewritten: ``.load
 decimals) and, for the token counts, ``.load.numtokens`` / ``.load.outtokens`` (generated) and
 ``.load.intokens`` (prompt), rounded up. A Deployment without ``.load.rpm`` is left alone. Writes
 are JSON patches of the labels only (not upstream's full-object update, which conflicted with
-the actuator, P26). One numpy Generator from the seed makes a run reproducible: servers are
+the actuator, P26 (docs/design/control-loop.md §8)). One numpy Generator from the seed makes a run
+reproducible: servers are
 stepped in name order.
 
 `DeploymentReader` is what ``inferno emulate`` follows, and `DeploymentStatusWriter` serves

@@ -1,7 +1,7 @@
 """The controller's decisions as Prometheus gauges (for HPA or KEDA), and its own health.
 
 `DecisionExporter` keeps, per decided server, the replicas the controller wants and the replicas
-it saw, and serves them on ``GET /metrics`` (peers.md §1.6, WVA's names):
+it saw, and serves them on ``GET /metrics`` (docs/design/peers.md §1.6, WVA's names):
 
 | gauge                      | value                                                    |
 |----------------------------|----------------------------------------------------------|

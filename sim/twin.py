@@ -14,7 +14,8 @@ aggregates into the observation: offered load = completions + growth of running 
 (vLLM has no arrival counter), per-request means, gauges averaged over the window and the
 pods. Requests held while no replica is ready are invisible, as they are to vLLM.
 ``arrival_signal`` picks the arrival rate: ``offered`` (that estimate, the default),
-``completions`` (the completion rate alone, upstream P3) or ``arrivals`` (a gateway's exact
+``completions`` (the completion rate alone, upstream P3 (docs/design/control-loop.md §8)) or
+``arrivals`` (a gateway's exact
 arrival counter, which live mode does not have; deprecated).
 
 A deployment-level scrape (`DeploymentCounters`: true arrivals, costs) at the same instants

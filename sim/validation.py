@@ -1,4 +1,4 @@
-"""Twin vs analyzer at one operating point (issue item 6), shared by the tests and
+"""Twin vs analyzer at one operating point (docs/validation.md), shared by the tests and
 benchmarks/validate_twin.py.
 
 An operating point is (model, accelerator, input/output tokens, load), with load = λ/λ_max, the

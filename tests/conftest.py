@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the data shipped in the repository (never ../shared)."""
+"""Shared fixtures: paths to the data shipped in the repository (never a path outside it)."""
 
 from __future__ import annotations
 

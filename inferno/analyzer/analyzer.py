@@ -1,4 +1,5 @@
-"""One replica's queue analyzer: `analyze` at a rate, `size` to SLO targets (design §2.3–2.7).
+"""One replica's queue analyzer: `analyze` at a rate, `size` to SLO targets
+(docs/design/optimizer-model.md §2.3–2.7).
 
 This is the scalar API, written to follow the upstream rules literally (it doubles as the
 reference the batched API in `batch.py` is tested against). Rates at this interface are

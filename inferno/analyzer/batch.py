@@ -1,6 +1,7 @@
 """Batched analyzer for the optimizer: many candidate replicas analysed or sized at once.
 
-`size_batch` runs the §2.7 bisection for every candidate's TTFT and ITL target in lockstep:
+`size_batch` runs the docs/design/optimizer-model.md §2.7 bisection for every candidate's TTFT and
+ITL target in lockstep:
 each row follows exactly the scalar rules of `analyzer.size` (same end-point tests, same
 midpoints, same tolerance test) and freezes when it converges, so a row's result equals the
 scalar one up to floating-point summation order. The speed comes from `chain.ChainTable`

@@ -1,4 +1,5 @@
-"""Optimal-concurrency search (design §2.9): the smallest max batch with near-peak throughput.
+"""Optimal-concurrency search (docs/design/optimizer-model.md §2.9): the smallest max batch with
+near-peak throughput.
 
 f(M) is the SLO-feasible throughput of one replica whose max batch is M (`size`, 0 when the
 sizing fails). Closed-form brackets from the no-queueing service model (M_ITL: largest B whose

@@ -370,7 +370,8 @@ def _vllm_metrics(sol: QueueSolution, coef: LatencyCoefficients,
 def queue_metrics(model: PerfModel, sol: QueueSolution, coef: LatencyCoefficients,
                   ttft_rows: np.ndarray | None = None) -> Latency:
     """Mean latencies of C candidates from their queue solution (the metric extraction of
-    every model: upstream §2.4 for classic/chunked, this module's model for vllm).
+    every model: upstream's, docs/design/optimizer-model.md §2.4, for classic/chunked, this module's
+    model for vllm).
 
     ``ttft_rows`` (bool, (C,)), optional: the rows whose TTFT is needed; the others' TTFT
     (and wait, E2E) may leave out the wait for a slot (a search for ITL does not need it).

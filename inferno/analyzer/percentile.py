@@ -2,7 +2,8 @@
 
 A percentile target (say p99 TTFT <= 1 s) is a bound on an exceedance probability, which
 grows with the rate, so the sustainable rate is found by bisection on λ over the sizing range
-[λ_min, λ_max], like the mean targets (§2.7), with the rule written for probabilities:
+[λ_min, λ_max], like the mean targets (docs/design/optimizer-model.md §2.7), with the rule written
+for probabilities:
 
 * the target is met at λ_max: λ_max ("above the region");
 * it is missed at λ_min: the candidate is infeasible ("below the region");

@@ -1,4 +1,5 @@
-"""Numpy kernels of the state-dependent birth–death queue of one replica (design §2.2).
+"""Numpy kernels of the state-dependent birth–death queue of one replica
+(docs/design/optimizer-model.md §2.2).
 
 States j = 0..K (K = N + Q) count the requests in the replica; arrivals come at rate λ in
 every state below K and are lost in state K; the departure rate in state j >= 1 is

@@ -1,4 +1,5 @@
-"""Lockstep §2.7 bisection of every candidate's TTFT and ITL target (the core of `size_batch`).
+"""Lockstep docs/design/optimizer-model.md §2.7 bisection of every candidate's TTFT and ITL target
+(the core of `size_batch`).
 
 Row r of the 2·V searches is kind r // V (0: TTFT, 1: ITL) of candidate r % V. Each row runs
 exactly the scalar rules of `analyzer.bisect`: the same end-point tests, midpoints

@@ -1,4 +1,5 @@
-"""Service-time models τ(n) and the metric extraction that goes with them (design §2.4).
+"""Service-time models τ(n) and the metric extraction that goes with them
+(docs/design/optimizer-model.md §2.4).
 
 Two generations of the upstream queue-analysis model are implemented, vectorised over
 candidates: `PerfModel.CLASSIC` (G3, decode term m/2; reproduces the sample solutions) and

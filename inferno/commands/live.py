@@ -1,8 +1,8 @@
 """`inferno live`, `inferno load-noise`, `inferno emulate`: the cluster-facing commands.
 
-Thin wrappers: settings come from the environment (upstream variable names, control-loop.md
-§1.2) overridden by the command line, and the work is done by `live.app`,
-`live.load_noise` and `sim.emulate`, imported inside the commands so the core install never
+Thin wrappers: settings come from the environment (upstream variable names,
+docs/design/control-loop.md §1.2) overridden by the command line, and the work is done by
+`live.app`, `live.load_noise` and `sim.emulate`, imported inside the commands so the core install never
 imports Kubernetes, Prometheus or SimPy clients. `emulate` is the one place where `sim` and
 `live` meet: the twin follows Deployments read through `live.kube`.
 """

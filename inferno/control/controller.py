@@ -6,8 +6,9 @@ through its `Clock`, never sleeps, and never imports a world: the twin, the clus
 tests plug in through `ports.py`. Cycles never overlap (a lock), so a periodic cycle and an
 on-demand `/invoke` can share one controller.
 
-Safety rules (fixes of upstream pain points, control-loop.md §8):
-* a `CollectError` or unreadable static data skips the cycle: nothing is actuated (P12);
+Safety rules (fixes of upstream pain points, docs/design/control-loop.md §8):
+* a `CollectError` or unreadable static data skips the cycle: nothing is actuated (P12
+(docs/design/control-loop.md §8));
 * a server the policy could not decide (missing metrics, missing from the solution,
   unallocated) keeps its accelerator, replicas and max batch: never scaled to zero (P12);
 * an infeasible solve falls back to best effort in the inferno policy (P11);

@@ -1,6 +1,7 @@
 """The cycle record and its log: one JSON object per line, one line per cycle.
 
-Unlike upstream (P15, P27), skipped and failed cycles are recorded too, with their reason, and
+Unlike upstream (P15 (docs/design/control-loop.md §8), P27), skipped and failed cycles are recorded
+too, with their reason, and
 each server's record keeps what was observed apart from what was decided. Non-finite numbers
 are written as null so every line is strict JSON.
 

@@ -1,6 +1,7 @@
 """Wall-clock driver of a Controller: the periodic loop, the on-demand cycle, the health state.
 
-Upstream semantics (control-loop.md §1.3): the first periodic cycle fires one period after
+Upstream semantics (docs/design/control-loop.md §1.3): the first periodic cycle fires one period
+after
 start; period 0 means on demand only; periodic and on-demand cycles share the controller's
 lock, so they never overlap (an /invoke waits for a running cycle, at most
 `ControllerSettings.invoke_wait_s`, then answers 409). This module speaks no HTTP: it returns

@@ -110,7 +110,8 @@ def scale_to_ready(reported: float, num_reporting: int, num_ready: int) -> float
     """A sum over ``num_reporting`` replicas, extended to all ``num_ready`` ones.
 
     Replicas that did not report (young, not scraped twice yet) are assumed to carry the mean
-    of those that did, so a missing report never lowers the estimate (upstream sawtooth P1).
+    of those that did, so a missing report never lowers the estimate (upstream sawtooth P1
+    (docs/design/control-loop.md §8)).
     """
     return reported / num_reporting * max(num_ready, num_reporting)
 

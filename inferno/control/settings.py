@@ -87,7 +87,8 @@ class InfernoSettings:
     fallback_saturation_policy: SaturationPolicy = SaturationPolicy.PRIORITY_EXHAUSTIVE
     """When the configured saturation policy is None and the solve leaves servers without an
     allocation, solve again with this one (best effort up to capacity) instead of freezing
-    every server (upstream pain point P11). NONE disables the retry."""
+    every server (upstream pain point P11 (docs/design/control-loop.md §8)). NONE disables the
+    retry."""
     keep_accelerator: bool = False
     """Restrict every server to its current accelerator (no migrations)."""
     max_batch: int = 0

@@ -2,11 +2,12 @@
 
 Input: a directory with the six files (accelerator-data, capacity-data, model-data,
 serviceclass-data, server-data, optimizer-data ``.json``), or a directory holding only
-``system-data.json``, or the path of a ``system-data.json`` file (design §1.7). A directory with
+``system-data.json``, or the path of a ``system-data.json`` file (docs/design/optimizer-model.md
+§1.7). A directory with
 any of the six files is read in six-file mode, so ``sample-data/small`` (which has both) is read
 from its six files.
 
-Upstream leniency is kept (design §0.4): keys match case-insensitively at every level, unknown
+Upstream leniency is kept (§0.4): keys match case-insensitively at every level, unknown
 keys are ignored, missing or ``null`` keys read as zero / false / "". Units are those of §0.3 and
 are not converted: rates stay in RPM (``arrivalRate`` → ``Load.arrival_rpm``), times in ms
 (``slo-itl`` → ``ModelTarget.slo_itl_ms``), ``slo-tps`` in output tokens/s, ``cost`` in cents

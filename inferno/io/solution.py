@@ -1,6 +1,6 @@
 """Solutions to and from upstream ``solution-data.json`` form.
 
-Output shape (design §1.8 plus this project's additions)::
+Output shape (docs/design/optimizer-model.md §1.8 plus this project's additions)::
 
     {"allocations": {server: {accelerator, numReplicas, maxBatch, cost, itlAverage,
                               ttftAverage, saturated, load: {arrivalRate, throughput,

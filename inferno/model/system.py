@@ -54,7 +54,8 @@ class OptimizerSettings:
     perf_model: PerfModel = PerfModel.VLLM
     batch_policy: BatchPolicy = BatchPolicy.SEARCH
     accel_penalty_factor: float = 0.1
-    """Transition penalty weight on a change of accelerator (design §3.4; upstream 0.1)."""
+    """Transition penalty weight on a change of accelerator (docs/design/optimizer-model.md §3.4;
+    upstream 0.1)."""
     milp_time_limit_s: float = 60.0
     """Budget of one MILP allocation, all its stages together (s); on expiry the best
     allocation found so far is used. Upstream's lp_solve timeout is 60 s."""

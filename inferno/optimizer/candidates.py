@@ -7,7 +7,7 @@ depends only on (model, accelerator, tokens, targets, N, Q), not on the arrival 
 runs once per distinct key, in batched analyzer calls over chunks of at most `CHUNK_STATES`
 chain states (the memory bound). Under the search batch policy the concurrency search's own
 probe at M* is the sizing (no second solve). Per-replica metrics are computed only for the
-chosen candidates (`with_metrics`). See design §3.
+chosen candidates (`with_metrics`). See docs/design/optimizer-model.md §3.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Greedy allocation under limited capacity, exactly as upstream (§4.3), with deterministic ties.
+"""Greedy allocation under limited capacity, exactly as upstream (docs/design/optimizer-model.md
+§4.3), with deterministic ties.
 
 Entries are served by priority, then largest regret (delta between the best and the next
 option), then most expensive current option; an entry that does not fit moves to its next

@@ -1,6 +1,7 @@
 """Exact allocation with a mixed-integer program (scipy.optimize.milp, HiGHS).
 
-Unlike upstream (§4.4, §8.6) the program is lexicographic: it maximises the number of servers
+Unlike upstream (docs/design/optimizer-model.md §4.4, §8.6) the program is lexicographic: it
+maximises the number of servers
 served in each priority level, highest priority first, then minimises the ranking value (cost
 plus transition penalty). It honours minNumReplicas and per-type capacity, and reports the
 replica counts it chose.

@@ -1,4 +1,5 @@
-"""Online tuning of the α, β, γ performance parameters per (model, accelerator) (design §6).
+"""Online tuning of the α, β, γ performance parameters per (model, accelerator)
+(docs/design/optimizer-model.md §6).
 
 Layering: imports `inferno.analyzer` (for h(x)) and `inferno.model`, never `inferno.control`
 or `inferno.optimizer`; the controller wires `TunerStage` in.

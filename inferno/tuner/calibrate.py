@@ -18,7 +18,8 @@ round-robin router does):
   time keep exactly C requests in the system, so the chain sits in state C: the batch is
   B = min(C, N), every request is served at τ(B), throughput is X = B/τ(B), and by Little's
   law the response time is C/X, hence the wait W = τ(B)·(C − B)/B. Prefill, ITL and TTFT then
-  follow from the model's metric extraction at X̄ = B (design §2.4), plus the front-end on
+  follow from the model's metric extraction at X̄ = B (docs/design/optimizer-model.md §2.4), plus
+  the front-end on
   TTFT. Approximation: a mean-value, single-state model; the twin's batch composition
   fluctuates as requests are admitted and finish, and a non-integer C/replicas is rounded.
   The CLI uses the twin for these rows by default (``refine``).
@@ -526,7 +527,7 @@ def _describe(v: np.ndarray, labels: Sequence[str]) -> str:
 
 
 def _low_load_guess(rows: Sequence[BenchRow]) -> np.ndarray:
-    """α = 0.9·ITL and β, γ from TTFT ≈ α + (β+γ)L at the lightest row (design §6.6)."""
+    """α = 0.9·ITL and β, γ from TTFT ≈ α + (β+γ)L at the lightest row (§6.6)."""
     r = min(rows, key=lambda row: (row.load / row.replicas, row.line))
     alpha = 0.9 * r.itl_ms
     slope = max((r.ttft_ms - alpha) / max(r.in_tokens, 1.0), 1e-9)

@@ -1,8 +1,9 @@
-"""Extended Kalman filter over x = [α, β, γ] with saturation-safe Jacobians (design §6.4).
+"""Extended Kalman filter over x = [α, β, γ] with saturation-safe Jacobians
+(docs/design/optimizer-model.md §6.4).
 
 The process is a random walk (F = I). One observation z = [TTFT, ITL] updates the state through
 h(x), the analyzer's prediction, linearised by differences. Two things differ from upstream, both
-because of its documented failures (control-loop P17):
+because of its documented failures (P17 (docs/design/control-loop.md §8)):
 
 * Saturation. Past ``max_load_ratio`` of the model's max rate the queue wait dominates TTFT and
   its parameter sensitivity grows like 1/(1 − ρ)²; a 1 % probe can cross into that region and
@@ -123,7 +124,7 @@ def jacobian(obs: ObservationSet, x: np.ndarray, *, step: float,
 def update(state: EkfState, observation: TunerObservation, *, rel_noise: float,
            check_nis: bool, nis_threshold: float, step: float,
            max_load_ratio: float) -> EkfUpdate:
-    """One measurement update with validation and rollback (design §6.4).
+    """One measurement update with validation and rollback (§6.4).
 
     Rejected (state unchanged) if the unclamped estimate has a non-positive component, if
     ``check_nis`` and NIS >= ``nis_threshold``, or if the new estimate puts the observation

@@ -1,6 +1,7 @@
 """Multi-observation fits of α, β, γ: Nelder–Mead, sliding-window refit, identifiability guard.
 
-Design §6.5–6.7. The objective is the sum of squared relative residuals of TTFT and ITL over
+docs/design/optimizer-model.md §6.5–6.7. The objective is the sum of squared relative residuals of
+TTFT and ITL over
 the observations. The search runs in scaled log coordinates u = ln(x / x_start), so every
 trial point is positive and all three parameters move on the same scale although α is ~10⁴×
 γ. Nelder–Mead does the global part from a start that may be 2× off; a Levenberg–Marquardt
@@ -110,7 +111,7 @@ def condition_of(jac: np.ndarray) -> float:
 
 
 def condition_number(obs: ObservationSet, x: np.ndarray) -> float:
-    """κ of the relative-residual Jacobian of ``obs`` w.r.t. ln x (design §6.5).
+    """κ of the relative-residual Jacobian of ``obs`` w.r.t. ln x (§6.5).
 
     inf when fewer than three residuals exist, the model fails at a probe, or σ_min is 0:
     one operating point gives two equations for three unknowns.
@@ -139,7 +140,7 @@ def fit_covariance(obs: ObservationSet, x: np.ndarray, rel_noise: float) -> np.n
 
 def guess_init_state(obs: TunerObservation,
                      seed: Sequence[float] | np.ndarray | None = None) -> np.ndarray | None:
-    """Low-load guess from one observation (design §6.6); None when it yields no positive state.
+    """Low-load guess from one observation (§6.6); None when it yields no positive state.
 
     Uses TTFT ≈ α + (β+γ)·L and ITL ≈ α + β + γ·(L + (m+1)/2). With a seed, γ is taken from
     it and α, β solved; otherwise α = 0.9·ITL and β, γ solved.
@@ -227,7 +228,7 @@ def fit_from_starts(obs: ObservationSet, starts: Sequence[np.ndarray], *,
 
 def refit_window(observations: Sequence[TunerObservation], start: np.ndarray, *,
                  residual_threshold: float, max_fev: int = 500) -> FitResult:
-    """Window refit warm-started at ``start``, with one outlier pass (design §6.7).
+    """Window refit warm-started at ``start``, with one outlier pass (§6.7).
 
     If the worst observation's residual norm sqrt(dTTFT² + dITL²) exceeds
     ``residual_threshold`` it is dropped and the fit repeated from the first fit.

@@ -1,4 +1,5 @@
-"""What the tuner sees of one replica, and the model's prediction of it, h(x) (design §6.2–6.3).
+"""What the tuner sees of one replica, and the model's prediction of it, h(x)
+(docs/design/optimizer-model.md §6.2–6.3).
 
 h(x) is the analyzer's open-loop chunked (G7) prediction of mean TTFT and ITL at the replica's
 offered rate, vectorised over parameter vectors × observations in one `analyze_batch` call,
@@ -83,7 +84,7 @@ class SkipReason(StrEnum):
     """Why an observation was not used; each is counted per pair."""
 
     INVALID = "invalid"
-    """Non-positive or missing rate, tokens, batch, TTFT or ITL (design §6.2)."""
+    """Non-positive or missing rate, tokens, batch, TTFT or ITL (§6.2)."""
     TRANSIENT = "transient"
     """The replica set changed during the window (`TunerObservation.is_transient`)."""
     ZERO_THROUGHPUT = "zero_throughput"

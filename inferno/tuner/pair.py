@@ -1,13 +1,15 @@
 """One cycle of one (model, accelerator) pair: screen, collect, fit, filter or refit.
 
-Lifecycle (design §6.4–6.7, control-loop §1.7), as a pure function of the previous
+Lifecycle (docs/design/optimizer-model.md §6.4–6.7, docs/design/control-loop.md §1.7), as a pure
+function of the previous
 `PairState`:
 
 1. Every observation is screened (`check_observation`); the rejects are counted, never used.
 2. COLLECTING: valid observations fill the window. From ``init_obs`` on, a multi-start
    Nelder–Mead fit runs every cycle; it is adopted only if the identifiability guard passes
    (κ ≤ ``max_condition_number``), otherwise the model-data parameters are held. Unlike
-   upstream there is no fallback to GuessInitState, which inflated γ ~20× (P18); it only
+   upstream there is no fallback to GuessInitState, which inflated γ ~20× (P18
+   (docs/design/control-loop.md §8)); it only
    provides a start point.
 3. EKF mode: if the window is ill-conditioned the parameters are held for the cycle;
    otherwise one predict, then one update per observation. After ``max_rejected_cycles``

@@ -29,7 +29,7 @@ class TunerMode(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TunerSettings:
-    """How the tuner learns α, β, γ per (model, accelerator) (design §6)."""
+    """How the tuner learns α, β, γ per (model, accelerator) (docs/design/optimizer-model.md §6)."""
 
     mode: TunerMode = TunerMode.EKF
     """Estimator after the initial fit; the controller's ``--tuner`` flag picks it."""
@@ -63,7 +63,8 @@ class TunerSettings:
     max_load_ratio: float = 0.95
     """Model saturation: an observation whose offered rate is at least this fraction of the
     model's max rate (at the current estimate) is not fed to the EKF, and a Jacobian probe
-    beyond it is replaced by a one-sided difference (design P17, the α 6.48 → 0.30 fall)."""
+    beyond it is replaced by a one-sided difference (P17 (docs/design/control-loop.md §8), the α
+    6.48 → 0.30 fall)."""
     min_throughput_ratio: float = 0.95
     """Observed saturation: throughput below this fraction of the offered rate. 0.98 (the
     upstream evaluator's margin) would reject healthy samples, because a windowed

@@ -25,7 +25,8 @@ from inferno.tuner.store import Key, ParameterStore, TunerPhase
 logger = logging.getLogger(__name__)
 
 MAX_QUEUE_TO_BATCH_RATIO = 10
-"""Q = 10·N when a server reports no max queue size (project decision, design §2.8)."""
+"""Q = 10·N when a server reports no max queue size (project decision,
+docs/design/optimizer-model.md §2.8)."""
 DEFAULT_APPENDED_MAX_BATCH = DEFAULT_MAX_BATCH
 """maxBatchSize of a learned pair appended to model data that lacks it (upstream /merge)."""
 
@@ -91,7 +92,7 @@ STEADY_SHARE = 0.1
 
 
 class TunerStage:
-    """Learns α, β, γ per (model, accelerator) from cycle observations (design §6)."""
+    """Learns α, β, γ per (model, accelerator) from cycle observations (§6)."""
 
     def __init__(self, settings: TunerSettings | None = None,
                  store: ParameterStore | None = None) -> None:

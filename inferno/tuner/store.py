@@ -1,4 +1,5 @@
-"""Per-(model, accelerator) tuner state and the store that holds it (design §6.1).
+"""Per-(model, accelerator) tuner state and the store that holds it (docs/design/optimizer-model.md
+§6.1).
 
 `PairState` is an immutable snapshot replaced once per cycle; `ParameterStore` maps pairs to
 it and can save the learned parameters to JSON (and read them back), so a restart need not

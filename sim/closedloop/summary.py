@@ -201,7 +201,8 @@ def _server_summary(requests: int, tally: ServerTally, cost: float, gpu_hours: f
 
 
 TUNER_TOLERANCE = 0.05
-"""Relative error within which a learned parameter counts as converged (issue 6 item 3)."""
+"""Relative error within which a learned parameter counts as converged (the tuner's convergence
+target, docs/tuner.md)."""
 PARAM_NAMES = ("alpha", "beta", "gamma")
 
 

@@ -1,8 +1,9 @@
 """The cluster-facing commands and their parts: `inferno live`, `load-noise`, `emulate`.
 
-References: the seed's load emulator formula (control-loop.md §4.1) recomputed with numpy from
+References: the seed's load emulator formula (docs/design/control-loop.md §4.1) recomputed with
+numpy from
 the same seed; the startup delay and speed-up given to the emulation; WVA's ratio rule
-(peers.md §1.6); bad input exits 2 with a message naming the argument or variable.
+(docs/design/peers.md §1.6); bad input exits 2 with a message naming the argument or variable.
 """
 
 from __future__ import annotations

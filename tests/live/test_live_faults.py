@@ -2,7 +2,8 @@
 
 Each test names the fault found by fault injection against the earlier `inferno live` (hung
 API server, a second SIGTERM, a killed writer's partial cycle-log line, an unbounded cycle
-log). Bounds are the issue's (a cycle under a hung API within 2 periods, a second SIGTERM
+log). Bounds are live mode's fault targets (a cycle under a hung API within 2 periods, a second
+SIGTERM
 exits within 2 s); elapsed times are wall clock on a shared machine, so the tests hold the
 bound itself, not a tighter one.
 """

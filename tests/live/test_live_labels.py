@@ -1,4 +1,4 @@
-"""Label contract of managed Deployments (control-loop.md §2.1)."""
+"""Label contract of managed Deployments (docs/design/control-loop.md §2.1)."""
 
 from __future__ import annotations
 

@@ -206,7 +206,7 @@ def test_live_collector_extends_partial_reports_to_ready_replicas(
         api_client: kubernetes.client.ApiClient, kubeconfig: Path) -> None:
     """4 ready replicas (as far as this collector knows, all through the window), 2 reporting
     (pods Prometheus has not discovered): the missing two carry the reporting mean,
-    180 / 2 × 4 = 360 RPM, instead of lowering the load (P1)."""
+    180 / 2 × 4 = 360 RPM, instead of lowering the load (P1 (docs/design/control-loop.md §8))."""
     kube.put_deployment(deployment(NS, "alpha", managed_labels("srv-alpha"), replicas=4,
                                    ready=4))
     settings = KubeSettings(kubeconfig=str(kubeconfig), watch_namespace=NS)

@@ -55,7 +55,8 @@ def observed_load(obs: ServerObservation, state: DemandState | None = None
         in_tokens, out_tokens = state.tokens
         notes = ("tokens of an earlier window",)
     elif rpm > 0:
-        # Tokens read as 0 under saturation upstream (P8); planning for "zero load" would
+        # Tokens read as 0 under saturation upstream (P8 (docs/design/control-loop.md §8)); planning
+        # for "zero load" would
         # scale the server down exactly when it is busiest.
         return "no token metrics"
     return LoadEstimate(arrival_rpm=rpm, avg_in_tokens=in_tokens or 0.0,

@@ -211,7 +211,8 @@ def test_bad_rows_are_infeasible_with_reason() -> None:
     got = size_batch(_with_bad_rows(), 60.0, 20.0, 0.0)
     assert got.feasible[0]
     assert got.feasible[-1]
-    assert got.rate_rps[0] == pytest.approx(2.949464, rel=1e-4)  # §7.3(b)
+    # docs/design/optimizer-model.md §7.3(b)
+    assert got.rate_rps[0] == pytest.approx(2.949464, rel=1e-4)
     for i, (_, fragment) in enumerate(BAD, start=1):
         assert not got.feasible[i]
         assert fragment in got.reason[i]

@@ -1,4 +1,5 @@
-"""Optimal-concurrency search (§2.9, §7.3(c)) and the zero-load nominal metrics (§3.5)."""
+"""Optimal-concurrency search (docs/design/optimizer-model.md §2.9, §7.3(c)) and the zero-load
+nominal metrics (§3.5)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ from inferno.model import PerfModel, PerfParms
 LLAMA_A100 = QueueConfig(max_batch=32, max_queue=320, in_tokens=512, out_tokens=256,
                          perf=PerfParms(alpha_ms=12.93, beta_ms=0.059, gamma_ms=0.00184375),
                          perf_model=PerfModel.VLLM)
-"""llama3_8b on A100 (sample-data/large), the issue's example point."""
+"""llama3_8b on A100 (sample-data/large), an example operating point of the vllm model."""
 
 
 def _mmc_closed_form(lam: float, mu: float, c: int, q: int) -> tuple[float, float]:

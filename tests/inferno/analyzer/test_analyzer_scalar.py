@@ -1,4 +1,5 @@
-"""Scalar analyzer: design reference cases (§7.1, §7.3), bisection rules, bad input."""
+"""Scalar analyzer: design reference cases (docs/design/optimizer-model.md §7.1, §7.3), bisection
+rules, bad input."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from inferno.errors import ConfigError
 from inferno.model import PerfModel, PerfParms
 
 REF = 1e-4
-"""Design §7.3: reference values hold to 1e-4 relative."""
+"""§7.3: reference values hold to 1e-4 relative."""
 
 EXAMPLE = QueueConfig(max_batch=48, max_queue=128, in_tokens=128, out_tokens=512,
                       perf=PerfParms(alpha_ms=12.0, beta_ms=0.05, gamma_ms=0.0005))

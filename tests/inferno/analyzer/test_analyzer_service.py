@@ -44,7 +44,8 @@ def _chunk_table(max_batch: int, in_tokens: float, out_tokens: float,
 
 
 GOLDEN = [
-    # B, L, m -> nc, α + B·δ, pre(B, nc), itl(B), τ(B)   (design §2.4, α=8, β=.033, γ=.000333)
+    # B, L, m -> nc, α + B·δ, pre(B, nc), itl(B), τ(B)   (docs/design/optimizer-model.md §2.4, α=8,
+    # β=.033, γ=.000333)
     ((1, 256, 1024), (1, 8.296954, 16.533249, 8.288911, 8504.378)),
     ((128, 4096, 64), (7, 423.95038, 3085.5293, 422.10855, 30100.477)),
 ]
@@ -88,7 +89,7 @@ def test_zero_budget_means_default() -> None:
 
 
 def test_classic_walkthrough_service_rates(sample_dir: Path) -> None:
-    """G3 τ(1), τ(38) and μ for granite_13b on G2, L=128, m=1024 (design §7.1)."""
+    """G3 τ(1), τ(38) and μ for granite_13b on G2, L=128, m=1024 (§7.1)."""
     models = json.loads((sample_dir / "small" / "model-data.json").read_text())["models"]
     entry = next(e for e in models if e["name"] == "granite_13b" and e["acc"] == "G2")
     pp = entry["perfParms"]

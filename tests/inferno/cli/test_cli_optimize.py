@@ -21,7 +21,8 @@ def run(*args: str) -> object:
 
 
 def test_optimize_prints_table_and_writes_upstream_json(tmp_path: Path) -> None:
-    """Table with every server and status line; --output has upstream field names (§7.4)."""
+    """Table with every server and status line; --output has upstream field names
+    (docs/design/optimizer-model.md §7.4)."""
     out = tmp_path / "solution.json"
     result = run("optimize", str(SMALL), "--perf-model", "classic", "--batch-policy", "scaled",
                  "--output", str(out))
@@ -31,7 +32,7 @@ def test_optimize_prints_table_and_writes_upstream_json(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert set(doc) >= {"allocations", "unallocated", "solveTimeMs"}
     alloc = doc["allocations"]["Premium-granite_13b"]
-    # design §7.1: G2 x 2, maxBatch 38, cost 46, ITL 29.409, TTFT 62.26
+    # §7.1: G2 x 2, maxBatch 38, cost 46, ITL 29.409, TTFT 62.26
     assert (alloc["accelerator"], alloc["numReplicas"], alloc["maxBatch"]) == ("G2", 2, 38)
     assert alloc["cost"] == pytest.approx(46.0)
     assert alloc["itlAverage"] == pytest.approx(29.4088, rel=1e-4)

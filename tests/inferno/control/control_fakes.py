@@ -1,6 +1,6 @@
 """Fakes for controller tests: a replaying collector, a recording actuator, a fake clock.
 
-The third world of the ports (style §D): no SimPy, no Kubernetes.
+The third world of the ports, after the twin and the cluster: no SimPy, no Kubernetes.
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ def minimal_docs() -> dict[str, Any]:
 
 
 def test_small_sample_values() -> None:
-    """Sample small loads with the values quoted in design §1.1–1.5, units unchanged."""
+    """Sample small loads with the values quoted in docs/design/optimizer-model.md §1.1–1.5, units
+    unchanged."""
     system = load_system(SMALL)
     assert len(system.accelerators) == 6
     assert len(system.perf) == 30

@@ -16,7 +16,7 @@ from inferno.optimizer import compute_candidates, solve
 from inferno.optimizer.candidates import demand_rps
 
 SMALL = Path(__file__).resolve().parents[3] / "sample-data" / "small"
-NAME = "Premium-granite_34b"  # needs G2 x 7 (design §7.4)
+NAME = "Premium-granite_34b"  # needs G2 x 7 (docs/design/optimizer-model.md §7.4)
 
 
 def _system(g2_cards: int) -> System:

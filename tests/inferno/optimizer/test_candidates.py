@@ -44,7 +44,8 @@ def _system(seed: int, num_servers: int, policy: BatchPolicy) -> System:
 
 def _vllm_percentile_system(seed: int, num_servers: int, policy: BatchPolicy) -> System:
     """`_system` under the vllm model, with p99 TTFT / p90 ITL targets in half the classes
-    and issue 11's perf terms (front-end cost, stream cost, piecewise shape) on every entry."""
+    and the optional perfParms terms of docs/validation.md (front-end cost, stream cost, piecewise
+    shape) on every entry."""
     system = _system(seed, num_servers, policy)
     classes = {}
     for k, (name, cls) in enumerate(sorted(system.classes.items())):

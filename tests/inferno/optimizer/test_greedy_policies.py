@@ -1,4 +1,5 @@
-"""Greedy saturation policies on the capacity-starved small sample (design §7.5)."""
+"""Greedy saturation policies on the capacity-starved small sample (docs/design/optimizer-model.md
+§7.5)."""
 
 from __future__ import annotations
 

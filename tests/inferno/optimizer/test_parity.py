@@ -23,7 +23,8 @@ def _expected(path: Path) -> dict:
 
 @pytest.mark.parametrize("sample", ["small", "large"])
 def test_seed_solutions_reproduced(sample: str) -> None:
-    """classic + scaled + Q=10·N reproduces upstream solution-data.json exactly (§7.2, §7.4)."""
+    """classic + scaled + Q=10·N reproduces upstream solution-data.json exactly
+    (docs/design/optimizer-model.md §7.2, §7.4)."""
     data = ROOT / "sample-data" / sample
     system = load_system(data, overrides={"perf_model": PerfModel.CLASSIC,
                                           "batch_policy": BatchPolicy.SCALED})
@@ -46,7 +47,7 @@ def test_reference_case(case: Path) -> None:
     set as upstream.
 
     Best-effort allocations: upstream reports the latencies of the SLO-sized allocation
-    (design §4.3), we report those of the replicas actually given. The upstream numbers are
+    (§4.3), we report those of the replicas actually given. The upstream numbers are
     checked against our prediction for the SLO-sized candidate, so the parity of the model
     behind them is still tested.
     """

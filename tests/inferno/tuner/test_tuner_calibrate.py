@@ -19,7 +19,8 @@ from inferno.tuner.benchfile import BenchRow, read_bench_csv
 from inferno.tuner.calibrate import BenchModel, calibrate
 
 GOLDEN = PerfParms(alpha_ms=8.0, beta_ms=0.033, gamma_ms=0.000333)
-"""Design §2.4 golden case: B=1, L=256, m=1024 → pre=16.533249, τ=8504.378."""
+"""docs/design/optimizer-model.md §2.4 golden case: B=1, L=256, m=1024 → pre=16.533249,
+τ=8504.378."""
 SHAPES = [(1024, 256), (256, 1024)]
 UPSTREAM = ("--perf-model", "chunked", "--fit", "alpha,beta,gamma")
 """The rows below come from the upstream chunked analyzer: fit that model's three terms."""
@@ -40,7 +41,7 @@ def _closed(perf: PerfParms, users: int, max_batch: int) -> tuple[float, float, 
 
 def test_closed_loop_single_user_matches_the_golden_chunked_values() -> None:
     """C = 1: no wait, prefill 16.533249, ITL = (τ − prefill)/m, TTFT = prefill + ITL,
-    throughput 1/τ (design §2.4 golden values)."""
+    throughput 1/τ (§2.4 golden values)."""
     ttft, itl, thr = _closed(GOLDEN, 1, 64)
     itl_ref = (8504.378 - 16.533249) / 1024
     assert itl == pytest.approx(itl_ref, rel=1e-6)

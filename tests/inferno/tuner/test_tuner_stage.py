@@ -52,7 +52,7 @@ def test_noise_free_stage_recovers_exact_parameters_from_2x_off() -> None:
 @pytest.mark.parametrize("mode", [TunerMode.EKF, TunerMode.WINDOW], ids=["ekf", "window"])
 def test_noisy_stage_stays_within_a_few_percent(mode: TunerMode) -> None:
     """With 2 % noise the first fit (six low-load observations) is within 10 % and every
-    cycle from the tenth on within 5 % (the issue's acceptance: 5 % in <= 10 cycles)."""
+    cycle from the tenth on within 5 % (the tuner's convergence target: 5 % in <= 10 cycles)."""
     stage = TunerStage(TunerSettings(mode=mode))
     history = _run(stage, ramp(TRUE, 20, np.random.default_rng(2), noise=0.02), _system())
     errors = np.array([rel_error(p).max() for p in history[1:]])

@@ -12,7 +12,8 @@ MODEL, ACC = "granite_13b", "A100"
 TRUE = PerfParms(alpha_ms=20.58, beta_ms=0.041, gamma_ms=0.00128125)
 """granite_13b on A100 in sample-data/small."""
 OFF = PerfParms(alpha_ms=2 * TRUE.alpha_ms, beta_ms=TRUE.beta_ms / 2, gamma_ms=2 * TRUE.gamma_ms)
-"""The 2× wrong start of issue 6: α up, β down, γ up."""
+"""The 2× wrong start of the convergence scenario (scenarios/tuner-convergence.yaml): α up, β down,
+γ up."""
 MAX_BATCH, MAX_QUEUE = 64, 640
 IN_TOKENS, OUT_TOKENS = 1024, 512
 
@@ -44,7 +45,8 @@ def ramp(perf: PerfParms, num_cycles: int, rng: np.random.Generator, *, noise: f
          replicas: int = 3, low_rpm: float = 10.0, high_rpm: float = 50.0,
          ) -> list[list[TunerObservation]]:
     """Per cycle, ``replicas`` observations: load ramping low → high over ten cycles, then
-    held, ±10 % load and ±20 % token jitter across replicas (issue 6 scenario)."""
+    held, ±10 % load and ±20 % token jitter across replicas (as in
+    scenarios/tuner-convergence.yaml)."""
     cycles = []
     for k in range(num_cycles):
         base = low_rpm + (high_rpm - low_rpm) * min(k, 10) / 10

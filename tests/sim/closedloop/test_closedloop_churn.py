@@ -1,4 +1,4 @@
-"""Churn and migrations of the inferno policy in the twin (issue: robust SLO control).
+"""Churn and migrations of the inferno policy in the twin (docs/control.md).
 
 * Under a stationary noisy load (constant mean rate, the load emulator's random walk on rate
   and token means), a server reverses its replica direction at most once in any five

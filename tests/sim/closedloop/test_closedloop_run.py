@@ -53,7 +53,7 @@ def test_another_seed_gives_other_requests(short_quickstart, quickstart_run):
 
 
 
-def test_summary_has_exactly_the_issue_keys(quickstart_run):
+def test_summary_has_exactly_the_documented_keys(quickstart_run):
     """summary.json keys: policy, requests, dropped, slo_attainment, ttft_ms, itl_ms, cost,
     gpu_hours, replica_changes, replica_reversals, servers (the same per server)."""
     doc = quickstart_run.summary.to_dict()
@@ -180,7 +180,7 @@ def test_load_run_rejects_a_directory_without_a_recording(tmp_path: Path):
 
 
 def test_inferno_tracks_a_ramp_up_and_back_down():
-    """Headline claim 1 (control-loop.md §7): proportional scale-out on a 3x ramp and
+    """Headline claim 1 (docs/design/control-loop.md §7): proportional scale-out on a 3x ramp and
     scale-in after it, never below the floor."""
     doc = small_scenario(duration_s=1500)
     doc["profile"] = {"phases": [{"duration_s": 300, "ratio": 1}, {"duration_s": 300, "ratio": 3},

@@ -45,7 +45,8 @@ def test_shipped_scenarios_load_and_cross_check(path: Path) -> None:
 
 
 def test_required_scenarios_are_shipped() -> None:
-    """The six scenarios of issue 4 exist, and quickstart is the embedded default."""
+    """The six shipped scenarios (docs/scenarios.md) exist, and quickstart is the embedded
+    default."""
     names = {p.stem for p in SHIPPED}
     assert {"quickstart", "ramp-5x", "surge", "diurnal", "multi-model-capacity",
             "trace-replay"} <= names

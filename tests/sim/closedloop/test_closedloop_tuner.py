@@ -129,7 +129,7 @@ def _cycles(alphas: list[float | None]) -> list[CycleRecord]:
     ([None, None], None),
 ], ids=["settles", "from-start", "leaves-at-end", "never-learned"])
 def test_cycles_to_5pct_is_the_first_cycle_that_stays_within(alphas, expected) -> None:
-    """cycles_to_5pct: the first cycle from which every later one is within 5 % (issue 6);
+    """cycles_to_5pct: the first cycle from which every later one is within 5 % (docs/tuner.md);
     a cycle without learned parameters counts with the controller's 2x-off model data."""
     (block,) = tuner_summary(_cycles(alphas), _system(), _system(20.0, 0.05, 0.02))
     assert block.cycles_to_5pct == expected
@@ -144,7 +144,7 @@ def test_unlearned_pair_reports_the_controllers_model_data() -> None:
 
 
 # ------------------------------------------------------------------ convergence scenario
-def test_convergence_summary_block_has_the_issue_shape(convergence) -> None:
+def test_convergence_summary_block_has_the_documented_shape(convergence) -> None:
     """summary.json gains `tuner`: one entry per pair with final, true, rel_error, cycles."""
     _, out = convergence
     summary = json.loads((out / "summary.json").read_text())
@@ -157,7 +157,8 @@ def test_convergence_summary_block_has_the_issue_shape(convergence) -> None:
 
 
 def test_convergence_within_5pct_in_10_cycles(convergence) -> None:
-    """Acceptance (issue 6 item 3): from 2x off, all three within 5 % by cycle 10, and stay."""
+    """Convergence target (docs/tuner.md): from 2x off, all three within 5 % by cycle 10, and
+    stay."""
     result, _ = convergence
     (block,) = result.summary.to_dict()["tuner"]
     assert block["cycles_to_5pct"] is not None
