@@ -2,9 +2,9 @@
 
 Thin wrappers: settings come from the environment (upstream variable names,
 docs/design/control-loop.md §1.2) overridden by the command line, and the work is done by
-`live.app`, `live.load_noise` and `sim.emulate`, imported inside the commands so the core install never
-imports Kubernetes, Prometheus or SimPy clients. `emulate` is the one place where `sim` and
-`live` meet: the twin follows Deployments read through `live.kube`.
+`live.app`, `live.load_noise` and `sim.emulate`, imported inside the commands so the core
+install never imports Kubernetes, Prometheus or SimPy clients. `emulate` is the one place
+where `sim` and `live` meet: the twin follows Deployments read through `live.kube`.
 """
 
 from __future__ import annotations
