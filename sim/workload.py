@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from heapq import heappush
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import simpy
@@ -360,18 +360,36 @@ def _numbers(path: Path, where: str) -> list[float]:
     return out
 
 
+T = TypeVar("T")
+
+
+def _parse_spec(spec: str, where: str, usage: str, bare: Callable[[str], bool],
+                build: Callable[[str, str, list[str]], T | None]) -> T:
+    """``KIND:ARG[:ARG]`` (or a bare value, read as ``fixed`` when ``bare`` accepts it) built
+    by ``build(kind, rest, args)``; None or a ValueError is a bad spec, named with ``usage``."""
+    kind, _, rest = spec.partition(":")
+    if not rest and bare(kind):
+        kind, rest = "fixed", kind
+    try:
+        made = build(kind, rest, rest.split(":"))
+    except ConfigError as exc:  # before ValueError: a ConfigError is one
+        raise ConfigError(f"{where}: {exc}") from None
+    except ValueError:
+        made = None
+    if made is None:
+        raise ConfigError(f"{where}: bad {usage}")
+    return made
+
+
 def parse_tokens(spec: str, where: str) -> TokenDist:
     """A token distribution from ``N`` (fixed), ``fixed:N``, ``uniform:LOW:HIGH``,
     ``lognormal:MEAN:CV``, ``exponential:MEAN`` or ``file:PATH`` (empirical lengths)."""
-    kind, _, rest = spec.partition(":")
-    if not rest and kind.strip().lstrip("-").replace(".", "", 1).isdigit():
-        kind, rest = "fixed", kind
-    args = rest.split(":")
-    try:
+
+    def build(kind: str, rest: str, args: list[str]) -> TokenDist | None:
         if kind == "file":
             values = _numbers(Path(rest), where)
             if not all(v >= 1 and float(v).is_integer() for v in values):
-                raise ConfigError(f"{where}: {rest}: token lengths must be integers >= 1")
+                raise ConfigError(f"{rest}: token lengths must be integers >= 1")
             return TokenDist(kind="empirical", values=tuple(int(v) for v in values))
         if kind == "fixed" and len(args) == 1:
             return TokenDist(kind="fixed", mean=float(int(args[0])))
@@ -381,12 +399,11 @@ def parse_tokens(spec: str, where: str) -> TokenDist:
             return TokenDist(kind="lognormal", mean=float(args[0]), cv=float(args[1]))
         if kind == "uniform" and len(args) == 2:
             return TokenDist(kind="uniform", low=int(args[0]), high=int(args[1]))
-    except ConfigError as exc:  # before ValueError: a ConfigError is one
-        raise ConfigError(f"{where}: {exc}") from None
-    except ValueError:
-        pass
-    raise ConfigError(f"{where}: bad token spec {spec!r} (N, fixed:N, uniform:LOW:HIGH, "
-                      "lognormal:MEAN:CV, exponential:MEAN or file:PATH)")
+        return None
+
+    return _parse_spec(spec, where, f"token spec {spec!r} (N, fixed:N, uniform:LOW:HIGH, "
+                       "lognormal:MEAN:CV, exponential:MEAN or file:PATH)",
+                       lambda k: k.strip().lstrip("-").replace(".", "", 1).isdigit(), build)
 
 
 DELAY_KINDS = ("fixed", "exponential", "lognormal", "uniform")
@@ -438,23 +455,18 @@ class Delay:
 def parse_delay(spec: str, where: str) -> Delay:
     """A delay from ``S`` (fixed seconds), ``fixed:S``, ``exponential:MEAN``,
     ``lognormal:MEAN:CV`` or ``uniform:LOW:HIGH`` (seconds)."""
-    kind, _, rest = spec.partition(":")
-    if not rest:
-        kind, rest = "fixed", kind
-    args = rest.split(":")
-    try:
+
+    def build(kind: str, rest: str, args: list[str]) -> Delay | None:
         if kind in ("fixed", "exponential") and len(args) == 1:
             return Delay(kind=kind, mean_s=float(args[0]))
         if kind == "lognormal" and len(args) == 2:
             return Delay(kind=kind, mean_s=float(args[0]), cv=float(args[1]))
         if kind == "uniform" and len(args) == 2:
             return Delay(kind=kind, low_s=float(args[0]), high_s=float(args[1]))
-    except ConfigError as exc:  # before ValueError: a ConfigError is one
-        raise ConfigError(f"{where}: {exc}") from None
-    except ValueError:
-        pass
-    raise ConfigError(f"{where}: bad delay spec {spec!r} (S, fixed:S, exponential:MEAN, "
-                      "lognormal:MEAN:CV or uniform:LOW:HIGH, seconds)")
+        return None
+
+    return _parse_spec(spec, where, f"delay spec {spec!r} (S, fixed:S, exponential:MEAN, "
+                       "lognormal:MEAN:CV or uniform:LOW:HIGH, seconds)", lambda k: True, build)
 
 
 def read_timestamps(path: Path, where: str = "arrivals") -> np.ndarray:
