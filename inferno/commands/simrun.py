@@ -116,9 +116,9 @@ def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple
         shards: int, scheduler: str | None, force: bool) -> None:
     """Run SCENARIO (default: the quickstart) in the twin with the controller in the loop."""
     from inferno.io import safe
-    from inferno.scenario import DEFAULT_SCENARIO, check_run_size, load_scenario
     from sim.closedloop.record import write_run
     from sim.closedloop.run import run_scenario
+    from sim.scenario import DEFAULT_SCENARIO, check_run_size, load_scenario
 
     path = scenario or DEFAULT_SCENARIO
     loaded = load_scenario(path, sets)
@@ -156,9 +156,9 @@ def replay(run_dir: Path, policy: str | None, out: Path | None, check: bool,
            scheduler: str | None, force: bool) -> None:
     """Re-run a recorded run (RUN_DIR of `sim run`) on its recorded requests."""
     from inferno.io import safe
-    from inferno.scenario import check_run_size, load_scenario
     from sim.closedloop.record import RUN_FILES, decision_diff, load_run, write_run
     from sim.closedloop.run import run_scenario
+    from sim.scenario import check_run_size, load_scenario
 
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: not a run directory (of `inferno sim run`)")

@@ -11,8 +11,10 @@ nominal value follows the phase multiplier; token nominals do not (upstream).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -150,5 +152,10 @@ class LoadNoise:
                                                                              strict=True)}
 
 
-# The phase's name before the tuner got its own phases; still imported by inferno/scenario.py.
-Phase = LoadPhase
+def __getattr__(name: str) -> Any:
+    """`Phase`, the deprecated name of `LoadPhase` (before the tuner got its own phases)."""
+    if name == "Phase":
+        warnings.warn("inferno.control.load_noise.Phase is deprecated: use LoadPhase",
+                      DeprecationWarning, stacklevel=2)
+        return LoadPhase
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Closed-loop twin runs: a Scenario in, a `RunResult` out.
 
-`run_scenario` builds a SimPy environment from a `inferno.scenario.Scenario`: the cluster and
+`run_scenario` builds a SimPy environment from a `sim.scenario.Scenario`: the cluster and
 its deployments (`sim.cluster`), the `ClusterTwin` adapter, the workload, and the unchanged
 `inferno.control.Controller` driven by a SimPy process every control period (the first cycle
 one period after the start, as upstream). The model writes nothing to disk; the CLI stores a
@@ -51,14 +51,6 @@ from inferno.control.settings import HpaMetric, HpaSettings
 from inferno.control.tuning import TunerHook, make_tuner
 from inferno.errors import ConfigError
 from inferno.model import System, effective_max_batch
-from inferno.scenario import (
-    RouterKind,
-    Scenario,
-    ServerSpec,
-    scaled_perf,
-    scaled_targets,
-    scenario_system,
-)
 from sim.closedloop.summary import (
     RunResult,
     ServerOutcome,
@@ -76,6 +68,14 @@ from sim.recorder import RequestTable, RunRecorder
 from sim.replica import EngineSettings
 from sim.request import RequestStatus
 from sim.router import UniformRandom
+from sim.scenario import (
+    RouterKind,
+    Scenario,
+    ServerSpec,
+    scaled_perf,
+    scaled_targets,
+    scenario_system,
+)
 from sim.trace import replay_columns
 from sim.twin import ClusterTwin, ServerInfo, TwinSettings
 

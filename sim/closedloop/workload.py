@@ -18,14 +18,14 @@ from inferno.control import (
 )
 from inferno.errors import ConfigError
 from inferno.model.units import S_PER_MIN
-from inferno.scenario import (
+from sim import workload as wl
+from sim.scenario import (
     LengthKind,
     Scenario,
     ServerSpec,
     TraceSpec,
     profile_phases,
 )
-from sim import workload as wl
 from sim.trace import TraceRow, read_trace
 
 TRACE_COLUMNS = ("arrival_s", "input_tokens", "output_tokens", "server")

@@ -12,7 +12,7 @@ from closedloop_helpers import ROOT, SAMPLE_LARGE, SCENARIOS, small_scenario
 
 from inferno.control.load_noise import phase_multiplier
 from inferno.errors import ConfigError
-from inferno.scenario import (
+from sim.scenario import (
     DEFAULT_SCENARIO,
     DiurnalSpec,
     ProfileSpec,
@@ -195,3 +195,18 @@ def test_trace_default_server_and_static_replicas_must_name_servers(tmp_path: Pa
     doc = apply_set(small_scenario(), "policy.static.replicas", {"ghost": 2})
     with pytest.raises(ConfigError, match=r"policy\.static\.replicas\.ghost: no such server"):
         load_scenario(write(tmp_path, doc))
+
+
+def test_policy_sections_are_the_policy_table() -> None:
+    """`policy.<name>` keys are POLICY_TABLE's names, each bound to that policy's settings."""
+    from typing import get_type_hints
+
+    from inferno.control.policies import POLICY_TABLE
+    from sim.scenario import POLICY_NAMES, PolicySpec
+
+    hints = get_type_hints(PolicySpec)
+    sections = [f.name for f in dataclasses.fields(PolicySpec) if f.name != "name"]
+    assert sections == list(POLICY_TABLE)
+    assert tuple(POLICY_TABLE) == POLICY_NAMES
+    for name in sections:
+        assert hints[name] is POLICY_TABLE[name].settings, name

@@ -1,0 +1,57 @@
+"""Scenarios: what a closed-loop twin run simulates, as frozen data loaded from YAML.
+
+The twin's configuration lives here, in sim: `schema` (the specs and their checks), `files`
+(YAML in with `--set` overrides, YAML out, through the core's binder `inferno.io.yamlbind`)
+and `system` (the static data, profile and scaled controller data a run derives from a
+scenario). The twin's parts (engine, cluster, metrics, emulation) never read scenarios: they
+take settings objects; `sim.closedloop` turns a Scenario into a SimPy environment. The schema
+is documented in docs/scenarios.md.
+"""
+
+from sim.scenario.files import (
+    DEFAULT_SCENARIO,
+    REPO_ROOT,
+    apply_set,
+    dump_scenario,
+    load_scenario,
+    parse_scenario,
+    parse_set,
+    read_yaml,
+    scenario_to_dict,
+)
+from sim.scenario.schema import (
+    POLICY_NAMES,
+    ArrivalKind,
+    ArrivalSignal,
+    ClassSpec,
+    ControllerSpec,
+    DiurnalSpec,
+    EmulatorSpec,
+    EngineSpec,
+    LengthKind,
+    PerfScaleSpec,
+    PolicySpec,
+    ProfileSpec,
+    RolloutSpec,
+    RouterKind,
+    Scenario,
+    ServerSpec,
+    StartupKind,
+    StartupSpec,
+    TargetSpec,
+    TraceSpec,
+    TwinSpec,
+    WorkloadSpec,
+    check_run_size,
+)
+from sim.scenario.system import profile_phases, scaled_perf, scaled_targets, scenario_system
+
+__all__ = [
+    "DEFAULT_SCENARIO", "POLICY_NAMES", "REPO_ROOT", "ArrivalKind", "ArrivalSignal",
+    "ClassSpec", "ControllerSpec", "DiurnalSpec", "EmulatorSpec", "EngineSpec", "LengthKind",
+    "PerfScaleSpec", "PolicySpec", "ProfileSpec", "RolloutSpec", "RouterKind", "Scenario",
+    "ServerSpec", "StartupKind", "StartupSpec", "TargetSpec", "TraceSpec", "TwinSpec",
+    "WorkloadSpec", "apply_set", "check_run_size", "dump_scenario", "load_scenario",
+    "parse_scenario", "parse_set", "profile_phases", "read_yaml", "scaled_perf",
+    "scaled_targets", "scenario_system", "scenario_to_dict",
+]
