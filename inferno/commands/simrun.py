@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from inferno.control.policies import POLICY_NAMES
 from inferno.errors import ConfigError
 
 if TYPE_CHECKING:  # the twin is imported inside the commands only
@@ -99,7 +100,7 @@ def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
 
 @click.command("run")
 @click.argument("scenario", required=False, type=click.Path(path_type=Path))
-@click.option("--policy", help="inferno, oracle, hpa, saturation or static "
+@click.option("--policy", help=f"{', '.join(POLICY_NAMES[:-1])} or {POLICY_NAMES[-1]} "
               "(default: the scenario's policy.name).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Output directory (default: runs/<scenario>-<policy>).")

@@ -134,3 +134,13 @@ def test_progress_line_draws_only_on_a_terminal():
     line(50.0, 100.0)
     line.close()
     assert tty.getvalue() == "\rrun [#####.....]  50.0%  t=50/100 s\n"
+
+
+def test_run_help_lists_every_policy_of_the_table(cli) -> None:
+    """`--policy`'s help comes from POLICY_TABLE, the one list of policies."""
+    from inferno.control.policies import POLICY_TABLE
+
+    result = cli("run", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert f"{', '.join(list(POLICY_TABLE)[:-1])} or {list(POLICY_TABLE)[-1]}" in text
