@@ -13,7 +13,7 @@ from inferno.analyzer import analyze as analyze_point
 from inferno.commands.limits import check_flag
 from inferno.errors import ConfigError
 from inferno.io import load_system
-from inferno.model import PerfModel, effective_max_batch, statistic_label
+from inferno.model import PerfModel, effective_max_batch, effective_max_queue, statistic_label
 from inferno.model.units import rpm_to_rps, rps_to_rpm
 
 
@@ -75,7 +75,7 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
     if percentile is not None:
         ttft_pct = itl_pct = percentile
     n = effective_max_batch(max_batch, perf.max_batch_size)
-    cfg = QueueConfig(max_batch=n, max_queue=10 * n if max_queue is None else max_queue,
+    cfg = QueueConfig(max_batch=n, max_queue=effective_max_queue(max_queue, n),
                       in_tokens=in_tokens, out_tokens=out_tokens, perf=perf.perf,
                       perf_model=PerfModel(perf_model), max_num_tokens=perf.max_num_tokens)
     metrics = analyze_point(cfg, rpm_to_rps(rate_rpm))
