@@ -50,6 +50,7 @@ from inferno.model import (
     PerfParms,
     StepShape,
 )
+from inferno.model.units import MS_PER_S
 from inferno.tuner.benchfile import BenchRow
 from inferno.tuner.fit import (
     BAD_RESIDUAL,
@@ -193,7 +194,7 @@ class BenchModel:
                 wait = tau * (users - batch) / batch
                 _, itl_c, ttft_c = request_metrics(self.perf_model, batch, tau, wait, sp)
                 ttft[idx], itl[idx] = ttft_c + extras["frontend_ms"][idx], itl_c
-                thr[idx] = 1000.0 * batch / tau * tile(self._replicas)[idx]
+                thr[idx] = MS_PER_S * batch / tau * tile(self._replicas)[idx]
         bad = ~np.repeat(usable, n) | ~np.isfinite(ttft) | ~np.isfinite(itl)
 
         def grid(a: np.ndarray) -> np.ndarray:
