@@ -118,7 +118,7 @@ def expand(sweep: SweepSpec, default_policy: str = "inferno") -> list[RunSpec]:
     points = list(itertools.product(*(values for _, values in sweep.grid)))
     policies = sweep.policies or (default_policy,)
     seeds = run_seeds(sweep.seed, sweep.seeds)
-    runs = []
+    runs: list[RunSpec] = []
     for point in points:
         for policy in policies:
             for index, seed in enumerate(seeds):

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 import simpy
 
 from inferno.analyzer import LatencyStats, QueueConfig, analyze, latency_stats
@@ -194,7 +195,7 @@ def compare(system: System, point: Point, *, num_requests: int = 4000, seed: int
         primary=models[0])
 
 
-def _window_mean_running(df, t0: float, t1: float) -> float:
+def _window_mean_running(df: pd.DataFrame, t0: float, t1: float) -> float:
     """Time-average number in the batch over [t0, t1] from the per-request stamps."""
     start = df["first_scheduled_s"].to_numpy()
     end = df["finish_s"].to_numpy()

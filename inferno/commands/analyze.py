@@ -86,8 +86,9 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
     sizing = size(cfg, targets)
     max_rpm = (rps_to_rpm(sizing.metrics.throughput_rps)
                if sizing.feasible and sizing.metrics else 0.0)
+    latency = {"ttftMs": _stats(ttft_stats), "itlMs": _stats(itl_stats)}
     doc = {"maxBatch": cfg.max_batch, "maxQueue": cfg.max_queue, "metrics": asdict(metrics),
-           "latency": {"ttftMs": _stats(ttft_stats), "itlMs": _stats(itl_stats)},
+           "latency": latency,
            "targets": {"itlMs": itl_ms, "ttftMs": ttft_ms, "itlPercentile": itl_pct,
                        "ttftPercentile": ttft_pct},
            "feasible": sizing.feasible, "maxRateRpm": max_rpm, "reason": sizing.reason}
@@ -101,7 +102,7 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
                f"TTFT {m.ttft_ms:.2f} ms, ITL {m.itl_ms:.3f} ms, wait {m.wait_ms:.2f} ms, "
                f"in service {m.num_in_service:.2f}, utilisation {m.rho:.3f}, "
                f"max rate {rps_to_rpm(m.max_rate_rps):.2f} RPM")
-    for name, stats in (("TTFT", doc["latency"]["ttftMs"]), ("ITL", doc["latency"]["itlMs"])):
+    for name, stats in (("TTFT", latency["ttftMs"]), ("ITL", latency["itlMs"])):
         click.echo(f"  {name} ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stats.items()))
     wanted = (f"ITL {statistic_label(itl_pct)} {itl_ms:g} ms / "
               f"TTFT {statistic_label(ttft_pct)} {ttft_ms:g} ms")

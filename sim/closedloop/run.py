@@ -30,7 +30,7 @@ count as SLO misses.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,8 @@ file (``.csv`` or ``.parquet``) as the run goes."""
 
 def cycle_times(period_s: float, end_s: float) -> list[float]:
     """The control cycles' times, accumulated as the driver's timeouts accumulate them."""
-    out, t = [], 0.0
+    out: list[float] = []
+    t = 0.0
     while True:
         t = t + period_s
         if t >= end_s:
@@ -341,7 +342,7 @@ def _tuner_hook(scenario: Scenario) -> TunerHook | None:
 
 
 def _control(env: simpy.Environment, controller: Controller, period_s: float, end_s: float,
-             records: list[CycleRecord]) -> Iterator[simpy.events.Event]:
+             records: list[CycleRecord]) -> Generator[simpy.events.Event, object, None]:
     """The driver: one cycle every period (the first one period in) until end_s."""
     while True:
         yield env.timeout(period_s)
