@@ -16,3 +16,10 @@ warnings.warn("inferno.scenario is deprecated: import sim.scenario (load_setting
               "inferno.io.yamlbind)", DeprecationWarning, stacklevel=2)
 
 __all__ = [*_moved, "load_settings"]
+
+
+def __getattr__(name: str) -> object:
+    """Names `sim.scenario` keeps only as deprecated ones (it warns)."""
+    import sim.scenario
+
+    return getattr(sim.scenario, name)

@@ -130,7 +130,19 @@ def _build(cls: type, data: Any, where: str, ctx: _Ctx, base: Any = None) -> Any
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ConfigError(f"{file_prefix(ctx.file)}{label}: {exc}") from None
+        raise ConfigError(f"{file_prefix(ctx.file)}{_located(label, str(exc))}") from None
+
+
+def _located(label: str, message: str) -> str:
+    """``label: message``, without the section's own name when a settings class's message
+    starts with it ("startup.mean_s must ..." under twin.startup, "emulator: ..." under
+    emulator)."""
+    own = label.rsplit(".", 1)[-1]
+    if message.startswith(own + "."):
+        return label + message[len(own):]
+    if message.startswith(own + ": "):
+        message = message[len(own) + 2:]
+    return f"{label}: {message}"
 
 
 def _is_union(tp: Any) -> bool:

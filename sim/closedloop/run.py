@@ -62,7 +62,7 @@ from sim.closedloop.summary import (
 )
 from sim.closedloop.workload import Workload, synthesize, trace_workload
 from sim.cluster import Cluster
-from sim.deployment import DeploymentSpec, RolloutSettings, StartupDelay
+from sim.deployment import DeploymentSpec
 from sim.loadtest import LoadTest, hpa_target
 from sim.recorder import RequestTable, RunRecorder
 from sim.replica import EngineSettings
@@ -90,7 +90,6 @@ def _deployment_spec(spec: ServerSpec, scenario: Scenario, system: System) -> De
     twin = scenario.twin
     perf = system.perf[(spec.model, spec.accelerator)]
     engine = twin.engine
-    startup = twin.startup
     return DeploymentSpec(
         name=spec.name, model=spec.model, accelerator=spec.accelerator,
         max_batch=effective_max_batch(spec.max_batch, perf.max_batch_size),
@@ -103,10 +102,7 @@ def _deployment_spec(spec: ServerSpec, scenario: Scenario, system: System) -> De
             kv_capacity_tokens=(spec.kv_capacity_tokens if spec.kv_capacity_tokens is not None
                                 else engine.kv_capacity_tokens),
             max_waiting=engine.max_waiting),
-        startup=StartupDelay(kind=startup.kind.value, mean_s=startup.mean_s,
-                             spread=startup.spread),
-        rollout=RolloutSettings(max_surge=twin.rollout.max_surge,
-                                max_unavailable=twin.rollout.max_unavailable),
+        startup=twin.startup, rollout=twin.rollout,
         drain_grace_s=twin.drain_grace_s, start_ready=True)
 
 

@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from inferno.control.load_noise import LoadPhase, validate_phases
+from inferno.control.load_noise import LoadNoiseSettings, LoadPhase, validate_phases
 from inferno.control.policies import POLICY_NAMES
 from inferno.control.settings import (
     HpaSettings,
@@ -32,6 +32,7 @@ from inferno.io import safe
 from inferno.io.yamlbind import file_prefix, wrap, yaml_key
 from inferno.model import DEFAULT_CLASS
 from inferno.tuner import FirstToken, TunerMode, TunerSettings
+from sim.deployment import RolloutSettings, StartupDelay
 
 
 class ArrivalKind(StrEnum):
@@ -44,13 +45,6 @@ class LengthKind(StrEnum):
     """Shape of the per-request token lengths around the (possibly emulated) mean."""
 
     FIXED = "fixed"
-    EXPONENTIAL = "exponential"
-    LOGNORMAL = "lognormal"
-
-
-class StartupKind(StrEnum):
-    FIXED = "fixed"
-    UNIFORM = "uniform"
     EXPONENTIAL = "exponential"
     LOGNORMAL = "lognormal"
 
@@ -189,44 +183,6 @@ class ProfileSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EmulatorSpec:
-    """The seed's load emulator (inferno.control.load_noise) applied to every server."""
-
-    interval_s: float = 60.0
-    """s between perturbations; the rate is constant in between."""
-    alpha: float = 0.5
-    """Noise σ as a fraction of the nominal value, in [0, 1]."""
-    theta: float = 0.0
-    """Mean reversion per step, in [0, 1]; 0 = the seed's random walk."""
-    range_factor: float | None = None
-    """Clamp to [nominal / f, nominal · f]; None clamps at rate >= 0 and tokens >= 1 only."""
-
-    def __post_init__(self) -> None:
-        _check(math.isfinite(self.interval_s) and self.interval_s > 0,
-               f"interval_s must be > 0, got {self.interval_s!r}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StartupSpec:
-    """Time from accelerator grant to ready (image pull, model load, warm-up)."""
-
-    kind: StartupKind = StartupKind.FIXED
-    mean_s: float = 60.0
-    spread: float = 0.0
-    """uniform: half-width in s; lognormal: coefficient of variation."""
-
-    def __post_init__(self) -> None:
-        _check(math.isfinite(self.mean_s) and self.mean_s >= 0,
-               f"mean_s must be >= 0, got {self.mean_s!r}")
-        _check(self.mean_s <= safe.MAX_SIM_DURATION_S,
-               f"mean_s must be <= {safe.MAX_SIM_DURATION_S:,.0f} (MAX_SIM_DURATION_S), got "
-               f"{self.mean_s!r}")
-        _check(self.spread >= 0 and (self.kind is not StartupKind.UNIFORM
-                                     or self.spread <= self.mean_s),
-               f"spread must be >= 0 (and <= mean_s for uniform), got {self.spread!r}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class EngineSpec:
     """vLLM engine arguments shared by every replica."""
 
@@ -240,14 +196,6 @@ class EngineSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RolloutSpec:
-    """RollingUpdate of an accelerator or max-batch change (Kubernetes semantics)."""
-
-    max_surge: int = 1
-    max_unavailable: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class TwinSpec:
     window_s: float = 60.0
     """s of history behind every collected rate and mean (PromQL rate(...[window]))."""
@@ -255,9 +203,13 @@ class TwinSpec:
     """s between the twin's metric scrapes (gauges are averaged over the window's scrapes)."""
     arrival_signal: ArrivalSignal = ArrivalSignal.OFFERED
     router: RouterKind = RouterKind.ROUND_ROBIN
-    startup: StartupSpec = StartupSpec()
+    startup: StartupDelay = StartupDelay(mean_s=60.0)
+    """Time from accelerator grant to ready (image pull, model load, warm-up): kind fixed,
+    uniform, exponential or lognormal; mean_s; spread (uniform: half-width in s, lognormal:
+    coefficient of variation)."""
     engine: EngineSpec = EngineSpec()
-    rollout: RolloutSpec = RolloutSpec()
+    rollout: RolloutSettings = RolloutSettings()
+    """RollingUpdate of an accelerator or max-batch change: max_surge, max_unavailable."""
     drain_grace_s: float | None = None
     """Kill a draining replica after this long; None lets it finish every request."""
 
@@ -265,6 +217,9 @@ class TwinSpec:
         for name in ("window_s", "scrape_interval_s"):
             value = getattr(self, name)
             _check(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value!r}")
+        _check(self.startup.mean_s <= safe.MAX_SIM_DURATION_S,
+               f"startup.mean_s must be <= {safe.MAX_SIM_DURATION_S:,.0f} (MAX_SIM_DURATION_S), "
+               f"got {self.startup.mean_s!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -417,8 +372,9 @@ class Scenario:
     controller: ControllerSpec = ControllerSpec()
     policy: PolicySpec = PolicySpec()
     profile: ProfileSpec = ProfileSpec()
-    emulator: EmulatorSpec | None = None
-    """None: the rate follows the profile exactly (no noise)."""
+    emulator: LoadNoiseSettings | None = None
+    """The seed's load emulator applied to every server (interval_s, alpha, theta,
+    range_factor; its phases are the profile's). None: the rate follows the profile exactly."""
     twin: TwinSpec = TwinSpec()
     servers: tuple[ServerSpec, ...]
     trace: TraceSpec | None = None

@@ -94,3 +94,31 @@ def test_load_settings_reads_a_policy_settings_file(tmp_path: Path) -> None:
     path.write_text("tolerence: 0.2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"hpa\.yaml: tolerence: unknown key"):
         load_settings(path, HpaSettings)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Named:
+    """A settings class that names itself in its messages, as the twin's and live's do."""
+
+    low: int = 0
+    high: int = 0
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise ConfigError(f"named.low must be <= high, got {self.low}")
+        if self.high > 9:
+            raise ConfigError(f"named: high must be <= 9, got {self.high}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Holder:
+    named: Named = Named()
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ({"named": {"low": 2}}, r"^f\.yaml: named\.low must be <= high, got 2$"),
+    ({"named": {"high": 10}}, r"^f\.yaml: named: high must be <= 9, got 10$"),
+])
+def test_a_section_that_names_itself_is_not_named_twice(doc: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        bind(Holder, doc, file="f.yaml")

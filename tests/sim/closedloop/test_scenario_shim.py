@@ -36,3 +36,27 @@ def test_phase_is_a_deprecated_name_of_load_phase() -> None:
         assert control.Phase is LoadPhase
     with pytest.raises(AttributeError):
         _ = control.Phaze  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("name", "module", "attr"), [
+    ("EmulatorSpec", "inferno.control.load_noise", "LoadNoiseSettings"),
+    ("RolloutSpec", "sim.deployment", "RolloutSettings"),
+    ("StartupSpec", "sim.deployment", "StartupDelay"),
+])
+def test_specs_bound_directly_are_deprecated_names_of_their_settings(name: str, module: str,
+                                                                      attr: str) -> None:
+    expected = getattr(importlib.import_module(module), attr)
+    with pytest.warns(DeprecationWarning, match=f"binds to {module}.{attr}"):
+        assert getattr(sim.scenario, name) is expected
+    old = sys.modules.get("inferno.scenario") or importlib.import_module("inferno.scenario")
+    with pytest.warns(DeprecationWarning, match=f"binds to {module}.{attr}"):
+        assert getattr(old, name) is expected
+
+
+def test_startup_kind_is_deprecated_and_lists_the_twins_kinds() -> None:
+    from sim.deployment import STARTUP_KINDS
+
+    with pytest.warns(DeprecationWarning, match="STARTUP_KINDS"):
+        kinds = sim.scenario.StartupKind
+    assert tuple(k.value for k in kinds) == STARTUP_KINDS
+    assert kinds("uniform") == "uniform"
