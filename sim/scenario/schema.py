@@ -184,7 +184,11 @@ class ProfileSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineSpec:
-    """vLLM engine arguments shared by every replica."""
+    """vLLM engine arguments shared by every replica.
+
+    Not `sim.replica.EngineSettings` itself: here None means "the model data's maxNumTokens",
+    resolved per server when the run builds its deployments, and that class's other fields
+    (prefill_emits_token, fast_path) are the engine's semantics, not scenario keys."""
 
     max_num_batched_tokens: int | None = None
     """Token budget per iteration; None = model-data maxNumTokens (8192 by default)."""
@@ -197,6 +201,11 @@ class EngineSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TwinSpec:
+    """The twin's settings. Its observation part becomes `sim.twin.TwinSettings` (which
+    takes the arrival signal as a string), its replica parts each server's
+    `sim.deployment.DeploymentSpec` (startup and rollout are bound to the twin's classes
+    directly)."""
+
     window_s: float = 60.0
     """s of history behind every collected rate and mean (PromQL rate(...[window]))."""
     scrape_interval_s: float = 5.0
