@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inferno.control import Controller  # noqa: E402
-from inferno.scenario import parse_scenario  # noqa: E402
 from sim.closedloop.run import run_scenario  # noqa: E402
+from sim.scenario import parse_scenario  # noqa: E402
 
 MODELS = (("granite_13b", "H100", 56000), ("llama_13b", "A100", 56000),
           ("llama3_8b", "A100", 427000), ("mistral_7b", "H100", 439000),

@@ -52,8 +52,8 @@ def fleet(replicas: int, duration_s: float) -> dict:
 
 
 def _one(replicas: int, duration_s: float, shards: int) -> dict:
-    from inferno.scenario import parse_scenario
     from sim.closedloop.run import run_scenario
+    from sim.scenario import parse_scenario
 
     scenario = parse_scenario(fleet(replicas, duration_s), file=f"fleet-{replicas}")
     w0, c0 = time.perf_counter(), time.process_time()

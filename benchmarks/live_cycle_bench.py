@@ -43,8 +43,8 @@ from inferno.control import ControllerSettings  # noqa: E402
 from inferno.io import load_static_data  # noqa: E402
 from live.app import LiveLoop, LiveSettings  # noqa: E402
 from live.config import KubeSettings, PromSettings, load_api_client  # noqa: E402
+from live.emulate import DeploymentReader  # noqa: E402
 from live.kube import discover_deployments  # noqa: E402
-from live.load_noise import DeploymentReader  # noqa: E402
 from live.prom import PromReader  # noqa: E402
 from sim.deployment import StartupDelay  # noqa: E402
 from sim.emulate import ClusterEmulation, EmulationSettings  # noqa: E402

@@ -55,7 +55,7 @@ from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from inferno.commands.live import follow_deployments  # noqa: E402
 from inferno.io import load_static_data  # noqa: E402
 from live.config import KubeSettings, load_api_client  # noqa: E402
-from live.load_noise import DeploymentReader  # noqa: E402
+from live.emulate import DeploymentReader  # noqa: E402
 from sim.deployment import StartupDelay  # noqa: E402
 from sim.emulate import ClusterEmulation, EmulationSettings  # noqa: E402
 

@@ -45,9 +45,9 @@ VARIANTS = [  # (name, --set overrides, the variant its cost is compared with)
 
 
 def _run(sets: list[str], seed: int, warmup: int) -> dict:
-    from inferno.scenario import load_scenario
     from sim.closedloop.run import run_scenario
     from sim.closedloop.summary import window_statistic
+    from sim.scenario import load_scenario
 
     scenario = load_scenario(SCENARIO, [*sets, f"seed={seed}"])
     result = run_scenario(scenario)

@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inferno.scenario import load_scenario  # noqa: E402
 from sim.closedloop.record import RUN_FILES, write_run  # noqa: E402
 from sim.closedloop.run import run_scenario  # noqa: E402
+from sim.scenario import load_scenario  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden" / "closedloop-quickstart"
 SETS = ("duration_s=600", "drain_s=300")

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inferno.control.policies import POLICY_NAMES  # noqa: E402
-from inferno.scenario import load_scenario  # noqa: E402
+from sim.scenario import load_scenario  # noqa: E402
 from sim.sweep import Job, execute  # noqa: E402
 from sim.sweep_spec import run_seeds  # noqa: E402
 

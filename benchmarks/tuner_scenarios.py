@@ -25,9 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inferno.scenario import load_scenario  # noqa: E402
 from sim.closedloop.run import run_scenario  # noqa: E402
 from sim.closedloop.summary import PARAM_NAMES, TUNER_TOLERANCE  # noqa: E402
+from sim.scenario import load_scenario  # noqa: E402
 
 CONVERGENCE = ROOT / "scenarios" / "tuner-convergence.yaml"
 SINGLE_POINT = ROOT / "scenarios" / "tuner-single-point.yaml"

@@ -23,7 +23,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inferno.scenario import load_scenario  # noqa: E402
+from sim.scenario import load_scenario  # noqa: E402
 from sim.sweep import Job, execute  # noqa: E402
 from sim.sweep_spec import run_seeds  # noqa: E402
 

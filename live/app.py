@@ -177,7 +177,7 @@ def policy_settings(name: str, *, scale_down_window_s: float | None = None,
     if path is None:
         settings = entry.settings()
     else:
-        from inferno.scenario import load_settings  # the scenarios' YAML binder
+        from inferno.io.yamlbind import load_settings  # the scenarios' YAML binder
 
         settings = load_settings(path, entry.settings)
     changes: dict[str, object] = {}

@@ -1,5 +1,4 @@
-"""Load noise against a cluster (the seed's load emulator), and Deployment status for
-``inferno emulate``.
+"""Load noise against a cluster (the seed's load emulator).
 
 `ClusterLoadNoise` is ``inferno load-noise [INTERVAL] [ALPHA]`` (formerly ``emulate-load``,
 docs/design/control-loop.md §4.1):
@@ -14,10 +13,8 @@ the actuator, P26 (docs/design/control-loop.md §8)). One numpy Generator from t
 reproducible: servers are
 stepped in name order.
 
-`DeploymentReader` is what ``inferno emulate`` follows, and `DeploymentStatusWriter` serves
-``inferno emulate --write-status``: a Kubernetes API emulator
-has no Deployment controller, so the emulated cluster reports its replica counts itself. Never
-use it against a real cluster, whose controller owns the status.
+`DeploymentReader` and `DeploymentStatusWriter` moved to `live.emulate` (the cluster side of
+``inferno emulate``); importing them from here still works, with a DeprecationWarning.
 """
 
 from __future__ import annotations
@@ -26,7 +23,9 @@ import logging
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import kubernetes.client
 import numpy as np
@@ -40,9 +39,7 @@ from live.errors import KUBE_ERRORS, kube_collect_error
 from live.kube import (
     KubeActuator,
     ManagedDeployment,
-    call_with_retries,
     discover,
-    discover_deployments,
     list_managed,
 )
 
@@ -140,35 +137,15 @@ class ClusterLoadNoise:
         return passes
 
 
-class DeploymentReader:
-    """The managed Deployments, for `inferno emulate` to follow; raises CollectError."""
-
-    def __init__(self, api_client: kubernetes.client.ApiClient, kube: KubeSettings) -> None:
-        self.kube = kube
-        self._apps = kubernetes.client.AppsV1Api(api_client)
-
-    def __call__(self) -> list[ManagedDeployment]:
-        return list(discover_deployments(self._apps, self.kube).deployments.values())
+_MOVED = ("DeploymentReader", "DeploymentStatusWriter")
 
 
-class DeploymentStatusWriter:
-    """Reports replica counts into Deployments' status (API emulators only, see module doc)."""
+def __getattr__(name: str) -> Any:
+    """The names that moved to `live.emulate`, with a DeprecationWarning."""
+    if name in _MOVED:
+        warnings.warn(f"live.load_noise.{name} is deprecated: import it from live.emulate",
+                      DeprecationWarning, stacklevel=2)
+        from live import emulate
 
-    def __init__(self, api_client: kubernetes.client.ApiClient, kube: KubeSettings, *,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.kube = kube
-        self._apps = kubernetes.client.AppsV1Api(api_client)
-        self._sleep = sleep
-
-    def __call__(self, namespace: str, deployment: str, replicas: int, ready: int) -> None:
-        """Set status.replicas, .readyReplicas and .availableReplicas; failures are logged."""
-        body = {"status": {"replicas": replicas, "readyReplicas": ready,
-                           "availableReplicas": ready}}
-        what = f"patch status of Deployment {namespace}/{deployment}"
-        try:
-            call_with_retries(
-                lambda timeout_s: self._apps.patch_namespaced_deployment_status(
-                    deployment, namespace, body, _request_timeout=timeout_s),
-                what=what, settings=self.kube, sleep=self._sleep)
-        except ActuateError as exc:
-            log.warning("emulate: %s", exc)
+        return getattr(emulate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -54,6 +54,7 @@ from prometheus_client.registry import Collector
 
 from inferno.control.cyclelog import CycleLog, CycleRecord, CycleStatus, ServerRecord
 from inferno.model.snapshot import ActuationReport, AllocationPlan
+from inferno.model.units import MS_PER_S
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class ControllerMetrics:
         self.cycles.labels(status=CycleStatus.OK, stage="")
 
     def observe(self, record: CycleRecord) -> None:
-        self.duration.observe(record.timing.total_ms / 1000.0)
+        self.duration.observe(record.timing.total_ms / MS_PER_S)
         self.cycles.labels(status=record.status, stage=record.stage).inc()
         if record.is_ok:
             self.last_success.set(record.time_s)

@@ -36,7 +36,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -468,7 +468,7 @@ class ClusterEmulation:
         changed, followed.changed = followed.changed, self.env.event()
         changed.succeed()
 
-    def _arrivals(self, followed: _Followed) -> Iterator[simpy.events.Event]:
+    def _arrivals(self, followed: _Followed) -> Generator[simpy.events.Event, object, None]:
         """Poisson arrivals at the current rate; a load change restarts the draw."""
         env = self.env
         while True:

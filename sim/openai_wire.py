@@ -135,9 +135,10 @@ def parse_request(body: object, endpoint: Endpoint, *, max_model_len: int) -> Ge
         endpoint=endpoint, model=model, prompt_tokens=prompt_tokens, max_tokens=limit,
         min_tokens=min_tokens, ignore_eos=_bool(body, "ignore_eos"),
         stream=_bool(body, "stream"),
-        include_usage=bool(options) and _bool(options, "include_usage", "stream_options."),
-        continuous_usage=bool(options) and _bool(options, "continuous_usage_stats",
-                                                 "stream_options."))
+        include_usage=options is not None and _bool(options, "include_usage",
+                                                    "stream_options."),
+        continuous_usage=options is not None and _bool(options, "continuous_usage_stats",
+                                                       "stream_options."))
 
 
 def output_length(req: GenerationRequest, eos_tokens: int) -> tuple[int, str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from typing import TypeVar
 
 LOOKBACK_S = 300.0
 """Prometheus' default lookback delta of instant selectors."""
@@ -79,8 +80,11 @@ def max_over_time(values: Sequence[float]) -> float | None:
     return max(values) if values else None
 
 
-def last(times: Sequence[float], values: Sequence[float], end_s: float, *,
-         is_stale: bool = False) -> float | None:
+_V = TypeVar("_V")
+
+
+def last(times: Sequence[float], values: Sequence[_V], end_s: float, *,
+         is_stale: bool = False) -> _V | None:
     """An instant selector: the last sample at or before ``end_s`` within the lookback."""
     if is_stale:
         return None

@@ -44,7 +44,6 @@ from inferno.model.snapshot import (
     ClusterSnapshot,
     ServerObservation,
 )
-from inferno.scenario import Scenario
 from sim.closedloop.run import (
     Progress,
     RequestsTable,
@@ -56,6 +55,7 @@ from sim.closedloop.run import (
     prepare,
 )
 from sim.closedloop.summary import RunResult, ServerOutcome, slo_columns
+from sim.scenario import Scenario
 
 DRAIN_STEP_S = 10.0
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from inferno.scenario import Scenario
 from sim.closedloop.record import cycles_frame
 from sim.closedloop.run import run_scenario
+from sim.scenario import Scenario
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

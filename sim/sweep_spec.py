@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from inferno.errors import ConfigError
-from inferno.scenario import POLICY_NAMES, Scenario, load_scenario, read_yaml
+from sim.scenario import POLICY_NAMES, Scenario, load_scenario, read_yaml
 
 SWEEP_KEYS = ("name", "scenario", "policies", "seeds", "seed", "set", "grid")
 METRIC_COLUMNS = ("requests", "dropped", "slo_attainment", "ttft_mean_ms", "ttft_p90_ms",
@@ -118,7 +118,7 @@ def expand(sweep: SweepSpec, default_policy: str = "inferno") -> list[RunSpec]:
     points = list(itertools.product(*(values for _, values in sweep.grid)))
     policies = sweep.policies or (default_policy,)
     seeds = run_seeds(sweep.seed, sweep.seeds)
-    runs = []
+    runs: list[RunSpec] = []
     for point in points:
         for policy in policies:
             for index, seed in enumerate(seeds):

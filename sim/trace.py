@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +137,7 @@ def replay(env: simpy.Environment, rows: Sequence[TraceRow], submit: Callable[[R
     (a `sim.cluster.Cluster.submit` routes on it; a deployment's own submit ignores it).
     """
 
-    def run() -> Iterator[simpy.events.Event]:
+    def run() -> Generator[simpy.events.Event, object, None]:
         for row in rows:
             t = start_s + row.arrival_s
             if t > env.now:

@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 import simpy
 
 from inferno.analyzer import LatencyStats, QueueConfig, analyze, latency_stats
-from inferno.model import PerfModel, System, effective_max_batch
+from inferno.model import MAX_QUEUE_TO_BATCH_RATIO, PerfModel, System, effective_max_batch
 from inferno.model.units import MS_PER_S
 from sim import workload
 from sim.bench import perf_for
@@ -158,7 +159,8 @@ def compare(system: System, point: Point, *, num_requests: int = 4000, seed: int
     """
     mp = perf_for(system, point.model, point.accelerator)
     n = effective_max_batch(mp.max_batch_size)
-    base = QueueConfig(max_batch=n, max_queue=10 * n, in_tokens=point.in_tokens,
+    q = MAX_QUEUE_TO_BATCH_RATIO * n
+    base = QueueConfig(max_batch=n, max_queue=q, in_tokens=point.in_tokens,
                        out_tokens=point.out_tokens, perf=mp.perf, perf_model=models[0],
                        max_num_tokens=mp.max_num_tokens)
     rate = point.load * analyze(base, 1e-6).max_rate_rps
@@ -169,7 +171,7 @@ def compare(system: System, point: Point, *, num_requests: int = 4000, seed: int
     cluster = Cluster(env, system, seed=ss_cluster, sample_period_s=None)
     dep = cluster.add_deployment(DeploymentSpec(
         name="v", model=point.model, accelerator=point.accelerator, max_batch=n,
-        engine=EngineSettings(max_num_batched_tokens=mp.max_num_tokens, max_waiting=10 * n,
+        engine=EngineSettings(max_num_batched_tokens=mp.max_num_tokens, max_waiting=q,
                               prefill_emits_token=prefill_emits_token)))
     lengths = _lengths(point, output_kind).pairs(np.random.default_rng(ss_lengths))
     times = workload.ArrivalProcess(rate=workload.constant(rate)).times(
@@ -193,7 +195,7 @@ def compare(system: System, point: Point, *, num_requests: int = 4000, seed: int
         primary=models[0])
 
 
-def _window_mean_running(df, t0: float, t1: float) -> float:
+def _window_mean_running(df: pd.DataFrame, t0: float, t1: float) -> float:
     """Time-average number in the batch over [t0, t1] from the per-request stamps."""
     start = df["first_scheduled_s"].to_numpy()
     end = df["finish_s"].to_numpy()

@@ -13,7 +13,7 @@ from inferno.analyzer import analyze as analyze_point
 from inferno.commands.limits import check_flag
 from inferno.errors import ConfigError
 from inferno.io import load_system
-from inferno.model import PerfModel, effective_max_batch, statistic_label
+from inferno.model import PerfModel, effective_max_batch, effective_max_queue, statistic_label
 from inferno.model.units import rpm_to_rps, rps_to_rpm
 
 
@@ -75,7 +75,7 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
     if percentile is not None:
         ttft_pct = itl_pct = percentile
     n = effective_max_batch(max_batch, perf.max_batch_size)
-    cfg = QueueConfig(max_batch=n, max_queue=10 * n if max_queue is None else max_queue,
+    cfg = QueueConfig(max_batch=n, max_queue=effective_max_queue(max_queue, n),
                       in_tokens=in_tokens, out_tokens=out_tokens, perf=perf.perf,
                       perf_model=PerfModel(perf_model), max_num_tokens=perf.max_num_tokens)
     metrics = analyze_point(cfg, rpm_to_rps(rate_rpm))
@@ -86,8 +86,9 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
     sizing = size(cfg, targets)
     max_rpm = (rps_to_rpm(sizing.metrics.throughput_rps)
                if sizing.feasible and sizing.metrics else 0.0)
+    latency = {"ttftMs": _stats(ttft_stats), "itlMs": _stats(itl_stats)}
     doc = {"maxBatch": cfg.max_batch, "maxQueue": cfg.max_queue, "metrics": asdict(metrics),
-           "latency": {"ttftMs": _stats(ttft_stats), "itlMs": _stats(itl_stats)},
+           "latency": latency,
            "targets": {"itlMs": itl_ms, "ttftMs": ttft_ms, "itlPercentile": itl_pct,
                        "ttftPercentile": ttft_pct},
            "feasible": sizing.feasible, "maxRateRpm": max_rpm, "reason": sizing.reason}
@@ -101,7 +102,7 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
                f"TTFT {m.ttft_ms:.2f} ms, ITL {m.itl_ms:.3f} ms, wait {m.wait_ms:.2f} ms, "
                f"in service {m.num_in_service:.2f}, utilisation {m.rho:.3f}, "
                f"max rate {rps_to_rpm(m.max_rate_rps):.2f} RPM")
-    for name, stats in (("TTFT", doc["latency"]["ttftMs"]), ("ITL", doc["latency"]["itlMs"])):
+    for name, stats in (("TTFT", latency["ttftMs"]), ("ITL", latency["itlMs"])):
         click.echo(f"  {name} ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stats.items()))
     wanted = (f"ITL {statistic_label(itl_pct)} {itl_ms:g} ms / "
               f"TTFT {statistic_label(ttft_pct)} {ttft_ms:g} ms")

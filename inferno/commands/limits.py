@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ import click
 
 from inferno.errors import ConfigError
 from inferno.io import safe
+from inferno.model import PerfParms, iteration_time_ms
+from inferno.model.units import MS_PER_S
 
 
 def check_flag(flag: str, value: float | None, *, above: float | None = None,
@@ -77,31 +79,55 @@ def check_bench(params: dict[str, Any], *, force: bool) -> None:
         think = workload.parse_delay(params["think"], "--think")
         check_flag("--think", max(think.mean_s, think.high_s), limit="MAX_SIM_DURATION_S",
                    force=force)
-    if params.get("arrivals_file") is not None:
-        times = workload.read_timestamps(params["arrivals_file"], "--arrivals")
-        where = f"--arrivals {params['arrivals_file']}"
-        safe.check_limit(len(times), safe.MAX_SIM_REQUESTS,
-                         f"{where}: arrivals (MAX_SIM_REQUESTS)", force=force)
-        if len(times):
-            safe.check_limit(float(times[-1]), safe.MAX_SIM_DURATION_S,
-                             f"{where}: span of the arrival times, s (MAX_SIM_DURATION_S)",
-                             force=force)
     if params.get("csv_path") is not None:
         safe.check_output_file(params["csv_path"], "--csv")
     if params.get("sweep") and params.get("plot") is not None:
         safe.check_output_file(params["plot"], "--plot")
 
 
+def check_arrivals(times: Sequence[float], path: Path, *, force: bool) -> None:
+    """``--arrivals``' timestamps (read once, by the command): how many, and their span."""
+    where = f"--arrivals {path}"
+    safe.check_limit(len(times), safe.MAX_SIM_REQUESTS,
+                     f"{where}: arrivals (MAX_SIM_REQUESTS)", force=force)
+    if len(times):
+        safe.check_limit(float(times[-1]), safe.MAX_SIM_DURATION_S,
+                         f"{where}: span of the arrival times, s (MAX_SIM_DURATION_S)",
+                         force=force)
+
+
+def fastest_request_s(perf: PerfParms, in_tokens: float, out_tokens: float) -> float:
+    """A lower bound on a request's time in the engine (s): one decode iteration per output
+    token, each at least one token computed over the prompt's KV cache (batching only makes
+    iterations longer)."""
+    return out_tokens * iteration_time_ms(perf, 1.0, in_tokens) / MS_PER_S
+
+
+def check_users_duration(users: Sequence[float], duration_s: float | None,
+                         cycle_s: float, *, force: bool) -> None:
+    """``--concurrency C --duration D``: at most C·D / ``cycle_s`` requests (``cycle_s`` = the
+    fastest request plus the mean think time), capped like ``--rate x --duration``."""
+    if duration_s is None or not users:
+        return
+    for count in users:
+        estimate = count * duration_s / cycle_s if cycle_s > 0 else math.inf
+        safe.check_limit(estimate, safe.MAX_SIM_REQUESTS,
+                         f"--concurrency {count:g} x --duration {duration_s:g}: simulated "
+                         f"requests, estimated at the fastest request plus think time "
+                         f"({cycle_s:.3g} s) (MAX_SIM_REQUESTS)", force=force)
+
+
 def bench_checks(command: Callable[..., None]) -> Callable[..., None]:
     """``command`` (the `sim bench` callback) with a ``--force`` flag and `check_bench` run on
-    its parameters first."""
+    its parameters first; ``force`` is passed on for the checks that need what the command
+    reads (the arrivals file, the model's parameters)."""
 
     @click.option("--force", is_flag=True, help="Run even beyond the limits on simulated "
                   "requests and seconds (docs/scenarios.md, Limits).")
     @functools.wraps(command)
     def checked(*, force: bool, **params: Any) -> None:
         check_bench(params, force=force)
-        command(**params)
+        command(force=force, **params)
 
     return checked
 

@@ -305,7 +305,7 @@ def emulate(data_path: Path | None, targets_file: Path, prometheus_config: Path 
     from inferno.io import load_static_data
     from live.app import stop_on_signals
     from live.config import kube_settings_from_env, load_api_client
-    from live.load_noise import DeploymentReader, DeploymentStatusWriter
+    from live.emulate import DeploymentReader, DeploymentStatusWriter
     from live.placement import placement_settings_from_env
     from sim.deployment import StartupDelay
     from sim.emulate import ClusterEmulation, EmulationSettings, scrape_config

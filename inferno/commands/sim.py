@@ -72,7 +72,7 @@ def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
           think: str | None, stagger: float, max_batch: int | None, kv_tokens: int | None,
           replicas: int, num_requests: int | None, duration: float | None, seed: int,
           sweep: bool, plot: Path, as_json: bool, csv_path: Path | None,
-          table: Path | None) -> None:
+          table: Path | None, force: bool = False) -> None:
     """Benchmark the twin like `vllm bench serve` (one point, or a sweep with --sweep)."""
     from inferno.io import load_system
     from sim import bench as sim_bench
@@ -88,18 +88,26 @@ def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
     if len(loads) > 1 and not sweep:
         raise click.UsageError("several load values need --sweep")
     system = load_system(data_dir)
-    sim_bench.perf_for(system, model, accelerator, data=str(data_dir))
+    perf = sim_bench.perf_for(system, model, accelerator, data=str(data_dir)).perf
     dist_in = workload.parse_tokens(input_tokens, "--input-tokens")
     dist_out = workload.parse_tokens(output_tokens, "--output-tokens")
-    times = (tuple(workload.read_timestamps(arrivals_file, "--arrivals").tolist())
-             if arrivals_file is not None else None)
+    times = None
+    if arrivals_file is not None:
+        times = tuple(workload.read_timestamps(arrivals_file, "--arrivals").tolist())
+        limits.check_arrivals(times, arrivals_file, force=force)
+    think_delay = workload.parse_delay(think, "--think") if think is not None else None
+    if concurrency is not None:
+        think_s = (0.0 if think_delay is None else (think_delay.low_s + think_delay.high_s) / 2
+                   if think_delay.kind == "uniform" else think_delay.mean_s)
+        limits.check_users_duration(loads, duration, think_s + limits.fastest_request_s(
+            perf, dist_in.mean_tokens, dist_out.mean_tokens), force=force)
     try:
         cfg = sim_bench.BenchConfig(
             model=model, accelerator=accelerator, in_tokens=round(dist_in.mean_tokens),
             out_tokens=max(1, round(dist_out.mean_tokens)), input=dist_in, output=dist_out,
             concurrency=int(loads[0]) if concurrency else None,
             rate_rps=loads[0] if rate else None, arrival_times_s=times,
-            think=workload.parse_delay(think, "--think") if think is not None else None,
+            think=think_delay,
             stagger_s=stagger, max_batch=max_batch, kv_tokens=kv_tokens, replicas=replicas,
             num_requests=num_requests, duration_s=duration, seed=seed)
     except ConfigError as exc:

@@ -22,14 +22,21 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from inferno.control.policies import POLICY_NAMES
 from inferno.errors import ConfigError
 
 if TYPE_CHECKING:  # the twin is imported inside the commands only
+    from click._termui_impl import ProgressBar
+
     from sim.closedloop.summary import RunResult
 
 
 class ProgressLine:
-    """A one-line progress bar on stderr, shown only on a terminal and after `delay_s`."""
+    """A progress bar with an ETA (`click.progressbar`) on stderr, shown only on a terminal
+    and only once a run has taken `delay_s` (short runs stay quiet)."""
+
+    STEPS = 1000
+    """Resolution of the bar: the fraction of simulated time is drawn in 0.1 % steps."""
 
     def __init__(self, label: str, *, stream: TextIO | None = None, delay_s: float = 1.0,
                  width: int = 30) -> None:
@@ -39,22 +46,27 @@ class ProgressLine:
         self.delay_s = delay_s
         self.width = width
         self._start = time.monotonic()
-        self._drawn = False
+        self._bar: ProgressBar[Any] | None = None
+        self._steps = 0
 
     def __call__(self, done_s: float, end_s: float) -> None:
         if not self.is_shown or time.monotonic() - self._start < self.delay_s:
             return
+        if self._bar is None:
+            self._bar = click.progressbar(
+                length=self.STEPS, label=self.label, file=self.stream, width=self.width,
+                fill_char="#", empty_char=".", bar_template="%(label)s [%(bar)s] %(info)s",
+                item_show_func=lambda text: text)
+            self._bar.__enter__()
         fraction = min(max(done_s / end_s, 0.0), 1.0) if end_s > 0 else 1.0
-        filled = round(fraction * self.width)
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
-                          f"{100 * fraction:5.1f}%  t={done_s:,.0f}/{end_s:,.0f} s")
-        self.stream.flush()
-        self._drawn = True
+        steps = round(fraction * self.STEPS)
+        self._bar.update(steps - self._steps, f"t={done_s:,.0f}/{end_s:,.0f} s")
+        self._steps = steps
 
     def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
 
 
 def _scale_options(command: Any) -> Any:
@@ -99,7 +111,7 @@ def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
 
 @click.command("run")
 @click.argument("scenario", required=False, type=click.Path(path_type=Path))
-@click.option("--policy", help="inferno, oracle, hpa, saturation or static "
+@click.option("--policy", help=f"{', '.join(POLICY_NAMES[:-1])} or {POLICY_NAMES[-1]} "
               "(default: the scenario's policy.name).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Output directory (default: runs/<scenario>-<policy>).")
@@ -116,9 +128,9 @@ def run(scenario: Path | None, policy: str | None, out: Path | None, sets: tuple
         shards: int, scheduler: str | None, force: bool) -> None:
     """Run SCENARIO (default: the quickstart) in the twin with the controller in the loop."""
     from inferno.io import safe
-    from inferno.scenario import DEFAULT_SCENARIO, check_run_size, load_scenario
     from sim.closedloop.record import write_run
     from sim.closedloop.run import run_scenario
+    from sim.scenario import DEFAULT_SCENARIO, check_run_size, load_scenario
 
     path = scenario or DEFAULT_SCENARIO
     loaded = load_scenario(path, sets)
@@ -156,9 +168,9 @@ def replay(run_dir: Path, policy: str | None, out: Path | None, check: bool,
            scheduler: str | None, force: bool) -> None:
     """Re-run a recorded run (RUN_DIR of `sim run`) on its recorded requests."""
     from inferno.io import safe
-    from inferno.scenario import check_run_size, load_scenario
     from sim.closedloop.record import RUN_FILES, decision_diff, load_run, write_run
     from sim.closedloop.run import run_scenario
+    from sim.scenario import check_run_size, load_scenario
 
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: not a run directory (of `inferno sim run`)")

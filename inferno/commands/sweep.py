@@ -29,8 +29,8 @@ def sweep(sweep_file: Path, workers: int | None, scheduler: str | None,
           out: Path | None, force: bool) -> None:
     """Run every scenario variant × policy × seed of SWEEP and tabulate the results."""
     from inferno.io import safe
-    from inferno.scenario import check_run_size, load_scenario, scenario_system, scenario_to_dict
     from sim import sweep_spec as sw
+    from sim.scenario import check_run_size, load_scenario, scenario_system, scenario_to_dict
     from sim.sweep import Job, execute
 
     if workers is not None and scheduler is not None:

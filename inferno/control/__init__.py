@@ -25,7 +25,6 @@ from inferno.control.load_noise import (
     LoadNoiseSettings,
     LoadPhase,
     LoadPoint,
-    Phase,
     phase_multiplier,
 )
 from inferno.control.observation import (
@@ -75,7 +74,7 @@ __all__ = [
     "FileStaticData", "FutureLoad", "HpaMetric", "HpaPolicy",
     "HpaSettings", "InfernoPolicy", "InfernoSettings", "LoadNoise",
     "LoadNoiseSettings", "LoadPhase", "LoadPoint",
-    "ObservedLoad", "OraclePolicy", "Phase", "Policy", "PolicyDeps", "PolicyEntry",
+    "ObservedLoad", "OraclePolicy", "Policy", "PolicyDeps", "PolicyEntry",
     "Recommendation",
     "SaturationScalingPolicy",
     "SaturationSettings", "ServerRecord", "Solve", "StabilisationSettings", "Stabilised",
@@ -85,3 +84,12 @@ __all__ = [
     "read_cycle_log", "resolve_controller_settings", "run_periodic", "scale_to_ready", "stabilise",
     "write_cycle_log",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`Phase`, the deprecated name of `LoadPhase` (warns)."""
+    if name == "Phase":
+        from inferno.control import load_noise
+
+        return load_noise.Phase
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -57,6 +57,7 @@ from inferno.model.snapshot import (
     ServerPlan,
 )
 from inferno.model.system import System
+from inferno.model.units import MS_PER_S
 
 logger = logging.getLogger(__name__)
 
@@ -149,12 +150,12 @@ class Controller:
 
         def lap(name: str, start: float) -> float:
             end = self._timer()
-            ms[name] = (end - start) * 1000.0
+            ms[name] = (end - start) * MS_PER_S
             return end
 
         def done(status: CycleStatus, reason: str = "", stage: str = "",
                  **fields: Unpack[_Outcome]) -> CycleRecord:
-            ms["total_ms"] = (self._timer() - t0) * 1000.0
+            ms["total_ms"] = (self._timer() - t0) * MS_PER_S
             record = CycleRecord(cycle=self.num_cycles, time_s=now_s, policy=self.policy.name,
                                  status=status, reason=reason, stage=stage,
                                  timing=Timing(**ms), tuner=self._tuner_state(),

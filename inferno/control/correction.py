@@ -38,14 +38,11 @@ import numpy as np
 from inferno.analyzer import QueueBatch, analyze_batch, perf_columns
 from inferno.control.decision import held_replicas
 from inferno.errors import ConfigError
-from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfParms
+from inferno.model import DEFAULT_MAX_NUM_TOKENS, MAX_QUEUE_TO_BATCH_RATIO, PerfParms
 from inferno.model.service_class import DEFAULT_CLASS, ServiceClass
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
 from inferno.model.system import System
 from inferno.model.units import rpm_to_rps
-
-DEFAULT_QUEUE_FACTOR = 10
-"""Q = 10·N when a server states no queue size (the optimizer's rule)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,7 +144,7 @@ class ModelCorrection:
             return
         batch = QueueBatch(
             max_batch=np.array([o.max_batch for _, o, _, _, _ in rows]),
-            max_queue=np.array([DEFAULT_QUEUE_FACTOR * o.max_batch if o.max_queue_size is None
+            max_queue=np.array([MAX_QUEUE_TO_BATCH_RATIO * o.max_batch if o.max_queue_size is None
                                 else o.max_queue_size for _, o, _, _, _ in rows]),
             in_tokens=np.array([w.in_tokens for _, _, _, _, w in rows]),
             out_tokens=np.array([w.out_tokens for _, _, _, _, w in rows]),

@@ -11,8 +11,10 @@ nominal value follows the phase multiplier; token nominals do not (upstream).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +47,9 @@ class LoadNoiseSettings:
     theta: float = 0.0
     """Mean reversion per step toward the nominal value, in [0, 1]; 0 = the seed's random
     walk, 1 = independent draws around the nominal value."""
-    phases: tuple[LoadPhase, ...] = ()
-    """Rate multiplier profile from the emulator's start; empty = 1 forever."""
+    phases: tuple[LoadPhase, ...] = field(default=(), metadata={"internal": True})
+    """Rate multiplier profile from the emulator's start; empty = 1 forever. Set by code, not
+    a key of a settings file (a scenario's phases are its `profile`)."""
     range_factor: float | None = None
     """Clamp each value to [nominal / f, nominal · f] (upstream's current emulator uses 10);
     None clamps only at the physical floor: rate ≥ 0, tokens ≥ 1."""
@@ -150,5 +153,10 @@ class LoadNoise:
                                                                              strict=True)}
 
 
-# The phase's name before the tuner got its own phases; still imported by inferno/scenario.py.
-Phase = LoadPhase
+def __getattr__(name: str) -> Any:
+    """`Phase`, the deprecated name of `LoadPhase` (before the tuner got its own phases)."""
+    if name == "Phase":
+        warnings.warn("inferno.control.load_noise.Phase is deprecated: use LoadPhase",
+                      DeprecationWarning, stacklevel=2)
+        return LoadPhase
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from inferno.errors import ConfigError
+from inferno.model.server import MAX_QUEUE_TO_BATCH_RATIO
 
 MAX_DEPTH = 64
 """Deepest nesting of lists and mappings accepted in a JSON or YAML document (our files use 6)."""
@@ -39,8 +40,8 @@ MAX_REPLICAS = 10_000
 """Replicas of one server (the largest fleets run a few hundred per model)."""
 MAX_BATCH = 65_536
 """Max batch (vLLM max_num_seqs; defaults are 256 to 1024)."""
-MAX_QUEUE = 10 * MAX_BATCH
-"""Queue slots beyond the batch of one replica (the analyzer's default is 10 x the batch)."""
+MAX_QUEUE = MAX_QUEUE_TO_BATCH_RATIO * MAX_BATCH
+"""Queue slots beyond the batch of one replica (a server without its own has 10 x the batch)."""
 MAX_RATE_RPM = 1_000_000
 """Arrival rate of one server, requests per minute (about 17,000 requests a second)."""
 MAX_TOKENS = 10_000_000

@@ -11,7 +11,13 @@ from inferno.model.llm import (
     frontend_delay_ms,
     iteration_time_ms,
 )
-from inferno.model.server import Allocation, Load, Server
+from inferno.model.server import (
+    MAX_QUEUE_TO_BATCH_RATIO,
+    Allocation,
+    Load,
+    Server,
+    effective_max_queue,
+)
 from inferno.model.service_class import (
     DEFAULT_CLASS,
     DEFAULT_PRIORITY,
@@ -30,8 +36,9 @@ from inferno.model.system import (
 
 __all__ = [
     "DEFAULT_CLASS", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_NUM_TOKENS", "DEFAULT_PRIORITY",
+    "MAX_QUEUE_TO_BATCH_RATIO",
     "Accelerator", "Allocation", "BatchPolicy", "Load", "ModelPerf", "ModelTarget",
     "OptimizerSettings", "PerfModel", "PerfParms", "Power", "SaturationPolicy", "Server",
     "ServiceClass", "SolverKind", "StepShape", "System", "effective_max_batch",
-    "frontend_delay_ms", "iteration_time_ms", "statistic_label",
+    "effective_max_queue", "frontend_delay_ms", "iteration_time_ms", "statistic_label",
 ]

@@ -46,6 +46,17 @@ class Allocation:
     None if saturated."""
 
 
+MAX_QUEUE_TO_BATCH_RATIO = 10
+"""Queue slots per batch slot of a server that states no max queue size: Q = 10·N (project
+decision, docs/design/optimizer-model.md §2.8)."""
+
+
+def effective_max_queue(max_queue: int | None, max_batch: int) -> int:
+    """A server's queue slots Q beyond its batch N: its own, or 10·N (the one home of that
+    rule; vectorised code multiplies by `MAX_QUEUE_TO_BATCH_RATIO`)."""
+    return MAX_QUEUE_TO_BATCH_RATIO * max_batch if max_queue is None else max_queue
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Server:
     name: str

@@ -42,7 +42,15 @@ from inferno.analyzer import QueueBatch, analyze_batch, perf_columns
 from inferno.analyzer.service import ServiceParams, request_metrics, service_time_ms
 from inferno.errors import ConfigError
 from inferno.io import safe
-from inferno.model import DEFAULT_MAX_BATCH, DEFAULT_MAX_NUM_TOKENS, PerfModel, PerfParms, StepShape
+from inferno.model import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_NUM_TOKENS,
+    MAX_QUEUE_TO_BATCH_RATIO,
+    PerfModel,
+    PerfParms,
+    StepShape,
+)
+from inferno.model.units import MS_PER_S
 from inferno.tuner.benchfile import BenchRow
 from inferno.tuner.fit import (
     BAD_RESIDUAL,
@@ -52,7 +60,6 @@ from inferno.tuner.fit import (
 from inferno.tuner.observation import MAX_PARAM_MS, as_parms
 from inferno.tuner.store import write_json_atomic
 
-MAX_QUEUE_TO_BATCH_RATIO = 10
 DEFAULT_SEED = (5.0, 0.05, 5e-5)
 """Start point when no model-data entry exists (upstream initState)."""
 CONFIDENCE = 0.95
@@ -187,7 +194,7 @@ class BenchModel:
                 wait = tau * (users - batch) / batch
                 _, itl_c, ttft_c = request_metrics(self.perf_model, batch, tau, wait, sp)
                 ttft[idx], itl[idx] = ttft_c + extras["frontend_ms"][idx], itl_c
-                thr[idx] = 1000.0 * batch / tau * tile(self._replicas)[idx]
+                thr[idx] = MS_PER_S * batch / tau * tile(self._replicas)[idx]
         bad = ~np.repeat(usable, n) | ~np.isfinite(ttft) | ~np.isfinite(itl)
 
         def grid(a: np.ndarray) -> np.ndarray:

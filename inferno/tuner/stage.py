@@ -15,7 +15,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from inferno.model import DEFAULT_MAX_BATCH, DEFAULT_MAX_NUM_TOKENS, ModelPerf, PerfParms, System
+from inferno.model import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_NUM_TOKENS,
+    ModelPerf,
+    PerfParms,
+    System,
+    effective_max_queue,
+)
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
 from inferno.tuner.observation import FirstToken, TunerObservation
 from inferno.tuner.pair import tune_pair
@@ -24,9 +31,6 @@ from inferno.tuner.store import Key, ParameterStore, TunerPhase
 
 logger = logging.getLogger(__name__)
 
-MAX_QUEUE_TO_BATCH_RATIO = 10
-"""Q = 10·N when a server reports no max queue size (project decision,
-docs/design/optimizer-model.md §2.8)."""
 DEFAULT_APPENDED_MAX_BATCH = DEFAULT_MAX_BATCH
 """maxBatchSize of a learned pair appended to model data that lacks it (upstream /merge)."""
 
@@ -64,7 +68,7 @@ def _observation(s: ServerObservation, time_s: float, system: System | None,
                  first_token: FirstToken, is_transient: bool) -> TunerObservation:
     perf = system.perf.get((s.model, s.accelerator)) if system is not None else None
     n = s.max_batch
-    q = s.max_queue_size if s.max_queue_size is not None else MAX_QUEUE_TO_BATCH_RATIO * n
+    q = effective_max_queue(s.max_queue_size, n)
     nan = math.nan
 
     def value(v: float | None) -> float:

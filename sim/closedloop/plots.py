@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from inferno.model.units import S_PER_HR, S_PER_MIN
 from sim.request import RequestStatus
@@ -25,7 +26,7 @@ def _figure(rows: int, cols: int, width: float = 11.0, height: float = 2.6) -> A
     return fig, axes
 
 
-def _minutes(t_s: np.ndarray) -> np.ndarray:
+def _minutes(t_s: ArrayLike) -> np.ndarray:
     return np.asarray(t_s, dtype=float) / S_PER_MIN
 
 

@@ -17,13 +17,13 @@ from inferno.control import (
     write_cycle_log,
 )
 from inferno.errors import ConfigError
-from inferno.scenario import (
+from sim.closedloop.summary import RunResult
+from sim.scenario import (
     Scenario,
     TraceSpec,
     dump_scenario,
     load_scenario,
 )
-from sim.closedloop.summary import RunResult
 
 # ------------------------------------------------------------------------------ recording
 RUN_FILES = {

@@ -1,6 +1,6 @@
 """Closed-loop twin runs: a Scenario in, a `RunResult` out.
 
-`run_scenario` builds a SimPy environment from a `inferno.scenario.Scenario`: the cluster and
+`run_scenario` builds a SimPy environment from a `sim.scenario.Scenario`: the cluster and
 its deployments (`sim.cluster`), the `ClusterTwin` adapter, the workload, and the unchanged
 `inferno.control.Controller` driven by a SimPy process every control period (the first cycle
 one period after the start, as upstream). The model writes nothing to disk; the CLI stores a
@@ -30,7 +30,7 @@ count as SLO misses.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,14 +51,6 @@ from inferno.control.settings import HpaMetric, HpaSettings
 from inferno.control.tuning import TunerHook, make_tuner
 from inferno.errors import ConfigError
 from inferno.model import System, effective_max_batch
-from inferno.scenario import (
-    RouterKind,
-    Scenario,
-    ServerSpec,
-    scaled_perf,
-    scaled_targets,
-    scenario_system,
-)
 from sim.closedloop.summary import (
     RunResult,
     ServerOutcome,
@@ -70,12 +62,20 @@ from sim.closedloop.summary import (
 )
 from sim.closedloop.workload import Workload, synthesize, trace_workload
 from sim.cluster import Cluster
-from sim.deployment import DeploymentSpec, RolloutSettings, StartupDelay
+from sim.deployment import DeploymentSpec
 from sim.loadtest import LoadTest, hpa_target
 from sim.recorder import RequestTable, RunRecorder
 from sim.replica import EngineSettings
 from sim.request import RequestStatus
 from sim.router import UniformRandom
+from sim.scenario import (
+    RouterKind,
+    Scenario,
+    ServerSpec,
+    scaled_perf,
+    scaled_targets,
+    scenario_system,
+)
 from sim.trace import replay_columns
 from sim.twin import ClusterTwin, ServerInfo, TwinSettings
 
@@ -90,7 +90,6 @@ def _deployment_spec(spec: ServerSpec, scenario: Scenario, system: System) -> De
     twin = scenario.twin
     perf = system.perf[(spec.model, spec.accelerator)]
     engine = twin.engine
-    startup = twin.startup
     return DeploymentSpec(
         name=spec.name, model=spec.model, accelerator=spec.accelerator,
         max_batch=effective_max_batch(spec.max_batch, perf.max_batch_size),
@@ -103,10 +102,7 @@ def _deployment_spec(spec: ServerSpec, scenario: Scenario, system: System) -> De
             kv_capacity_tokens=(spec.kv_capacity_tokens if spec.kv_capacity_tokens is not None
                                 else engine.kv_capacity_tokens),
             max_waiting=engine.max_waiting),
-        startup=StartupDelay(kind=startup.kind.value, mean_s=startup.mean_s,
-                             spread=startup.spread),
-        rollout=RolloutSettings(max_surge=twin.rollout.max_surge,
-                                max_unavailable=twin.rollout.max_unavailable),
+        startup=twin.startup, rollout=twin.rollout,
         drain_grace_s=twin.drain_grace_s, start_ready=True)
 
 
@@ -118,7 +114,8 @@ file (``.csv`` or ``.parquet``) as the run goes."""
 
 def cycle_times(period_s: float, end_s: float) -> list[float]:
     """The control cycles' times, accumulated as the driver's timeouts accumulate them."""
-    out, t = [], 0.0
+    out: list[float] = []
+    t = 0.0
     while True:
         t = t + period_s
         if t >= end_s:
@@ -341,7 +338,7 @@ def _tuner_hook(scenario: Scenario) -> TunerHook | None:
 
 
 def _control(env: simpy.Environment, controller: Controller, period_s: float, end_s: float,
-             records: list[CycleRecord]) -> Iterator[simpy.events.Event]:
+             records: list[CycleRecord]) -> Generator[simpy.events.Event, object, None]:
     """The driver: one cycle every period (the first one period in) until end_s."""
     while True:
         yield env.timeout(period_s)

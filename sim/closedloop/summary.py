@@ -16,13 +16,13 @@ from inferno.control import (
 )
 from inferno.model import PerfParms, System, statistic_label
 from inferno.model.units import MS_PER_S
-from inferno.scenario import (
-    Scenario,
-)
 from sim.closedloop.workload import Workload
 from sim.metrics import Stats
 from sim.recorder import ServerTally, SloTargets, statistic
 from sim.request import RequestStatus
+from sim.scenario import (
+    Scenario,
+)
 
 SUMMARY_KEYS = ("policy", "requests", "dropped", "slo_attainment", "ttft_ms", "itl_ms", "cost",
                 "gpu_hours", "replica_changes", "replica_reversals", "servers")

@@ -5,27 +5,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from inferno.control import (
     LoadNoise,
-    LoadNoiseSettings,
     LoadPoint,
     phase_multiplier,
 )
 from inferno.errors import ConfigError
 from inferno.model.units import S_PER_MIN
-from inferno.scenario import (
+from sim import workload as wl
+from sim.scenario import (
     LengthKind,
     Scenario,
     ServerSpec,
     TraceSpec,
     profile_phases,
 )
-from sim import workload as wl
 from sim.trace import TraceRow, read_trace
 
 TRACE_COLUMNS = ("arrival_s", "input_tokens", "output_tokens", "server")
@@ -135,9 +134,7 @@ def _schedules(scenario: Scenario, rng: np.random.Generator
             out[s.name] = (times, mult * s.load.rate_rpm / S_PER_MIN,
                            np.full(n, s.load.in_tokens), np.full(n, s.load.out_tokens))
         return out
-    emulator = LoadNoise(LoadNoiseSettings(interval_s=em.interval_s, alpha=em.alpha,
-                                             theta=em.theta, phases=phases,
-                                             range_factor=em.range_factor), rng)
+    emulator = LoadNoise(replace(em, phases=phases), rng)
     current = {s.name: LoadPoint(arrival_rpm=s.load.rate_rpm, avg_in_tokens=s.load.in_tokens,
                                  avg_out_tokens=s.load.out_tokens) for s in scenario.servers}
     num_steps = max(1, math.ceil(duration / em.interval_s))

@@ -30,7 +30,7 @@ from inferno.control import ControllerSettings
 from inferno.io import load_static_data
 from live.app import LiveLoop, LiveSettings
 from live.config import KubeSettings, PromSettings
-from live.load_noise import DeploymentReader, DeploymentStatusWriter
+from live.emulate import DeploymentReader, DeploymentStatusWriter
 from live.placement import PlacementSettings
 from sim.deployment import StartupDelay
 from sim.emulate import ClusterEmulation, EmulationSettings

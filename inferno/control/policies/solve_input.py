@@ -14,7 +14,6 @@ from dataclasses import replace
 import numpy as np
 
 from inferno.analyzer import QueueBatch, analyze_batch, perf_columns
-from inferno.control.correction import DEFAULT_QUEUE_FACTOR
 from inferno.control.decision import (
     cards,
     current_replicas,
@@ -24,7 +23,7 @@ from inferno.control.decision import (
 )
 from inferno.control.demand import DemandState, LoadEstimate
 from inferno.control.settings import InfernoSettings
-from inferno.model import DEFAULT_MAX_NUM_TOKENS
+from inferno.model import DEFAULT_MAX_NUM_TOKENS, MAX_QUEUE_TO_BATCH_RATIO
 from inferno.model.server import Allocation, Load, Server
 from inferno.model.service_class import DEFAULT_CLASS
 from inferno.model.snapshot import ClusterSnapshot, ServerObservation
@@ -186,7 +185,7 @@ def capacity_rpm(snapshot: ClusterSnapshot, static: System) -> dict[str, float]:
         return {}
     batch = QueueBatch(
         max_batch=np.array([o.max_batch for _, o, _, _ in rows]),
-        max_queue=np.array([DEFAULT_QUEUE_FACTOR * o.max_batch for _, o, _, _ in rows]),
+        max_queue=np.array([MAX_QUEUE_TO_BATCH_RATIO * o.max_batch for _, o, _, _ in rows]),
         in_tokens=np.array([t[0] or 0.0 for _, _, _, t in rows], float),
         out_tokens=np.array([t[1] for _, _, _, t in rows], float),
         alpha_ms=np.array([m.perf.alpha_ms for _, _, m, _ in rows]),

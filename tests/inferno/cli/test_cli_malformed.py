@@ -418,6 +418,7 @@ for _args, _flag in (
         (("--rate", "1", "--input-tokens", "uniform:5:1"), "--input-tokens"),
         (("--rate", "1", "--output-tokens", "uniform:1:100000000"), "--output-tokens"),
         (("--concurrency", "2", "--think", "1e15"), "--think"),
+        (("--concurrency", "1000", "--duration", "1e6"), "--concurrency"),
         (("--rate", "1", "--seed", "-1"), "--seed"),
 ):
     def _build(tmp: Path, a: tuple[str, ...] = _args) -> list[str]:

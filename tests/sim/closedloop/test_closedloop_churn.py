@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 from closedloop_helpers import SCENARIOS
 
-from inferno.scenario import load_scenario
 from sim.closedloop.run import run_scenario
+from sim.scenario import load_scenario
 
 WINDOW_CYCLES = 5
 

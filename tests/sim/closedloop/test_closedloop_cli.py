@@ -132,5 +132,35 @@ def test_progress_line_draws_only_on_a_terminal():
     tty = Tty()
     line = ProgressLine("run", stream=tty, delay_s=0.0, width=10)
     line(50.0, 100.0)
+    line(75.0, 100.0)
     line.close()
-    assert tty.getvalue() == "\rrun [#####.....]  50.0%  t=50/100 s\n"
+    drawn = tty.getvalue().split("\r")
+    assert "run [#####.....]  50%  t=50/100 s" in drawn[-2]
+    assert "run [#######...]  75%" in drawn[-1]  # click fills whole cells: 7 of 10
+    assert "t=75/100 s" in drawn[-1]
+    assert tty.getvalue().endswith("\n")
+
+
+def test_progress_line_waits_for_its_delay():
+    """Runs shorter than the delay print nothing, even on a terminal."""
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    line = ProgressLine("run", stream=tty, delay_s=3600.0)
+    line(50.0, 100.0)
+    line.close()
+    assert tty.getvalue() == ""
+
+
+def test_run_help_lists_every_policy_of_the_table(cli) -> None:
+    """`--policy`'s help comes from POLICY_TABLE, the one list of policies."""
+    from inferno.control.policies import POLICY_TABLE
+
+    result = cli("run", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert f"{', '.join(list(POLICY_TABLE)[:-1])} or {list(POLICY_TABLE)[-1]}" in text

@@ -12,10 +12,10 @@ import pytest
 from closedloop_helpers import small_scenario
 
 from inferno.errors import ConfigError
-from inferno.scenario import parse_scenario, scenario_system, scenario_to_dict
 from sim.closedloop.record import write_run
 from sim.closedloop.run import run_scenario
 from sim.closedloop.summary import format_summary, window_statistic
+from sim.scenario import parse_scenario, scenario_system, scenario_to_dict
 
 P99 = {"Premium": {"targets": {"granite_13b": {"ttft_ms": 1000, "itl_ms": 40,
                                                "ttft_percentile": 99}}}}

@@ -12,11 +12,11 @@ import pytest
 from closedloop_helpers import SCENARIOS, small_scenario
 
 from inferno.errors import ConfigError
-from inferno.scenario import apply_set, load_scenario, parse_scenario
 from sim.closedloop.record import RUN_FILES, decision_diff, load_run, write_run
 from sim.closedloop.run import run_scenario
 from sim.closedloop.summary import SUMMARY_KEYS
 from sim.closedloop.workload import Workload, synthesize, trace_workload
+from sim.scenario import apply_set, load_scenario, parse_scenario
 
 PER_SERVER_KEYS = ["requests", "dropped", "slo_attainment", "ttft_ms", "itl_ms", "cost",
                    "gpu_hours", "replica_changes", "replica_reversals"]

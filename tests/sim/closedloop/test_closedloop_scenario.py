@@ -12,7 +12,7 @@ from closedloop_helpers import ROOT, SAMPLE_LARGE, SCENARIOS, small_scenario
 
 from inferno.control.load_noise import phase_multiplier
 from inferno.errors import ConfigError
-from inferno.scenario import (
+from sim.scenario import (
     DEFAULT_SCENARIO,
     DiurnalSpec,
     ProfileSpec,
@@ -67,7 +67,7 @@ def test_unknown_key_names_the_path_and_lists_allowed_keys(tmp_path: Path) -> No
     ("servers.0.replicas", 1.5, r"servers\[0\]\.replicas: expected an integer"),
     ("twin.router", "random", r"twin\.router: expected one of round_robin"),
     ("policy.hpa.metric", "gpu", r"policy\.hpa\.metric: expected one of requests"),
-    ("policy.hpa.tolerance", 2.0, r"policy\.hpa: hpa: tolerance must be in \[0, 1\)"),
+    ("policy.hpa.tolerance", 2.0, r"policy\.hpa: tolerance must be in \[0, 1\)"),
     ("policy.name", "magic", r"policy: name: unknown policy 'magic'"),
     ("servers.0.load.rate_rpm", -1, r"servers\[0\]\.load: rate_rpm must be >= 0"),
     ("emulator.alpha", True, r"emulator\.alpha: expected a number, got True"),
@@ -195,3 +195,85 @@ def test_trace_default_server_and_static_replicas_must_name_servers(tmp_path: Pa
     doc = apply_set(small_scenario(), "policy.static.replicas", {"ghost": 2})
     with pytest.raises(ConfigError, match=r"policy\.static\.replicas\.ghost: no such server"):
         load_scenario(write(tmp_path, doc))
+
+
+def test_policy_sections_are_the_policy_table() -> None:
+    """`policy.<name>` keys are POLICY_TABLE's names, each bound to that policy's settings."""
+    from typing import get_type_hints
+
+    from inferno.control.policies import POLICY_TABLE
+    from sim.scenario import POLICY_NAMES, PolicySpec
+
+    hints = get_type_hints(PolicySpec)
+    sections = [f.name for f in dataclasses.fields(PolicySpec) if f.name != "name"]
+    assert sections == list(POLICY_TABLE)
+    assert tuple(POLICY_TABLE) == POLICY_NAMES
+    for name in sections:
+        assert hints[name] is POLICY_TABLE[name].settings, name
+
+
+# -- sections bound directly to the settings the twin and the emulator run with
+def test_startup_rollout_and_emulator_keys_reach_the_settings_objects(tmp_path: Path) -> None:
+    """Every key of twin.startup, twin.rollout and emulator, by YAML and by --set, lands in
+    the sim.deployment / inferno.control settings the run uses (no translation layer)."""
+    from inferno.control.load_noise import LoadNoiseSettings
+    from sim.deployment import RolloutSettings, StartupDelay
+
+    doc = small_scenario(emulator={"interval_s": 30, "alpha": 0.2})
+    scenario = load_scenario(write(tmp_path, doc), [
+        "twin.startup.kind=uniform", "twin.startup.mean_s=40", "twin.startup.spread=10",
+        "twin.rollout.max_surge=0", "twin.rollout.max_unavailable=1", "emulator.theta=0.1",
+        "emulator.range_factor=3"])
+    assert scenario.twin.startup == StartupDelay(kind="uniform", mean_s=40.0, spread=10.0)
+    assert scenario.twin.rollout == RolloutSettings(max_surge=0, max_unavailable=1)
+    assert scenario.emulator == LoadNoiseSettings(interval_s=30.0, alpha=0.2, theta=0.1,
+                                                  range_factor=3.0)
+    again = parse_scenario(scenario_to_dict(scenario, relative_to=tmp_path), base_dir=tmp_path)
+    assert (again.twin, again.emulator) == (scenario.twin, scenario.emulator)
+
+
+def test_bound_sections_keep_the_documented_defaults(tmp_path: Path) -> None:
+    """docs/scenarios.md: startup fixed 60 s, rollout 1/0, emulator every 60 s at α 0.5, θ 0;
+    a partial section keeps the other defaults."""
+    from inferno.control.load_noise import LoadNoiseSettings
+    from sim.deployment import RolloutSettings, StartupDelay
+
+    doc = small_scenario()
+    del doc["twin"]
+    scenario = load_scenario(write(tmp_path, doc), ["emulator={}"])
+    assert scenario.twin.startup == StartupDelay(kind="fixed", mean_s=60.0, spread=0.0)
+    assert scenario.twin.rollout == RolloutSettings(max_surge=1, max_unavailable=0)
+    assert scenario.emulator == LoadNoiseSettings(interval_s=60.0, alpha=0.5, theta=0.0,
+                                                  range_factor=None)
+    partial = load_scenario(write(tmp_path, doc), ["twin.startup.kind=exponential"])
+    assert partial.twin.startup == StartupDelay(kind="exponential", mean_s=60.0)
+    assert load_scenario(write(tmp_path, doc)).emulator is None
+
+
+@pytest.mark.parametrize(("key_path", "value", "message"), [
+    ("twin.startup.kind", "gamma", r"twin\.startup\.kind must be one of fixed, uniform, "
+                                   r"exponential, lognormal; got 'gamma'"),
+    ("twin.startup.mean_s", -1, r"twin\.startup\.mean_s must be >= 0, got -1"),
+    ("twin.startup.mean_s", 1e9, r"twin: startup\.mean_s must be <= 7,776,000 "
+                                 r"\(MAX_SIM_DURATION_S\)"),
+    ("twin.startup", {"kind": "uniform", "mean_s": 10, "spread": 20},
+     r"twin\.startup\.spread must be in \[0, mean_s\] for uniform"),
+    ("twin.startup.spread", "wide", r"twin\.startup\.spread: expected a number, got 'wide'"),
+    ("twin.rollout", {"max_surge": 0, "max_unavailable": 0},
+     r"twin\.rollout: max_surge and max_unavailable must be >= 0 and not both 0"),
+    ("twin.rollout.max_unavailable", -1, r"twin\.rollout: max_surge and max_unavailable"),
+    ("twin.rollout.max_surge", "one", r"twin\.rollout\.max_surge: expected an integer"),
+    ("emulator.interval_s", 0, r"emulator: interval_s must be > 0, got 0"),
+    ("emulator.alpha", 2, r"emulator: alpha must be in \[0, 1\], got 2"),
+    ("emulator.theta", -0.5, r"emulator: theta must be in \[0, 1\], got -0\.5"),
+    ("emulator.range_factor", 0.5, r"emulator: range_factor must be >= 1"),
+    ("emulator.phases", [], r"emulator\.phases: unknown key; allowed: alpha, interval_s, "
+                            r"range_factor, theta$"),
+])
+def test_bound_sections_report_bad_values_by_key_path(tmp_path: Path, key_path: str,
+                                                      value: object, message: str) -> None:
+    doc = apply_set(small_scenario(), key_path, value)
+    path = write(tmp_path, doc)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_scenario(path)
+    assert str(info.value).startswith(f"{path}: ")

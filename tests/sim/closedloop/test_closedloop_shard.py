@@ -7,8 +7,8 @@ import pytest
 from closedloop_helpers import small_scenario
 
 from inferno.errors import ConfigError
-from inferno.scenario import parse_scenario
 from sim.closedloop.run import run_scenario
+from sim.scenario import parse_scenario
 from sim.shard import split
 
 
@@ -83,6 +83,6 @@ def test_pool_contended_across_shards_is_refused():
 
 
 def _doc(scenario):
-    from inferno.scenario import scenario_to_dict
+    from sim.scenario import scenario_to_dict
 
     return scenario_to_dict(scenario)

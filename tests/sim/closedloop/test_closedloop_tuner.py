@@ -16,11 +16,11 @@ from inferno.commands.simrun import run
 from inferno.control import CycleRecord, CycleStatus
 from inferno.errors import ConfigError
 from inferno.model import Accelerator, ModelPerf, PerfParms, System
-from inferno.scenario import apply_set, load_scenario, parse_scenario
 from inferno.tuner import FirstToken, TunerMode
 from sim.closedloop.record import write_run
 from sim.closedloop.run import run_scenario
 from sim.closedloop.summary import tuner_summary
+from sim.scenario import apply_set, load_scenario, parse_scenario
 
 TRUE_A100 = {"alpha": 20.58, "beta": 0.041, "gamma": 0.00128125}
 """granite_13b on A100 in sample-data/large/model-data.json."""
