@@ -33,13 +33,14 @@ import math
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import simpy
 
 from inferno.errors import ConfigError
+from inferno.io.yamlbind import choices
 from inferno.model import Accelerator, ModelPerf
 from inferno.model.units import S_PER_HR
 from sim.replica import EngineSettings, Replica, ReplicaState
@@ -54,8 +55,8 @@ STARTUP_KINDS = ("fixed", "uniform", "exponential", "lognormal")
 class StartupDelay:
     """Time from capacity grant to ready (model load, warm-up)."""
 
-    kind: str = "fixed"
-    """fixed | uniform | exponential | lognormal."""
+    kind: str = field(default="fixed", metadata=choices(STARTUP_KINDS))
+    """fixed | uniform | exponential | lognormal (YAML: any case)."""
     mean_s: float = 0.0
     spread: float = 0.0
     """uniform: half-width (s) around the mean; lognormal: coefficient of variation."""

@@ -30,8 +30,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 from inferno.errors import ConfigError
 from inferno.io import safe
 
-__all__ = ["bind", "describe", "file_prefix", "join_path", "load_settings", "to_plain",
-           "wrap", "yaml_key"]
+__all__ = ["bind", "choices", "describe", "file_prefix", "join_path", "load_settings",
+           "to_plain", "wrap", "yaml_key"]
 
 _S = TypeVar("_S")
 _T = TypeVar("_T")
@@ -40,6 +40,21 @@ _T = TypeVar("_T")
 def yaml_key(key: str) -> dict[str, str]:
     """Field metadata giving the field the YAML key `key` (e.g. ``class`` for class_name)."""
     return {"yaml": key}
+
+
+def choices(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Field metadata for a string field with fixed spellings: YAML values match them without
+    case, like StrEnum members (``Uniform`` reads as ``uniform``)."""
+    return {"choices": values}
+
+
+def _canonical(f: dataclasses.Field[Any], value: Any) -> Any:
+    """`value` in the spelling of the field's `choices`, when it matches one without case."""
+    if isinstance(value, str):
+        for spelling in f.metadata.get("choices", ()):
+            if spelling.lower() == value.lower():
+                return spelling
+    return value
 
 
 def file_prefix(file: str) -> str:
@@ -125,8 +140,8 @@ def _build(cls: type, data: Any, where: str, ctx: _Ctx, base: Any = None) -> Any
             elif f.default is MISSING and f.default_factory is MISSING:
                 raise ConfigError(f"{file_prefix(ctx.file)}{join_path(where, key)}: required")
             continue
-        kwargs[f.name] = _convert(hints[f.name], data[key], join_path(where, key), ctx,
-                                  default)
+        kwargs[f.name] = _canonical(f, _convert(hints[f.name], data[key],
+                                                join_path(where, key), ctx, default))
     try:
         return cls(**kwargs)
     except ConfigError as exc:

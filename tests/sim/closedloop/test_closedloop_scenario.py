@@ -232,6 +232,19 @@ def test_startup_rollout_and_emulator_keys_reach_the_settings_objects(tmp_path: 
     assert (again.twin, again.emulator) == (scenario.twin, scenario.emulator)
 
 
+def test_startup_kind_is_read_in_any_case_as_before_the_binding(tmp_path: Path) -> None:
+    """Scenario files written for the old string spec (``kind: Uniform``) keep loading: a
+    fixed-spelling string matches without case, like the enum-valued keys."""
+    from sim.deployment import StartupDelay
+
+    doc = small_scenario()
+    doc["twin"]["startup"] = {"kind": "Uniform", "mean_s": 40, "spread": 10}
+    scenario = load_scenario(write(tmp_path, doc))
+    assert scenario.twin.startup == StartupDelay(kind="uniform", mean_s=40.0, spread=10.0)
+    assert load_scenario(write(tmp_path, doc), ["twin.startup.kind=LOGNORMAL"]
+                         ).twin.startup.kind == "lognormal"
+
+
 def test_bound_sections_keep_the_documented_defaults(tmp_path: Path) -> None:
     """docs/scenarios.md: startup fixed 60 s, rollout 1/0, emulator every 60 s at α 0.5, θ 0;
     a partial section keeps the other defaults."""
