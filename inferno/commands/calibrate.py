@@ -64,7 +64,7 @@ reaches zero); nothing is merged unless --accept-poor-fit."""
               help="Relative RMS residual above which the fit is not trusted (exit 3).")
 @click.option("--accept-poor-fit", is_flag=True,
               help="Merge even when the fit is not trusted (still reported).")
-@click.option("--force", is_flag=True, help="Replay more than MAX_SIM_REQUESTS requests per "
+@click.option("--force", is_flag=True, help="Replay more than MAX_SIM_REQUESTS_KEPT requests per "
               "row (docs/scenarios.md, Limits).")
 def calibrate(bench_files: tuple[Path, ...], model: str, accelerator: str,
               data_dir: Path | None, output: Path | None, max_batch: int | None,
@@ -79,7 +79,8 @@ def calibrate(bench_files: tuple[Path, ...], model: str, accelerator: str,
     merged unless --accept-poor-fit."""
     from inferno.tuner.benchfile import read_bench_files
 
-    check_flag("--num-requests", num_requests, at_least=1, limit="MAX_SIM_REQUESTS", force=force)
+    check_flag("--num-requests", num_requests, at_least=1, limit="MAX_SIM_REQUESTS_KEPT",
+               force=force)
     check_flag("--max-batch", max_batch, at_least=1, limit="MAX_BATCH")
     check_flag("--seed", seed, at_least=0)
     check_flag("--max-condition-number", max_condition_number, at_least=0)

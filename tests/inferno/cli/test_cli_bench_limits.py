@@ -74,3 +74,26 @@ def test_arrivals_beyond_the_span_limit_exit_2(tmp_path: Path) -> None:
     result = invoke("--arrivals", str(path))
     assert result.exit_code == 2
     assert "MAX_SIM_DURATION_S" in result.output
+
+
+def test_a_fleet_hour_is_within_the_request_bound_without_force() -> None:
+    """Issue 15's fleet-hour (1,000 replicas at 2,500 req/s for 3,600 s: 9 million requests)
+    needs no --force: `sim bench` folds finished requests into sketches, so only time bounds
+    it; ten times that is refused."""
+    fleet_hour = {"rate": "2500", "duration": 3600.0, "replicas": 1000, "max_batch": 64,
+                  "seed": 1}
+    limits.check_bench(fleet_hour, force=False)
+    with pytest.raises(ConfigError, match=r"--rate 25000 x --duration 3600: .*"
+                                          r"\(MAX_SIM_REQUESTS\)"):
+        limits.check_bench({**fleet_hour, "rate": "25000"}, force=False)
+
+
+def test_calibrate_replays_keep_their_requests_so_their_bound_is_lower() -> None:
+    from inferno.commands.calibrate import calibrate
+
+    group = LazyGroup(name="inferno", commands={"calibrate": calibrate})
+    result = CliRunner().invoke(group, [
+        "calibrate", str(ROOT / "README.md"), "--model", "granite_13b", "--accelerator", "A100",
+        "--data", str(SMALL), "--num-requests", str(safe.MAX_SIM_REQUESTS_KEPT + 1)])
+    assert result.exit_code == 2
+    assert "MAX_SIM_REQUESTS_KEPT" in result.output
