@@ -139,22 +139,54 @@ class LocalEnv:
 
 
 class OpenLoopReplica:
-    """One replica fed its own arrivals in a `LocalEnv` (its SimPy events re-homed there)."""
+    """One replica fed its own arrivals in a `LocalEnv`.
 
-    __slots__ = ("replica", "env", "server", "num_rejected")
+    Without a front-end cost a replica's only events are its wake-ups, of which one at most
+    is live (a later one supersedes it, and SimPy then skips the old one), so the wake-up is
+    a slot (``wake_at``) rather than queue entries; with one, the replica's events go on the
+    `LocalEnv` queue as in SimPy.
+    """
+
+    __slots__ = ("replica", "env", "server", "num_rejected", "wake_at", "_slot")
 
     def __init__(self, replica: Replica, server: str) -> None:
         if replica.num_outstanding or replica.finished:
             raise ValueError(f"replica '{replica.name}' must be idle and new")
         self.env = LocalEnv(float(replica.env.now))
-        replica.env = cast(simpy.Environment, self.env)
+        self._slot = not replica.has_frontend
+        replica.rehome(cast(simpy.Environment, self.env), self._arm if self._slot else None)
         self.replica = replica
         self.server = server
         self.num_rejected = 0
+        self.wake_at = math.inf
+
+    def _arm(self, delay: float) -> object:
+        self.wake_at = self.env._now + delay
+        return _ARMED
 
     def feed(self, times: list[float], ids: list[int], ins: list[int], outs: list[int]
              ) -> None:
         """Arrivals at ``times`` (increasing, after every arrival fed before)."""
+        if not self._slot:
+            self._feed_queued(times, ids, ins, outs)
+            return
+        env = self.env
+        rep = self.replica
+        submit = rep.submit
+        on_wake = rep._on_wake
+        server = self.server
+        for t, rid, in_tokens, out_tokens in zip(times, ids, ins, outs, strict=True):
+            while rep._wake is not None and self.wake_at < t:  # at t: after the arrival
+                env._now = self.wake_at
+                on_wake(_ARMED)
+            env._now = t
+            req = Request(rid, in_tokens, out_tokens, server=server)
+            req.arrival_s = t
+            if not submit(req):
+                self.num_rejected += 1
+
+    def _feed_queued(self, times: list[float], ids: list[int], ins: list[int],
+                     outs: list[int]) -> None:
         env = self.env
         queue = env._queue
         submit = self.replica.submit
@@ -179,6 +211,10 @@ class OpenLoopReplica:
     def drain(self) -> None:
         """Run the replica until nothing is left to happen."""
         env = self.env
+        rep = self.replica
+        while rep._wake is not None and self._slot:
+            env._now = self.wake_at
+            rep._on_wake(_ARMED)
         queue = env._queue
         while queue:
             now, _, _, ev = heappop(queue)
@@ -186,6 +222,10 @@ class OpenLoopReplica:
             callbacks, ev.callbacks = ev.callbacks, None
             for callback in callbacks:
                 callback(ev)
+
+
+_ARMED = object()
+"""The wake-up token of a slotted replica."""
 
 
 def simpy_arrival_times(times: np.ndarray, previous_s: float) -> np.ndarray:

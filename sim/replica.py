@@ -171,7 +171,7 @@ class Replica:
         "_first_idx", "_prefill_emits", "_fast", "_max_tokens", "_max_waiting", "_wake",
         "_wake_t", "_t0",
         "_run_k", "_run_a", "_run_c", "_head", "_chunks", "_await_first", "_done",
-        "_t_area", "_cancelled", "_ingesting",
+        "_t_area", "_cancelled", "_ingesting", "_arm",
     )
 
     def __init__(self, env: simpy.Environment, *, name: str, perf: PerfParms, max_batch: int,
@@ -229,7 +229,10 @@ class Replica:
         self._fast = settings.fast_path
         self._max_tokens = settings.max_num_batched_tokens
         self._max_waiting = settings.max_waiting
-        self._wake: _Wake | None = None
+        self._wake: object | None = None
+        """The pending wake-up (at most one live; None: idle)."""
+        self._arm: Callable[[float], object] = self._arm_simpy
+        """Schedules the wake-up ``delay`` s from now and returns it (`rehome`)."""
         self._wake_t = 0.0
         self._t0 = 0.0
         self._run_k = 0
@@ -260,6 +263,11 @@ class Replica:
     def num_outstanding(self) -> int:
         ingesting = len(self._ingesting) if self._ingesting else 0
         return len(self._running) + len(self._waiting) + ingesting
+
+    @property
+    def has_frontend(self) -> bool:
+        """True when requests spend a front-end delay before reaching the engine."""
+        return self._ingesting is not None
 
     @property
     def kv_capacity_blocks(self) -> int:
@@ -303,7 +311,7 @@ class Replica:
             # Idle: wake now, after every same-instant arrival (LATE priority).
             self._run_k = 0
             self._wake_t = now
-            self._wake = _Wake(self.env, 0.0, self._on_wake)
+            self._wake = self._arm(0.0)
             self.num_events += 1
         elif self._run_k > 1 and len(waiting) == 1 and len(self._running) < self.max_batch:
             k = self._join_index(now)
@@ -311,8 +319,21 @@ class Replica:
                 self._run_k = k
                 tk = self._boundary(k)
                 self._wake_t = tk
-                self._wake = _Wake(self.env, max(0.0, tk - now), self._on_wake)
+                self._wake = self._arm(max(0.0, tk - now))
                 self.num_events += 1
+
+    def _arm_simpy(self, delay: float) -> object:
+        return _Wake(self.env, delay, self._on_wake)
+
+    def rehome(self, env: simpy.Environment, arm: Callable[[float], object] | None = None
+               ) -> None:
+        """Run in ``env`` from now on (an idle replica; `sim.openloop`): wake-ups are SimPy
+        events there, or whatever ``arm(delay)`` makes of them (its caller then calls
+        `_on_wake` with that token at ``env.now + delay``, after any arrival at that time)."""
+        if self._wake is not None or self.num_outstanding:
+            raise ValueError(f"replica '{self.name}' must be idle to move")
+        self.env = env
+        self._arm = arm if arm is not None else self._arm_simpy
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -377,7 +398,7 @@ class Replica:
                 self._run_k = k
                 tk = self._boundary(k)
                 self._wake_t = tk
-                self._wake = _Wake(self.env, max(0.0, tk - now), self._on_wake)
+                self._wake = self._arm(max(0.0, tk - now))
                 self.num_events += 1
 
     def _abort_one(self, req: Request, t: float, produced: int) -> None:
@@ -524,7 +545,7 @@ class Replica:
             k += 1
         return k
 
-    def _on_wake(self, event: Event) -> None:
+    def _on_wake(self, event: object) -> None:
         if event is not self._wake:
             return  # superseded by an earlier boundary
         t = self._wake_t
@@ -684,7 +705,7 @@ class Replica:
             self._plan_decodes(n, t, 0 if preempted else None)
         tk = self._boundary(self._run_k)
         self._wake_t = tk
-        self._wake = _Wake(self.env, max(0.0, tk - self.env.now), self._on_wake)
+        self._wake = self._arm(max(0.0, tk - self.env.now))
         self.num_events += 1
 
     def _plan_decodes(self, n: int, t0: float, k: int | None) -> None:
