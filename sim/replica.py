@@ -182,9 +182,10 @@ class Replica(DecodeRun):
         """Queue ``req`` now; False (and the request REJECTED) if it cannot be accepted."""
         now = self.env.now
         req.replica = self.name
+        kv = self._kv
         if ((self._max_waiting is not None and len(self._waiting) >= self._max_waiting)
-                or not self._kv.fits(blocks_for(req.in_tokens + req.out_tokens + self._extra - 1,
-                                                self._kv.block_size))):
+                or (kv.is_limited and not kv.fits(blocks_for(
+                    req.in_tokens + req.out_tokens + self._extra - 1, kv.block_size)))):
             req.status = RequestStatus.REJECTED
             self.num_rejected += 1
             if req.on_done is not None:
@@ -223,7 +224,8 @@ class Replica(DecodeRun):
                 self._run_k = k
                 tk = self._boundary(k)
                 self._wake_t = tk
-                self._wake = self._arm(max(0.0, tk - now))
+                delay = tk - now
+                self._wake = self._arm(delay if delay > 0.0 else 0.0)
                 self.num_events += 1
 
     def _arm_simpy(self, delay: float) -> object:
@@ -302,7 +304,8 @@ class Replica(DecodeRun):
                 self._run_k = k
                 tk = self._boundary(k)
                 self._wake_t = tk
-                self._wake = self._arm(max(0.0, tk - now))
+                delay = tk - now
+                self._wake = self._arm(delay if delay > 0.0 else 0.0)
                 self.num_events += 1
 
     def _abort_one(self, req: Request, t: float, produced: int) -> None:
@@ -408,7 +411,12 @@ class Replica(DecodeRun):
         if event is not self._wake:
             return  # superseded by an earlier boundary
         t = self._wake_t
-        self._integrate(t)
+        dt = t - self._t_area
+        if dt > 0.0:  # _integrate(t), inlined (once or twice per request): busy until now
+            self.area_running += len(self._running) * dt
+            self.area_waiting += len(self._waiting) * dt
+            self.area_busy += dt
+            self._t_area = t
         self._wake = None
         if self._run_k:
             self._advance(t, self._run_k)
@@ -564,7 +572,8 @@ class Replica(DecodeRun):
             self._plan_decodes(n, t, 0 if preempted else None)
         tk = self._boundary(self._run_k)
         self._wake_t = tk
-        self._wake = self._arm(max(0.0, tk - self.env.now))
+        delay = tk - self.env.now
+        self._wake = self._arm(delay if delay > 0.0 else 0.0)
         self.num_events += 1
 
     def _fuse(self, chunks: list[tuple[Request, int]], t: float, n: int) -> bool:
