@@ -146,22 +146,33 @@ class DecodeRun:
 
     def _join_index(self, t: float) -> int:
         """Smallest k >= 1 with b_k >= t in the current run (an arrival at t joins there)."""
+        return self._join(t)[0]
+
+    def _join(self, t: float) -> tuple[int, float]:
+        """`_join_index` and that boundary (`_boundary`'s arithmetic, inlined: once per
+        arrival)."""
         head = self._head
-        if head and t <= self._t0:
-            return 1
-        a, c = self._run_a, self._run_c
-        target_ms = (t - self._t0) * MS_PER_S
+        t0, a, c = self._t0, self._run_a, self._run_c
+        if head and t <= t0:
+            return 1, self._boundary(1)
+        target_ms = (t - t0) * MS_PER_S
         if c > 0.0:
             h = a - 0.5 * c
             kf = (-h + math.sqrt(h * h + 2.0 * c * target_ms)) / c
         else:
             kf = target_ms / a if a > 0.0 else 1.0
         k = max(1, math.ceil(kf)) + head
-        while k > 1 + head and self._boundary(k - 1) >= t:
+        while k > 1 + head:
+            j = k - 1 - head
+            if t0 + (j * a + c * (j * (j - 1) * 0.5)) / MS_PER_S < t:
+                break
             k -= 1
-        while self._boundary(k) < t:
+        while True:
+            j = k - head
+            b = t0 + (j * a + c * (j * (j - 1) * 0.5)) / MS_PER_S
+            if b >= t:
+                return k, b
             k += 1
-        return k
 
     def steps_done(self, t: float) -> int:
         """Iterations of the current run completed by time ``t``."""

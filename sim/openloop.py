@@ -79,14 +79,17 @@ class StreamedStats:
         if not done:
             return
         first, finish, ttft, itl = latencies_ms(done)
-        arrival = np.fromiter((r.arrival_s for r in done), float, len(done))
+        rows = np.array([(r.arrival_s, r.in_tokens, r.out_tokens) for r in done],
+                        dtype=float).reshape(-1, 3)
+        arrival = rows[:, 0]
+        out = rows[:, 2].astype(np.int64)
         self.ttft.add(ttft)
         self.itl.add(itl)
         self.e2e.add((finish - arrival) * MS_PER_S)
         self.num_done += len(done)
-        self.in_tokens += sum(r.in_tokens for r in done)
-        self.out_tokens += sum(r.out_tokens for r in done)
-        self.gaps += sum(max(r.out_tokens - 1, 0) for r in done)
+        self.in_tokens += int(rows[:, 1].astype(np.int64).sum())
+        self.out_tokens += int(out.sum())
+        self.gaps += int(np.maximum(out - 1, 0).sum())
         self.decode.add(finish - first)
         self.last_finish_s = max(self.last_finish_s, float(finish.max()))
 

@@ -207,7 +207,13 @@ class Replica(DecodeRun):
             self._enqueue(req, self.env.now)
 
     def _enqueue(self, req: Request, now: float) -> None:
-        self._integrate(now)
+        dt = now - self._t_area
+        if dt > 0.0:  # _integrate(now), inlined (once per request)
+            self.area_running += len(self._running) * dt
+            self.area_waiting += len(self._waiting) * dt
+            if self._wake is not None:
+                self.area_busy += dt
+            self._t_area = now
         req.target = req.out_tokens + self._extra
         req.status = RequestStatus.WAITING
         waiting = self._waiting
@@ -219,10 +225,9 @@ class Replica(DecodeRun):
             self._wake = self._arm(0.0)
             self.num_events += 1
         elif self._run_k > 1 and len(waiting) == 1 and len(self._running) < self.max_batch:
-            k = self._join_index(now)
+            k, tk = self._join(now)
             if k < self._run_k:
                 self._run_k = k
-                tk = self._boundary(k)
                 self._wake_t = tk
                 delay = tk - now
                 self._wake = self._arm(delay if delay > 0.0 else 0.0)
