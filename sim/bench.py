@@ -203,7 +203,7 @@ def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path =
     ``per_replica``: simulate each replica on its own (`sim.openloop`: same timestamps, same
     summary, faster; open loop, round robin and no table only); None: whenever the run allows
     it, False: never (one SimPy environment). ``workers``: processes of a per-replica run
-    (None: 2 for a large run on a machine with 2 cores or more, `default_workers`).
+    (None: 2 for a large run when a second core is free, `default_workers`).
     """
     mp = perf_for(system, cfg.model, cfg.accelerator)
     max_batch = effective_max_batch(cfg.max_batch, mp.max_batch_size)
