@@ -325,14 +325,16 @@ class OpenLoopResult:
 
 
 def default_workers(num_replicas: int, expected_requests: float) -> int:
-    """2 processes when the machine has a core to spare (2 cores or more, 1-minute load
-    average below cores − 1) and the run is big enough to repay a fork, else 1. Only the
+    """2 processes on 2 cores or more for a big run (≥ 500,000 requests), or for a run of
+    ≥ 20,000 requests when the 1-minute load average leaves a core free; else 1. Only the
     speed depends on it: 1 and 2 processes give identical results."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
-    spare = os.getloadavg()[0] < cores - 1 if hasattr(os, "getloadavg") else True
-    return 2 if (cores >= 2 and spare and num_replicas >= 2
-                 and expected_requests >= 20_000) else 1
+    if cores < 2 or num_replicas < 2 or expected_requests < 20_000:
+        return 1
+    if expected_requests >= 500_000:
+        return 2
+    return 2 if os.getloadavg()[0] < cores - 1 else 1
 
 
 def run_open_loop(replicas: list[Replica], server: str, streams: Streams, *,
