@@ -6,8 +6,9 @@ each replica receives are known up front: request i goes to replica i mod R. The
 share nothing, and each one can be simulated on its own, in a `LocalEnv` that offers the part
 of `simpy.Environment` a `sim.replica.Replica` uses (``now``, ``timeout``, its event queue).
 The very same `Replica` code runs; only the loop that feeds it changes: the replica's next
-arrival against the head of its own small event queue, with SimPy's order at equal times
-(front-end hand-overs and arrivals, priority NORMAL, before wake-ups, priority LATE). Every
+arrival against its own next event (its one live wake-up, or the head of its small event queue
+when it has a front-end cost, `OpenLoopReplica`), with SimPy's order at equal times (front-end
+hand-overs and arrivals, priority NORMAL, before wake-ups, priority LATE). Every
 replica sees the events, times and order it sees in one SimPy environment, so per-request
 timestamps are identical; the global heap, whose cost grows with the fleet, is gone.
 
