@@ -14,6 +14,9 @@ is the per-request mean decode time per output token. ``vllm_bench`` repeats the
 `vllm bench serve`'s own key names (mean/median/p99 of TTFT, TPOT, ITL, E2E; totals and
 throughputs); the twin does not stamp every token, so ITL there is the token-weighted mean and
 its median/p99 are null.
+Open-loop runs with round robin and no request table simulate each replica on its own
+(`sim.openloop`; identical stamps and summary, faster, in 1 or 2 processes), others run in one
+SimPy environment.
 In rate mode the result also carries the analyzer's prediction at
 the same operating point (same α/β/γ, N, Q = 10·N, the per-replica rate; vllm model by
 default): TTFT and ITL as mean/p50/p90/p99, the measurement's shape, plus its other means.
@@ -240,7 +243,8 @@ def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path =
     if per_replica and why_not:
         raise ConfigError(f"bench: per-replica simulation needs {why_not}")
     if times is not None and per_replica is not False and not why_not:
-        expected = (cfg.load * min(until, 1e12) if num is None else num)
+        expected = (num if num is not None else len(cfg.arrival_times_s)
+                    if cfg.arrival_times_s is not None else cfg.load * until)
         result = run_open_loop(dep.ready, dep.name, Streams(times, lengths, until, num),
                                workers=workers or default_workers(cfg.replicas, expected))
         kept = result.kept
