@@ -17,6 +17,7 @@ request joins the iteration after.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -122,7 +123,8 @@ class Wake(Event):
 class DecodeRun:
     """The current run of a replica: ``_run_k`` iterations from ``_t0``, the first taking
     ``_run_a`` ms and each next one ``_run_c`` ms more (after a fused prefill head when
-    ``_head`` is 1); its boundaries, where an arrival joins it, how far it has got."""
+    ``_head`` is 1); its boundaries, where an arrival joins it, how far it has got, and what
+    an observer reads of it at any time (tokens produced, KV blocks in use)."""
 
     __slots__ = ("_t0", "_run_k", "_run_a", "_run_c", "_head")
     _t0: float
@@ -138,6 +140,13 @@ class DecodeRun:
     _heap: list[tuple[int, int, Request]]
     _fast: bool
     perf: PerfParms
+    _n: int
+    _extra: int
+    _chunks: list[tuple[Request, int]]
+    _prefilling: list[Request]
+    _running: dict[Request, None]
+    _waiting: deque[Request]
+    _ingesting: dict[Request, None] | None
 
     def _boundary(self, k: int) -> float:
         """End time of iteration k (1-based) of the current run."""
@@ -218,3 +227,34 @@ class DecodeRun:
         # The run's iteration times are affine in kv_tokens (which grows by nd per
         # iteration), so the growth per iteration comes from the same shared function.
         self._run_c = iteration_time_ms(self.perf, nd, s0 + nd, nd) - a if k > 1 else 0.0
+
+    def kv_blocks_used(self, t: float) -> int:
+        """KV blocks allocated at time ``t`` (for the iteration in progress)."""
+        if self._wake is None or self._run_k == 0:
+            return 0
+        kv = self._kv
+        if self._chunks:
+            bs = kv.block_size
+            chunk_of = {id(req): c for req, c in self._chunks}
+            return kv.decode_blocks(self._n + 1) + sum(
+                -(-(req.computed + chunk_of.get(id(req), 0)) // bs) for req in self._prefilling)
+        j = self.steps_done(t)
+        return kv.decode_blocks(self._n + min(j + 1, self._run_k))
+
+    def kv_usage(self, t: float) -> float:
+        """Fraction of KV blocks in use at ``t`` (0 when the cache is unlimited)."""
+        cap = self._kv.capacity_blocks
+        return self.kv_blocks_used(t) / cap if cap > 0 else 0.0
+
+    def in_flight(self, t: float) -> list[tuple[Request, int]]:
+        """Unfinished requests with the output tokens they have produced by time ``t``."""
+        j = self.steps_done(t) if (self._wake is not None and not self._chunks) else 0
+        x = self._n + j
+        out = []
+        for req in self._running:
+            emitted = req.gbase + x if req.seq >= 0 else req.emitted
+            out.append((req, max(0, emitted - self._extra)))
+        out.extend((req, max(0, req.emitted - self._extra)) for req in self._waiting)
+        if self._ingesting:
+            out.extend((req, 0) for req in self._ingesting)
+        return out

@@ -371,37 +371,6 @@ class Replica(DecodeRun):
         return (self.area_running + len(self._running) * dt,
                 self.area_waiting + len(self._waiting) * dt, self.area_busy + busy)
 
-    def kv_blocks_used(self, t: float) -> int:
-        """KV blocks allocated at time ``t`` (for the iteration in progress)."""
-        if self._wake is None or self._run_k == 0:
-            return 0
-        kv = self._kv
-        if self._chunks:
-            bs = kv.block_size
-            chunk_of = {id(req): c for req, c in self._chunks}
-            return kv.decode_blocks(self._n + 1) + sum(
-                -(-(req.computed + chunk_of.get(id(req), 0)) // bs) for req in self._prefilling)
-        j = self.steps_done(t)
-        return kv.decode_blocks(self._n + min(j + 1, self._run_k))
-
-    def kv_usage(self, t: float) -> float:
-        """Fraction of KV blocks in use at ``t`` (0 when the cache is unlimited)."""
-        cap = self._kv.capacity_blocks
-        return self.kv_blocks_used(t) / cap if cap > 0 else 0.0
-
-    def in_flight(self, t: float) -> list[tuple[Request, int]]:
-        """Unfinished requests with the output tokens they have produced by time ``t``."""
-        j = self.steps_done(t) if (self._wake is not None and not self._chunks) else 0
-        x = self._n + j
-        out = []
-        for req in self._running:
-            emitted = req.gbase + x if req.seq >= 0 else req.emitted
-            out.append((req, max(0, emitted - self._extra)))
-        out.extend((req, max(0, req.emitted - self._extra)) for req in self._waiting)
-        if self._ingesting:
-            out.extend((req, 0) for req in self._ingesting)
-        return out
-
     # ------------------------------------------------------------------ engine
     def _integrate(self, t: float) -> None:
         dt = t - self._t_area
