@@ -12,8 +12,14 @@ the peak RSS of the largest process, the spread of the walls (min-max) and wheth
 run's summary and cycle log (less wall-clock timings) equal the single process's (a SHA-256 of
 their JSON).
 
+``--engine bench`` measures `inferno sim bench` instead (`sim.bench.run_bench`, no request
+table): one deployment of R replicas with the same traffic (rate 2.5·R req/s, seed 1), no
+controller and no scrapes, simulated replica by replica (`sim.openloop`) in 1 or 2 processes
+(``--shards``; ``simpy`` = one SimPy environment, the path state-dependent runs take). "same
+summary" then compares the `sim bench --json` document with the first listed process count's.
+
 Usage: python benchmarks/fleet_bench.py [--repeats 3] [--replicas 20,200,1000,5000]
-       [--shards 1,2] [--seconds 600]
+       [--shards 1,2] [--seconds 600] [--engine closedloop|bench]
 """
 
 from __future__ import annotations
@@ -71,6 +77,32 @@ def _one(replicas: int, duration_s: float, shards: int) -> dict:
                            children.ru_maxrss) / 1024}
 
 
+def _one_bench(replicas: int, duration_s: float, shards: str) -> dict:
+    from inferno.io import load_system
+    from sim.bench import BenchConfig, run_bench
+
+    system = load_system(ROOT / "sample-data" / "large")
+    cfg = BenchConfig(model="llama_7b", accelerator="H100", in_tokens=512, out_tokens=256,
+                      rate_rps=RPS_PER_REPLICA * replicas, replicas=replicas,
+                      duration_s=duration_s, max_batch=64, seed=1)
+    w0, c0 = time.perf_counter(), time.process_time()
+    if shards == "simpy":
+        result = run_bench(system, cfg, requests_table=False, per_replica=False)
+    else:
+        result = run_bench(system, cfg, requests_table=False, per_replica=True,
+                           workers=int(shards))
+    wall = time.perf_counter() - w0
+    own = time.process_time() - c0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    digest = hashlib.sha256(json.dumps(result.to_json(), sort_keys=True,
+                                       default=str).encode()).hexdigest()
+    return {"replicas": replicas, "shards": shards, "duration_s": duration_s,
+            "requests": result.num_requests, "wall_s": wall, "summary_sha": digest,
+            "cpu_s": own + children.ru_utime + children.ru_stime,
+            "peak_mb": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                           children.ru_maxrss) / 1024}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -78,25 +110,31 @@ def main() -> None:
     ap.add_argument("--shards", default="1,2")
     ap.add_argument("--seconds", type=float, default=600.0,
                     help="Simulated seconds per case (5,000 replicas: a fifth of it).")
+    ap.add_argument("--engine", choices=("closedloop", "bench"), default="closedloop")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(_one(*json.loads(args.child))))
+        replicas, duration, shards, engine = json.loads(args.child)
+        print(json.dumps(_one_bench(replicas, duration, shards) if engine == "bench"
+                         else _one(replicas, duration, int(shards))))
         return
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
     print(f"| replicas | processes | simulated s | requests | wall s | wall min-max | CPU s "
-          f"| requests/s | x real time | peak MB | same summary |  (median of {args.repeats})")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          f"| requests/s | x real time | peak MB | same summary | load average |  "
+          f"(median of {args.repeats})")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for replicas in (int(r) for r in args.replicas.split(",")):
         duration = args.seconds if replicas < 5000 else args.seconds / 5
         reference = None
-        for shards in (int(s) for s in args.shards.split(",")):
+        for shards in args.shards.split(","):
             runs = []
+            loads = []
             for _ in range(args.repeats):
+                loads.append(os.getloadavg()[0])
                 out = subprocess.run(
                     [sys.executable, __file__, "--child",
-                     json.dumps([replicas, duration, shards])],
+                     json.dumps([replicas, duration, shards, args.engine])],
                     check=True, capture_output=True, text=True, env=env)
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             wall = statistics.median(r["wall_s"] for r in runs)
@@ -104,14 +142,16 @@ def main() -> None:
             r = runs[0]
             walls = [x["wall_s"] for x in runs]
             shas = {x["summary_sha"] for x in runs}
-            if shards == 1:
+            if reference is None:
                 reference = shas
-            same = ("-" if reference is None
-                    else "yes" if shas == reference and len(shas) == 1 else "NO")
+                same = "-"
+            else:
+                same = "yes" if shas == reference and len(shas) == 1 else "NO"
             print(f"| {replicas:,} | {shards} | {duration:,.0f} | {r['requests']:,} "
                   f"| {wall:.1f} | {min(walls):.1f}-{max(walls):.1f} | {cpu:.1f} "
                   f"| {r['requests'] / wall:,.0f} | {duration / wall:,.0f} "
-                  f"| {max(x['peak_mb'] for x in runs):,.0f} | {same} |", flush=True)
+                  f"| {max(x['peak_mb'] for x in runs):,.0f} | {same} "
+                  f"| {min(loads):.1f}-{max(loads):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

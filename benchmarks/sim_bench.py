@@ -10,6 +10,11 @@ threads = 1), several times; the table reports the median wall and CPU time with
 the walls (min-max), simulated requests and SimPy events per wall second, and the peak RSS of
 the child. Wall times are noisy on a shared machine: CPU time is the steadier figure.
 
+The "sim bench" cases run `inferno sim bench` itself (`sim.bench.run_bench`, no request
+table, no sampler): "one SimPy environment" is the path state-dependent runs take; "per
+replica" simulates each replica on its own (`sim.openloop`, the default for open-loop
+round-robin runs) in 1 or 2 processes. CPU time there includes the worker process.
+
 Usage: python benchmarks/sim_bench.py [--repeats 5] [--quick]
 """
 
@@ -81,6 +86,37 @@ def _one(rate_rps: float, replicas: int, duration_s: float, kv_tokens: int | Non
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _one_bench(rate_rps: float, replicas: int, duration_s: float, workers: str) -> dict:
+    from inferno.io import load_system
+    from sim.bench import BenchConfig, run_bench
+
+    system = load_system(ROOT / "sample-data" / "large")
+    mp = system.perf[(MODEL, ACC)]
+    cfg = BenchConfig(model=MODEL, accelerator=ACC, in_tokens=512, out_tokens=256,
+                      rate_rps=rate_rps, replicas=replicas, duration_s=duration_s,
+                      max_batch=mp.max_batch_size, seed=2026)
+    t0, c0 = time.perf_counter(), time.process_time()
+    if workers == "simpy":
+        result = run_bench(system, cfg, requests_table=False, per_replica=False)
+    else:
+        result = run_bench(system, cfg, requests_table=False, per_replica=True,
+                           workers=int(workers))
+    wall = time.perf_counter() - t0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"rate_rps": rate_rps, "replicas": replicas, "duration_s": duration_s,
+            "wall_s": wall, "requests": result.num_requests,
+            "cpu_s": time.process_time() - c0 + children.ru_utime + children.ru_stime,
+            "events": 0, "peak_mb": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                                        children.ru_maxrss) / 1024}
+
+
+BENCH_CASES = {
+    # name: (rate_rps, replicas, duration_s, processes or "simpy")
+    "sim bench 50 rps x 20, 1 h, per replica, 1 process": (50.0, 20, 3600.0, "1"),
+    "sim bench 50 rps x 20, 1 h, per replica, 2 processes": (50.0, 20, 3600.0, "2"),
+    "sim bench 50 rps x 20, 1 h, one SimPy environment": (50.0, 20, 3600.0, "simpy"),
+}
+
 CASES = {
     # name: (rate_rps, replicas, duration_s, kv_tokens, fast_path[, streaming])
     "reference 50 rps x 20, 1 h, streaming": (50.0, 20, 3600.0, None, True, True),
@@ -104,16 +140,18 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(_one(*json.loads(args.child))))
+        params = json.loads(args.child)
+        print(json.dumps(_one_bench(*params) if len(params) == 4 else _one(*params)))
         return
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
-    cases = dict(list(CASES.items())[:2]) if args.quick else CASES
+    cases = {**BENCH_CASES, **(dict(list(CASES.items())[:2]) if args.quick else CASES)}
     print(f"| case | requests | events | wall s (median of {args.repeats}) | wall min-max "
-          "| CPU s | x real time | requests/s | events/s | peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| CPU s | x real time | requests/s | events/s | peak MB | load average |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, params in cases.items():
         runs = []
+        load = os.getloadavg()[0]
         for _ in range(args.repeats):
             out = subprocess.run([sys.executable, __file__, "--child", json.dumps(params)],
                                  check=True, capture_output=True, text=True, env=env)
@@ -125,8 +163,8 @@ def main() -> None:
         print(f"| {name} | {r['requests']:,} | {r['events']:,} | {wall:.2f} "
               f"| {min(walls):.2f}-{max(walls):.2f} | {cpu:.2f} "
               f"| {r['duration_s'] / wall:,.0f} | {r['requests'] / wall:,.0f} "
-              f"| {r['events'] / wall:,.0f} | {max(x['peak_mb'] for x in runs):.0f} |",
-              flush=True)
+              f"| {r['events'] / wall:,.0f} | {max(x['peak_mb'] for x in runs):.0f} "
+              f"| {load:.1f}-{os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

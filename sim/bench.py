@@ -14,6 +14,9 @@ is the per-request mean decode time per output token. ``vllm_bench`` repeats the
 `vllm bench serve`'s own key names (mean/median/p99 of TTFT, TPOT, ITL, E2E; totals and
 throughputs); the twin does not stamp every token, so ITL there is the token-weighted mean and
 its median/p99 are null.
+Open-loop runs with round robin and no request table simulate each replica on its own
+(`sim.openloop`; identical stamps and summary, faster, in 1 or 2 processes), others run in one
+SimPy environment.
 In rate mode the result also carries the analyzer's prediction at
 the same operating point (same α/β/γ, N, Q = 10·N, the per-replica rate; vllm model by
 default): TTFT and ITL as mean/p50/p90/p99, the measurement's shape, plus its other means.
@@ -32,15 +35,13 @@ import simpy
 
 from inferno.errors import ConfigError
 from inferno.model import ModelPerf, PerfModel, System, effective_max_batch
-from inferno.model.units import MS_PER_S
 from sim import workload
 from sim.cluster import Cluster
 from sim.deployment import Deployment, DeploymentSpec
-from sim.digest import SketchDigest
 from sim.metrics import Stats
-from sim.recorder import RequestTable, latencies_ms
+from sim.openloop import StreamedStats, Streams, default_workers, is_sorted, run_open_loop
+from sim.recorder import RequestTable
 from sim.replica import EngineSettings
-from sim.request import RequestStatus
 
 DEFAULT_NUM_REQUESTS = 1000
 
@@ -169,44 +170,15 @@ def perf_for(system: System, model: str, accelerator: str, data: str = "") -> Mo
     return mp
 
 
-class _Streamed:
-    """What a benchmark keeps of its requests when it keeps no table: digests (ms) of TTFT,
-    ITL and E2E, completions, input and output tokens, decode time (for the mean ITL), the
-    last completion; the table's rows, if asked for, go to a `sim.recorder.RequestTable` as
-    they come."""
-
-    def __init__(self, table: RequestTable | None) -> None:
-        self.table = table
-        self.ttft, self.itl, self.e2e = SketchDigest(), SketchDigest(), SketchDigest()
-        self.num_done = 0
-        self.in_tokens = 0
-        self.out_tokens = 0
-        self.decode_s = 0.0
-        """Sum of the completed requests' decode times (first token to finish)."""
-        self.gaps = 0.0
-        """Sum of their output tokens after the first."""
-        self.last_finish_s = 0.0
+class _Streamed(StreamedStats):
+    """`StreamedStats` fed by a SimPy run: terminal requests are handed off from the
+    deployment's replicas; the table's rows, if asked for, go to a `RequestTable`."""
 
     def flush(self, dep: Deployment) -> None:
         batch = [req for rep in dep.replicas if rep.finished for req in rep.hand_off()]
         batch.extend(dep.rejected)
         dep.rejected = []
-        if self.table is not None and batch:
-            self.table.add(batch)
-        done = [r for r in batch if r.status is RequestStatus.DONE]
-        if not done:
-            return
-        first, finish, ttft, itl = latencies_ms(done)
-        arrival = np.fromiter((r.arrival_s for r in done), float, len(done))
-        self.ttft.add(ttft)
-        self.itl.add(itl)
-        self.e2e.add((finish - arrival) * MS_PER_S)
-        self.num_done += len(done)
-        self.in_tokens += sum(r.in_tokens for r in done)
-        self.out_tokens += sum(r.out_tokens for r in done)
-        self.gaps += sum(max(r.out_tokens - 1, 0) for r in done)
-        self.decode_s += float((finish - first).sum())
-        self.last_finish_s = max(self.last_finish_s, float(finish.max()))
+        self.add(batch)
 
     def finish(self, dep: Deployment, now: float) -> None:
         self.flush(dep)
@@ -223,13 +195,18 @@ FLUSH_S = 10.0
 """Simulated seconds between hand-offs of a benchmark that keeps no table."""
 
 
-def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path = True
-              ) -> BenchResult:
+def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path = True,
+              per_replica: bool | None = None, workers: int | None = None) -> BenchResult:
     """Run one benchmark point and summarise it.
 
     ``requests_table``: True keeps every request and computes exact statistics (like vllm
     bench); False keeps none once finished (percentiles from quantile sketches, `sim.digest`);
     a path also streams the per-request table to that CSV or Parquet file.
+
+    ``per_replica``: simulate each replica on its own (`sim.openloop`: same timestamps, same
+    summary, faster; open loop, round robin and no table only); None: whenever the run allows
+    it, False: never (one SimPy environment). ``workers``: processes of a per-replica run
+    (None: 2 for a large run when a second core is free, `default_workers`).
     """
     mp = perf_for(system, cfg.model, cfg.accelerator)
     max_batch = effective_max_batch(cfg.max_batch, mp.max_batch_size)
@@ -251,13 +228,33 @@ def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path =
     num = cfg.num_requests if cfg.duration_s is None and cfg.num_requests is not None else (
         DEFAULT_NUM_REQUESTS if cfg.duration_s is None else None)
     until = math.inf if cfg.duration_s is None else cfg.duration_s
+    analyzer = (predict(mp, max_batch, cfg.in_tokens, cfg.out_tokens,
+                        cfg.rate_rps / cfg.replicas, replicas=cfg.replicas,
+                        perf_model=cfg.perf_model)
+                if cfg.rate_rps is not None else None)
+    times = None
     if cfg.arrival_times_s is not None:
         num = None if cfg.duration_s is None and cfg.num_requests is None else num
-        workload.arrivals(env, iter(cfg.arrival_times_s), lengths, dep.submit, factory,
-                          until_s=until, max_requests=num)
+        times = iter(cfg.arrival_times_s)
     elif cfg.rate_rps is not None:
         times = workload.ArrivalProcess(rate=workload.constant(cfg.rate_rps)).times(
             np.random.default_rng(seed_arrivals))
+    why_not = _why_not_per_replica(cfg, requests_table, len(dep.ready))
+    if per_replica and why_not:
+        raise ConfigError(f"bench: per-replica simulation needs {why_not}")
+    if times is not None and per_replica is not False and not why_not:
+        expected = (num if num is not None else len(cfg.arrival_times_s)
+                    if cfg.arrival_times_s is not None else cfg.load * until)
+        result = run_open_loop(dep.ready, dep.name, Streams(times, lengths, until, num),
+                               workers=workers or default_workers(cfg.replicas, expected))
+        kept = result.kept
+        return _result(cfg, max_batch, analyzer, completed=kept.num_done,
+                       duration_s=kept.last_finish_s, tokens_in=kept.in_tokens,
+                       tokens_out=kept.out_tokens, ttft=kept.ttft.stats(),
+                       tpot=kept.itl.stats(), e2e=kept.e2e.stats(), decode_s=kept.decode_s,
+                       gaps=kept.gaps, preemptions=result.num_preemptions,
+                       area_running=result.area_running)
+    if times is not None:
         workload.arrivals(env, times, lengths, dep.submit, factory, until_s=until,
                           max_requests=num)
     else:
@@ -266,10 +263,6 @@ def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path =
         workload.ClosedLoop(env=env, num_users=int(cfg.concurrency or 1), lengths=lengths,
                             submit=dep.submit, factory=factory, until_s=until,
                             max_requests=num, think=think, stagger_s=cfg.stagger_s).start()
-    analyzer = (predict(mp, max_batch, cfg.in_tokens, cfg.out_tokens,
-                        cfg.rate_rps / cfg.replicas, replicas=cfg.replicas,
-                        perf_model=cfg.perf_model)
-                if cfg.rate_rps is not None else None)
     if requests_table is not True:
         return _run_streamed(env, dep, cfg, max_batch, analyzer, RequestTable(
             requests_table, lambda df: df) if isinstance(requests_table, Path) else None)
@@ -279,27 +272,46 @@ def run_bench(system: System, cfg: BenchConfig, *, requests_table: bool | Path =
     duration = float(done["finish_s"].max()) if len(done) else 0.0
     tokens_in, tokens_out = int(done["in_tokens"].sum()), int(done["out_tokens"].sum())
     ttft, tpot, e2e = (Stats.of_seconds(done[c].to_numpy()) for c in ("ttft_s", "itl_s", "e2e_s"))
-    return _result(cfg, dep, max_batch, analyzer, completed=len(done), duration_s=duration,
+    return _result(cfg, max_batch, analyzer, completed=len(done), duration_s=duration,
                    tokens_in=tokens_in, tokens_out=tokens_out, ttft=ttft, tpot=tpot, e2e=e2e,
                    decode_s=float((done["e2e_s"] - done["ttft_s"]).sum()),
                    gaps=float((done["out_tokens"] - 1).clip(lower=0).sum()),
-                   preemptions=int(df["num_preemptions"].sum()))
+                   preemptions=int(df["num_preemptions"].sum()),
+                   area_running=_area_running(dep, duration))
 
 
-def _result(cfg: BenchConfig, dep: Deployment, max_batch: int, analyzer: dict[str, Any] | None,
-            *, completed: int, duration_s: float, tokens_in: int, tokens_out: int, ttft: Stats,
-            tpot: Stats, e2e: Stats, decode_s: float, gaps: float, preemptions: int
-            ) -> BenchResult:
+def _why_not_per_replica(cfg: BenchConfig, requests_table: bool | Path, ready: int) -> str:
+    """What rules out simulating each replica on its own ("" when nothing does)."""
+    if cfg.mode == "concurrency":
+        return "open-loop arrivals (a rate or arrival times)"
+    if cfg.router != "round_robin":
+        return f"the round_robin router (got '{cfg.router}')"
+    if requests_table is not False:
+        return "no request table"
+    if ready != cfg.replicas:
+        return "every replica ready from the start"
+    if cfg.arrival_times_s is not None and not is_sorted(np.asarray(cfg.arrival_times_s)):
+        return "increasing arrival times"
+    return ""
+
+
+def _area_running(dep: Deployment, duration_s: float) -> float:
+    return sum(r.areas(duration_s)[0] for r in dep.replicas)
+
+
+def _result(cfg: BenchConfig, max_batch: int, analyzer: dict[str, Any] | None, *,
+            completed: int, duration_s: float, tokens_in: int, tokens_out: int, ttft: Stats,
+            tpot: Stats, e2e: Stats, decode_s: float, gaps: float, preemptions: int,
+            area_running: float) -> BenchResult:
     """The summary of a run, kept (exact statistics) or streamed (sketch percentiles):
     ``decode_s`` sums the completed requests' decode times, ``gaps`` their output tokens
     after the first (the token-weighted mean ITL is their ratio)."""
     per_s = 1.0 / duration_s if duration_s > 0 else 0.0
-    areas = sum(r.areas(duration_s)[0] for r in dep.replicas)
     return BenchResult(
         mode=cfg.mode, load=cfg.load, max_batch=max_batch, replicas=cfg.replicas,
         num_requests=completed, duration_s=duration_s, throughput_rps=completed * per_s,
         output_tokens_per_s=tokens_out * per_s, ttft_ms=ttft, itl_ms=tpot, e2e_ms=e2e,
-        mean_running=areas / (duration_s * cfg.replicas) if duration_s > 0 else 0.0,
+        mean_running=area_running / (duration_s * cfg.replicas) if duration_s > 0 else 0.0,
         num_preemptions=preemptions, total_input_tokens=tokens_in,
         total_output_tokens=tokens_out, total_tokens_per_s=(tokens_in + tokens_out) * per_s,
         tpot_ms=tpot, vllm_bench=_vllm_keys(completed, duration_s, tokens_in, tokens_out, ttft,
@@ -336,11 +348,12 @@ def _run_streamed(env: simpy.Environment, dep: Deployment, cfg: BenchConfig, max
     env.process(flushing())
     env.run()
     kept.finish(dep, float(env.now))
-    return _result(cfg, dep, max_batch, analyzer, completed=kept.num_done,
+    return _result(cfg, max_batch, analyzer, completed=kept.num_done,
                    duration_s=kept.last_finish_s, tokens_in=kept.in_tokens,
                    tokens_out=kept.out_tokens, ttft=kept.ttft.stats(), tpot=kept.itl.stats(),
                    e2e=kept.e2e.stats(), decode_s=kept.decode_s, gaps=kept.gaps,
-                   preemptions=sum(r.num_preemptions for r in dep.replicas))
+                   preemptions=sum(r.num_preemptions for r in dep.replicas),
+                   area_running=_area_running(dep, kept.last_finish_s))
 
 
 def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate_rps: float,

@@ -7,6 +7,9 @@ merge of per-server sketches is the same whatever the order or the process they 
 in. Means are exact in both kinds (running sum over count). `ExactDigest` keeps the values, for
 runs that keep the request table anyway; its statistics are numpy's, as the table's are.
 
+Sums are exact (`ExactSum`), so a mean does not depend on how the values were batched or in
+which order batches and merges came: a run split over processes gives the very same means.
+
 Values are added in numpy batches: a sketch bins a batch with one vectorised log and adds one
 weighted entry per occupied bin, at the bin's representative value (the value the sketch
 reports for that bin), so the cost is per bin, not per request.
@@ -15,6 +18,7 @@ reports for that bin), so the cost is per bin, not per request.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Protocol
 
 import numpy as np
@@ -43,6 +47,69 @@ class Digest(Protocol):
         ...
 
     def stats(self) -> Stats: ...
+
+
+_SCALE_BITS = 1126
+"""A float64 is an integer multiple of 2**-1074; mantissa·2**53 keeps 52 more bits."""
+
+
+class ExactSum:
+    """The exact sum of float64 values (an integer count of 2**-1126), added in numpy batches.
+
+    Each value is split into its 53-bit integer mantissa (two halves of 27 and 26 bits) and its
+    exponent; the halves are summed per exponent with `np.bincount`, exactly (a half times a
+    batch of fewer than 2**26 values stays below 2**53), and shifted into one Python integer.
+    Cost per batch: a few vectorised passes plus one integer operation per distinct exponent.
+    Non-finite values are summed apart, as floats (they make the sum non-finite anyway).
+    """
+
+    __slots__ = ("_units", "_special")
+
+    def __init__(self) -> None:
+        self._units = 0
+        self._special = 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=float)
+        finite = np.isfinite(values)
+        if not finite.all():
+            self._special += float(values[~finite].sum())
+            values = values[finite]
+        for start in range(0, values.size, 1 << 25):
+            self._add_exact(values[start:start + (1 << 25)])
+
+    def _add_exact(self, values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        mantissa, exponent = np.frexp(values)
+        units = np.ldexp(mantissa, 53).astype(np.int64)
+        high = units >> 26
+        low = units - (high << 26)
+        e_min = int(exponent.min())
+        index = exponent - e_min
+        sum_high = np.bincount(index, weights=high.astype(float))
+        sum_low = np.bincount(index, weights=low.astype(float))
+        total = self._units
+        for k in np.flatnonzero((sum_high != 0) | (sum_low != 0)).tolist():
+            part = (int(sum_high[k]) << 26) + int(sum_low[k])
+            total += part << (e_min + k - 53 + _SCALE_BITS)
+        self._units = total
+
+    def merge(self, other: ExactSum) -> None:
+        self._units += other._units
+        self._special += other._special
+
+    def value(self) -> float:
+        """The sum, rounded once."""
+        return float(Fraction(self._units, 1 << _SCALE_BITS)) + self._special
+
+    def mean(self, count: int) -> float:
+        """The sum over ``count``, rounded once (NaN when ``count`` is 0)."""
+        if count == 0:
+            return math.nan
+        if self._special != 0.0:  # also NaN
+            return self.value() / count
+        return float(Fraction(self._units, count << _SCALE_BITS))
 
 
 class ExactDigest:
@@ -85,7 +152,7 @@ class SketchDigest:
 
     def __init__(self, relative_accuracy: float = SKETCH_ACCURACY) -> None:
         self.count = 0
-        self.sum = 0.0
+        self._sum = ExactSum()
         self._mapping = LogarithmicMapping(relative_accuracy)
         self._log_gamma = math.log(self._mapping.gamma)
         self.sketch = BaseDDSketch(mapping=self._mapping, store=DenseStore(),
@@ -96,7 +163,7 @@ class SketchDigest:
         if values.size == 0:
             return
         self.count += values.size
-        self.sum += float(values.sum())
+        self._sum.add(values)
         positive = values[values > self._mapping.min_possible]
         for value in values[values <= self._mapping.min_possible].tolist():
             self.sketch.add(value)
@@ -110,14 +177,18 @@ class SketchDigest:
     def merge(self, other: Digest) -> None:
         assert isinstance(other, SketchDigest)
         self.count += other.count
-        self.sum += other.sum
+        self._sum.merge(other._sum)
         self.sketch.merge(other.sketch)
+
+    @property
+    def sum(self) -> float:
+        return self._sum.value()
 
     def statistic(self, percentile: float) -> float:
         if self.count == 0:
             return math.nan
         if percentile == 0:
-            return self.sum / self.count
+            return self._sum.mean(self.count)
         value = self.sketch.get_quantile_value(percentile / 100.0)
         return math.nan if value is None else float(value)
 

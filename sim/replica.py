@@ -24,18 +24,8 @@ output token (vLLM); each later iteration samples one more. With
 ``EngineSettings.prefill_emits_token = False`` the twin uses the analyzer's accounting instead
 (the prefill emits nothing visible, the first token comes from the first decode iteration).
 
-Event structure. A replica is a callback-driven state machine: at most one pending *wake* event,
-processed with priority `LATE` so that, at the same instant, arrivals (SimPy ``NORMAL``) are
-queued before the iteration boundary that may admit them. Between an admission and the next
-completion a pure-decode batch is fixed, so the fast path runs K decode iterations in one event:
-iteration i of the run reads ``S0 + B·i`` KV tokens, hence the run's boundaries
-``b_k = t0 + k·A + c·k(k−1)/2`` (A the first iteration's time, c its growth per iteration) are a
-closed form. K stops at the first completion or at the first iteration whose KV blocks would not
-fit. An arrival that could be admitted lands on the first boundary ``b_k >= t_arrival`` (k >= 1,
-solved from the quadratic) and truncates the run there; the result equals stepping every
-iteration (tests/sim/test_sim_replica.py checks per-request stamps to 1e-9 s). Completion callbacks
-(`Request.on_done`) run after the next iteration has been planned, so a closed-loop user's next
-request joins the iteration after.
+The event structure and the decode fast path (runs of iterations in one event, their closed-form
+boundaries) are described in `sim.engine`, with the settings and the run arithmetic.
 """
 
 from __future__ import annotations
@@ -43,112 +33,28 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from heapq import heappop, heappush
 from itertools import count
 
 import simpy
-from simpy.events import Event
 
-from inferno.errors import ConfigError
-from inferno.model import (
-    DEFAULT_MAX_NUM_TOKENS,
-    PerfParms,
-    StepShape,
-    frontend_delay_ms,
-    iteration_time_ms,
-)
+from inferno.model import PerfParms, frontend_delay_ms, iteration_time_ms
 from inferno.model.units import MS_PER_S
+from sim.engine import (
+    DEFAULT_ENGINE,
+    LATE,
+    DecodeRun,
+    EngineSettings,
+    ReplicaState,
+    Wake,
+    check_perf,
+)
 from sim.kvcache import KVCache, blocks_for
 from sim.request import NAN, Request, RequestStatus
 
-LATE = 2
-"""SimPy priority of replica wake-ups: after NORMAL (1) events at the same instant."""
+__all__ = ["LATE", "EngineSettings", "Replica", "ReplicaState", "check_perf"]
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EngineSettings:
-    """vLLM engine arguments of a replica (the max batch comes from the deployment)."""
-
-    max_num_batched_tokens: int = DEFAULT_MAX_NUM_TOKENS
-    """Token budget per iteration (vLLM default with chunked prefill is 8192)."""
-    block_size: int = 16
-    """KV-cache block size in tokens (vLLM default)."""
-    kv_capacity_tokens: int | None = None
-    """KV-cache size in tokens; None = unlimited, like the analyzer's queue model.
-    See `sim.kvcache.kv_tokens_from_memory` to derive it from accelerator memory."""
-    max_waiting: int | None = None
-    """Waiting-queue bound (the analyzer's Q); arrivals beyond it are rejected. None = none,
-    as in vLLM."""
-    prefill_emits_token: bool = True
-    """True: vLLM semantics (prefill samples the first token). False: analyzer accounting."""
-    fast_path: bool = True
-    """Advance pure-decode runs in one event; False steps every iteration (for tests)."""
-
-    def check(self, max_batch: int, where: str = "engine") -> None:
-        """Raise ConfigError naming the field when a setting is out of range."""
-        if max_batch < 1:
-            raise ConfigError(f"{where}.max_batch must be >= 1, got {max_batch}")
-        if self.max_num_batched_tokens < max_batch:
-            raise ConfigError(f"{where}.max_num_batched_tokens must be >= max_batch "
-                              f"({max_batch}), got {self.max_num_batched_tokens}")
-        if self.block_size < 1:
-            raise ConfigError(f"{where}.block_size must be >= 1, got {self.block_size}")
-        if self.kv_capacity_tokens is not None and self.kv_capacity_tokens < self.block_size:
-            raise ConfigError(f"{where}.kv_capacity_tokens must be >= block_size, got "
-                              f"{self.kv_capacity_tokens}")
-        if self.max_waiting is not None and self.max_waiting < 0:
-            raise ConfigError(f"{where}.max_waiting must be >= 0, got {self.max_waiting}")
-
-
-def check_perf(perf: PerfParms, where: str) -> None:
-    """Raise ConfigError unless every iteration takes a positive time."""
-    if perf.is_zero:
-        raise ConfigError(f"{where}: perfParms missing (alpha = beta = gamma = 0)")
-    for field in ("alpha_ms", "beta_ms", "gamma_ms", "frontend_ms", "frontend_per_token_ms",
-                  "stream_ms", "knee_tokens", "beta_high_ms"):
-        value = getattr(perf, field)
-        if not value >= 0.0 or math.isinf(value):
-            raise ConfigError(f"{where}: perfParms.{field} must be finite and >= 0, got {value}")
-    if perf.shape is StepShape.PIECEWISE and perf.beta_high_ms <= 0.0:
-        raise ConfigError(f"{where}: perfParms.beta_high_ms must be > 0 with the piecewise "
-                          f"shape, got {perf.beta_high_ms}")
-    if perf.alpha_ms + perf.beta_ms <= 0.0:
-        raise ConfigError(f"{where}: perfParms alpha + beta must be > 0, got "
-                          f"{perf.alpha_ms} + {perf.beta_ms}")
-
-
-class ReplicaState(StrEnum):
-    PENDING = "pending"
-    """Created, waiting for accelerator capacity."""
-    STARTING = "starting"
-    """Holding accelerators, loading (startup delay)."""
-    READY = "ready"
-    DRAINING = "draining"
-    """Removed from the router; finishes what it holds, then goes."""
-    GONE = "gone"
-
-
-class _Wake(Event):
-    """A pre-triggered event processed after ``delay`` with priority `LATE`.
-
-    Same initialisation as `simpy.events.Timeout`, which hard-codes NORMAL priority.
-    """
-
-    def __init__(self, env: simpy.Environment, delay: float,
-                 callback: Callable[[Event], None]) -> None:
-        self.env = env
-        self.callbacks = [callback]
-        self._value = None
-        self._ok = True
-        # env.schedule(self, LATE, delay), inlined: one wake-up per iteration run is the
-        # engine's most frequent allocation (same queue entry, same event id order).
-        heappush(env._queue,  # type: ignore[misc]
-                 (env._now + delay, LATE, next(env._eid), self))
-
-
-class Replica:
+class Replica(DecodeRun):
     """One engine instance. Deployments create and drive it; clients call `submit`.
 
     Public read-only state: ``state``, ``num_running``, ``num_waiting``, ``num_outstanding``,
@@ -170,12 +76,12 @@ class Replica:
         "_kv", "_waiting", "_running", "_prefilling", "_heap", "_seq", "_n", "_extra",
         "_first_idx", "_prefill_emits", "_fast", "_max_tokens", "_max_waiting", "_wake",
         "_wake_t", "_t0",
-        "_run_k", "_run_a", "_run_c", "_head", "_chunks", "_await_first", "_done",
-        "_t_area", "_cancelled", "_ingesting",
+        "_chunks", "_await_first", "_done",
+        "_t_area", "_cancelled", "_ingesting", "_arm",
     )
 
     def __init__(self, env: simpy.Environment, *, name: str, perf: PerfParms, max_batch: int,
-                 settings: EngineSettings = EngineSettings(), deployment: str = "",
+                 settings: EngineSettings = DEFAULT_ENGINE, deployment: str = "",
                  revision: int = 0, accelerator: str = "", cost_per_hr: float = 0.0,
                  cards: int = 0, on_gone: Callable[[Replica], None] | None = None) -> None:
         settings.check(max_batch, where=f"replica '{name}'")
@@ -229,15 +135,16 @@ class Replica:
         self._fast = settings.fast_path
         self._max_tokens = settings.max_num_batched_tokens
         self._max_waiting = settings.max_waiting
-        self._wake: _Wake | None = None
+        self._wake: object | None = None
+        """The pending wake-up (at most one live; None: idle)."""
+        self._arm: Callable[[float], object] = self._arm_simpy
+        """Schedules the wake-up ``delay`` s from now and returns it (`rehome`)."""
         self._wake_t = 0.0
         self._t0 = 0.0
         self._run_k = 0
         self._run_a = 0.0
         self._run_c = 0.0
         self._head = 0
-        """1 when the run opens with a prefill iteration ending at ``_t0`` (its decode
-        iterations follow from there), else 0."""
         self._chunks: list[tuple[Request, int]] = []
         self._await_first: list[Request] = []
         self._done: list[Request] = []
@@ -262,6 +169,11 @@ class Replica:
         return len(self._running) + len(self._waiting) + ingesting
 
     @property
+    def has_frontend(self) -> bool:
+        """True when requests spend a front-end delay before reaching the engine."""
+        return self._ingesting is not None
+
+    @property
     def kv_capacity_blocks(self) -> int:
         """Blocks in the KV cache (-1 = unlimited)."""
         return self._kv.capacity_blocks
@@ -270,9 +182,10 @@ class Replica:
         """Queue ``req`` now; False (and the request REJECTED) if it cannot be accepted."""
         now = self.env.now
         req.replica = self.name
+        kv = self._kv
         if ((self._max_waiting is not None and len(self._waiting) >= self._max_waiting)
-                or not self._kv.fits(blocks_for(req.in_tokens + req.out_tokens + self._extra - 1,
-                                                self._kv.block_size))):
+                or (kv.is_limited and not kv.fits(blocks_for(
+                    req.in_tokens + req.out_tokens + self._extra - 1, kv.block_size)))):
             req.status = RequestStatus.REJECTED
             self.num_rejected += 1
             if req.on_done is not None:
@@ -294,7 +207,13 @@ class Replica:
             self._enqueue(req, self.env.now)
 
     def _enqueue(self, req: Request, now: float) -> None:
-        self._integrate(now)
+        dt = now - self._t_area
+        if dt > 0.0:  # _integrate(now), inlined (once per request)
+            self.area_running += len(self._running) * dt
+            self.area_waiting += len(self._waiting) * dt
+            if self._wake is not None:
+                self.area_busy += dt
+            self._t_area = now
         req.target = req.out_tokens + self._extra
         req.status = RequestStatus.WAITING
         waiting = self._waiting
@@ -303,16 +222,29 @@ class Replica:
             # Idle: wake now, after every same-instant arrival (LATE priority).
             self._run_k = 0
             self._wake_t = now
-            self._wake = _Wake(self.env, 0.0, self._on_wake)
+            self._wake = self._arm(0.0)
             self.num_events += 1
         elif self._run_k > 1 and len(waiting) == 1 and len(self._running) < self.max_batch:
-            k = self._join_index(now)
+            k, tk = self._join(now)
             if k < self._run_k:
                 self._run_k = k
-                tk = self._boundary(k)
                 self._wake_t = tk
-                self._wake = _Wake(self.env, max(0.0, tk - now), self._on_wake)
+                delay = tk - now
+                self._wake = self._arm(delay if delay > 0.0 else 0.0)
                 self.num_events += 1
+
+    def _arm_simpy(self, delay: float) -> object:
+        return Wake(self.env, delay, self._on_wake)
+
+    def rehome(self, env: simpy.Environment, arm: Callable[[float], object] | None = None
+               ) -> None:
+        """Run in ``env`` from now on (an idle replica; `sim.openloop`): wake-ups are SimPy
+        events there, or whatever ``arm(delay)`` makes of them (its caller then calls
+        `_on_wake` with that token at ``env.now + delay``, after any arrival at that time)."""
+        if self._wake is not None or self.num_outstanding:
+            raise ValueError(f"replica '{self.name}' must be idle to move")
+        self.env = env
+        self._arm = arm if arm is not None else self._arm_simpy
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -377,7 +309,8 @@ class Replica:
                 self._run_k = k
                 tk = self._boundary(k)
                 self._wake_t = tk
-                self._wake = _Wake(self.env, max(0.0, tk - now), self._on_wake)
+                delay = tk - now
+                self._wake = self._arm(delay if delay > 0.0 else 0.0)
                 self.num_events += 1
 
     def _abort_one(self, req: Request, t: float, produced: int) -> None:
@@ -438,58 +371,6 @@ class Replica:
         return (self.area_running + len(self._running) * dt,
                 self.area_waiting + len(self._waiting) * dt, self.area_busy + busy)
 
-    def steps_done(self, t: float) -> int:
-        """Iterations of the current run completed by time ``t``."""
-        k_max = self._run_k
-        if self._wake is None or k_max == 0 or t < self._boundary(1):
-            return 0
-        k = min(k_max, max(1, self._join_index(t)))
-        while k > 0 and self._boundary(k) > t:
-            k -= 1
-        return k
-
-    def next_boundary(self, t: float) -> float:
-        """End of the iteration in progress at ``t``: when tokens may next appear (inf: idle).
-
-        Valid once every event before ``t`` is processed; the end of the iteration in progress
-        never moves (an arrival joins at a boundary), so a streaming observer can sleep until it.
-        """
-        if self._wake is None:
-            return math.inf
-        k = self.steps_done(t) + 1
-        return self._boundary(k) if k <= self._run_k else self._wake_t
-
-    def kv_blocks_used(self, t: float) -> int:
-        """KV blocks allocated at time ``t`` (for the iteration in progress)."""
-        if self._wake is None or self._run_k == 0:
-            return 0
-        kv = self._kv
-        if self._chunks:
-            bs = kv.block_size
-            chunk_of = {id(req): c for req, c in self._chunks}
-            return kv.decode_blocks(self._n + 1) + sum(
-                -(-(req.computed + chunk_of.get(id(req), 0)) // bs) for req in self._prefilling)
-        j = self.steps_done(t)
-        return kv.decode_blocks(self._n + min(j + 1, self._run_k))
-
-    def kv_usage(self, t: float) -> float:
-        """Fraction of KV blocks in use at ``t`` (0 when the cache is unlimited)."""
-        cap = self._kv.capacity_blocks
-        return self.kv_blocks_used(t) / cap if cap > 0 else 0.0
-
-    def in_flight(self, t: float) -> list[tuple[Request, int]]:
-        """Unfinished requests with the output tokens they have produced by time ``t``."""
-        j = self.steps_done(t) if (self._wake is not None and not self._chunks) else 0
-        x = self._n + j
-        out = []
-        for req in self._running:
-            emitted = req.gbase + x if req.seq >= 0 else req.emitted
-            out.append((req, max(0, emitted - self._extra)))
-        out.extend((req, max(0, req.emitted - self._extra)) for req in self._waiting)
-        if self._ingesting:
-            out.extend((req, 0) for req in self._ingesting)
-        return out
-
     # ------------------------------------------------------------------ engine
     def _integrate(self, t: float) -> None:
         dt = t - self._t_area
@@ -500,35 +381,16 @@ class Replica:
                 self.area_busy += dt
             self._t_area = t
 
-    def _boundary(self, k: int) -> float:
-        """End time of iteration k (1-based) of the current run."""
-        k -= self._head  # a head (prefill) iteration ends at _t0, where the decodes start
-        return self._t0 + (k * self._run_a + self._run_c * (k * (k - 1) * 0.5)) / MS_PER_S
-
-    def _join_index(self, t: float) -> int:
-        """Smallest k >= 1 with b_k >= t in the current run (an arrival at t joins there)."""
-        head = self._head
-        if head and t <= self._t0:
-            return 1
-        a, c = self._run_a, self._run_c
-        target_ms = (t - self._t0) * MS_PER_S
-        if c > 0.0:
-            h = a - 0.5 * c
-            kf = (-h + math.sqrt(h * h + 2.0 * c * target_ms)) / c
-        else:
-            kf = target_ms / a if a > 0.0 else 1.0
-        k = max(1, math.ceil(kf)) + head
-        while k > 1 + head and self._boundary(k - 1) >= t:
-            k -= 1
-        while self._boundary(k) < t:
-            k += 1
-        return k
-
-    def _on_wake(self, event: Event) -> None:
+    def _on_wake(self, event: object) -> None:
         if event is not self._wake:
             return  # superseded by an earlier boundary
         t = self._wake_t
-        self._integrate(t)
+        dt = t - self._t_area
+        if dt > 0.0:  # _integrate(t), inlined (once or twice per request): busy until now
+            self.area_running += len(self._running) * dt
+            self.area_waiting += len(self._waiting) * dt
+            self.area_busy += dt
+            self._t_area = t
         self._wake = None
         if self._run_k:
             self._advance(t, self._run_k)
@@ -684,32 +546,9 @@ class Replica:
             self._plan_decodes(n, t, 0 if preempted else None)
         tk = self._boundary(self._run_k)
         self._wake_t = tk
-        self._wake = _Wake(self.env, max(0.0, tk - self.env.now), self._on_wake)
+        delay = tk - self.env.now
+        self._wake = self._arm(delay if delay > 0.0 else 0.0)
         self.num_events += 1
-
-    def _plan_decodes(self, n: int, t0: float, k: int | None) -> None:
-        """A run of decode iterations from ``t0`` at decode counter ``n``: until the first
-        completion or the KV limit on the fast path (``k`` None), else ``k or 1`` of them."""
-        kv = self._kv
-        nd = kv.num_decode
-        s0 = kv.sum_cbase + nd * (n + 1)
-        a = iteration_time_ms(self.perf, nd, s0, nd)
-        if k is None:
-            k = 1
-            if self._fast:
-                heap = self._heap
-                while heap[0][1] != heap[0][2].seq:
-                    heappop(heap)
-                k = heap[0][0] - n
-                if k > 1 and kv.is_limited:
-                    k = kv.max_decode_steps(n, k)
-        k = k or 1
-        self._t0 = t0
-        self._run_k = k
-        self._run_a = a
-        # The run's iteration times are affine in kv_tokens (which grows by nd per
-        # iteration), so the growth per iteration comes from the same shared function.
-        self._run_c = iteration_time_ms(self.perf, nd, s0 + nd, nd) - a if k > 1 else 0.0
 
     def _fuse(self, chunks: list[tuple[Request, int]], t: float, n: int) -> bool:
         """Plan the prefill iteration just sized (``_run_a``) and the decode run after it as
