@@ -377,13 +377,14 @@ def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate
 
 
 def sweep(system: System, cfg: BenchConfig, loads: list[float], *,
-          requests_table: bool | Path = True) -> list[BenchResult]:
+          requests_table: bool | Path = True, workers: int | None = None) -> list[BenchResult]:
     """One benchmark per load value (rate or concurrency, following ``cfg.mode``; a replay
-    runs once); a table path gets the load value in its name when there are several."""
+    runs once); a table path gets the load value in its name when there are several.
+    ``workers``: processes of a per-replica run (None: `sim.openloop.default_workers`)."""
     from dataclasses import replace
 
     if cfg.mode == "replay":
-        return [run_bench(system, cfg, requests_table=requests_table)]
+        return [run_bench(system, cfg, requests_table=requests_table, workers=workers)]
     out = []
     for load in loads:
         if cfg.mode == "rate":
@@ -393,7 +394,7 @@ def sweep(system: System, cfg: BenchConfig, loads: list[float], *,
         table = requests_table
         if isinstance(table, Path) and len(loads) > 1:
             table = table.with_name(f"{table.stem}-{load:g}{table.suffix}")
-        out.append(run_bench(system, point, requests_table=table))
+        out.append(run_bench(system, point, requests_table=table, workers=workers))
     return out
 
 

@@ -66,13 +66,17 @@ def _loads(text: str | None, what: str, as_int: bool) -> list[float]:
               help="Write the per-request table to this .csv or .parquet file as the run goes. "
                    "Without it no request is kept once finished (memory follows the "
                    "replicas, not the duration; percentiles from 0.5 %-accurate sketches).")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Processes for a run simulated replica by replica (a rate or --arrivals, "
+                   "round robin, no --requests-table); default: 2 for big runs on 2+ cores, "
+                   "else 1. Results are identical whatever the count.")
 @limits.bench_checks
 def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
           rate: str | None, arrivals_file: Path | None, input_tokens: str, output_tokens: str,
           think: str | None, stagger: float, max_batch: int | None, kv_tokens: int | None,
           replicas: int, num_requests: int | None, duration: float | None, seed: int,
           sweep: bool, plot: Path, as_json: bool, csv_path: Path | None,
-          table: Path | None, force: bool = False) -> None:
+          table: Path | None, workers: int | None = None, force: bool = False) -> None:
     """Benchmark the twin like `vllm bench serve` (one point, or a sweep with --sweep)."""
     from inferno.io import load_system
     from sim import bench as sim_bench
@@ -115,7 +119,8 @@ def bench(data_dir: Path, model: str, accelerator: str, concurrency: str | None,
     if table is not None and table.suffix.lower() not in (".csv", ".parquet"):
         raise click.UsageError(f"--requests-table: {table} must end in .csv or .parquet")
     results = sim_bench.sweep(system, cfg, loads or [cfg.load],
-                              requests_table=table if table is not None else False)
+                              requests_table=table if table is not None else False,
+                              workers=workers)
     if csv_path is not None:
         sim_bench.write_csv(results, csv_path)
     if as_json:
