@@ -15,6 +15,10 @@ import click
 from inferno.commands import limits, simrun
 from inferno.errors import ConfigError
 
+SCHEMA_POLICIES = ("inferno", "oracle", "hpa", "saturation", "static")
+"""Policies with a settings file (kept literal so that `--help` imports no policy; a test
+pins it to `POLICY_TABLE`)."""
+
 
 @click.group()
 def sim() -> None:
@@ -31,6 +35,38 @@ def _loads(text: str | None, what: str, as_int: bool) -> list[float]:
         except ValueError:
             raise click.UsageError(f"--{what}: '{part}' is not a number") from None
     return values
+
+
+@sim.command()
+@click.option("--policy", type=click.Choice(sorted(SCHEMA_POLICIES)),
+              help="The schema of this policy's settings file (live's --policy-settings, a "
+                   "scenario's policy.<name> section) instead of a scenario's.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write the schema to this file instead of standard output.")
+def schema(policy: str | None, output: Path | None) -> None:
+    """Print the JSON Schema of scenario files (or of a policy's settings file).
+
+    Editors with a YAML language server complete keys and flag unknown ones from it: put
+    `# yaml-language-server: $schema=PATH` on a scenario's first line (docs/scenarios.md).
+    """
+    from inferno.control.policies import POLICY_TABLE
+    from inferno.io import safe
+    from inferno.io.output import write_json_atomic
+    from inferno.io.yamlschema import json_schema
+
+    if output is not None:
+        safe.check_output_file(output, "--output")
+    if policy is not None:
+        doc = json_schema(POLICY_TABLE[policy].settings, title=f"inferno {policy} policy "
+                          "settings", over_defaults=True)
+    else:
+        from sim.scenario import Scenario
+
+        doc = json_schema(Scenario, title="inferno scenario")
+    if output is None:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        write_json_atomic(output, doc)
 
 
 @sim.command()
