@@ -11,9 +11,9 @@ together; the search runs in two phases:
   `ChainTable` solve; while a candidate's two brackets coincide (same midpoint in the same
   step, as they do until the two roots fall into different halves) one solve serves both;
 * series phase: a row whose bracket has become narrow enough keeps the Taylor data of its
-  last direct solve and finishes in a compact loop where each solve costs O(terms); each
-  round evaluates several guessed midpoints per row at once and keeps those on the row's
-  real path (every halving is still decided by its own metric value).
+  last direct solve and finishes in a compact loop where each solve costs O(terms); in a
+  small phase each round evaluates several guessed midpoints per row at once and keeps
+  those on the row's real path (every halving is still decided by its own metric value).
 
 A row whose partner's target is below the attainable region is not searched (the candidate
 is infeasible whatever it finds); with ``cap`` a row also stops once it can no longer hold
@@ -38,9 +38,12 @@ before the throughput is computed)."""
 _COMPACT_FRACTION = 0.75
 """The series phase drops finished rows once fewer than this share is still running."""
 _GUESS_STEPS = 6
-"""Most halvings guessed per row and series-phase round: a row's series phase takes ~15;
-more points per evaluation save per-call costs, a wrong guess wastes the points after it
-(6: fewest instructions on the case systems)."""
+"""Most halvings guessed per row and series-phase round (a row's series phase takes ~15):
+more points per evaluation save per-call costs, a wrong guess wastes the points after it."""
+_GUESS_ROWS = 1500
+"""A series phase with more rows than this evaluates one midpoint per row and round (the
+plain bisection): there the element work, not the per-call cost, dominates (valgrind
+instruction counts at 100 and 1,000 case servers)."""
 
 
 def within(y: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -56,10 +59,11 @@ def _lowers(y: np.ndarray, target: np.ndarray, increasing: np.ndarray) -> np.nda
     return (increasing & (target < y)) | (~increasing & (target > y))
 
 
-def _horner(coef: np.ndarray, h: np.ndarray) -> np.ndarray:
+def _horner(coef: np.ndarray, h: np.ndarray, shape: tuple[int, ...] | None = None
+            ) -> np.ndarray:
     """Σ_k coef[k]·h^k for coefficient-major ``coef`` (K, …) and ``h`` broadcasting
-    against ``coef[k]``."""
-    acc = np.broadcast_to(coef[-1], np.broadcast_shapes(coef.shape[1:], h.shape)).copy()
+    against ``coef[k]`` (the result has the shape of ``coef[k]`` unless ``shape`` says)."""
+    acc = coef[-1].copy() if shape is None else np.broadcast_to(coef[-1], shape).copy()
     for k in range(coef.shape[0] - 2, -1, -1):
         acc *= h
         acc += coef[k]
@@ -282,14 +286,15 @@ class LockstepSearch:
         return True
 
     def _series_phase(self, rows: np.ndarray) -> None:
-        """Finish the parked rows with series solves, several halvings per evaluation.
+        """Finish the parked rows with series solves.
 
-        Each round guesses every row's next `_SPECULATE` midpoints (each halving decided by
-        the secant root of its bracket), evaluates them in one vectorised call, and then
-        applies the §2.7 rules to them in order, stopping at the first midpoint whose
-        decision differs from the guess: every halving taken is decided by its own metric,
-        exactly as one at a time (a solve is elementwise, so its value does not depend on
-        the other points evaluated with it); a wrong guess only wastes the points after it.
+        A phase of at most `_GUESS_ROWS` rows guesses, each round, every row's next
+        `_GUESS_STEPS` midpoints (see `_guess_path`), evaluates them in one vectorised call,
+        and then applies the §2.7 rules to them in order, stopping at the first midpoint
+        whose decision differs from the guess: every halving taken is decided by its own
+        metric, exactly as one at a time (a solve is elementwise, so its value does not
+        depend on the other points evaluated with it); a wrong guess only wastes the points
+        after it. Larger phases halve every row once per round.
         """
         if rows.size == 0:
             return
@@ -314,43 +319,70 @@ class LockstepSearch:
         table.taylor_coefficients(cand, self.moments[rows], out=series)
         self.moments = np.zeros((0, TAYLOR_TERMS + 1))
         live = np.ones(rows.size, dtype=bool)
+        # Guesses pay where per-call costs dominate (few rows); with many rows the gathers
+        # and the points wasted after a wrong guess cost more than they save.
+        guess = rows.size <= _GUESS_ROWS
+        count: np.ndarray | None = None
         while True:
             s = state
-            mids, count = self._guess_path(s["lo"], s["hi"], s["y_lo"], s["y_hi"],
-                                           s["lam_old"], s["y_old"], s["target"], s["left"])
-            count[~live] = 0
-            # the guessed points, row by row (ragged: each row up to its guessed end)
-            row_of = np.repeat(np.arange(live.size), count)
-            step_of = np.arange(row_of.size) - np.repeat(np.cumsum(count) - count, count)
-            mid_p = mids[step_of, row_of]
-            x = np.log(mid_p)
-            h = x - s["xc"][row_of]
-            z0, z1 = _horner(series[:, :, row_of], h)
-            p_top = s["ptc"][row_of] * np.exp(s["dn"][row_of] * h)
+            row_of: np.ndarray | slice
+            at: tuple[np.ndarray, np.ndarray] | slice
+            if not guess:  # the plain bisection: every row once, no gathers
+                mid = 0.5 * (s["lo"] + s["hi"])
+                mids, grid = mid[None], mid
+                row_of = at = slice(None)
+                coefs, shape = series, None
+                cf = coef
+            else:
+                mids, count = self._guess_path(s["lo"], s["hi"], s["y_lo"], s["y_hi"],
+                                               s["lam_old"], s["y_old"], s["target"],
+                                               s["left"], _GUESS_STEPS)
+                count[~live] = 0
+                # the guessed points, row by row (ragged: each row up to its guessed end)
+                row_of = np.repeat(np.arange(live.size), count)
+                at = (np.arange(row_of.size)
+                      - np.repeat(np.cumsum(count) - count, count), row_of)
+                cf = coef.take(row_of)
+                grid = mids
+                coefs, shape = series[:, :, None, :], (2, *mids.shape)
+            # The series sums on the whole (steps, rows) grid (no gathers of the 2·terms
+            # coefficients per point), then only the guessed points go on.
+            x = np.log(grid)
+            h = x - s["xc"]
+            z0, z1 = _horner(coefs, h, shape)
+            p_top = s["ptc"] * np.exp(s["dn"] * h)
             # p_0 carries no e^{j·h} factor; the series drops the common e^{j_c·h}.
-            p_zero = s["pzc"][row_of] * np.exp(-s["jc"][row_of] * h)
-            sol = chain_solution(mid_p, z0, z1, p_top, x - s["log_mu_top"][row_of],
-                                 s["n"][row_of], s["q"][row_of], p_zero)
+            p_zero = s["pzc"] * np.exp(-s["jc"] * h)
+            sol = chain_solution(grid[at], z0[at], z1[at], p_top[at],
+                                 (x - s["log_mu_top"])[at], s["n"][row_of], s["q"][row_of],
+                                 p_zero[at])
             ttft = s["ttft"][row_of]
-            lat = queue_metrics(self.model, sol, coef.take(row_of), ttft)
-            ys = np.full(mids.shape, np.nan)
-            ys[step_of, row_of] = np.where(ttft, lat.ttft_ms, lat.itl_ms)
+            lat = queue_metrics(self.model, sol, cf, ttft)
+            if count is None:
+                ys = np.where(ttft, lat.ttft_ms, lat.itl_ms)[None]
+            else:
+                ys = np.full(mids.shape, np.nan)
+                ys[at] = np.where(ttft, lat.ttft_ms, lat.itl_ms)
             acting = live.copy()
             for i in range(mids.shape[0]):
-                acting &= i < count
-                if not acting.any():
-                    break
+                if count is not None:
+                    acting &= i < count
+                    if not acting.any():
+                        break
                 mid, y = mids[i], ys[i]
                 done = acting & (within(y, s["target"]) | (s["left"] <= 1))
                 lower = acting & ~done & _lowers(y, s["target"], s["inc"])
                 higher = acting & ~done & ~lower
                 self.result[s["rows"][acting]] = mid[acting]
-                s["lam_old"] = np.where(lower, s["hi"], np.where(higher, s["lo"], s["lam_old"]))
-                s["y_old"] = np.where(lower, s["y_hi"], np.where(higher, s["y_lo"], s["y_old"]))
+                if guess:  # the points the next guesses interpolate
+                    s["lam_old"] = np.where(lower, s["hi"],
+                                            np.where(higher, s["lo"], s["lam_old"]))
+                    s["y_old"] = np.where(lower, s["y_hi"],
+                                          np.where(higher, s["y_lo"], s["y_old"]))
+                    s["y_hi"] = np.where(lower, y, s["y_hi"])
+                    s["y_lo"] = np.where(higher, y, s["y_lo"])
                 s["hi"] = np.where(lower, mid, s["hi"])
-                s["y_hi"] = np.where(lower, y, s["y_hi"])
                 s["lo"] = np.where(higher, mid, s["lo"])
-                s["y_lo"] = np.where(higher, y, s["y_lo"])
                 s["left"] = s["left"] - acting
                 live &= ~done
                 # the next guessed point is on the path only if this halving was guessed
@@ -378,8 +410,8 @@ class LockstepSearch:
     @staticmethod
     def _guess_path(lo: np.ndarray, hi: np.ndarray, y_lo: np.ndarray, y_hi: np.ndarray,
                     lam_old: np.ndarray, y_old: np.ndarray, target: np.ndarray,
-                    left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mids, count): the next `_GUESS_STEPS` midpoints of each row's bisection, every
+                    left: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mids, count): the next ``steps`` midpoints of each row's bisection, every
         halving decided by a guess of the root (inverse quadratic interpolation through
         the bracket ends and the end replaced last, else the secant of the bracket), shape
         (steps, rows); and per row how many of them to evaluate: up to the first one the
@@ -395,7 +427,6 @@ class LockstepSearch:
             band = SEARCH_TOLERANCE * np.abs(target) / np.abs(slope)
         sure = np.isfinite(root) & np.isfinite(band)
         root = np.where(sure, root, 0.5 * (lo + hi))
-        steps = _GUESS_STEPS
         mids = np.empty((steps, lo.size))
         count = np.where(sure, np.minimum(left, steps), 1)
         open_ = sure.copy()

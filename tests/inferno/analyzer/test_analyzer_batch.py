@@ -286,7 +286,7 @@ def test_empty_batch() -> None:
 @pytest.mark.parametrize("model", list(PerfModel))
 def test_guessed_halvings_change_nothing(model: PerfModel, monkeypatch: pytest.MonkeyPatch
                                          ) -> None:
-    """The series phase evaluates several guessed midpoints per round; with one per round
+    """The series phase may evaluate several guessed midpoints per round; without guesses
     it is the plain bisection. Every result is the same bit for bit: each halving is still
     decided by its own metric value, whatever the guesses (also when most are wrong)."""
     from inferno.analyzer import search
@@ -309,11 +309,14 @@ def test_guessed_halvings_change_nothing(model: PerfModel, monkeypatch: pytest.M
             return mids, np.full(lo.size, 4)
         return staticmethod(path)
 
-    monkeypatch.setattr(search, "_GUESS_STEPS", 1)
+    monkeypatch.setattr(search, "_GUESS_ROWS", 0)  # no guesses: the plain bisection
     plain = sized()
-    monkeypatch.setattr(search, "_GUESS_STEPS", 6)
-    guessed = sized()
-    others = [guessed]
+    monkeypatch.setattr(search, "_GUESS_ROWS", 10**9)
+    others = []
+    for steps in (1, 3, 6):
+        monkeypatch.setattr(search, "_GUESS_STEPS", steps)
+        others.append(sized())
+    guessed = others[-1]
     for down in (True, False):
         monkeypatch.setattr(search.LockstepSearch, "_guess_path", one_way(down))
         others.append(sized())
