@@ -41,9 +41,10 @@ _GUESS_STEPS = 6
 """Most halvings guessed per row and series-phase round (a row's series phase takes ~15):
 more points per evaluation save per-call costs, a wrong guess wastes the points after it."""
 _GUESS_ROWS = 1500
-"""A series phase with more rows than this evaluates one midpoint per row and round (the
-plain bisection): there the element work, not the per-call cost, dominates (valgrind
-instruction counts at 100 and 1,000 case servers)."""
+"""A search of more rows (2·V) than this evaluates one midpoint per row and round in its
+series phase (the plain bisection) and keeps no points for guesses: there the element work,
+not the per-call cost, dominates (valgrind instruction counts at 100 and 1,000 case
+servers)."""
 
 
 def within(y: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -129,6 +130,8 @@ class LockstepSearch:
         self.y_old = np.full(2 * v, np.nan)
         """The metric at ``lo`` and ``hi``, and the bracket end last replaced and its metric:
         the series phase guesses the root from these three points."""
+        self.guess = 2 * v <= _GUESS_ROWS
+        """The series phase may guess (it has at most 2·V rows): keep the points above."""
 
     def run(self) -> LockstepSearch:
         """Run both phases to completion; results in ``result`` and ``below``."""
@@ -224,12 +227,13 @@ class LockstepSearch:
         self.result[rows] = mid
         self.steps[rows] += 1
         self.active[rows[done]] = False
-        self.lam_old[rows] = np.where(lower, self.hi[rows], self.lo[rows])
-        self.y_old[rows] = np.where(lower, self.y_hi[rows], self.y_lo[rows])
+        if self.guess:
+            self.lam_old[rows] = np.where(lower, self.hi[rows], self.lo[rows])
+            self.y_old[rows] = np.where(lower, self.y_hi[rows], self.y_lo[rows])
+            self.y_hi[rows[lower]] = y[lower]
+            self.y_lo[rows[higher]] = y[higher]
         self.hi[rows[lower]] = mid[lower]
         self.lo[rows[higher]] = mid[higher]
-        self.y_hi[rows[lower]] = y[lower]
-        self.y_lo[rows[higher]] = y[higher]
         going = rows[~done]
         self._prune(going, self.lo[going])
         self._give_up(rows)
@@ -288,7 +292,7 @@ class LockstepSearch:
     def _series_phase(self, rows: np.ndarray) -> None:
         """Finish the parked rows with series solves.
 
-        A phase of at most `_GUESS_ROWS` rows guesses, each round, every row's next
+        A search of at most `_GUESS_ROWS` rows guesses, each round, every row's next
         `_GUESS_STEPS` midpoints (see `_guess_path`), evaluates them in one vectorised call,
         and then applies the §2.7 rules to them in order, stopping at the first midpoint
         whose decision differs from the guess: every halving taken is decided by its own
@@ -321,7 +325,7 @@ class LockstepSearch:
         live = np.ones(rows.size, dtype=bool)
         # Guesses pay where per-call costs dominate (few rows); with many rows the gathers
         # and the points wasted after a wrong guess cost more than they save.
-        guess = rows.size <= _GUESS_ROWS
+        guess = self.guess
         count: np.ndarray | None = None
         while True:
             s = state
