@@ -193,7 +193,8 @@ class _Replica:
     def max_rate_rps(self) -> float:
         return self.lam_max * 1000.0
 
-    def _args(self, lam_rpms: float) -> tuple[np.ndarray, ...]:
+    def _args(self, lam_rpms: float
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return (np.array([lam_rpms]), self.log_mu[None, :], np.array([self.cfg.max_batch]),
                 np.array([self.cfg.max_queue]))
 
@@ -373,9 +374,13 @@ def size(cfg: QueueConfig, targets: Targets) -> Sizing:
         lam[name] = rep.lam_max
         percentile = getattr(targets, f"{name}_percentile")
         if target > 0 and percentile > 0:
+
+            def exceed(_: np.ndarray, x: np.ndarray, k: str = name, t: float = target
+                       ) -> np.ndarray:
+                return np.array([rep.exceedance(float(x[0]), t, k)])
+
             found, below = percentile_search(
-                lambda _, x, k=name, t=target: np.array([rep.exceedance(float(x[0]), t, k)]),
-                np.array([rep.lam_min]), np.array([rep.lam_max]),
+                exceed, np.array([rep.lam_min]), np.array([rep.lam_max]),
                 np.array([1.0 - percentile / 100.0]))
             if below[0]:
                 tail = rep.exceedance(rep.lam_min, target, name)
@@ -384,8 +389,10 @@ def size(cfg: QueueConfig, targets: Targets) -> Sizing:
                                    f"the lowest rate)")
             lam[name] = float(found[0])
         elif target > 0:
-            x, where = bisect(rep.lam_min, rep.lam_max, target,
-                              lambda x, k=pick: rep.ttft_itl(x)[k])
+            def metric(x: float, k: int = pick) -> float:
+                return rep.ttft_itl(x)[k]
+
+            x, where = bisect(rep.lam_min, rep.lam_max, target, metric)
             if where == BELOW:
                 y = rep.ttft_itl(rep.lam_min)[pick]
                 return _infeasible(f"{name} target {target:g} ms is below the attainable "

@@ -456,7 +456,8 @@ def latency_percentiles_batch(batch: QueueBatch, rate_rps: np.ndarray | float,
         ok = np.flatnonzero(part.sol.valid)
         if ok.size == 0:
             continue
-        sol = QueueSolution(*(f[ok] for f in part.sol))
+        sol = QueueSolution._make(f[ok] for f in part.sol)
+        assert part.states is not None  # asked for (states=True)
         dist = LatencyDistribution(model, sol, part.states[ok], coef.take(part.rows[ok]))
         rows = prep.index[part.rows[ok]]
         for j, p in enumerate(pcts):

@@ -116,7 +116,7 @@ def concurrency_brackets(model: PerfModel, p: ServiceParams, m_max: np.ndarray,
         result = np.maximum(best, 1)
         grid_rows = np.flatnonzero(~(monotone & settled))
         if grid_rows.size:
-            sub = ServiceParams(*(f[grid_rows, None] for f in p))
+            sub = ServiceParams._make(np.asarray(f)[grid_rows, None] for f in p)
             top = int(m_max[grid_rows].max())
             grid = np.arange(1, top + 1, dtype=float)[None, :]
             result[grid_rows] = _largest_on_grid(metric(model, grid, sub), target[grid_rows],

@@ -29,6 +29,7 @@ Nothing here depends on the optimizer or on the queue kernels' internals: the in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -88,6 +89,22 @@ class LatencyCoefficients:
 
     __slots__ = ("_base", "_multi", "_rows", "cols", "model", "upstream")
 
+    # the rows of ``cols`` (`_COLUMNS`), attached as properties below the class
+    alpha_ms: np.ndarray
+    out_tokens: np.ndarray
+    num_servers: np.ndarray
+    num_queue: np.ndarray
+    decode_ms: np.ndarray
+    prefill_ms: np.ndarray
+    delta_ms: np.ndarray
+    full_prefill_ms: np.ndarray
+    full_service_ms: np.ndarray
+    spread_profile: np.ndarray
+    spread_flat: np.ndarray
+    cosmetatos: np.ndarray
+    one_chunk: np.ndarray
+    frontend_ms: np.ndarray
+
     def __init__(self, model: PerfModel, upstream: MetricCoefficients | None,
                  cols: np.ndarray, base: ServiceParams, rows: np.ndarray | None) -> None:
         self.model = model
@@ -123,9 +140,17 @@ class LatencyCoefficients:
         return LatencyCoefficients(self.model, upstream, self.cols[:, idx], self._base, rows)
 
 
+def _column(i: int, doc: str) -> property:
+    """Row ``i`` of ``cols`` as a read-only attribute."""
+
+    def get(self: LatencyCoefficients) -> np.ndarray:
+        return self.cols[i]
+
+    return property(get, doc=doc)
+
+
 for _i, (_name, _doc) in enumerate(_COLUMNS):
-    setattr(LatencyCoefficients, _name,
-            property(lambda self, i=_i: self.cols[i], doc=_doc))
+    setattr(LatencyCoefficients, _name, _column(_i, _doc))
 
 
 def latency_coefficients(model: PerfModel, p: ServiceParams, num_queue: np.ndarray
@@ -311,13 +336,13 @@ def _queue_shape(coef: LatencyCoefficients, arr: _Arrival, rows: np.ndarray | No
     sigma = np.zeros(len(coef))
     queued = np.zeros(len(coef))
     wanted = arr.wait > 0.0 if rows is None else rows & (arr.wait > 0.0)
-    rows = _rows_or_all(wanted)
-    if rows is None:
+    sel = _rows_or_all(wanted)
+    if sel is None:
         return sigma, queued
-    n, q = coef.num_servers[rows], coef.num_queue[rows]
-    d_full = coef.full_service_ms[rows]
-    rho = arr.lam[rows] * d_full / n
-    log_ratio = np.log(rho) / arr.ratio[rows]
+    n, q = coef.num_servers[sel], coef.num_queue[sel]
+    d_full = coef.full_service_ms[sel]
+    rho = arr.lam[sel] * d_full / n
+    log_ratio = np.log(rho) / arr.ratio[sel]
     ratio = np.exp(log_ratio)
     # Mean of k − 1 for a geometric tail ratio r on 0..Q−1 (arrivals at K are lost).
     r_q = np.exp(q * log_ratio)
@@ -326,15 +351,15 @@ def _queue_shape(coef: LatencyCoefficients, arr: _Arrival, rows: np.ndarray | No
     # NaN, +inf and negatives -> 0
     length = np.where((length > 0.0) & (length < np.inf), length, 0.0)
     factor = np.where(rho < 1.0, np.minimum(1.0, 0.5 + 0.5 * (1.0 - rho)
-                                            * coef.cosmetatos[rows] / rho), 0.5)
+                                            * coef.cosmetatos[sel] / rho), 0.5)
     ahead = factor * length
     s = ahead / (1.0 + ahead)
     s_n = s ** n
     cycles = s_n / (1.0 - s_n)
     slot = np.where(s > 0, (1.0 - (n + 1.0) * s_n + n * s_n * s)
                     / ((1.0 - s) * (1.0 - s_n)), 1.0)
-    sigma[rows] = s
-    queued[rows] = d_full * (cycles + slot / (n + 1.0))
+    sigma[sel] = s
+    queued[sel] = d_full * (cycles + slot / (n + 1.0))
     return sigma, queued
 
 
@@ -414,8 +439,8 @@ class LatencyDistribution:
             arr = _arrival(sol, coef)
             t = _terms(coef, sol, arr)
             self.sigma, _ = _queue_shape(coef, arr)
-        if t.chunks is None:
-            t = t._replace(chunks=np.ones(len(coef)))
+        chunks = np.ones(len(coef)) if t.chunks is None else t.chunks
+        t = t._replace(chunks=chunks)
         self.arr, self.t = arr, t
         width = states.shape[1]
         n = np.arange(width, dtype=float)[None, :]
@@ -431,7 +456,7 @@ class LatencyDistribution:
         share = np.clip(n * t.share[:, None], 0.0, 1.0)
         self._lengths = np.stack([t_dec, t_pre])            # (2, C, W)
         self._weights = np.stack([1.0 - share, share])
-        self._base_n = (t.chunks[:, None] * (alpha + n * w_d) + t.w_pre[:, None])
+        self._base_n = (chunks[:, None] * (alpha + n * w_d) + t.w_pre[:, None])
         k = np.arange(CO_ADMITTED_TERMS, dtype=float)[:, None, None, None]
         mean_k = lam[None] * self._lengths                   # (2, C, W)
         pk = np.exp(-mean_k[None] + k * np.log(np.maximum(mean_k[None], 1e-300))
@@ -535,7 +560,8 @@ QUANTILE_ITERATIONS = 60
 """Bisection steps of a quantile: the bracket shrinks to 2^-60 of its width."""
 
 
-def _quantile(cdf, q: float, scale: np.ndarray) -> np.ndarray:
+def _quantile(cdf: Callable[[np.ndarray], np.ndarray], q: float, scale: np.ndarray
+              ) -> np.ndarray:
     """Smallest t with cdf(t) >= q, per row, by bisection on [0, hi]."""
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     lo = np.zeros_like(scale)

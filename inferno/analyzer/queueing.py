@@ -51,7 +51,7 @@ class QueueSolution(NamedTuple):
 
 
 def _invalidate(sol: QueueSolution, valid: np.ndarray) -> QueueSolution:
-    return QueueSolution(*(np.where(valid, f, np.inf) for f in sol[:-1]), valid)
+    return QueueSolution._make([*(np.where(valid, f, np.inf) for f in sol[:-1]), valid])
 
 
 def solve_birth_death(lam_rpms: np.ndarray, log_mu: np.ndarray, num_servers: np.ndarray,

@@ -11,7 +11,9 @@ together; the search runs in two phases:
   `ChainTable` solve; while a candidate's two brackets coincide (same midpoint in the same
   step, as they do until the two roots fall into different halves) one solve serves both;
 * series phase: a row whose bracket has become narrow enough keeps the Taylor data of its
-  last direct solve and finishes in a compact loop where each solve costs O(terms).
+  last direct solve and finishes in a compact loop where each solve costs O(terms); in a
+  small phase each round evaluates several guessed midpoints per row at once and keeps
+  those on the row's real path (every halving is still decided by its own metric value).
 
 A row whose partner's target is below the attainable region is not searched (the candidate
 is infeasible whatever it finds); with ``cap`` a row also stops once it can no longer hold
@@ -35,6 +37,14 @@ _FLOOR_MARGIN = 1.0 - 1e-9
 before the throughput is computed)."""
 _COMPACT_FRACTION = 0.75
 """The series phase drops finished rows once fewer than this share is still running."""
+_GUESS_STEPS = 6
+"""Most halvings guessed per row and series-phase round (a row's series phase takes ~15):
+more points per evaluation save per-call costs, a wrong guess wastes the points after it."""
+_GUESS_ROWS = 1500
+"""A search of more rows (2·V) than this evaluates one midpoint per row and round in its
+series phase (the plain bisection) and keeps no points for guesses: there the element work,
+not the per-call cost, dominates (valgrind instruction counts at 100 and 1,000 case
+servers)."""
 
 
 def within(y: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -50,9 +60,11 @@ def _lowers(y: np.ndarray, target: np.ndarray, increasing: np.ndarray) -> np.nda
     return (increasing & (target < y)) | (~increasing & (target > y))
 
 
-def _horner(coef: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """Σ_k coef[k]·h^k for coefficient-major ``coef`` (K, …, S) and ``h`` (S,)."""
-    acc = coef[-1].copy()
+def _horner(coef: np.ndarray, h: np.ndarray, shape: tuple[int, ...] | None = None
+            ) -> np.ndarray:
+    """Σ_k coef[k]·h^k for coefficient-major ``coef`` (K, …) and ``h`` broadcasting
+    against ``coef[k]`` (the result has the shape of ``coef[k]`` unless ``shape`` says)."""
+    acc = coef[-1].copy() if shape is None else np.broadcast_to(coef[-1], shape).copy()
     for k in range(coef.shape[0] - 2, -1, -1):
         acc *= h
         acc += coef[k]
@@ -112,6 +124,14 @@ class LockstepSearch:
         self.p_zero_center = np.zeros(2 * v)
         self.moments = np.zeros((2 * v, TAYLOR_TERMS + 1))
         self._sums = np.empty((4, 2 * v))
+        self.y_lo = np.full(2 * v, np.nan)
+        self.y_hi = np.full(2 * v, np.nan)
+        self.lam_old = np.full(2 * v, np.nan)
+        self.y_old = np.full(2 * v, np.nan)
+        """The metric at ``lo`` and ``hi``, and the bracket end last replaced and its metric:
+        the series phase guesses the root from these three points."""
+        self.guess = 2 * v <= _GUESS_ROWS
+        """The series phase may guess (it has at most 2·V rows): keep the points above."""
 
     def run(self) -> LockstepSearch:
         """Run both phases to completion; results in ``result`` and ``below``."""
@@ -153,6 +173,7 @@ class LockstepSearch:
         above = open_ & ~below & ((inc & (t > y_hi)) | (~inc & (t < y_hi)))
         self.below = below
         self.increasing = inc
+        self.y_lo, self.y_hi = y_lo, y_hi
         self.active = open_ & ~below & ~above
         self.result = np.where(at_lo, self.lo, self.hi)
         doomed = below[self._partner(np.arange(2 * v))]
@@ -206,6 +227,11 @@ class LockstepSearch:
         self.result[rows] = mid
         self.steps[rows] += 1
         self.active[rows[done]] = False
+        if self.guess:
+            self.lam_old[rows] = np.where(lower, self.hi[rows], self.lo[rows])
+            self.y_old[rows] = np.where(lower, self.y_hi[rows], self.y_lo[rows])
+            self.y_hi[rows[lower]] = y[lower]
+            self.y_lo[rows[higher]] = y[higher]
         self.hi[rows[lower]] = mid[lower]
         self.lo[rows[higher]] = mid[higher]
         going = rows[~done]
@@ -264,13 +290,24 @@ class LockstepSearch:
         return True
 
     def _series_phase(self, rows: np.ndarray) -> None:
-        """Finish the parked rows in a compact loop with series solves."""
+        """Finish the parked rows with series solves.
+
+        A search of at most `_GUESS_ROWS` rows guesses, each round, every row's next
+        `_GUESS_STEPS` midpoints (see `_guess_path`), evaluates them in one vectorised call,
+        and then applies the §2.7 rules to them in order, stopping at the first midpoint
+        whose decision differs from the guess: every halving taken is decided by its own
+        metric, exactly as one at a time (a solve is elementwise, so its value does not
+        depend on the other points evaluated with it); a wrong guess only wastes the points
+        after it. Larger phases halve every row once per round.
+        """
         if rows.size == 0:
             return
         v, table = self.v, self.table
         cand = rows % v
         state = {
             "rows": rows, "lo": self.lo[rows], "hi": self.hi[rows],
+            "y_lo": self.y_lo[rows], "y_hi": self.y_hi[rows],
+            "lam_old": self.lam_old[rows], "y_old": self.y_old[rows],
             "target": self.target[rows], "inc": self.increasing[rows],
             "left": SEARCH_MAX_ITERATIONS - self.steps[rows],
             "xc": self.x_center[rows], "ptc": self.p_top_center[rows],
@@ -286,30 +323,78 @@ class LockstepSearch:
         table.taylor_coefficients(cand, self.moments[rows], out=series)
         self.moments = np.zeros((0, TAYLOR_TERMS + 1))
         live = np.ones(rows.size, dtype=bool)
+        # Guesses pay where per-call costs dominate (few rows); with many rows the gathers
+        # and the points wasted after a wrong guess cost more than they save.
+        guess = self.guess
+        count: np.ndarray | None = None
         while True:
             s = state
-            mid = 0.5 * (s["lo"] + s["hi"])
-            x = np.log(mid)
+            row_of: np.ndarray | slice
+            at: tuple[np.ndarray, np.ndarray] | slice
+            if not guess:  # the plain bisection: every row once, no gathers
+                mid = 0.5 * (s["lo"] + s["hi"])
+                mids, grid = mid[None], mid
+                row_of = at = slice(None)
+                coefs, shape = series, None
+                cf = coef
+            else:
+                mids, count = self._guess_path(s["lo"], s["hi"], s["y_lo"], s["y_hi"],
+                                               s["lam_old"], s["y_old"], s["target"],
+                                               s["left"], _GUESS_STEPS)
+                count[~live] = 0
+                # the guessed points, row by row (ragged: each row up to its guessed end)
+                row_of = np.repeat(np.arange(live.size), count)
+                at = (np.arange(row_of.size)
+                      - np.repeat(np.cumsum(count) - count, count), row_of)
+                cf = coef.take(row_of)
+                grid = mids
+                coefs, shape = series[:, :, None, :], (2, *mids.shape)
+            # The series sums on the whole (steps, rows) grid (no gathers of the 2·terms
+            # coefficients per point), then only the guessed points go on.
+            x = np.log(grid)
             h = x - s["xc"]
-            z0, z1 = _horner(series, h)
+            z0, z1 = _horner(coefs, h, shape)
             p_top = s["ptc"] * np.exp(s["dn"] * h)
             # p_0 carries no e^{j·h} factor; the series drops the common e^{j_c·h}.
             p_zero = s["pzc"] * np.exp(-s["jc"] * h)
-            sol = chain_solution(mid, z0, z1, p_top, x - s["log_mu_top"], s["n"], s["q"],
-                                 p_zero)
-            lat = queue_metrics(self.model, sol, coef, s["ttft"])
-            y = np.where(s["ttft"], lat.ttft_ms, lat.itl_ms)
-            done = live & (within(y, s["target"]) | (s["left"] <= 1))
-            lower = live & ~done & _lowers(y, s["target"], s["inc"])
-            higher = live & ~done & ~lower
-            self.result[s["rows"][live]] = mid[live]
-            s["hi"] = np.where(lower, mid, s["hi"])
-            s["lo"] = np.where(higher, mid, s["lo"])
-            s["left"] = s["left"] - 1
-            live &= ~done
+            sol = chain_solution(grid[at], z0[at], z1[at], p_top[at],
+                                 (x - s["log_mu_top"])[at], s["n"][row_of], s["q"][row_of],
+                                 p_zero[at])
+            ttft = s["ttft"][row_of]
+            lat = queue_metrics(self.model, sol, cf, ttft)
+            if count is None:
+                ys = np.where(ttft, lat.ttft_ms, lat.itl_ms)[None]
+            else:
+                ys = np.full(mids.shape, np.nan)
+                ys[at] = np.where(ttft, lat.ttft_ms, lat.itl_ms)
+            acting = live.copy()
+            for i in range(mids.shape[0]):
+                if count is not None:
+                    acting &= i < count
+                    if not acting.any():
+                        break
+                mid, y = mids[i], ys[i]
+                done = acting & (within(y, s["target"]) | (s["left"] <= 1))
+                lower = acting & ~done & _lowers(y, s["target"], s["inc"])
+                higher = acting & ~done & ~lower
+                self.result[s["rows"][acting]] = mid[acting]
+                if guess:  # the points the next guesses interpolate
+                    s["lam_old"] = np.where(lower, s["hi"],
+                                            np.where(higher, s["lo"], s["lam_old"]))
+                    s["y_old"] = np.where(lower, s["y_hi"],
+                                          np.where(higher, s["y_lo"], s["y_old"]))
+                    s["y_hi"] = np.where(lower, y, s["y_hi"])
+                    s["y_lo"] = np.where(higher, y, s["y_lo"])
+                s["hi"] = np.where(lower, mid, s["hi"])
+                s["lo"] = np.where(higher, mid, s["lo"])
+                s["left"] = s["left"] - acting
+                live &= ~done
+                # the next guessed point is on the path only if this halving was guessed
+                if i + 1 < mids.shape[0]:
+                    acting &= ~done & (lower == (mids[i + 1] < mid))
             if self.cap is not None:  # partners read each other's brackets
                 going = live.nonzero()[0]
-                self.active[s["rows"][done]] = False
+                self.active[s["rows"][~live]] = False
                 self.hi[s["rows"][going]] = s["hi"][going]
                 live[going[self._prune(s["rows"][going], s["lo"][going])]] = False
                 if self.floor is not None:
@@ -320,9 +405,44 @@ class LockstepSearch:
                 break
             if running < _COMPACT_FRACTION * live.size:
                 keep = live.nonzero()[0]
-                state = {k: val[keep] for k, val in s.items()}
+                state = {key: val[keep] for key, val in s.items()}
                 coef = coef.take(keep)
                 series = series[:, :, keep]
                 live = np.ones(keep.size, dtype=bool)
         self.active[rows] = False
 
+    @staticmethod
+    def _guess_path(lo: np.ndarray, hi: np.ndarray, y_lo: np.ndarray, y_hi: np.ndarray,
+                    lam_old: np.ndarray, y_old: np.ndarray, target: np.ndarray,
+                    left: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mids, count): the next ``steps`` midpoints of each row's bisection, every
+        halving decided by a guess of the root (inverse quadratic interpolation through
+        the bracket ends and the end replaced last, else the secant of the bracket), shape
+        (steps, rows); and per row how many of them to evaluate: up to the first one the
+        guess puts within the tolerance (or the last step allowed), at least one."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            slope = (y_hi - y_lo) / (hi - lo)
+            root = lo + (target - y_lo) / slope
+            a, b, c = y_lo - target, y_hi - target, y_old - target
+            iqi = (lo * b * c / ((y_lo - y_hi) * (y_lo - y_old))
+                   + hi * a * c / ((y_hi - y_lo) * (y_hi - y_old))
+                   + lam_old * a * b / ((y_old - y_lo) * (y_old - y_hi)))
+            root = np.where((iqi > lo) & (iqi < hi), iqi, root)
+            band = SEARCH_TOLERANCE * np.abs(target) / np.abs(slope)
+        sure = np.isfinite(root) & np.isfinite(band)
+        root = np.where(sure, root, 0.5 * (lo + hi))
+        mids = np.empty((steps, lo.size))
+        count = np.where(sure, np.minimum(left, steps), 1)
+        open_ = sure.copy()
+        lo, hi = lo.copy(), hi.copy()
+        for i in range(steps):
+            mid = mids[i]
+            np.add(lo, hi, out=mid)
+            mid *= 0.5
+            hit = open_ & (np.abs(mid - root) <= band)
+            count[hit] = np.minimum(count[hit], i + 1)
+            open_ &= ~hit
+            above = mid > root
+            np.copyto(hi, mid, where=above)
+            np.copyto(lo, mid, where=~above)
+        return mids, np.maximum(count, 1)

@@ -75,9 +75,9 @@ class ServiceParams(NamedTuple):
     beta_excess_ms: np.ndarray | float = 0.0
     frontend_ms: np.ndarray | float = 0.0
 
-    def take(self, idx: np.ndarray) -> ServiceParams:
+    def take(self, idx: np.ndarray | slice) -> ServiceParams:
         """The rows ``idx`` of every (C,)-shaped field (scalar fields stay scalars)."""
-        return ServiceParams(*(np.asarray(f)[idx] if np.ndim(f) else f for f in self))
+        return ServiceParams._make(np.asarray(f)[idx] if np.ndim(f) else f for f in self)
 
     def arrays(self) -> ServiceParams:
         """Every field as a float array, broadcast to one shape."""
@@ -295,7 +295,7 @@ def service_time_table(model: PerfModel, width: int, p: ServiceParams,
     step = max(1, _TABLE_BLOCK // width)  # the chunk lookup's temporaries stay block-sized
     for r0 in range(0, multi.size, step):
         rows = multi[r0:r0 + step]
-        col = ServiceParams(*(f[rows, None] for f in p))
+        col = ServiceParams._make(np.asarray(f)[rows, None] for f in p)
         tau[rows] = _g7_tau(b[None, :], num_chunks(b[None, :], col.in_tokens, col.out_tokens,
                                                  col.max_num_tokens), col, model)
     return tau, linear
@@ -393,8 +393,8 @@ class MetricCoefficients(NamedTuple):
     params: ServiceParams
 
     def take(self, idx: np.ndarray) -> MetricCoefficients:
-        return MetricCoefficients(*(np.asarray(f)[idx] for f in self[:-1]),
-                                  self.params.take(idx))
+        return MetricCoefficients._make([*(np.asarray(f)[idx] for f in self[:-1]),
+                                         self.params.take(idx)])
 
 
 def metric_coefficients(model: PerfModel, p: ServiceParams) -> MetricCoefficients:

@@ -281,3 +281,53 @@ def test_empty_batch() -> None:
     empty = _batch(_grid(PerfModel.CHUNKED)[:1]).take(np.array([], dtype=np.int64))
     assert len(size_batch(empty, 1.0, 1.0, 0.0)) == 0
     assert len(analyze_batch(empty, np.zeros(0))) == 0
+
+
+@pytest.mark.parametrize("model", list(PerfModel))
+def test_guessed_halvings_change_nothing(model: PerfModel, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    """The series phase may evaluate several guessed midpoints per round; without guesses
+    it is the plain bisection. Every result is the same bit for bit: each halving is still
+    decided by its own metric value, whatever the guesses (also when most are wrong)."""
+    from inferno.analyzer import search
+
+    batch = _batch(_grid(model))
+    cases = ((60.0, 20.0, 0.0), (1000.0, 40.0, 0.0), (200.0, 30.0, 10.0), (0.0, 25.0, 0.0))
+
+    def sized() -> list:
+        return [size_batch(batch, *t, exact_rates=exact) for t in cases
+                for exact in (True, False)]
+
+    def one_way(down: bool):  # noqa: ANN202
+        """A guessed path that always halves towards one side (often wrong)."""
+        def path(lo: np.ndarray, hi: np.ndarray, *_: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+            lo, hi, mids = lo.copy(), hi.copy(), np.empty((4, lo.size))
+            for i in range(4):
+                mids[i] = 0.5 * (lo + hi)
+                (hi if down else lo)[:] = mids[i]
+            return mids, np.full(lo.size, 4)
+        return staticmethod(path)
+
+    monkeypatch.setattr(search, "_GUESS_ROWS", 0)  # no guesses: the plain bisection
+    plain = sized()
+    monkeypatch.setattr(search, "_GUESS_ROWS", 10**9)
+    others = []
+    for steps in (1, 3, 6):
+        monkeypatch.setattr(search, "_GUESS_STEPS", steps)
+        others.append(sized())
+    guessed = others[-1]
+    for down in (True, False):
+        monkeypatch.setattr(search.LockstepSearch, "_guess_path", one_way(down))
+        others.append(sized())
+    assert any(p.feasible.any() for p in plain)
+    for p, *rest in zip(plain, *others, strict=True):
+        for other in rest:
+            assert np.array_equal(p.feasible, other.feasible)
+            assert np.array_equal(p.rate_rps, other.rate_rps)
+            for name in METRIC_FIELDS:
+                assert np.array_equal(getattr(p.metrics, name), getattr(other.metrics, name))
+    # exact rates: the per-target rates too (no search stops early there)
+    for p, g in zip(plain[::2], guessed[::2], strict=True):
+        for name in ("rate_ttft_rps", "rate_itl_rps", "rate_tps_rps"):
+            assert np.array_equal(getattr(p, name), getattr(g, name))
