@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from inferno.errors import ConfigError
@@ -35,6 +35,9 @@ from sim.deployment import Deployment, DeploymentSpec
 from sim.metrics import requests_frame, timeseries_frame
 from sim.replica import Replica, ReplicaState
 from sim.request import Request
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class AcceleratorPools:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from inferno.model.units import MS_PER_S
 from sim.request import Request
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REQUEST_COLUMNS = (
     "id", "server", "replica", "status", "in_tokens", "out_tokens", "arrival_s",
@@ -35,6 +38,8 @@ def requests_frame(requests: Iterable[Request], now: float | None = None) -> pd.
     rows = [(r.id, r.server, r.replica, r.status.value, r.in_tokens, r.out_tokens, r.arrival_s,
              r.first_scheduled_s, r.first_token_s, r.finish_s, r.num_preemptions)
             for r in requests]
+    import pandas as pd  # only where a frame is built: `sim bench` runs without pandas
+
     df = pd.DataFrame.from_records(rows, columns=list(REQUEST_COLUMNS))
     if now is not None and len(df):
         df.loc[df["first_token_s"] > now, "first_token_s"] = np.nan
@@ -48,6 +53,8 @@ def requests_frame(requests: Iterable[Request], now: float | None = None) -> pd.
 
 def timeseries_frame(samples: list[tuple]) -> pd.DataFrame:
     """Per-replica samples; ``throughput_rps`` is completions since the replica's last sample."""
+    import pandas as pd
+
     df = pd.DataFrame.from_records(samples, columns=list(TIMESERIES_COLUMNS))
     if df.empty:
         df["throughput_rps"] = pd.Series(dtype=float)

@@ -24,10 +24,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from inferno.model.units import MS_PER_S
 from sim.deployment import Deployment
@@ -35,6 +34,9 @@ from sim.digest import Digest, make_digest
 from sim.metrics import requests_frame
 from sim.replica import Replica
 from sim.request import Request, RequestStatus
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _DONE = RequestStatus.DONE
 

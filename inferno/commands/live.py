@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from inferno.control.policies import LIVE_POLICY_NAMES
 from inferno.errors import ConfigError
+from inferno.policy_names import LIVE_POLICY_NAMES, one_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -48,7 +48,7 @@ def _echo(message: str) -> None:
               show_default=True, help="patch: write replicas and allocation labels; metrics: "
               "only export inferno_desired_replicas for an HPA or KEDA.")
 @click.option("--policy", default="inferno", show_default=True,
-              help=f"{', '.join(LIVE_POLICY_NAMES[:-1])} or {LIVE_POLICY_NAMES[-1]}.")
+              help=f"{one_of(LIVE_POLICY_NAMES)}.")
 @click.option("--scale-down-window", type=float, default=None,
               help="Scale-down stabilisation window, s: scale down only to the highest "
               "recommendation of the last S s (default: the policy's, 300); inferno's "

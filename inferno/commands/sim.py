@@ -14,10 +14,7 @@ import click
 
 from inferno.commands import limits, simrun
 from inferno.errors import ConfigError
-
-SCHEMA_POLICIES = ("inferno", "oracle", "hpa", "saturation", "static")
-"""Policies with a settings file (kept literal so that `--help` imports no policy; a test
-pins it to `POLICY_TABLE`)."""
+from inferno.policy_names import POLICY_NAMES
 
 
 @click.group()
@@ -38,7 +35,7 @@ def _loads(text: str | None, what: str, as_int: bool) -> list[float]:
 
 
 @sim.command()
-@click.option("--policy", type=click.Choice(sorted(SCHEMA_POLICIES)),
+@click.option("--policy", type=click.Choice(POLICY_NAMES),
               help="The schema of this policy's settings file (live's --policy-settings, a "
                    "scenario's policy.<name> section) instead of a scenario's.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),

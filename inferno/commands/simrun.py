@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from inferno.control.policies import POLICY_NAMES
 from inferno.errors import ConfigError
+from inferno.policy_names import POLICY_NAMES, one_of
 
 if TYPE_CHECKING:  # the twin is imported inside the commands only
     from click._termui_impl import ProgressBar
@@ -111,7 +111,7 @@ def _report(result: RunResult, paths: dict[str, Path], out: Path) -> None:
 
 @click.command("run")
 @click.argument("scenario", required=False, type=click.Path(path_type=Path))
-@click.option("--policy", help=f"{', '.join(POLICY_NAMES[:-1])} or {POLICY_NAMES[-1]} "
+@click.option("--policy", help=f"{one_of(POLICY_NAMES)} "
               "(default: the scenario's policy.name).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Output directory (default: runs/<scenario>-<policy>).")

@@ -47,6 +47,7 @@ from inferno.control.settings import (
     StaticSettings,
 )
 from inferno.errors import ConfigError
+from inferno.policy_names import LIVE_POLICY_NAMES, POLICY_NAMES, TWIN_ONLY_POLICY_NAMES
 
 __all__ = [
     "LIVE_POLICY_NAMES", "POLICIES", "POLICY_NAMES", "POLICY_TABLE", "SETTINGS", "Decision",
@@ -127,10 +128,9 @@ POLICY_TABLE: Mapping[str, PolicyEntry] = {
 }
 """Policy name → entry: the one list of policies (CLI choices, scenario keys, live mode)."""
 
-POLICY_NAMES: tuple[str, ...] = tuple(POLICY_TABLE)
-"""Every policy name, in the table's order."""
-LIVE_POLICY_NAMES: tuple[str, ...] = tuple(n for n, e in POLICY_TABLE.items() if not e.twin_only)
-"""The policies a live cluster can run."""
+if (tuple(POLICY_TABLE) != POLICY_NAMES or tuple(
+        n for n, e in POLICY_TABLE.items() if e.twin_only) != TWIN_ONLY_POLICY_NAMES):
+    raise ImportError("inferno.policy_names disagrees with POLICY_TABLE")
 
 POLICIES: Mapping[str, Callable[[object, PolicyDeps], Policy]] = {
     name: entry.build for name, entry in POLICY_TABLE.items()}

@@ -47,6 +47,26 @@ def test_milp_imports_scipy_on_use(tmp_path: Path) -> None:
     assert "scipy" in modules
 
 
+def test_sim_bench_imports_neither_pandas_nor_the_control_package() -> None:
+    """`inferno sim bench` keeps no table in memory, so it needs no pandas, and its help
+    names no policy class: neither pandas nor `inferno.control` (which brings the tuner's
+    scipy.optimize) is loaded. Its JSON still comes out."""
+    code = ("import sys\nfrom inferno.cli import cli\n"
+            "try:\n    cli(args=sys.argv[1:], prog_name='inferno')\n"
+            "except SystemExit:\n    pass\n"
+            "sys.stderr.write(repr(sorted(sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", code, "sim", "bench", "--data",
+                           str(ROOT / "sample-data" / "small"), "--model", "granite_13b",
+                           "--accelerator", "A100", "--rate", "2", "--duration", "20",
+                           "--input-tokens", "64", "--output-tokens", "8", "--json"],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    modules = set(eval(done.stderr.strip().splitlines()[-1]))  # noqa: S307 - our own repr
+    assert json.loads(done.stdout)["num_requests"] > 0
+    assert "simpy" in modules
+    assert "pandas" not in modules
+    assert not {m for m in modules if m.startswith(("inferno.control", "scipy.optimize"))}
+
+
 def test_help_imports_no_command_and_lists_their_help() -> None:
     """`inferno --help` lists every command with its docstring's first line, importing none
     of the command modules (SHORT_HELP equals the commands' own short help)."""

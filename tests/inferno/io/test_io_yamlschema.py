@@ -106,7 +106,10 @@ def test_the_committed_schema_is_what_the_command_prints() -> None:
     assert committed == SCHEMA, "run: inferno sim schema -o docs/scenario.schema.json"
 
 
-def test_the_command_knows_every_policy_with_settings() -> None:
-    from inferno.commands.sim import SCHEMA_POLICIES
+def test_the_policy_names_of_the_help_texts_are_the_table_s() -> None:
+    """`inferno.policy_names` (read by --help without importing a policy) and POLICY_TABLE."""
+    from inferno import policy_names
 
-    assert sorted(SCHEMA_POLICIES) == sorted(POLICY_TABLE)
+    assert tuple(POLICY_TABLE) == policy_names.POLICY_NAMES
+    assert tuple(
+        n for n, e in POLICY_TABLE.items() if not e.twin_only) == policy_names.LIVE_POLICY_NAMES
