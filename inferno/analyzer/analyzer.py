@@ -29,6 +29,7 @@ from inferno.analyzer.queueing import QueueSolution, solve_birth_death, state_pr
 from inferno.analyzer.service import ServiceParams, service_params, service_time_table
 from inferno.errors import ConfigError
 from inferno.model import DEFAULT_MAX_NUM_TOKENS, PerfModel, PerfParms
+from inferno.model.units import MS_PER_S
 
 __all__ = [
     "EPSILON",
@@ -191,7 +192,7 @@ class _Replica:
 
     @property
     def max_rate_rps(self) -> float:
-        return self.lam_max * 1000.0
+        return self.lam_max * MS_PER_S
 
     def _args(self, lam_rpms: float
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -202,10 +203,11 @@ class _Replica:
         return solve_birth_death(*self._args(lam_rpms))
 
     def metrics(self, rate_rps: float) -> Metrics:
-        sol = self.solve(rate_rps / 1000.0)
+        sol = self.solve(rate_rps / MS_PER_S)
         lat = queue_metrics(self.cfg.perf_model, sol, self.coef)
         n_srv = float(sol.n_srv[0])
-        return Metrics(offered_rps=rate_rps, throughput_rps=float(sol.throughput_rpms[0]) * 1000.0,
+        return Metrics(offered_rps=rate_rps,
+                       throughput_rps=float(sol.throughput_rpms[0]) * MS_PER_S,
                        resp_ms=float(lat.resp_ms[0]), wait_ms=float(lat.wait_ms[0]),
                        num_in_service=n_srv, prefill_ms=float(lat.prefill_ms[0]),
                        itl_ms=float(lat.itl_ms[0]), ttft_ms=float(lat.ttft_ms[0]),
@@ -243,7 +245,7 @@ def _replica(cfg: QueueConfig) -> tuple[_Replica | None, str]:
     mu = n / tau
     lam_min, lam_max = EPSILON * float(mu[0]), (1.0 - EPSILON) * float(mu[-1])
     if not lam_min <= lam_max:
-        return None, f"empty rate range [{lam_min * 1000:g}, {lam_max * 1000:g}] req/s"
+        return None, f"empty rate range [{lam_min * MS_PER_S:g}, {lam_max * MS_PER_S:g}] req/s"
     coef = latency_coefficients(cfg.perf_model, params, np.array([cfg.max_queue]))
     return _Replica(cfg, params, np.log(mu), lam_min, lam_max, coef), ""
 
@@ -258,7 +260,7 @@ def _require(cfg: QueueConfig) -> _Replica:
 def rate_range(cfg: QueueConfig) -> tuple[float, float]:
     """(min, max) request rate (req/s) of the sizing range, [ε·μ(1), (1−ε)·μ(N)]."""
     rep = _require(cfg)
-    return rep.lam_min * 1000.0, rep.lam_max * 1000.0
+    return rep.lam_min * MS_PER_S, rep.lam_max * MS_PER_S
 
 
 def analyze(cfg: QueueConfig, rate_rps: float) -> Metrics:
@@ -288,7 +290,7 @@ def latency_stats(cfg: QueueConfig, rate_rps: float, extra: tuple[float, ...] = 
     for p in extra:
         if not 0.0 < p < 100.0:
             raise ConfigError(f"latency_stats: percentiles must lie in (0, 100), got {p}")
-    dist = rep.distribution(rate_rps / 1000.0)
+    dist = rep.distribution(rate_rps / MS_PER_S)
     out = []
     for mean, quantile in ((dist.mean.ttft_ms, dist.ttft_quantile),
                            (dist.mean.itl_ms, dist.itl_quantile)):
@@ -401,6 +403,6 @@ def size(cfg: QueueConfig, targets: Targets) -> Sizing:
     lam_tps = rep.lam_max * (1.0 - STABILITY_SAFETY_FRACTION) if targets.tps > 0 \
         else rep.lam_max
     lam_star = min(lam["ttft"], lam["itl"], lam_tps)
-    return Sizing(feasible=True, reason="", rate_ttft_rps=lam["ttft"] * 1000.0,
-                  rate_itl_rps=lam["itl"] * 1000.0, rate_tps_rps=lam_tps * 1000.0,
-                  metrics=rep.metrics(lam_star * 1000.0))
+    return Sizing(feasible=True, reason="", rate_ttft_rps=lam["ttft"] * MS_PER_S,
+                  rate_itl_rps=lam["itl"] * MS_PER_S, rate_tps_rps=lam_tps * MS_PER_S,
+                  metrics=rep.metrics(lam_star * MS_PER_S))

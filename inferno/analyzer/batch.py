@@ -36,6 +36,7 @@ from inferno.analyzer.search import LockstepSearch
 from inferno.analyzer.service import PERF_EXTRA_FIELDS, ServiceParams, service_time_table
 from inferno.errors import ConfigError
 from inferno.model import PerfModel
+from inferno.model.units import MS_PER_S
 
 __all__ = [
     "DEFAULT_PERCENTILES",
@@ -307,9 +308,9 @@ def _fill_metrics(out: dict[str, np.ndarray], rows: np.ndarray, model: PerfModel
         out["prefill_ms"][rows] = lat.prefill_ms
         out["itl_ms"][rows] = lat.itl_ms
         out["ttft_ms"][rows] = lat.ttft_ms
-    out["throughput_rps"][rows] = sol.throughput_rpms * 1000.0
+    out["throughput_rps"][rows] = sol.throughput_rpms * MS_PER_S
     out["num_in_service"][rows] = sol.n_srv
-    out["max_rate_rps"][rows] = lam_max * 1000.0
+    out["max_rate_rps"][rows] = lam_max * MS_PER_S
     out["rho"][rows] = np.clip(sol.n_srv / num_servers, 0.0, 1.0)
 
 
@@ -369,7 +370,7 @@ def _usable_rates(prep: _Prepared, model: PerfModel, rate: np.ndarray) -> np.nda
     r = rate[prep.index]
     ok = np.isfinite(r) & (r > 0)
     if model is PerfModel.CLASSIC:
-        ok &= r <= prep.lam_max * 1000.0
+        ok &= r <= prep.lam_max * MS_PER_S
     return ok
 
 
@@ -393,9 +394,9 @@ def analyze_batch(batch: QueueBatch, rate_rps: np.ndarray | float) -> MetricsBat
     model = batch.perf_model
     out = _empty_metrics(size, rate)
     valid = np.zeros(size, dtype=bool)
-    out["max_rate_rps"][prep.index] = prep.lam_max * 1000.0
+    out["max_rate_rps"][prep.index] = prep.lam_max * MS_PER_S
     coef = latency_coefficients(model, prep.params, prep.num_queue)
-    lam = rate[prep.index] / 1000.0
+    lam = rate[prep.index] / MS_PER_S
     for part in _solve_at(prep, model, lam, _usable_rates(prep, model, rate)):
         rows = prep.index[part.rows]
         _fill_metrics(out, rows, model, part.sol, coef.take(part.rows),
@@ -451,7 +452,7 @@ def latency_percentiles_batch(batch: QueueBatch, rate_rps: np.ndarray | float,
     itl = np.full((size, len(pcts)), np.nan)
     means = np.full((2, size), np.nan)
     valid = np.zeros(size, dtype=bool)
-    lam = rate[prep.index] / 1000.0
+    lam = rate[prep.index] / MS_PER_S
     for part in _solve_at(prep, model, lam, _usable_rates(prep, model, rate), states=True):
         ok = np.flatnonzero(part.sol.valid)
         if ok.size == 0:
@@ -569,7 +570,7 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
                                 cap=None if exact_rates else lam_tps,
                                 floor=None if floor_rps is None
                                 else _batch_rates(floor_rps, size, "size_batch floor_rps")[idx]
-                                / 1000.0).run()
+                                / MS_PER_S).run()
         v = idx.size
         lam_of = {"ttft": search.result[:v].copy(), "itl": search.result[v:].copy()}
         below = {"ttft": search.below[:v].copy(), "itl": search.below[v:].copy()}
@@ -582,9 +583,9 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
         ok = ~below["ttft"] & ~below["itl"] & ~search.given_up
         # fmin: a search stopped early (NaN) never holds the minimum.
         lam_star = np.fmin(np.fmin(lam_of["ttft"], lam_of["itl"]), lam_tps)
-        rate = lam_star * 1000.0
+        rate = lam_star * MS_PER_S
         sel = np.flatnonzero(ok)
-        sol = table.solve(sel, rate[sel] / 1000.0)
+        sol = table.solve(sel, rate[sel] / MS_PER_S)
         _fill_metrics(out, idx[sel], model, sol, coef.take(sel), prep.lam_max[sel],
                       prep.num_servers[sel], latencies)
         out["offered_rps"][idx[sel]] = rate[sel]
@@ -597,7 +598,7 @@ def size_batch(batch: QueueBatch, ttft_ms: np.ndarray | float, itl_ms: np.ndarra
                 stat = f"p{pct[kind][idx[i]]:g} " if on_pct[kind][i] else ""
                 reason[idx[i]] = f"{kind} {stat}target below attainable region"
         for name, lam in (("ttft", lam_of["ttft"]), ("itl", lam_of["itl"]), ("tps", lam_tps)):
-            rates[name][idx[sel]] = lam[sel] * 1000.0
+            rates[name][idx[sel]] = lam[sel] * MS_PER_S
     return SizingBatch(feasible=feasible, reason=reason.astype(str),
                        rate_ttft_rps=rates["ttft"], rate_itl_rps=rates["itl"],
                        rate_tps_rps=rates["tps"], metrics=MetricsBatch(**out, valid=valid))

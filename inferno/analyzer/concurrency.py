@@ -29,6 +29,7 @@ from inferno.analyzer.service import (
 )
 from inferno.errors import ConfigError
 from inferno.model import DEFAULT_MAX_BATCH, PerfModel, PerfParms
+from inferno.model.units import MS_PER_S
 
 __all__ = [
     "DEFAULT_CONCURRENCY_CEILING",
@@ -266,7 +267,7 @@ class _Bisection:
         params = self.batch.params.take(rows)._replace(max_batch=m)
         tau = service_time_ms(self.batch.perf_model, m, params)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(tau > 0, (1.0 - EPSILON) * m / tau * 1000.0, np.inf)
+            return np.where(tau > 0, (1.0 - EPSILON) * m / tau * MS_PER_S, np.inf)
 
     def probe(self, rows: np.ndarray, m: np.ndarray, exact_rates: bool = False, *,
               latencies: bool = False, floor_rps: np.ndarray | None = None) -> SizingBatch:

@@ -30,15 +30,14 @@ from inferno.analyzer import (
 from inferno.model import (
     DEFAULT_MAX_BATCH,
     DEFAULT_PRIORITY,
+    MAX_QUEUE_TO_BATCH_RATIO,
     BatchPolicy,
     ModelTarget,
     Server,
     System,
 )
-from inferno.model.units import S_PER_MIN, rpm_to_rps
+from inferno.model.units import MS_PER_S, S_PER_MIN, rpm_to_rps
 
-MAX_QUEUE_TO_BATCH_RATIO = 10
-"""Q = 10·N when a server does not set maxQueueSize."""
 DEFAULT_CONCURRENCY_CEILING = DEFAULT_MAX_BATCH
 """Search ceiling when model-data maxBatchSize is 0."""
 CHUNK_STATES = 1 << 20
@@ -409,7 +408,7 @@ def _zero_load_rows(cat: _Catalog, sv: _Servers, srv: np.ndarray, perf: np.ndarr
     ttft = itl + gamma * batch
     denom = ttft + alpha + beta * batch
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = np.where(denom > 0, batch / denom, 0.0) * 1000.0
+        rate = np.where(denom > 0, batch / denom, 0.0) * MS_PER_S
     rows = _finish(cat, sv, srv, perf, n, batch, itl, ttft, np.zeros(srv.size), rate)
     empty = n == 0
     if not empty.any():

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from inferno.model.server import Allocation
+from inferno.model.units import MS_PER_S
 
 
 class Status(StrEnum):
@@ -35,4 +36,4 @@ class Solution:
 
     @property
     def solve_time_ms(self) -> float:
-        return self.solve_time_s * 1000.0
+        return self.solve_time_s * MS_PER_S

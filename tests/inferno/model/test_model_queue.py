@@ -15,9 +15,9 @@ def test_a_stated_queue_size_wins_even_zero() -> None:
     assert effective_max_queue(0, 8) == 0
 
 
-def test_the_optimizer_uses_the_same_ratio() -> None:
-    """The optimizer still defines its own copy (its module is edited in parallel work);
-    until it imports this one, the two must agree."""
-    from inferno.optimizer.candidates import MAX_QUEUE_TO_BATCH_RATIO as optimizer_ratio
+def test_the_optimizer_uses_the_model_s_ratio() -> None:
+    """One home: the optimizer's vectorised Q = 10·N reads `inferno.model`'s constant."""
+    from inferno.optimizer import candidates
 
-    assert optimizer_ratio == MAX_QUEUE_TO_BATCH_RATIO == 10
+    assert candidates.MAX_QUEUE_TO_BATCH_RATIO is MAX_QUEUE_TO_BATCH_RATIO
+    assert MAX_QUEUE_TO_BATCH_RATIO == 10
