@@ -60,3 +60,28 @@ def test_startup_kind_is_deprecated_and_lists_the_twins_kinds() -> None:
         kinds = sim.scenario.StartupKind
     assert tuple(k.value for k in kinds) == STARTUP_KINDS
     assert kinds("uniform") == "uniform"
+
+
+@pytest.mark.parametrize(("name", "module", "attr"), [
+    ("EngineSpec", "sim.engine", "EngineSettings"),
+    ("TwinSpec", "sim.twin", "TwinSettings"),
+])
+def test_engine_and_twin_specs_are_deprecated_names_of_the_twins_settings(
+        name: str, module: str, attr: str) -> None:
+    """twin and twin.engine bind to the twin's own classes; the old spec names still import
+    (from sim.scenario and the inferno.scenario shim) and warn, and are no longer public."""
+    expected = getattr(importlib.import_module(module), attr)
+    with pytest.warns(DeprecationWarning, match=f"binds to {module}.{attr}"):
+        assert getattr(sim.scenario, name) is expected
+    old = sys.modules.get("inferno.scenario") or importlib.import_module("inferno.scenario")
+    with pytest.warns(DeprecationWarning, match=f"binds to {module}.{attr}"):
+        assert getattr(old, name) is expected
+    assert name not in sim.scenario.__all__
+
+
+def test_scenario_enums_are_the_twins() -> None:
+    """sim.scenario's ArrivalSignal and RouterKind are the twin's own enums (one home)."""
+    import sim.twin
+
+    assert sim.scenario.ArrivalSignal is sim.twin.ArrivalSignal
+    assert sim.scenario.RouterKind is sim.twin.RouterKind
