@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import warnings
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -196,7 +196,7 @@ class ClusterTwin:
         """Start the scrape process (one scrape now, then every scrape_interval_s)."""
         return self.env.process(self._scraping())
 
-    def _scraping(self) -> Iterator[simpy.events.Event]:
+    def _scraping(self) -> Generator[simpy.events.Event, object, None]:
         while True:
             self.scrape()
             yield self.env.timeout(self.settings.scrape_interval_s)
