@@ -34,7 +34,14 @@ import numpy as np
 import simpy
 
 from inferno.errors import ConfigError
-from inferno.model import ModelPerf, PerfModel, System, effective_max_batch
+from inferno.model import (
+    ModelPerf,
+    PerfModel,
+    System,
+    effective_max_batch,
+    effective_max_queue,
+)
+from inferno.model.units import MS_PER_S
 from sim import workload
 from sim.cluster import Cluster
 from sim.deployment import Deployment, DeploymentSpec
@@ -315,7 +322,7 @@ def _result(cfg: BenchConfig, max_batch: int, analyzer: dict[str, Any] | None, *
         num_preemptions=preemptions, total_input_tokens=tokens_in,
         total_output_tokens=tokens_out, total_tokens_per_s=(tokens_in + tokens_out) * per_s,
         tpot_ms=tpot, vllm_bench=_vllm_keys(completed, duration_s, tokens_in, tokens_out, ttft,
-                                            tpot, e2e, 1000.0 * decode_s / gaps
+                                            tpot, e2e, MS_PER_S * decode_s / gaps
                                             if gaps else math.nan),
         analyzer=analyzer)
 
@@ -364,7 +371,7 @@ def predict(mp: ModelPerf, max_batch: int, in_tokens: int, out_tokens: int, rate
     from inferno.analyzer import QueueConfig, analyze, latency_stats
 
     cfg = QueueConfig(max_batch=max_batch,
-                      max_queue=10 * max_batch if max_queue is None else max_queue,
+                      max_queue=effective_max_queue(max_queue, max_batch),
                       in_tokens=in_tokens, out_tokens=out_tokens, perf=mp.perf,
                       perf_model=perf_model, max_num_tokens=mp.max_num_tokens)
     m = analyze(cfg, rate_rps)

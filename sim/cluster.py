@@ -23,7 +23,7 @@ when no other event is scheduled, so ``env.run()`` without ``until`` still ends.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -170,7 +170,7 @@ class Cluster:
         """Per-replica samples (see `sim.metrics.timeseries_frame`)."""
         return timeseries_frame(self._samples)
 
-    def _sample(self, period_s: float) -> Iterator[simpy.events.Event]:
+    def _sample(self, period_s: float) -> Generator[simpy.events.Event, object, None]:
         while True:
             now = self.env.now
             for dep in self.deployments.values():

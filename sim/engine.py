@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from heapq import heappop, heappush
 
@@ -38,10 +38,17 @@ LATE = 2
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineSettings:
-    """vLLM engine arguments of a replica (the max batch comes from the deployment)."""
+    """vLLM engine arguments of a replica (the max batch comes from the deployment).
 
-    max_num_batched_tokens: int = DEFAULT_MAX_NUM_TOKENS
-    """Token budget per iteration (vLLM default with chunked prefill is 8192)."""
+    Also a scenario's ``twin.engine`` section (`sim.scenario`): its keys are the fields
+    below but for the engine's semantics (`prefill_emits_token`, `fast_path`), which are
+    not YAML keys; there the token budget defaults to None, the model data's value, which
+    `for_server` resolves per server."""
+
+    max_num_batched_tokens: int | None = DEFAULT_MAX_NUM_TOKENS
+    """Token budget per iteration (vLLM default with chunked prefill is 8192); None = the
+    model data's maxNumTokens, resolved by `for_server` (which also reads 0 so, as scenarios
+    always have); a replica given None uses the data's default, 8192."""
     block_size: int = 16
     """KV-cache block size in tokens (vLLM default)."""
     kv_capacity_tokens: int | None = None
@@ -50,18 +57,34 @@ class EngineSettings:
     max_waiting: int | None = None
     """Waiting-queue bound (the analyzer's Q); arrivals beyond it are rejected. None = none,
     as in vLLM."""
-    prefill_emits_token: bool = True
+    prefill_emits_token: bool = field(default=True, metadata={"internal": True})
     """True: vLLM semantics (prefill samples the first token). False: analyzer accounting."""
-    fast_path: bool = True
+    fast_path: bool = field(default=True, metadata={"internal": True})
     """Advance pure-decode runs in one event; False steps every iteration (for tests)."""
+
+    @property
+    def budget_tokens(self) -> int:
+        """The token budget per iteration, None resolved to the model data's default."""
+        tokens = self.max_num_batched_tokens
+        return DEFAULT_MAX_NUM_TOKENS if tokens is None else tokens
+
+    def for_server(self, max_num_tokens: int, kv_capacity_tokens: int | None = None
+                   ) -> EngineSettings:
+        """These settings for one server: a None (or 0) token budget becomes the model data's
+        `max_num_tokens`, and the server's own `kv_capacity_tokens`, when given, replaces
+        the shared one."""
+        return replace(
+            self, max_num_batched_tokens=self.max_num_batched_tokens or max_num_tokens,
+            kv_capacity_tokens=(kv_capacity_tokens if kv_capacity_tokens is not None
+                                else self.kv_capacity_tokens))
 
     def check(self, max_batch: int, where: str = "engine") -> None:
         """Raise ConfigError naming the field when a setting is out of range."""
         if max_batch < 1:
             raise ConfigError(f"{where}.max_batch must be >= 1, got {max_batch}")
-        if self.max_num_batched_tokens < max_batch:
+        if self.budget_tokens < max_batch:
             raise ConfigError(f"{where}.max_num_batched_tokens must be >= max_batch "
-                              f"({max_batch}), got {self.max_num_batched_tokens}")
+                              f"({max_batch}), got {self.budget_tokens}")
         if self.block_size < 1:
             raise ConfigError(f"{where}.block_size must be >= 1, got {self.block_size}")
         if self.kv_capacity_tokens is not None and self.kv_capacity_tokens < self.block_size:
@@ -78,11 +101,11 @@ def check_perf(perf: PerfParms, where: str) -> None:
     """Raise ConfigError unless every iteration takes a positive time."""
     if perf.is_zero:
         raise ConfigError(f"{where}: perfParms missing (alpha = beta = gamma = 0)")
-    for field in ("alpha_ms", "beta_ms", "gamma_ms", "frontend_ms", "frontend_per_token_ms",
-                  "stream_ms", "knee_tokens", "beta_high_ms"):
-        value = getattr(perf, field)
+    for name in ("alpha_ms", "beta_ms", "gamma_ms", "frontend_ms", "frontend_per_token_ms",
+                 "stream_ms", "knee_tokens", "beta_high_ms"):
+        value = getattr(perf, name)
         if not value >= 0.0 or math.isinf(value):
-            raise ConfigError(f"{where}: perfParms.{field} must be finite and >= 0, got {value}")
+            raise ConfigError(f"{where}: perfParms.{name} must be finite and >= 0, got {value}")
     if perf.shape is StepShape.PIECEWISE and perf.beta_high_ms <= 0.0:
         raise ConfigError(f"{where}: perfParms.beta_high_ms must be > 0 with the piecewise "
                           f"shape, got {perf.beta_high_ms}")

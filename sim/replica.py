@@ -133,7 +133,7 @@ class Replica(DecodeRun):
         self._first_idx = 1 + self._extra
         self._prefill_emits = settings.prefill_emits_token
         self._fast = settings.fast_path
-        self._max_tokens = settings.max_num_batched_tokens
+        self._max_tokens = settings.budget_tokens
         self._max_waiting = settings.max_waiting
         self._wake: object | None = None
         """The pending wake-up (at most one live; None: idle)."""

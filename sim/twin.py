@@ -36,14 +36,16 @@ from __future__ import annotations
 import math
 import warnings
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 import pandas as pd
 import simpy
 
 from inferno.control.observation import observe_window
 from inferno.errors import ConfigError
+from inferno.io import safe
 from inferno.model.snapshot import (
     ActuationReport,
     AllocationPlan,
@@ -52,11 +54,36 @@ from inferno.model.snapshot import (
 )
 from inferno.model.units import S_PER_MIN
 from sim.cluster import Cluster
-from sim.deployment import Deployment, DeploymentCounters
-from sim.replica import ReplicaState
+from sim.deployment import Deployment, DeploymentCounters, RolloutSettings, StartupDelay
+from sim.replica import EngineSettings, ReplicaState
 from sim.scrape import VllmScraper
 
-ARRIVAL_SIGNALS = ("offered", "completions", "arrivals")
+
+class ArrivalSignal(StrEnum):
+    """What the twin's collector reports as a server's arrival rate."""
+
+    OFFERED = "offered"
+    """Completions + growth of running and waiting requests, from the replicas' vLLM
+    metrics (vLLM has no arrival counter): what the live collector reads."""
+    ARRIVALS = "arrivals"
+    """Requests received (a gateway dispatch counter live mode does not have); deprecated."""
+    COMPLETIONS = "completions"
+    """Requests finished (vLLM request_success_total, upstream's proxy): under-reads when a
+    server is saturated (upstream pain point P3 (docs/design/control-loop.md §8))."""
+
+
+class RouterKind(StrEnum):
+    """The router in front of every deployment's replicas (`sim.router`)."""
+
+    ROUND_ROBIN = "round_robin"
+    LEAST_OUTSTANDING = "least_outstanding"
+    POWER_OF_TWO = "power_of_two"
+    RANDOM = "uniform_random"
+    """A uniformly random ready replica (kube-proxy in iptables mode): each replica's
+    arrivals stay Poisson, as the analyzer assumes; round robin makes them Erlang-R."""
+
+
+ARRIVAL_SIGNALS = tuple(signal.value for signal in ArrivalSignal)
 _HOLDING = (ReplicaState.STARTING, ReplicaState.READY, ReplicaState.DRAINING)
 TIMESERIES_COLUMNS = ("time_s", "server", "accelerator", "max_batch", "desired", "ready",
                       "arrivals_total", "finished_total", "running", "waiting", "kv_usage",
@@ -67,17 +94,35 @@ ACTUATION_COLUMNS = ("time_s", "server", "from_accelerator", "to_accelerator",
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TwinSettings:
+    """The twin's settings; a scenario's ``twin`` section binds to them (`sim.scenario`).
+
+    `ClusterTwin` reads the observation part (windows, scrapes, arrival signal); the replica
+    part (router, startup, engine, rollout, drain grace) is what every server's
+    `sim.deployment.DeploymentSpec` is built with (`sim.closedloop.run`)."""
+
     window_s: float = 60.0
     """s behind every rate and mean (the PromQL range window; upstream default 1m)."""
     scrape_interval_s: float = 5.0
     """s between scrapes; gauges are averaged over the scrapes in the window."""
-    recent_window_s: float | None = None
-    """s of the recent-load window at the window's end; None = half the window, at least two
-    scrape intervals (live mode's default is 30 s of a 1 m window)."""
-    arrival_signal: str = "offered"
+    arrival_signal: ArrivalSignal = ArrivalSignal.OFFERED
     """offered (completions + growth in the system, from vLLM metrics), completions (vLLM's
     completion rate alone: under-reads under saturation) or arrivals (a gateway's exact
-    counter that live mode lacks; deprecated)."""
+    counter that live mode lacks; deprecated). A plain string is read as its member."""
+    router: RouterKind = RouterKind.ROUND_ROBIN
+    startup: StartupDelay = StartupDelay(mean_s=60.0)
+    """Time from accelerator grant to ready (image pull, model load, warm-up): kind fixed,
+    uniform, exponential or lognormal; mean_s; spread (uniform: half-width in s, lognormal:
+    coefficient of variation)."""
+    engine: EngineSettings = EngineSettings(max_num_batched_tokens=None)
+    """vLLM engine arguments shared by every replica; the token budget defaults to the model
+    data's (`EngineSettings.for_server`)."""
+    rollout: RolloutSettings = RolloutSettings()
+    """RollingUpdate of an accelerator or max-batch change: max_surge, max_unavailable."""
+    drain_grace_s: float | None = None
+    """Kill a draining replica after this long; None lets it finish every request."""
+    recent_window_s: float | None = field(default=None, metadata={"internal": True})
+    """s of the recent-load window at the window's end; None = half the window, at least two
+    scrape intervals (live mode's default is 30 s of a 1 m window). Not a scenario key."""
 
     def __post_init__(self) -> None:
         for name in ("window_s", "scrape_interval_s"):
@@ -87,6 +132,11 @@ class TwinSettings:
         if self.arrival_signal not in ARRIVAL_SIGNALS:
             raise ConfigError(f"twin: arrival_signal must be one of "
                               f"{', '.join(ARRIVAL_SIGNALS)}, got {self.arrival_signal!r}")
+        object.__setattr__(self, "arrival_signal", ArrivalSignal(self.arrival_signal))
+        if self.startup.mean_s > safe.MAX_SIM_DURATION_S:
+            raise ConfigError(f"twin: startup.mean_s must be <= "
+                              f"{safe.MAX_SIM_DURATION_S:,.0f} (MAX_SIM_DURATION_S), "
+                              f"got {self.startup.mean_s!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,7 +173,7 @@ class ClusterTwin:
         self.on_scrape = on_scrape
         """Called with the time after each scrape (a streaming run hands requests off then,
         once the vLLM counters have absorbed them)."""
-        if self.settings.arrival_signal == "arrivals":
+        if self.settings.arrival_signal is ArrivalSignal.ARRIVALS:
             warnings.warn("twin.arrival_signal 'arrivals' reads a gateway counter that live "
                           "mode does not have; use 'offered' (the default)",
                           FutureWarning, stacklevel=2)
@@ -146,7 +196,7 @@ class ClusterTwin:
         """Start the scrape process (one scrape now, then every scrape_interval_s)."""
         return self.env.process(self._scraping())
 
-    def _scraping(self) -> Iterator[simpy.events.Event]:
+    def _scraping(self) -> Generator[simpy.events.Event, object, None]:
         while True:
             self.scrape()
             yield self.env.timeout(self.settings.scrape_interval_s)
@@ -184,9 +234,9 @@ class ClusterTwin:
         seen = observe_window(window, steady_ready=self._steady_ready(name, now))
         fields = {f: getattr(seen, f) for f in seen.__dataclass_fields__}
         signal = settings.arrival_signal
-        if signal == "completions":
+        if signal is ArrivalSignal.COMPLETIONS:
             fields["arrival_rpm"] = seen.throughput_rpm
-        elif signal == "arrivals":
+        elif signal is ArrivalSignal.ARRIVALS:
             fields.update(self._gateway_arrivals(name, now))
         return ServerObservation(
             name=name, model=info.model, class_name=info.class_name,

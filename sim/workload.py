@@ -25,7 +25,7 @@ a clipped one), as a client that respects the server's context limit would.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from heapq import heappush
 from pathlib import Path
@@ -33,6 +33,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 import simpy
+from simpy.events import EventPriority
 
 from inferno.errors import ConfigError
 from inferno.io import safe
@@ -523,14 +524,14 @@ class Tick(simpy.events.Event):
 
     def __init__(self, env: simpy.Environment, callback: Callable[[simpy.events.Event], None],
                  *, delay: float = 0.0, at: float | None = None,
-                 priority: int = simpy.events.NORMAL) -> None:
+                 priority: EventPriority = simpy.events.NORMAL) -> None:
         self.env = env
         self.callbacks = [callback]
         self._value = None
         self._ok = True
         # env.schedule(self, priority, delay), inlined; ``at`` avoids now + (at - now).
-        time_s = env._now + delay if at is None else at  # type: ignore[attr-defined]
-        heappush(env._queue, (time_s, priority, next(env._eid), self))  # type: ignore[attr-defined]
+        time_s = env._now + delay if at is None else at
+        heappush(env._queue, (time_s, priority, next(env._eid), self))
 
 
 def arrivals(env: simpy.Environment, times: Iterator[float], lengths: Iterator[tuple[int, int]],
@@ -538,7 +539,7 @@ def arrivals(env: simpy.Environment, times: Iterator[float], lengths: Iterator[t
              max_requests: int | None = None, server: str = "") -> simpy.events.Process:
     """Start the open-loop arrival process: submit one request per arrival time."""
 
-    def run() -> Iterator[simpy.events.Event]:
+    def run() -> Generator[simpy.events.Event, object, None]:
         for num, t in enumerate(times):
             if t >= until_s or (max_requests is not None and num >= max_requests):
                 return

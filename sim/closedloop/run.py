@@ -65,19 +65,11 @@ from sim.cluster import Cluster
 from sim.deployment import DeploymentSpec
 from sim.loadtest import LoadTest, hpa_target
 from sim.recorder import RequestTable, RunRecorder
-from sim.replica import EngineSettings
 from sim.request import RequestStatus
 from sim.router import UniformRandom
-from sim.scenario import (
-    RouterKind,
-    Scenario,
-    ServerSpec,
-    scaled_perf,
-    scaled_targets,
-    scenario_system,
-)
+from sim.scenario import Scenario, ServerSpec, scaled_perf, scaled_targets, scenario_system
 from sim.trace import replay_columns
-from sim.twin import ClusterTwin, ServerInfo, TwinSettings
+from sim.twin import ClusterTwin, RouterKind, ServerInfo
 
 Progress = Callable[[float, float], None]
 """progress(simulated_s, end_s), called between chunks of simulation."""
@@ -89,19 +81,13 @@ TERMINAL = (RequestStatus.DONE, RequestStatus.REJECTED, RequestStatus.ABORTED)
 def _deployment_spec(spec: ServerSpec, scenario: Scenario, system: System) -> DeploymentSpec:
     twin = scenario.twin
     perf = system.perf[(spec.model, spec.accelerator)]
-    engine = twin.engine
     return DeploymentSpec(
         name=spec.name, model=spec.model, accelerator=spec.accelerator,
         max_batch=effective_max_batch(spec.max_batch, perf.max_batch_size),
         num_replicas=spec.replicas,
         router=(RouterKind.ROUND_ROBIN if twin.router is RouterKind.RANDOM
                 else twin.router).value,  # the random router is seeded by run_scenario
-        engine=EngineSettings(
-            max_num_batched_tokens=engine.max_num_batched_tokens or perf.max_num_tokens,
-            block_size=engine.block_size,
-            kv_capacity_tokens=(spec.kv_capacity_tokens if spec.kv_capacity_tokens is not None
-                                else engine.kv_capacity_tokens),
-            max_waiting=engine.max_waiting),
+        engine=twin.engine.for_server(perf.max_num_tokens, spec.kv_capacity_tokens),
         startup=twin.startup, rollout=twin.rollout,
         drain_grace_s=twin.drain_grace_s, start_ready=True)
 
@@ -183,9 +169,7 @@ def build_world(scenario: Scenario, system: System, work: Workload, servers: Seq
     for name in names:
         for t in cycle_times(period_s, scenario.duration_s):
             recorder.request_window(name, t)
-    twin = ClusterTwin(env, cluster, infos, TwinSettings(
-        window_s=scenario.twin.window_s, scrape_interval_s=scenario.twin.scrape_interval_s,
-        arrival_signal=scenario.twin.arrival_signal.value), on_scrape=recorder.flush)
+    twin = ClusterTwin(env, cluster, infos, scenario.twin, on_scrape=recorder.flush)
     twin.start()
     mine = np.isin(work.server_index, [position[n] for n in names])
     replay_columns(env, work.arrival_s[mine], work.in_tokens[mine], work.out_tokens[mine],
@@ -319,9 +303,9 @@ def _policy_settings(scenario: Scenario, name: str, system: System) -> object:
                             in_tokens=round(spec.load.in_tokens),
                             out_tokens=round(spec.load.out_tokens),
                             slo_itl_ms=target.slo_itl_ms, slo_ttft_ms=target.slo_ttft_ms,
-                            kv_tokens=(spec.kv_capacity_tokens
-                                       if spec.kv_capacity_tokens is not None
-                                       else scenario.twin.engine.kv_capacity_tokens))
+                            kv_tokens=scenario.twin.engine.for_server(
+                                perf.max_num_tokens, spec.kv_capacity_tokens
+                            ).kv_capacity_tokens)
             targets[spec.name] = hpa_target(system, test, settings.target_utilisation)
         acc = system.accelerators[spec.accelerator]
         if spec.name not in maxima and acc.type in system.capacity:

@@ -27,40 +27,41 @@ from sim.scenario.files import (
 from sim.scenario.schema import (
     POLICY_NAMES,
     ArrivalKind,
-    ArrivalSignal,
     ClassSpec,
     ControllerSpec,
     DiurnalSpec,
-    EngineSpec,
     LengthKind,
     PerfScaleSpec,
     PolicySpec,
     ProfileSpec,
-    RouterKind,
     Scenario,
     ServerSpec,
     TargetSpec,
     TraceSpec,
-    TwinSpec,
     WorkloadSpec,
     check_run_size,
 )
 from sim.scenario.system import profile_phases, scaled_perf, scaled_targets, scenario_system
+from sim.twin import ArrivalSignal, RouterKind
 
 __all__ = [
     "DEFAULT_SCENARIO", "POLICY_NAMES", "REPO_ROOT", "ArrivalKind", "ArrivalSignal",
-    "ClassSpec", "ControllerSpec", "DiurnalSpec", "EngineSpec", "LengthKind",
+    "ClassSpec", "ControllerSpec", "DiurnalSpec", "LengthKind",
     "PerfScaleSpec", "PolicySpec", "ProfileSpec", "RouterKind", "Scenario",
-    "ServerSpec", "TargetSpec", "TraceSpec", "TwinSpec",
+    "ServerSpec", "TargetSpec", "TraceSpec",
     "WorkloadSpec", "apply_set", "check_run_size", "dump_scenario", "load_scenario",
     "parse_scenario", "parse_set", "profile_phases", "read_yaml", "scaled_perf",
     "scaled_targets", "scenario_system", "scenario_to_dict",
 ]
 
 _BOUND_DIRECTLY = {
-    "EmulatorSpec": ("inferno.control.load_noise", "LoadNoiseSettings"),
-    "RolloutSpec": ("sim.deployment", "RolloutSettings"),
-    "StartupSpec": ("sim.deployment", "StartupDelay"),
+    "EmulatorSpec": ("inferno.control.load_noise", "LoadNoiseSettings", ""),
+    "EngineSpec": ("sim.engine", "EngineSettings",
+                   " (whose max_num_batched_tokens defaults to 8192; None is the model data's, "
+                   "the twin.engine default)"),
+    "RolloutSpec": ("sim.deployment", "RolloutSettings", ""),
+    "StartupSpec": ("sim.deployment", "StartupDelay", ""),
+    "TwinSpec": ("sim.twin", "TwinSettings", ""),
 }
 """Specs that duplicated a settings class: the sections now bind to the class itself."""
 
@@ -68,9 +69,9 @@ _BOUND_DIRECTLY = {
 def __getattr__(name: str) -> Any:
     """The deprecated spec names (and StartupKind), with a DeprecationWarning."""
     if name in _BOUND_DIRECTLY:
-        module, attr = _BOUND_DIRECTLY[name]
-        warnings.warn(f"sim.scenario.{name} is deprecated: the section binds to {module}.{attr}",
-                      DeprecationWarning, stacklevel=2)
+        module, attr, note = _BOUND_DIRECTLY[name]
+        warnings.warn(f"sim.scenario.{name} is deprecated: the section binds to "
+                      f"{module}.{attr}{note}", DeprecationWarning, stacklevel=2)
         return getattr(importlib.import_module(module), attr)
     if name == "StartupKind":
         from sim.deployment import STARTUP_KINDS

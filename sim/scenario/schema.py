@@ -32,7 +32,7 @@ from inferno.io import safe
 from inferno.io.yamlbind import file_prefix, wrap, yaml_key
 from inferno.model import DEFAULT_CLASS
 from inferno.tuner import FirstToken, TunerMode, TunerSettings
-from sim.deployment import RolloutSettings, StartupDelay
+from sim.twin import TwinSettings
 
 
 class ArrivalKind(StrEnum):
@@ -47,28 +47,6 @@ class LengthKind(StrEnum):
     FIXED = "fixed"
     EXPONENTIAL = "exponential"
     LOGNORMAL = "lognormal"
-
-
-class ArrivalSignal(StrEnum):
-    """What the twin's collector reports as a server's arrival rate."""
-
-    OFFERED = "offered"
-    """Completions + growth of running and waiting requests, from the replicas' vLLM
-    metrics (vLLM has no arrival counter): what the live collector reads."""
-    ARRIVALS = "arrivals"
-    """Requests received (a gateway dispatch counter live mode does not have); deprecated."""
-    COMPLETIONS = "completions"
-    """Requests finished (vLLM request_success_total, upstream's proxy): under-reads when a
-    server is saturated (upstream pain point P3 (docs/design/control-loop.md §8))."""
-
-
-class RouterKind(StrEnum):
-    ROUND_ROBIN = "round_robin"
-    LEAST_OUTSTANDING = "least_outstanding"
-    POWER_OF_TWO = "power_of_two"
-    RANDOM = "uniform_random"
-    """A uniformly random ready replica (kube-proxy in iptables mode): each replica's
-    arrivals stay Poisson, as the analyzer assumes; round robin makes them Erlang-R."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -133,7 +111,8 @@ class ServerSpec:
     min_replicas: int = 0
     """The server's own floor (upstream minNumReplicas)."""
     kv_capacity_tokens: int | None = None
-    """KV-cache tokens per replica; None = `twin.engine.kv_capacity_tokens`."""
+    """KV-cache tokens per replica; None = `twin.engine.kv_capacity_tokens`
+    (`EngineSettings.for_server`)."""
     load: WorkloadSpec = WorkloadSpec()
 
     def __post_init__(self) -> None:
@@ -180,55 +159,6 @@ class ProfileSpec:
             _check(phase.duration_s <= safe.MAX_SIM_DURATION_S,
                    f"phases[{i}].duration_s must be <= {safe.MAX_SIM_DURATION_S:,.0f} "
                    f"(MAX_SIM_DURATION_S), got {phase.duration_s!r}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EngineSpec:
-    """vLLM engine arguments shared by every replica.
-
-    Not `sim.replica.EngineSettings` itself: here None means "the model data's maxNumTokens",
-    resolved per server when the run builds its deployments, and that class's other fields
-    (prefill_emits_token, fast_path) are the engine's semantics, not scenario keys."""
-
-    max_num_batched_tokens: int | None = None
-    """Token budget per iteration; None = model-data maxNumTokens (8192 by default)."""
-    block_size: int = 16
-    kv_capacity_tokens: int | None = None
-    """KV-cache tokens per replica; None = unlimited (like the analyzer's queue model)."""
-    max_waiting: int | None = None
-    """Waiting-queue bound per replica; arrivals beyond it are rejected. None = unbounded."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TwinSpec:
-    """The twin's settings. Its observation part becomes `sim.twin.TwinSettings` (which
-    takes the arrival signal as a string), its replica parts each server's
-    `sim.deployment.DeploymentSpec` (startup and rollout are bound to the twin's classes
-    directly)."""
-
-    window_s: float = 60.0
-    """s of history behind every collected rate and mean (PromQL rate(...[window]))."""
-    scrape_interval_s: float = 5.0
-    """s between the twin's metric scrapes (gauges are averaged over the window's scrapes)."""
-    arrival_signal: ArrivalSignal = ArrivalSignal.OFFERED
-    router: RouterKind = RouterKind.ROUND_ROBIN
-    startup: StartupDelay = StartupDelay(mean_s=60.0)
-    """Time from accelerator grant to ready (image pull, model load, warm-up): kind fixed,
-    uniform, exponential or lognormal; mean_s; spread (uniform: half-width in s, lognormal:
-    coefficient of variation)."""
-    engine: EngineSpec = EngineSpec()
-    rollout: RolloutSettings = RolloutSettings()
-    """RollingUpdate of an accelerator or max-batch change: max_surge, max_unavailable."""
-    drain_grace_s: float | None = None
-    """Kill a draining replica after this long; None lets it finish every request."""
-
-    def __post_init__(self) -> None:
-        for name in ("window_s", "scrape_interval_s"):
-            value = getattr(self, name)
-            _check(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value!r}")
-        _check(self.startup.mean_s <= safe.MAX_SIM_DURATION_S,
-               f"startup.mean_s must be <= {safe.MAX_SIM_DURATION_S:,.0f} (MAX_SIM_DURATION_S), "
-               f"got {self.startup.mean_s!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -384,7 +314,9 @@ class Scenario:
     emulator: LoadNoiseSettings | None = None
     """The seed's load emulator applied to every server (interval_s, alpha, theta,
     range_factor; its phases are the profile's). None: the rate follows the profile exactly."""
-    twin: TwinSpec = TwinSpec()
+    twin: TwinSettings = TwinSettings()
+    """The twin's settings (`sim.twin.TwinSettings`): observation, router, startup, engine,
+    rollout, drain grace."""
     servers: tuple[ServerSpec, ...]
     trace: TraceSpec | None = None
     """Replay this trace; the servers' `load` sections are then ignored."""

@@ -241,7 +241,9 @@ def test_bad_perf_is_a_config_error(perf, match):
     (64, EngineSettings(max_num_batched_tokens=32), "max_num_batched_tokens"),
     (4, EngineSettings(kv_capacity_tokens=8), "kv_capacity_tokens"),
     (4, EngineSettings(max_waiting=-1), "max_waiting"),
-], ids=["batch", "budget", "kv", "waiting"])
+    (8193, EngineSettings(max_num_batched_tokens=None),
+     r"max_num_batched_tokens must be >= max_batch \(8193\), got 8192"),
+], ids=["batch", "budget", "kv", "waiting", "model-data-default"])
 def test_bad_engine_settings_are_config_errors(simple_perf, max_batch, settings, match):
     """Out-of-range engine settings raise ConfigError naming the field."""
     with pytest.raises(ConfigError, match=match):
@@ -446,3 +448,18 @@ def test_stream_and_piecewise_iteration_times(run_replica, fast):
     finish = first + sum(it_s(1, 100 + j) + 0.5 / 1000.0 for j in (1, 2, 3))
     assert req.first_token_s == pytest.approx(first, abs=1e-12)
     assert req.finish_s == pytest.approx(finish, abs=1e-12)
+
+
+def test_engine_settings_for_a_server_resolve_the_model_datas_budget_and_the_servers_kv():
+    """None (and, as scenarios always read it, 0) takes the model data's maxNumTokens; a set
+    budget stays; a server's own KV capacity replaces the shared one, None keeps it; the
+    other fields are kept."""
+    shared = EngineSettings(max_num_batched_tokens=None, block_size=32, kv_capacity_tokens=9_000,
+                            max_waiting=5, fast_path=False)
+    mine = shared.for_server(4096)
+    assert mine == EngineSettings(max_num_batched_tokens=4096, block_size=32,
+                                  kv_capacity_tokens=9_000, max_waiting=5, fast_path=False)
+    assert EngineSettings(max_num_batched_tokens=0).for_server(4096).max_num_batched_tokens == 4096
+    assert EngineSettings(max_num_batched_tokens=2048).for_server(4096).budget_tokens == 2048
+    assert shared.for_server(4096, 3_000).kv_capacity_tokens == 3_000
+    assert EngineSettings(max_num_batched_tokens=None).budget_tokens == 8192  # vLLM's default

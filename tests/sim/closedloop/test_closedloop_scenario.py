@@ -290,3 +290,151 @@ def test_bound_sections_report_bad_values_by_key_path(tmp_path: Path, key_path: 
     with pytest.raises(ConfigError, match=message) as info:
         load_scenario(path)
     assert str(info.value).startswith(f"{path}: ")
+
+
+# -- twin and twin.engine bound to sim.twin.TwinSettings and sim.engine.EngineSettings
+TWIN_KEYS = {"window_s": 30, "scrape_interval_s": 2.5, "arrival_signal": "completions",
+             "router": "least_outstanding", "drain_grace_s": 120,
+             "engine": {"max_num_batched_tokens": 4096, "block_size": 32,
+                        "kv_capacity_tokens": 50_000, "max_waiting": 40}}
+
+
+def _expected_twin() -> object:
+    from sim.deployment import StartupDelay
+    from sim.engine import EngineSettings
+    from sim.twin import ArrivalSignal, RouterKind, TwinSettings
+
+    return TwinSettings(window_s=30.0, scrape_interval_s=2.5,
+                        arrival_signal=ArrivalSignal.COMPLETIONS,
+                        router=RouterKind.LEAST_OUTSTANDING, drain_grace_s=120.0,
+                        startup=StartupDelay(mean_s=30.0),
+                        engine=EngineSettings(max_num_batched_tokens=4096, block_size=32,
+                                              kv_capacity_tokens=50_000, max_waiting=40))
+
+
+def test_twin_and_engine_keys_reach_the_twins_settings_by_yaml(tmp_path: Path) -> None:
+    """Every key of twin and twin.engine, written in the file, lands in the TwinSettings and
+    EngineSettings the run hands to the twin and the deployments (no translation layer)."""
+    doc = small_scenario()
+    doc["twin"].update(TWIN_KEYS)
+    scenario = load_scenario(write(tmp_path, doc))
+    assert scenario.twin == _expected_twin()
+
+
+def test_twin_and_engine_keys_reach_the_twins_settings_by_set(tmp_path: Path) -> None:
+    """The same keys by --set paths, values in any case for the enums as before."""
+    sets = ["twin.window_s=30", "twin.scrape_interval_s=2.5", "twin.arrival_signal=Completions",
+            "twin.router=LEAST_OUTSTANDING", "twin.drain_grace_s=120",
+            "twin.engine.max_num_batched_tokens=4096", "twin.engine.block_size=32",
+            "twin.engine.kv_capacity_tokens=50000", "twin.engine.max_waiting=40"]
+    scenario = load_scenario(write(tmp_path, small_scenario()), sets)
+    assert scenario.twin == _expected_twin()
+
+
+def test_twin_and_engine_defaults_are_the_documented_ones(tmp_path: Path) -> None:
+    """docs/scenarios.md: window 60 s, scrapes every 5 s, offered, round robin, no drain
+    grace; engine: the model data's token budget (None), blocks of 16, unlimited KV cache,
+    unbounded queue; the engine's own semantics (vLLM first token, fast path) as a replica's
+    default; a partial engine section keeps the other defaults."""
+    from sim.twin import ArrivalSignal, RouterKind
+
+    doc = small_scenario()
+    del doc["twin"]
+    twin = load_scenario(write(tmp_path, doc)).twin
+    assert (twin.window_s, twin.scrape_interval_s, twin.drain_grace_s) == (60.0, 5.0, None)
+    assert twin.arrival_signal is ArrivalSignal.OFFERED
+    assert twin.router is RouterKind.ROUND_ROBIN
+    engine = twin.engine
+    assert (engine.max_num_batched_tokens, engine.block_size, engine.kv_capacity_tokens,
+            engine.max_waiting) == (None, 16, None, None)
+    assert (engine.prefill_emits_token, engine.fast_path) == (True, True)
+    assert twin.recent_window_s is None
+    partial = load_scenario(write(tmp_path, doc), ["twin.engine.block_size=8"]).twin.engine
+    assert (partial.max_num_batched_tokens, partial.block_size) == (None, 8)
+
+
+def test_twin_and_engine_keys_survive_a_dump_round_trip(tmp_path: Path) -> None:
+    """scenario_to_dict writes exactly the documented keys (not the engine's semantics nor
+    the recent window) and parse_scenario reads them back to equal settings."""
+    doc = small_scenario()
+    doc["twin"].update(TWIN_KEYS)
+    scenario = load_scenario(write(tmp_path, doc))
+    plain = scenario_to_dict(scenario, relative_to=tmp_path)
+    assert list(plain["twin"]) == ["window_s", "scrape_interval_s", "arrival_signal", "router",
+                                   "startup", "engine", "rollout", "drain_grace_s"]
+    assert plain["twin"]["engine"] == TWIN_KEYS["engine"]
+    assert (plain["twin"]["arrival_signal"], plain["twin"]["router"]) == (
+        "completions", "least_outstanding")
+    again = parse_scenario(plain, base_dir=tmp_path)
+    assert again.twin == scenario.twin
+    default = parse_scenario(small_scenario())
+    assert scenario_to_dict(default)["twin"]["engine"]["max_num_batched_tokens"] is None
+    assert parse_scenario(scenario_to_dict(default)).twin == default.twin
+
+
+@pytest.mark.parametrize(("key_path", "value", "message"), [
+    ("twin.engine.fast_path", False, r"twin\.engine\.fast_path: unknown key; allowed: "
+                                     r"block_size, kv_capacity_tokens, max_num_batched_tokens, "
+                                     r"max_waiting$"),
+    ("twin.engine.prefill_emits_token", False, r"twin\.engine\.prefill_emits_token: unknown"),
+    ("twin.recent_window_s", 10, r"twin\.recent_window_s: unknown key; allowed: "
+                                 r"arrival_signal, drain_grace_s, engine, rollout, router, "
+                                 r"scrape_interval_s, startup, window_s$"),
+    ("twin.window_s", 0, r"twin: window_s must be > 0, got 0"),
+    ("twin.scrape_interval_s", -1, r"twin: scrape_interval_s must be > 0, got -1"),
+    ("twin.arrival_signal", "gateway", r"twin\.arrival_signal: expected one of offered, "
+                                       r"arrivals, completions, got 'gateway'"),
+    ("twin.engine.block_size", "big", r"twin\.engine\.block_size: expected an integer"),
+    ("twin.engine.max_waiting", 1.5, r"twin\.engine\.max_waiting: expected an integer"),
+    ("twin.drain_grace_s", "soon", r"twin\.drain_grace_s: expected a number"),
+], ids=["fast-path", "prefill-emits", "recent-window", "window", "scrape", "signal",
+        "block-size", "max-waiting", "drain-grace"])
+def test_twin_and_engine_report_bad_keys_and_values_by_key_path(
+        tmp_path: Path, key_path: str, value: object, message: str) -> None:
+    """The engine's semantics and the recent window were never scenario keys and are not now;
+    bad values name the file and the key path."""
+    doc = apply_set(small_scenario(), key_path, value)
+    path = write(tmp_path, doc)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_scenario(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def _data_with_max_num_tokens(tmp_path: Path, tokens: int) -> Path:
+    """sample-data/large with maxNumTokens set on granite_13b's H100 entry."""
+    import json
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE_LARGE, data)
+    models = json.loads((data / "model-data.json").read_text())
+    hits = [m for m in models["models"] if (m["name"], m["acc"]) == ("granite_13b", "H100")]
+    assert len(hits) == 1
+    hits[0]["maxNumTokens"] = tokens
+    (data / "model-data.json").write_text(json.dumps(models))
+    return data
+
+
+@pytest.mark.parametrize(("sets", "budget", "kv"), [
+    ([], 3072, None),
+    (["twin.engine.max_num_batched_tokens=0"], 3072, None),
+    (["twin.engine.max_num_batched_tokens=2048"], 2048, None),
+    (["twin.engine.kv_capacity_tokens=40000"], 3072, 40_000),
+    (["twin.engine.kv_capacity_tokens=40000", "servers.0.kv_capacity_tokens=30000"],
+     3072, 30_000),
+], ids=["model-data", "zero-is-model-data", "scenario", "shared-kv", "server-kv"])
+def test_deployments_get_the_engine_resolved_per_server(tmp_path: Path, sets: list[str],
+                                                        budget: int, kv: int | None) -> None:
+    """A deployment runs with the scenario's engine, its token budget the model data's
+    maxNumTokens unless the scenario gives one, its KV cache the server's own if set."""
+    from sim.closedloop.run import build_world, prepare
+
+    doc = small_scenario(data=str(_data_with_max_num_tokens(tmp_path, 3072)))
+    sets = [*sets, "twin.engine.block_size=32", "twin.engine.max_waiting=7"]
+    scenario, system, work = prepare(load_scenario(write(tmp_path, doc), sets), None)
+    world = build_world(scenario, system, work, scenario.server_names, requests_table=False,
+                        period_s=60.0)
+    engine = world.cluster.deployments["Premium-granite_13b"].spec.engine
+    assert (engine.max_num_batched_tokens, engine.kv_capacity_tokens) == (budget, kv)
+    assert (engine.block_size, engine.max_waiting) == (32, 7)
+    assert world.twin.settings is scenario.twin

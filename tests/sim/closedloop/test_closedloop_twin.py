@@ -220,6 +220,15 @@ def test_twin_settings_are_checked(field, value):
         TwinSettings(**{field: value})
 
 
+def test_twin_settings_read_a_signal_string_as_the_enum_member():
+    """Scripts that passed the arrival signal as a string (its type before it was an enum)
+    get the member, so comparisons by identity in the twin hold."""
+    from sim.twin import ArrivalSignal
+
+    for signal in ArrivalSignal:
+        assert TwinSettings(arrival_signal=signal.value).arrival_signal is signal
+
+
 def test_clock_is_simulation_time():
     """now_s() reads env.now (the controller's only clock in the twin)."""
     env, _, twin = tiny_twin()

@@ -40,11 +40,16 @@ def test_phase_is_a_deprecated_name_of_load_phase() -> None:
 
 @pytest.mark.parametrize(("name", "module", "attr"), [
     ("EmulatorSpec", "inferno.control.load_noise", "LoadNoiseSettings"),
+    ("EngineSpec", "sim.engine", "EngineSettings"),
     ("RolloutSpec", "sim.deployment", "RolloutSettings"),
     ("StartupSpec", "sim.deployment", "StartupDelay"),
+    ("TwinSpec", "sim.twin", "TwinSettings"),
 ])
 def test_specs_bound_directly_are_deprecated_names_of_their_settings(name: str, module: str,
                                                                       attr: str) -> None:
+    """The old spec names still import (from sim.scenario and the inferno.scenario shim)
+    and warn, and are no longer public."""
+    assert name not in sim.scenario.__all__
     expected = getattr(importlib.import_module(module), attr)
     with pytest.warns(DeprecationWarning, match=f"binds to {module}.{attr}"):
         assert getattr(sim.scenario, name) is expected
@@ -60,3 +65,11 @@ def test_startup_kind_is_deprecated_and_lists_the_twins_kinds() -> None:
         kinds = sim.scenario.StartupKind
     assert tuple(k.value for k in kinds) == STARTUP_KINDS
     assert kinds("uniform") == "uniform"
+
+
+def test_scenario_enums_are_the_twins() -> None:
+    """sim.scenario's ArrivalSignal and RouterKind are the twin's own enums (one home)."""
+    import sim.twin
+
+    assert sim.scenario.ArrivalSignal is sim.twin.ArrivalSignal
+    assert sim.scenario.RouterKind is sim.twin.RouterKind
