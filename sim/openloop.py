@@ -40,7 +40,7 @@ from simpy.events import NORMAL
 
 from inferno.model.units import MS_PER_S
 from sim.digest import ExactSum, SketchDigest
-from sim.recorder import RequestTable, latencies_ms
+from sim.recorder import RequestTable, latencies_of
 from sim.replica import Replica
 from sim.request import Request, RequestStatus
 
@@ -79,16 +79,16 @@ class StreamedStats:
         done = [r for r in batch if r.status is RequestStatus.DONE]
         if not done:
             return
-        first, finish, ttft, itl = latencies_ms(done)
-        rows = np.array([(r.arrival_s, r.in_tokens, r.out_tokens) for r in done],
-                        dtype=float).reshape(-1, 3)
+        rows = np.array([(r.arrival_s, r.first_token_s, r.finish_s, r.out_tokens, r.in_tokens)
+                         for r in done], dtype=float).reshape(-1, 5)
+        first, finish, ttft, itl = latencies_of(rows)
         arrival = rows[:, 0]
-        out = rows[:, 2].astype(np.int64)
+        out = rows[:, 3].astype(np.int64)
         self.ttft.add(ttft)
         self.itl.add(itl)
         self.e2e.add((finish - arrival) * MS_PER_S)
         self.num_done += len(done)
-        self.in_tokens += int(rows[:, 1].astype(np.int64).sum())
+        self.in_tokens += int(rows[:, 4].astype(np.int64).sum())
         self.out_tokens += int(out.sum())
         self.gaps += int(np.maximum(out - 1, 0).sum())
         self.decode.add(finish - first)

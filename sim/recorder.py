@@ -81,7 +81,13 @@ def latencies_ms(done: list[Request]) -> tuple[np.ndarray, ...]:
     (ITL NaN for one-token outputs)."""
     rows = np.array([(r.arrival_s, r.first_token_s, r.finish_s, r.out_tokens) for r in done],
                     dtype=float).reshape(-1, 4)
-    arrival, first, finish, out = rows.T
+    return latencies_of(rows)
+
+
+def latencies_of(rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """`latencies_ms` of rows (arrival_s, first_token_s, finish_s, out_tokens, ...) already
+    gathered (one pass over the requests serves several sums)."""
+    arrival, first, finish, out = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
     decode = out - 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         itl_s = np.where(decode > 0, (finish - first) / np.where(decode > 0, decode, 1.0),
