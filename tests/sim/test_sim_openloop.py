@@ -214,5 +214,9 @@ def test_default_workers_follow_size_cores_and_load(monkeypatch):
     assert default_workers(1, 9e6) == 1
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
     assert default_workers(20, 180_000) == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.7, 1.2, 1.0))  # one core's worth
+    assert default_workers(20, 180_000) == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))  # both cores busy
+    assert default_workers(20, 180_000) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
     assert default_workers(1000, 9e6) == 1
