@@ -14,6 +14,7 @@ runs the probes of all candidates in lockstep, one `size_batch` per probe.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -343,18 +344,11 @@ def optimal_concurrency_sizing(batch: QueueBatch, ttft_ms: np.ndarray | float,
 
 
 def optimal_concurrency_batch(batch: QueueBatch, ttft_ms: np.ndarray | float,
-                              itl_ms: np.ndarray | float, tps: np.ndarray | float, *,
-                              eps: float = DEFAULT_ONSET_EPSILON,
-                              max_probes: int = DEFAULT_ONSET_PROBES,
-                              queue_ratio: np.ndarray | None = None,
-                              ttft_percentile: np.ndarray | float = 0.0,
-                              itl_percentile: np.ndarray | float = 0.0
-                              ) -> tuple[np.ndarray, np.ndarray]:
-    """(M*, feasible) per candidate: `optimal_concurrency_sizing` with f(M*) > 0 only."""
-    m_star, rate = optimal_concurrency_sizing(batch, ttft_ms, itl_ms, tps, eps=eps,
-                                              max_probes=max_probes, queue_ratio=queue_ratio,
-                                              ttft_percentile=ttft_percentile,
-                                              itl_percentile=itl_percentile)
+                              itl_ms: np.ndarray | float, tps: np.ndarray | float,
+                              **options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(M*, feasible) per candidate: `optimal_concurrency_sizing` (same keyword options) with
+    f(M*) > 0 only."""
+    m_star, rate = optimal_concurrency_sizing(batch, ttft_ms, itl_ms, tps, **options)
     return m_star, rate > 0
 
 
