@@ -130,14 +130,9 @@ def _random_arrivals(seed: int, n: int, rate: float) -> list[tuple[float, int, i
     return [(float(t), int(i), int(o)) for t, i, o in zip(times, ins, outs, strict=True)]
 
 
-@pytest.mark.parametrize(("kv_tokens", "emits"), [
-    (None, True), (None, False), (20_000, True), (6_000, True), (6_000, False)],
-    ids=["unlimited", "unlimited-analyzer-accounting", "kv20k", "kv6k-preempting",
-         "kv6k-analyzer-accounting"])
-def test_fast_path_equals_stepping_every_iteration(run_replica, kv_tokens, emits):
-    """Fast path and one-event-per-iteration give the same stamps (1e-9 s), far fewer events."""
-    arrivals = _random_arrivals(7, 400, rate=4.0)
-    kw = {"kv_capacity_tokens": kv_tokens, "prefill_emits_token": emits, "max_batch": 32}
+def _fast_equals_stepping(run_replica, arrivals, **kw):  # noqa: ANN001, ANN202
+    """Run ``arrivals`` with the fast path and stepping every iteration; assert equal stamps
+    (1e-9 s), preemptions and iterations; return (stepped requests, both replicas)."""
     fast, rep_fast = run_replica(arrivals, fast_path=True, **kw)
     step, rep_step = run_replica(arrivals, fast_path=False, **kw)
     cols = ("first_scheduled_s", "first_token_s", "finish_s")
@@ -147,6 +142,19 @@ def test_fast_path_equals_stepping_every_iteration(run_replica, kv_tokens, emits
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
     assert [r.num_preemptions for r in fast] == [r.num_preemptions for r in step]
     assert rep_fast.num_iterations == rep_step.num_iterations
+    return step, rep_fast, rep_step
+
+
+@pytest.mark.parametrize(("kv_tokens", "emits"), [
+    (None, True), (None, False), (20_000, True), (6_000, True), (6_000, False)],
+    ids=["unlimited", "unlimited-analyzer-accounting", "kv20k", "kv6k-preempting",
+         "kv6k-analyzer-accounting"])
+def test_fast_path_equals_stepping_every_iteration(run_replica, kv_tokens, emits):
+    """Fast path and one-event-per-iteration give the same stamps (1e-9 s), far fewer events."""
+    arrivals = _random_arrivals(7, 400, rate=4.0)
+    step, rep_fast, rep_step = _fast_equals_stepping(
+        run_replica, arrivals, kv_capacity_tokens=kv_tokens, prefill_emits_token=emits,
+        max_batch=32)
     assert rep_step.num_events == rep_step.num_iterations + len(arrivals) - _idle_gaps(step)
     assert rep_fast.num_events * 3 < rep_step.num_events
     if kv_tokens == 6_000:
@@ -163,16 +171,8 @@ def test_fast_path_equals_stepping_with_frontend_stream_and_knee(run_replica, kv
                      frontend_per_token_ms=0.01, stream_ms=0.5, shape=StepShape.PIECEWISE,
                      knee_tokens=1024, beta_high_ms=0.3)
     arrivals = _random_arrivals(11, 400, rate=4.0)
-    kw = {"kv_capacity_tokens": kv_tokens, "max_batch": 32, "perf": perf}
-    fast, rep_fast = run_replica(arrivals, fast_path=True, **kw)
-    step, rep_step = run_replica(arrivals, fast_path=False, **kw)
-    cols = ("first_scheduled_s", "first_token_s", "finish_s")
-    got = np.array([[getattr(r, c) for c in cols] for r in fast])
-    ref = np.array([[getattr(r, c) for c in cols] for r in step])
-    assert not np.isnan(got).any()
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
-    assert [r.num_preemptions for r in fast] == [r.num_preemptions for r in step]
-    assert rep_fast.num_iterations == rep_step.num_iterations
+    step, rep_fast, rep_step = _fast_equals_stepping(
+        run_replica, arrivals, kv_capacity_tokens=kv_tokens, max_batch=32, perf=perf)
     assert rep_fast.num_events * 3 < rep_step.num_events
     # The front-end delays every engine entry by at least α0 + α1·L.
     assert all(r.first_scheduled_s - r.arrival_s >= (5.0 + 0.01 * r.in_tokens) / 1000.0 - 1e-12
