@@ -13,7 +13,8 @@ fresh process ``--repeats`` times and reports:
 Systems (`synthetic.py`, seed 42): ``case`` draws servers like the upstream reference cases
 (tests/data/optimizer-cases: 21 accelerators, 9 models, 4 classes, power-of-two token counts,
 queues 0/16/64/256) and ``synthetic`` like sample large with uniform token counts (almost no
-two servers share a sizing key: the worst case for sharing). BLAS threads are pinned to 1.
+two servers share a sizing key: the worst case for sharing). The CLI runs with no BLAS thread
+variable set, as a user runs it (it then uses one BLAS thread); the solver child is pinned to 1.
 The machine is shared, so CPU time is the steadier number; the load average is printed.
 
 ``--baseline DIR`` runs the same commands against another checkout's ``inferno`` package
@@ -47,6 +48,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 CLI = [sys.executable, "-c", "from inferno.cli import main; main()"]
+
+
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _write(kind: str, size: int, root: Path) -> Path:
@@ -116,7 +120,7 @@ def _bench(data: Path, policy: str, repeats: int, envs: list[dict[str, str]], ou
             whole[k].append((wall, cpu, peak, json.loads(out.read_text())["solveTimeMs"]))
             solver[k].append(json.loads(_measure(
                 [sys.executable, __file__, "--child", str(data), policy, perf_model or "-"],
-                env, out_dir)[3]))
+                {**env, **ONE_BLAS_THREAD}, out_dir)[3]))
     results = []
     for w, sv in zip(whole, solver, strict=True):
         s = sv[0]
@@ -158,7 +162,9 @@ def main() -> None:
     if args.child:
         _solver_cpu(*args.child)
         return
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    # The CLI runs as a user runs it: with no BLAS thread setting (`inferno` then picks
+    # one thread itself); the solver child, which imports inferno directly, is pinned.
+    env = {k: v for k, v in os.environ.items() if k not in ONE_BLAS_THREAD}
     base_env = None
     packages = [HERE.parent / "inferno"]
     if args.baseline:

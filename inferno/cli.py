@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 
 import click
 
@@ -125,6 +126,23 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+"""Environment variables that set numpy's BLAS threads (OpenBLAS, OpenMP builds, MKL)."""
+
+
+def single_blas_thread() -> None:
+    """Run numpy's BLAS on one thread unless the user set one of `BLAS_THREAD_VARS`.
+
+    Our matrix products are thin (rows × 2, rows × 24): extra BLAS threads only spin, and
+    starting them at ``import numpy`` costs ~50 ms of CPU, a sixth of an `inferno optimize`
+    on 100 servers (docs/performance.md). Must run before numpy is imported: this module
+    imports it nowhere, and commands load lazily.
+    """
+    if not any(v in os.environ for v in BLAS_THREAD_VARS):
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+
 def main() -> None:
     """Console entry point."""
+    single_blas_thread()
     cli(prog_name="inferno")

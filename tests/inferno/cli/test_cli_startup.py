@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,29 @@ def test_help_imports_no_command_and_lists_their_help() -> None:
         command = cli.get_command(ctx, name)
         assert command is not None
         assert SHORT_HELP[name] == command.get_short_help_str(limit=limit), name
+
+
+def test_cli_module_imports_no_numpy() -> None:
+    """`main` pins BLAS threads before numpy loads, so `inferno.cli` must not import it."""
+    code = "import sys, inferno.cli\nsys.stdout.write(repr('numpy' in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    assert done.stdout == "False"
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}),
+    ({"OMP_NUM_THREADS": "4"}, {"OMP_NUM_THREADS": "4"}),
+    ({"OPENBLAS_NUM_THREADS": "8"}, {"OPENBLAS_NUM_THREADS": "8"}),
+])
+def test_blas_threads_default_to_one_unless_set(env: dict[str, str], expected: dict[str, str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """One BLAS thread by default; any thread variable the user set wins, untouched."""
+    from inferno.cli import BLAS_THREAD_VARS, single_blas_thread
+
+    for var in BLAS_THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    single_blas_thread()
+    assert {v: os.environ[v] for v in BLAS_THREAD_VARS if v in os.environ} == expected
