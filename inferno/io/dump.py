@@ -22,6 +22,12 @@ from inferno.io.solution import allocation_to_json
 from inferno.model import Allocation, ModelTarget, PerfParms, StepShape, System
 
 
+def _whole(value: float) -> float | int:
+    """An integral value as a JSON integer: upstream types these fields ``int``, and Go's
+    decoder rejects ``24.0`` there. Fractional values (inferno accepts them) stay as they are."""
+    return int(value) if float(value).is_integer() else value
+
+
 def _current(alloc: Allocation) -> dict[str, Any]:
     doc = allocation_to_json(alloc)
     del doc["saturated"]  # an output flag, not part of upstream AllocationData
@@ -55,10 +61,10 @@ def system_to_json(system: System) -> dict[str, dict[str, Any]]:
     s = system.settings
     return {
         ACCELERATOR_FILE: {"accelerators": [{
-            "name": a.name, "type": a.type, "multiplicity": a.multiplicity, "memSize": a.mem_gb,
-            "memBW": a.mem_bw_gbps, "cost": a.cost_per_hr,
-            "power": {"idle": a.power.idle_w, "full": a.power.full_w,
-                      "midPower": a.power.mid_w, "midUtil": a.power.mid_util}}
+            "name": a.name, "type": a.type, "multiplicity": a.multiplicity,
+            "memSize": _whole(a.mem_gb), "memBW": _whole(a.mem_bw_gbps), "cost": a.cost_per_hr,
+            "power": {"idle": _whole(a.power.idle_w), "full": _whole(a.power.full_w),
+                      "midPower": _whole(a.power.mid_w), "midUtil": a.power.mid_util}}
             for a in system.accelerators.values()]},
         CAPACITY_FILE: {"count": [{"type": t, "count": n} for t, n in system.capacity.items()]},
         MODEL_FILE: {"models": [{

@@ -362,6 +362,35 @@ def test_written_system_reads_back_equal(tmp_path: Path, source: str) -> None:
     assert load_system(tmp_path / "out") == system
 
 
+UPSTREAM_INT_FIELDS = ("multiplicity", "memSize", "memBW", "power.idle", "power.full",
+                      "power.midPower")
+"""Accelerator fields typed ``int`` in upstream's Go config (its decoder rejects 24.0)."""
+
+
+def test_written_accelerators_keep_upstream_integers(tmp_path: Path) -> None:
+    """Integral accelerator sizes and powers are written as JSON integers, as the upstream
+    files have them, so the Go optimizer reads what we write; a fractional one stays a
+    fractional number and reads back equal."""
+    from inferno.io.dump import write_system
+
+    system = load_system(SMALL)
+    first = next(iter(system.accelerators))
+    accs = dict(system.accelerators)
+    accs[first] = dataclasses.replace(accs[first], mem_gb=40.5)
+    system = dataclasses.replace(system, accelerators=accs)
+    write_system(system, tmp_path / "out")
+    for acc in json.loads((tmp_path / "out" / "accelerator-data.json").read_text())[
+            "accelerators"]:
+        for path in UPSTREAM_INT_FIELDS:
+            head, _, tail = path.partition(".")
+            value = acc[head][tail] if tail else acc[head]
+            if acc["name"] == first and path == "memSize":
+                assert value == 40.5
+            else:
+                assert type(value) is int, (acc["name"], path, value)
+    assert load_system(tmp_path / "out") == system
+
+
 def test_written_system_keeps_percentiles_and_perf_terms(tmp_path: Path) -> None:
     """write_system keeps inferno's percentile targets and optional perfParms terms (front
     end, stream, piecewise shape), so load_system reads back the same System."""
