@@ -27,9 +27,13 @@ with the reference cases' ``chunked``, synthetic ones with the default ``vllm``)
 Both packages are byte-compiled first (``compileall``): with ``PYTHONDONTWRITEBYTECODE=1``
 and no ``__pycache__`` every run would compile inferno again (~50 ms, not start-up).
 
+``--peer LABEL=COMMAND`` also times another optimizer on each system, whole process only
+(COMMAND with ``{data}`` and ``{out}``; the written systems are plain upstream JSON, so a
+build of the upstream Go optimizer reads them): the ratios in docs/performance.md come from it.
+
 Usage: python benchmarks/optimizer_bench.py [--sizes 100,1000,5000,10000]
        [--policies scaled,search] [--systems case] [--repeats 5] [--baseline DIR]
-       [--perf-model vllm|chunked|classic]
+       [--perf-model vllm|chunked|classic] [--peer LABEL=COMMAND ...]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -85,13 +90,24 @@ def _solver_cpu(data: str, policy: str, perf_model: str) -> None:
                       "best_effort": len(solution.best_effort)}))
 
 
+GNU_TIME = "/usr/bin/time"
+"""GNU time reports the child's own peak RSS. ``os.wait4`` cannot: a child started from this
+process counts this process's resident set (~40 MiB with numpy) as its floor, since Linux
+keeps the pre-``exec`` high-water mark."""
+
+
 def _measure(cmd: list[str], env: dict[str, str], cwd: Path
              ) -> tuple[float, float, float, str]:
-    """(wall s, CPU s, peak MiB, stdout) of one child process, from ``os.wait4``.
+    """(wall s, CPU s, peak MiB, stdout) of one child process: times from ``os.wait4``, the
+    peak from `GNU_TIME` where it is installed (else ``os.wait4``'s, an upper bound).
 
     ``cwd`` must not hold an ``inferno`` package: ``python -c`` puts the working directory
     first on sys.path, which would shadow a baseline's PYTHONPATH.
     """
+    peak_file = cwd / "peak-kib.txt"
+    gnu_time = os.access(GNU_TIME, os.X_OK)
+    if gnu_time:
+        cmd = [GNU_TIME, "-f", "%M", "-o", str(peak_file), *cmd]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                             text=True, cwd=cwd)
@@ -102,7 +118,9 @@ def _measure(cmd: list[str], env: dict[str, str], cwd: Path
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: exit {proc.returncode}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
+    peak_kib = (int(peak_file.read_text().split()[-1]) if gnu_time
+                else usage.ru_maxrss)
+    return wall, usage.ru_utime + usage.ru_stime, peak_kib / 1024, out
 
 
 def _bench(data: Path, policy: str, repeats: int, envs: list[dict[str, str]], out_dir: Path,
@@ -139,6 +157,19 @@ def _bench(data: Path, policy: str, repeats: int, envs: list[dict[str, str]], ou
     return results
 
 
+def _bench_peer(template: str, data: Path, repeats: int, out_dir: Path
+                ) -> dict[str, float | str]:
+    """Whole-process figures of another optimizer (``template``: its command line, with
+    ``{data}`` and ``{out}`` for the system directory and the solution file)."""
+    cmd = shlex.split(template.format(data=data, out=out_dir / "peer-solution.json"))
+    runs = [_measure(cmd, dict(os.environ), out_dir)[:3] for _ in range(repeats)]
+    return {"wall_ms": 1000 * statistics.median(r[0] for r in runs),
+            "wall_min_ms": 1000 * min(r[0] for r in runs),
+            "cpu_ms": 1000 * statistics.median(r[1] for r in runs),
+            "cpu_range": _range(1000 * r[1] for r in runs),
+            "peak_mib": max(r[2] for r in runs)}
+
+
 def _range(values) -> str:
     """``min–max`` of ``values`` (ms), the spread shown next to a median."""
     v = list(values)
@@ -157,6 +188,9 @@ def main() -> None:
     ap.add_argument("--perf-model", help="replace the systems' perfModel (vllm, chunked, "
                                          "classic; default: as written: case systems chunked, "
                                          "synthetic ones the default)")
+    ap.add_argument("--peer", action="append", default=[], metavar="LABEL=COMMAND",
+                    help="also time another optimizer on each system: COMMAND with {data} "
+                         "and {out} (e.g. a build of the upstream Go optimizer); repeatable")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -203,6 +237,11 @@ def main() -> None:
                             f"{r['cpu_ms'] / b['cpu_ms']:.2f} / "
                             f"{r['solve_cpu_ms'] / b['solve_cpu_ms']:.2f} |")
                 print(row, flush=True)
+            for label, _, template in (p.partition("=") for p in args.peer):
+                q = _bench_peer(template, data, args.repeats, root)
+                print(f"| {kind} | {size:,} | peer: {label} | {q['wall_ms']:,.0f} / "
+                      f"{q['wall_min_ms']:,.0f} | {q['cpu_ms']:,.0f} ({q['cpu_range']}) | "
+                      f"{q['peak_mib']:.0f} | | | |", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 
