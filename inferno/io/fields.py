@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -121,6 +122,9 @@ class Fields:
         if isinstance(value, str):
             if required and not value:
                 self.problem(key, 'must be a non-empty string, got ""')
+            if any(unicodedata.category(ch) == "Cc" for ch in value):
+                self.problem(key, f"must not contain control characters, got {describe(value)}")
+                return ""
             return value
         self._wrong(key, "a string", value)
         return ""
@@ -134,8 +138,10 @@ class Fields:
             return False
         return value
 
-    def number(self, key: str, *, default: float = 0.0, minimum: float | None = None) -> float:
-        """A finite number (int or float in JSON), optionally ``>= minimum``."""
+    def number(self, key: str, *, default: float = 0.0, minimum: float | None = None,
+               maximum: tuple[float, str] | None = None) -> float:
+        """A finite number (int or float in JSON), optionally ``>= minimum`` and ``<= maximum``
+        (a bound and its name, e.g. ``(safe.MAX_COST, "MAX_COST")``)."""
         value = self.raw(key)
         if value is None:
             return default
@@ -147,6 +153,10 @@ class Fields:
             return default
         if minimum is not None and value < minimum:
             self.problem(key, f"must be >= {_fmt(minimum)}, got {describe(value)}")
+            return default
+        if maximum is not None and value > maximum[0]:
+            self.problem(key, f"must be <= {maximum[0]:,.0f} ({maximum[1]}), "
+                              f"got {describe(value)}")
             return default
         return float(value)
 

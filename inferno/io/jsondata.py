@@ -101,6 +101,9 @@ OPTIMIZER_FILE = "optimizer-data.json"
 _MAX_BATCH = (safe.MAX_BATCH, "MAX_BATCH")
 _MAX_REPLICAS = (safe.MAX_REPLICAS, "MAX_REPLICAS")
 _MAX_TOKENS = (safe.MAX_TOKENS, "MAX_TOKENS")
+_MAX_COST = (safe.MAX_COST, "MAX_COST")
+_MAX_MS = (safe.MAX_DURATION_MS, "MAX_DURATION_MS")
+_MAX_CAPACITY = (safe.MAX_CAPACITY, "MAX_CAPACITY")
 
 SYSTEM_FILE = "system-data.json"
 
@@ -306,7 +309,7 @@ def _accelerators(root: Fields) -> dict[str, Accelerator]:
             multiplicity=a.integer("multiplicity", default=1, minimum=1),
             mem_gb=a.number("memSize", minimum=0.0),
             mem_bw_gbps=a.number("memBW", minimum=0.0),
-            cost_per_hr=a.number("cost", minimum=0.0),
+            cost_per_hr=a.number("cost", minimum=0.0, maximum=_MAX_COST),
             power=Power(idle_w=power.number("idle", minimum=0.0),
                         full_w=power.number("full", minimum=0.0),
                         mid_w=power.number("midPower", minimum=0.0),
@@ -322,7 +325,7 @@ def _capacity(root: Fields) -> dict[str, int]:
     first: dict[str, str] = {}
     for c in root.objects("count"):
         type_ = c.string("type", required=True)
-        count = c.integer("count", minimum=0)
+        count = c.integer("count", minimum=0, maximum=_MAX_CAPACITY)
         if type_ and _unique(c, "type", type_, "accelerator type", first):
             out[type_] = count
     return out
@@ -365,15 +368,15 @@ def _perf_parms(parms: Fields) -> PerfParms:
     step-shape terms (absent: 0 and the linear shape, upstream's meaning)."""
     shape = parms.choice("shape", StepShape, StepShape.LINEAR)
     knee = parms.number("kneeTokens", minimum=0.0)
-    beta_high = parms.number("betaHigh", minimum=0.0)
+    beta_high = parms.number("betaHigh", minimum=0.0, maximum=_MAX_MS)
     if shape is StepShape.PIECEWISE and not parms.has("betaHigh"):
         parms.problem("betaHigh", "is required with shape 'piecewise'")
-    return PerfParms(alpha_ms=parms.number("alpha", minimum=0.0),
-                     beta_ms=parms.number("beta", minimum=0.0),
-                     gamma_ms=parms.number("gamma", minimum=0.0),
-                     frontend_ms=parms.number("frontend", minimum=0.0),
-                     frontend_per_token_ms=parms.number("frontendPerToken", minimum=0.0),
-                     stream_ms=parms.number("stream", minimum=0.0),
+    def ms(key: str) -> float:
+        return parms.number(key, minimum=0.0, maximum=_MAX_MS)
+
+    return PerfParms(alpha_ms=ms("alpha"), beta_ms=ms("beta"), gamma_ms=ms("gamma"),
+                     frontend_ms=ms("frontend"), frontend_per_token_ms=ms("frontendPerToken"),
+                     stream_ms=ms("stream"),
                      shape=shape, knee_tokens=knee, beta_high_ms=beta_high)
 
 
@@ -467,7 +470,7 @@ def read_allocation(f: Fields, *, is_input_load: bool = False) -> Allocation:
     accelerator = f.string("accelerator")
     num_replicas = f.integer("numReplicas", minimum=0, maximum=_MAX_REPLICAS)
     max_batch = f.integer("maxBatch", minimum=0, maximum=_MAX_BATCH)
-    cost = f.number("cost", minimum=0.0)
+    cost = f.number("cost", minimum=0.0, maximum=_MAX_COST)
     itl_ms = f.number("itlAverage", minimum=0.0)
     ttft_ms = f.number("ttftAverage", minimum=0.0)
     load = f.object("load")

@@ -24,6 +24,7 @@ from typing import Any
 
 from inferno.errors import ConfigError
 from inferno.model.server import MAX_QUEUE_TO_BATCH_RATIO
+from inferno.model.server import MAX_REPLICAS as MAX_REPLICAS  # its home; bounds read it here
 
 MAX_DEPTH = 64
 """Deepest nesting of lists and mappings accepted in a JSON or YAML document (our files use 6)."""
@@ -36,12 +37,18 @@ MAX_FILE_BYTES = 512 * 2**20
 
 # Bounds on sizes that would make a run run away (memory or time grow with them). Values far
 # beyond any real fleet are errors; the simulated-work bounds yield to `--force`.
-MAX_REPLICAS = 10_000
-"""Replicas of one server (the largest fleets run a few hundred per model)."""
 MAX_BATCH = 65_536
 """Max batch (vLLM max_num_seqs; defaults are 256 to 1024)."""
 MAX_QUEUE = MAX_QUEUE_TO_BATCH_RATIO * MAX_BATCH
 """Queue slots beyond the batch of one replica (a server without its own has 10 x the batch)."""
+MAX_COST = 1e12
+"""Any cost figure (an accelerator's cost per hour, a current allocation's cost): far beyond a
+fleet's, and small enough that cost x cards x replicas stays finite."""
+MAX_DURATION_MS = 1e9
+"""Any iteration-model time in milliseconds (α, β, γ, front-end, stream: 11 days a token),
+so the service times built from them stay finite."""
+MAX_CAPACITY = 1_000_000_000
+"""Units of one accelerator type in the inventory."""
 MAX_RATE_RPM = 1_000_000
 """Arrival rate of one server, requests per minute (about 17,000 requests a second)."""
 MAX_TOKENS = 10_000_000

@@ -154,6 +154,23 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ("duplicate-accelerator", edit(ACC, lambda d: d["accelerators"].append(accelerator(0)(d))),
      "accelerator-data.json: accelerators[6].name: duplicate accelerator 'L4' "
      "(first at accelerators[0])"),
+    # Bounds that keep cost x cards x replicas and the service times finite (the MILP
+    # refused infinite costs with a traceback; numpy warned of overflow).
+    ("huge-cost", edit(ACC, setter(accelerator(0), "cost", 1e306)),
+     "accelerator-data.json: accelerators[0].cost: must be <= 1,000,000,000,000 (MAX_COST), "
+     "got 1e+306"),
+    ("huge-current-cost", edit(SRV, lambda d: server(1)(d)["currentAlloc"].update(cost=2e12)),
+     "server-data.json: servers[1].currentAlloc.cost: must be <= 1,000,000,000,000 "
+     "(MAX_COST), got 2000000000000.0"),
+    ("huge-gamma", edit(MOD, lambda d: model(0)(d)["perfParms"].update(gamma=1e300)),
+     "model-data.json: models[0].perfParms.gamma: must be <= 1,000,000,000 (MAX_DURATION_MS), "
+     "got 1e+300"),
+    ("huge-capacity", write(CAP, '{"count": [{"type": "L4", "count": 1e30}]}'),
+     "capacity-data.json: count[0].count: must be <= 1,000,000,000 (MAX_CAPACITY), got 1e+30"),
+    ("newline-in-name", edit(SRV, setter(server(3), "name", "a\nb")),
+     'server-data.json: servers[3].name: must not contain control characters, got "a\\nb"'),
+    ("nul-in-type", write(CAP, '{"count": [{"type": "L\\u00004", "count": 2}]}'),
+     'capacity-data.json: count[0].type: must not contain control characters, got "L\\u00004"'),
     ("negative-slo", edit(CLS, lambda d: d["serviceClasses"][1]["modelTargets"][0].update(
         {"slo-itl": -160})),
      "serviceclass-data.json: serviceClasses[1].modelTargets[0].slo-itl: must be >= 0, got -160"),
