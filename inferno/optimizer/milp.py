@@ -15,9 +15,11 @@ feasible, so the result is never a failure. Formulation: docs/milp.md.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -30,6 +32,33 @@ TIME_LIMIT_S = 60.0
 _EPS = 1e-6
 _TOL = 1e-6
 """Slack when checking a rounded solution against the constraints."""
+
+
+_T = TypeVar("_T")
+
+
+def interruptible(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``fn(*args, **kwargs)`` in a daemon thread, the caller waiting for it.
+
+    HiGHS releases the GIL but does not return to Python until its time limit, so a Ctrl-C
+    (or SIGTERM) arriving during a solve would wait up to a minute; the waiting thread stays
+    interruptible, the exception unwinds at once (output reservations are cleaned up) and
+    the abandoned solve ends with the process.
+    """
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as is
+            out["error"] = exc
+
+    worker = threading.Thread(target=target, name="highs", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +116,9 @@ def _staged(prog: _Program, time_limit_s: float, rounding: object) -> tuple[np.n
         if left <= 0:
             notes.append(f"{stage}: no time left")
             return None
-        res = milp(objective, constraints=[LinearConstraint(prog.rows, prog.lower, prog.upper)],
-                   integrality=prog.integrality, bounds=prog.bounds,
-                   options={"time_limit": left})
+        res = interruptible(
+            milp, objective, constraints=[LinearConstraint(prog.rows, prog.lower, prog.upper)],
+            integrality=prog.integrality, bounds=prog.bounds, options={"time_limit": left})
         x = None if res.x is None else rounding(res.x)  # type: ignore[operator]
         if x is not None and not prog.feasible(x):
             x = None

@@ -70,7 +70,10 @@ def _run(system: System, kind: SolverKind, cands: Mapping[str, Sequence[Candidat
     left = [s for s, cs in cands.items() if cs and s not in assigned]
     fill = fill_best_effort(left, cands, priorities, mres.remaining, settings.saturation_policy)
     assigned.update(fill.assigned)
-    return assigned, dict(mres.parts), set(fill.best_effort), f"milp: {mres.message}"
+    # "optimal" is HiGHS's word for its stages, not the allocation's status: say only what
+    # went wrong (a time limit, ...), so an infeasible system does not read "milp: optimal"
+    how = "milp" if mres.message == "optimal" else f"milp ({mres.message})"
+    return assigned, dict(mres.parts), set(fill.best_effort), how
 
 
 def solve(system: System, *, solver: SolverKind | None = None) -> Solution:

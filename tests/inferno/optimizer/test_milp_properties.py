@@ -253,3 +253,38 @@ def test_time_limit_setting_reaches_the_milp() -> None:
     greedy = solve(system, solver=SolverKind.GREEDY)
     assert "no time left" in milp.message
     assert _full(system, milp) == _full(system, greedy)
+
+
+@pytest.mark.parametrize("solver", [SolverKind.GREEDY, SolverKind.MILP])
+def test_no_capacity_is_infeasible_and_says_so(solver: SolverKind) -> None:
+    """With no accelerator in the inventory nothing can be allocated: status infeasible, and
+    the message does not call it optimal (HiGHS's "optimal" is about its own stages)."""
+    system = load_system(Path(__file__).resolve().parents[3] / "sample-data" / "small")
+    system = dataclasses.replace(system, capacity={t: 0 for t in system.capacity})
+    solution = solve(system, solver=solver)
+    assert str(solution.status) == "infeasible"
+    assert not solution.allocations
+    assert "optimal" not in solution.message
+    assert solution.message.endswith("no server could be allocated")
+
+
+def test_interruptible_wait_ends_at_ctrl_c() -> None:
+    """A solve runs in a worker thread the caller waits for: a SIGINT arriving while the
+    worker sits in C code without the GIL (as HiGHS does) interrupts the wait at once,
+    instead of after the solve's time limit."""
+    import signal
+    import threading
+    import time
+
+    from inferno.optimizer.milp import interruptible
+
+    main = threading.get_ident()
+    timer = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT))
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        interruptible(time.sleep, 5.0)
+    assert time.monotonic() - start < 2.0
+    assert interruptible(divmod, 7, 2) == (3, 1)
+    with pytest.raises(ZeroDivisionError):
+        interruptible(divmod, 1, 0)
