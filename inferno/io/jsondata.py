@@ -57,11 +57,14 @@ Deliberately not errors (they only make a candidate infeasible, §3.1–3.2, and
 up as unallocated): a class without a target for a server's model, a target for a model
 without model-data, ``currentAlloc.accelerator`` naming no accelerator (keepAccelerator then has
 no candidate), a capacity type no accelerator uses, a perf entry with all-zero parameters.
+The two that are most likely typos, a capacity type no accelerator has and a keepAccelerator
+server whose current accelerator is unknown, are logged as warnings (one line each).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -98,6 +101,7 @@ MODEL_FILE = "model-data.json"
 SERVICECLASS_FILE = "serviceclass-data.json"
 SERVER_FILE = "server-data.json"
 OPTIMIZER_FILE = "optimizer-data.json"
+_log = logging.getLogger(__name__)
 _MAX_BATCH = (safe.MAX_BATCH, "MAX_BATCH")
 _MAX_REPLICAS = (safe.MAX_REPLICAS, "MAX_REPLICAS")
 _MAX_TOKENS = (safe.MAX_TOKENS, "MAX_TOKENS")
@@ -287,8 +291,24 @@ def _build(roots: Mapping[str, Fields | None], problems: Problems,
         server_root.problem("servers", "missing or empty: there are no servers to optimize")
     settings = _settings(opt_root) if opt_root else OptimizerSettings()
     problems.raise_if_any()
-    return System(accelerators=accelerators or {}, perf=perf or {}, classes=classes or {},
-                  servers=servers, settings=settings, capacity=capacity)
+    system = System(accelerators=accelerators or {}, perf=perf or {}, classes=classes or {},
+                    servers=servers, settings=settings, capacity=capacity)
+    if accelerators is not None:
+        _warn_likely_typos(system)
+    return system
+
+
+def _warn_likely_typos(system: System) -> None:
+    """Log references that are legal but most likely typos (see the module notes)."""
+    types = sorted({a.type for a in system.accelerators.values()})
+    for type_ in sorted(set(system.capacity) - set(types)):
+        _log.warning("%s: capacity for type '%s', which no accelerator has %s: it is unused",
+                     CAPACITY_FILE, type_, known(types))
+    for server in system.servers:
+        acc = server.current.accelerator
+        if server.keep_accelerator and acc and acc not in system.accelerators:
+            _log.warning("%s: server '%s' keeps accelerator '%s', which is not in %s: it "
+                         "cannot be allocated", SERVER_FILE, server.name, acc, ACCELERATOR_FILE)
 
 
 # -- one reader per file ---------------------------------------------------------------------

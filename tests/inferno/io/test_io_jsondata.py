@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -407,3 +408,32 @@ def test_written_system_keeps_percentiles_and_perf_terms(tmp_path: Path) -> None
     system = dataclasses.replace(system, classes=classes, perf=perf)
     write_system(system, tmp_path / "out")
     assert load_system(tmp_path / "out") == system
+
+
+def test_likely_typos_are_warned_not_refused(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A capacity type no accelerator has, and a keepAccelerator server on an unknown
+    accelerator, load (upstream accepts them) but each logs one warning line naming the
+    file and the value; the shipped data logs none."""
+    data = tmp_path / "data"
+    shutil.copytree(SMALL, data)
+    cap = json.loads((data / "capacity-data.json").read_text())
+    cap["count"].append({"type": "A1OO", "count": 4})
+    (data / "capacity-data.json").write_text(json.dumps(cap))
+    srv = json.loads((data / "server-data.json").read_text())
+    srv["servers"][0]["keepAccelerator"] = True
+    srv["servers"][0]["currentAlloc"]["accelerator"] = "H200"
+    (data / "server-data.json").write_text(json.dumps(srv))
+    with caplog.at_level(logging.WARNING, logger="inferno.io.jsondata"):
+        load_system(SMALL)
+        assert not caplog.records
+        system = load_system(data)
+    assert system.capacity["A1OO"] == 4
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("capacity-data.json: capacity for type 'A1OO', which no "
+                               "accelerator has (known: ")
+    name = srv["servers"][0]["name"]
+    assert lines[1] == (f"server-data.json: server '{name}' keeps accelerator 'H200', which "
+                        "is not in accelerator-data.json: it cannot be allocated")
+    assert all("\n" not in line for line in lines)
