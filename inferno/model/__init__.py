@@ -13,7 +13,6 @@ from inferno.model.llm import (
 )
 from inferno.model.server import (
     MAX_QUEUE_TO_BATCH_RATIO,
-    MAX_REPLICAS,
     Allocation,
     Load,
     Server,
@@ -37,7 +36,7 @@ from inferno.model.system import (
 
 __all__ = [
     "DEFAULT_CLASS", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_NUM_TOKENS", "DEFAULT_PRIORITY",
-    "MAX_QUEUE_TO_BATCH_RATIO", "MAX_REPLICAS",
+    "MAX_QUEUE_TO_BATCH_RATIO",
     "Accelerator", "Allocation", "BatchPolicy", "Load", "ModelPerf", "ModelTarget",
     "OptimizerSettings", "PerfModel", "PerfParms", "Power", "SaturationPolicy", "Server",
     "ServiceClass", "SolverKind", "StepShape", "System", "effective_max_batch",

@@ -51,12 +51,6 @@ MAX_QUEUE_TO_BATCH_RATIO = 10
 decision, docs/design/optimizer-model.md §2.8)."""
 
 
-MAX_REPLICAS = 10_000
-"""Replicas of one server (the largest fleets run a few hundred per model): input files may
-not state more, and the optimizer does not offer more (a server that would need more cannot
-be served in full)."""
-
-
 def effective_max_queue(max_queue: int | None, max_batch: int) -> int:
     """A server's queue slots Q beyond its batch N: its own, or 10·N (the one home of that
     rule; vectorised code multiplies by `MAX_QUEUE_TO_BATCH_RATIO`)."""

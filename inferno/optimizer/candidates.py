@@ -31,7 +31,6 @@ from inferno.model import (
     DEFAULT_MAX_BATCH,
     DEFAULT_PRIORITY,
     MAX_QUEUE_TO_BATCH_RATIO,
-    MAX_REPLICAS,
     BatchPolicy,
     ModelTarget,
     Server,
@@ -390,7 +389,7 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
     ok = (rate > 0) & (max_batch > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         need = np.ceil(np.where(ok, total / np.where(ok, rate, 1.0), 0.0))
-    ok &= np.isfinite(need) & (need <= MAX_REPLICAS)  # more cannot be deployed (or read back)
+    ok &= np.isfinite(need) & (need < 2**62)
     k = np.flatnonzero(ok)
     srv, perf, max_batch, queue, rate = srv[k], perf[k], max_batch[k], queue[k], rate[k]
     n = np.maximum(np.maximum(need[k].astype(np.int64), s["min_rep"][srv]), 1)

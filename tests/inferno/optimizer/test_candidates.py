@@ -17,7 +17,6 @@ from inferno.optimizer import compute_candidates
 from inferno.optimizer.candidates import demand_rps
 
 CASES = Path(__file__).resolve().parents[2] / "data" / "optimizer-cases"
-SMALL = Path(__file__).resolve().parents[3] / "sample-data" / "small"
 
 
 def _system(seed: int, num_servers: int, policy: BatchPolicy) -> System:
@@ -135,27 +134,3 @@ def test_candidate_list_is_a_sequence() -> None:
     assert [c.value for c in cands] == sorted(c.value for c in cands)
     with pytest.raises(IndexError):
         cands[len(cands)]
-
-
-@pytest.mark.parametrize("unlimited", [False, True])
-def test_no_candidate_beyond_max_replicas(unlimited: bool) -> None:
-    """A server whose load needs more than MAX_REPLICAS replicas on every accelerator gets no
-    candidate (a Deployment that large cannot be stated in the input files either), so it is
-    left unallocated rather than given millions of replicas; the other servers are unaffected."""
-    from inferno.model import MAX_REPLICAS
-    from inferno.optimizer import solve
-
-    system = load_system(SMALL)
-    huge = system.servers[0]
-    load = dataclasses.replace(huge.current.load, arrival_rpm=1e12)
-    servers = (dataclasses.replace(huge, current=dataclasses.replace(huge.current, load=load)),
-               *system.servers[1:])
-    system = dataclasses.replace(system, servers=servers, settings=dataclasses.replace(
-        system.settings, unlimited=unlimited))
-    cands = compute_candidates(system)
-    assert not [c for c in cands[huge.name] if not c.is_empty]
-    assert all(c.num_replicas <= MAX_REPLICAS for cs in cands.values() for c in cs)
-    solution = solve(system)
-    assert huge.name in solution.unallocated
-    assert all(a.num_replicas <= MAX_REPLICAS for a in solution.allocations.values())
-    assert len(solution.allocations) == len(system.servers) - 1
