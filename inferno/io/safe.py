@@ -24,7 +24,6 @@ from typing import Any
 
 from inferno.errors import ConfigError
 from inferno.model.server import MAX_QUEUE_TO_BATCH_RATIO
-from inferno.model.server import MAX_REPLICAS as MAX_REPLICAS  # its home; bounds read it here
 
 MAX_DEPTH = 64
 """Deepest nesting of lists and mappings accepted in a JSON or YAML document (our files use 6)."""
@@ -37,6 +36,8 @@ MAX_FILE_BYTES = 512 * 2**20
 
 # Bounds on sizes that would make a run run away (memory or time grow with them). Values far
 # beyond any real fleet are errors; the simulated-work bounds yield to `--force`.
+MAX_REPLICAS = 10_000
+"""Replicas of one server (the largest fleets run a few hundred per model)."""
 MAX_BATCH = 65_536
 """Max batch (vLLM max_num_seqs; defaults are 256 to 1024)."""
 MAX_QUEUE = MAX_QUEUE_TO_BATCH_RATIO * MAX_BATCH

@@ -40,6 +40,9 @@ from inferno.model.units import MS_PER_S, S_PER_MIN, rpm_to_rps
 
 DEFAULT_CONCURRENCY_CEILING = DEFAULT_MAX_BATCH
 """Search ceiling when model-data maxBatchSize is 0."""
+DEPLOYMENT_MAX_REPLICAS = 2**31 - 1
+"""A Deployment's replicas are an int32 in Kubernetes: a candidate needing more cannot be
+deployed and is not offered (upstream offers any count; below this bound we match it)."""
 CHUNK_STATES = 1 << 20
 """In-service chain states (Σ over rows of N + 1) per batched sizing call: bounds the chain
 tables to 8 MiB however many servers there are."""
@@ -389,7 +392,7 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
     ok = (rate > 0) & (max_batch > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         need = np.ceil(np.where(ok, total / np.where(ok, rate, 1.0), 0.0))
-    ok &= np.isfinite(need) & (need < 2**62)
+    ok &= np.isfinite(need) & (need <= DEPLOYMENT_MAX_REPLICAS)
     k = np.flatnonzero(ok)
     srv, perf, max_batch, queue, rate = srv[k], perf[k], max_batch[k], queue[k], rate[k]
     n = np.maximum(np.maximum(need[k].astype(np.int64), s["min_rep"][srv]), 1)

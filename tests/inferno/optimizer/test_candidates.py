@@ -17,6 +17,7 @@ from inferno.optimizer import compute_candidates
 from inferno.optimizer.candidates import demand_rps
 
 CASES = Path(__file__).resolve().parents[2] / "data" / "optimizer-cases"
+SMALL = Path(__file__).resolve().parents[3] / "sample-data" / "small"
 
 
 def _system(seed: int, num_servers: int, policy: BatchPolicy) -> System:
@@ -134,3 +135,28 @@ def test_candidate_list_is_a_sequence() -> None:
     assert [c.value for c in cands] == sorted(c.value for c in cands)
     with pytest.raises(IndexError):
         cands[len(cands)]
+
+
+@pytest.mark.parametrize("unlimited", [False, True])
+def test_no_candidate_beyond_a_deployments_replicas(unlimited: bool) -> None:
+    """A load no Deployment could serve (more than 2**31 - 1 replicas, Kubernetes' int32
+    bound) gets no candidate and leaves its server unallocated, instead of a count no
+    cluster accepts; the others are allocated as if it were not there."""
+    from inferno.optimizer import solve
+    from inferno.optimizer.candidates import DEPLOYMENT_MAX_REPLICAS
+
+    base = load_system(SMALL)
+    base = dataclasses.replace(base, settings=dataclasses.replace(base.settings,
+                                                                  unlimited=unlimited))
+    huge = base.servers[0]
+    load = dataclasses.replace(huge.current.load, arrival_rpm=1e15)
+    system = dataclasses.replace(base, servers=(
+        dataclasses.replace(huge, current=dataclasses.replace(huge.current, load=load)),
+        *base.servers[1:]))
+    cands = compute_candidates(system)
+    assert not [c for c in cands[huge.name] if not c.is_empty]
+    assert all(c.num_replicas <= DEPLOYMENT_MAX_REPLICAS for cs in cands.values() for c in cs)
+    solution = solve(system)
+    without = solve(dataclasses.replace(base, servers=base.servers[1:]))
+    assert huge.name in solution.unallocated
+    assert solution.allocations == without.allocations
