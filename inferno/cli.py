@@ -11,6 +11,9 @@ import importlib
 import importlib.util
 import logging
 import os
+import signal
+import sys
+from types import FrameType
 
 import click
 
@@ -142,7 +145,44 @@ def single_blas_thread() -> None:
         os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
+EXIT_ON_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""Signals `main` turns into an exit with code 128 + the signal number (143, 130)."""
+
+
+def exit_on_signals() -> None:
+    """Make SIGTERM and SIGINT raise `SystemExit` (128 + signal number) in this process.
+
+    Python's default SIGTERM ends the process at once, so context managers never run and a
+    reserved output file (`inferno.io.output.OutputFile`) stays behind as ``.NAME.XXXX.tmp``;
+    SIGINT's KeyboardInterrupt unwinds, but click turns it into exit code 1. Unwinding can
+    wait on child processes (a process pool's shutdown, a forked worker's join), so the
+    handler first terminates this process's `multiprocessing` children; forked children
+    inherit the handler and take the default action instead. Commands that stop gracefully
+    (`live`, `emulate`) install their own handlers over these while they run. A signal the
+    process was started ignoring stays ignored.
+    """
+    parent = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != parent:  # a forked child: what it would have done without us
+            if signum == signal.SIGINT:
+                signal.default_int_handler(signum, frame)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        mp = sys.modules.get("multiprocessing")
+        if mp is not None:
+            for child in mp.active_children():
+                child.terminate()
+        raise SystemExit(128 + signum)
+
+    for sig in EXIT_ON_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup, a background job: kept
+            signal.signal(sig, handler)
+
+
 def main() -> None:
     """Console entry point."""
     single_blas_thread()
+    exit_on_signals()
     cli(prog_name="inferno")

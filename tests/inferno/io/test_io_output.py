@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,101 @@ def test_atomic_write_failure_during_write_cleans_up(tmp_path: Path,
         write_json_atomic(path, {"new": 1})
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_fifo_is_written_in_place(tmp_path: Path) -> None:
+    """A FIFO is opened and written, not replaced by a regular file; a document that fails
+    to serialise sends nothing down it."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so opening for writing
+    try:                                                 # does not wait
+        with pytest.raises(ValueError, match="Out of range float values"):
+            write_json_atomic(fifo, {"cost": float("nan")})
+        write_json_atomic(fifo, {"a": [1, 2]})
+        assert json.loads(os.read(reader, 1 << 16)) == {"a": [1, 2]}
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fifo"]
+
+
+def test_full_device_is_a_one_line_config_error(tmp_path: Path) -> None:
+    """A character device is written in place; a copy of /dev/full (1, 7) fails the write
+    with ENOSPC, reported as one ConfigError line; the device node stays."""
+    device = tmp_path / "full"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip("mknod is not permitted here")
+    for size in (10, 100_000):  # within the write buffer, and beyond it
+        with pytest.raises(ConfigError, match=f"^{re.escape(str(device))}: cannot write the "
+                                              "output: no space left on device$"):
+            write_json_atomic(device, {"a": "x" * size})
+    assert os.stat(device).st_rdev == os.makedev(1, 7)
+    assert stat.S_ISCHR(os.lstat(device).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
+
+
+def test_symlink_target_replaced_and_link_kept(tmp_path: Path) -> None:
+    """Writing through a symbolic link replaces the file it points to (keeping its mode);
+    the link stays a link to it, and no temporary file remains in either directory."""
+    (tmp_path / "data").mkdir()
+    target = tmp_path / "data" / "solution.json"
+    target.write_text("old")
+    os.chmod(target, 0o600)
+    link = tmp_path / "out.json"
+    link.symlink_to(Path("data") / "solution.json")
+    write_json_atomic(link, {"new": 1})
+    assert link.is_symlink()
+    assert os.readlink(link) == os.path.join("data", "solution.json")
+    assert json.loads(target.read_text()) == {"new": 1}
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out.json"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["solution.json"]
+
+
+def test_dangling_symlink_writes_its_target_or_names_the_missing_directory(
+        tmp_path: Path) -> None:
+    """A dangling link creates the file it names when that directory exists; otherwise the
+    usual one-line error names the missing directory, and nothing is created."""
+    link = tmp_path / "out.json"
+    link.symlink_to("new.json")
+    write_json_atomic(link, {"n": 2})
+    assert link.is_symlink()
+    assert json.loads((tmp_path / "new.json").read_text()) == {"n": 2}
+    lost = tmp_path / "lost.json"
+    lost.symlink_to(Path("missing") / "x.json")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(lost))}: cannot write the output: "
+                                          "directory .*missing does not exist$"):
+        OutputFile.reserve(lost)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lost.json", "new.json", "out.json"]
+
+
+def test_socket_is_refused(tmp_path: Path) -> None:
+    """A Unix socket cannot take a JSON document: one ConfigError line, the socket stays."""
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: cannot write the "
+                                              "output: it is a socket$"):
+            OutputFile.reserve(path)
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+
+
+def test_proc_magic_link_writes_the_open_file_in_place(tmp_path: Path) -> None:
+    """A link into /proc/self/fd (what /dev/stdout is) leads to an open file, not a name:
+    that file is written in place (same inode), as a shell redirection would."""
+    path = tmp_path / "redirected.txt"
+    path.write_text("x" * 10_000)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        link = tmp_path / "stdout"
+        link.symlink_to(f"/proc/self/fd/{fd}")
+        inode = path.stat().st_ino
+        write_json_atomic(link, {"a": 1})
+        assert path.stat().st_ino == inode
+        assert json.loads(path.read_text()) == {"a": 1}
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["redirected.txt", "stdout"]
