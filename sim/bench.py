@@ -411,8 +411,8 @@ def write_csv(results: list[BenchResult], path: Path) -> None:
     import csv
     import io
 
+    from inferno.io.output import write_text_atomic
     from inferno.tuner.benchfile import CSV_COLUMNS
-    from inferno.tuner.store import write_text_atomic
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -24,9 +24,10 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 from inferno.errors import ConfigError, InfernoError
 
@@ -137,24 +138,38 @@ class OutputFile:
         reservation and, for a file, move it over the target. A serialisation error is raised
         as is (a bug, not bad input) and leaves the target untouched; a failed write or rename
         raises `InfernoError` naming the file (`ConfigError` when written in place)."""
+        def dump(out: TextIO) -> None:
+            # streamed into a file: a 5,000-server solution never exists as one string
+            json.dump(obj, out, indent=2, allow_nan=False)
+            out.write("\n")
+
+        self._write(dump, lambda: json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+    def write_text(self, text: str) -> None:
+        """`write_json` for text already made (a CSV, a table)."""
+        self._write(lambda out: out.write(text), lambda: text)
+
+    def _write(self, stream: Callable[[TextIO], object], whole: Callable[[], str]) -> None:
+        """``stream`` writes the content into the temporary file; ``whole`` makes it in one
+        piece for a target written in place (before the first byte: an error writes nothing).
+        """
         fd, tmp = self._fd, self._tmp
         if fd is None:
             raise InfernoError(f"{self.path}: output already written or discarded")
         self._fd = None  # closed by the file object below, whatever happens
         try:
             if tmp is None:
-                self._write_in_place(fd, obj)
+                self._write_in_place(fd, whole)
             else:
-                self._write_and_replace(fd, tmp, obj)
+                self._write_and_replace(fd, tmp, stream)
         finally:
             self.discard()
 
-    def _write_and_replace(self, fd: int, tmp: str, obj: Any) -> None:
+    def _write_and_replace(self, fd: int, tmp: str, stream: Callable[[TextIO], object]
+                           ) -> None:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                # streamed: a 5,000-server solution never exists as one string
-                json.dump(obj, out, indent=2, allow_nan=False)
-                out.write("\n")
+                stream(out)
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(tmp, self.mode)
@@ -163,11 +178,10 @@ class OutputFile:
         except OSError as exc:
             raise InfernoError(_cannot(self.path, _problem(self._target, exc))) from exc
 
-    def _write_in_place(self, fd: int, obj: Any) -> None:
+    def _write_in_place(self, fd: int, whole: Callable[[], str]) -> None:
         try:
             with os.fdopen(fd, "wb") as out:  # closes ``fd`` even when the last flush fails
-                # whole before the first byte: a serialisation error writes nothing
-                out.write((json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
+                out.write(whole().encode())
         except OSError as exc:
             raise ConfigError(_cannot(self.path, _problem(self.path, exc))) from exc
 
@@ -198,3 +212,9 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     """
     with OutputFile.reserve(path) as out:
         out.write_json(obj)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """`write_json_atomic` for text already made."""
+    with OutputFile.reserve(path) as out:
+        out.write_text(text)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from inferno.errors import ConfigError
+from inferno.io.output import write_text_atomic
 from inferno.model import PerfParms
 from inferno.tuner.ekf import EkfState
 from inferno.tuner.observation import TunerObservation
@@ -188,18 +187,8 @@ class ParameterStore:
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write ``doc`` as JSON to ``path`` through a temporary file in the same directory."""
-    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    """Write ``doc`` as JSON to ``path``, creating its directory if missing, through
+    `inferno.io.output` (atomic for a file, a symlink's target replaced, a device written in
+    place). Infinite bounds are kept as JSON's ``Infinity``, which `load` reads back."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")

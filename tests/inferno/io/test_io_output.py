@@ -181,3 +181,28 @@ def test_proc_magic_link_writes_the_open_file_in_place(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["redirected.txt", "stdout"]
+
+
+def test_text_goes_through_the_same_writer(tmp_path: Path) -> None:
+    """write_text_atomic (CSV tables, the tuner's state) writes like write_json_atomic:
+    a symlink's target is replaced and the link kept, no temporary file is left."""
+    from inferno.io.output import write_text_atomic
+
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    write_text_atomic(link, "a,b\n1,2\n")
+    assert link.is_symlink()
+    assert target.read_text() == "a,b\n1,2\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "real.csv"]
+
+
+def test_tuner_state_creates_its_directory_and_keeps_infinite_bounds(tmp_path: Path) -> None:
+    """The tuner's state writer creates a missing directory (its files live under a state
+    directory) and keeps JSON's Infinity for unbounded parameters."""
+    from inferno.tuner.store import write_json_atomic as write_state
+
+    path = tmp_path / "state" / "tuner.json"
+    write_state(path, {"max": [float("inf"), 1.0]})
+    assert json.loads(path.read_text()) == {"max": [float("inf"), 1.0]}
