@@ -27,9 +27,10 @@ with the reference cases' ``chunked``, synthetic ones with the default ``vllm``)
 Both packages are byte-compiled first (``compileall``): with ``PYTHONDONTWRITEBYTECODE=1``
 and no ``__pycache__`` every run would compile inferno again (~50 ms, not start-up).
 
-``--peer LABEL=COMMAND`` also times another optimizer on each system, whole process only
-(COMMAND with ``{data}`` and ``{out}``; the written systems are plain upstream JSON, so a
-build of the upstream Go optimizer reads them): the ratios in docs/performance.md come from it.
+``--peer LABEL=COMMAND`` also times another optimizer on each system, whole process only,
+interleaved with the first policy's runs (COMMAND with ``{data}`` and ``{out}``; the written
+systems are plain upstream JSON, so a build of the upstream Go optimizer reads them): the
+ratios in docs/performance.md come from it.
 
 Usage: python benchmarks/optimizer_bench.py [--sizes 100,1000,5000,10000]
        [--policies scaled,search] [--systems case] [--repeats 5] [--baseline DIR]
@@ -47,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,14 +126,20 @@ def _measure(cmd: list[str], env: dict[str, str], cwd: Path
 
 
 def _bench(data: Path, policy: str, repeats: int, envs: list[dict[str, str]], out_dir: Path,
-           perf_model: str | None = None) -> list[dict[str, float | str]]:
-    """One result per environment; the environments' runs are interleaved, so a change in
-    the machine's load hits them alike. ``perf_model`` replaces the data's."""
+           perf_model: str | None = None, peers: Sequence[str] = ()
+           ) -> tuple[list[dict[str, float | str]], list[dict[str, float | str]]]:
+    """One result per environment and one per peer command; every run of a repeat is done
+    before the next repeat starts (interleaved), so a change in the machine's load hits them
+    alike. ``perf_model`` replaces the data's."""
     model_args = ["--perf-model", perf_model] if perf_model else []
     out = out_dir / "solution.json"
     whole: list[list[tuple[float, float, float, float]]] = [[] for _ in envs]
     solver: list[list[dict]] = [[] for _ in envs]
+    peer_runs: list[list[tuple[float, float, float]]] = [[] for _ in peers]
     for _ in range(repeats):
+        for runs, template in zip(peer_runs, peers, strict=True):
+            cmd = shlex.split(template.format(data=data, out=out_dir / "peer-solution.json"))
+            runs.append(_measure(cmd, dict(os.environ), out_dir)[:3])
         for k, env in enumerate(envs):
             wall, cpu, peak, _ = _measure([*CLI, "optimize", str(data), "--batch-policy",
                                            policy, *model_args, "-o", str(out)], env, out_dir)
@@ -154,15 +162,11 @@ def _bench(data: Path, policy: str, repeats: int, envs: list[dict[str, str]], ou
             "status": f"{s['status']}, {s['unallocated']} unallocated, "
                       f"{s['best_effort']} best effort",
         })
-    return results
+    return results, [_peer_result(runs) for runs in peer_runs]
 
 
-def _bench_peer(template: str, data: Path, repeats: int, out_dir: Path
-                ) -> dict[str, float | str]:
-    """Whole-process figures of another optimizer (``template``: its command line, with
-    ``{data}`` and ``{out}`` for the system directory and the solution file)."""
-    cmd = shlex.split(template.format(data=data, out=out_dir / "peer-solution.json"))
-    runs = [_measure(cmd, dict(os.environ), out_dir)[:3] for _ in range(repeats)]
+def _peer_result(runs: list[tuple[float, float, float]]) -> dict[str, float | str]:
+    """Whole-process figures of another optimizer's runs (wall s, CPU s, peak MiB)."""
     return {"wall_ms": 1000 * statistics.median(r[0] for r in runs),
             "wall_min_ms": 1000 * min(r[0] for r in runs),
             "cpu_ms": 1000 * statistics.median(r[1] for r in runs),
@@ -223,10 +227,15 @@ def main() -> None:
     for kind in args.systems.split(","):
         for size in (int(x) for x in args.sizes.split(",")):
             data = _write(kind, size, root)
-            for policy in args.policies.split(","):
-                r, *base = _bench(data, policy, args.repeats,
-                                  [env] + ([base_env] if base_env else []), root,
-                                  args.perf_model)
+            peers = [p.partition("=") for p in args.peer]
+            peer_rows: list[dict[str, float | str]] = []
+            for i, policy in enumerate(args.policies.split(",")):
+                # the peers run once per system, interleaved with the first policy's runs
+                (r, *base), found = _bench(data, policy, args.repeats,
+                                           [env] + ([base_env] if base_env else []), root,
+                                           args.perf_model,
+                                           [t for _, _, t in peers] if i == 0 else ())
+                peer_rows = peer_rows or found
                 row = (f"| {kind} | {size:,} | {policy} | {r['wall_ms']:,.0f} / "
                        f"{r['wall_min_ms']:,.0f} | {r['cpu_ms']:,.0f} ({r['cpu_range']}) | "
                        f"{r['peak_mib']:.0f} | {r['solve_ms']:,.0f} | {r['solve_cpu_ms']:,.0f} "
@@ -237,8 +246,7 @@ def main() -> None:
                             f"{r['cpu_ms'] / b['cpu_ms']:.2f} / "
                             f"{r['solve_cpu_ms'] / b['solve_cpu_ms']:.2f} |")
                 print(row, flush=True)
-            for label, _, template in (p.partition("=") for p in args.peer):
-                q = _bench_peer(template, data, args.repeats, root)
+            for (label, _, _), q in zip(peers, peer_rows, strict=True):
                 print(f"| {kind} | {size:,} | peer: {label} | {q['wall_ms']:,.0f} / "
                       f"{q['wall_min_ms']:,.0f} | {q['cpu_ms']:,.0f} ({q['cpu_range']}) | "
                       f"{q['peak_mib']:.0f} | | | |", flush=True)
