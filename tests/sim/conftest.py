@@ -55,3 +55,25 @@ def run_replica() -> RunReplica:
         return reqs, rep
 
     return run
+
+
+SubmitAt = Callable[[simpy.Environment, Replica, Sequence[Request], Sequence[float]], None]
+
+
+@pytest.fixture
+def submit_at() -> SubmitAt:
+    """Start a SimPy process submitting ``reqs[i]`` to a replica at ``times[i]`` the way a
+    workload source does: one timeout per arrival, a zero one too (simultaneous arrivals
+    keep the event order of the twin's generators; `run_replica` skips those)."""
+
+    def start(env: simpy.Environment, rep: Replica, reqs: Sequence[Request],
+              times: Sequence[float]) -> None:
+        def source():
+            for req, t in zip(reqs, times, strict=True):
+                yield env.timeout(t - env.now)
+                req.arrival_s = env.now
+                rep.submit(req)
+
+        env.process(source())
+
+    return start

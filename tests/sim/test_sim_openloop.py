@@ -97,7 +97,7 @@ def test_per_replica_stamps_equal_the_simpy_run(large_system, seed, engine, leng
         assert sum(r.num_rejected for r in dep.replicas) > 0
 
 
-def test_front_end_delay_and_simultaneous_arrivals_keep_simpy_order():
+def test_front_end_delay_and_simultaneous_arrivals_keep_simpy_order(submit_at):
     """A front-end cost (its hand-over is a NORMAL event) and arrivals sharing one instant
     (replayed times with ties): one replica, stamps equal to SimPy's."""
     perf = PerfParms(alpha_ms=8.0, beta_ms=0.05, gamma_ms=0.002, frontend_ms=3.0,
@@ -109,14 +109,7 @@ def test_front_end_delay_and_simultaneous_arrivals_keep_simpy_order():
     env = simpy.Environment()
     rep = Replica(env, name="r", perf=perf, max_batch=8)
     reqs = [Request(i, n, m, server="s") for i, (n, m) in enumerate(zip(ins, outs, strict=True))]
-
-    def source():
-        for req, t in zip(reqs, times.tolist(), strict=True):
-            yield env.timeout(t - env.now)
-            req.arrival_s = env.now
-            rep.submit(req)
-
-    env.process(source())
+    submit_at(env, rep, reqs, times.tolist())
     env.run()
     other = Replica(simpy.Environment(), name="r", perf=perf, max_batch=8)
     fast = OpenLoopReplica(other, "s")

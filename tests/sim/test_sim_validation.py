@@ -30,7 +30,7 @@ def batch_means_se(x: np.ndarray, num_batches: int = 40) -> float:
 
 
 @pytest.mark.parametrize("rho", [0.3, 0.6, 0.8])
-def test_batch_one_constant_tokens_is_md1(rho):
+def test_batch_one_constant_tokens_is_md1(rho, submit_at):
     """max batch 1, 1-token prompts, 20 output tokens: waits match Pollaczek–Khinchine M/D/1.
 
     Service time S = (α + β + γ) + Σ_{j=1..19} (α + β + γ(1 + j)) is deterministic, so the
@@ -44,14 +44,7 @@ def test_batch_one_constant_tokens_is_md1(rho):
     n = 60_000
     times = np.cumsum(np.random.default_rng(int(rho * 10)).exponential(1.0 / lam, n))
     reqs = [Request(i, 1, 20) for i in range(n)]
-
-    def source():
-        for req, t in zip(reqs, times.tolist(), strict=True):
-            yield env.timeout(t - env.now)
-            req.arrival_s = env.now
-            rep.submit(req)
-
-    env.process(source())
+    submit_at(env, rep, reqs, times.tolist())
     env.run()
     waits = np.array([r.first_scheduled_s - r.arrival_s for r in reqs])
     in_service = np.array([r.finish_s - r.first_scheduled_s for r in reqs])
