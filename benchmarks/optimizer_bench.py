@@ -10,9 +10,9 @@ fresh process ``--repeats`` times and reports:
   solving, no loading) and the solver's CPU time, measured in a separate child that times
   ``solve()`` with ``time.process_time``.
 
-Systems (`synthetic.py`, seed 42): ``case`` draws servers like the upstream reference cases
-(tests/data/optimizer-cases: 21 accelerators, 9 models, 4 classes, power-of-two token counts,
-queues 0/16/64/256) and ``synthetic`` like sample large with uniform token counts (almost no
+Systems (`synthetic.py`, ``--seed``, default 42): ``case`` draws servers like the upstream
+reference cases (tests/data/optimizer-cases: 21 accelerators, 9 models, 4 classes,
+power-of-two token counts, queues 0/16/64/256) and ``synthetic`` like sample large with uniform token counts (almost no
 two servers share a sizing key: the worst case for sharing). The CLI runs with no BLAS thread
 variable set, as a user runs it (it then uses one BLAS thread); the solver child is pinned to 1.
 The machine is shared, so CPU time is the steadier number; the load average is printed.
@@ -60,15 +60,15 @@ CLI = [sys.executable, "-c", "from inferno.cli import main; main()"]
 ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _write(kind: str, size: int, root: Path) -> Path:
+def _write(kind: str, size: int, root: Path, seed: int = 42) -> Path:
     from synthetic import case_like_system, synthetic_system
 
     from inferno.io.dump import write_system
 
-    path = root / f"{kind}-{size}"
+    path = root / (f"{kind}-{size}" if seed == 42 else f"{kind}-{size}-seed{seed}")
     if not path.exists():
         make = case_like_system if kind == "case" else synthetic_system
-        write_system(make(size), path)
+        write_system(make(size, seed), path)
     return path
 
 
@@ -187,6 +187,7 @@ def main() -> None:
     ap.add_argument("--policies", default="scaled,search")
     ap.add_argument("--systems", default="case", help="case and/or synthetic")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=42, help="seed of the generated systems")
     ap.add_argument("--baseline", type=Path, help="another checkout to compare against")
     ap.add_argument("--data", type=Path, help="where to write the systems (default: temp)")
     ap.add_argument("--perf-model", help="replace the systems' perfModel (vllm, chunked, "
@@ -226,7 +227,7 @@ def main() -> None:
     print("|" + "---|" * (cols.count("|") - 1))
     for kind in args.systems.split(","):
         for size in (int(x) for x in args.sizes.split(",")):
-            data = _write(kind, size, root)
+            data = _write(kind, size, root, args.seed)
             peers = [p.partition("=") for p in args.peer]
             peer_rows: list[dict[str, float | str]] = []
             for i, policy in enumerate(args.policies.split(",")):
