@@ -11,11 +11,12 @@ fresh process ``--repeats`` times and reports:
   ``solve()`` with ``time.process_time``.
 
 Systems (`synthetic.py`, ``--seed``, default 42): ``case`` draws servers like the upstream
-reference cases (tests/data/optimizer-cases: 21 accelerators, 9 models, 4 classes,
-power-of-two token counts, queues 0/16/64/256) and ``synthetic`` like sample large with uniform token counts (almost no
-two servers share a sizing key: the worst case for sharing). The CLI runs with no BLAS thread
-variable set, as a user runs it (it then uses one BLAS thread); the solver child is pinned to 1.
-The machine is shared, so CPU time is the steadier number; the load average is printed.
+reference cases (tests/data/optimizer-cases: 21 accelerators, 9 models, 4 classes, power-of-two
+token counts, queues 0/16/64/256) and ``synthetic`` like sample large with uniform token counts
+(almost no two servers share a sizing key: the worst case for sharing). The CLI runs with no
+BLAS thread variable set, as a user runs it (it then uses one BLAS thread); the solver child is
+pinned to 1. The machine is shared, so CPU time is the steadier number; the load average is
+printed.
 
 ``--baseline DIR`` runs the same commands against another checkout's ``inferno`` package
 (``PYTHONPATH=DIR``), interleaved with this one, and adds the ratio of the CPU medians
