@@ -2,7 +2,8 @@
 §4.3), with deterministic ties.
 
 Entries are served by priority, then largest regret (delta between the best and the next
-option), then most expensive current option; an entry that does not fit moves to its next
+option; regrets equal but for rounding are equal, `regret`), then most expensive current
+option; an entry that does not fit moves to its next
 candidate and is re-inserted in order. Leftovers get best-effort capacity by the saturation
 policy, per priority group or after all groups (delayedBestEffort).
 """
@@ -19,6 +20,21 @@ from inferno.model import SaturationPolicy
 from inferno.optimizer.candidates import Candidate
 
 _INF = math.inf
+_REGRET_BITS = 30
+"""Significant bits a regret keeps (~1e-9 relative)."""
+
+
+def regret(next_value: float, value: float) -> float:
+    """next_value − value, rounded to `_REGRET_BITS` significant bits.
+
+    Two servers often have the same regret exactly (the same two accelerators at the same
+    replica count) but computed from different values, so the float differences disagree in
+    their last bits and that noise, not the documented tie rule (most expensive option,
+    then name), would order them. Rounding makes them equal again, except in the rare case
+    (~1e-4) where the noise straddles a rounding boundary.
+    """
+    mantissa, exponent = math.frexp(next_value - value)
+    return math.ldexp(round(mantissa * (1 << _REGRET_BITS)), exponent - _REGRET_BITS)
 
 
 @dataclass(slots=True)
@@ -47,7 +63,7 @@ def _entries(candidates: Mapping[str, Sequence[Candidate]],
     for name, cands in candidates.items():
         if not cands:
             continue
-        delta = cands[1].value - cands[0].value if len(cands) > 1 else _INF
+        delta = regret(cands[1].value, cands[0].value) if len(cands) > 1 else _INF
         entries.append(_Entry(server=name, priority=priorities[name], cands=cands, delta=delta))
     entries.sort(key=lambda e: (*e.key(), e.server))  # name: deterministic ties
     return entries
@@ -78,7 +94,7 @@ def _allocate(entries: list[_Entry], state: _State) -> list[_Entry]:
             continue
         e.idx += 1
         if e.idx + 1 < len(e.cands):
-            e.delta = e.cands[e.idx + 1].value - e.cands[e.idx].value
+            e.delta = regret(e.cands[e.idx + 1].value, e.cands[e.idx].value)
         elif e.idx == len(e.cands):
             unallocated.append(e)
             continue
