@@ -18,6 +18,7 @@ import json
 import os
 import re
 import stat
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,12 @@ def check_tree(doc: Any, label: str) -> Any:
 def parse_json(text: str, label: str) -> Any:
     """A JSON document with bounded nesting and size; syntax errors name line and column."""
     try:
-        doc = json.loads(text, object_pairs_hook=_unique_keys)
+        try:
+            doc = json.loads(text, object_pairs_hook=_unique_keys)
+        except (json.JSONDecodeError, _DuplicateKey):
+            raise
+        except ValueError:  # an integer over Python's digit limit: read again, see `_long_int`
+            doc = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_long_int)
     except _DuplicateKey as exc:
         raise ConfigError(f"{label}: duplicate key {exc.args[0]!r}") from None
     except json.JSONDecodeError as exc:
@@ -137,6 +143,13 @@ def parse_json(text: str, label: str) -> Any:
     except RecursionError:
         raise ConfigError(f"{label}: nested deeper than {MAX_DEPTH} levels (MAX_DEPTH)") from None
     return check_tree(doc, label)
+
+
+def _long_int(text: str) -> int | float:
+    """An integer literal; one longer than Python converts (``sys.get_int_max_str_digits``,
+    4300 digits: the bound keeps conversion from taking quadratic time) reads as a float,
+    i.e. infinity, which the readers refuse with the field's path like any other ``1e999``."""
+    return int(text) if len(text) <= sys.get_int_max_str_digits() else float(text)
 
 
 class _DuplicateKey(ValueError):

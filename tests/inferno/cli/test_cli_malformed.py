@@ -211,6 +211,13 @@ def _(tmp: Path) -> list[str]:
     return _optimize(tmp)
 
 
+@case("optimize-integer-too-long", "capacity-data.json", "count[0].count")
+def _(tmp: Path) -> list[str]:
+    _write(tmp / "data", "capacity-data.json", '{"count": [{"type": "L4", "count": '
+           + "9" * 5000 + "}]}")
+    return _optimize(tmp, "-o", str(tmp / "out.json"))
+
+
 @case("optimize-duplicate-key", "optimizer-data.json", "duplicate key")
 def _(tmp: Path) -> list[str]:
     _write(tmp / "data", "optimizer-data.json",

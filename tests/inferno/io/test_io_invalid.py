@@ -167,6 +167,14 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      "got 1e+300"),
     ("huge-capacity", write(CAP, '{"count": [{"type": "L4", "count": 1e30}]}'),
      "capacity-data.json: count[0].count: must be <= 1,000,000,000 (MAX_CAPACITY), got 1e+30"),
+    # An integer of more than 4300 digits: Python refuses to convert it (ValueError).
+    ("integer-too-long", write(CAP, '{"count": [{"type": "L4", "count": ' + "9" * 5000 + "}]}"),
+     "capacity-data.json: count[0].count: must be <= 1,000,000,000 (MAX_CAPACITY), "
+     "got Infinity"),
+    ("negative-integer-too-long",
+     write(OPT, '{"optimizer": {"accelPenaltyFactor": -' + "9" * 5000 + "}}"),
+     "optimizer-data.json: optimizer.accelPenaltyFactor: must be a finite number, "
+     "got -Infinity"),
     ("newline-in-name", edit(SRV, setter(server(3), "name", "a\nb")),
      'server-data.json: servers[3].name: must not contain control characters, got "a\\nb"'),
     ("nul-in-type", write(CAP, '{"count": [{"type": "L\\u00004", "count": 2}]}'),
