@@ -46,6 +46,9 @@ value`` with upstream key spelling and list indexes. Checked:
   them). Must be >= 1: multiplicity, maxNumTokens, and avgOutTokens when arrivalRate > 0
   (upstream reads that as zero load, §3.5, silently dropping real traffic; a load with
   requests but no output tokens is a data error). midUtil must lie in [0, 1];
+* sizes beyond the bounds of `inferno.io.safe` (each named in the message): MAX_COST,
+  MAX_DURATION_MS (perfParms times), MAX_CAPACITY, MAX_CARDS (accCount, multiplicity),
+  MAX_BATCH, MAX_REPLICAS and MAX_TOKENS (token counts, atTokens, maxNumTokens);
 * references: a model-data ``acc`` naming no accelerator, a server ``class`` naming no service
   class (also when the default ``Free`` is missing), a server ``model`` with no model-data entry
   at all. They are reported against the file holding the reference; they are skipped when the
@@ -108,6 +111,7 @@ _MAX_TOKENS = (safe.MAX_TOKENS, "MAX_TOKENS")
 _MAX_COST = (safe.MAX_COST, "MAX_COST")
 _MAX_MS = (safe.MAX_DURATION_MS, "MAX_DURATION_MS")
 _MAX_CAPACITY = (safe.MAX_CAPACITY, "MAX_CAPACITY")
+_MAX_CARDS = (safe.MAX_CARDS, "MAX_CARDS")
 
 SYSTEM_FILE = "system-data.json"
 
@@ -326,7 +330,7 @@ def _accelerators(root: Fields) -> dict[str, Accelerator]:
         acc = Accelerator(
             name=name,
             type=a.string("type", required=True),
-            multiplicity=a.integer("multiplicity", default=1, minimum=1),
+            multiplicity=a.integer("multiplicity", default=1, minimum=1, maximum=_MAX_CARDS),
             mem_gb=a.number("memSize", minimum=0.0),
             mem_bw_gbps=a.number("memBW", minimum=0.0),
             cost_per_hr=a.number("cost", minimum=0.0, maximum=_MAX_COST),
@@ -361,15 +365,16 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
         if acc and accelerators is not None and acc not in accelerators:
             m.problem("acc", f"unknown accelerator '{acc}' {known(accelerators)}")
         parms = m.object("perfParms")
-        acc_count = m.integer("accCount")
+        acc_count = m.integer("accCount", maximum=_MAX_CARDS)
         entry = ModelPerf(
             model=name,
             accelerator=acc,
             acc_count=acc_count if acc_count > 0 else 1,
             max_batch_size=m.integer("maxBatchSize", minimum=0, maximum=_MAX_BATCH),
-            at_tokens=m.integer("atTokens", minimum=0),
+            at_tokens=m.integer("atTokens", minimum=0, maximum=_MAX_TOKENS),
             perf=_perf_parms(parms),
-            max_num_tokens=m.integer("maxNumTokens", default=DEFAULT_MAX_NUM_TOKENS, minimum=1),
+            max_num_tokens=m.integer("maxNumTokens", default=DEFAULT_MAX_NUM_TOKENS, minimum=1,
+                                     maximum=_MAX_TOKENS),
         )
         if not (name and acc):
             continue

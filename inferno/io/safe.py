@@ -43,6 +43,10 @@ MAX_BATCH = 65_536
 """Max batch (vLLM max_num_seqs; defaults are 256 to 1024)."""
 MAX_QUEUE = MAX_QUEUE_TO_BATCH_RATIO * MAX_BATCH
 """Queue slots beyond the batch of one replica (a server without its own has 10 x the batch)."""
+MAX_CARDS = 4_096
+"""Accelerator units of one replica (model-data ``accCount``) and cards of one unit
+(``multiplicity``): the largest multi-node replicas use a few hundred GPUs, and cards x
+replicas stays far inside a 64-bit integer."""
 MAX_COST = 1e12
 """Any cost figure (an accelerator's cost per hour, a current allocation's cost): far beyond a
 fleet's, and small enough that cost x cards x replicas stays finite."""

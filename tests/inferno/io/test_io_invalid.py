@@ -167,6 +167,18 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      "got 1e+300"),
     ("huge-capacity", write(CAP, '{"count": [{"type": "L4", "count": 1e30}]}'),
      "capacity-data.json: count[0].count: must be <= 1,000,000,000 (MAX_CAPACITY), got 1e+30"),
+    # Found by mutation fuzzing: sizes that overflowed int64 or numpy's memory (a traceback).
+    ("huge-acc-count", edit(MOD, setter(model(0), "accCount", 1e300)),
+     "model-data.json: models[0].accCount: must be <= 4,096 (MAX_CARDS), got 1e+300"),
+    ("huge-multiplicity", edit(ACC, setter(accelerator(1), "multiplicity", 2**70)),
+     "accelerator-data.json: accelerators[1].multiplicity: must be <= 4,096 (MAX_CARDS), "
+     f"got {2**70}"),
+    ("huge-at-tokens", edit(MOD, setter(model(2), "atTokens", 512 * 10**12)),
+     "model-data.json: models[2].atTokens: must be <= 10,000,000 (MAX_TOKENS), "
+     "got 512000000000000"),
+    ("huge-max-num-tokens", edit(MOD, setter(model(2), "maxNumTokens", 10**7 + 1)),
+     "model-data.json: models[2].maxNumTokens: must be <= 10,000,000 (MAX_TOKENS), "
+     "got 10000001"),
     # An integer of more than 4300 digits: Python refuses to convert it (ValueError).
     ("integer-too-long", write(CAP, '{"count": [{"type": "L4", "count": ' + "9" * 5000 + "}]}"),
      "capacity-data.json: count[0].count: must be <= 1,000,000,000 (MAX_CAPACITY), "
