@@ -211,6 +211,20 @@ def _(tmp: Path) -> list[str]:
     return _optimize(tmp)
 
 
+@case("optimize-scaled-batch-huge", codes=(0,))
+def _(tmp: Path) -> list[str]:
+    """maxBatchSize x atTokens / avgOutTokens at its bounds is 6.5·10¹¹: capped at MAX_BATCH,
+    not a 69 TiB chain table (found by fuzzing)."""
+    _edit_json(tmp / "data" / "model-data.json",
+               lambda d: d["models"][0].update(maxBatchSize=65_536, atTokens=10_000_000))
+
+    def one_token(d: dict) -> None:
+        for server in d["servers"]:
+            server["currentAlloc"]["load"]["AvgOutTokens"] = 1
+    _edit_json(tmp / "data" / "server-data.json", one_token)
+    return _optimize(tmp, "--batch-policy", "scaled")
+
+
 @case("optimize-integer-too-long", "capacity-data.json", "count[0].count")
 def _(tmp: Path) -> list[str]:
     _write(tmp / "data", "capacity-data.json", '{"count": [{"type": "L4", "count": '
