@@ -28,7 +28,7 @@ def _stats(stats: LatencyStats) -> dict[str, float]:
               help="Upstream data directory (model-data.json, serviceclass-data.json, …).")
 @click.option("--model", required=True, help="Model name, e.g. granite_13b.")
 @click.option("--accelerator", required=True, help="Accelerator name, e.g. G2.")
-@click.option("--rate-rpm", type=float, required=True, help="Arrival rate per replica (RPM).")
+@click.option("--rate-rpm", type=float, required=True, help="Arrival rate per replica (RPM, > 0).")
 @click.option("--in-tokens", type=int, required=True, help="Average input tokens.")
 @click.option("--out-tokens", type=int, required=True, help="Average output tokens.")
 @click.option("--class", "class_name", help="Take ITL/TTFT targets (and the percentiles they "
@@ -50,8 +50,8 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
             perf_model: str, as_json: bool) -> None:
     """Queue metrics and latency percentiles of one replica at a load, and the max rate
     meeting the targets."""
+    check_flag("--rate-rpm", rate_rpm, above=0, limit="MAX_RATE_RPM")  # no load: no queue
     for flag, value, low, limit in (
-            ("--rate-rpm", rate_rpm, 0, "MAX_RATE_RPM"),
             ("--in-tokens", in_tokens, 0, "MAX_TOKENS"),
             ("--out-tokens", out_tokens, 1, "MAX_TOKENS"), ("--itl-ms", itl_ms, 0, None),
             ("--ttft-ms", ttft_ms, 0, None), ("--max-batch", max_batch, 1, "MAX_BATCH"),

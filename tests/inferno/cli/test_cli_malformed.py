@@ -288,6 +288,7 @@ def _analyze(tmp: Path, **over: str) -> list[str]:
 
 
 for _flag, _value in (("--rate-rpm", "nan"), ("--rate-rpm", "-1"), ("--rate-rpm", "inf"),
+                      ("--rate-rpm", "0"),
                       ("--rate-rpm", "1e12"), ("--in-tokens", "-5"),
                       ("--in-tokens", "1000000000"), ("--out-tokens", "0"),
                       ("--max-batch", "1000000000"), ("--max-batch", "-1"),
