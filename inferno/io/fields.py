@@ -34,8 +34,7 @@ def describe(value: Any) -> str:
         return "an object"
     if isinstance(value, list):
         return "a list"
-    text = json.dumps(value)
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+    return _cut(json.dumps(value))
 
 
 class Problems:
@@ -204,7 +203,7 @@ class Fields:
             if member.value.lower() == value.lower():
                 return member
         allowed = ", ".join(m.value for m in enum)
-        self.problem(key, f"unknown value '{value}' (allowed: {allowed})")
+        self.problem(key, f"unknown value {quote(value)} (allowed: {allowed})")
         return default
 
     # -- containers ----------------------------------------------------------------------
@@ -254,10 +253,27 @@ class Fields:
                 self.problems.add(self.file, path, f"must be an object, got {describe(item)}")
 
 
+def quote(name: str) -> str:
+    """``'name'`` for a message, cut to `_MAX_SHOWN` characters: a name may be 10⁴ long, and
+    an error stays one readable line."""
+    return f"'{_cut(name)}'"
+
+
+_MAX_KNOWN = 12
+
+
 def known(names: Iterable[str]) -> str:
-    """``(known: a, b, c)`` for unknown-reference messages, or ``(none defined)``."""
+    """``(known: a, b, c)`` for unknown-reference messages (at most `_MAX_KNOWN` names, then
+    how many more), or ``(none defined)``."""
     listed = sorted(names)
-    return f"(known: {', '.join(listed)})" if listed else "(none defined)"
+    if not listed:
+        return "(none defined)"
+    more = f", ... {len(listed) - _MAX_KNOWN} more" if len(listed) > _MAX_KNOWN else ""
+    return f"(known: {', '.join(_cut(n) for n in listed[:_MAX_KNOWN])}{more})"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
 def _fmt(x: float) -> str:

@@ -61,7 +61,8 @@ up as unallocated): a class without a target for a server's model, a target for 
 without model-data, ``currentAlloc.accelerator`` naming no accelerator (keepAccelerator then has
 no candidate), a capacity type no accelerator uses, a perf entry with all-zero parameters.
 The two that are most likely typos, a capacity type no accelerator has and a keepAccelerator
-server whose current accelerator is unknown, are logged as warnings (one line each).
+server whose current accelerator is unknown, are logged as warnings (one line
+each, at most three, then a count).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ from typing import Any, TypeVar
 
 from inferno.errors import ConfigError
 from inferno.io import safe
-from inferno.io.fields import Fields, Problems, describe, known, read_json
+from inferno.io.fields import Fields, Problems, describe, known, quote, read_json
 from inferno.model import (
     DEFAULT_CLASS,
     DEFAULT_MAX_NUM_TOKENS,
@@ -302,17 +303,26 @@ def _build(roots: Mapping[str, Fields | None], problems: Problems,
     return system
 
 
+_MAX_WARNINGS = 3
+"""Warning lines logged for one data set; the rest are counted (a file of 10⁴ typos must not
+bury the result)."""
+
+
 def _warn_likely_typos(system: System) -> None:
     """Log references that are legal but most likely typos (see the module notes)."""
     types = sorted({a.type for a in system.accelerators.values()})
-    for type_ in sorted(set(system.capacity) - set(types)):
-        _log.warning("%s: capacity for type '%s', which no accelerator has %s: it is unused",
-                     CAPACITY_FILE, type_, known(types))
+    lines = [f"{CAPACITY_FILE}: capacity for type {quote(type_)}, which no accelerator has "
+             f"{known(types)}: it is unused" for type_ in sorted(set(system.capacity) - set(types))]
     for server in system.servers:
         acc = server.current.accelerator
         if server.keep_accelerator and acc and acc not in system.accelerators:
-            _log.warning("%s: server '%s' keeps accelerator '%s', which is not in %s: it "
-                         "cannot be allocated", SERVER_FILE, server.name, acc, ACCELERATOR_FILE)
+            lines.append(f"{SERVER_FILE}: server {quote(server.name)} keeps accelerator "
+                         f"{quote(acc)}, which is not in {ACCELERATOR_FILE}: it cannot be "
+                         "allocated")
+    for line in lines[:_MAX_WARNINGS]:
+        _log.warning("%s", line)
+    if len(lines) > _MAX_WARNINGS:
+        _log.warning("... and %d more such warnings", len(lines) - _MAX_WARNINGS)
 
 
 # -- one reader per file ---------------------------------------------------------------------
@@ -363,7 +373,7 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
         name = m.string("name", required=True)
         acc = m.string("acc", required=True)
         if acc and accelerators is not None and acc not in accelerators:
-            m.problem("acc", f"unknown accelerator '{acc}' {known(accelerators)}")
+            m.problem("acc", f"unknown accelerator {quote(acc)} {known(accelerators)}")
         parms = m.object("perfParms")
         acc_count = m.integer("accCount", maximum=_MAX_CARDS)
         entry = ModelPerf(
@@ -380,7 +390,7 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
             continue
         key = (name, acc)
         if key in first:
-            m.problem(None, f"duplicate entry for model '{name}' on accelerator '{acc}' "
+            m.problem(None, f"duplicate entry for model {quote(name)} on accelerator {quote(acc)} "
                             f"(first at {first[key]})")
             continue
         first[key] = m.path
@@ -449,12 +459,12 @@ def _servers(root: Fields, classes: Mapping[str, ServiceClass] | None,
         class_name = given_class or DEFAULT_CLASS
         is_str = isinstance(s.raw("class"), str | None)
         if classes is not None and is_str and class_name not in classes:
-            what = (f"unknown service class '{class_name}'" if given_class else
+            what = (f"unknown service class {quote(class_name)}" if given_class else
                     f"no class given and the default class '{DEFAULT_CLASS}' is not defined")
             s.problem("class", f"{what} {known(classes)}")
         model = s.string("model", required=True)
         if model and model_names is not None and model not in model_names:
-            s.problem("model", f"unknown model '{model}': no {MODEL_FILE} entry "
+            s.problem("model", f"unknown model {quote(model)}: no {MODEL_FILE} entry "
                                f"{known(model_names)}")
         server = Server(
             name=name,
@@ -522,7 +532,7 @@ def read_allocation(f: Fields, *, is_input_load: bool = False) -> Allocation:
 def _unique(f: Fields, key: str, name: Any, what: str, first: dict[Any, str]) -> bool:
     """Record ``name`` as seen at ``f``; a repeat is a problem and returns False."""
     if name in first:
-        f.problem(key, f"duplicate {what} '{name}' (first at {first[name]})")
+        f.problem(key, f"duplicate {what} {quote(name)} (first at {first[name]})")
         return False
     first[name] = f.path
     return True

@@ -31,6 +31,8 @@ SMALL = ROOT / "sample-data" / "small"
 DATA_FILES = ("accelerator-data.json", "capacity-data.json", "model-data.json",
               "optimizer-data.json", "server-data.json", "serviceclass-data.json")
 
+MAX_LINE = 600
+"""Longest error line accepted: a value is cut in messages, so a line stays readable."""
 NOT_UTF8 = b'{"a": "\xff\xfe caf\xe9"}\n'
 GARBAGE = bytes(range(256)) * 4
 DEEP_JSON = "[" * 10_000 + "]" * 10_000
@@ -229,6 +231,12 @@ def _(tmp: Path) -> list[str]:
 def _(tmp: Path) -> list[str]:
     _write(tmp / "data", "capacity-data.json", '{"count": [{"type": "L4", "count": '
            + "9" * 5000 + "}]}")
+    return _optimize(tmp, "-o", str(tmp / "out.json"))
+
+
+@case("optimize-long-name", "model-data.json", "models[0].acc")
+def _(tmp: Path) -> list[str]:
+    _edit_json(tmp / "data" / "model-data.json", lambda d: d["models"][0].update(acc="A" * 10**4))
     return _optimize(tmp, "-o", str(tmp / "out.json"))
 
 
@@ -822,6 +830,7 @@ def test_malformed_input_exits_2_with_a_short_error(bad: Case, world: Path) -> N
         return
     lines = err.strip().splitlines()
     assert 1 <= len(lines) <= 4, err
+    assert max(map(len, lines)) <= MAX_LINE, "an error line longer than a screen or two"
     for name in bad.names:
         assert name in err, f"{name!r} not in {err!r}"
     assert _snapshot(world.parent) == before, "files created or changed"

@@ -187,6 +187,10 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      write(OPT, '{"optimizer": {"accelPenaltyFactor": -' + "9" * 5000 + "}}"),
      "optimizer-data.json: optimizer.accelPenaltyFactor: must be a finite number, "
      "got -Infinity"),
+    # A 10,000-character name is cut in the message (it printed a 10 kB line).
+    ("long-name-cut", edit(SRV, setter(server(2), "class", "G" * 10_000)),
+     f"server-data.json: servers[2].class: unknown service class '{'G' * 57}...' "
+     "(known: Bronze, Free, Premium)"),
     ("newline-in-name", edit(SRV, setter(server(3), "name", "a\nb")),
      'server-data.json: servers[3].name: must not contain control characters, got "a\\nb"'),
     ("nul-in-type", write(CAP, '{"count": [{"type": "L\\u00004", "count": 2}]}'),
@@ -362,3 +366,19 @@ def test_system_data_structure(tmp_path: Path, text: str, expected: str | None) 
     with pytest.raises(ConfigError) as info:
         load_system(path)
     assert info.value.problems == (expected,)
+
+
+def test_known_names_are_capped(data_dir: Path) -> None:
+    """An unknown reference lists at most 12 known names, then how many more (a catalog of
+    thousands made a line of kilobytes)."""
+
+    def many(doc: Docs) -> None:
+        doc["accelerators"] += [dict(doc["accelerators"][0], name=f"X{i:02}") for i in range(20)]
+
+    edit(ACC, many)(data_dir)
+    edit(MOD, setter(model(1), "acc", "nope"))(data_dir)
+    with pytest.raises(ConfigError) as info:
+        load_system(data_dir)
+    assert info.value.problems == (
+        "model-data.json: models[1].acc: unknown accelerator 'nope' (known: 2xAIU2, 4xA100, A100, "
+        "AIU2, G2, L4, X00, X01, X02, X03, X04, X05, ... 14 more)",)
