@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from inferno.analyzer import LatencyStats, QueueConfig, Targets, latency_stats, size
+from inferno.analyzer import (
+    LatencyStats,
+    QueueConfig,
+    Targets,
+    latency_stats,
+    rate_range,
+    size,
+)
 from inferno.analyzer import analyze as analyze_point
 from inferno.commands.limits import check_flag
 from inferno.errors import ConfigError
@@ -78,9 +85,18 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
     cfg = QueueConfig(max_batch=n, max_queue=effective_max_queue(max_queue, n),
                       in_tokens=in_tokens, out_tokens=out_tokens, perf=perf.perf,
                       perf_model=PerfModel(perf_model), max_num_tokens=perf.max_num_tokens)
-    metrics = analyze_point(cfg, rpm_to_rps(rate_rpm))
+    try:  # the queue itself: the model-data entry (all-zero perfParms) and the two sizes
+        rate_range(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"model-data.json: model '{model}' on accelerator '{accelerator}' "
+                          f"(max batch {cfg.max_batch}, max queue {cfg.max_queue}): "
+                          f"{exc}") from None
     extra = tuple(sorted({p for p in (ttft_pct, itl_pct) if p and p not in (50, 90, 99)}))
-    ttft_stats, itl_stats = latency_stats(cfg, rpm_to_rps(rate_rpm), extra)
+    try:  # the rate: the classic model refuses one above its max rate
+        metrics = analyze_point(cfg, rpm_to_rps(rate_rpm))
+        ttft_stats, itl_stats = latency_stats(cfg, rpm_to_rps(rate_rpm), extra)
+    except ConfigError as exc:
+        raise ConfigError(f"--rate-rpm {rate_rpm:g}: {exc}") from None
     targets = Targets(ttft_ms=ttft_ms, itl_ms=itl_ms, ttft_percentile=ttft_pct,
                       itl_percentile=itl_pct)
     sizing = size(cfg, targets)

@@ -313,6 +313,21 @@ def _(tmp: Path) -> list[str]:
     return _analyze(tmp)
 
 
+@case("analyze-zero-perf-parms", "model-data.json", "granite_13b", "H100")
+def _(tmp: Path) -> list[str]:
+    def zero(d: dict) -> None:
+        for m in d["models"]:
+            if (m["name"], m["acc"]) == ("granite_13b", "H100"):
+                m["perfParms"].update(alpha=0, beta=0, gamma=0)
+    _edit_json(tmp / "data" / "model-data.json", zero)
+    return _analyze(tmp)
+
+
+@case("analyze-classic-rate-above-max", "--rate-rpm", "classic")
+def _(tmp: Path) -> list[str]:
+    return _analyze(tmp, **{"--rate-rpm": "900000", "--perf-model": "classic"})
+
+
 @case("analyze-unknown-model", "model-data.json", "nope")
 def _(tmp: Path) -> list[str]:
     return _analyze(tmp, **{"--model": "nope"})
