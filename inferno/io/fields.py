@@ -167,19 +167,19 @@ class Fields:
         """An integer (``2.0`` accepted, ``2.5`` not), optionally ``>= minimum`` and
         ``<= maximum`` (a bound and its name, e.g. ``(safe.MAX_BATCH, "MAX_BATCH")``)."""
         value = self.raw(key)
-        if value is None:
-            return default
+        return default if value is None else self._integer(key, value, default, minimum, maximum)
+
+    def optional_integer(self, key: str, *, minimum: int | None = None,
+                         maximum: tuple[int, str] | None = None) -> int | None:
+        """Like `integer`, but absent or null stays None (presence matters, e.g. 0 vs none)."""
+        value = self.raw(key)
+        return None if value is None else self._integer(key, value, None, minimum, maximum)
+
+    def _integer(self, key: str, value: Any, default: Any, minimum: int | None,
+                 maximum: tuple[int, str] | None) -> Any:
         if maximum is not None and isinstance(value, int | float) and value > maximum[0]:
             self.problem(key, f"must be <= {maximum[0]:,} ({maximum[1]}), got {describe(value)}")
             return default
-        return self._integer(key, value, default, minimum)
-
-    def optional_integer(self, key: str, *, minimum: int | None = None) -> int | None:
-        """Like `integer`, but absent or null stays None (presence matters, e.g. 0 vs none)."""
-        value = self.raw(key)
-        return None if value is None else self._integer(key, value, None, minimum)
-
-    def _integer(self, key: str, value: Any, default: Any, minimum: int | None) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self._wrong(key, "an integer", value)
             return default

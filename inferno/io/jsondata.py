@@ -48,7 +48,8 @@ value`` with upstream key spelling and list indexes. Checked:
   requests but no output tokens is a data error). midUtil must lie in [0, 1];
 * sizes beyond the bounds of `inferno.io.safe` (each named in the message): MAX_COST,
   MAX_DURATION_MS (perfParms times), MAX_CAPACITY, MAX_CARDS (accCount, multiplicity),
-  MAX_BATCH, MAX_REPLICAS and MAX_TOKENS (token counts, atTokens, maxNumTokens);
+  MAX_BATCH, MAX_QUEUE (maxQueueSize), MAX_REPLICAS and MAX_TOKENS (token counts, atTokens,
+  maxNumTokens);
 * references: a model-data ``acc`` naming no accelerator, a server ``class`` naming no service
   class (also when the default ``Free`` is missing), a server ``model`` with no model-data entry
   at all. They are reported against the file holding the reference; they are skipped when the
@@ -113,6 +114,7 @@ _MAX_COST = (safe.MAX_COST, "MAX_COST")
 _MAX_MS = (safe.MAX_DURATION_MS, "MAX_DURATION_MS")
 _MAX_CAPACITY = (safe.MAX_CAPACITY, "MAX_CAPACITY")
 _MAX_CARDS = (safe.MAX_CARDS, "MAX_CARDS")
+_MAX_QUEUE = (safe.MAX_QUEUE, "MAX_QUEUE")
 
 SYSTEM_FILE = "system-data.json"
 
@@ -473,7 +475,7 @@ def _servers(root: Fields, classes: Mapping[str, ServiceClass] | None,
             keep_accelerator=s.boolean("keepAccelerator"),
             min_num_replicas=s.integer("minNumReplicas", minimum=0, maximum=_MAX_REPLICAS),
             max_batch_size=s.integer("maxBatchSize", minimum=0, maximum=_MAX_BATCH),
-            max_queue_size=s.optional_integer("maxQueueSize", minimum=0),
+            max_queue_size=s.optional_integer("maxQueueSize", minimum=0, maximum=_MAX_QUEUE),
             current=read_allocation(s.object("currentAlloc"), is_input_load=True),
         )
         if name and _unique(s, "name", name, "server name", first):

@@ -179,6 +179,9 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ("huge-max-num-tokens", edit(MOD, setter(model(2), "maxNumTokens", 10**7 + 1)),
      "model-data.json: models[2].maxNumTokens: must be <= 10,000,000 (MAX_TOKENS), "
      "got 10000001"),
+    ("huge-max-queue", edit(SRV, setter(server(7), "maxQueueSize", 2**70)),
+     "server-data.json: servers[7].maxQueueSize: must be <= 655,360 (MAX_QUEUE), "
+     f"got {2**70}"),
     # An integer of more than 4300 digits: Python refuses to convert it (ValueError).
     ("integer-too-long", write(CAP, '{"count": [{"type": "L4", "count": ' + "9" * 5000 + "}]}"),
      "capacity-data.json: count[0].count: must be <= 1,000,000,000 (MAX_CAPACITY), "
