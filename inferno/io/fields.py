@@ -23,9 +23,11 @@ from inferno.io import safe
 E = TypeVar("E", bound=StrEnum)
 
 _MAX_SHOWN = 60
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-"""Unicode's control characters (category Cc: C0, DEL, C1), refused in names; a regex
-because this runs on every string of a data folder (8x faster than per-character checks)."""
+_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Unicode's control characters (category Cc: C0, DEL, C1) and lone surrogates (JSON's
+``"\\ud800"`` escape decodes to one: it cannot be printed or written as UTF-8, so a name holding
+one crashed the output), refused in names; a regex because this runs on every string of a
+data folder (8x faster than per-character checks)."""
 
 
 def describe(value: Any) -> str:
@@ -124,8 +126,10 @@ class Fields:
         if isinstance(value, str):
             if required and not value:
                 self.problem(key, 'must be a non-empty string, got ""')
-            if _CONTROL.search(value):
-                self.problem(key, f"must not contain control characters, got {describe(value)}")
+            if bad := _REFUSED.search(value):
+                what = ("unpaired surrogates (not text)" if "\ud800" <= bad.group() <= "\udfff"
+                        else "control characters")
+                self.problem(key, f"must not contain {what}, got {describe(value)}")
                 return ""
             return value
         self._wrong(key, "a string", value)

@@ -240,6 +240,15 @@ def _(tmp: Path) -> list[str]:
     return _optimize(tmp, "-o", str(tmp / "out.json"))
 
 
+@case("optimize-surrogate-in-name", "server-data.json", "servers[0].name")
+def _(tmp: Path) -> list[str]:
+    """JSON's "\\ud800" escape is a lone surrogate: printing the table raised
+    UnicodeEncodeError after the output file was written."""
+    path = tmp / "data" / "server-data.json"
+    path.write_text(path.read_text().replace('"name": "', '"name": "\\ud800', 1))
+    return _optimize(tmp, "-o", str(tmp / "out.json"))
+
+
 @case("optimize-duplicate-key", "optimizer-data.json", "duplicate key")
 def _(tmp: Path) -> list[str]:
     _write(tmp / "data", "optimizer-data.json",

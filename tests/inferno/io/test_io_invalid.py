@@ -198,6 +198,9 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      'server-data.json: servers[3].name: must not contain control characters, got "a\\nb"'),
     ("nul-in-type", write(CAP, '{"count": [{"type": "L\\u00004", "count": 2}]}'),
      'capacity-data.json: count[0].type: must not contain control characters, got "L\\u00004"'),
+    ("surrogate-in-type", write(CAP, '{"count": [{"type": "L\\ud8004", "count": 2}]}'),
+     'capacity-data.json: count[0].type: must not contain unpaired surrogates (not text), '
+     'got "L\\ud8004"'),
     ("negative-slo", edit(CLS, lambda d: d["serviceClasses"][1]["modelTargets"][0].update(
         {"slo-itl": -160})),
      "serviceclass-data.json: serviceClasses[1].modelTargets[0].slo-itl: must be >= 0, got -160"),
