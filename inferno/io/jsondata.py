@@ -48,8 +48,8 @@ value`` with upstream key spelling and list indexes. Checked:
   requests but no output tokens is a data error). midUtil must lie in [0, 1];
 * sizes beyond the bounds of `inferno.io.safe` (each named in the message): MAX_COST,
   MAX_DURATION_MS (perfParms times), MAX_CAPACITY, MAX_CARDS (accCount, multiplicity),
-  MAX_BATCH, MAX_QUEUE (maxQueueSize), MAX_REPLICAS and MAX_TOKENS (token counts, atTokens,
-  maxNumTokens);
+  MAX_BATCH, MAX_QUEUE (maxQueueSize), MAX_REPLICAS, MAX_TOKENS (token counts, atTokens,
+  maxNumTokens) and MAX_PENALTY_FACTOR (accelPenaltyFactor);
 * references: a model-data ``acc`` naming no accelerator, a server ``class`` naming no service
   class (also when the default ``Free`` is missing), a server ``model`` with no model-data entry
   at all. They are reported against the file holding the reference; they are skipped when the
@@ -494,7 +494,8 @@ def _settings(root: Fields) -> OptimizerSettings:
         saturation_policy=o.choice("saturationPolicy", SaturationPolicy, SaturationPolicy.NONE),
         perf_model=o.choice("perfModel", PerfModel, PerfModel.VLLM),
         batch_policy=o.choice("batchPolicy", BatchPolicy, BatchPolicy.SEARCH),
-        accel_penalty_factor=o.number("accelPenaltyFactor", default=0.1, minimum=0.0),
+        accel_penalty_factor=o.number("accelPenaltyFactor", default=0.1, minimum=0.0,
+                                      maximum=(safe.MAX_PENALTY_FACTOR, "MAX_PENALTY_FACTOR")),
         milp_time_limit_s=o.number("milpTimeLimit", default=60.0, minimum=0.0),
     )
 

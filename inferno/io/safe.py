@@ -50,6 +50,9 @@ replicas stays far inside a 64-bit integer."""
 MAX_COST = 1e12
 """Any cost figure (an accelerator's cost per hour, a current allocation's cost): far beyond a
 fleet's, and small enough that cost x cards x replicas stays finite."""
+MAX_PENALTY_FACTOR = 1e6
+"""optimizer-data ``accelPenaltyFactor`` (upstream 0.1): at a million times the cost a move
+never pays already; beyond, factor x cost overflowed or left the MILP solver's range."""
 MAX_DURATION_MS = 1e9
 """Any iteration-model time in milliseconds (α, β, γ, front-end, stream: 11 days a token),
 so the service times built from them stay finite."""

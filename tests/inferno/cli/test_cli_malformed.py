@@ -249,6 +249,13 @@ def _(tmp: Path) -> list[str]:
     return _optimize(tmp, "-o", str(tmp / "out.json"))
 
 
+@case("optimize-huge-penalty-factor", "optimizer-data.json", "accelPenaltyFactor")
+def _(tmp: Path) -> list[str]:
+    _edit_json(tmp / "data" / "optimizer-data.json",
+               lambda d: d["optimizer"].update(accelPenaltyFactor=1e308))
+    return _optimize(tmp, "--solver", "milp", "-o", str(tmp / "out.json"))
+
+
 @case("optimize-duplicate-key", "optimizer-data.json", "duplicate key")
 def _(tmp: Path) -> list[str]:
     _write(tmp / "data", "optimizer-data.json",

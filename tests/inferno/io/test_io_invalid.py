@@ -247,6 +247,10 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      "(allowed: chunked, classic, vllm)"),
     ("unknown-batch-policy", edit(OPT, setter(optimizer, "batchPolicy", "max")),
      "optimizer-data.json: optimizer.batchPolicy: unknown value 'max' (allowed: search, scaled)"),
+    # factor x cost overflowed to inf (the MILP refused it with a traceback; found by probing)
+    ("huge-penalty-factor", edit(OPT, setter(optimizer, "accelPenaltyFactor", 1e308)),
+     "optimizer-data.json: optimizer.accelPenaltyFactor: must be <= 1,000,000 "
+     "(MAX_PENALTY_FACTOR), got 1e+308"),
     ("string-for-bool", edit(OPT, setter(optimizer, "unlimited", "false")),
      'optimizer-data.json: optimizer.unlimited: must be true or false, got "false"'),
 ]
