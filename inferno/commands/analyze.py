@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from inferno.analyzer import LatencyStats, QueueConfig, Targets, latency_stats, size
+from inferno.analyzer import (
+    LatencyStats,
+    QueueConfig,
+    Targets,
+    latency_stats,
+    rate_range,
+    size,
+)
 from inferno.analyzer import analyze as analyze_point
 from inferno.commands.limits import check_flag
 from inferno.errors import ConfigError
@@ -28,7 +35,7 @@ def _stats(stats: LatencyStats) -> dict[str, float]:
               help="Upstream data directory (model-data.json, serviceclass-data.json, …).")
 @click.option("--model", required=True, help="Model name, e.g. granite_13b.")
 @click.option("--accelerator", required=True, help="Accelerator name, e.g. G2.")
-@click.option("--rate-rpm", type=float, required=True, help="Arrival rate per replica (RPM).")
+@click.option("--rate-rpm", type=float, required=True, help="Arrival rate per replica (RPM, > 0).")
 @click.option("--in-tokens", type=int, required=True, help="Average input tokens.")
 @click.option("--out-tokens", type=int, required=True, help="Average output tokens.")
 @click.option("--class", "class_name", help="Take ITL/TTFT targets (and the percentiles they "
@@ -50,8 +57,8 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
             perf_model: str, as_json: bool) -> None:
     """Queue metrics and latency percentiles of one replica at a load, and the max rate
     meeting the targets."""
+    check_flag("--rate-rpm", rate_rpm, above=0, limit="MAX_RATE_RPM")  # no load: no queue
     for flag, value, low, limit in (
-            ("--rate-rpm", rate_rpm, 0, "MAX_RATE_RPM"),
             ("--in-tokens", in_tokens, 0, "MAX_TOKENS"),
             ("--out-tokens", out_tokens, 1, "MAX_TOKENS"), ("--itl-ms", itl_ms, 0, None),
             ("--ttft-ms", ttft_ms, 0, None), ("--max-batch", max_batch, 1, "MAX_BATCH"),
@@ -78,9 +85,18 @@ def analyze(data_dir: Path, model: str, accelerator: str, rate_rpm: float, in_to
     cfg = QueueConfig(max_batch=n, max_queue=effective_max_queue(max_queue, n),
                       in_tokens=in_tokens, out_tokens=out_tokens, perf=perf.perf,
                       perf_model=PerfModel(perf_model), max_num_tokens=perf.max_num_tokens)
-    metrics = analyze_point(cfg, rpm_to_rps(rate_rpm))
+    try:  # the queue itself: the model-data entry (all-zero perfParms) and the two sizes
+        rate_range(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"model-data.json: model '{model}' on accelerator '{accelerator}' "
+                          f"(max batch {cfg.max_batch}, max queue {cfg.max_queue}): "
+                          f"{exc}") from None
     extra = tuple(sorted({p for p in (ttft_pct, itl_pct) if p and p not in (50, 90, 99)}))
-    ttft_stats, itl_stats = latency_stats(cfg, rpm_to_rps(rate_rpm), extra)
+    try:  # the rate: the classic model refuses one above its max rate
+        metrics = analyze_point(cfg, rpm_to_rps(rate_rpm))
+        ttft_stats, itl_stats = latency_stats(cfg, rpm_to_rps(rate_rpm), extra)
+    except ConfigError as exc:
+        raise ConfigError(f"--rate-rpm {rate_rpm:g}: {exc}") from None
     targets = Targets(ttft_ms=ttft_ms, itl_ms=itl_ms, ttft_percentile=ttft_pct,
                       itl_percentile=itl_pct)
     sizing = size(cfg, targets)

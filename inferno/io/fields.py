@@ -23,9 +23,11 @@ from inferno.io import safe
 E = TypeVar("E", bound=StrEnum)
 
 _MAX_SHOWN = 60
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-"""Unicode's control characters (category Cc: C0, DEL, C1), refused in names; a regex
-because this runs on every string of a data folder (8x faster than per-character checks)."""
+_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Unicode's control characters (category Cc: C0, DEL, C1) and lone surrogates (JSON's
+``"\\ud800"`` escape decodes to one: it cannot be printed or written as UTF-8, so a name holding
+one crashed the output), refused in names; a regex because this runs on every string of a
+data folder (8x faster than per-character checks)."""
 
 
 def describe(value: Any) -> str:
@@ -34,8 +36,7 @@ def describe(value: Any) -> str:
         return "an object"
     if isinstance(value, list):
         return "a list"
-    text = json.dumps(value)
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+    return _cut(json.dumps(value))
 
 
 class Problems:
@@ -125,8 +126,10 @@ class Fields:
         if isinstance(value, str):
             if required and not value:
                 self.problem(key, 'must be a non-empty string, got ""')
-            if _CONTROL.search(value):
-                self.problem(key, f"must not contain control characters, got {describe(value)}")
+            if bad := _REFUSED.search(value):
+                what = ("unpaired surrogates (not text)" if "\ud800" <= bad.group() <= "\udfff"
+                        else "control characters")
+                self.problem(key, f"must not contain {what}, got {describe(value)}")
                 return ""
             return value
         self._wrong(key, "a string", value)
@@ -168,19 +171,19 @@ class Fields:
         """An integer (``2.0`` accepted, ``2.5`` not), optionally ``>= minimum`` and
         ``<= maximum`` (a bound and its name, e.g. ``(safe.MAX_BATCH, "MAX_BATCH")``)."""
         value = self.raw(key)
-        if value is None:
-            return default
+        return default if value is None else self._integer(key, value, default, minimum, maximum)
+
+    def optional_integer(self, key: str, *, minimum: int | None = None,
+                         maximum: tuple[int, str] | None = None) -> int | None:
+        """Like `integer`, but absent or null stays None (presence matters, e.g. 0 vs none)."""
+        value = self.raw(key)
+        return None if value is None else self._integer(key, value, None, minimum, maximum)
+
+    def _integer(self, key: str, value: Any, default: Any, minimum: int | None,
+                 maximum: tuple[int, str] | None) -> Any:
         if maximum is not None and isinstance(value, int | float) and value > maximum[0]:
             self.problem(key, f"must be <= {maximum[0]:,} ({maximum[1]}), got {describe(value)}")
             return default
-        return self._integer(key, value, default, minimum)
-
-    def optional_integer(self, key: str, *, minimum: int | None = None) -> int | None:
-        """Like `integer`, but absent or null stays None (presence matters, e.g. 0 vs none)."""
-        value = self.raw(key)
-        return None if value is None else self._integer(key, value, None, minimum)
-
-    def _integer(self, key: str, value: Any, default: Any, minimum: int | None) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self._wrong(key, "an integer", value)
             return default
@@ -204,7 +207,7 @@ class Fields:
             if member.value.lower() == value.lower():
                 return member
         allowed = ", ".join(m.value for m in enum)
-        self.problem(key, f"unknown value '{value}' (allowed: {allowed})")
+        self.problem(key, f"unknown value {quote(value)} (allowed: {allowed})")
         return default
 
     # -- containers ----------------------------------------------------------------------
@@ -254,10 +257,27 @@ class Fields:
                 self.problems.add(self.file, path, f"must be an object, got {describe(item)}")
 
 
+def quote(name: str) -> str:
+    """``'name'`` for a message, cut to `_MAX_SHOWN` characters: a name may be 10⁴ long, and
+    an error stays one readable line."""
+    return f"'{_cut(name)}'"
+
+
+_MAX_KNOWN = 12
+
+
 def known(names: Iterable[str]) -> str:
-    """``(known: a, b, c)`` for unknown-reference messages, or ``(none defined)``."""
+    """``(known: a, b, c)`` for unknown-reference messages (at most `_MAX_KNOWN` names, then
+    how many more), or ``(none defined)``."""
     listed = sorted(names)
-    return f"(known: {', '.join(listed)})" if listed else "(none defined)"
+    if not listed:
+        return "(none defined)"
+    more = f", ... {len(listed) - _MAX_KNOWN} more" if len(listed) > _MAX_KNOWN else ""
+    return f"(known: {', '.join(_cut(n) for n in listed[:_MAX_KNOWN])}{more})"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
 def _fmt(x: float) -> str:

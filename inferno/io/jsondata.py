@@ -46,6 +46,10 @@ value`` with upstream key spelling and list indexes. Checked:
   them). Must be >= 1: multiplicity, maxNumTokens, and avgOutTokens when arrivalRate > 0
   (upstream reads that as zero load, §3.5, silently dropping real traffic; a load with
   requests but no output tokens is a data error). midUtil must lie in [0, 1];
+* sizes beyond the bounds of `inferno.io.safe` (each named in the message): MAX_COST,
+  MAX_DURATION_MS (perfParms times), MAX_CAPACITY, MAX_CARDS (accCount, multiplicity),
+  MAX_BATCH, MAX_QUEUE (maxQueueSize), MAX_REPLICAS, MAX_TOKENS (token counts, atTokens,
+  maxNumTokens) and MAX_PENALTY_FACTOR (accelPenaltyFactor);
 * references: a model-data ``acc`` naming no accelerator, a server ``class`` naming no service
   class (also when the default ``Free`` is missing), a server ``model`` with no model-data entry
   at all. They are reported against the file holding the reference; they are skipped when the
@@ -58,7 +62,8 @@ up as unallocated): a class without a target for a server's model, a target for 
 without model-data, ``currentAlloc.accelerator`` naming no accelerator (keepAccelerator then has
 no candidate), a capacity type no accelerator uses, a perf entry with all-zero parameters.
 The two that are most likely typos, a capacity type no accelerator has and a keepAccelerator
-server whose current accelerator is unknown, are logged as warnings (one line each).
+server whose current accelerator is unknown, are logged as warnings (one line
+each, at most three, then a count).
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ from typing import Any, TypeVar
 
 from inferno.errors import ConfigError
 from inferno.io import safe
-from inferno.io.fields import Fields, Problems, describe, known, read_json
+from inferno.io.fields import Fields, Problems, describe, known, quote, read_json
 from inferno.model import (
     DEFAULT_CLASS,
     DEFAULT_MAX_NUM_TOKENS,
@@ -108,6 +113,8 @@ _MAX_TOKENS = (safe.MAX_TOKENS, "MAX_TOKENS")
 _MAX_COST = (safe.MAX_COST, "MAX_COST")
 _MAX_MS = (safe.MAX_DURATION_MS, "MAX_DURATION_MS")
 _MAX_CAPACITY = (safe.MAX_CAPACITY, "MAX_CAPACITY")
+_MAX_CARDS = (safe.MAX_CARDS, "MAX_CARDS")
+_MAX_QUEUE = (safe.MAX_QUEUE, "MAX_QUEUE")
 
 SYSTEM_FILE = "system-data.json"
 
@@ -298,17 +305,26 @@ def _build(roots: Mapping[str, Fields | None], problems: Problems,
     return system
 
 
+_MAX_WARNINGS = 3
+"""Warning lines logged for one data set; the rest are counted (a file of 10⁴ typos must not
+bury the result)."""
+
+
 def _warn_likely_typos(system: System) -> None:
     """Log references that are legal but most likely typos (see the module notes)."""
     types = sorted({a.type for a in system.accelerators.values()})
-    for type_ in sorted(set(system.capacity) - set(types)):
-        _log.warning("%s: capacity for type '%s', which no accelerator has %s: it is unused",
-                     CAPACITY_FILE, type_, known(types))
+    lines = [f"{CAPACITY_FILE}: capacity for type {quote(type_)}, which no accelerator has "
+             f"{known(types)}: it is unused" for type_ in sorted(set(system.capacity) - set(types))]
     for server in system.servers:
         acc = server.current.accelerator
         if server.keep_accelerator and acc and acc not in system.accelerators:
-            _log.warning("%s: server '%s' keeps accelerator '%s', which is not in %s: it "
-                         "cannot be allocated", SERVER_FILE, server.name, acc, ACCELERATOR_FILE)
+            lines.append(f"{SERVER_FILE}: server {quote(server.name)} keeps accelerator "
+                         f"{quote(acc)}, which is not in {ACCELERATOR_FILE}: it cannot be "
+                         "allocated")
+    for line in lines[:_MAX_WARNINGS]:
+        _log.warning("%s", line)
+    if len(lines) > _MAX_WARNINGS:
+        _log.warning("... and %d more such warnings", len(lines) - _MAX_WARNINGS)
 
 
 # -- one reader per file ---------------------------------------------------------------------
@@ -326,7 +342,7 @@ def _accelerators(root: Fields) -> dict[str, Accelerator]:
         acc = Accelerator(
             name=name,
             type=a.string("type", required=True),
-            multiplicity=a.integer("multiplicity", default=1, minimum=1),
+            multiplicity=a.integer("multiplicity", default=1, minimum=1, maximum=_MAX_CARDS),
             mem_gb=a.number("memSize", minimum=0.0),
             mem_bw_gbps=a.number("memBW", minimum=0.0),
             cost_per_hr=a.number("cost", minimum=0.0, maximum=_MAX_COST),
@@ -359,23 +375,24 @@ def _models(root: Fields, accelerators: Mapping[str, Accelerator] | None,
         name = m.string("name", required=True)
         acc = m.string("acc", required=True)
         if acc and accelerators is not None and acc not in accelerators:
-            m.problem("acc", f"unknown accelerator '{acc}' {known(accelerators)}")
+            m.problem("acc", f"unknown accelerator {quote(acc)} {known(accelerators)}")
         parms = m.object("perfParms")
-        acc_count = m.integer("accCount")
+        acc_count = m.integer("accCount", maximum=_MAX_CARDS)
         entry = ModelPerf(
             model=name,
             accelerator=acc,
             acc_count=acc_count if acc_count > 0 else 1,
             max_batch_size=m.integer("maxBatchSize", minimum=0, maximum=_MAX_BATCH),
-            at_tokens=m.integer("atTokens", minimum=0),
+            at_tokens=m.integer("atTokens", minimum=0, maximum=_MAX_TOKENS),
             perf=_perf_parms(parms),
-            max_num_tokens=m.integer("maxNumTokens", default=DEFAULT_MAX_NUM_TOKENS, minimum=1),
+            max_num_tokens=m.integer("maxNumTokens", default=DEFAULT_MAX_NUM_TOKENS, minimum=1,
+                                     maximum=_MAX_TOKENS),
         )
         if not (name and acc):
             continue
         key = (name, acc)
         if key in first:
-            m.problem(None, f"duplicate entry for model '{name}' on accelerator '{acc}' "
+            m.problem(None, f"duplicate entry for model {quote(name)} on accelerator {quote(acc)} "
                             f"(first at {first[key]})")
             continue
         first[key] = m.path
@@ -444,12 +461,12 @@ def _servers(root: Fields, classes: Mapping[str, ServiceClass] | None,
         class_name = given_class or DEFAULT_CLASS
         is_str = isinstance(s.raw("class"), str | None)
         if classes is not None and is_str and class_name not in classes:
-            what = (f"unknown service class '{class_name}'" if given_class else
+            what = (f"unknown service class {quote(class_name)}" if given_class else
                     f"no class given and the default class '{DEFAULT_CLASS}' is not defined")
             s.problem("class", f"{what} {known(classes)}")
         model = s.string("model", required=True)
         if model and model_names is not None and model not in model_names:
-            s.problem("model", f"unknown model '{model}': no {MODEL_FILE} entry "
+            s.problem("model", f"unknown model {quote(model)}: no {MODEL_FILE} entry "
                                f"{known(model_names)}")
         server = Server(
             name=name,
@@ -458,7 +475,7 @@ def _servers(root: Fields, classes: Mapping[str, ServiceClass] | None,
             keep_accelerator=s.boolean("keepAccelerator"),
             min_num_replicas=s.integer("minNumReplicas", minimum=0, maximum=_MAX_REPLICAS),
             max_batch_size=s.integer("maxBatchSize", minimum=0, maximum=_MAX_BATCH),
-            max_queue_size=s.optional_integer("maxQueueSize", minimum=0),
+            max_queue_size=s.optional_integer("maxQueueSize", minimum=0, maximum=_MAX_QUEUE),
             current=read_allocation(s.object("currentAlloc"), is_input_load=True),
         )
         if name and _unique(s, "name", name, "server name", first):
@@ -477,7 +494,8 @@ def _settings(root: Fields) -> OptimizerSettings:
         saturation_policy=o.choice("saturationPolicy", SaturationPolicy, SaturationPolicy.NONE),
         perf_model=o.choice("perfModel", PerfModel, PerfModel.VLLM),
         batch_policy=o.choice("batchPolicy", BatchPolicy, BatchPolicy.SEARCH),
-        accel_penalty_factor=o.number("accelPenaltyFactor", default=0.1, minimum=0.0),
+        accel_penalty_factor=o.number("accelPenaltyFactor", default=0.1, minimum=0.0,
+                                      maximum=(safe.MAX_PENALTY_FACTOR, "MAX_PENALTY_FACTOR")),
         milp_time_limit_s=o.number("milpTimeLimit", default=60.0, minimum=0.0),
     )
 
@@ -517,7 +535,7 @@ def read_allocation(f: Fields, *, is_input_load: bool = False) -> Allocation:
 def _unique(f: Fields, key: str, name: Any, what: str, first: dict[Any, str]) -> bool:
     """Record ``name`` as seen at ``f``; a repeat is a problem and returns False."""
     if name in first:
-        f.problem(key, f"duplicate {what} '{name}' (first at {first[name]})")
+        f.problem(key, f"duplicate {what} {quote(name)} (first at {first[name]})")
         return False
     first[name] = f.path
     return True

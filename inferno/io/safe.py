@@ -18,6 +18,7 @@ import json
 import os
 import re
 import stat
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,16 @@ MAX_BATCH = 65_536
 """Max batch (vLLM max_num_seqs; defaults are 256 to 1024)."""
 MAX_QUEUE = MAX_QUEUE_TO_BATCH_RATIO * MAX_BATCH
 """Queue slots beyond the batch of one replica (a server without its own has 10 x the batch)."""
+MAX_CARDS = 4_096
+"""Accelerator units of one replica (model-data ``accCount``) and cards of one unit
+(``multiplicity``): the largest multi-node replicas use a few hundred GPUs, and cards x
+replicas stays far inside a 64-bit integer."""
 MAX_COST = 1e12
 """Any cost figure (an accelerator's cost per hour, a current allocation's cost): far beyond a
 fleet's, and small enough that cost x cards x replicas stays finite."""
+MAX_PENALTY_FACTOR = 1e6
+"""optimizer-data ``accelPenaltyFactor`` (upstream 0.1): at a million times the cost a move
+never pays already; beyond, factor x cost overflowed or left the MILP solver's range."""
 MAX_DURATION_MS = 1e9
 """Any iteration-model time in milliseconds (α, β, γ, front-end, stream: 11 days a token),
 so the service times built from them stay finite."""
@@ -128,7 +136,12 @@ def check_tree(doc: Any, label: str) -> Any:
 def parse_json(text: str, label: str) -> Any:
     """A JSON document with bounded nesting and size; syntax errors name line and column."""
     try:
-        doc = json.loads(text, object_pairs_hook=_unique_keys)
+        try:
+            doc = json.loads(text, object_pairs_hook=_unique_keys)
+        except (json.JSONDecodeError, _DuplicateKey):
+            raise
+        except ValueError:  # an integer over Python's digit limit: read again, see `_long_int`
+            doc = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_long_int)
     except _DuplicateKey as exc:
         raise ConfigError(f"{label}: duplicate key {exc.args[0]!r}") from None
     except json.JSONDecodeError as exc:
@@ -137,6 +150,13 @@ def parse_json(text: str, label: str) -> Any:
     except RecursionError:
         raise ConfigError(f"{label}: nested deeper than {MAX_DEPTH} levels (MAX_DEPTH)") from None
     return check_tree(doc, label)
+
+
+def _long_int(text: str) -> int | float:
+    """An integer literal; one longer than Python converts (``sys.get_int_max_str_digits``,
+    4300 digits: the bound keeps conversion from taking quadratic time) reads as a float,
+    i.e. infinity, which the readers refuse with the field's path like any other ``1e999``."""
+    return int(text) if len(text) <= sys.get_int_max_str_digits() else float(text)
 
 
 class _DuplicateKey(ValueError):

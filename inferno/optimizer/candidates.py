@@ -27,6 +27,7 @@ from inferno.analyzer import (
     perf_columns,
     size_batch,
 )
+from inferno.io import safe
 from inferno.model import (
     DEFAULT_MAX_BATCH,
     DEFAULT_PRIORITY,
@@ -366,8 +367,9 @@ def _loaded_rows(system: System, cat: _Catalog, sv: _Servers, srv: np.ndarray,
     override, queue_in = s["batch_override"][srv], s["queue"][srv]
     policy = system.settings.batch_policy
     if policy is BatchPolicy.SCALED:
-        policy_batch = np.maximum(c["max_batch"][perf] * c["at_tokens"][perf]
-                                  // p.out.astype(np.int64), 1)
+        # capped, or a short output on a large atTokens would size a chain of 10⁹ states
+        policy_batch = np.clip(c["max_batch"][perf] * c["at_tokens"][perf]
+                               // p.out.astype(np.int64), 1, safe.MAX_BATCH)
     else:
         policy_batch = np.where(c["max_batch"][perf] > 0, c["max_batch"][perf],
                                 DEFAULT_CONCURRENCY_CEILING)

@@ -31,6 +31,8 @@ SMALL = ROOT / "sample-data" / "small"
 DATA_FILES = ("accelerator-data.json", "capacity-data.json", "model-data.json",
               "optimizer-data.json", "server-data.json", "serviceclass-data.json")
 
+MAX_LINE = 600
+"""Longest error line accepted: a value is cut in messages, so a line stays readable."""
 NOT_UTF8 = b'{"a": "\xff\xfe caf\xe9"}\n'
 GARBAGE = bytes(range(256)) * 4
 DEEP_JSON = "[" * 10_000 + "]" * 10_000
@@ -211,6 +213,49 @@ def _(tmp: Path) -> list[str]:
     return _optimize(tmp)
 
 
+@case("optimize-scaled-batch-huge", codes=(0,))
+def _(tmp: Path) -> list[str]:
+    """maxBatchSize x atTokens / avgOutTokens at its bounds is 6.5·10¹¹: capped at MAX_BATCH,
+    not a 69 TiB chain table (found by fuzzing)."""
+    _edit_json(tmp / "data" / "model-data.json",
+               lambda d: d["models"][0].update(maxBatchSize=65_536, atTokens=10_000_000))
+
+    def one_token(d: dict) -> None:
+        for server in d["servers"]:
+            server["currentAlloc"]["load"]["AvgOutTokens"] = 1
+    _edit_json(tmp / "data" / "server-data.json", one_token)
+    return _optimize(tmp, "--batch-policy", "scaled")
+
+
+@case("optimize-integer-too-long", "capacity-data.json", "count[0].count")
+def _(tmp: Path) -> list[str]:
+    _write(tmp / "data", "capacity-data.json", '{"count": [{"type": "L4", "count": '
+           + "9" * 5000 + "}]}")
+    return _optimize(tmp, "-o", str(tmp / "out.json"))
+
+
+@case("optimize-long-name", "model-data.json", "models[0].acc")
+def _(tmp: Path) -> list[str]:
+    _edit_json(tmp / "data" / "model-data.json", lambda d: d["models"][0].update(acc="A" * 10**4))
+    return _optimize(tmp, "-o", str(tmp / "out.json"))
+
+
+@case("optimize-surrogate-in-name", "server-data.json", "servers[0].name")
+def _(tmp: Path) -> list[str]:
+    """JSON's "\\ud800" escape is a lone surrogate: printing the table raised
+    UnicodeEncodeError after the output file was written."""
+    path = tmp / "data" / "server-data.json"
+    path.write_text(path.read_text().replace('"name": "', '"name": "\\ud800', 1))
+    return _optimize(tmp, "-o", str(tmp / "out.json"))
+
+
+@case("optimize-huge-penalty-factor", "optimizer-data.json", "accelPenaltyFactor")
+def _(tmp: Path) -> list[str]:
+    _edit_json(tmp / "data" / "optimizer-data.json",
+               lambda d: d["optimizer"].update(accelPenaltyFactor=1e308))
+    return _optimize(tmp, "--solver", "milp", "-o", str(tmp / "out.json"))
+
+
 @case("optimize-duplicate-key", "optimizer-data.json", "duplicate key")
 def _(tmp: Path) -> list[str]:
     _write(tmp / "data", "optimizer-data.json",
@@ -267,6 +312,7 @@ def _analyze(tmp: Path, **over: str) -> list[str]:
 
 
 for _flag, _value in (("--rate-rpm", "nan"), ("--rate-rpm", "-1"), ("--rate-rpm", "inf"),
+                      ("--rate-rpm", "0"),
                       ("--rate-rpm", "1e12"), ("--in-tokens", "-5"),
                       ("--in-tokens", "1000000000"), ("--out-tokens", "0"),
                       ("--max-batch", "1000000000"), ("--max-batch", "-1"),
@@ -281,6 +327,21 @@ for _flag, _value in (("--rate-rpm", "nan"), ("--rate-rpm", "-1"), ("--rate-rpm"
 def _(tmp: Path) -> list[str]:
     _write(tmp / "data", "model-data.json", NOT_UTF8)
     return _analyze(tmp)
+
+
+@case("analyze-zero-perf-parms", "model-data.json", "granite_13b", "H100")
+def _(tmp: Path) -> list[str]:
+    def zero(d: dict) -> None:
+        for m in d["models"]:
+            if (m["name"], m["acc"]) == ("granite_13b", "H100"):
+                m["perfParms"].update(alpha=0, beta=0, gamma=0)
+    _edit_json(tmp / "data" / "model-data.json", zero)
+    return _analyze(tmp)
+
+
+@case("analyze-classic-rate-above-max", "--rate-rpm", "classic")
+def _(tmp: Path) -> list[str]:
+    return _analyze(tmp, **{"--rate-rpm": "900000", "--perf-model": "classic"})
 
 
 @case("analyze-unknown-model", "model-data.json", "nope")
@@ -800,6 +861,7 @@ def test_malformed_input_exits_2_with_a_short_error(bad: Case, world: Path) -> N
         return
     lines = err.strip().splitlines()
     assert 1 <= len(lines) <= 4, err
+    assert max(map(len, lines)) <= MAX_LINE, "an error line longer than a screen or two"
     for name in bad.names:
         assert name in err, f"{name!r} not in {err!r}"
     assert _snapshot(world.parent) == before, "files created or changed"

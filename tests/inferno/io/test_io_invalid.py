@@ -167,10 +167,40 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      "got 1e+300"),
     ("huge-capacity", write(CAP, '{"count": [{"type": "L4", "count": 1e30}]}'),
      "capacity-data.json: count[0].count: must be <= 1,000,000,000 (MAX_CAPACITY), got 1e+30"),
+    # Found by mutation fuzzing: sizes that overflowed int64 or numpy's memory (a traceback).
+    ("huge-acc-count", edit(MOD, setter(model(0), "accCount", 1e300)),
+     "model-data.json: models[0].accCount: must be <= 4,096 (MAX_CARDS), got 1e+300"),
+    ("huge-multiplicity", edit(ACC, setter(accelerator(1), "multiplicity", 2**70)),
+     "accelerator-data.json: accelerators[1].multiplicity: must be <= 4,096 (MAX_CARDS), "
+     f"got {2**70}"),
+    ("huge-at-tokens", edit(MOD, setter(model(2), "atTokens", 512 * 10**12)),
+     "model-data.json: models[2].atTokens: must be <= 10,000,000 (MAX_TOKENS), "
+     "got 512000000000000"),
+    ("huge-max-num-tokens", edit(MOD, setter(model(2), "maxNumTokens", 10**7 + 1)),
+     "model-data.json: models[2].maxNumTokens: must be <= 10,000,000 (MAX_TOKENS), "
+     "got 10000001"),
+    ("huge-max-queue", edit(SRV, setter(server(7), "maxQueueSize", 2**70)),
+     "server-data.json: servers[7].maxQueueSize: must be <= 655,360 (MAX_QUEUE), "
+     f"got {2**70}"),
+    # An integer of more than 4300 digits: Python refuses to convert it (ValueError).
+    ("integer-too-long", write(CAP, '{"count": [{"type": "L4", "count": ' + "9" * 5000 + "}]}"),
+     "capacity-data.json: count[0].count: must be <= 1,000,000,000 (MAX_CAPACITY), "
+     "got Infinity"),
+    ("negative-integer-too-long",
+     write(OPT, '{"optimizer": {"accelPenaltyFactor": -' + "9" * 5000 + "}}"),
+     "optimizer-data.json: optimizer.accelPenaltyFactor: must be a finite number, "
+     "got -Infinity"),
+    # A 10,000-character name is cut in the message (it printed a 10 kB line).
+    ("long-name-cut", edit(SRV, setter(server(2), "class", "G" * 10_000)),
+     f"server-data.json: servers[2].class: unknown service class '{'G' * 57}...' "
+     "(known: Bronze, Free, Premium)"),
     ("newline-in-name", edit(SRV, setter(server(3), "name", "a\nb")),
      'server-data.json: servers[3].name: must not contain control characters, got "a\\nb"'),
     ("nul-in-type", write(CAP, '{"count": [{"type": "L\\u00004", "count": 2}]}'),
      'capacity-data.json: count[0].type: must not contain control characters, got "L\\u00004"'),
+    ("surrogate-in-type", write(CAP, '{"count": [{"type": "L\\ud8004", "count": 2}]}'),
+     'capacity-data.json: count[0].type: must not contain unpaired surrogates (not text), '
+     'got "L\\ud8004"'),
     ("negative-slo", edit(CLS, lambda d: d["serviceClasses"][1]["modelTargets"][0].update(
         {"slo-itl": -160})),
      "serviceclass-data.json: serviceClasses[1].modelTargets[0].slo-itl: must be >= 0, got -160"),
@@ -217,6 +247,10 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
      "(allowed: chunked, classic, vllm)"),
     ("unknown-batch-policy", edit(OPT, setter(optimizer, "batchPolicy", "max")),
      "optimizer-data.json: optimizer.batchPolicy: unknown value 'max' (allowed: search, scaled)"),
+    # factor x cost overflowed to inf (the MILP refused it with a traceback; found by probing)
+    ("huge-penalty-factor", edit(OPT, setter(optimizer, "accelPenaltyFactor", 1e308)),
+     "optimizer-data.json: optimizer.accelPenaltyFactor: must be <= 1,000,000 "
+     "(MAX_PENALTY_FACTOR), got 1e+308"),
     ("string-for-bool", edit(OPT, setter(optimizer, "unlimited", "false")),
      'optimizer-data.json: optimizer.unlimited: must be true or false, got "false"'),
 ]
@@ -342,3 +376,19 @@ def test_system_data_structure(tmp_path: Path, text: str, expected: str | None) 
     with pytest.raises(ConfigError) as info:
         load_system(path)
     assert info.value.problems == (expected,)
+
+
+def test_known_names_are_capped(data_dir: Path) -> None:
+    """An unknown reference lists at most 12 known names, then how many more (a catalog of
+    thousands made a line of kilobytes)."""
+
+    def many(doc: Docs) -> None:
+        doc["accelerators"] += [dict(doc["accelerators"][0], name=f"X{i:02}") for i in range(20)]
+
+    edit(ACC, many)(data_dir)
+    edit(MOD, setter(model(1), "acc", "nope"))(data_dir)
+    with pytest.raises(ConfigError) as info:
+        load_system(data_dir)
+    assert info.value.problems == (
+        "model-data.json: models[1].acc: unknown accelerator 'nope' (known: 2xAIU2, 4xA100, A100, "
+        "AIU2, G2, L4, X00, X01, X02, X03, X04, X05, ... 14 more)",)

@@ -437,3 +437,19 @@ def test_likely_typos_are_warned_not_refused(tmp_path: Path,
     assert lines[1] == (f"server-data.json: server '{name}' keeps accelerator 'H200', which "
                         "is not in accelerator-data.json: it cannot be allocated")
     assert all("\n" not in line for line in lines)
+
+
+def test_likely_typos_log_at_most_three_lines(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Ten unused capacity types log three warnings and a count, not ten lines."""
+    data = tmp_path / "data"
+    shutil.copytree(SMALL, data)
+    cap = json.loads((data / "capacity-data.json").read_text())
+    cap["count"] += [{"type": f"T{i}", "count": 1} for i in range(10)]
+    (data / "capacity-data.json").write_text(json.dumps(cap))
+    with caplog.at_level(logging.WARNING, logger="inferno.io.jsondata"):
+        load_system(data)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(",")[0] for line in lines[:3]] == [
+        f"capacity-data.json: capacity for type '{t}'" for t in ("T0", "T1", "T2")]
+    assert lines[3:] == ["... and 7 more such warnings"]
