@@ -190,7 +190,8 @@ def _loader() -> Any:
 
     class BoundedLoader(yaml.SafeLoader):
         """PyYAML's safe loader with nesting bounded while composing (its composer recurses),
-        duplicate keys refused and YAML 1.2 exponent floats (``1e12``) read as numbers."""
+        duplicate keys refused, YAML 1.2 exponent floats (``1e12``) read as numbers and
+        integers too long to convert read as infinite."""
 
         _depth = 0
 
@@ -216,6 +217,14 @@ def _loader() -> Any:
                     seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node: Any) -> Any:
+            """An integer over Python's digit limit reads as infinity, as in `_long_int`."""
+            try:
+                return super().construct_yaml_int(node)
+            except ValueError:
+                return float("inf") if not str(node.value).startswith("-") else float("-inf")
+
+    BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
     BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float",
                                         re.compile(_YAML_EXPONENT_FLOAT), list("-+0123456789"))
     _yaml_loader = BoundedLoader

@@ -27,6 +27,13 @@ def test_integers_strings_and_special_floats_keep_their_types() -> None:
     assert math.isnan(doc["n"])
 
 
+def test_integers_too_long_to_convert_read_as_infinite() -> None:
+    """Python refuses int() of more than 4300 digits (ValueError): such a YAML integer reads
+    as ±inf, which every field check refuses with its path, as in JSON."""
+    doc = safe.parse_yaml(f"a: {'9' * 5000}\nb: -{'1' * 5000}\nc: 0x1f\nd: 1_000\n", "x.yaml")
+    assert doc == {"a": math.inf, "b": -math.inf, "c": 31, "d": 1000}
+
+
 def test_the_loader_class_is_built_once() -> None:
     safe.parse_yaml("a: 1\n", "x.yaml")
     assert safe._loader() is safe._loader()
