@@ -121,7 +121,8 @@ class ServerSpec:
                f"{safe.MAX_REPLICAS:,}] (MAX_REPLICAS), got {self.replicas!r}")
         _check(0 <= self.max_batch <= safe.MAX_BATCH, f"max_batch must be in [0, "
                f"{safe.MAX_BATCH:,}] (MAX_BATCH), got {self.max_batch!r}")
-        _check(self.min_replicas >= 0, f"min_replicas must be >= 0, got {self.min_replicas!r}")
+        _check(0 <= self.min_replicas <= safe.MAX_REPLICAS, f"min_replicas must be in [0, "
+               f"{safe.MAX_REPLICAS:,}] (MAX_REPLICAS), got {self.min_replicas!r}")
         _check(self.kv_capacity_tokens is None or self.kv_capacity_tokens >= 16,
                f"kv_capacity_tokens must be >= 16, got {self.kv_capacity_tokens!r}")
 
@@ -203,7 +204,8 @@ class ControllerSpec:
     def __post_init__(self) -> None:
         _check(math.isfinite(self.period_s) and self.period_s > 0,
                f"period_s must be > 0 in the twin, got {self.period_s!r}")
-        _check(self.min_replicas >= 0, f"min_replicas must be >= 0, got {self.min_replicas!r}")
+        _check(0 <= self.min_replicas <= safe.MAX_REPLICAS, f"min_replicas must be in [0, "
+               f"{safe.MAX_REPLICAS:,}] (MAX_REPLICAS), got {self.min_replicas!r}")
         _check(0 < self.slo_scale <= 1, f"slo_scale must be in (0, 1], got {self.slo_scale!r}")
         mode = self.tuner_settings.mode
         _check(mode in (TunerMode.OFF, self.tuner),
@@ -370,7 +372,8 @@ class Scenario:
 def check_run_size(scenario: Scenario, *, force: bool = False) -> None:
     """A ConfigError naming the limit when a run of ``scenario`` would simulate more than
     `safe.MAX_SIM_DURATION_S` seconds, `safe.MAX_SIM_REQUESTS` requests (at the peak of the
-    profile) or `safe.MAX_SIM_STEPS` control cycles or emulator steps; ``force`` lifts them."""
+    profile) or `safe.MAX_SIM_STEPS` control cycles, metric scrapes or emulator steps;
+    ``force`` lifts them."""
     at = file_prefix(scenario.source)
     span_s = scenario.duration_s + scenario.drain_s
     safe.check_limit(span_s, safe.MAX_SIM_DURATION_S,
@@ -394,7 +397,8 @@ def check_run_size(scenario: Scenario, *, force: bool = False) -> None:
         safe.check_limit(scenario.duration_s / diurnal.period_s * diurnal.pieces,
                          safe.MAX_SIM_STEPS, f"{at}profile.diurnal: load phases (duration_s / "
                          "period_s x pieces) (MAX_SIM_STEPS)", force=force)
-    steps = [("controller.period_s", scenario.controller.period_s)]
+    steps = [("controller.period_s", scenario.controller.period_s),
+             ("twin.scrape_interval_s", scenario.twin.scrape_interval_s)]
     if scenario.emulator is not None:
         steps.append(("emulator.interval_s", scenario.emulator.interval_s))
     for key, every_s in steps:
