@@ -530,6 +530,24 @@ _BAD_SCENARIO_VALUE: dict[str, tuple[str, str, str]] = {
                             "pieces: 1000000000}}", "MAX_SIM_STEPS"),
     "diurnal-huge-period": ("seed: 1", "seed: 1\nprofile: {diurnal: {period_s: 1e12}}",
                             "period_s"),
+    # found by mutation fuzzing
+    "rate-long-string": ("rate_rpm: 30", "rate_rpm: " + "a" * 5000, "rate_rpm"),
+    "accelerator-long-name": ("accelerator: H100", "accelerator: " + "H" * 5000, "accelerator"),
+    "min-replicas-1e300": ("replicas: 1\n", "replicas: 1\n    min_replicas: 1.0e+300\n",
+                           "min_replicas"),
+    "min-replicas-huge": ("replicas: 1\n", "replicas: 1\n    min_replicas: 100000\n",
+                          "min_replicas"),
+    "controller-min-replicas-huge": ("period_s: 60", "period_s: 60, min_replicas: 100000",
+                                     "min_replicas"),
+    "replicas-2**64": ("replicas: 1\n", "replicas: 18446744073709551616\n", "replicas"),
+    "scrape-interval-tiny": ("seed: 1", "seed: 1\ntwin: {scrape_interval_s: 1.0e-6}",
+                             "scrape_interval_s"),
+    "data-home-of-no-user": ("data: data", "data: ~no-such-user-here/data", "data"),
+    "data-name-too-long": ("data: data", "data: " + "d" * 300, "data"),
+    "data-nul": ("data: data", 'data: "da\\0ta"', "data"),
+    "trace-path-nul": ("seed: 1", 'seed: 1\ntrace: {path: "t\\0.csv"}', "trace.path"),
+    "max-model-len-too-small": ("out_tokens: 64}", "out_tokens: 64, max_model_len: 2}",
+                                "servers[0].load.max_model_len"),
 }
 for _kind, (_old, _new, _field) in _BAD_SCENARIO_VALUE.items():
     def _build(tmp: Path, old: str = _old, new: str = _new) -> list[str]:
@@ -550,6 +568,17 @@ def _(tmp: Path) -> list[str]:
     _write(tmp, "trace.csv", b"arrival_s,input_tokens,output_tokens\n\xff,1,1\n")
     _write(tmp, "scenario.yaml", _set(SCENARIO, "seed: 1", "seed: 1\ntrace: {path: trace.csv}"))
     return _run(tmp)
+
+
+for _kind, _rows in (("huge-int-tokens", "0,1," + "9" * 5000 + "\n"),
+                     ("long-row", "0,1,1," + "x" * 5000 + "\n"),
+                     ("long-arrival", "a" * 5000 + ",1,1\n")):
+    def _build(tmp: Path, rows: str = _rows) -> list[str]:
+        _write(tmp, "trace.csv", "arrival_s,input_tokens,output_tokens\n" + rows)
+        _write(tmp, "scenario.yaml", _set(SCENARIO, "seed: 1",
+                                          "seed: 1\ntrace: {path: trace.csv}"))
+        return _run(tmp)
+    case(f"sim-run-trace-{_kind}", "trace.csv:2")(_build)
 
 
 @case("sim-run-trace-huge-arrival", codes=(0, 2))
@@ -650,6 +679,9 @@ _BAD_SWEEP: dict[str, tuple[str | bytes, str]] = {
     "grid-huge-rate": (_set(SWEEP, "twin.startup.mean_s: [15]",
                             "servers.0.load.rate_rpm: [30, 1e9]"), "rate_rpm"),
     "unknown-key": (SWEEP + "colour: blue\n", "colour"),
+    "scenario-nul": (_set(SWEEP, "scenario.yaml", '"scen\\0ario.yaml"'), "scenario"),
+    "seeds-long-string": (_set(SWEEP, "seeds: 1", "seeds: " + "s" * 5000), "seeds"),
+    "policy-long-name": (_set(SWEEP, "[inferno]", "[" + "p" * 5000 + "]"), "policies[0]"),
 }
 for _kind, (_content, _name) in _BAD_SWEEP.items():
     def _build(tmp: Path, c: str | bytes = _content) -> list[str]:
@@ -800,6 +832,7 @@ def test_malformed_input_exits_2_with_a_short_error(bad: Case, world: Path) -> N
         return
     lines = err.strip().splitlines()
     assert 1 <= len(lines) <= 4, err
+    assert max(len(line) for line in lines) <= 600, f"a line of {len(max(lines, key=len))}"
     for name in bad.names:
         assert name in err, f"{name!r} not in {err!r}"
     assert _snapshot(world.parent) == before, "files created or changed"
