@@ -54,6 +54,12 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+MAX_CV = 100.0
+"""Largest coefficient of variation of token lengths and arrival gaps, far past any measured
+workload: beyond it lognormal lengths overflow to NaN (cv ~1e154) and gamma gaps of shape
+1/cv² collapse to zero (a run that never ends, or a division by zero)."""
+
+
 # ------------------------------------------------------------------------------ schema
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkloadSpec:
@@ -86,10 +92,10 @@ class WorkloadSpec:
             _check(math.isfinite(value) and value >= 1, f"{name} must be >= 1, got {value!r}")
             _check(value <= safe.MAX_TOKENS,
                    f"{name} must be <= {safe.MAX_TOKENS:,} (MAX_TOKENS), got {value!r}")
-        _check(math.isfinite(self.length_cv) and self.length_cv > 0,
-               f"length_cv must be > 0, got {self.length_cv!r}")
-        _check(math.isfinite(self.arrival_cv) and self.arrival_cv > 0,
-               f"arrival_cv must be > 0, got {self.arrival_cv!r}")
+        for name in ("length_cv", "arrival_cv"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and 0 < value <= MAX_CV,
+                   f"{name} must be in (0, {MAX_CV:g}], got {value!r}")
         _check(self.max_model_len is None or self.max_model_len >= 2,
                f"max_model_len must be >= 2, got {self.max_model_len!r}")
 
@@ -399,6 +405,9 @@ def check_run_size(scenario: Scenario, *, force: bool = False) -> None:
                          "period_s x pieces) (MAX_SIM_STEPS)", force=force)
     steps = [("controller.period_s", scenario.controller.period_s),
              ("twin.scrape_interval_s", scenario.twin.scrape_interval_s)]
+    hpa_sync_s = scenario.policy.hpa.sync_period_s
+    if scenario.policy.name == "hpa" and hpa_sync_s is not None:  # its own control period
+        steps.append(("policy.hpa.sync_period_s", hpa_sync_s))
     if scenario.emulator is not None:
         steps.append(("emulator.interval_s", scenario.emulator.interval_s))
     for key, every_s in steps:
