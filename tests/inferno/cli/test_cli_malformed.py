@@ -546,6 +546,13 @@ _BAD_SCENARIO_VALUE: dict[str, tuple[str, str, str]] = {
     "data-name-too-long": ("data: data", "data: " + "d" * 300, "data"),
     "data-nul": ("data: data", 'data: "da\\0ta"', "data"),
     "trace-path-nul": ("seed: 1", 'seed: 1\ntrace: {path: "t\\0.csv"}', "trace.path"),
+    "length-cv-1e300": ("out_tokens: 64}", "out_tokens: 64, length_cv: 1.0e+300}", "length_cv"),
+    "arrival-cv-1e300": ("out_tokens: 64}", "out_tokens: 64, arrivals: gamma, "
+                         "arrival_cv: 1.0e+300}", "arrival_cv"),
+    "arrival-cv-1e10": ("out_tokens: 64}", "out_tokens: 64, arrivals: gamma, "
+                        "arrival_cv: 1.0e+10}", "arrival_cv"),
+    "hpa-sync-period-tiny": ("name: inferno}", "name: hpa, hpa: {sync_period_s: 1.0e-6}}",
+                             "sync_period_s"),
     "max-model-len-too-small": ("out_tokens: 64}", "out_tokens: 64, max_model_len: 2}",
                                 "servers[0].load.max_model_len"),
 }
