@@ -194,8 +194,13 @@ def _convert(tp: Any, value: Any, where: str, ctx: _Ctx, default: Any = MISSING)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise fail("a list")
-        item = get_args(tp)[0]
-        return tuple(_convert(item, v, join_path(where, i), ctx) for i, v in enumerate(value))
+        items = get_args(tp)
+        if len(items) == 2 and items[1] is Ellipsis:  # tuple[X, ...]: any length
+            items = (items[0],) * len(value)
+        elif len(value) != len(items):  # tuple[X, Y]: exactly that many
+            raise fail(f"a list of {len(items)} items")
+        return tuple(_convert(item, v, join_path(where, i), ctx)
+                     for i, (item, v) in enumerate(zip(items, value, strict=True)))
     if origin in (Mapping, dict, typing.Mapping) or tp in (dict,):
         if not isinstance(value, Mapping):
             raise fail("a mapping")
