@@ -553,6 +553,10 @@ _BAD_SCENARIO_VALUE: dict[str, tuple[str, str, str]] = {
                         "arrival_cv: 1.0e+10}", "arrival_cv"),
     "hpa-sync-period-tiny": ("name: inferno}", "name: hpa, hpa: {sync_period_s: 1.0e-6}}",
                              "sync_period_s"),
+    "itl-bounds-three": ("name: inferno}", "name: inferno, inferno: {correction: "
+                         "{itl_bounds: [0.5, 2, 3]}}}", "itl_bounds"),
+    "tuner-seed-two": ("period_s: 60", "period_s: 60, tuner_settings: {seed: [5, 0.05]}",
+                       "seed"),
     "max-model-len-too-small": ("out_tokens: 64}", "out_tokens: 64, max_model_len: 2}",
                                 "servers[0].load.max_model_len"),
 }
@@ -721,6 +725,13 @@ def _(tmp: Path) -> list[str]:
 @case("live-policy-settings-unknown-key", "settings.yaml", "colour")
 def _(tmp: Path) -> list[str]:
     _write(tmp, "settings.yaml", "colour: blue\n")
+    return ["live", "--dry-run", "--policy-settings", str(tmp / "settings.yaml"),
+            "--data-path", str(tmp / "data")]
+
+
+@case("live-policy-settings-bounds-of-one", "settings.yaml", "ttft_bounds")
+def _(tmp: Path) -> list[str]:
+    _write(tmp, "settings.yaml", "correction: {ttft_bounds: [2]}\n")
     return ["live", "--dry-run", "--policy-settings", str(tmp / "settings.yaml"),
             "--data-path", str(tmp / "data")]
 
