@@ -137,7 +137,7 @@ def scenario_for(sweep: SweepSpec, run: RunSpec) -> Scenario:
     try:
         return load_scenario(sweep.scenario, overrides=overrides)
     except ConfigError as exc:
-        point = ", ".join(f"{k}={v!r}" for k, v in run.params.items()) or "no grid values"
+        point = ", ".join(f"{k}={describe(v)}" for k, v in run.params.items()) or "no grid values"
         raise ConfigError(f"{sweep.source}: run {run.run_id} ({point}): {exc}") from None
 
 

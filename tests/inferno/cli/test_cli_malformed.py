@@ -692,6 +692,7 @@ _BAD_SWEEP: dict[str, tuple[str | bytes, str]] = {
     "unknown-key": (SWEEP + "colour: blue\n", "colour"),
     "scenario-nul": (_set(SWEEP, "scenario.yaml", '"scen\\0ario.yaml"'), "scenario"),
     "seeds-long-string": (_set(SWEEP, "seeds: 1", "seeds: " + "s" * 5000), "seeds"),
+    "grid-long-value": (_set(SWEEP, "[15]", "[" + "m" * 5000 + "]"), "twin.startup.mean_s"),
     "policy-long-name": (_set(SWEEP, "[inferno]", "[" + "p" * 5000 + "]"), "policies[0]"),
 }
 for _kind, (_content, _name) in _BAD_SWEEP.items():
