@@ -101,6 +101,8 @@ def load_sweep(path: Path | str) -> SweepSpec:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}grid.{key}: expected a non-empty list of values")
+    if not scenario.exists():
+        raise ConfigError(f"{where}scenario: {scenario}: no such file")
     return SweepSpec(name=str(doc.get("name") or path.stem), scenario=scenario,
                      policies=tuple(policies), seeds=seeds, seed=root,
                      fixed=tuple((str(k), v) for k, v in fixed.items()),

@@ -206,6 +206,9 @@ def _merge(servers: tuple[str, ...], parts: Sequence[tuple[np.ndarray, ...]]) ->
 
 def trace_workload(scenario: Scenario, trace: TraceSpec) -> Workload:
     """The rows of a trace file that arrive before duration_s, mapped to the servers."""
+    if not trace.path.exists():  # named as the scenario's key, not only as a file
+        raise ConfigError(f"{file_prefix(scenario.source)}trace.path: "
+                          f"{trace.path}: no such file")
     rows = read_trace(trace.path)
     names = scenario.server_names
     default = trace.default_server or names[0]

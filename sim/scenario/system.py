@@ -72,6 +72,8 @@ def scenario_system(scenario: Scenario) -> System:
     """The static data the scenario names, restricted and overridden, with every cross
     reference of the scenario checked (servers' models, accelerators and classes)."""
     where = file_prefix(scenario.source)
+    if not scenario.data.is_dir():  # named as the scenario's key, not only as a directory
+        raise ConfigError(f"{where}data: {scenario.data}: not a directory")
     system = load_static_data(scenario.data)
     if scenario.accelerators:
         unknown = [a for a in scenario.accelerators if a not in system.accelerators]

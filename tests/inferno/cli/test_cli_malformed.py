@@ -564,7 +564,10 @@ for _kind, (_old, _new, _field) in _BAD_SCENARIO_VALUE.items():
     def _build(tmp: Path, old: str = _old, new: str = _new) -> list[str]:
         _write(tmp, "scenario.yaml", _set(SCENARIO, old, new))
         return _run(tmp)
-    _names = (_field,) if _kind in ("data-missing", "trace-missing") else ("scenario.yaml", _field)
+    _names = ("scenario.yaml", _field)
+    if _kind in ("data-missing", "trace-missing"):  # the scenario's key, then the path
+        _names += ("scenario.yaml: data:" if _kind == "data-missing" else
+                   "scenario.yaml: trace.path:",)
     case(f"sim-run-{_kind}", *_names)(_build)
 
 
@@ -699,8 +702,11 @@ for _kind, (_content, _name) in _BAD_SWEEP.items():
     def _build(tmp: Path, c: str | bytes = _content) -> list[str]:
         _write(tmp, "sweep.yaml", c)
         return _sweep(tmp)
-    _in_scenario = _kind in ("scenario-missing", "set-huge-duration")
-    case(f"sweep-{_kind}", *((_name,) if _in_scenario else ("sweep.yaml", _name)))(_build)
+    _in_scenario = _kind == "set-huge-duration"
+    _names = (_name,) if _in_scenario else ("sweep.yaml", _name)
+    if _kind == "scenario-missing":
+        _names += ("sweep.yaml: scenario:",)
+    case(f"sweep-{_kind}", *_names)(_build)
 
 
 @case("sweep-out-under-file", "afile.txt")
