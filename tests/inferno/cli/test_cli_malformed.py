@@ -557,6 +557,10 @@ _BAD_SCENARIO_VALUE: dict[str, tuple[str, str, str]] = {
                          "{itl_bounds: [0.5, 2, 3]}}}", "itl_bounds"),
     "tuner-seed-two": ("period_s: 60", "period_s: 60, tuner_settings: {seed: [5, 0.05]}",
                        "seed"),
+    "engine-block-size-zero": ("seed: 1", "seed: 1\ntwin: {engine: {block_size: 0}}",
+                               "twin: engine.block_size"),
+    "engine-max-waiting-negative": ("seed: 1", "seed: 1\ntwin: {engine: {max_waiting: -1}}",
+                                    "twin: engine.max_waiting"),
     "max-model-len-too-small": ("out_tokens: 64}", "out_tokens: 64, max_model_len: 2}",
                                 "servers[0].load.max_model_len"),
 }
