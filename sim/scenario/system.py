@@ -76,10 +76,10 @@ def scenario_system(scenario: Scenario) -> System:
         raise ConfigError(f"{where}data: {scenario.data}: not a directory")
     system = load_static_data(scenario.data)
     if scenario.accelerators:
-        unknown = [a for a in scenario.accelerators if a not in system.accelerators]
-        if unknown:
-            raise ConfigError(f"{where}accelerators: unknown accelerator(s) "
-                              f"{', '.join(unknown)}; known: {', '.join(system.accelerators)}")
+        for i, name in enumerate(scenario.accelerators):
+            if name not in system.accelerators:
+                raise ConfigError(f"{where}accelerators[{i}]: unknown accelerator "
+                                  f"{describe(name)}; known: {', '.join(system.accelerators)}")
         keep = set(scenario.accelerators)
         system = dataclasses.replace(
             system, accelerators={k: v for k, v in system.accelerators.items() if k in keep},

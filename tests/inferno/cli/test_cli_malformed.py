@@ -557,6 +557,8 @@ _BAD_SCENARIO_VALUE: dict[str, tuple[str, str, str]] = {
                          "{itl_bounds: [0.5, 2, 3]}}}", "itl_bounds"),
     "tuner-seed-two": ("period_s: 60", "period_s: 60, tuner_settings: {seed: [5, 0.05]}",
                        "seed"),
+    "accelerators-long-name": ("seed: 1", "seed: 1\naccelerators: [H100, " + "A" * 5000 + "]",
+                               "accelerators[1]"),
     "engine-block-size-zero": ("seed: 1", "seed: 1\ntwin: {engine: {block_size: 0}}",
                                "twin: engine.block_size"),
     "engine-max-waiting-negative": ("seed: 1", "seed: 1\ntwin: {engine: {max_waiting: -1}}",
