@@ -101,8 +101,9 @@ def load_sweep(path: Path | str) -> SweepSpec:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}grid.{key}: expected a non-empty list of values")
-    if not scenario.exists():
-        raise ConfigError(f"{where}scenario: {scenario}: no such file")
+    if not scenario.exists() or scenario.is_dir():
+        raise ConfigError(f"{where}scenario: {scenario}: "
+                          f"{'a directory, not a' if scenario.exists() else 'no such'} file")
     return SweepSpec(name=str(doc.get("name") or path.stem), scenario=scenario,
                      policies=tuple(policies), seeds=seeds, seed=root,
                      fixed=tuple((str(k), v) for k, v in fixed.items()),

@@ -701,6 +701,7 @@ _BAD_SWEEP: dict[str, tuple[str | bytes, str]] = {
     "unknown-key": (SWEEP + "colour: blue\n", "colour"),
     "scenario-nul": (_set(SWEEP, "scenario.yaml", '"scen\\0ario.yaml"'), "scenario"),
     "seeds-long-string": (_set(SWEEP, "seeds: 1", "seeds: " + "s" * 5000), "seeds"),
+    "scenario-is-dir": (_set(SWEEP, "scenario.yaml", "cwd"), "scenario"),
     "grid-long-value": (_set(SWEEP, "[15]", "[" + "m" * 5000 + "]"), "twin.startup.mean_s"),
     "policy-long-name": (_set(SWEEP, "[inferno]", "[" + "p" * 5000 + "]"), "policies[0]"),
 }
@@ -710,7 +711,7 @@ for _kind, (_content, _name) in _BAD_SWEEP.items():
         return _sweep(tmp)
     _in_scenario = _kind == "set-huge-duration"
     _names = (_name,) if _in_scenario else ("sweep.yaml", _name)
-    if _kind == "scenario-missing":
+    if _kind in ("scenario-missing", "scenario-is-dir"):
         _names += ("sweep.yaml: scenario:",)
     case(f"sweep-{_kind}", *_names)(_build)
 
