@@ -60,6 +60,11 @@ workload: beyond it lognormal lengths overflow to NaN (cv ~1e154) and gamma gaps
 1/cv² collapse to zero (a run that never ends, or a division by zero)."""
 
 
+MAX_PERF_SCALE = 1e6
+"""Largest factor (and smallest, its inverse) of controller.perf_scale: a million-fold error
+is past any calibration; far beyond it the analyzer's rates underflow to zero."""
+
+
 # ------------------------------------------------------------------------------ schema
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkloadSpec:
@@ -180,7 +185,9 @@ class PerfScaleSpec:
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "gamma"):
             value = getattr(self, name)
-            _check(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value!r}")
+            _check(math.isfinite(value) and 1 / MAX_PERF_SCALE <= value <= MAX_PERF_SCALE,
+                   f"{name} must be in [{1 / MAX_PERF_SCALE:g}, {MAX_PERF_SCALE:g}], "
+                   f"got {value!r}")
 
     @property
     def is_identity(self) -> bool:

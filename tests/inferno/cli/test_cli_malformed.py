@@ -559,6 +559,8 @@ _BAD_SCENARIO_VALUE: dict[str, tuple[str, str, str]] = {
                        "seed"),
     "accelerators-long-name": ("seed: 1", "seed: 1\naccelerators: [H100, " + "A" * 5000 + "]",
                                "accelerators[1]"),
+    "perf-scale-1e100": ("period_s: 60", "period_s: 60, perf_scale: {gamma: 1.0e+100}",
+                         "gamma"),
     "engine-block-size-zero": ("seed: 1", "seed: 1\ntwin: {engine: {block_size: 0}}",
                                "twin: engine.block_size"),
     "engine-max-waiting-negative": ("seed: 1", "seed: 1\ntwin: {engine: {max_waiting: -1}}",
