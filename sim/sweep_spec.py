@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from inferno.errors import ConfigError
+from inferno.io.yamlbind import bind_path, describe
 from sim.scenario import POLICY_NAMES, Scenario, load_scenario, read_yaml
 
 SWEEP_KEYS = ("name", "scenario", "policies", "seeds", "seed", "set", "grid")
@@ -75,9 +76,10 @@ def load_sweep(path: Path | str) -> SweepSpec:
     unknown = [k for k in doc if k not in SWEEP_KEYS]
     if unknown:
         raise ConfigError(f"{where}{unknown[0]}: unknown key; allowed: {', '.join(SWEEP_KEYS)}")
-    if not isinstance(doc.get("scenario"), str):
+    if "scenario" not in doc:
         raise ConfigError(f"{where}scenario: required, the path of a scenario file")
-    scenario = (path.parent / doc["scenario"]).resolve()
+    scenario = bind_path(doc["scenario"], file=str(path), base_dir=path.parent,
+                         where="scenario")
     policies = doc.get("policies") or []
     if isinstance(policies, str):
         policies = [policies]
@@ -85,12 +87,12 @@ def load_sweep(path: Path | str) -> SweepSpec:
         raise ConfigError(f"{where}policies: expected a list of policy names")
     for i, name in enumerate(policies):
         if name not in POLICY_NAMES:
-            raise ConfigError(f"{where}policies[{i}]: unknown policy {name!r}; choose from "
+            raise ConfigError(f"{where}policies[{i}]: unknown policy {describe(name)}; choose from "
                               f"{', '.join(POLICY_NAMES)}")
     seeds, root = doc.get("seeds", 1), doc.get("seed", 0)
     for key, value, low in (("seeds", seeds, 1), ("seed", root, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{where}{key}: expected an integer >= {low}, got {value!r}")
+            raise ConfigError(f"{where}{key}: expected an integer >= {low}, got {describe(value)}")
     fixed = doc.get("set") or {}
     grid = doc.get("grid") or {}
     for key, value in (("set", fixed), ("grid", grid)):
@@ -99,6 +101,9 @@ def load_sweep(path: Path | str) -> SweepSpec:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}grid.{key}: expected a non-empty list of values")
+    if not scenario.exists() or scenario.is_dir():
+        raise ConfigError(f"{where}scenario: {scenario}: "
+                          f"{'a directory, not a' if scenario.exists() else 'no such'} file")
     return SweepSpec(name=str(doc.get("name") or path.stem), scenario=scenario,
                      policies=tuple(policies), seeds=seeds, seed=root,
                      fixed=tuple((str(k), v) for k, v in fixed.items()),
@@ -135,7 +140,7 @@ def scenario_for(sweep: SweepSpec, run: RunSpec) -> Scenario:
     try:
         return load_scenario(sweep.scenario, overrides=overrides)
     except ConfigError as exc:
-        point = ", ".join(f"{k}={v!r}" for k, v in run.params.items()) or "no grid values"
+        point = ", ".join(f"{k}={describe(v)}" for k, v in run.params.items()) or "no grid values"
         raise ConfigError(f"{sweep.source}: run {run.run_id} ({point}): {exc}") from None
 
 

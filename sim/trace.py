@@ -28,6 +28,7 @@ from simpy.events import URGENT
 
 from inferno.errors import ConfigError
 from inferno.io import safe
+from inferno.io.yamlbind import describe
 from sim.request import Request
 from sim.workload import RequestFactory, Tick
 
@@ -78,7 +79,7 @@ def _csv_rows(path: Path, text: str) -> Iterator[TraceRow]:
                                   strict=True):
         if len(values) != len(columns):
             raise ConfigError(f"{path}:{no}: expected {len(columns)} fields, got "
-                              f"{len(values)}: {line!r}")
+                              f"{len(values)}: {describe(line)}")
         yield _row(path, no, dict(zip(columns, (v.strip() for v in values), strict=True)))
 
 
@@ -108,7 +109,7 @@ def _row(path: Path, no: int, fields: dict) -> TraceRow:
         arrival = float(fields["arrival_s"])
     except (TypeError, ValueError):
         raise ConfigError(f"{path}:{no}: arrival_s must be a number, got "
-                          f"{fields['arrival_s']!r}") from None
+                          f"{describe(fields['arrival_s'])}") from None
     if not (arrival >= 0 and math.isfinite(arrival)):
         raise ConfigError(f"{path}:{no}: arrival_s must be >= 0, got {arrival}")
     tokens = []
@@ -119,11 +120,11 @@ def _row(path: Path, no: int, fields: dict) -> TraceRow:
         except (TypeError, ValueError):
             n = None
         if n is None or isinstance(value, bool) or n < 1:
-            raise ConfigError(f"{path}:{no}: {key} must be an integer >= 1, got {value!r}")
+            raise ConfigError(f"{path}:{no}: {key} must be an integer >= 1, got {describe(value)}")
         tokens.append(n)
     server = fields.get("server") or ""
     if not isinstance(server, str):
-        raise ConfigError(f"{path}:{no}: server must be a string, got {server!r}")
+        raise ConfigError(f"{path}:{no}: server must be a string, got {describe(server)}")
     return TraceRow(arrival_s=arrival, input_tokens=tokens[0], output_tokens=tokens[1],
                     server=server)
 

@@ -55,6 +55,7 @@ from inferno.model.snapshot import (
 from inferno.model.units import S_PER_MIN
 from sim.cluster import Cluster
 from sim.deployment import Deployment, DeploymentCounters, RolloutSettings, StartupDelay
+from sim.engine import DEFAULT_MAX_NUM_TOKENS
 from sim.replica import EngineSettings, ReplicaState
 from sim.scrape import VllmScraper
 
@@ -133,6 +134,9 @@ class TwinSettings:
             raise ConfigError(f"twin: arrival_signal must be one of "
                               f"{', '.join(ARRIVAL_SIGNALS)}, got {self.arrival_signal!r}")
         object.__setattr__(self, "arrival_signal", ArrivalSignal(self.arrival_signal))
+        # the engine's own checks, for any server (a per-server token budget of None or 0
+        # is the model data's), so a bad twin.engine value is named here, at load
+        self.engine.for_server(DEFAULT_MAX_NUM_TOKENS).check(1, where="twin: engine")
         if self.startup.mean_s > safe.MAX_SIM_DURATION_S:
             raise ConfigError(f"twin: startup.mean_s must be <= "
                               f"{safe.MAX_SIM_DURATION_S:,.0f} (MAX_SIM_DURATION_S), "

@@ -18,6 +18,7 @@ Users: scenarios and sweeps (`sim.scenario`) and live mode's ``--policy-settings
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -30,7 +31,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 from inferno.errors import ConfigError
 from inferno.io import safe
 
-__all__ = ["bind", "choices", "describe", "file_prefix", "join_path", "load_settings",
+__all__ = ["bind", "bind_path", "choices", "describe", "file_prefix", "join_path", "load_settings",
            "to_plain", "wrap", "yaml_key"]
 
 _S = TypeVar("_S")
@@ -69,10 +70,20 @@ def join_path(where: str, key: str | int) -> str:
     return f"{where}.{key}" if where else key
 
 
+MAX_SHOWN = 60
+"""Characters of a value shown in a message (a pasted blob stays a one-line error)."""
+
+
 def describe(value: Any) -> str:
-    """A short account of a YAML value for messages."""
-    return "a mapping" if isinstance(value, Mapping) else (
-        "a list" if isinstance(value, list) else repr(value))
+    """A short account of a YAML value for messages: its repr, cut to `MAX_SHOWN`."""
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int) and value.bit_length() > 3 * MAX_SHOWN:  # no slow (or refused) repr
+        return f"an integer of about {value.bit_length() * math.log10(2):,.0f} digits"
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
 
 
 def wrap(build: Callable[[], _T], file: str, where: str) -> _T:
@@ -183,8 +194,13 @@ def _convert(tp: Any, value: Any, where: str, ctx: _Ctx, default: Any = MISSING)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise fail("a list")
-        item = get_args(tp)[0]
-        return tuple(_convert(item, v, join_path(where, i), ctx) for i, v in enumerate(value))
+        items = get_args(tp)
+        if len(items) == 2 and items[1] is Ellipsis:  # tuple[X, ...]: any length
+            items = (items[0],) * len(value)
+        elif len(value) != len(items):  # tuple[X, Y]: exactly that many
+            raise fail(f"a list of {len(items)} items")
+        return tuple(_convert(item, v, join_path(where, i), ctx)
+                     for i, (item, v) in enumerate(zip(items, value, strict=True)))
     if origin in (Mapping, dict, typing.Mapping) or tp in (dict,):
         if not isinstance(value, Mapping):
             raise fail("a mapping")
@@ -207,11 +223,13 @@ def _convert(tp: Any, value: Any, where: str, ctx: _Ctx, default: Any = MISSING)
             return value
         raise fail("true or false")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise fail("an integer")
+        number = value if isinstance(value, int) and not isinstance(value, bool) else (
+            int(value) if isinstance(value, float) and value.is_integer() else None)
+        if number is None:
+            raise fail("an integer")
+        if not -2**63 <= number < 2**63:  # every count and seed is a 64-bit one
+            raise fail("an integer of at most 64 bits")
+        return number
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -221,11 +239,37 @@ def _convert(tp: Any, value: Any, where: str, ctx: _Ctx, default: Any = MISSING)
             return value
         raise fail("a string")
     if tp is Path:
-        if isinstance(value, str) and value:
-            path = Path(value).expanduser()
-            return path if path.is_absolute() else (ctx.base_dir / path).resolve()
-        raise fail("a path")
+        path = _path(value)
+        if path is None:
+            raise fail("a path")
+        return path if path.is_absolute() else (ctx.base_dir / path).resolve()
     raise TypeError(f"YAML binder: unsupported field type {tp!r} at {where}")
+
+
+def bind_path(value: Any, *, file: str = "", base_dir: Path | str = ".",
+              where: str = "path") -> Path:
+    """`value` as a path field at key path `where` of `file` (relative to `base_dir`), as
+    `bind` reads a `Path` field."""
+    ctx = _Ctx(file=file, base_dir=Path(base_dir).resolve(), root=where)
+    path: Path = _convert(Path, value, where, ctx)
+    return path
+
+
+MAX_NAME_BYTES = 255
+"""Longest file name (NAME_MAX of Linux, macOS and Windows file systems)."""
+
+
+def _path(value: Any) -> Path | None:
+    """`value` as a path (``~`` expanded), or None unless it is text the OS could open: not
+    empty, no NUL, encodable, names of at most `MAX_NAME_BYTES`, ``~user`` of a real user."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        return None
+    try:
+        path = Path(value).expanduser()
+        names = [os.fsencode(part) for part in path.parts]
+    except (RuntimeError, UnicodeError):  # ~nosuchuser; a lone surrogate
+        return None
+    return path if all(len(name) <= MAX_NAME_BYTES for name in names) else None
 
 
 def to_plain(value: Any, relative_to: Path | str | None = None) -> Any:

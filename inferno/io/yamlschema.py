@@ -92,7 +92,11 @@ def _type(tp: Any, f: Field[Any] | None, over_defaults: bool) -> dict[str, Any]:
         return inner
     origin = get_origin(tp)
     if origin is tuple:
-        return {"type": "array", "items": _type(get_args(tp)[0], None, False)}
+        items = get_args(tp)
+        if len(items) == 2 and items[1] is Ellipsis:
+            return {"type": "array", "items": _type(items[0], None, False)}
+        return {"type": "array", "prefixItems": [_type(i, None, False) for i in items],
+                "minItems": len(items), "maxItems": len(items)}
     if origin in (Mapping, dict, typing.Mapping) or tp is dict:
         _, value = get_args(tp) or (str, Any)
         return {"type": "object", "additionalProperties": _type(value, None, False)}

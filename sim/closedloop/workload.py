@@ -16,6 +16,7 @@ from inferno.control import (
     phase_multiplier,
 )
 from inferno.errors import ConfigError
+from inferno.io.yamlbind import describe, file_prefix
 from inferno.model.units import S_PER_MIN
 from sim import workload as wl
 from sim.scenario import (
@@ -89,7 +90,8 @@ def _unit_lengths(kind: LengthKind, cv: float, rng: np.random.Generator,
 
 
 def _lengths(spec: ServerSpec, in_mean: np.ndarray, out_mean: np.ndarray,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+             rng: np.random.Generator, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Token lengths around the means; `where` (file and server) names the server in errors."""
     load = spec.load
 
     def draw(size: int, mean_in: np.ndarray, mean_out: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -107,8 +109,8 @@ def _lengths(spec: ServerSpec, in_mean: np.ndarray, out_mean: np.ndarray,
                 break
             ins[bad], outs[bad] = draw(bad.size, in_mean[bad], out_mean[bad])
         else:
-            raise ConfigError(f"servers.{spec.name}.load.max_model_len: "
-                              f"{load.max_model_len} is too small for the token means")
+            raise ConfigError(f"{where}.load.max_model_len: {load.max_model_len} is too small "
+                              "for the token means (no draw of lengths fits)")
     return ins, outs
 
 
@@ -179,7 +181,8 @@ def synthesize(scenario: Scenario, emulator_seed: np.random.SeedSequence,
             mean_out = np.full(arrivals.size, spec.load.out_tokens)
         else:
             mean_in, mean_out = ins[::2][step], outs[::2][step]
-        n_in, n_out = _lengths(spec, mean_in, mean_out, rng_lengths)
+        n_in, n_out = _lengths(spec, mean_in, mean_out, rng_lengths,
+                               f"{file_prefix(scenario.source)}servers[{index}]")
         parts.append((arrivals, n_in, n_out, np.full(arrivals.size, index)))
     return _merge(scenario.server_names, parts)
 
@@ -203,6 +206,9 @@ def _merge(servers: tuple[str, ...], parts: Sequence[tuple[np.ndarray, ...]]) ->
 
 def trace_workload(scenario: Scenario, trace: TraceSpec) -> Workload:
     """The rows of a trace file that arrive before duration_s, mapped to the servers."""
+    if not trace.path.exists():  # named as the scenario's key, not only as a file
+        raise ConfigError(f"{file_prefix(scenario.source)}trace.path: "
+                          f"{trace.path}: no such file")
     rows = read_trace(trace.path)
     names = scenario.server_names
     default = trace.default_server or names[0]
@@ -212,7 +218,7 @@ def trace_workload(scenario: Scenario, trace: TraceSpec) -> Workload:
     for i, row in enumerate(kept):
         server = row.server or default
         if server not in position:
-            raise ConfigError(f"{trace.path}: server {server!r} of a row at "
+            raise ConfigError(f"{trace.path}: server {describe(server)} of a row at "
                               f"{row.arrival_s} s is not a server of the scenario; "
                               f"servers: {', '.join(names)}")
         index[i] = position[server]

@@ -54,6 +54,17 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+MAX_CV = 100.0
+"""Largest coefficient of variation of token lengths and arrival gaps, far past any measured
+workload: beyond it lognormal lengths overflow to NaN (cv ~1e154) and gamma gaps of shape
+1/cv² collapse to zero (a run that never ends, or a division by zero)."""
+
+
+MAX_PERF_SCALE = 1e6
+"""Largest factor (and smallest, its inverse) of controller.perf_scale: a million-fold error
+is past any calibration; far beyond it the analyzer's rates underflow to zero."""
+
+
 # ------------------------------------------------------------------------------ schema
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkloadSpec:
@@ -86,10 +97,10 @@ class WorkloadSpec:
             _check(math.isfinite(value) and value >= 1, f"{name} must be >= 1, got {value!r}")
             _check(value <= safe.MAX_TOKENS,
                    f"{name} must be <= {safe.MAX_TOKENS:,} (MAX_TOKENS), got {value!r}")
-        _check(math.isfinite(self.length_cv) and self.length_cv > 0,
-               f"length_cv must be > 0, got {self.length_cv!r}")
-        _check(math.isfinite(self.arrival_cv) and self.arrival_cv > 0,
-               f"arrival_cv must be > 0, got {self.arrival_cv!r}")
+        for name in ("length_cv", "arrival_cv"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and 0 < value <= MAX_CV,
+                   f"{name} must be in (0, {MAX_CV:g}], got {value!r}")
         _check(self.max_model_len is None or self.max_model_len >= 2,
                f"max_model_len must be >= 2, got {self.max_model_len!r}")
 
@@ -121,7 +132,8 @@ class ServerSpec:
                f"{safe.MAX_REPLICAS:,}] (MAX_REPLICAS), got {self.replicas!r}")
         _check(0 <= self.max_batch <= safe.MAX_BATCH, f"max_batch must be in [0, "
                f"{safe.MAX_BATCH:,}] (MAX_BATCH), got {self.max_batch!r}")
-        _check(self.min_replicas >= 0, f"min_replicas must be >= 0, got {self.min_replicas!r}")
+        _check(0 <= self.min_replicas <= safe.MAX_REPLICAS, f"min_replicas must be in [0, "
+               f"{safe.MAX_REPLICAS:,}] (MAX_REPLICAS), got {self.min_replicas!r}")
         _check(self.kv_capacity_tokens is None or self.kv_capacity_tokens >= 16,
                f"kv_capacity_tokens must be >= 16, got {self.kv_capacity_tokens!r}")
 
@@ -173,7 +185,9 @@ class PerfScaleSpec:
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "gamma"):
             value = getattr(self, name)
-            _check(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value!r}")
+            _check(math.isfinite(value) and 1 / MAX_PERF_SCALE <= value <= MAX_PERF_SCALE,
+                   f"{name} must be in [{1 / MAX_PERF_SCALE:g}, {MAX_PERF_SCALE:g}], "
+                   f"got {value!r}")
 
     @property
     def is_identity(self) -> bool:
@@ -203,7 +217,8 @@ class ControllerSpec:
     def __post_init__(self) -> None:
         _check(math.isfinite(self.period_s) and self.period_s > 0,
                f"period_s must be > 0 in the twin, got {self.period_s!r}")
-        _check(self.min_replicas >= 0, f"min_replicas must be >= 0, got {self.min_replicas!r}")
+        _check(0 <= self.min_replicas <= safe.MAX_REPLICAS, f"min_replicas must be in [0, "
+               f"{safe.MAX_REPLICAS:,}] (MAX_REPLICAS), got {self.min_replicas!r}")
         _check(0 < self.slo_scale <= 1, f"slo_scale must be in (0, 1], got {self.slo_scale!r}")
         mode = self.tuner_settings.mode
         _check(mode in (TunerMode.OFF, self.tuner),
@@ -370,7 +385,8 @@ class Scenario:
 def check_run_size(scenario: Scenario, *, force: bool = False) -> None:
     """A ConfigError naming the limit when a run of ``scenario`` would simulate more than
     `safe.MAX_SIM_DURATION_S` seconds, `safe.MAX_SIM_REQUESTS` requests (at the peak of the
-    profile) or `safe.MAX_SIM_STEPS` control cycles or emulator steps; ``force`` lifts them."""
+    profile) or `safe.MAX_SIM_STEPS` control cycles, metric scrapes or emulator steps;
+    ``force`` lifts them."""
     at = file_prefix(scenario.source)
     span_s = scenario.duration_s + scenario.drain_s
     safe.check_limit(span_s, safe.MAX_SIM_DURATION_S,
@@ -394,7 +410,11 @@ def check_run_size(scenario: Scenario, *, force: bool = False) -> None:
         safe.check_limit(scenario.duration_s / diurnal.period_s * diurnal.pieces,
                          safe.MAX_SIM_STEPS, f"{at}profile.diurnal: load phases (duration_s / "
                          "period_s x pieces) (MAX_SIM_STEPS)", force=force)
-    steps = [("controller.period_s", scenario.controller.period_s)]
+    steps = [("controller.period_s", scenario.controller.period_s),
+             ("twin.scrape_interval_s", scenario.twin.scrape_interval_s)]
+    hpa_sync_s = scenario.policy.hpa.sync_period_s
+    if scenario.policy.name == "hpa" and hpa_sync_s is not None:  # its own control period
+        steps.append(("policy.hpa.sync_period_s", hpa_sync_s))
     if scenario.emulator is not None:
         steps.append(("emulator.interval_s", scenario.emulator.interval_s))
     for key, every_s in steps:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from inferno.control.load_noise import LoadPhase
 from inferno.errors import ConfigError
 from inferno.io import apply_overrides, load_static_data
-from inferno.io.yamlbind import file_prefix, wrap
+from inferno.io.yamlbind import describe, file_prefix, wrap
 from inferno.model import ModelTarget, ServiceClass, System
 from sim.scenario.schema import ClassSpec, PerfScaleSpec, ProfileSpec, Scenario
 
@@ -72,12 +72,14 @@ def scenario_system(scenario: Scenario) -> System:
     """The static data the scenario names, restricted and overridden, with every cross
     reference of the scenario checked (servers' models, accelerators and classes)."""
     where = file_prefix(scenario.source)
+    if not scenario.data.is_dir():  # named as the scenario's key, not only as a directory
+        raise ConfigError(f"{where}data: {scenario.data}: not a directory")
     system = load_static_data(scenario.data)
     if scenario.accelerators:
-        unknown = [a for a in scenario.accelerators if a not in system.accelerators]
-        if unknown:
-            raise ConfigError(f"{where}accelerators: unknown accelerator(s) "
-                              f"{', '.join(unknown)}; known: {', '.join(system.accelerators)}")
+        for i, name in enumerate(scenario.accelerators):
+            if name not in system.accelerators:
+                raise ConfigError(f"{where}accelerators[{i}]: unknown accelerator "
+                                  f"{describe(name)}; known: {', '.join(system.accelerators)}")
         keep = set(scenario.accelerators)
         system = dataclasses.replace(
             system, accelerators={k: v for k, v in system.accelerators.items() if k in keep},
@@ -98,19 +100,20 @@ def scenario_system(scenario: Scenario) -> System:
     for i, server in enumerate(scenario.servers):
         at = f"{where}servers[{i}]"
         if server.model not in system.models:
-            raise ConfigError(f"{at}.model: unknown model {server.model!r}; known: "
+            raise ConfigError(f"{at}.model: unknown model {describe(server.model)}; known: "
                               f"{', '.join(system.models)}")
         if server.accelerator not in system.accelerators:
-            raise ConfigError(f"{at}.accelerator: unknown accelerator {server.accelerator!r}; "
-                              f"known: {', '.join(system.accelerators)}")
+            raise ConfigError(f"{at}.accelerator: unknown accelerator "
+                              f"{describe(server.accelerator)}; known: "
+                              f"{', '.join(system.accelerators)}")
         if (server.model, server.accelerator) not in system.perf:
-            raise ConfigError(f"{at}.accelerator: model {server.model!r} has no performance "
-                              f"data on {server.accelerator!r}")
+            raise ConfigError(f"{at}.accelerator: model {describe(server.model)} has no "
+                              f"performance data on {describe(server.accelerator)}")
         service_class = system.classes.get(server.class_name)
         if service_class is None:
-            raise ConfigError(f"{at}.class: unknown service class {server.class_name!r}; "
+            raise ConfigError(f"{at}.class: unknown service class {describe(server.class_name)}; "
                               f"known: {', '.join(system.classes)}")
         if server.model not in service_class.targets:
-            raise ConfigError(f"{at}.class: class {server.class_name!r} has no target for "
-                              f"model {server.model!r}")
+            raise ConfigError(f"{at}.class: class {describe(server.class_name)} has no target for "
+                              f"model {describe(server.model)}")
     return system

@@ -591,12 +591,52 @@ _BAD_SCENARIO_VALUE: dict[str, tuple[str, str, str]] = {
                             "pieces: 1000000000}}", "MAX_SIM_STEPS"),
     "diurnal-huge-period": ("seed: 1", "seed: 1\nprofile: {diurnal: {period_s: 1e12}}",
                             "period_s"),
+    # found by mutation fuzzing
+    "rate-long-string": ("rate_rpm: 30", "rate_rpm: " + "a" * 5000, "rate_rpm"),
+    "accelerator-long-name": ("accelerator: H100", "accelerator: " + "H" * 5000, "accelerator"),
+    "min-replicas-1e300": ("replicas: 1\n", "replicas: 1\n    min_replicas: 1.0e+300\n",
+                           "min_replicas"),
+    "min-replicas-huge": ("replicas: 1\n", "replicas: 1\n    min_replicas: 100000\n",
+                          "min_replicas"),
+    "controller-min-replicas-huge": ("period_s: 60", "period_s: 60, min_replicas: 100000",
+                                     "min_replicas"),
+    "replicas-2**64": ("replicas: 1\n", "replicas: 18446744073709551616\n", "replicas"),
+    "scrape-interval-tiny": ("seed: 1", "seed: 1\ntwin: {scrape_interval_s: 1.0e-6}",
+                             "scrape_interval_s"),
+    "data-home-of-no-user": ("data: data", "data: ~no-such-user-here/data", "data"),
+    "data-name-too-long": ("data: data", "data: " + "d" * 300, "data"),
+    "data-nul": ("data: data", 'data: "da\\0ta"', "data"),
+    "trace-path-nul": ("seed: 1", 'seed: 1\ntrace: {path: "t\\0.csv"}', "trace.path"),
+    "length-cv-1e300": ("out_tokens: 64}", "out_tokens: 64, length_cv: 1.0e+300}", "length_cv"),
+    "arrival-cv-1e300": ("out_tokens: 64}", "out_tokens: 64, arrivals: gamma, "
+                         "arrival_cv: 1.0e+300}", "arrival_cv"),
+    "arrival-cv-1e10": ("out_tokens: 64}", "out_tokens: 64, arrivals: gamma, "
+                        "arrival_cv: 1.0e+10}", "arrival_cv"),
+    "hpa-sync-period-tiny": ("name: inferno}", "name: hpa, hpa: {sync_period_s: 1.0e-6}}",
+                             "sync_period_s"),
+    "itl-bounds-three": ("name: inferno}", "name: inferno, inferno: {correction: "
+                         "{itl_bounds: [0.5, 2, 3]}}}", "itl_bounds"),
+    "tuner-seed-two": ("period_s: 60", "period_s: 60, tuner_settings: {seed: [5, 0.05]}",
+                       "seed"),
+    "accelerators-long-name": ("seed: 1", "seed: 1\naccelerators: [H100, " + "A" * 5000 + "]",
+                               "accelerators[1]"),
+    "perf-scale-1e100": ("period_s: 60", "period_s: 60, perf_scale: {gamma: 1.0e+100}",
+                         "gamma"),
+    "engine-block-size-zero": ("seed: 1", "seed: 1\ntwin: {engine: {block_size: 0}}",
+                               "twin: engine.block_size"),
+    "engine-max-waiting-negative": ("seed: 1", "seed: 1\ntwin: {engine: {max_waiting: -1}}",
+                                    "twin: engine.max_waiting"),
+    "max-model-len-too-small": ("out_tokens: 64}", "out_tokens: 64, max_model_len: 2}",
+                                "servers[0].load.max_model_len"),
 }
 for _kind, (_old, _new, _field) in _BAD_SCENARIO_VALUE.items():
     def _build(tmp: Path, old: str = _old, new: str = _new) -> list[str]:
         _write(tmp, "scenario.yaml", _set(SCENARIO, old, new))
         return _run(tmp)
-    _names = (_field,) if _kind in ("data-missing", "trace-missing") else ("scenario.yaml", _field)
+    _names = ("scenario.yaml", _field)
+    if _kind in ("data-missing", "trace-missing"):  # the scenario's key, then the path
+        _names += ("scenario.yaml: data:" if _kind == "data-missing" else
+                   "scenario.yaml: trace.path:",)
     case(f"sim-run-{_kind}", *_names)(_build)
 
 
@@ -611,6 +651,17 @@ def _(tmp: Path) -> list[str]:
     _write(tmp, "trace.csv", b"arrival_s,input_tokens,output_tokens\n\xff,1,1\n")
     _write(tmp, "scenario.yaml", _set(SCENARIO, "seed: 1", "seed: 1\ntrace: {path: trace.csv}"))
     return _run(tmp)
+
+
+for _kind, _rows in (("huge-int-tokens", "0,1," + "9" * 5000 + "\n"),
+                     ("long-row", "0,1,1," + "x" * 5000 + "\n"),
+                     ("long-arrival", "a" * 5000 + ",1,1\n")):
+    def _build(tmp: Path, rows: str = _rows) -> list[str]:
+        _write(tmp, "trace.csv", "arrival_s,input_tokens,output_tokens\n" + rows)
+        _write(tmp, "scenario.yaml", _set(SCENARIO, "seed: 1",
+                                          "seed: 1\ntrace: {path: trace.csv}"))
+        return _run(tmp)
+    case(f"sim-run-trace-{_kind}", "trace.csv:2")(_build)
 
 
 @case("sim-run-trace-huge-arrival", codes=(0, 2))
@@ -711,13 +762,21 @@ _BAD_SWEEP: dict[str, tuple[str | bytes, str]] = {
     "grid-huge-rate": (_set(SWEEP, "twin.startup.mean_s: [15]",
                             "servers.0.load.rate_rpm: [30, 1e9]"), "rate_rpm"),
     "unknown-key": (SWEEP + "colour: blue\n", "colour"),
+    "scenario-nul": (_set(SWEEP, "scenario.yaml", '"scen\\0ario.yaml"'), "scenario"),
+    "seeds-long-string": (_set(SWEEP, "seeds: 1", "seeds: " + "s" * 5000), "seeds"),
+    "scenario-is-dir": (_set(SWEEP, "scenario.yaml", "cwd"), "scenario"),
+    "grid-long-value": (_set(SWEEP, "[15]", "[" + "m" * 5000 + "]"), "twin.startup.mean_s"),
+    "policy-long-name": (_set(SWEEP, "[inferno]", "[" + "p" * 5000 + "]"), "policies[0]"),
 }
 for _kind, (_content, _name) in _BAD_SWEEP.items():
     def _build(tmp: Path, c: str | bytes = _content) -> list[str]:
         _write(tmp, "sweep.yaml", c)
         return _sweep(tmp)
-    _in_scenario = _kind in ("scenario-missing", "set-huge-duration")
-    case(f"sweep-{_kind}", *((_name,) if _in_scenario else ("sweep.yaml", _name)))(_build)
+    _in_scenario = _kind == "set-huge-duration"
+    _names = (_name,) if _in_scenario else ("sweep.yaml", _name)
+    if _kind in ("scenario-missing", "scenario-is-dir"):
+        _names += ("sweep.yaml: scenario:",)
+    case(f"sweep-{_kind}", *_names)(_build)
 
 
 @case("sweep-out-under-file", "afile.txt")
@@ -743,6 +802,13 @@ def _(tmp: Path) -> list[str]:
 @case("live-policy-settings-unknown-key", "settings.yaml", "colour")
 def _(tmp: Path) -> list[str]:
     _write(tmp, "settings.yaml", "colour: blue\n")
+    return ["live", "--dry-run", "--policy-settings", str(tmp / "settings.yaml"),
+            "--data-path", str(tmp / "data")]
+
+
+@case("live-policy-settings-bounds-of-one", "settings.yaml", "ttft_bounds")
+def _(tmp: Path) -> list[str]:
+    _write(tmp, "settings.yaml", "correction: {ttft_bounds: [2]}\n")
     return ["live", "--dry-run", "--policy-settings", str(tmp / "settings.yaml"),
             "--data-path", str(tmp / "data")]
 

@@ -76,7 +76,7 @@ def test_tuner_keys_parse_with_twin_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("key_path", "value", "message"), [
     ("controller.tuner", "kalman", r"controller\.tuner: expected one of ekf, window, off"),
-    ("controller.perf_scale.beta", 0, r"controller\.perf_scale: beta must be > 0"),
+    ("controller.perf_scale.beta", 0, r"controller\.perf_scale: beta must be in \[1e-06, 1e\+06\]"),
     ("controller.perf_scale.delta", 1, r"controller\.perf_scale\.delta: unknown key"),
     ("controller.tuner_settings.percent_change", -1,
      r"controller\.tuner_settings: tuner: percent_change must be"),
