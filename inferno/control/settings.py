@@ -19,6 +19,7 @@ from inferno.control.correction import CorrectionSettings
 from inferno.control.demand import DemandSettings
 from inferno.errors import ConfigError
 from inferno.io.flags import parse_bool
+from inferno.io.safe import MAX_PENALTY_FACTOR
 from inferno.model.system import SaturationPolicy
 
 
@@ -177,8 +178,9 @@ class InfernoSettings:
                  f"inferno: min_replicas must be >= 0, got {self.min_replicas!r}")
         _require(math.isfinite(self.max_batch_tolerance) and self.max_batch_tolerance >= 0,
                  f"inferno: max_batch_tolerance must be >= 0, got {self.max_batch_tolerance!r}")
-        _require(math.isfinite(self.migration_penalty) and self.migration_penalty >= 0,
-                 f"inferno: migration_penalty must be >= 0, got {self.migration_penalty!r}")
+        _require(0 <= self.migration_penalty <= MAX_PENALTY_FACTOR,
+                 f"inferno: migration_penalty must be in [0, {MAX_PENALTY_FACTOR:,.0f}] "
+                 f"(MAX_PENALTY_FACTOR), got {self.migration_penalty!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,7 +36,7 @@ def describe(value: Any) -> str:
         return "an object"
     if isinstance(value, list):
         return "a list"
-    return _cut(json.dumps(value))
+    return shorten(json.dumps(value))
 
 
 class Problems:
@@ -260,7 +260,7 @@ class Fields:
 def quote(name: str) -> str:
     """``'name'`` for a message, cut to `_MAX_SHOWN` characters: a name may be 10⁴ long, and
     an error stays one readable line."""
-    return f"'{_cut(name)}'"
+    return f"'{shorten(name)}'"
 
 
 _MAX_KNOWN = 12
@@ -273,10 +273,11 @@ def known(names: Iterable[str]) -> str:
     if not listed:
         return "(none defined)"
     more = f", ... {len(listed) - _MAX_KNOWN} more" if len(listed) > _MAX_KNOWN else ""
-    return f"(known: {', '.join(_cut(n) for n in listed[:_MAX_KNOWN])}{more})"
+    return f"(known: {', '.join(shorten(n) for n in listed[:_MAX_KNOWN])}{more})"
 
 
-def _cut(text: str) -> str:
+def shorten(text: str) -> str:
+    """``text`` cut to `_MAX_SHOWN` characters (with "..."): values and names in messages."""
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 

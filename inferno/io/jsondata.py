@@ -77,7 +77,7 @@ from typing import Any, TypeVar
 
 from inferno.errors import ConfigError
 from inferno.io import safe
-from inferno.io.fields import Fields, Problems, describe, known, quote, read_json
+from inferno.io.fields import Fields, Problems, describe, known, quote, read_json, shorten
 from inferno.model import (
     DEFAULT_CLASS,
     DEFAULT_MAX_NUM_TOKENS,
@@ -155,13 +155,17 @@ def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
         With every problem found (``problems``); the message is the first one.
     """
     path = Path(path)
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as exc:  # ENAMETOOLONG and the like: is_dir() passes them on
+        raise ConfigError(f"{shorten(str(path))}: cannot read: {exc.strerror or exc}") from None
+    if is_dir:
         if not any((path / name).is_file() for name in DATA_FILES) and (
                 path / SYSTEM_FILE).is_file():
             system = _load_system_file(path / SYSTEM_FILE, require_servers)
         else:
             system = _load_directory(path, require_servers=require_servers)
-    elif path.is_file():
+    elif is_file:
         system = _load_system_file(path, require_servers)
     else:
         raise ConfigError(f"{path}: no such file or directory")

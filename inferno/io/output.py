@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from inferno.errors import ConfigError, InfernoError
+from inferno.io.fields import shorten
 
 _NEW_FILE_MODE = 0o644
 
@@ -37,12 +38,15 @@ _NEW_FILE_MODE = 0o644
 def _problem(path: Path, exc: OSError | None = None) -> str:
     """Why ``path`` cannot be written, in words (the first reason found)."""
     parent = path.parent
-    if path.is_dir():
-        return "it is a directory"
-    if not parent.exists():
-        return f"directory {parent} does not exist"
-    if not parent.is_dir():
-        return f"{parent} is not a directory"
+    try:
+        if path.is_dir():
+            return "it is a directory"
+        if not parent.exists():
+            return f"directory {parent} does not exist"
+        if not parent.is_dir():
+            return f"{parent} is not a directory"
+    except OSError:  # a name too long to look up: the original error says so
+        pass
     reason = exc.strerror if exc is not None and exc.strerror else str(exc)
     return reason[:1].lower() + reason[1:]
 
@@ -61,7 +65,7 @@ def _through_proc(path: Path) -> bool:
 
 
 def _cannot(path: Path, reason: str) -> str:
-    return f"{path}: cannot write the output: {reason}"
+    return f"{shorten(str(path))}: cannot write the output: {reason}"
 
 
 class OutputFile:

@@ -304,6 +304,16 @@ def _(tmp: Path) -> list[str]:
     return _optimize(tmp, "-o", str(tmp / "afile.txt" / "out.json"))
 
 
+@case("optimize-output-name-too-long", "cannot write the output", "too long")
+def _(tmp: Path) -> list[str]:
+    return _optimize(tmp, "-o", str(tmp / ("o" * 300 + ".json")))
+
+
+@case("optimize-data-name-too-long", "cannot read", "too long")
+def _(tmp: Path) -> list[str]:
+    return ["optimize", str(tmp / ("d" * 300))]
+
+
 # -- analyze
 def _analyze(tmp: Path, **over: str) -> list[str]:
     opts = {"--model": "granite_13b", "--accelerator": "H100", "--rate-rpm": "30",
@@ -616,6 +626,8 @@ _BAD_SCENARIO_VALUE: dict[str, tuple[str, str, str]] = {
                              "sync_period_s"),
     "itl-bounds-three": ("name: inferno}", "name: inferno, inferno: {correction: "
                          "{itl_bounds: [0.5, 2, 3]}}}", "itl_bounds"),
+    "migration-penalty-1e300": ("name: inferno}", "name: inferno, inferno: "
+                                "{migration_penalty: 1.0e+300}}", "migration_penalty"),
     "tuner-seed-two": ("period_s: 60", "period_s: 60, tuner_settings: {seed: [5, 0.05]}",
                        "seed"),
     "accelerators-long-name": ("seed: 1", "seed: 1\naccelerators: [H100, " + "A" * 5000 + "]",
