@@ -22,7 +22,6 @@ from inferno.io import safe
 
 E = TypeVar("E", bound=StrEnum)
 
-_MAX_SHOWN = 60
 _REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 """Unicode's control characters (category Cc: C0, DEL, C1) and lone surrogates (JSON's
 ``"\\ud800"`` escape decodes to one: it cannot be printed or written as UTF-8, so a name holding
@@ -36,7 +35,7 @@ def describe(value: Any) -> str:
         return "an object"
     if isinstance(value, list):
         return "a list"
-    return shorten(json.dumps(value))
+    return safe.shorten(json.dumps(value))
 
 
 class Problems:
@@ -258,9 +257,9 @@ class Fields:
 
 
 def quote(name: str) -> str:
-    """``'name'`` for a message, cut to `_MAX_SHOWN` characters: a name may be 10⁴ long, and
+    """``'name'`` for a message, cut to `safe.MAX_SHOWN` characters: a name may be 10⁴ long, and
     an error stays one readable line."""
-    return f"'{shorten(name)}'"
+    return f"'{safe.shorten(name)}'"
 
 
 _MAX_KNOWN = 12
@@ -273,12 +272,7 @@ def known(names: Iterable[str]) -> str:
     if not listed:
         return "(none defined)"
     more = f", ... {len(listed) - _MAX_KNOWN} more" if len(listed) > _MAX_KNOWN else ""
-    return f"(known: {', '.join(shorten(n) for n in listed[:_MAX_KNOWN])}{more})"
-
-
-def shorten(text: str) -> str:
-    """``text`` cut to `_MAX_SHOWN` characters (with "..."): values and names in messages."""
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+    return f"(known: {', '.join(safe.shorten(n) for n in listed[:_MAX_KNOWN])}{more})"
 
 
 def _fmt(x: float) -> str:

@@ -77,7 +77,7 @@ from typing import Any, TypeVar
 
 from inferno.errors import ConfigError
 from inferno.io import safe
-from inferno.io.fields import Fields, Problems, describe, known, quote, read_json, shorten
+from inferno.io.fields import Fields, Problems, describe, known, quote, read_json
 from inferno.model import (
     DEFAULT_CLASS,
     DEFAULT_MAX_NUM_TOKENS,
@@ -158,7 +158,8 @@ def load_system(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
     except OSError as exc:  # ENAMETOOLONG and the like: is_dir() passes them on
-        raise ConfigError(f"{shorten(str(path))}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(f"{safe.shorten_path(path)}: cannot read: "
+                          f"{exc.strerror or exc}") from None
     if is_dir:
         if not any((path / name).is_file() for name in DATA_FILES) and (
                 path / SYSTEM_FILE).is_file():

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from inferno.errors import ConfigError, InfernoError
-from inferno.io.fields import shorten
+from inferno.io.safe import shorten_path
 
 _NEW_FILE_MODE = 0o644
 
@@ -65,7 +65,7 @@ def _through_proc(path: Path) -> bool:
 
 
 def _cannot(path: Path, reason: str) -> str:
-    return f"{shorten(str(path))}: cannot write the output: {reason}"
+    return f"{shorten_path(path)}: cannot write the output: {reason}"
 
 
 class OutputFile:

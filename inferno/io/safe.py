@@ -267,18 +267,46 @@ def safe_name(name: str, where: str) -> str:
     return name
 
 
+MAX_SHOWN = 60
+"""Characters of a value, name or path shown in a message: one may be 10⁴ long, and an error
+stays one readable line."""
+
+
+def shorten(text: str) -> str:
+    """``text`` cut to `MAX_SHOWN` characters (ending in "...")."""
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+MAX_PATH_SHOWN = 240
+"""Characters of a path shown in a message: longer ones keep their start and their end (the
+file name), so a 300-character name is still an error of one line."""
+
+
+def shorten_path(path: str | Path) -> str:
+    """``path`` as text, its middle elided beyond `MAX_PATH_SHOWN` characters."""
+    text = str(path)
+    if len(text) <= MAX_PATH_SHOWN:
+        return text
+    half = (MAX_PATH_SHOWN - 3) // 2
+    return text[:half] + "..." + text[-half:]
+
+
 def check_output_dir(path: str | Path, label: str) -> Path:
     """``path`` if it is, or can be created as, a writable directory; else a `ConfigError`
     ``"<label> <path>: <reason>"``. Nothing is created (the caller creates it after the
     work succeeds), so a bad path costs no run and leaves nothing behind."""
     path = Path(path)
-    where = f"{label} {path}" if label else str(path)
+    where = f"{label} {shorten_path(path)}" if label else shorten_path(path)
     probe = path
-    while not probe.exists() and not probe.is_symlink():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
+    try:
+        while not probe.exists() and not probe.is_symlink():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        is_dir = probe.is_dir()
+    except OSError as exc:  # a name too long to look up: is_dir()/exists() pass it on
+        raise ConfigError(f"{where}: cannot write the outputs: {exc.strerror or exc}") from None
+    if not is_dir:
         what = "is a file" if probe == path else f"{probe} is not a directory"
         raise ConfigError(f"{where}: cannot write the outputs: {what}")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -291,12 +319,16 @@ def check_output_file(path: str | Path, label: str) -> Path:
     directory, and writable if it exists; else a `ConfigError` ``"<label> <path>: <reason>"``.
     Called before the work starts, so a bad path costs no run."""
     path = Path(path)
-    where = f"{label} {path}" if label else str(path)
-    if path.is_dir():
-        raise ConfigError(f"{where}: cannot write: is a directory, expected a file name")
+    where = f"{label} {shorten_path(path)}" if label else shorten_path(path)
     parent = path.parent
-    if not parent.is_dir():
-        what = "does not exist" if not parent.exists() else "is not a directory"
+    try:
+        is_dir, parent_is_dir, parent_exists = path.is_dir(), parent.is_dir(), parent.exists()
+    except OSError as exc:  # as in `check_output_dir`
+        raise ConfigError(f"{where}: cannot write: {exc.strerror or exc}") from None
+    if is_dir:
+        raise ConfigError(f"{where}: cannot write: is a directory, expected a file name")
+    if not parent_is_dir:
+        what = "does not exist" if not parent_exists else "is not a directory"
         raise ConfigError(f"{where}: cannot write: {parent} {what}")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists()
                                                      and not os.access(path, os.W_OK)):

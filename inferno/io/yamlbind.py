@@ -70,7 +70,7 @@ def join_path(where: str, key: str | int) -> str:
     return f"{where}.{key}" if where else key
 
 
-MAX_SHOWN = 60
+MAX_SHOWN = safe.MAX_SHOWN
 """Characters of a value shown in a message (a pasted blob stays a one-line error)."""
 
 

@@ -538,6 +538,12 @@ def _(tmp: Path) -> list[str]:
                   str(tmp / "missing" / "plot.png"))
 
 
+@case("sim-bench-plot-name-too-long", "--plot", "too long")
+def _(tmp: Path) -> list[str]:
+    return _bench(tmp, "--rate", "1,2", "--sweep", "--num-requests", "20", "--plot",
+                  str(tmp / ("p" * 300 + ".png")))
+
+
 # -- sim run: the scenario file
 def _run(tmp: Path, *extra: str) -> list[str]:
     return ["sim", "run", str(tmp / "scenario.yaml"), "--no-plots", *extra]
@@ -697,6 +703,11 @@ for _text, _name in (("duration_s=1.0e+12", "duration_s"),
 @case("sim-run-out-under-file", "afile.txt")
 def _(tmp: Path) -> list[str]:
     return _run(tmp, "--out", str(tmp / "afile.txt" / "run"))
+
+
+@case("sim-run-out-name-too-long", "--out", "too long")
+def _(tmp: Path) -> list[str]:
+    return _run(tmp, "--out", str(tmp / ("r" * 300)))
 
 
 @case("sim-run-out-is-file", "afile.txt")
