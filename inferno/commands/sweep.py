@@ -29,6 +29,7 @@ def sweep(sweep_file: Path, workers: int | None, scheduler: str | None,
           out: Path | None, force: bool) -> None:
     """Run every scenario variant × policy × seed of SWEEP and tabulate the results."""
     from inferno.io import safe
+    from inferno.io.output import write_text_atomic
     from sim import sweep_spec as sw
     from sim.scenario import check_run_size, load_scenario, scenario_system, scenario_to_dict
     from sim.sweep import Job, execute
@@ -50,9 +51,11 @@ def sweep(sweep_file: Path, workers: int | None, scheduler: str | None,
     outcomes = execute(jobs, workers=workers, scheduler=scheduler, on_done=_progress)
     out.mkdir(parents=True, exist_ok=True)
     table = sw.results_table(runs, [o.summary for o in outcomes])
-    table.to_csv(out / "results.csv", index=False)
-    sw.cycles_table(runs, [o.cycles for o in outcomes]).to_csv(out / "cycles.csv", index=False)
-    (out / "manifest.json").write_text(json.dumps(sw.manifest(
+    # Each file replaced whole (a failure mid-write keeps the previous sweep's, not half).
+    write_text_atomic(out / "results.csv", table.to_csv(index=False))
+    write_text_atomic(out / "cycles.csv", sw.cycles_table(
+        runs, [o.cycles for o in outcomes]).to_csv(index=False))
+    write_text_atomic(out / "manifest.json", json.dumps(sw.manifest(
         spec, scenario_to_dict(base), runs, [o.wall_s for o in outcomes]), indent=2) + "\n")
     sw.plot_cost_vs_slo(table, out / "cost_vs_slo.png", title=f"sweep {spec.name}")
     params = [key for key, _ in spec.grid]
