@@ -64,9 +64,11 @@ def file_prefix(file: str) -> str:
 
 
 def join_path(where: str, key: str | int) -> str:
-    """The key path `where` extended by a mapping key or a list index."""
+    """The key path `where` extended by a mapping key (cut to `MAX_SHOWN`: a path names a
+    key in a message, and a key may be 10⁴ long) or a list index."""
     if isinstance(key, int):
         return f"{where}[{key}]"
+    key = safe.shorten(key)
     return f"{where}.{key}" if where else key
 
 

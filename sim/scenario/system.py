@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from inferno.control.load_noise import LoadPhase
 from inferno.errors import ConfigError
 from inferno.io import apply_overrides, load_static_data
-from inferno.io.yamlbind import describe, file_prefix, wrap
+from inferno.io.yamlbind import describe, file_prefix, join_path, wrap
 from inferno.model import ModelTarget, ServiceClass, System
 from sim.scenario.schema import ClassSpec, PerfScaleSpec, ProfileSpec, Scenario
 
@@ -88,7 +88,8 @@ def scenario_system(scenario: Scenario) -> System:
         types_ = sorted({a.type for a in system.accelerators.values()})
         for acc_type in scenario.capacity:
             if acc_type not in types_:
-                raise ConfigError(f"{where}capacity.{acc_type}: unknown accelerator type; "
+                raise ConfigError(f"{where}{join_path('capacity', acc_type)}: unknown "
+                                  "accelerator type; "
                                   f"known: {', '.join(types_)}")
         system = dataclasses.replace(system, capacity=dict(scenario.capacity))
     if scenario.optimizer:

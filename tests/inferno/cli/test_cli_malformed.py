@@ -636,6 +636,8 @@ _BAD_SCENARIO_VALUE: dict[str, tuple[str, str, str]] = {
                                 "{migration_penalty: 1.0e+300}}", "migration_penalty"),
     "tuner-seed-two": ("period_s: 60", "period_s: 60, tuner_settings: {seed: [5, 0.05]}",
                        "seed"),
+    "capacity-long-key": ("seed: 1", "seed: 1\ncapacity:\n  ? " + "K" * 5000 + "\n  : 3",
+                          "capacity.KKK"),
     "accelerators-long-name": ("seed: 1", "seed: 1\naccelerators: [H100, " + "A" * 5000 + "]",
                                "accelerators[1]"),
     "perf-scale-1e100": ("period_s: 60", "period_s: 60, perf_scale: {gamma: 1.0e+100}",
