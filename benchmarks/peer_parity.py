@@ -2,8 +2,8 @@
 
 Each system (`synthetic.py`: ``case`` or ``synthetic``, one per seed; 20/50/100/200 servers and
 capacity scaled by 0.3/1/3/0.1 as the seed cycles) is written as the six upstream JSON files
-with upstream's settings (``chunked`` service times, ``scaled`` batch size), integral floats
-written as ints (Go's decoder rejects 24.0 for an int field). ``inferno optimize`` and the
+with upstream's settings (``chunked`` service times, ``scaled`` batch size) by
+`inferno.io.dump.write_system`, which Go's decoder reads as is. ``inferno optimize`` and the
 peer (``--peer 'COMMAND {data} {out}'``) solve it; a server matches when accelerator, replicas
 and max batch agree. Where they do not, the peer runs ``--repeats`` more times: upstream breaks
 ties by Go's random map order, so a mismatch counts as a tie when the peer itself gives more
@@ -29,16 +29,6 @@ sys.path.insert(0, str(HERE))
 
 SIZES = (20, 50, 100, 200)
 SCALES = (0.3, 1.0, 3.0, 0.1)
-
-
-def _integral(o):
-    if isinstance(o, float) and o.is_integer():
-        return int(o)
-    if isinstance(o, list):
-        return [_integral(x) for x in o]
-    if isinstance(o, dict):
-        return {k: _integral(v) for k, v in o.items()}
-    return o
 
 
 def _decisions(path: Path) -> dict[str, tuple]:
@@ -71,8 +61,6 @@ def main() -> None:
                 system.settings, perf_model=PerfModel.CHUNKED, batch_policy=BatchPolicy.SCALED))
             data = root / f"s{seed}"
             write_system(system, data)
-            for f in data.glob("*.json"):
-                f.write_text(json.dumps(_integral(json.loads(f.read_text()))))
             ours, peer = root / "ours.json", root / "peer.json"
             subprocess.run([sys.executable, "-c", "from inferno.cli import main; main()",
                             "optimize", str(data), "-o", str(ours)], check=True,

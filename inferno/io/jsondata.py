@@ -115,6 +115,7 @@ _MAX_MS = (safe.MAX_DURATION_MS, "MAX_DURATION_MS")
 _MAX_CAPACITY = (safe.MAX_CAPACITY, "MAX_CAPACITY")
 _MAX_CARDS = (safe.MAX_CARDS, "MAX_CARDS")
 _MAX_QUEUE = (safe.MAX_QUEUE, "MAX_QUEUE")
+_MAX_PENALTY = (safe.MAX_PENALTY_FACTOR, "MAX_PENALTY_FACTOR")
 
 SYSTEM_FILE = "system-data.json"
 
@@ -500,7 +501,7 @@ def _settings(root: Fields) -> OptimizerSettings:
         perf_model=o.choice("perfModel", PerfModel, PerfModel.VLLM),
         batch_policy=o.choice("batchPolicy", BatchPolicy, BatchPolicy.SEARCH),
         accel_penalty_factor=o.number("accelPenaltyFactor", default=0.1, minimum=0.0,
-                                      maximum=(safe.MAX_PENALTY_FACTOR, "MAX_PENALTY_FACTOR")),
+                                      maximum=_MAX_PENALTY),
         milp_time_limit_s=o.number("milpTimeLimit", default=60.0, minimum=0.0),
     )
 

@@ -64,7 +64,7 @@ def file_prefix(file: str) -> str:
 
 
 def join_path(where: str, key: str | int) -> str:
-    """The key path `where` extended by a mapping key (cut to `MAX_SHOWN`: a path names a
+    """The key path `where` extended by a mapping key (cut by `safe.shorten`: a path names a
     key in a message, and a key may be 10⁴ long) or a list index."""
     if isinstance(key, int):
         return f"{where}[{key}]"
@@ -72,20 +72,15 @@ def join_path(where: str, key: str | int) -> str:
     return f"{where}.{key}" if where else key
 
 
-MAX_SHOWN = safe.MAX_SHOWN
-"""Characters of a value shown in a message (a pasted blob stays a one-line error)."""
-
-
 def describe(value: Any) -> str:
-    """A short account of a YAML value for messages: its repr, cut to `MAX_SHOWN`."""
+    """A short account of a YAML value for messages: its repr, cut by `safe.shorten`."""
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    if isinstance(value, int) and value.bit_length() > 3 * MAX_SHOWN:  # no slow (or refused) repr
+    if isinstance(value, int) and value.bit_length() > 3 * safe.MAX_SHOWN:  # no slow repr
         return f"an integer of about {value.bit_length() * math.log10(2):,.0f} digits"
-    text = repr(value)
-    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
+    return safe.shorten(repr(value))
 
 
 def wrap(build: Callable[[], _T], file: str, where: str) -> _T:
